@@ -1,0 +1,121 @@
+# aigw - an AI gateway.  See README.md; `make help` lists the targets.
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/sbin
+CTLDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+ETCDIR  ?= /etc/aigw
+DESTDIR ?=
+
+BUILD   ?= build
+CC      ?= cc
+PKGS    := libcurl json-c yaml-0.1 libssl libcrypto libsystemd lmdb
+
+OPT     ?= -O2 -g
+CFLAGS  += $(OPT) -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
+           -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
+
+SHM_SRC    := $(wildcard shm/*.c)
+MASTER_SRC := $(filter-out master/main.c,$(wildcard master/*.c))
+WORKER_SRC := $(wildcard worker/*.c worker/providers/*.c)
+ADMIN_SRC  := $(wildcard admin/*.c)
+MOCK_SRC   := $(wildcard tests/mock/*.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIB_OBJ    := $(call obj,$(SHM_SRC) $(MASTER_SRC) $(WORKER_SRC))
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all asan deps run test unit integration lint man-lint install uninstall clean help bench
+
+all: $(BUILD)/aigwd $(BUILD)/aigwctl $(BUILD)/aigw-mock
+
+help:
+	@echo "make            build $(BUILD)/aigwd, $(BUILD)/aigwctl, $(BUILD)/aigw-mock"
+	@echo "make run        install missing packages, build, start mock + aigwd (etc/aigw.dev.yaml)"
+	@echo "make test       install missing packages, build, run unit and integration tests"
+	@echo "make asan       build with AddressSanitizer + UBSan into build/asan and run the tests"
+	@echo "make install    install binaries, man pages, example config (PREFIX, DESTDIR)"
+	@echo "make lint       clang-format check and mandoc -T lint"
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libaigw.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/aigwd: $(call obj,master/main.c) $(BUILD)/libaigw.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/aigwctl: $(call obj,$(ADMIN_SRC)) $(BUILD)/libaigw.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/aigw-mock: $(call obj,$(MOCK_SRC)) $(BUILD)/libaigw.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lpthread
+
+$(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(BUILD)/libaigw.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# --- the two commands ------------------------------------------------------
+
+deps:
+	@tests/deps.sh build test
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@tests/run-dev.sh $(BUILD)
+
+test: deps
+	@$(MAKE) --no-print-directory all units
+	@tests/run-tests.sh $(BUILD)
+
+units: $(UNIT_BIN)
+
+# Sanitizer build: its own tree, so it never mixes objects with the
+# normal build.  Runs the whole suite against the instrumented binaries.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan \
+		OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+		LDFLAGS="-fsanitize=address,undefined" all units
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+		tests/run-tests.sh build/asan
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@tests/bench/run.sh $(BUILD)
+
+# --- checks ----------------------------------------------------------------
+
+lint: man-lint
+	@clang-format --dry-run -Werror $(SHM_SRC) $(MASTER_SRC) master/main.c $(WORKER_SRC) \
+		$(ADMIN_SRC) $(MOCK_SRC) $(UNIT_SRC) shm/*.h master/*.h worker/*.h
+
+man-lint:
+	@mandoc -T lint -W warning man/aigwd.8 man/aigwctl.8 man/aigw.yaml.5
+
+# --- install ---------------------------------------------------------------
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CTLDIR) $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(ETCDIR)
+	install -m 0755 $(BUILD)/aigwd $(DESTDIR)$(BINDIR)/aigwd
+	install -m 0755 $(BUILD)/aigwctl $(DESTDIR)$(CTLDIR)/aigwctl
+	install -m 0644 man/aigwd.8 man/aigwctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 man/aigw.yaml.5 $(DESTDIR)$(MANDIR)/man5/
+	test -e $(DESTDIR)$(ETCDIR)/aigw.yaml || \
+		install -m 0640 etc/aigw.yaml $(DESTDIR)$(ETCDIR)/aigw.yaml
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/aigwd $(DESTDIR)$(CTLDIR)/aigwctl \
+		$(DESTDIR)$(MANDIR)/man8/aigwd.8 $(DESTDIR)$(MANDIR)/man8/aigwctl.8 \
+		$(DESTDIR)$(MANDIR)/man5/aigw.yaml.5
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,133 @@
+/*
+ * keys.c - API key secrets: generation, the server secret, and the keyed
+ * hash under which a key is stored.
+ *
+ * A key is never stored, only HMAC-SHA-256(server secret, key).  A plain
+ * hash would do against a stolen database alone; keying it with a secret
+ * kept beside the database (mode 0600) means a copy of the LMDB file
+ * without the secret file cannot even be used to test guesses.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "shm/shm.h"
+
+int
+gw_secret_load(const char *state_dir, bool create, unsigned char secret[GW_SECRET_LEN])
+{
+    char path[4096];
+    int fd = -1, rc = GW_EIO;
+
+    snprintf(path, sizeof(path), "%s/secret", state_dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && create) {
+        unsigned char fresh[GW_SECRET_LEN];
+        char tmp[4200];
+
+        /* Write to a temporary name and rename, so a crash never leaves a
+         * short secret that would silently invalidate every key. */
+        snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+        if (gw_random_bytes(fresh, sizeof(fresh)) != 0)
+            goto fail;
+        int wfd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (wfd < 0) {
+            gw_log(GW_LOG_ERROR, "open(%s): %s", tmp, strerror(errno));
+            goto fail;
+        }
+        if (gw_write_all(wfd, fresh, sizeof(fresh)) != 0 || fsync(wfd) != 0) {
+            gw_log(GW_LOG_ERROR, "write(%s): %s", tmp, strerror(errno));
+            close(wfd);
+            unlink(tmp);
+            goto fail;
+        }
+        close(wfd);
+        if (link(tmp, path) != 0 && errno != EEXIST) {
+            gw_log(GW_LOG_ERROR, "link(%s, %s): %s", tmp, path, strerror(errno));
+            unlink(tmp);
+            goto fail;
+        }
+        unlink(tmp);
+        gw_log(GW_LOG_INFO, "created server secret %s", path);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd < 0) {
+        gw_log(GW_LOG_ERROR, "open(%s): %s", path, strerror(errno));
+        rc = errno == ENOENT ? GW_ENOENT : GW_EIO;
+        goto fail;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0)
+        gw_log(GW_LOG_WARN, "%s is readable by others (mode %04o); it should be 0600", path,
+               (unsigned)(st.st_mode & 07777));
+    ssize_t n = read(fd, secret, GW_SECRET_LEN);
+    if (n != GW_SECRET_LEN) {
+        gw_log(GW_LOG_ERROR, "read(%s): %s", path,
+               n < 0 ? strerror(errno) : "file is shorter than 32 bytes");
+        goto fail;
+    }
+    rc = 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+void
+gw_key_hash(const unsigned char secret[GW_SECRET_LEN], const char *key, size_t len,
+            unsigned char out[GW_KEY_HASH_LEN])
+{
+    unsigned int outlen = GW_KEY_HASH_LEN;
+
+    HMAC(EVP_sha256(), secret, GW_SECRET_LEN, (const unsigned char *)key, len, out, &outlen);
+}
+
+int
+gw_key_generate(char id[GW_KEY_ID_LEN + 1], char secret[GW_KEY_SECRET_LEN])
+{
+    static const char b64url[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char rnd[6 + 32];
+    size_t plen = strlen(GW_KEY_PREFIX);
+
+    if (gw_random_bytes(rnd, sizeof(rnd)) != 0)
+        return GW_EIO;
+    memcpy(id, "key_", 4);
+    gw_hex_encode(rnd, 6, id + 4);
+
+    /* 32 random bytes as 43 base64url characters (256 bits). */
+    memcpy(secret, GW_KEY_PREFIX, plen);
+    const unsigned char *r = rnd + 6;
+    size_t o = plen;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < 32; i++) {
+        acc = (acc << 8) | r[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            secret[o++] = b64url[(acc >> bits) & 63];
+        }
+    }
+    if (bits > 0)
+        secret[o++] = b64url[(acc << (6 - bits)) & 63];
+    secret[o] = '\0';
+    return 0;
+}
+
+bool
+gw_key_allows(const struct gw_key *key, const char *model)
+{
+    if (key->nmodels == 0)
+        return true;
+    for (size_t i = 0; i < key->nmodels; i++)
+        if (strcmp(key->models[i], model) == 0)
+            return true;
+    return false;
+}

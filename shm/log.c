@@ -1,0 +1,90 @@
+/*
+ * log.c - one line per event on stderr, each written with a single
+ * write(2) so that lines from many processes never interleave.
+ *
+ * Format: "2026-11-22T16:04:45.123Z info worker[3]: message".  systemd's
+ * journal adds its own timestamp, but a plain terminal or file does not,
+ * and a precise one is what an operator correlating requests needs.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm/shm.h"
+
+int gw_log_level = GW_LOG_INFO;
+
+static char log_who[32] = "aigw";
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void
+gw_log_init(const char *who)
+{
+    snprintf(log_who, sizeof(log_who), "%s", who);
+}
+
+int
+gw_log_level_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+        if (strcmp(name, level_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void
+log_vwrite(int level, const char *fmt, va_list ap)
+{
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    int saved = errno;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000,
+                     level_names[level < 0 ? 0 : level > 3 ? 3 : level], log_who);
+    if (n < 0)
+        n = 0;
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2; /* truncated: still one line */
+    line[len++] = '\n';
+    (void)gw_write_all(STDERR_FILENO, line, len);
+    errno = saved;
+}
+
+void
+gw_log_write(int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_vwrite(level, fmt, ap);
+    va_end(ap);
+}
+
+void
+gw_log_raw(const char *msg)
+{
+    ssize_t r = write(STDERR_FILENO, msg, strlen(msg));
+    (void)r;
+}
+
+void
+gw_fatal(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_vwrite(GW_LOG_ERROR, fmt, ap);
+    va_end(ap);
+    exit(GW_EXIT_FATAL);
+}

@@ -1,0 +1,401 @@
+/*
+ * store.c - the LMDB state store under state_dir.
+ *
+ * Databases:
+ *   keys     key id -> JSON record {"id","name","prefix","hash","models",
+ *            "disabled","created"}
+ *   keyhash  HMAC of the secret (32 bytes) -> key id
+ *
+ * The master is the only writer; workers look keys up on every request,
+ * so reads reuse one read-only transaction per process (reset/renew), which
+ * costs no allocation and no lock.  A commit by the master is visible to
+ * the next lookup of every worker: that is what makes "key disable" take
+ * effect at once everywhere.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <lmdb.h>
+
+#include "shm/shm.h"
+
+#define STORE_MAP_SIZE ((size_t)1 << 30)
+#define STORE_MAX_READERS 4096
+
+struct gw_store {
+    MDB_env *env;
+    MDB_dbi keys;
+    MDB_dbi keyhash;
+    MDB_txn *rtxn; /* reused read transaction, reset between uses */
+};
+
+static int
+store_fail(const char *call, const char *arg, int mrc)
+{
+    gw_log(GW_LOG_ERROR, "%s(%s): %s", call, arg, mdb_strerror(mrc));
+    return GW_ESTORE;
+}
+
+int
+gw_store_open(const char *state_dir, struct gw_store **out)
+{
+    struct gw_store *st = calloc(1, sizeof(*st));
+    MDB_txn *txn = NULL;
+    int mrc, rc = GW_ESTORE;
+
+    if (st == NULL)
+        return GW_ENOMEM;
+    if ((mrc = mdb_env_create(&st->env)) != 0) {
+        rc = store_fail("mdb_env_create", state_dir, mrc);
+        goto fail;
+    }
+    mdb_env_set_mapsize(st->env, STORE_MAP_SIZE);
+    mdb_env_set_maxdbs(st->env, 16);
+    mdb_env_set_maxreaders(st->env, STORE_MAX_READERS);
+    /* MDB_NOTLS: reader slots belong to the transaction, not the thread,
+     * which is what a reused read transaction needs. */
+    if ((mrc = mdb_env_open(st->env, state_dir, MDB_NOTLS, 0600)) != 0) {
+        rc = store_fail("mdb_env_open", state_dir, mrc);
+        goto fail;
+    }
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0) {
+        rc = store_fail("mdb_txn_begin", state_dir, mrc);
+        goto fail;
+    }
+    if ((mrc = mdb_dbi_open(txn, "keys", MDB_CREATE, &st->keys)) != 0 ||
+        (mrc = mdb_dbi_open(txn, "keyhash", MDB_CREATE, &st->keyhash)) != 0) {
+        rc = store_fail("mdb_dbi_open", state_dir, mrc);
+        goto fail;
+    }
+    if ((mrc = mdb_txn_commit(txn)) != 0) {
+        txn = NULL;
+        rc = store_fail("mdb_txn_commit", state_dir, mrc);
+        goto fail;
+    }
+    *out = st;
+    return 0;
+fail:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (st->env != NULL)
+        mdb_env_close(st->env);
+    free(st);
+    return rc;
+}
+
+void
+gw_store_close(struct gw_store *st)
+{
+    if (st == NULL)
+        return;
+    if (st->rtxn != NULL)
+        mdb_txn_abort(st->rtxn);
+    mdb_env_close(st->env);
+    free(st);
+}
+
+int
+gw_store_reader_check(struct gw_store *st)
+{
+    int dead = 0;
+
+    mdb_reader_check(st->env, &dead);
+    return dead;
+}
+
+/* Begin (or renew) the reusable read transaction. */
+static int
+store_read_begin(struct gw_store *st, MDB_txn **txn)
+{
+    int mrc;
+
+    if (st->rtxn == NULL)
+        mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
+    else
+        mrc = mdb_txn_renew(st->rtxn);
+    if (mrc != 0) {
+        if (st->rtxn != NULL) {
+            mdb_txn_abort(st->rtxn);
+            st->rtxn = NULL;
+        }
+        return store_fail("mdb_txn_begin", "read", mrc);
+    }
+    *txn = st->rtxn;
+    return 0;
+}
+
+static void
+store_read_end(struct gw_store *st)
+{
+    mdb_txn_reset(st->rtxn);
+}
+
+/* Decode a JSON key record into a. */
+static int
+key_decode(const char *data, size_t len, struct gw_arena *a, struct gw_key **out)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *o = NULL, *v;
+    struct gw_key *k;
+    int rc = GW_ESTORE;
+
+    if (tok == NULL)
+        return GW_ENOMEM;
+    o = json_tokener_parse_ex(tok, data, (int)len);
+    if (o == NULL || !json_object_is_type(o, json_type_object)) {
+        gw_log(GW_LOG_ERROR, "key record is not a JSON object");
+        goto fail;
+    }
+    k = gw_arena_zalloc(a, sizeof(*k));
+#define STR(field)                                                                                 \
+    k->field = gw_arena_strdup(                                                                    \
+        a, json_object_object_get_ex(o, #field, &v) ? json_object_get_string(v) : "")
+    STR(id);
+    STR(name);
+    STR(prefix);
+#undef STR
+    if (json_object_object_get_ex(o, "disabled", &v))
+        k->disabled = json_object_get_boolean(v);
+    if (json_object_object_get_ex(o, "created", &v))
+        k->created = json_object_get_int64(v);
+    if (json_object_object_get_ex(o, "models", &v) && json_object_is_type(v, json_type_array)) {
+        k->nmodels = json_object_array_length(v);
+        k->models = gw_arena_alloc(a, (k->nmodels + 1) * sizeof(char *));
+        for (size_t i = 0; i < k->nmodels; i++)
+            k->models[i] = gw_arena_strdup(
+                a, json_object_get_string(json_object_array_get_idx(v, i)));
+    }
+    *out = k;
+    rc = 0;
+fail:
+    json_object_put(o);
+    json_tokener_free(tok);
+    return rc;
+}
+
+static struct json_object *
+key_encode(const struct gw_key *k, const char *hash_hex)
+{
+    struct json_object *o = json_object_new_object();
+    struct json_object *models = json_object_new_array();
+
+    json_object_object_add(o, "id", json_object_new_string(k->id));
+    json_object_object_add(o, "name", json_object_new_string(k->name));
+    json_object_object_add(o, "prefix", json_object_new_string(k->prefix));
+    json_object_object_add(o, "hash", json_object_new_string(hash_hex));
+    for (size_t i = 0; i < k->nmodels; i++)
+        json_object_array_add(models, json_object_new_string(k->models[i]));
+    json_object_object_add(o, "models", models);
+    json_object_object_add(o, "disabled", json_object_new_boolean(k->disabled));
+    json_object_object_add(o, "created", json_object_new_int64(k->created));
+    return o;
+}
+
+static int
+store_put_json(MDB_txn *txn, MDB_dbi dbi, const char *id, struct json_object *o,
+               unsigned flags)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    MDB_val k = {strlen(id), (void *)id}, v = {len, (void *)s};
+    int mrc = mdb_put(txn, dbi, &k, &v, flags);
+
+    if (mrc == MDB_KEYEXIST)
+        return GW_EEXIST;
+    if (mrc != 0)
+        return store_fail("mdb_put", id, mrc);
+    return 0;
+}
+
+static int
+store_commit(MDB_txn *txn, int rc)
+{
+    int mrc;
+
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((mrc = mdb_txn_commit(txn)) != 0)
+        return store_fail("mdb_txn_commit", "keys", mrc);
+    return 0;
+}
+
+int
+gw_store_key_add(struct gw_store *st, const struct gw_key *key,
+                 const unsigned char hash[GW_KEY_HASH_LEN])
+{
+    char hex[2 * GW_KEY_HASH_LEN + 1];
+    MDB_txn *txn;
+    int mrc, rc;
+
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", key->id, mrc);
+    gw_hex_encode(hash, GW_KEY_HASH_LEN, hex);
+    struct json_object *o = key_encode(key, hex);
+    rc = store_put_json(txn, st->keys, key->id, o, MDB_NOOVERWRITE);
+    json_object_put(o);
+    if (rc == 0) {
+        MDB_val k = {GW_KEY_HASH_LEN, (void *)hash}, v = {strlen(key->id), key->id};
+        mrc = mdb_put(txn, st->keyhash, &k, &v, MDB_NOOVERWRITE);
+        if (mrc != 0)
+            rc = mrc == MDB_KEYEXIST ? GW_EEXIST : store_fail("mdb_put", "keyhash", mrc);
+    }
+    return store_commit(txn, rc);
+}
+
+/* Get the record of id inside txn into a. */
+static int
+key_get_txn(struct gw_store *st, MDB_txn *txn, const char *id, size_t idlen,
+            struct gw_arena *a, struct gw_key **out)
+{
+    MDB_val k = {idlen, (void *)id}, v;
+    int mrc = mdb_get(txn, st->keys, &k, &v);
+
+    if (mrc == MDB_NOTFOUND)
+        return GW_ENOENT;
+    if (mrc != 0)
+        return store_fail("mdb_get", "keys", mrc);
+    return key_decode(v.mv_data, v.mv_size, a, out);
+}
+
+int
+gw_store_key_lookup(struct gw_store *st, const unsigned char hash[GW_KEY_HASH_LEN],
+                    struct gw_arena *a, struct gw_key **out)
+{
+    MDB_txn *txn;
+    MDB_val k = {GW_KEY_HASH_LEN, (void *)hash}, v;
+    int rc = store_read_begin(st, &txn);
+
+    if (rc != 0)
+        return rc;
+    int mrc = mdb_get(txn, st->keyhash, &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        rc = GW_ENOENT;
+    else if (mrc != 0)
+        rc = store_fail("mdb_get", "keyhash", mrc);
+    else
+        rc = key_get_txn(st, txn, v.mv_data, v.mv_size, a, out);
+    store_read_end(st);
+    return rc;
+}
+
+int
+gw_store_key_get(struct gw_store *st, const char *id, struct gw_arena *a, struct gw_key **out)
+{
+    MDB_txn *txn;
+    int rc = store_read_begin(st, &txn);
+
+    if (rc != 0)
+        return rc;
+    rc = key_get_txn(st, txn, id, strlen(id), a, out);
+    store_read_end(st);
+    return rc;
+}
+
+int
+gw_store_key_list(struct gw_store *st, struct gw_arena *a, struct gw_key ***out, size_t *n)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    size_t cap = 16, len = 0;
+    struct gw_key **keys = gw_arena_alloc(a, cap * sizeof(*keys));
+    int rc = store_read_begin(st, &txn), mrc;
+
+    if (rc != 0)
+        return rc;
+    if ((mrc = mdb_cursor_open(txn, st->keys, &cur)) != 0) {
+        rc = store_fail("mdb_cursor_open", "keys", mrc);
+        goto out;
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (len == cap) {
+            struct gw_key **bigger = gw_arena_alloc(a, 2 * cap * sizeof(*keys));
+            memcpy(bigger, keys, len * sizeof(*keys));
+            keys = bigger;
+            cap *= 2;
+        }
+        if ((rc = key_decode(v.mv_data, v.mv_size, a, &keys[len])) != 0)
+            goto out;
+        len++;
+    }
+    if (mrc != MDB_NOTFOUND)
+        rc = store_fail("mdb_cursor_get", "keys", mrc);
+    *out = keys;
+    *n = len;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    store_read_end(st);
+    return rc;
+}
+
+/* Read-modify-write of one record, or its deletion (with its hash entry). */
+static int
+key_update(struct gw_store *st, const char *id, bool disabled, bool del)
+{
+    struct json_tokener *tok = NULL;
+    struct json_object *o = NULL, *h;
+    MDB_txn *txn;
+    MDB_val k = {strlen(id), (void *)id}, v;
+    int mrc, rc = GW_ESTORE;
+
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", id, mrc);
+    mrc = mdb_get(txn, st->keys, &k, &v);
+    if (mrc != 0) {
+        rc = mrc == MDB_NOTFOUND ? GW_ENOENT : store_fail("mdb_get", id, mrc);
+        goto done;
+    }
+    if ((tok = json_tokener_new()) == NULL) {
+        rc = GW_ENOMEM;
+        goto done;
+    }
+    o = json_tokener_parse_ex(tok, v.mv_data, (int)v.mv_size);
+    if (o == NULL || !json_object_object_get_ex(o, "hash", &h)) {
+        gw_log(GW_LOG_ERROR, "key record %s is corrupt", id);
+        goto done;
+    }
+    if (del) {
+        unsigned char hash[GW_KEY_HASH_LEN];
+        const char *hex = json_object_get_string(h);
+
+        for (size_t i = 0; i < GW_KEY_HASH_LEN && hex[2 * i] && hex[2 * i + 1]; i++)
+            sscanf(hex + 2 * i, "%2hhx", &hash[i]);
+        MDB_val hk = {GW_KEY_HASH_LEN, hash};
+        if ((mrc = mdb_del(txn, st->keyhash, &hk, NULL)) != 0 && mrc != MDB_NOTFOUND) {
+            rc = store_fail("mdb_del", "keyhash", mrc);
+            goto done;
+        }
+        if ((mrc = mdb_del(txn, st->keys, &k, NULL)) != 0) {
+            rc = store_fail("mdb_del", id, mrc);
+            goto done;
+        }
+        rc = 0;
+    } else {
+        json_object_object_add(o, "disabled", json_object_new_boolean(disabled));
+        rc = store_put_json(txn, st->keys, id, o, 0);
+    }
+done:
+    json_object_put(o);
+    if (tok != NULL)
+        json_tokener_free(tok);
+    return store_commit(txn, rc);
+}
+
+int
+gw_store_key_set_disabled(struct gw_store *st, const char *id, bool disabled)
+{
+    return key_update(st, id, disabled, false);
+}
+
+int
+gw_store_key_del(struct gw_store *st, const char *id)
+{
+    return key_update(st, id, false, true);
+}

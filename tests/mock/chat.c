@@ -1,0 +1,302 @@
+/*
+ * chat.c - POST /v1/chat/completions.
+ *
+ * The completion is N tokens "tok0 ", "tok1 ", ... (N from x-mock-chunks,
+ * default 5); prompt_tokens counts the words of the messages.  A streamed
+ * answer sends each token as its own SSE event and HTTP chunk, written the
+ * moment it is made, in the order and shape OpenAI uses: content chunks
+ * (the first with the role), a chunk with finish_reason "stop", a usage
+ * chunk when stream_options.include_usage asks for it, then [DONE].
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "tests/mock/mock.h"
+
+struct chat {
+    const char *model;
+    size_t model_len;
+    bool stream;
+    bool include_usage;
+    size_t prompt;
+    size_t completion;
+    unsigned long long id;
+    long long created;
+    const char *echo; /* JSON text of the echoed request, or NULL */
+};
+
+static size_t
+prompt_tokens(struct json_object *messages)
+{
+    size_t n = 0;
+    size_t count = json_object_array_length(messages);
+
+    for (size_t i = 0; i < count; i++) {
+        struct json_object *msg = json_object_array_get_idx(messages, i);
+        struct json_object *content, *type, *text;
+        if (!json_object_object_get_ex(msg, "content", &content))
+            continue;
+        if (json_object_is_type(content, json_type_string)) {
+            n += gw_mock_words(json_object_get_string(content),
+                               (size_t)json_object_get_string_len(content));
+            continue;
+        }
+        if (!json_object_is_type(content, json_type_array))
+            continue;
+        size_t nparts = json_object_array_length(content);
+        for (size_t j = 0; j < nparts; j++) {
+            struct json_object *part = json_object_array_get_idx(content, j);
+            if (json_object_object_get_ex(part, "type", &type) &&
+                strcmp(json_object_get_string(type), "text") == 0 &&
+                json_object_object_get_ex(part, "text", &text) &&
+                json_object_is_type(text, json_type_string))
+                n += gw_mock_words(json_object_get_string(text),
+                                   (size_t)json_object_get_string_len(text));
+        }
+    }
+    return n > 0 ? n : 1;
+}
+
+/*
+ * {"method", "path", "headers": {lowercased name: value}, "body"}: what the
+ * mock received, for x-mock-echo.  Repeated headers are joined with ", ".
+ */
+static struct json_object *
+echo_create(struct gw_mock_conn *c, struct json_object *req)
+{
+    struct json_object *echo = json_object_new_object();
+    struct json_object *headers = json_object_new_object();
+    struct json_object *prev;
+    struct gw_buf joined = {0};
+    size_t plen;
+    const char *path = gw_mock_path(c, &plen);
+
+    if (echo == NULL || headers == NULL)
+        goto fail;
+    json_object_object_add(
+        echo, "method",
+        json_object_new_string(http_method_str((enum http_method)c->parser.method)));
+    json_object_object_add(echo, "path", json_object_new_string_len(path, (int)plen));
+    if (path[plen] == '?')
+        json_object_object_add(echo, "query", json_object_new_string(path + plen + 1));
+    for (size_t i = 0; i < c->nhdrs; i++) {
+        const char *name = c->hbuf.data + c->hdrs[i].name;
+        const char *value = c->hbuf.data + c->hdrs[i].value;
+        if (json_object_object_get_ex(headers, name, &prev)) {
+            joined.len = 0;
+            if (gw_buf_printf(&joined, "%s, %s", json_object_get_string(prev), value) != 0)
+                goto fail;
+            value = joined.data;
+        }
+        json_object_object_add(headers, name, json_object_new_string(value));
+    }
+    json_object_object_add(echo, "headers", headers);
+    json_object_object_add(echo, "body", json_object_get(req));
+    gw_buf_free(&joined);
+    return echo;
+
+fail:
+    gw_buf_free(&joined);
+    if (echo != NULL)
+        json_object_put(echo);
+    else
+        json_object_put(headers);
+    return NULL;
+}
+
+/* Append token i of the completion, "tok<i> ", to b. */
+static int
+tok_append(struct gw_buf *b, size_t i)
+{
+    char tmp[32];
+    size_t n = sizeof(tmp);
+
+    tmp[--n] = ' ';
+    do {
+        tmp[--n] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i > 0);
+    tmp[--n] = 'k';
+    tmp[--n] = 'o';
+    tmp[--n] = 't';
+    return gw_buf_append(b, tmp + n, sizeof(tmp) - n);
+}
+
+static int
+chat_full(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_fault *f)
+{
+    struct gw_buf *b = &c->ev;
+
+    b->len = 0;
+    (void)gw_buf_printf(b, "{\"id\":\"chatcmpl-mock-%llu\",\"object\":\"chat.completion\","
+                           "\"created\":%lld,\"model\":",
+                        ch->id, ch->created);
+    (void)gw_mock_json_str(b, ch->model, ch->model_len);
+    (void)gw_buf_printf(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                           "\"content\":");
+    if (ch->echo != NULL) {
+        (void)gw_mock_json_str(b, ch->echo, strlen(ch->echo));
+    } else {
+        (void)GW_MOCK_APPEND(b, "\"");
+        for (size_t i = 0; i < ch->completion; i++)
+            (void)tok_append(b, i);
+        (void)GW_MOCK_APPEND(b, "\"");
+    }
+    if (gw_buf_printf(b, "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":%zu,"
+                         "\"completion_tokens\":%zu,\"total_tokens\":%zu}}",
+                      ch->prompt, ch->completion, ch->prompt + ch->completion) != 0)
+        return GW_ENOMEM;
+    if (f->drop_after >= 0)
+        return gw_mock_respond_cut(c, b->data, b->len, f->drop_after);
+    return gw_mock_respond(c, 200, NULL, b->data, b->len);
+}
+
+/* Send the event in c->ev, after the chunk delay unless it is the first. */
+static int
+event_send(struct gw_mock_conn *c, const struct gw_mock_fault *f, size_t *nsent, bool last)
+{
+    if ((*nsent)++ > 0)
+        gw_mock_sleep_ms(f->chunk_delay_ms);
+    return gw_mock_stream_event(c, c->ev.data, c->ev.len, last);
+}
+
+/* Start the next event in c->ev: the prefix every chunk shares. */
+static void
+event_start(struct gw_mock_conn *c)
+{
+    c->ev.len = 0;
+    (void)gw_buf_append(&c->ev, c->pre.data, c->pre.len);
+}
+
+static int
+chat_stream(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_fault *f)
+{
+    const char *tail = ch->include_usage ? "],\"usage\":null}\n\n" : "]}\n\n";
+    size_t tail_len = strlen(tail);
+    size_t nsent = 0;
+    bool role = true;
+    int rc;
+
+    c->pre.len = 0;
+    (void)gw_buf_printf(&c->pre, "data: {\"id\":\"chatcmpl-mock-%llu\",\"object\":"
+                                 "\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+                        ch->id, ch->created);
+    (void)gw_mock_json_str(&c->pre, ch->model, ch->model_len);
+    if (GW_MOCK_APPEND(&c->pre, ",\"choices\":[") != 0)
+        return GW_ENOMEM;
+
+    gw_mock_stream_begin(c);
+    if (ch->echo != NULL) {
+        event_start(c);
+        (void)GW_MOCK_APPEND(&c->ev, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":");
+        (void)gw_mock_json_str(&c->ev, ch->echo, strlen(ch->echo));
+        (void)GW_MOCK_APPEND(&c->ev, "},\"finish_reason\":null}");
+        (void)gw_buf_append(&c->ev, tail, tail_len);
+        if ((rc = event_send(c, f, &nsent, false)) != 0)
+            return rc;
+        role = false;
+    }
+    for (size_t i = 0; i < ch->completion; i++) {
+        if ((long)i == f->drop_after)
+            goto drop;
+        event_start(c);
+        (void)GW_MOCK_APPEND(&c->ev, "{\"index\":0,\"delta\":{");
+        if (role)
+            (void)GW_MOCK_APPEND(&c->ev, "\"role\":\"assistant\",");
+        role = false;
+        (void)GW_MOCK_APPEND(&c->ev, "\"content\":\"");
+        (void)tok_append(&c->ev, i);
+        (void)GW_MOCK_APPEND(&c->ev, "\"},\"finish_reason\":null}");
+        if (gw_buf_append(&c->ev, tail, tail_len) != 0)
+            return GW_ENOMEM;
+        if ((rc = event_send(c, f, &nsent, false)) != 0)
+            return rc;
+    }
+    if (f->drop_after == (long)ch->completion)
+        goto drop;
+
+    event_start(c);
+    (void)GW_MOCK_APPEND(&c->ev, "{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}");
+    if (gw_buf_append(&c->ev, tail, tail_len) != 0)
+        return GW_ENOMEM;
+    if ((rc = event_send(c, f, &nsent, false)) != 0)
+        return rc;
+
+    if (ch->include_usage) {
+        event_start(c);
+        if (gw_buf_printf(&c->ev,
+                          "],\"usage\":{\"prompt_tokens\":%zu,\"completion_tokens\":%zu,"
+                          "\"total_tokens\":%zu}}\n\n",
+                          ch->prompt, ch->completion, ch->prompt + ch->completion) != 0)
+            return GW_ENOMEM;
+        if ((rc = event_send(c, f, &nsent, false)) != 0)
+            return rc;
+    }
+
+    c->ev.len = 0;
+    if (GW_MOCK_APPEND(&c->ev, "data: [DONE]\n\n") != 0)
+        return GW_ENOMEM;
+    rc = event_send(c, f, &nsent, true);
+    if (rc == 0 && !c->chunked)
+        rc = GW_ECLOSED; /* HTTP/1.0: the end of the stream is the close */
+    return rc;
+
+drop:
+    /* the headers may still be waiting: send them, then cut the stream */
+    (void)gw_mock_flush(c);
+    return GW_ECLOSED;
+}
+
+/*
+ * POST /v1/chat/completions.  See the top of this file; x-mock-* headers
+ * apply (fault.c), x-mock-echo makes the content a JSON string of the
+ * request the mock received.
+ */
+int
+gw_mock_chat_handle(struct gw_mock_conn *c)
+{
+    struct gw_mock_fault f;
+    struct json_object *req = NULL, *echo = NULL;
+    struct json_object *messages, *v, *opts;
+    struct chat ch = {.model = "mock-small", .model_len = 10};
+    int rc;
+
+    if ((rc = gw_mock_fault_parse(c, &f)) != 0 || (rc = gw_mock_fault_apply(c, &f)) != 0)
+        return rc > 0 ? 0 : rc;
+    if ((rc = gw_mock_body_json(c, &req)) != 0)
+        return rc > 0 ? 0 : rc;
+    if (!json_object_object_get_ex(req, "messages", &messages) ||
+        !json_object_is_type(messages, json_type_array)) {
+        rc = gw_mock_respond_error(c, 400, "invalid_request_error", "invalid_messages",
+                                   "'messages' is a required property and must be an array.");
+        goto done;
+    }
+    if (json_object_object_get_ex(req, "model", &v) && json_object_is_type(v, json_type_string)) {
+        ch.model = json_object_get_string(v);
+        ch.model_len = (size_t)json_object_get_string_len(v);
+    }
+    ch.stream = json_object_object_get_ex(req, "stream", &v) && json_object_get_boolean(v);
+    ch.include_usage = ch.stream && json_object_object_get_ex(req, "stream_options", &opts) &&
+                       json_object_object_get_ex(opts, "include_usage", &v) &&
+                       json_object_get_boolean(v);
+    ch.prompt = prompt_tokens(messages);
+    ch.completion = (size_t)f.chunks;
+    ch.id = gw_mock_next_id();
+    ch.created = (long long)time(NULL);
+    if (f.echo) {
+        echo = echo_create(c, req);
+        if (echo == NULL) {
+            rc = GW_ENOMEM;
+            goto done;
+        }
+        ch.echo = json_object_to_json_string_ext(
+            echo, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    }
+    rc = ch.stream ? chat_stream(c, &ch, &f) : chat_full(c, &ch, &f);
+
+done:
+    json_object_put(echo);
+    json_object_put(req);
+    return rc;
+}

@@ -1,0 +1,106 @@
+/*
+ * mock.h - aigw-mock, an OpenAI-compatible upstream for the integration
+ * tests and the benchmarks.
+ *
+ * One thread per connection with blocking I/O: the mock must never be the
+ * bottleneck of a benchmark, and a blocked thread per long stream is the
+ * simplest model that scales to a few thousand concurrent streams.  Each
+ * connection owns its buffers and reuses them for every request on it.
+ *
+ * Files: mock.c (command line, listener, signals), http.c (connections,
+ * request parsing, routing, response writing), fault.c (the x-mock-*
+ * request headers), chat.c (/v1/chat/completions), embed.c
+ * (/v1/embeddings).
+ */
+#ifndef GW_MOCK_H
+#define GW_MOCK_H
+
+#include <http_parser.h>
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "shm/shm.h"
+
+#define GW_MOCK_READ_SIZE 16384
+#define GW_MOCK_MAX_HEADERS 128
+#define GW_MOCK_MAX_BODY (64 * 1024 * 1024)
+
+/* Append a string literal to a gw_buf. */
+#define GW_MOCK_APPEND(b, lit) gw_buf_append((b), (lit), sizeof(lit) - 1)
+
+/* Offsets into gw_mock_conn.hbuf of a NUL-terminated header name (lowercased)
+ * and its value. */
+struct gw_mock_hdr {
+    size_t name;
+    size_t value;
+};
+
+/*
+ * One client connection and the request being parsed on it.  Only the
+ * connection's own thread touches it.  The buffers keep their memory from
+ * one request to the next.
+ */
+struct gw_mock_conn {
+    int fd;
+    http_parser parser;
+    struct json_tokener *tok; /* created on the first request with a body */
+    struct gw_buf url;        /* request target as received */
+    struct gw_buf hbuf;       /* header names and values, see gw_mock_hdr */
+    struct gw_buf body;       /* decoded request body */
+    struct gw_buf out;        /* bytes of the response not yet written */
+    struct gw_buf ev;         /* scratch: a response body or one SSE event */
+    struct gw_buf pre;        /* scratch: the common prefix of stream events */
+    struct gw_mock_hdr hdrs[GW_MOCK_MAX_HEADERS];
+    size_t nhdrs;
+    int hstate;      /* where the header callbacks are: none, name, value */
+    bool keep_alive; /* the request allows another one on this connection */
+    bool chunked;    /* the streamed response uses chunked framing */
+    int reject;      /* status for a request refused while parsing (413, 431) */
+    char rbuf[GW_MOCK_READ_SIZE];
+};
+
+/*
+ * What the x-mock-* headers of a request ask for; see fault.c.  Every field
+ * is a long so that one table can parse them all.
+ */
+struct gw_mock_fault {
+    long status;         /* x-mock-status, 0 when absent */
+    long delay_ms;       /* x-mock-delay-ms: before the first byte */
+    long chunk_delay_ms; /* x-mock-chunk-delay-ms: between stream events */
+    long chunks;         /* x-mock-chunks: completion tokens, default 5 */
+    long drop_after;     /* x-mock-drop-after, -1 when absent */
+    long echo;           /* x-mock-echo: 1 to echo the request */
+};
+
+/* The key every /v1 request must present as a bearer token, or NULL. */
+extern const char *gw_mock_require_key;
+
+/* Thread body of one accepted connection; arg is the fd cast to intptr_t. */
+void *gw_mock_conn_run(void *arg);
+
+const char *gw_mock_header(const struct gw_mock_conn *c, const char *name);
+const char *gw_mock_path(const struct gw_mock_conn *c, size_t *len);
+unsigned long long gw_mock_next_id(void);
+void gw_mock_sleep_ms(long ms);
+size_t gw_mock_words(const char *s, size_t len);
+int gw_mock_json_str(struct gw_buf *b, const char *s, size_t len);
+
+int gw_mock_respond(struct gw_mock_conn *c, int status, const char *extra, const char *body,
+                    size_t len);
+int gw_mock_respond_cut(struct gw_mock_conn *c, const char *body, size_t len, long cut);
+int gw_mock_respond_error(struct gw_mock_conn *c, int status, const char *type, const char *code,
+                          const char *message);
+int gw_mock_body_json(struct gw_mock_conn *c, struct json_object **out);
+
+void gw_mock_stream_begin(struct gw_mock_conn *c);
+int gw_mock_stream_event(struct gw_mock_conn *c, const char *data, size_t len, bool last);
+int gw_mock_flush(struct gw_mock_conn *c);
+
+int gw_mock_fault_parse(struct gw_mock_conn *c, struct gw_mock_fault *f);
+int gw_mock_fault_apply(struct gw_mock_conn *c, const struct gw_mock_fault *f);
+
+int gw_mock_chat_handle(struct gw_mock_conn *c);
+int gw_mock_embed_handle(struct gw_mock_conn *c);
+
+#endif

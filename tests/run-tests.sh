@@ -1,0 +1,30 @@
+#!/bin/sh
+# run-tests.sh BUILD_DIR - run every unit test, then the integration tests
+# against the binaries in BUILD_DIR.  Ends with the node test runner's
+# summary; exits non-zero if anything failed.
+set -u
+build=${1:-build}
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top" || exit 1
+failed=0
+
+echo "== unit tests ($build)"
+for t in "$build"/tests/test_*; do
+    [ -x "$t" ] || continue
+    "$t" || failed=1
+done
+
+echo "== man pages"
+if mandoc -T lint -W warning man/aigwd.8 man/aigwctl.8 man/aigw.yaml.5; then
+    echo "mandoc -T lint: clean"
+else
+    failed=1
+fi
+
+echo "== integration tests ($build)"
+cd tests/integration || exit 1
+if [ ! -d node_modules/openai ]; then
+    npm ci --no-audit --no-fund --loglevel=error || exit 1
+fi
+AIGW_BUILD="$top/$build" node --test --test-concurrency=1 ./*.test.mjs || failed=1
+exit $failed

@@ -1,0 +1,1047 @@
+/*
+ * test_config.c - the YAML configuration loader (master/config.c): every
+ * value of a full file, the defaults, the parsers of durations and sizes,
+ * secrets, and one case per kind of error with the exact
+ * "FILE:LINE:COLUMN: message" it must produce.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "master/master.h"
+
+/* The smallest valid file; error cases add to it or change it. */
+#define PROVIDERS                                                                                  \
+    "providers:\n"                                                                                 \
+    "  - name: local\n"                                                                            \
+    "    type: openai\n"                                                                           \
+    "    base_url: http://127.0.0.1:9090/v1\n"
+#define MODELS                                                                                     \
+    "models:\n"                                                                                    \
+    "  - name: demo\n"                                                                             \
+    "    targets:\n"                                                                               \
+    "      - provider: local\n"                                                                    \
+    "        model: mock-small\n"
+#define MINIMAL PROVIDERS MODELS
+
+static char yaml_path[64];
+
+/* Write text to a new temporary file; its name is left in yaml_path. */
+static void
+write_temp(char *path, size_t size, const char *text)
+{
+    snprintf(path, size, "/tmp/aigw-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* Load text as a configuration file; the file is removed afterwards. */
+static int
+load_text(const char *text, struct gw_config **cfg, char *err, size_t errlen)
+{
+    write_temp(yaml_path, sizeof(yaml_path), text);
+    int rc = gw_master_config_load(yaml_path, cfg, err, errlen);
+    unlink(yaml_path);
+    return rc;
+}
+
+static struct gw_config *
+load_ok(const char *text)
+{
+    struct gw_config *cfg = NULL;
+    char err[512] = "";
+
+    int rc = load_text(text, &cfg, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("load failed: %s", err);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+/* The load of text must fail with exactly "FILE:line:column: msg". */
+static void
+expect_error(const char *text, int line, int column, const char *msg)
+{
+    struct gw_config *cfg = NULL;
+    char err[512], want[512];
+
+    assert_int_equal(load_text(text, &cfg, err, sizeof(err)), GW_ECONFIG);
+    assert_null(cfg);
+    snprintf(want, sizeof(want), "%s:%d:%d: %s", yaml_path, line, column, msg);
+    assert_string_equal(err, want);
+}
+
+/* ---------------------------------------------------------------- values */
+
+static const char full_example[] = "listen: [\"127.0.0.1:8080\", \"[::1]:8081\"]\n"
+                                   "state_dir: /tmp/aigw-state\n"
+                                   "admin:\n"
+                                   "  socket: /tmp/aigw.sock\n"
+                                   "  mode: \"0600\"\n"
+                                   "workers: 8\n"
+                                   "log:\n"
+                                   "  level: debug\n"
+                                   "  access: off\n"
+                                   "http:\n"
+                                   "  max_header_size: 32k\n"
+                                   "  max_body_size: 2m\n"
+                                   "  keepalive_timeout: 10s\n"
+                                   "  read_timeout: 1500ms\n"
+                                   "  write_timeout: 2m\n"
+                                   "upstream:\n"
+                                   "  max_response_size: 1g\n"
+                                   "timeouts:\n"
+                                   "  connect: 3s\n"
+                                   "  first_byte: 90\n"
+                                   "  idle: 45s\n"
+                                   "  total: 1h\n"
+                                   "providers:\n"
+                                   "  - name: local\n"
+                                   "    type: openai\n"
+                                   "    base_url: \"http://127.0.0.1:9090/v1/\"\n"
+                                   "  - name: cloud\n"
+                                   "    type: openai\n"
+                                   "    base_url: https://api.example.com/v1\n"
+                                   "models:\n"
+                                   "  - name: demo\n"
+                                   "    timeouts: { connect: 2s }\n"
+                                   "    targets:\n"
+                                   "      - { provider: local, model: mock-small }\n"
+                                   "      - { provider: cloud, model: big-model }\n"
+                                   "  - name: demo-embed\n"
+                                   "    targets:\n"
+                                   "      - provider: cloud\n"
+                                   "        model: embed-1\n";
+
+static void
+full_example_loads_every_value(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok(full_example);
+
+    assert_int_equal(cfg->nlisten, 2);
+    assert_string_equal(cfg->listen[0], "127.0.0.1:8080");
+    assert_string_equal(cfg->listen[1], "[::1]:8081");
+    assert_string_equal(cfg->state_dir, "/tmp/aigw-state");
+    assert_string_equal(cfg->admin_socket, "/tmp/aigw.sock");
+    assert_int_equal(cfg->admin_mode, 0600);
+    assert_int_equal(cfg->workers, 8);
+    assert_int_equal(cfg->log_level, GW_LOG_DEBUG);
+    assert_false(cfg->access_log);
+    assert_int_equal(cfg->http.max_header_size, 32 * 1024);
+    assert_int_equal(cfg->http.max_body_size, 2 * 1024 * 1024);
+    assert_int_equal(cfg->http.keepalive_timeout_ms, 10000);
+    assert_int_equal(cfg->http.read_timeout_ms, 1500);
+    assert_int_equal(cfg->http.write_timeout_ms, 120000);
+    assert_int_equal(cfg->max_response_size, 1024 * 1024 * 1024);
+    assert_int_equal(cfg->timeouts.connect_ms, 3000);
+    assert_int_equal(cfg->timeouts.first_byte_ms, 90000);
+    assert_int_equal(cfg->timeouts.idle_ms, 45000);
+    assert_int_equal(cfg->timeouts.total_ms, 3600000);
+
+    assert_int_equal(cfg->nproviders, 2);
+    assert_string_equal(cfg->providers[0].name, "local");
+    assert_int_equal(cfg->providers[0].type, GW_PROVIDER_OPENAI);
+    assert_string_equal(cfg->providers[0].base_url, "http://127.0.0.1:9090/v1");
+    assert_null(cfg->providers[0].api_key_env);
+    assert_null(cfg->providers[0].api_key_file);
+    assert_null(cfg->providers[0].api_key);
+    assert_string_equal(cfg->providers[1].name, "cloud");
+    assert_string_equal(cfg->providers[1].base_url, "https://api.example.com/v1");
+
+    assert_int_equal(cfg->nmodels, 2);
+    const struct gw_model *m = gw_config_model_find(cfg, "demo");
+    assert_ptr_equal(m, &cfg->models[0]);
+    assert_int_equal(m->ntargets, 2);
+    assert_int_equal(m->targets[0].provider, 0);
+    assert_string_equal(m->targets[0].model, "mock-small");
+    assert_int_equal(m->targets[1].provider, 1);
+    assert_string_equal(m->targets[1].model, "big-model");
+    /* Overridden connect, the rest from the top level. */
+    assert_int_equal(m->timeouts.connect_ms, 2000);
+    assert_int_equal(m->timeouts.first_byte_ms, 90000);
+    assert_int_equal(m->timeouts.idle_ms, 45000);
+    assert_int_equal(m->timeouts.total_ms, 3600000);
+
+    m = gw_config_model_find(cfg, "demo-embed");
+    assert_non_null(m);
+    assert_int_equal(m->ntargets, 1);
+    assert_int_equal(m->targets[0].provider, 1);
+    assert_string_equal(m->targets[0].model, "embed-1");
+    assert_int_equal(m->timeouts.connect_ms, 3000);
+    gw_config_free(cfg);
+}
+
+static void
+defaults_fill_unset_keys(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok(MINIMAL);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    assert_int_equal(cfg->nlisten, 1);
+    assert_string_equal(cfg->listen[0], "127.0.0.1:8080");
+    assert_string_equal(cfg->state_dir, "/var/lib/aigw");
+    assert_string_equal(cfg->admin_socket, GW_DEFAULT_SOCKET);
+    assert_int_equal(cfg->admin_mode, 0660);
+    assert_int_equal(cfg->workers, cpus < 2 ? 2 : cpus > 1024 ? 1024 : cpus);
+    assert_int_equal(cfg->log_level, GW_LOG_INFO);
+    assert_true(cfg->access_log);
+    assert_int_equal(cfg->http.max_header_size, 16 * 1024);
+    assert_int_equal(cfg->http.max_body_size, 8 * 1024 * 1024);
+    assert_int_equal(cfg->http.keepalive_timeout_ms, 75000);
+    assert_int_equal(cfg->http.read_timeout_ms, 30000);
+    assert_int_equal(cfg->http.write_timeout_ms, 30000);
+    assert_int_equal(cfg->max_response_size, 64 * 1024 * 1024);
+    assert_int_equal(cfg->timeouts.connect_ms, 5000);
+    assert_int_equal(cfg->timeouts.first_byte_ms, 120000);
+    assert_int_equal(cfg->timeouts.idle_ms, 60000);
+    assert_int_equal(cfg->timeouts.total_ms, 600000);
+    assert_int_equal(cfg->models[0].timeouts.connect_ms, 5000);
+    assert_int_equal(cfg->models[0].timeouts.total_ms, 600000);
+    assert_string_equal(cfg->path, yaml_path);
+    gw_config_free(cfg);
+}
+
+static void
+listen_accepts_a_single_string(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("listen: \"*:9000\"\n" MINIMAL);
+
+    assert_int_equal(cfg->nlisten, 1);
+    assert_string_equal(cfg->listen[0], "*:9000");
+    gw_config_free(cfg);
+}
+
+static void
+listen_accepts_every_host_form(void **state)
+{
+    (void)state;
+    struct gw_config *cfg =
+        load_ok("listen: [\"0.0.0.0:80\", \"[::]:81\", \":82\", \"localhost:83\"]\n" MINIMAL);
+
+    assert_int_equal(cfg->nlisten, 4);
+    assert_string_equal(cfg->listen[2], ":82");
+    gw_config_free(cfg);
+}
+
+static void
+admin_mode_is_octal_quoted_or_not(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("admin: { mode: 0600 }\n" MINIMAL);
+
+    assert_int_equal(cfg->admin_mode, 0600);
+    gw_config_free(cfg);
+    cfg = load_ok("admin: { mode: \"0640\" }\n" MINIMAL);
+    assert_int_equal(cfg->admin_mode, 0640);
+    gw_config_free(cfg);
+}
+
+static void
+bool_accepts_yes_no_on_off(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        bool value;
+    } cases[] = {{"true", true},   {"yes", true}, {"on", true},   {"True", true},
+                 {"false", false}, {"no", false}, {"off", false}, {"FALSE", false}};
+    char text[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), "log: { access: %s }\n" MINIMAL, cases[i].text);
+        struct gw_config *cfg = load_ok(text);
+        assert_int_equal(cfg->access_log, cases[i].value);
+        gw_config_free(cfg);
+    }
+}
+
+static void
+base_url_loses_trailing_slashes(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("providers:\n"
+                                    "  - name: local\n"
+                                    "    type: openai\n"
+                                    "    base_url: https://example.com//\n" MODELS);
+
+    assert_string_equal(cfg->providers[0].base_url, "https://example.com");
+    gw_config_free(cfg);
+}
+
+static void
+providers_may_follow_models(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok(MODELS PROVIDERS);
+
+    assert_int_equal(cfg->models[0].targets[0].provider, 0);
+    gw_config_free(cfg);
+}
+
+/* --------------------------------------------------------------- parsers */
+
+static void
+parse_duration_reads_every_unit(void **state)
+{
+    (void)state;
+    long ms = 0;
+
+    assert_int_equal(gw_master_config_parse_duration("500ms", &ms), 0);
+    assert_int_equal(ms, 500);
+    assert_int_equal(gw_master_config_parse_duration("30s", &ms), 0);
+    assert_int_equal(ms, 30000);
+    assert_int_equal(gw_master_config_parse_duration("2m", &ms), 0);
+    assert_int_equal(ms, 120000);
+    assert_int_equal(gw_master_config_parse_duration("1h", &ms), 0);
+    assert_int_equal(ms, 3600000);
+    assert_int_equal(gw_master_config_parse_duration("75", &ms), 0);
+    assert_int_equal(ms, 75000);
+}
+
+static void
+parse_duration_rejects_bad_text(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "", "0", "0s", "s", "-1s", "1.5s", "10 s", "1d", "5sec", "1ms2", "99999999999999999999h"};
+    long ms = 42;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(gw_master_config_parse_duration(bad[i], &ms), GW_EINVAL);
+        assert_int_equal(ms, 42);
+    }
+}
+
+static void
+parse_size_reads_every_multiple(void **state)
+{
+    (void)state;
+    size_t n = 0;
+
+    assert_int_equal(gw_master_config_parse_size("512", &n), 0);
+    assert_int_equal(n, 512);
+    assert_int_equal(gw_master_config_parse_size("16k", &n), 0);
+    assert_int_equal(n, 16384);
+    assert_int_equal(gw_master_config_parse_size("8M", &n), 0);
+    assert_int_equal(n, 8 * 1024 * 1024);
+    assert_int_equal(gw_master_config_parse_size("1g", &n), 0);
+    assert_int_equal(n, 1024 * 1024 * 1024);
+    assert_int_equal(gw_master_config_parse_size("4KB", &n), 0);
+    assert_int_equal(n, 4096);
+    assert_int_equal(gw_master_config_parse_size("100b", &n), 0);
+    assert_int_equal(n, 100);
+}
+
+static void
+parse_size_rejects_bad_text(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "", "k", "-1k", "1.5m", "16 k", "16kk", "16t", "16kib", "99999999999999999999g"};
+    size_t n = 42;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(gw_master_config_parse_size(bad[i], &n), GW_EINVAL);
+        assert_int_equal(n, 42);
+    }
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static void
+missing_file_is_an_io_error(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = NULL;
+    char err[256];
+
+    assert_int_equal(gw_master_config_load("/nonexistent/aigw.yaml", &cfg, err, sizeof(err)),
+                     GW_EIO);
+    assert_null(cfg);
+    assert_string_equal(err, "/nonexistent/aigw.yaml: No such file or directory");
+}
+
+static void
+empty_file_is_an_error(void **state)
+{
+    (void)state;
+    expect_error("", 1, 1, "the file is empty; it must declare providers and models");
+}
+
+static void
+comment_only_file_is_empty(void **state)
+{
+    (void)state;
+    expect_error("# nothing yet\n\n", 1, 1,
+                 "the file is empty; it must declare providers and models");
+}
+
+static void
+top_level_must_be_a_mapping(void **state)
+{
+    (void)state;
+    expect_error("- a\n- b\n", 1, 1,
+                 "the file must be a mapping of keys such as \"providers:\" and \"models:\"");
+}
+
+static void
+yaml_syntax_error_at_problem_mark(void **state)
+{
+    (void)state;
+    expect_error("workers: 4\n  state_dir: /x\n", 2, 12,
+                 "YAML syntax error: mapping values are not allowed in this context");
+}
+
+static void
+yaml_unclosed_flow_sequence(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"a:1\"\nworkers: 2\n", 2, 1,
+                 "YAML syntax error: did not find expected ',' or ']' "
+                 "(while parsing a flow sequence at line 1, column 9)");
+}
+
+static void
+unquoted_star_address_gets_a_hint(void **state)
+{
+    (void)state;
+    expect_error("listen: *:8080\n" MINIMAL, 1, 9,
+                 "YAML syntax error: did not find expected alphabetic or numeric character "
+                 "after '*'; quote a value that starts with '*', such as \"*:8080\"");
+}
+
+static void
+invalid_utf8_is_located(void **state)
+{
+    (void)state;
+    expect_error("workers: 2\nstate_dir: /\xff\n", 2, 13,
+                 "invalid leading UTF-8 octet (the file must be UTF-8 text)");
+}
+
+static void
+two_documents_are_refused(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "---\nworkers: 2\n", 10, 1,
+                 "a second YAML document: the file must hold exactly one");
+}
+
+static void
+alias_is_refused(void **state)
+{
+    (void)state;
+    expect_error("state_dir: &dir /x\n"
+                 "admin: { socket: *dir }\n" MINIMAL,
+                 2, 18, "YAML aliases (*dir) are not supported; write the value out");
+}
+
+static void
+unknown_top_level_key(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "listn: 127.0.0.1:8080\n", 10, 1,
+                 "unknown key \"listn\" (expected one of: listen, state_dir, admin, workers, "
+                 "log, http, upstream, timeouts, providers, models)");
+}
+
+static void
+unknown_key_in_provider(void **state)
+{
+    (void)state;
+    expect_error(PROVIDERS "    colour: red\n" MODELS, 5, 5,
+                 "unknown key \"colour\" in providers[0] (expected one of: name, type, "
+                 "base_url, api_key_env, api_key_file)");
+}
+
+static void
+unknown_key_in_model_timeouts(void **state)
+{
+    (void)state;
+    expect_error(PROVIDERS "models:\n"
+                           "  - name: demo\n"
+                           "    timeouts: { conect: 2s }\n"
+                           "    targets: [{ provider: local, model: m }]\n",
+                 7, 17,
+                 "unknown key \"conect\" in models[0].timeouts (expected one of: connect, "
+                 "first_byte, idle, total)");
+}
+
+static void
+workers_must_be_an_integer(void **state)
+{
+    (void)state;
+    expect_error("workers: many\n" MINIMAL, 1, 10, "\"workers\" must be an integer");
+}
+
+static void
+workers_out_of_range(void **state)
+{
+    (void)state;
+    expect_error("workers: 2000\n" MINIMAL, 1, 10,
+                 "\"workers\" must be between 1 and 1024 (got 2000)");
+}
+
+static void
+section_must_be_a_mapping(void **state)
+{
+    (void)state;
+    expect_error("http: 8m\n" MINIMAL, 1, 7,
+                 "\"http\" must be a mapping of keys (max_header_size, max_body_size, "
+                 "keepalive_timeout, read_timeout, write_timeout)");
+}
+
+static void
+string_must_not_be_a_list(void **state)
+{
+    (void)state;
+    expect_error("state_dir: [a, b]\n" MINIMAL, 1, 12, "\"state_dir\" must be a string");
+}
+
+static void
+duplicate_key_points_at_the_second(void **state)
+{
+    (void)state;
+    expect_error("workers: 4\n"
+                 "log: { level: info }\n"
+                 "workers: 8\n" MINIMAL,
+                 3, 1, "duplicate key \"workers\" (first at line 1)");
+}
+
+static void
+duplicate_key_in_nested_mapping(void **state)
+{
+    (void)state;
+    expect_error("http:\n"
+                 "  read_timeout: 1s\n"
+                 "  read_timeout: 2s\n" MINIMAL,
+                 3, 3, "duplicate key \"read_timeout\" in http (first at line 2)");
+}
+
+static void
+duplicate_provider_name(void **state)
+{
+    (void)state;
+    expect_error(PROVIDERS "  - name: local\n"
+                           "    type: openai\n"
+                           "    base_url: http://127.0.0.1:9091/v1\n" MODELS,
+                 5, 11, "duplicate provider name \"local\" (first at line 2)");
+}
+
+static void
+duplicate_model_name(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "  - name: demo\n"
+                         "    targets: [{ provider: local, model: other }]\n",
+                 10, 11, "duplicate model name \"demo\" (first at line 6)");
+}
+
+static void
+dangling_provider_reference(void **state)
+{
+    (void)state;
+    expect_error(PROVIDERS "models:\n"
+                           "  - name: demo\n"
+                           "    targets:\n"
+                           "      - provider: local\n"
+                           "        model: a\n"
+                           "      - provider: loacl\n"
+                           "        model: b\n",
+                 10, 19, "no provider named \"loacl\" (declared: local)");
+}
+
+static void
+missing_required_key_points_at_the_mapping(void **state)
+{
+    (void)state;
+    expect_error("providers:\n"
+                 "  - name: local\n"
+                 "    base_url: http://127.0.0.1:9090/v1\n" MODELS,
+                 2, 5, "missing required key \"type\" in providers[0]");
+}
+
+static void
+missing_required_key_in_flow_mapping(void **state)
+{
+    (void)state;
+    expect_error(PROVIDERS "models:\n"
+                           "  - name: demo\n"
+                           "    targets: [{ provider: local }]\n",
+                 7, 15, "missing required key \"model\" in models[0].targets[0]");
+}
+
+static void
+missing_providers_at_top(void **state)
+{
+    (void)state;
+    expect_error("workers: 2\n" MODELS, 1, 1, "missing required key \"providers\"");
+}
+
+static void
+empty_model_list(void **state)
+{
+    (void)state;
+    expect_error(PROVIDERS "models: []\n", 5, 9, "\"models\" must list at least one model");
+}
+
+static void
+unsupported_provider_type(void **state)
+{
+    (void)state;
+    expect_error("providers:\n"
+                 "  - name: local\n"
+                 "    type: anthropic\n"
+                 "    base_url: http://127.0.0.1:9090/v1\n" MODELS,
+                 3, 11, "provider type \"anthropic\" is not supported (supported: openai)");
+}
+
+static void
+bad_provider_name(void **state)
+{
+    (void)state;
+    expect_error("providers:\n"
+                 "  - name: \"my provider\"\n"
+                 "    type: openai\n"
+                 "    base_url: http://127.0.0.1:9090/v1\n" MODELS,
+                 2, 11,
+                 "\"providers[0].name\" may hold only letters, digits, '.', '_' and '-' "
+                 "(got \"my provider\")");
+}
+
+static void
+base_url_needs_a_scheme(void **state)
+{
+    (void)state;
+    expect_error("providers:\n"
+                 "  - name: local\n"
+                 "    type: openai\n"
+                 "    base_url: 127.0.0.1:9090/v1\n" MODELS,
+                 4, 15,
+                 "\"providers[0].base_url\" must start with http:// or https:// "
+                 "(got \"127.0.0.1:9090/v1\")");
+}
+
+static void
+base_url_needs_a_host(void **state)
+{
+    (void)state;
+    expect_error("providers:\n"
+                 "  - name: local\n"
+                 "    type: openai\n"
+                 "    base_url: https:///v1\n" MODELS,
+                 4, 15, "\"providers[0].base_url\" has no host (got \"https:///v1\")");
+}
+
+static void
+base_url_must_not_hold_credentials(void **state)
+{
+    (void)state;
+    expect_error("providers:\n"
+                 "  - name: local\n"
+                 "    type: openai\n"
+                 "    base_url: https://user:hunter2@example.com/v1\n" MODELS,
+                 4, 15,
+                 "\"providers[0].base_url\" must not hold credentials; name them with "
+                 "api_key_env or api_key_file");
+}
+
+static void
+bad_duration(void **state)
+{
+    (void)state;
+    expect_error("timeouts:\n"
+                 "  connect: 5 seconds\n" MINIMAL,
+                 2, 12,
+                 "\"timeouts.connect\" must be a duration such as 500ms, 30s, 5m or 1h "
+                 "(got \"5 seconds\")");
+}
+
+static void
+zero_duration(void **state)
+{
+    (void)state;
+    expect_error("http: { read_timeout: 0ms }\n" MINIMAL, 1, 23,
+                 "\"http.read_timeout\" must be longer than zero (got \"0ms\")");
+}
+
+static void
+duration_over_a_day(void **state)
+{
+    (void)state;
+    expect_error("timeouts: { total: 48h }\n" MINIMAL, 1, 20,
+                 "\"timeouts.total\" must be between 1ms and 24h (got 48h)");
+}
+
+static void
+bad_size(void **state)
+{
+    (void)state;
+    expect_error("http:\n"
+                 "  max_body_size: 8 MB\n" MINIMAL,
+                 2, 18,
+                 "\"http.max_body_size\" must be a size such as 512, 16k, 8m or 1g "
+                 "(got \"8 MB\")");
+}
+
+static void
+size_out_of_range(void **state)
+{
+    (void)state;
+    expect_error("http:\n"
+                 "  max_header_size: 2m\n" MINIMAL,
+                 2, 20, "\"http.max_header_size\" must be between 1k and 1m (got 2m)");
+}
+
+static void
+bad_port(void **state)
+{
+    (void)state;
+    expect_error("listen:\n"
+                 "  - 127.0.0.1:8080\n"
+                 "  - 127.0.0.1:70000\n" MINIMAL,
+                 3, 5, "\"listen[1]\": port must be a number from 1 to 65535 (got \"70000\")");
+}
+
+static void
+port_zero_is_refused(void **state)
+{
+    (void)state;
+    expect_error("listen: \"127.0.0.1:0\"\n" MINIMAL, 1, 9,
+                 "\"listen\": port must be a number from 1 to 65535 (got \"0\")");
+}
+
+static void
+listen_needs_host_and_port(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"8080\"]\n" MINIMAL, 1, 10,
+                 "\"listen[0]\" must be host:port, such as 127.0.0.1:8080 (got \"8080\")");
+}
+
+static void
+ipv6_listen_needs_brackets(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"::1:8080\"]\n" MINIMAL, 1, 10,
+                 "\"listen[0]\": an IPv6 address must be in brackets, as in [::1]:8080");
+}
+
+static void
+bad_ipv4_listen_address(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"127.0.0.256:8080\"]\n" MINIMAL, 1, 10,
+                 "\"listen[0]\": bad host in \"127.0.0.256:8080\"");
+}
+
+static void
+duplicate_listen_address(void **state)
+{
+    (void)state;
+    expect_error("listen: [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n" MINIMAL, 1, 28,
+                 "\"listen[1]\": \"127.0.0.1:8080\" is listed twice");
+}
+
+static void
+admin_mode_refuses_world_bits(void **state)
+{
+    (void)state;
+    expect_error("admin:\n"
+                 "  mode: \"0666\"\n" MINIMAL,
+                 2, 9,
+                 "\"admin.mode\" 0666 lets every local user reach the admin socket; use 0600 "
+                 "or 0660");
+}
+
+static void
+admin_mode_must_be_octal(void **state)
+{
+    (void)state;
+    expect_error("admin: { mode: rw-rw---- }\n" MINIMAL, 1, 16,
+                 "\"admin.mode\" must be octal permission bits such as 0600 or 0660");
+}
+
+static void
+log_level_must_be_known(void **state)
+{
+    (void)state;
+    expect_error("log: { level: verbose }\n" MINIMAL, 1, 15,
+                 "\"log.level\" must be one of error, warn, info, debug (got \"verbose\")");
+}
+
+static void
+long_admin_socket_path(void **state)
+{
+    (void)state;
+    char text[1024], path[121];
+
+    memset(path, 'a', sizeof(path) - 1);
+    path[0] = '/';
+    path[sizeof(path) - 1] = '\0';
+    snprintf(text, sizeof(text), "admin: { socket: %s }\n" MINIMAL, path);
+    expect_error(text, 1, 18,
+                 "\"admin.socket\" is 120 bytes long; a Unix socket path holds at most 107");
+}
+
+/* --------------------------------------------------------------- secrets */
+
+static void
+api_key_env_is_resolved(void **state)
+{
+    (void)state;
+    setenv("AIGW_TEST_KEY", "sk-test-from-env", 1);
+    struct gw_config *cfg = load_ok(PROVIDERS "    api_key_env: AIGW_TEST_KEY\n" MODELS);
+
+    assert_string_equal(cfg->providers[0].api_key_env, "AIGW_TEST_KEY");
+    assert_string_equal(cfg->providers[0].api_key, "sk-test-from-env");
+    gw_config_free(cfg);
+    unsetenv("AIGW_TEST_KEY");
+}
+
+/* Run a load with stderr sent to a file; return what was logged. */
+static char *
+load_capturing_stderr(const char *text, struct gw_config **cfg)
+{
+    char logpath[64], err[512];
+    static char logged[2048];
+
+    write_temp(logpath, sizeof(logpath), "");
+    int fd = open(logpath, O_WRONLY | O_TRUNC);
+    int saved = dup(STDERR_FILENO);
+    assert_true(fd >= 0 && saved >= 0);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    int rc = load_text(text, cfg, err, sizeof(err));
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    assert_int_equal(rc, 0);
+
+    FILE *f = fopen(logpath, "r");
+    assert_non_null(f);
+    size_t n = fread(logged, 1, sizeof(logged) - 1, f);
+    logged[n] = '\0';
+    fclose(f);
+    unlink(logpath);
+    return logged;
+}
+
+static void
+api_key_env_unset_warns_but_loads(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = NULL;
+
+    unsetenv("AIGW_TEST_UNSET_KEY");
+    char *logged =
+        load_capturing_stderr(PROVIDERS "    api_key_env: AIGW_TEST_UNSET_KEY\n" MODELS, &cfg);
+
+    assert_null(cfg->providers[0].api_key);
+    assert_non_null(strstr(logged, "warn"));
+    assert_non_null(strstr(logged, "provider \"local\": environment variable AIGW_TEST_UNSET_KEY "
+                                   "is not set; requests go without a credential"));
+    gw_config_free(cfg);
+}
+
+static void
+api_key_env_empty_is_unset(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = NULL;
+
+    setenv("AIGW_TEST_EMPTY_KEY", "", 1);
+    char *logged =
+        load_capturing_stderr(PROVIDERS "    api_key_env: AIGW_TEST_EMPTY_KEY\n" MODELS, &cfg);
+
+    assert_null(cfg->providers[0].api_key);
+    assert_non_null(strstr(logged, "AIGW_TEST_EMPTY_KEY is not set"));
+    gw_config_free(cfg);
+    unsetenv("AIGW_TEST_EMPTY_KEY");
+}
+
+static void
+api_key_env_must_be_a_variable_name(void **state)
+{
+    (void)state;
+    expect_error(PROVIDERS "    api_key_env: $OPENAI_KEY\n" MODELS, 5, 18,
+                 "\"providers[0].api_key_env\" must be the name of an environment variable, "
+                 "such as OPENAI_API_KEY (got \"$OPENAI_KEY\")");
+}
+
+static void
+api_key_file_is_read_and_trimmed(void **state)
+{
+    (void)state;
+    char keypath[64], text[1024];
+
+    write_temp(keypath, sizeof(keypath), "sk-test-from-file \n\r\n\n");
+    snprintf(text, sizeof(text), PROVIDERS "    api_key_file: %s\n" MODELS, keypath);
+    struct gw_config *cfg = load_ok(text);
+    unlink(keypath);
+
+    assert_string_equal(cfg->providers[0].api_key_file, keypath);
+    assert_string_equal(cfg->providers[0].api_key, "sk-test-from-file");
+    gw_config_free(cfg);
+}
+
+static void
+unreadable_api_key_file(void **state)
+{
+    (void)state;
+    expect_error(PROVIDERS "    api_key_file: /nonexistent/key\n" MODELS, 5, 19,
+                 "cannot read api_key_file \"/nonexistent/key\": No such file or directory");
+}
+
+static void
+empty_api_key_file(void **state)
+{
+    (void)state;
+    char keypath[64], text[1024], msg[256];
+
+    write_temp(keypath, sizeof(keypath), "\n\n");
+    snprintf(text, sizeof(text), PROVIDERS "    api_key_file: %s\n" MODELS, keypath);
+    snprintf(msg, sizeof(msg), "api_key_file \"%s\" is empty", keypath);
+    expect_error(text, 5, 19, msg);
+    unlink(keypath);
+}
+
+static void
+secret_never_appears_in_an_error(void **state)
+{
+    (void)state;
+    char keypath[64], text[1024], msg[256];
+
+    write_temp(keypath, sizeof(keypath), "sk-first-line\nsk-second-line\n");
+    snprintf(text, sizeof(text), PROVIDERS "    api_key_file: %s\n" MODELS, keypath);
+    snprintf(msg, sizeof(msg), "api_key_file \"%s\" must hold one line without control characters",
+             keypath);
+    expect_error(text, 5, 19, msg);
+    unlink(keypath);
+}
+
+static void
+api_key_env_and_file_together(void **state)
+{
+    (void)state;
+    expect_error(PROVIDERS "    api_key_env: LOCAL_KEY\n"
+                           "    api_key_file: /etc/aigw/local.key\n" MODELS,
+                 6, 5, "provider \"local\": set api_key_env or api_key_file, not both");
+}
+
+/* --------------------------------------------------------- shipped files */
+
+/* etc/ files load as they are; skipped when the tests run outside the repository. */
+static void
+shipped_configs_load(void **state)
+{
+    (void)state;
+    static const char *const files[] = {"etc/aigw.dev.yaml", "etc/aigw.yaml"};
+
+    if (access(files[0], R_OK) != 0)
+        skip();
+    /* Their providers' key variables are unset here: no warnings in the output. */
+    int level = gw_log_level;
+    gw_log_level = GW_LOG_ERROR;
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        struct gw_config *cfg = NULL;
+        char err[512] = "";
+        int rc = gw_master_config_load(files[i], &cfg, err, sizeof(err));
+        if (rc != 0)
+            fail_msg("%s", err);
+        assert_true(cfg->nproviders > 0 && cfg->nmodels > 0);
+        gw_config_free(cfg);
+    }
+    gw_log_level = level;
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(full_example_loads_every_value),
+        cmocka_unit_test(defaults_fill_unset_keys),
+        cmocka_unit_test(listen_accepts_a_single_string),
+        cmocka_unit_test(listen_accepts_every_host_form),
+        cmocka_unit_test(admin_mode_is_octal_quoted_or_not),
+        cmocka_unit_test(bool_accepts_yes_no_on_off),
+        cmocka_unit_test(base_url_loses_trailing_slashes),
+        cmocka_unit_test(providers_may_follow_models),
+        cmocka_unit_test(parse_duration_reads_every_unit),
+        cmocka_unit_test(parse_duration_rejects_bad_text),
+        cmocka_unit_test(parse_size_reads_every_multiple),
+        cmocka_unit_test(parse_size_rejects_bad_text),
+        cmocka_unit_test(missing_file_is_an_io_error),
+        cmocka_unit_test(empty_file_is_an_error),
+        cmocka_unit_test(comment_only_file_is_empty),
+        cmocka_unit_test(top_level_must_be_a_mapping),
+        cmocka_unit_test(yaml_syntax_error_at_problem_mark),
+        cmocka_unit_test(yaml_unclosed_flow_sequence),
+        cmocka_unit_test(unquoted_star_address_gets_a_hint),
+        cmocka_unit_test(invalid_utf8_is_located),
+        cmocka_unit_test(two_documents_are_refused),
+        cmocka_unit_test(alias_is_refused),
+        cmocka_unit_test(unknown_top_level_key),
+        cmocka_unit_test(unknown_key_in_provider),
+        cmocka_unit_test(unknown_key_in_model_timeouts),
+        cmocka_unit_test(workers_must_be_an_integer),
+        cmocka_unit_test(workers_out_of_range),
+        cmocka_unit_test(section_must_be_a_mapping),
+        cmocka_unit_test(string_must_not_be_a_list),
+        cmocka_unit_test(duplicate_key_points_at_the_second),
+        cmocka_unit_test(duplicate_key_in_nested_mapping),
+        cmocka_unit_test(duplicate_provider_name),
+        cmocka_unit_test(duplicate_model_name),
+        cmocka_unit_test(dangling_provider_reference),
+        cmocka_unit_test(missing_required_key_points_at_the_mapping),
+        cmocka_unit_test(missing_required_key_in_flow_mapping),
+        cmocka_unit_test(missing_providers_at_top),
+        cmocka_unit_test(empty_model_list),
+        cmocka_unit_test(unsupported_provider_type),
+        cmocka_unit_test(bad_provider_name),
+        cmocka_unit_test(base_url_needs_a_scheme),
+        cmocka_unit_test(base_url_needs_a_host),
+        cmocka_unit_test(base_url_must_not_hold_credentials),
+        cmocka_unit_test(bad_duration),
+        cmocka_unit_test(zero_duration),
+        cmocka_unit_test(duration_over_a_day),
+        cmocka_unit_test(bad_size),
+        cmocka_unit_test(size_out_of_range),
+        cmocka_unit_test(bad_port),
+        cmocka_unit_test(port_zero_is_refused),
+        cmocka_unit_test(listen_needs_host_and_port),
+        cmocka_unit_test(ipv6_listen_needs_brackets),
+        cmocka_unit_test(bad_ipv4_listen_address),
+        cmocka_unit_test(duplicate_listen_address),
+        cmocka_unit_test(admin_mode_refuses_world_bits),
+        cmocka_unit_test(admin_mode_must_be_octal),
+        cmocka_unit_test(log_level_must_be_known),
+        cmocka_unit_test(long_admin_socket_path),
+        cmocka_unit_test(api_key_env_is_resolved),
+        cmocka_unit_test(api_key_env_unset_warns_but_loads),
+        cmocka_unit_test(api_key_env_empty_is_unset),
+        cmocka_unit_test(api_key_env_must_be_a_variable_name),
+        cmocka_unit_test(api_key_file_is_read_and_trimmed),
+        cmocka_unit_test(unreadable_api_key_file),
+        cmocka_unit_test(empty_api_key_file),
+        cmocka_unit_test(secret_never_appears_in_an_error),
+        cmocka_unit_test(api_key_env_and_file_together),
+        cmocka_unit_test(shipped_configs_load),
+    };
+
+    gw_log_init("test");
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,494 @@
+/*
+ * http.c - the server side of HTTP/1.1 in a worker: reading requests with
+ * libhttp-parser under size and time limits, and writing responses, plain
+ * or chunked.
+ *
+ * The connection is a blocking socket.  Reads wait in poll(2) so that the
+ * idle (keep-alive) and read timeouts are exact and so that a stopping
+ * worker notices SIGTERM; writes rely on SO_SNDTIMEO set by the caller.
+ * Parsed pieces (URL, header names and values, body) are copied out of the
+ * read buffer as they are parsed, so the buffer can be compacted between
+ * reads and pipelined requests simply stay in it.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "worker/worker.h"
+
+#define HTTP_IN_MIN 16384
+/* Waits are sliced so that a stopping worker notices within this time. */
+#define HTTP_POLL_SLICE_MS 500
+
+const char *
+gw_worker_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    }
+    return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+}
+
+/* ----------------------------------------------------------- parsing */
+
+static struct gw_http_conn *
+conn_of(http_parser *p)
+{
+    return p->data;
+}
+
+/* Count request-line and header bytes against max_header_size. */
+static int
+header_bytes_add(struct gw_http_conn *c, size_t len)
+{
+    c->header_bytes += len;
+    if (c->header_bytes > c->limits->max_header_size) {
+        c->error = 431;
+        return 1;
+    }
+    return 0;
+}
+
+static int
+on_message_begin(http_parser *p)
+{
+    (void)p;
+    return 0;
+}
+
+static int
+on_url(http_parser *p, const char *at, size_t len)
+{
+    struct gw_http_conn *c = conn_of(p);
+
+    if (header_bytes_add(c, len) != 0)
+        return 1;
+    return gw_buf_append(&c->url, at, len) == 0 ? 0 : 1;
+}
+
+/* A header is complete when the next name starts or the headers end. */
+static void
+header_commit(struct gw_http_conn *c)
+{
+    struct gw_request *r = c->req;
+
+    if (c->field.len == 0)
+        return;
+    if ((r->nheaders & (r->nheaders - 1)) == 0) {
+        /* Grow at powers of two: 0, 1, 2, 4, ... entries. */
+        size_t cap = r->nheaders ? 2 * r->nheaders : 16;
+        struct gw_header *h = gw_arena_alloc(r->arena, cap * sizeof(*h));
+        if (r->nheaders)
+            memcpy(h, r->headers, r->nheaders * sizeof(*h));
+        r->headers = h;
+    }
+    struct gw_header *h = &r->headers[r->nheaders++];
+    h->name = gw_arena_strndup(r->arena, c->field.data, c->field.len);
+    for (char *s = h->name; *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s + 32);
+    /* Optional whitespace around a value is not part of it (RFC 9110). */
+    size_t vlen = c->value.len;
+    while (vlen > 0 && (c->value.data[vlen - 1] == ' ' || c->value.data[vlen - 1] == '\t'))
+        vlen--;
+    h->value = gw_arena_strndup(r->arena, c->value.len ? c->value.data : "", vlen);
+    c->field.len = 0;
+    c->value.len = 0;
+}
+
+static int
+on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct gw_http_conn *c = conn_of(p);
+
+    if (header_bytes_add(c, len) != 0)
+        return 1;
+    if (c->in_value) {
+        header_commit(c);
+        c->in_value = false;
+    }
+    return gw_buf_append(&c->field, at, len) == 0 ? 0 : 1;
+}
+
+static int
+on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct gw_http_conn *c = conn_of(p);
+
+    if (header_bytes_add(c, len) != 0)
+        return 1;
+    c->in_value = true;
+    return gw_buf_append(&c->value, at, len) == 0 ? 0 : 1;
+}
+
+static int
+on_headers_complete(http_parser *p)
+{
+    struct gw_http_conn *c = conn_of(p);
+    struct gw_request *r = c->req;
+
+    header_commit(c);
+    c->in_value = false;
+    r->method = (enum http_method)p->method;
+    r->http_minor = p->http_major == 1 ? p->http_minor : 0;
+    r->keep_alive = http_should_keep_alive(p) != 0;
+
+    char *url = gw_arena_strndup(r->arena, c->url.len ? c->url.data : "", c->url.len);
+    char *q = strchr(url, '?');
+    if (q != NULL) {
+        *q = '\0';
+        r->query = q + 1;
+    }
+    r->path = url;
+
+    /* A declared length over the limit is refused before any body is read. */
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->limits->max_body_size) {
+        c->error = 413;
+        return -1;
+    }
+    const char *expect = gw_worker_http_header(r, "expect");
+    if (expect != NULL && r->http_minor >= 1 && strcasecmp(expect, "100-continue") == 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (gw_write_all(c->fd, cont, sizeof(cont) - 1) != 0) {
+            c->error = 400;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+on_body(http_parser *p, const char *at, size_t len)
+{
+    struct gw_http_conn *c = conn_of(p);
+
+    if (c->body.len + len > c->limits->max_body_size) {
+        c->error = 413;
+        return 1;
+    }
+    return gw_buf_append(&c->body, at, len) == 0 ? 0 : 1;
+}
+
+static int
+on_message_complete(http_parser *p)
+{
+    struct gw_http_conn *c = conn_of(p);
+
+    c->done = true;
+    /* Stop here: the bytes after this message belong to the next one. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void
+gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits *limits)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = fd;
+    c->limits = limits;
+    c->in_cap = limits->max_header_size + 1024;
+    if (c->in_cap < HTTP_IN_MIN)
+        c->in_cap = HTTP_IN_MIN;
+    c->in = malloc(c->in_cap);
+    if (c->in == NULL)
+        gw_fatal("malloc(%zu): out of memory", c->in_cap);
+}
+
+void
+gw_worker_http_fini(struct gw_http_conn *c)
+{
+    free(c->in);
+    gw_buf_free(&c->url);
+    gw_buf_free(&c->field);
+    gw_buf_free(&c->value);
+    gw_buf_free(&c->body);
+    gw_buf_free(&c->out);
+    c->in = NULL;
+}
+
+/*
+ * Wait until fd is readable or timeout_ms passes.  Returns 1 readable,
+ * 0 timed out, GW_ECLOSED when the worker is stopping and idle is true.
+ */
+static int
+wait_readable(int fd, long timeout_ms, bool idle)
+{
+    int64_t deadline = gw_now_ms() + timeout_ms;
+
+    for (;;) {
+        if (idle && gw_worker_stopping)
+            return GW_ECLOSED;
+        int64_t left = deadline - gw_now_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int n = poll(&pfd, 1, (int)(left < HTTP_POLL_SLICE_MS ? left : HTTP_POLL_SLICE_MS));
+        if (n > 0)
+            return 1;
+        if (n < 0 && errno != EINTR)
+            return 1; /* let read(2) report the error */
+    }
+}
+
+int
+gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
+{
+    c->req = req;
+    c->url.len = c->field.len = c->value.len = c->body.len = 0;
+    c->msg_bytes = c->header_bytes = 0;
+    c->in_value = c->done = false;
+    c->error = 0;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+
+    for (;;) {
+        if (c->in_off < c->in_len) {
+            size_t avail = c->in_len - c->in_off;
+            size_t n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off,
+                                           avail);
+            enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+
+            c->in_off += n;
+            c->msg_bytes += n;
+            if (e == HPE_PAUSED || c->done) {
+                http_parser_pause(&c->parser, 0);
+                req->body = c->body.len ? c->body.data : "";
+                req->body_len = c->body.len;
+                return 0;
+            }
+            if (c->error != 0)
+                return GW_EPROTO;
+            if (e != HPE_OK) {
+                c->error = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+                return GW_EPROTO;
+            }
+        }
+        /* Need more bytes: make room first. */
+        if (c->in_off == c->in_len) {
+            c->in_off = c->in_len = 0;
+        } else if (c->in_len == c->in_cap) {
+            memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+            c->in_len -= c->in_off;
+            c->in_off = 0;
+        }
+        bool idle = c->msg_bytes == 0;
+        int w = wait_readable(c->fd, idle ? c->limits->keepalive_timeout_ms
+                                          : c->limits->read_timeout_ms,
+                              idle);
+        if (w == GW_ECLOSED)
+            return GW_ECLOSED;
+        if (w == 0) {
+            if (idle)
+                return GW_ECLOSED;
+            c->error = 408;
+            return GW_EPROTO;
+        }
+        ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            /* EOF: the parser may need to see it (a body delimited by close
+             * is not allowed in requests, so this ends the connection). */
+            return GW_ECLOSED;
+        }
+        c->in_len += (size_t)r;
+    }
+}
+
+const char *
+gw_worker_http_header(const struct gw_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (strcmp(req->headers[i].name, name) == 0)
+            return req->headers[i].value;
+    return NULL;
+}
+
+/* ----------------------------------------------------------- writing */
+
+/* RFC 9110 Date, formatted at most once a second. */
+static const char *
+http_date(void)
+{
+    static char date[40];
+    static time_t last;
+    time_t now = time(NULL);
+
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return date;
+}
+
+static int
+writev_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? GW_ETIMEDOUT : GW_EIO;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Status line and the headers every response carries. */
+static int
+head_format(struct gw_http_conn *c, struct gw_request *req, int status, const char *ctype,
+            const char *extra)
+{
+    bool close = !req->keep_alive || gw_worker_stopping;
+
+    req->status = status;
+    c->out.len = 0;
+    if (close)
+        req->keep_alive = false;
+    return gw_buf_printf(&c->out,
+                         "HTTP/1.1 %d %s\r\nServer: aigw\r\nDate: %s\r\nContent-Type: %s\r\n"
+                         "x-request-id: %s\r\n%s%s",
+                         status, gw_worker_http_reason(status), http_date(), ctype, req->id,
+                         extra ? extra : "",
+                         close ? "Connection: close\r\n"
+                         : req->http_minor == 0 ? "Connection: keep-alive\r\n"
+                                                : "");
+}
+
+int
+gw_worker_http_respond(struct gw_http_conn *c, struct gw_request *req, int status,
+                       const char *ctype, const char *extra, const char *body, size_t len)
+{
+    if (head_format(c, req, status, ctype, extra) != 0 ||
+        gw_buf_printf(&c->out, "Content-Length: %zu\r\n\r\n", len) != 0)
+        return GW_ENOMEM;
+    struct iovec iov[2] = {{c->out.data, c->out.len}, {(void *)body, len}};
+    return writev_all(c->fd, iov, req->method == HTTP_HEAD || len == 0 ? 1 : 2);
+}
+
+int
+gw_worker_http_error(struct gw_http_conn *c, struct gw_request *req, int status,
+                     const char *type, const char *code, const char *param, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    struct json_object *err = json_object_new_object(), *o = json_object_new_object();
+    json_object_object_add(err, "message", json_object_new_string(msg));
+    json_object_object_add(err, "type", json_object_new_string(type));
+    json_object_object_add(err, "param", param ? json_object_new_string(param) : NULL);
+    json_object_object_add(err, "code", code ? json_object_new_string(code) : NULL);
+    json_object_object_add(o, "error", err);
+    size_t len;
+    const char *body = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    /* The body must outlive json_object_put: copy it into the request. */
+    char *copy = gw_arena_strndup(req->arena, body, len);
+    json_object_put(o);
+
+    /* After a protocol error the stream position is unknown: close. */
+    if (c->error != 0)
+        req->keep_alive = false;
+    const char *extra = NULL;
+    if (status == 405)
+        extra = req->method == HTTP_GET ? "Allow: POST\r\n" : "Allow: GET\r\n";
+    return gw_worker_http_respond(c, req, status, "application/json", extra, copy, len);
+}
+
+int
+gw_worker_http_stream_begin(struct gw_http_conn *c, struct gw_request *req, int status,
+                            const char *ctype, const char *extra)
+{
+    /* HTTP/1.0 has no chunked coding: the end of the body is the close. */
+    c->chunked = req->http_minor >= 1;
+    if (!c->chunked)
+        req->keep_alive = false;
+    if (head_format(c, req, status, ctype, extra) != 0 ||
+        gw_buf_printf(&c->out, "%s\r\n", c->chunked ? "Transfer-Encoding: chunked\r\n" : "") != 0)
+        return GW_ENOMEM;
+    c->response_open = true;
+    return gw_write_all(c->fd, c->out.data, c->out.len);
+}
+
+int
+gw_worker_http_stream_write(struct gw_http_conn *c, const char *data, size_t len)
+{
+    char size[24];
+
+    if (len == 0)
+        return 0;
+    if (!c->chunked) {
+        struct iovec iov[1] = {{(void *)data, len}};
+        return writev_all(c->fd, iov, 1);
+    }
+    int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+    /* One writev per chunk: size line, data and CRLF leave together. */
+    struct iovec iov[3] = {{size, (size_t)n}, {(void *)data, len}, {(void *)"\r\n", 2}};
+    return writev_all(c->fd, iov, 3);
+}
+
+int
+gw_worker_http_stream_end(struct gw_http_conn *c)
+{
+    c->response_open = false;
+    if (!c->chunked)
+        return 0;
+    return gw_write_all(c->fd, "0\r\n\r\n", 5);
+}

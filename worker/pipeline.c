@@ -1,0 +1,363 @@
+/*
+ * pipeline.c - what a worker does with one parsed request:
+ *
+ *   route -> authenticate -> parse body -> find model -> authorize ->
+ *   choose target -> provider adapter + upstream call -> account
+ *
+ * Each step is a function that either passes the request on or answers it
+ * with an error in OpenAI's shape.  Limits, safety, caching and routing
+ * strategies join this chain in their own steps as they are built.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "worker/worker.h"
+
+struct route {
+    const char *path;
+    bool prefix; /* path is a prefix ("/v1/models/" + id) */
+    enum http_method method;
+    bool auth;
+    int (*handle)(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                  const struct route *rt);
+    enum gw_endpoint endpoint;
+};
+
+static int handle_health(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                         const struct route *rt);
+static int handle_models(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                         const struct route *rt);
+static int handle_model(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                        const struct route *rt);
+static int handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                        const struct route *rt);
+
+static const struct route routes[] = {
+    {"/healthz", false, HTTP_GET, false, handle_health, 0},
+    {"/v1/models", false, HTTP_GET, true, handle_models, 0},
+    {"/v1/models/", true, HTTP_GET, true, handle_model, 0},
+    {"/v1/chat/completions", false, HTTP_POST, true, handle_proxy, GW_EP_CHAT},
+    {"/v1/embeddings", false, HTTP_POST, true, handle_proxy, GW_EP_EMBEDDINGS},
+};
+
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+static bool
+route_path_matches(const struct route *rt, const char *path)
+{
+    if (rt->prefix)
+        return strncmp(path, rt->path, strlen(rt->path)) == 0 && path[strlen(rt->path)] != '\0';
+    return strcmp(path, rt->path) == 0;
+}
+
+/* ---------------------------------------------------------------- auth */
+
+/*
+ * Find the key presented as "Authorization: Bearer KEY".  Answers 401 and
+ * returns NULL when it is missing, unknown or disabled.
+ */
+static const struct gw_key *
+authenticate(struct gw_worker *w, struct gw_request *req)
+{
+    const char *auth = gw_worker_http_header(req, "authorization");
+    unsigned char hash[GW_KEY_HASH_LEN];
+    struct gw_key *key = NULL;
+
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) {
+        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "missing_api_key",
+                             NULL,
+                             "You didn't provide an API key. Send it in the Authorization "
+                             "header as \"Authorization: Bearer YOUR_KEY\".");
+        return NULL;
+    }
+    const char *secret = auth + 7;
+    while (*secret == ' ')
+        secret++;
+    gw_key_hash(w->env->secret, secret, strlen(secret), hash);
+    int rc = gw_store_key_lookup(w->store, hash, req->arena, &key);
+    if (rc == GW_ENOENT) {
+        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "invalid_api_key",
+                             NULL, "Incorrect API key provided.");
+        return NULL;
+    }
+    if (rc != 0) {
+        gw_worker_http_error(&w->conn, req, 500, "server_error", "internal_error", NULL,
+                             "The gateway could not check the API key (request %s).", req->id);
+        return NULL;
+    }
+    if (key->disabled) {
+        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "api_key_disabled",
+                             NULL, "This API key (%s) is disabled.", key->id);
+        return NULL;
+    }
+    req->key_id = key->id;
+    return key;
+}
+
+/* ------------------------------------------------------------ handlers */
+
+static int
+handle_health(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+              const struct route *rt)
+{
+    static const char ok[] = "{\"status\":\"ok\"}";
+
+    (void)key, (void)rt;
+    return gw_worker_http_respond(&w->conn, req, 200, "application/json", NULL, ok,
+                                  sizeof(ok) - 1);
+}
+
+static struct json_object *
+model_object(const struct gw_model *m)
+{
+    struct json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "id", json_object_new_string(m->name));
+    json_object_object_add(o, "object", json_object_new_string("model"));
+    json_object_object_add(o, "created", json_object_new_int64(0));
+    json_object_object_add(o, "owned_by", json_object_new_string("aigw"));
+    return o;
+}
+
+static int
+respond_json(struct gw_worker *w, struct gw_request *req, struct json_object *o)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    int rc = gw_worker_http_respond(&w->conn, req, 200, "application/json", NULL, s, len);
+
+    json_object_put(o);
+    return rc;
+}
+
+static int
+handle_models(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+              const struct route *rt)
+{
+    const struct gw_config *cfg = w->env->cfg;
+    struct json_object *list = json_object_new_object(), *data = json_object_new_array();
+
+    (void)rt;
+    for (size_t i = 0; i < cfg->nmodels; i++)
+        if (gw_key_allows(key, cfg->models[i].name))
+            json_object_array_add(data, model_object(&cfg->models[i]));
+    json_object_object_add(list, "object", json_object_new_string("list"));
+    json_object_object_add(list, "data", data);
+    return respond_json(w, req, list);
+}
+
+static int
+model_not_found(struct gw_worker *w, struct gw_request *req, const char *name)
+{
+    return gw_worker_http_error(&w->conn, req, 404, "invalid_request_error", "model_not_found",
+                                "model",
+                                "The model `%s` does not exist or you do not have access to it.",
+                                name);
+}
+
+static int
+handle_model(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+             const struct route *rt)
+{
+    const char *name = req->path + strlen(rt->path);
+    const struct gw_model *m = gw_config_model_find(w->env->cfg, name);
+
+    /* A model the key may not use is as invisible as one that is absent. */
+    if (m == NULL || !gw_key_allows(key, name))
+        return model_not_found(w, req, name);
+    return respond_json(w, req, model_object(m));
+}
+
+/* Parse the body as a JSON object; answers 400 and returns NULL if not. */
+static struct json_object *
+body_parse(struct gw_worker *w, struct gw_request *req)
+{
+    struct json_tokener *tok = json_tokener_new_ex(64);
+    struct json_object *o = NULL;
+
+    if (tok == NULL) {
+        gw_worker_http_error(&w->conn, req, 500, "server_error", "internal_error", NULL,
+                             "Out of memory.");
+        return NULL;
+    }
+    if (req->body_len > 0)
+        o = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
+    enum json_tokener_error e = json_tokener_get_error(tok);
+    /* Anything after the object but whitespace is malformed too. */
+    size_t end = json_tokener_get_parse_end(tok);
+    while (o != NULL && end < req->body_len &&
+           strchr(" \t\r\n", req->body[end]) != NULL && req->body[end] != '\0')
+        end++;
+    if (o == NULL || e != json_tokener_success || end != req->body_len) {
+        gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_json", NULL,
+                             "We could not parse the JSON body of your request (%s). The body "
+                             "must be a JSON object.",
+                             req->body_len == 0            ? "the body is empty"
+                             : e != json_tokener_success ? json_tokener_error_desc(e)
+                                                         : "unexpected data after the object");
+        json_object_put(o);
+        o = NULL;
+    } else if (!json_object_is_type(o, json_type_object)) {
+        gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_json", NULL,
+                             "The request body must be a JSON object.");
+        json_object_put(o);
+        o = NULL;
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+/* Required fields per endpoint, checked before anything goes upstream. */
+static int
+body_check(struct gw_worker *w, struct gw_request *req, struct json_object *o,
+           enum gw_endpoint ep, const char **model)
+{
+    struct json_object *v;
+
+    if (!json_object_object_get_ex(o, "model", &v) || !json_object_is_type(v, json_type_string) ||
+        json_object_get_string_len(v) == 0)
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
+                                    "missing_required_parameter", "model",
+                                    "You must provide a model parameter (a string).") ?: -1;
+    *model = json_object_get_string(v);
+    if (ep == GW_EP_CHAT &&
+        (!json_object_object_get_ex(o, "messages", &v) || !json_object_is_type(v, json_type_array)))
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
+                                    "missing_required_parameter", "messages",
+                                    "You must provide a messages parameter (an array).") ?: -1;
+    if (ep == GW_EP_EMBEDDINGS && !json_object_object_get_ex(o, "input", &v))
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
+                                    "missing_required_parameter", "input",
+                                    "You must provide an input parameter.") ?: -1;
+    if (json_object_object_get_ex(o, "stream", &v) && !json_object_is_type(v, json_type_boolean) &&
+        !json_object_is_type(v, json_type_null))
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
+                                    "invalid_type", "stream", "stream must be a boolean.") ?: -1;
+    return 0;
+}
+
+/*
+ * Choose the target for this request.  Routing strategies, health and
+ * circuit breakers are not built yet: the model's first target is used.
+ */
+static const struct gw_target *
+target_choose(const struct gw_model *m)
+{
+    return &m->targets[0];
+}
+
+static int
+handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+             const struct route *rt)
+{
+    const struct gw_config *cfg = w->env->cfg;
+    struct gw_call call = {.req = req, .conn = &w->conn, .endpoint = rt->endpoint};
+    const char *name = NULL;
+    struct json_object *v, *so;
+    int rc;
+
+    if ((call.json = body_parse(w, req)) == NULL)
+        return 0;
+    if (body_check(w, req, call.json, rt->endpoint, &name) != 0) {
+        rc = 0;
+        goto out;
+    }
+    req->model = gw_arena_strdup(req->arena, name);
+    call.model = gw_config_model_find(cfg, name);
+    if (call.model == NULL) {
+        rc = model_not_found(w, req, req->model);
+        goto out;
+    }
+    if (!gw_key_allows(key, name)) {
+        rc = gw_worker_http_error(&w->conn, req, 403, "permission_error", "model_not_allowed",
+                                  "model", "This API key may not use the model `%s`.",
+                                  req->model);
+        goto out;
+    }
+    if (rt->endpoint == GW_EP_CHAT) {
+        call.stream = json_object_object_get_ex(call.json, "stream", &v) &&
+                      json_object_get_boolean(v);
+        call.client_usage = json_object_object_get_ex(call.json, "stream_options", &so) &&
+                            json_object_object_get_ex(so, "include_usage", &v) &&
+                            json_object_get_boolean(v);
+    }
+    call.target = target_choose(call.model);
+    call.provider = &cfg->providers[call.target->provider];
+    req->target = call.target;
+    rc = gw_worker_upstream_call(w->curl, &call, cfg);
+    req->status = call.status ? call.status : req->status;
+    req->stream = call.stream;
+    req->have_usage = call.have_usage;
+    req->prompt_tokens = call.prompt_tokens;
+    req->completion_tokens = call.completion_tokens;
+    req->first_byte_us = call.first_byte_us;
+out:
+    json_object_put(call.json);
+    return rc;
+}
+
+/* ---------------------------------------------------------- accounting */
+
+/*
+ * One access-log line per request.  Usage goes to the shared-memory
+ * counters and the LMDB usage records once those exist; until then the
+ * log line is the record.  Never logs a secret: keys appear by id.
+ */
+static void
+account(struct gw_worker *w, struct gw_request *req)
+{
+    const struct gw_config *cfg = w->env->cfg;
+
+    if (!cfg->access_log)
+        return;
+    long ms = (long)((gw_now_us() - req->start_us) / 1000);
+    const struct gw_target *t = req->target;
+    gw_log(GW_LOG_INFO,
+           "req=%s %s %s status=%d key=%s model=%s target=%s%s%s stream=%d in=%lld out=%lld "
+           "ttfb_ms=%lld ms=%ld",
+           req->id, http_method_str(req->method), req->path, req->status,
+           req->key_id ? req->key_id : "-", req->model ? req->model : "-",
+           t ? cfg->providers[t->provider].name : "-", t ? "/" : "", t ? t->model : "",
+           req->stream, (long long)req->prompt_tokens, (long long)req->completion_tokens,
+           (long long)(req->first_byte_us / 1000), ms);
+}
+
+/* ------------------------------------------------------------- driver */
+
+int
+gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req)
+{
+    const struct route *rt = NULL;
+    bool path_known = false;
+    int rc;
+
+    for (size_t i = 0; i < NROUTES; i++) {
+        if (!route_path_matches(&routes[i], req->path))
+            continue;
+        path_known = true;
+        if (routes[i].method == req->method ||
+            (routes[i].method == HTTP_GET && req->method == HTTP_HEAD)) {
+            rt = &routes[i];
+            break;
+        }
+    }
+    if (rt == NULL) {
+        if (path_known)
+            rc = gw_worker_http_error(&w->conn, req, 405, "invalid_request_error",
+                                      "method_not_allowed", NULL,
+                                      "Method %s is not allowed on %s.",
+                                      http_method_str(req->method), req->path);
+        else
+            rc = gw_worker_http_error(&w->conn, req, 404, "invalid_request_error",
+                                      "unknown_url", NULL, "Unknown request URL: %s %s.",
+                                      http_method_str(req->method), req->path);
+    } else {
+        const struct gw_key *key = NULL;
+        if (rt->auth && (key = authenticate(w, req)) == NULL)
+            rc = 0;
+        else
+            rc = rt->handle(w, req, key, rt);
+    }
+    account(w, req);
+    return rc;
+}

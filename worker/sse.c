@@ -1,0 +1,209 @@
+/*
+ * sse.c - the server-sent-events relay.
+ *
+ * Bytes from the upstream are forwarded event by event the moment an event
+ * is complete (a blank line ends it), so nothing is held back for longer
+ * than it takes the rest of its own event to arrive.  Events that arrive
+ * together leave together, in one emit (one write(2) to the client).
+ *
+ * The relay reads one thing from the stream: the usage the upstream puts
+ * in a chunk of its own at the end ("choices": [], "usage": {...}).  Only
+ * an event that carries a usage object is parsed as JSON; for the others a
+ * byte search decides, so a long stream costs no JSON work per chunk.
+ */
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "worker/worker.h"
+
+/* An event that grows past this without ending is passed on as it is. */
+#define SSE_MAX_PENDING (1024 * 1024)
+
+void
+gw_worker_sse_init(struct gw_sse *s, gw_sse_emit_fn emit, void *ctx, bool drop_usage)
+{
+    memset(s, 0, sizeof(*s));
+    s->emit = emit;
+    s->ctx = ctx;
+    s->drop_usage = drop_usage;
+}
+
+void
+gw_worker_sse_fini(struct gw_sse *s)
+{
+    gw_buf_free(&s->pending);
+}
+
+/* Offset just past the blank line that ends the first event in p, or 0. */
+static size_t
+event_end(const char *p, size_t len)
+{
+    for (const char *nl = memchr(p, '\n', len); nl != NULL;
+         nl = memchr(nl + 1, '\n', len - (size_t)(nl + 1 - p))) {
+        size_t i = (size_t)(nl - p) + 1;
+        if (i < len && p[i] == '\n')
+            return i + 1;
+        if (i + 1 < len && p[i] == '\r' && p[i + 1] == '\n')
+            return i + 2;
+        if (i >= len)
+            break;
+    }
+    return 0;
+}
+
+/* Does this event carry a usage object (not "usage": null)? */
+static bool
+event_has_usage(const char *p, size_t len)
+{
+    static const char needle[] = "\"usage\"";
+    const char *end = p + len;
+
+    for (const char *u = memmem(p, len, needle, sizeof(needle) - 1); u != NULL;
+         u = memmem(u + 1, (size_t)(end - u - 1), needle, sizeof(needle) - 1)) {
+        const char *q = u + sizeof(needle) - 1;
+        while (q < end && (*q == ' ' || *q == '\t'))
+            q++;
+        if (q < end && *q == ':') {
+            q++;
+            while (q < end && (*q == ' ' || *q == '\t'))
+                q++;
+            if (q < end && *q == '{')
+                return true;
+        }
+    }
+    return false;
+}
+
+bool
+gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_t *completion)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *o, *usage, *v;
+    bool found = false;
+
+    if (tok == NULL)
+        return false;
+    o = json_tokener_parse_ex(tok, json, (int)len);
+    if (o != NULL && json_object_object_get_ex(o, "usage", &usage) &&
+        json_object_is_type(usage, json_type_object)) {
+        found = true;
+        *prompt = json_object_object_get_ex(usage, "prompt_tokens", &v) ? json_object_get_int64(v)
+                                                                         : 0;
+        *completion = json_object_object_get_ex(usage, "completion_tokens", &v)
+                          ? json_object_get_int64(v)
+                          : 0;
+    }
+    json_object_put(o);
+    json_tokener_free(tok);
+    return found;
+}
+
+/*
+ * Read usage from one event; returns true when the event is the
+ * usage-only chunk that the client did not ask for.
+ */
+static bool
+event_take_usage(struct gw_sse *s, const char *p, size_t len)
+{
+    /* The payload is the "data:" field; usage chunks are one line. */
+    const char *d = memmem(p, len, "data:", 5);
+    if (d == NULL)
+        return false;
+    d += 5;
+    size_t dlen = len - (size_t)(d - p);
+
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *o, *usage, *choices, *v;
+    bool drop = false;
+
+    if (tok == NULL)
+        return false;
+    o = json_tokener_parse_ex(tok, d, (int)dlen);
+    if (o != NULL && json_object_object_get_ex(o, "usage", &usage) &&
+        json_object_is_type(usage, json_type_object)) {
+        s->have_usage = true;
+        if (json_object_object_get_ex(usage, "prompt_tokens", &v))
+            s->prompt_tokens = json_object_get_int64(v);
+        if (json_object_object_get_ex(usage, "completion_tokens", &v))
+            s->completion_tokens = json_object_get_int64(v);
+        drop = s->drop_usage &&
+               (!json_object_object_get_ex(o, "choices", &choices) ||
+                json_object_array_length(choices) == 0);
+    }
+    json_object_put(o);
+    json_tokener_free(tok);
+    return drop;
+}
+
+/*
+ * Emit the complete events at the start of p; returns how many bytes were
+ * consumed (everything up to the end of the last complete event).
+ */
+static int
+relay_events(struct gw_sse *s, const char *p, size_t len, size_t *consumed)
+{
+    size_t off = 0, run = 0; /* run: start of events not yet emitted */
+    int rc = 0;
+
+    for (;;) {
+        size_t n = event_end(p + off, len - off);
+        if (n == 0)
+            break;
+        s->events++;
+        if (event_has_usage(p + off, n) && event_take_usage(s, p + off, n)) {
+            /* Flush what precedes the dropped event, then skip it. */
+            if (off > run && (rc = s->emit(s->ctx, p + run, off - run)) != 0)
+                return rc;
+            run = off + n;
+        }
+        off += n;
+    }
+    if (off > run)
+        rc = s->emit(s->ctx, p + run, off - run);
+    *consumed = off;
+    return rc;
+}
+
+int
+gw_worker_sse_feed(struct gw_sse *s, const char *data, size_t len)
+{
+    size_t used;
+    int rc;
+
+    if (s->pending.len == 0) {
+        /* Common case: work on the upstream's bytes without copying. */
+        if ((rc = relay_events(s, data, len, &used)) != 0)
+            return rc;
+        data += used;
+        len -= used;
+        if (len == 0)
+            return 0;
+        return gw_buf_append(&s->pending, data, len);
+    }
+    if ((rc = gw_buf_append(&s->pending, data, len)) != 0)
+        return rc;
+    if ((rc = relay_events(s, s->pending.data, s->pending.len, &used)) != 0)
+        return rc;
+    gw_buf_consume(&s->pending, used);
+    if (s->pending.len > SSE_MAX_PENDING) {
+        /* Not SSE as we know it: stop interpreting, keep relaying. */
+        rc = s->emit(s->ctx, s->pending.data, s->pending.len);
+        s->pending.len = 0;
+    }
+    return rc;
+}
+
+int
+gw_worker_sse_finish(struct gw_sse *s)
+{
+    int rc = 0;
+
+    if (s->pending.len > 0) {
+        if (event_has_usage(s->pending.data, s->pending.len))
+            (void)event_take_usage(s, s->pending.data, s->pending.len);
+        rc = s->emit(s->ctx, s->pending.data, s->pending.len);
+        s->pending.len = 0;
+    }
+    return rc;
+}

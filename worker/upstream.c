@@ -1,0 +1,321 @@
+/*
+ * upstream.c - one upstream exchange with blocking libcurl.
+ *
+ * The worker keeps one easy handle for its whole life, so connections to
+ * the providers (and their DNS answers and TLS sessions) are reused from
+ * request to request.  A streamed answer is written to the client from
+ * curl's write callback as it arrives; a non-streamed one is collected,
+ * its usage read, and sent as it came (no re-serialization).
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "worker/worker.h"
+
+/* Client headers that are about this hop only, or that the gateway owns. */
+static const char *const skip_headers[] = {
+    "host",          "content-length",      "authorization",     "connection",
+    "keep-alive",    "proxy-connection",    "proxy-authorization", "proxy-authenticate",
+    "te",            "trailer",             "transfer-encoding", "upgrade",
+    "expect",        "accept-encoding",     "x-request-id",      "api-key",
+    "x-api-key",     "cookie",              "content-type",
+};
+
+struct upstream_io {
+    struct gw_call *call;
+    const struct gw_config *cfg;
+    struct gw_sse sse;
+    struct gw_buf body; /* non-streamed answer, or an error body */
+    char ctype[128];
+    long status;
+    bool streaming;   /* relaying to the client (headers sent) */
+    bool client_gone; /* a write to the client failed */
+    bool too_big;
+    bool timed_out;   /* first_byte or idle timeout */
+    int64_t last_io_ms;
+    int64_t start_ms;
+    bool got_bytes;
+    const struct gw_timeouts *to;
+    CURL *curl;
+};
+
+/* Named in the client's Connection header, hence hop-by-hop too. */
+static bool
+named_in_connection(const struct gw_request *req, const char *name)
+{
+    const char *conn = gw_worker_http_header(req, "connection");
+    size_t n = strlen(name);
+
+    for (const char *p = conn; p != NULL && *p != '\0';) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e != '\0' && *e != ',' && *e != ' ')
+            e++;
+        if ((size_t)(e - p) == n && strncasecmp(p, name, n) == 0)
+            return true;
+        p = e;
+    }
+    return false;
+}
+
+static bool
+header_forwarded(const struct gw_request *req, const char *name)
+{
+    for (size_t i = 0; i < sizeof(skip_headers) / sizeof(skip_headers[0]); i++)
+        if (strcmp(name, skip_headers[i]) == 0)
+            return false;
+    if (strncmp(name, "x-aigw-", 7) == 0)
+        return false;
+    return !named_in_connection(req, name);
+}
+
+static int
+headers_build(struct gw_call *call)
+{
+    struct gw_request *req = call->req;
+    struct curl_slist *h = call->headers;
+
+#define ADD(line)                                                                                  \
+    do {                                                                                           \
+        struct curl_slist *n_ = curl_slist_append(h, (line));                                      \
+        if (n_ == NULL)                                                                            \
+            goto fail;                                                                             \
+        h = n_;                                                                                    \
+    } while (0)
+    ADD("Content-Type: application/json");
+    /* libcurl would send "Expect: 100-continue" for large bodies. */
+    ADD("Expect:");
+    ADD(gw_arena_printf(req->arena, "x-request-id: %s", req->id));
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct gw_header *hd = &req->headers[i];
+        if (header_forwarded(req, hd->name))
+            ADD(gw_arena_printf(req->arena, "%s: %s", hd->name, hd->value));
+    }
+#undef ADD
+    call->headers = h;
+    return 0;
+fail:
+    call->headers = h;
+    return GW_ENOMEM;
+}
+
+static size_t
+on_header(char *data, size_t size, size_t n, void *ctx)
+{
+    struct upstream_io *io = ctx;
+    size_t len = size * n;
+
+    io->last_io_ms = gw_now_ms();
+    if (len > 13 && strncasecmp(data, "content-type:", 13) == 0) {
+        const char *v = data + 13;
+        size_t vl = len - 13;
+        while (vl > 0 && (*v == ' ' || *v == '\t'))
+            v++, vl--;
+        while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+            vl--;
+        if (vl >= sizeof(io->ctype))
+            vl = sizeof(io->ctype) - 1;
+        memcpy(io->ctype, v, vl);
+        io->ctype[vl] = '\0';
+    }
+    return len;
+}
+
+static int
+emit_to_client(void *ctx, const char *data, size_t len)
+{
+    struct upstream_io *io = ctx;
+    int rc = gw_worker_http_stream_write(io->call->conn, data, len);
+
+    if (rc != 0)
+        io->client_gone = true;
+    return rc;
+}
+
+static size_t
+on_data(char *data, size_t size, size_t n, void *ctx)
+{
+    struct upstream_io *io = ctx;
+    struct gw_call *call = io->call;
+    size_t len = size * n;
+
+    io->last_io_ms = gw_now_ms();
+    if (!io->got_bytes) {
+        io->got_bytes = true;
+        call->first_byte_us = gw_now_us() - call->req->start_us;
+        curl_easy_getinfo(io->curl, CURLINFO_RESPONSE_CODE, &io->status);
+        /* Relay only a successful stream; anything else is collected so
+         * that it can be answered whole with its own status. */
+        if (call->stream && io->status >= 200 && io->status < 300) {
+            if (gw_worker_http_stream_begin(call->conn, call->req, (int)io->status,
+                                            "text/event-stream",
+                                            "Cache-Control: no-cache\r\n") != 0) {
+                io->client_gone = true;
+                return 0;
+            }
+            io->streaming = true;
+        }
+    }
+    if (io->streaming)
+        return gw_worker_sse_feed(&io->sse, data, len) == 0 ? len : 0;
+    if (io->body.len + len > io->cfg->max_response_size) {
+        io->too_big = true;
+        return 0;
+    }
+    return gw_buf_append(&io->body, data, len) == 0 ? len : 0;
+}
+
+/* First-byte and idle timeouts; curl itself enforces connect and total. */
+static int
+on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+            curl_off_t ulnow)
+{
+    struct upstream_io *io = ctx;
+    int64_t now = gw_now_ms();
+    long limit = io->got_bytes ? io->to->idle_ms : io->to->first_byte_ms;
+
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    if (now - io->last_io_ms > limit) {
+        io->timed_out = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* Map a transfer failure that happened before any answer to a status. */
+static int
+answer_failure(struct upstream_io *io, CURLcode cc, const char *errbuf)
+{
+    struct gw_call *call = io->call;
+    const char *what = errbuf[0] ? errbuf : curl_easy_strerror(cc);
+
+    if (io->too_big)
+        return gw_worker_http_error(call->conn, call->req, 502, "upstream_error",
+                                    "upstream_response_too_large", NULL,
+                                    "The upstream's response exceeds upstream.max_response_size "
+                                    "(%zu bytes).",
+                                    io->cfg->max_response_size);
+    if (io->timed_out || cc == CURLE_OPERATION_TIMEDOUT)
+        return gw_worker_http_error(call->conn, call->req, 504, "upstream_error",
+                                    "upstream_timeout", NULL,
+                                    "The upstream provider \"%s\" did not answer in time (%s).",
+                                    call->provider->name,
+                                    io->timed_out ? (io->got_bytes ? "idle timeout"
+                                                                    : "first_byte timeout")
+                                                  : what);
+    return gw_worker_http_error(call->conn, call->req, 502, "upstream_error",
+                                "upstream_unreachable", NULL,
+                                "The upstream provider \"%s\" could not be reached: %s.",
+                                call->provider->name, what);
+}
+
+/* The upstream answered with an error status: pass it on. */
+static int
+answer_upstream_error(struct upstream_io *io)
+{
+    struct gw_call *call = io->call;
+    int status = (int)io->status;
+
+    /* A client error is the client's to see as the provider worded it; a
+     * server error is the gateway's problem: 502, naming the provider. */
+    if (status >= 400 && status < 500) {
+        const char *ctype = io->ctype[0] ? io->ctype : "application/json";
+        return gw_worker_http_respond(call->conn, call->req, status, ctype, NULL,
+                                      io->body.data ? io->body.data : "", io->body.len);
+    }
+    return gw_worker_http_error(call->conn, call->req, 502, "upstream_error", "upstream_error",
+                                NULL, "The upstream provider \"%s\" answered HTTP %d.",
+                                call->provider->name, status);
+}
+
+int
+gw_worker_upstream_call(CURL *curl, struct gw_call *call, const struct gw_config *cfg)
+{
+    struct upstream_io io = {.call = call, .cfg = cfg, .curl = curl, .to = &call->model->timeouts};
+    char errbuf[CURL_ERROR_SIZE] = "";
+    int rc = 0;
+
+    const struct gw_provider_adapter *ad = gw_worker_provider_adapter(call->provider->type);
+    if (ad == NULL || ad->request(call) != 0 || headers_build(call) != 0) {
+        rc = gw_worker_http_error(call->conn, call->req, 500, "server_error", "internal_error",
+                                  NULL, "The gateway could not build the upstream request.");
+        goto out;
+    }
+    gw_worker_sse_init(&io.sse, emit_to_client, &io, call->stream && !call->client_usage);
+    io.start_ms = io.last_io_ms = gw_now_ms();
+
+    curl_easy_reset(curl);
+    curl_easy_setopt(curl, CURLOPT_URL, call->url);
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, call->headers);
+    curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, call->model->timeouts.connect_ms);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, call->model->timeouts.total_ms);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &io);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &io);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &io);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    /* Upstream answers are relayed unbuffered: small receive buffer
+     * callbacks mean each SSE event is handed over as it arrives. */
+    curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 65536L);
+
+    CURLcode cc = curl_easy_perform(curl);
+    if (!io.got_bytes)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &io.status);
+    call->status = (int)io.status;
+
+    if (io.client_gone) {
+        rc = GW_ECLOSED;
+    } else if (io.streaming) {
+        /* Headers are out: an error can only be told inside the stream. */
+        if (cc == CURLE_OK)
+            rc = gw_worker_sse_finish(&io.sse);
+        if (rc == 0 && cc != CURLE_OK) {
+            (void)gw_worker_sse_finish(&io.sse);
+            char ev[512];
+            int n = snprintf(ev, sizeof(ev),
+                             "data: {\"error\":{\"message\":\"The upstream stream from provider "
+                             "\\\"%s\\\" ended abnormally: %s.\",\"type\":\"upstream_error\","
+                             "\"param\":null,\"code\":\"%s\"}}\n\n",
+                             call->provider->name,
+                             io.timed_out ? "idle timeout" : curl_easy_strerror(cc),
+                             io.timed_out ? "upstream_timeout" : "upstream_disconnected");
+            rc = gw_worker_http_stream_write(call->conn, ev, (size_t)n);
+            call->status = io.timed_out ? 504 : 502;
+        }
+        if (rc == 0)
+            rc = gw_worker_http_stream_end(call->conn);
+        call->have_usage = io.sse.have_usage;
+        call->prompt_tokens = io.sse.prompt_tokens;
+        call->completion_tokens = io.sse.completion_tokens;
+        if (rc != 0)
+            rc = GW_ECLOSED;
+    } else if (cc != CURLE_OK || io.status == 0) {
+        rc = answer_failure(&io, cc, errbuf);
+        call->status = call->req->status;
+    } else if (io.status < 200 || io.status >= 300) {
+        rc = answer_upstream_error(&io);
+    } else {
+        call->have_usage = gw_worker_usage_parse(io.body.data ? io.body.data : "", io.body.len,
+                                                 &call->prompt_tokens, &call->completion_tokens);
+        const char *ctype = io.ctype[0] ? io.ctype : "application/json";
+        rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL,
+                                    io.body.data ? io.body.data : "", io.body.len);
+    }
+out:
+    gw_worker_sse_fini(&io.sse);
+    gw_buf_free(&io.body);
+    curl_slist_free_all(call->headers);
+    call->headers = NULL;
+    return rc;
+}

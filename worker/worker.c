@@ -1,0 +1,189 @@
+/*
+ * worker.c - a worker process: its set-up after fork, the accept loop and
+ * the connection loop.
+ *
+ * A worker serves one connection at a time with blocking I/O.  Idle
+ * workers wait in epoll on the shared listening sockets with
+ * EPOLLEXCLUSIVE, so a new connection wakes one idle worker rather than
+ * all of them.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "worker/worker.h"
+
+volatile sig_atomic_t gw_worker_stopping;
+
+static void
+on_term(int sig)
+{
+    (void)sig;
+    gw_worker_stopping = 1;
+}
+
+static void
+on_quit(int sig)
+{
+    (void)sig;
+    _exit(0);
+}
+
+static void
+signals_setup(void)
+{
+    struct sigaction sa;
+    sigset_t all;
+
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    /* No SA_RESTART: a blocking wait must return so the flag is seen. */
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_quit;
+    sigaction(SIGQUIT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    /* Ctrl-C reaches the whole process group; the master decides. */
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+    /* The master blocks signals for its signalfd; a child must not. */
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+}
+
+/* Take the client's x-request-id when it is short and plain, else make one. */
+static void
+request_id_set(struct gw_worker *w, struct gw_request *req)
+{
+    const char *given = gw_worker_http_header(req, "x-request-id");
+    size_t n = given ? strlen(given) : 0;
+
+    if (n > 0 && n < sizeof(req->id) &&
+        strspn(given, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") == n) {
+        memcpy(req->id, given, n + 1);
+        return;
+    }
+    snprintf(req->id, sizeof(req->id), "%08x%02x%010llx", w->id_prefix,
+             (unsigned)w->env->index & 0xff, (unsigned long long)w->served);
+}
+
+static void
+connection_serve(struct gw_worker *w, int fd)
+{
+    const struct gw_http_limits *lim = &w->env->cfg->http;
+    struct timeval tv = {.tv_sec = lim->write_timeout_ms / 1000,
+                         .tv_usec = (lim->write_timeout_ms % 1000) * 1000};
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    gw_worker_http_init(&w->conn, fd, lim);
+
+    for (;;) {
+        struct gw_request req = {.arena = w->arena};
+        req.start_us = gw_now_us();
+        int rc = gw_worker_http_read(&w->conn, &req);
+        if (rc == GW_ECLOSED) {
+            gw_arena_reset(w->arena);
+            break;
+        }
+        w->served++;
+        request_id_set(w, &req);
+        if (rc != 0) {
+            /* Bad, too large or too slow: say so, then close. */
+            int status = w->conn.error;
+            req.keep_alive = false;
+            gw_worker_http_error(&w->conn, &req, status, "invalid_request_error",
+                                 status == 413   ? "request_too_large"
+                                 : status == 431 ? "headers_too_large"
+                                 : status == 408 ? "request_timeout"
+                                                 : "bad_request",
+                                 NULL, "%s",
+                                 status == 413 ? "The request body exceeds http.max_body_size."
+                                 : status == 431
+                                     ? "The request headers exceed http.max_header_size."
+                                 : status == 408 ? "The request was not received in time."
+                                                 : "The request is not valid HTTP/1.1.");
+            gw_log(GW_LOG_INFO, "req=%s status=%d (%s)", req.id, status,
+                   gw_worker_http_reason(status));
+            gw_arena_reset(w->arena);
+            break;
+        }
+        rc = gw_worker_pipeline_run(w, &req);
+        bool again = rc == 0 && req.keep_alive && !gw_worker_stopping;
+        gw_arena_reset(w->arena);
+        if (!again)
+            break;
+    }
+    gw_worker_http_fini(&w->conn);
+    close(fd);
+}
+
+void
+gw_worker_main(const struct gw_worker_env *env)
+{
+    struct gw_worker w = {.env = env};
+    char who[32];
+    int ep = -1;
+
+    snprintf(who, sizeof(who), "worker[%d]", env->index);
+    gw_log_init(who);
+    signals_setup();
+    /* Die with the master; and if it is already gone, do not start. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != env->master)
+        exit(0);
+
+    if (gw_store_open(env->cfg->state_dir, &w.store) != 0)
+        exit(GW_EXIT_FATAL);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (w.curl = curl_easy_init()) == NULL)
+        gw_fatal("curl_easy_init failed");
+    w.arena = gw_arena_create(16384);
+    if (gw_random_bytes(&w.id_prefix, sizeof(w.id_prefix)) != 0)
+        exit(GW_EXIT_FATAL);
+
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        gw_fatal("epoll_create1: %s", strerror(errno));
+    for (size_t i = 0; i < env->nlisten; i++) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = env->listen_fds[i]};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, env->listen_fds[i], &ev) != 0)
+            gw_fatal("epoll_ctl(%d): %s", env->listen_fds[i], strerror(errno));
+    }
+    gw_log(GW_LOG_DEBUG, "started");
+
+    while (!gw_worker_stopping) {
+        struct epoll_event evs[8];
+        int n = epoll_wait(ep, evs, 8, 1000);
+        if (getppid() != env->master)
+            break;
+        for (int i = 0; i < n && !gw_worker_stopping; i++) {
+            int fd = accept4(evs[i].data.fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                    errno != ECONNABORTED)
+                    gw_log(GW_LOG_WARN, "accept: %s", strerror(errno));
+                continue;
+            }
+            connection_serve(&w, fd);
+        }
+    }
+    close(ep);
+    gw_arena_destroy(w.arena);
+    curl_easy_cleanup(w.curl);
+    curl_global_cleanup();
+    gw_store_close(w.store);
+    exit(0);
+}

@@ -1,0 +1,251 @@
+/*
+ * worker.h - the worker process: HTTP/1.1 server side, the request
+ * pipeline, the upstream call and the SSE relay.
+ */
+#ifndef GW_WORKER_H
+#define GW_WORKER_H
+
+#include <signal.h>
+
+#include <curl/curl.h>
+#include <http_parser.h>
+#include <json-c/json.h>
+
+#include "shm/shm.h"
+
+/* ------------------------------------------------------------ the process */
+
+/* What the master hands a worker at fork. */
+struct gw_worker_env {
+    int index;
+    pid_t master;
+    const struct gw_config *cfg;
+    const int *listen_fds;
+    size_t nlisten;
+    const unsigned char *secret;
+};
+
+/*
+ * Serve connections until told to stop (SIGTERM: finish the request in
+ * hand, then exit) or until the master is gone.  Never returns: exits 0,
+ * or GW_EXIT_FATAL when something a restart cannot fix is wrong.
+ */
+void gw_worker_main(const struct gw_worker_env *env) __attribute__((noreturn));
+
+/* Set by SIGTERM; checked between requests and while idle. */
+extern volatile sig_atomic_t gw_worker_stopping;
+
+/* ------------------------------------------------------------------ HTTP */
+
+struct gw_header {
+    char *name; /* lowercased */
+    char *value;
+};
+
+/*
+ * One request, carried through the whole pipeline.  Everything it points
+ * to lives in arena (reset after the request) or, for the body, in the
+ * connection's reusable buffer.
+ */
+struct gw_request {
+    struct gw_arena *arena;
+    char id[65];
+    enum http_method method;
+    char *path;  /* without the query string */
+    char *query; /* after '?', or NULL */
+    struct gw_header *headers;
+    size_t nheaders;
+    const char *body;
+    size_t body_len;
+    bool keep_alive;
+    int http_minor;
+    int64_t start_us;
+
+    /* Filled in along the pipeline, read by the access log. */
+    int status; /* what was answered */
+    const char *key_id;
+    const char *model;
+    const struct gw_target *target;
+    bool stream;
+    bool have_usage;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t first_byte_us;
+};
+
+struct gw_http_conn {
+    int fd;
+    const struct gw_http_limits *limits;
+    http_parser parser;
+    char *in; /* read buffer: in[off..len) is not parsed yet */
+    size_t in_cap, in_len, in_off;
+    struct gw_buf url, field, value, body;
+    struct gw_request *req;
+    size_t msg_bytes;    /* bytes of the current message seen so far */
+    size_t header_bytes; /* request line + headers so far */
+    bool in_value;
+    bool done;
+    int error;          /* HTTP status to answer when parsing failed */
+    bool response_open; /* headers sent, body (chunked) in progress */
+    bool chunked;       /* response uses chunked transfer coding */
+    struct gw_buf out;
+};
+
+void gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits *limits);
+void gw_worker_http_fini(struct gw_http_conn *c);
+
+/*
+ * Read and parse the next request on c into req (whose arena the caller
+ * provides).  Returns 0 when a whole request (body included) is in hand;
+ * GW_ECLOSED when the peer closed or stayed idle past keepalive_timeout
+ * before sending anything (close quietly); GW_EPROTO when the request is
+ * bad, too big or too slow: then c->error holds the status to answer with
+ * gw_worker_http_error before closing.
+ */
+int gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req);
+
+/* Header value by lowercase name, or NULL. */
+const char *gw_worker_http_header(const struct gw_request *req, const char *name);
+
+/*
+ * Send a complete response.  extra is NULL or preformatted header lines
+ * ("Name: value\r\n"...).  Returns 0 or GW_EIO/GW_ETIMEDOUT (client gone
+ * or not reading: close the connection).
+ */
+int gw_worker_http_respond(struct gw_http_conn *c, struct gw_request *req, int status,
+                           const char *ctype, const char *extra, const char *body, size_t len);
+
+/*
+ * Send an error in OpenAI's shape {"error": {"message", "type", "param",
+ * "code"}}.  param and code may be NULL (sent as null).
+ */
+int gw_worker_http_error(struct gw_http_conn *c, struct gw_request *req, int status,
+                         const char *type, const char *code, const char *param, const char *fmt,
+                         ...) __attribute__((format(printf, 7, 8)));
+
+/* A streamed response: headers now, then chunks as they come, then end. */
+int gw_worker_http_stream_begin(struct gw_http_conn *c, struct gw_request *req, int status,
+                                const char *ctype, const char *extra);
+int gw_worker_http_stream_write(struct gw_http_conn *c, const char *data, size_t len);
+int gw_worker_http_stream_end(struct gw_http_conn *c);
+
+const char *gw_worker_http_reason(int status);
+
+/* ------------------------------------------------------------- SSE relay */
+
+/* Receives bytes to forward to the client; returns 0 or a GW_E* code. */
+typedef int (*gw_sse_emit_fn)(void *ctx, const char *data, size_t len);
+
+/*
+ * Relays a server-sent-events stream event by event as it arrives, never
+ * holding back a complete event, and reads the usage the upstream reports
+ * in its final chunk.  When drop_usage is set (the client did not ask for
+ * stream_options.include_usage, the gateway did), that usage-only chunk is
+ * not forwarded.
+ */
+struct gw_sse {
+    gw_sse_emit_fn emit;
+    void *ctx;
+    bool drop_usage;
+    struct gw_buf pending; /* an incomplete event */
+    bool have_usage;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    size_t events;
+};
+
+void gw_worker_sse_init(struct gw_sse *s, gw_sse_emit_fn emit, void *ctx, bool drop_usage);
+void gw_worker_sse_fini(struct gw_sse *s);
+/* Feed bytes from the upstream; complete events are emitted at once. */
+int gw_worker_sse_feed(struct gw_sse *s, const char *data, size_t len);
+/* The upstream ended: emit whatever partial event is left. */
+int gw_worker_sse_finish(struct gw_sse *s);
+
+/*
+ * Read OpenAI-style usage ("usage": {"prompt_tokens", "completion_tokens"})
+ * from a JSON body.  Returns true when found.
+ */
+bool gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_t *completion);
+
+/* ------------------------------------------------------------ pipeline */
+
+/* A worker's own state, created after fork and kept for its life. */
+struct gw_worker {
+    const struct gw_worker_env *env;
+    struct gw_store *store;
+    CURL *curl;
+    struct gw_http_conn conn;
+    struct gw_arena *arena; /* per request, reset after each */
+    uint64_t served;
+    unsigned id_prefix; /* random, makes request ids unique across workers */
+};
+
+/*
+ * Answer one parsed request: route, authenticate, authorize, call the
+ * upstream, account.  Returns 0 when the connection may serve another
+ * request, GW_ECLOSED when it must be closed.
+ */
+int gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req);
+
+/* ------------------------------------------------- upstream call */
+
+enum gw_endpoint {
+    GW_EP_CHAT = 0,
+    GW_EP_EMBEDDINGS,
+};
+
+/*
+ * One call of one target for one request: what the pipeline decided, what
+ * the provider adapter built from it, and what came back.  Lives on the
+ * pipeline's stack; strings in the request's arena.
+ */
+struct gw_call {
+    struct gw_request *req;
+    struct gw_http_conn *conn;
+    enum gw_endpoint endpoint;
+    const struct gw_model *model;
+    const struct gw_target *target;
+    const struct gw_provider *provider;
+    struct json_object *json; /* the client's body, parsed; the adapter may edit it */
+    bool stream;
+    bool client_usage; /* the client asked for stream_options.include_usage */
+
+    /* Built by the adapter. */
+    char *url;
+    const char *body; /* valid while json lives */
+    size_t body_len;
+    struct curl_slist *headers;
+
+    /* Results, for the response and the access log. */
+    int status;
+    bool have_usage;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t first_byte_us; /* since req->start_us; 0 if none came */
+};
+
+/*
+ * A provider adapter turns the canonical (OpenAI) request into the
+ * provider's and, where the wire formats differ, the answer back.  One per
+ * wire format in worker/providers/.
+ */
+struct gw_provider_adapter {
+    const char *type;
+    /* Fill call->url, call->body and provider headers into call->headers. */
+    int (*request)(struct gw_call *call);
+};
+
+const struct gw_provider_adapter *gw_worker_provider_adapter(enum gw_provider_type type);
+extern const struct gw_provider_adapter gw_worker_provider_openai;
+
+/*
+ * Call the upstream with the per-worker curl handle (connections are kept
+ * and reused) and answer the client: the non-streaming body as is, or the
+ * stream relayed event by event.  Errors before anything was sent are
+ * answered in OpenAI's shape (502 unreachable, 504 timeout, the upstream's
+ * own 4xx passed through).  Returns 0, or GW_ECLOSED when the client
+ * connection cannot be used any more.
+ */
+int gw_worker_upstream_call(CURL *curl, struct gw_call *call, const struct gw_config *cfg);
+
+#endif
