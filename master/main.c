@@ -187,6 +187,7 @@ main(int argc, char **argv)
     unsigned char secret[GW_SECRET_LEN];
     char err[1024];
     int ch, sfd = -1, cfd = -1, status = 1;
+    bool pid_written = false;
 
     gw_log_init("master");
     while ((ch = getopt(argc, argv, "c:hp:t")) != -1) {
@@ -217,6 +218,8 @@ main(int argc, char **argv)
         gw_secret_load(cfg->state_dir, true, secret) != 0 ||
         gw_store_open(cfg->state_dir, &store) != 0)
         goto out;
+    /* Reader slots of processes of an earlier run that died. */
+    gw_store_reader_check(store);
     /* Initialise libcurl (and OpenSSL) once here; each worker still makes
      * its own handles after fork. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -226,8 +229,11 @@ main(int argc, char **argv)
     if ((sfd = signals_block()) < 0 || (cfd = gw_master_control_open(cfg)) < 0 ||
         gw_master_listen_open(cfg, &listeners) != 0)
         goto out;
-    if (pidfile != NULL && pidfile_write(pidfile) != 0)
-        goto out;
+    if (pidfile != NULL) {
+        if (pidfile_write(pidfile) != 0)
+            goto out;
+        pid_written = true;
+    }
     if (gw_master_pool_create(&pool, cfg, &listeners, secret) != 0)
         goto out;
 
@@ -245,7 +251,7 @@ out:
         close(cfd);
         unlink(cfg->admin_socket);
     }
-    if (pidfile != NULL && status != 1)
+    if (pid_written)
         unlink(pidfile);
     gw_master_pool_destroy(&pool);
     gw_master_listen_close(&listeners);

@@ -18,7 +18,12 @@ gw_config_model_find(const struct gw_config *cfg, const char *name)
 void
 gw_config_free(struct gw_config *cfg)
 {
+    if (cfg == NULL)
+        return;
+    /* Leave no provider secret behind in freed memory. */
+    for (size_t i = 0; i < cfg->nproviders; i++)
+        if (cfg->providers[i].api_key != NULL)
+            explicit_bzero(cfg->providers[i].api_key, strlen(cfg->providers[i].api_key));
     /* The struct itself lives in its own arena. */
-    if (cfg != NULL)
-        gw_arena_destroy(cfg->arena);
+    gw_arena_destroy(cfg->arena);
 }

@@ -192,9 +192,10 @@ body_parse(struct gw_worker *w, struct gw_request *req)
         gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_json", NULL,
                              "We could not parse the JSON body of your request (%s). The body "
                              "must be a JSON object.",
-                             req->body_len == 0            ? "the body is empty"
-                             : e != json_tokener_success ? json_tokener_error_desc(e)
-                                                         : "unexpected data after the object");
+                             req->body_len == 0             ? "the body is empty"
+                             : e == json_tokener_continue ? "the body ends inside the JSON value"
+                             : e != json_tokener_success  ? json_tokener_error_desc(e)
+                                                          : "unexpected data after the object");
         json_object_put(o);
         o = NULL;
     } else if (!json_object_is_type(o, json_type_object)) {

@@ -58,6 +58,13 @@ prompt_tokens(struct json_object *messages)
     return n > 0 ? n : 1;
 }
 
+/* Only JSON true is true: json-c would also take "false" and 1. */
+static bool
+is_true(struct json_object *v)
+{
+    return json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
+}
+
 /*
  * {"method", "path", "headers": {lowercased name: value}, "body"}: what the
  * mock received, for x-mock-echo.  Repeated headers are joined with ", ".
@@ -129,8 +136,9 @@ chat_full(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_fa
     struct gw_buf *b = &c->ev;
 
     b->len = 0;
-    (void)gw_buf_printf(b, "{\"id\":\"chatcmpl-mock-%llu\",\"object\":\"chat.completion\","
-                           "\"created\":%lld,\"model\":",
+    (void)gw_buf_printf(b,
+                        "{\"id\":\"chatcmpl-mock-%llu\",\"object\":\"chat.completion\","
+                        "\"created\":%lld,\"model\":",
                         ch->id, ch->created);
     (void)gw_mock_json_str(b, ch->model, ch->model_len);
     (void)gw_buf_printf(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
@@ -143,8 +151,9 @@ chat_full(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_fa
             (void)tok_append(b, i);
         (void)GW_MOCK_APPEND(b, "\"");
     }
-    if (gw_buf_printf(b, "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":%zu,"
-                         "\"completion_tokens\":%zu,\"total_tokens\":%zu}}",
+    if (gw_buf_printf(b,
+                      "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":%zu,"
+                      "\"completion_tokens\":%zu,\"total_tokens\":%zu}}",
                       ch->prompt, ch->completion, ch->prompt + ch->completion) != 0)
         return GW_ENOMEM;
     if (f->drop_after >= 0)
@@ -179,8 +188,9 @@ chat_stream(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_
     int rc;
 
     c->pre.len = 0;
-    (void)gw_buf_printf(&c->pre, "data: {\"id\":\"chatcmpl-mock-%llu\",\"object\":"
-                                 "\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+    (void)gw_buf_printf(&c->pre,
+                        "data: {\"id\":\"chatcmpl-mock-%llu\",\"object\":"
+                        "\"chat.completion.chunk\",\"created\":%lld,\"model\":",
                         ch->id, ch->created);
     (void)gw_mock_json_str(&c->pre, ch->model, ch->model_len);
     if (GW_MOCK_APPEND(&c->pre, ",\"choices\":[") != 0)
@@ -276,10 +286,9 @@ gw_mock_chat_handle(struct gw_mock_conn *c)
         ch.model = json_object_get_string(v);
         ch.model_len = (size_t)json_object_get_string_len(v);
     }
-    ch.stream = json_object_object_get_ex(req, "stream", &v) && json_object_get_boolean(v);
+    ch.stream = json_object_object_get_ex(req, "stream", &v) && is_true(v);
     ch.include_usage = ch.stream && json_object_object_get_ex(req, "stream_options", &opts) &&
-                       json_object_object_get_ex(opts, "include_usage", &v) &&
-                       json_object_get_boolean(v);
+                       json_object_object_get_ex(opts, "include_usage", &v) && is_true(v);
     ch.prompt = prompt_tokens(messages);
     ch.completion = (size_t)f.chunks;
     ch.id = gw_mock_next_id();
@@ -290,8 +299,8 @@ gw_mock_chat_handle(struct gw_mock_conn *c)
             rc = GW_ENOMEM;
             goto done;
         }
-        ch.echo = json_object_to_json_string_ext(
-            echo, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        ch.echo = json_object_to_json_string_ext(echo, JSON_C_TO_STRING_PLAIN |
+                                                           JSON_C_TO_STRING_NOSLASHESCAPE);
     }
     rc = ch.stream ? chat_stream(c, &ch, &f) : chat_full(c, &ch, &f);
 

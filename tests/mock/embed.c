@@ -140,8 +140,8 @@ embedding_append(struct gw_mock_conn *c, size_t index, uint64_t h, size_t dims, 
     for (size_t d = 0; d < dims && norm > 0; d++)
         vec[d] = (float)(vec[d] / norm);
 
-    (void)gw_buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
-                        index > 0 ? "," : "", index);
+    (void)gw_buf_printf(
+        b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", index > 0 ? "," : "", index);
     if (enc == ENC_BASE64) {
         /* little-endian float32, whatever this machine's byte order */
         unsigned char *bytes = (unsigned char *)(void *)vec;
@@ -219,13 +219,15 @@ gw_mock_embed_handle(struct gw_mock_conn *c)
     }
 
     /* one input (a string, or token ids) or an array of them */
-    bool single = json_object_is_type(input, json_type_string) ||
-                  (json_object_is_type(input, json_type_array) &&
-                   json_object_array_length(input) > 0 &&
-                   json_object_is_type(json_object_array_get_idx(input, 0), json_type_int));
-    size_t n = single ? 1
-               : json_object_is_type(input, json_type_array) ? json_object_array_length(input)
-                                                              : 0;
+    bool single =
+        json_object_is_type(input, json_type_string) ||
+        (json_object_is_type(input, json_type_array) && json_object_array_length(input) > 0 &&
+         json_object_is_type(json_object_array_get_idx(input, 0), json_type_int));
+    size_t n = 0;
+    if (single)
+        n = 1;
+    else if (json_object_is_type(input, json_type_array))
+        n = json_object_array_length(input);
     if (n == 0) {
         rc = bad_request(c, "invalid_input",
                          "'input' must be a string, an array of strings or token arrays, "

@@ -13,7 +13,6 @@
  * body, an injected status) return 1 when they did.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +34,10 @@ static unsigned long long mock_id;
 
 static const char models_body[] =
     "{\"object\":\"list\",\"data\":["
-    "{\"id\":\"mock-small\",\"object\":\"model\",\"created\":1700000000,\"owned_by\":\"aigw-mock\"},"
-    "{\"id\":\"mock-large\",\"object\":\"model\",\"created\":1700000000,\"owned_by\":\"aigw-mock\"}"
+    "{\"id\":\"mock-small\",\"object\":\"model\",\"created\":1700000000,"
+    "\"owned_by\":\"aigw-mock\"},"
+    "{\"id\":\"mock-large\",\"object\":\"model\",\"created\":1700000000,"
+    "\"owned_by\":\"aigw-mock\"}"
     "]}";
 
 static const char health_body[] = "{\"status\":\"ok\"}";
@@ -167,7 +168,7 @@ static void
 put_status_line(struct gw_mock_conn *c, int status)
 {
     /* HTTP/1.0 clients only keep the connection when asked to */
-    const char *conn = !c->keep_alive                 ? "Connection: close\r\n"
+    const char *conn = !c->keep_alive              ? "Connection: close\r\n"
                        : c->parser.http_minor == 0 ? "Connection: keep-alive\r\n"
                                                    : "";
 
@@ -195,8 +196,7 @@ gw_mock_flush(struct gw_mock_conn *c)
  * write.  extra holds more header lines ("Name: value\r\n"), or NULL.
  */
 int
-gw_mock_respond(struct gw_mock_conn *c, int status, const char *extra, const char *body,
-                size_t len)
+gw_mock_respond(struct gw_mock_conn *c, int status, const char *extra, const char *body, size_t len)
 {
     bool no_body = status == 204 || status == 304;
 
@@ -224,8 +224,8 @@ gw_mock_respond_cut(struct gw_mock_conn *c, const char *body, size_t len, long c
     if (cut > 0) {
         c->keep_alive = false;
         put_status_line(c, 200);
-        (void)gw_buf_printf(&c->out, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                            len);
+        (void)gw_buf_printf(&c->out,
+                            "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", len);
         (void)gw_buf_append(&c->out, body, (size_t)cut < len ? (size_t)cut : len);
         (void)gw_mock_flush(c);
     }
@@ -279,8 +279,7 @@ gw_mock_body_json(struct gw_mock_conn *c, struct json_object **out)
         json_tokener_set_flags(c->tok, JSON_TOKENER_STRICT);
     }
     json_tokener_reset(c->tok);
-    obj = json_tokener_parse_ex(c->tok, c->body.data != NULL ? c->body.data : "",
-                                (int)c->body.len);
+    obj = json_tokener_parse_ex(c->tok, c->body.data != NULL ? c->body.data : "", (int)c->body.len);
     if (obj == NULL || json_tokener_get_error(c->tok) != json_tokener_success ||
         json_tokener_get_parse_end(c->tok) != c->body.len) {
         json_object_put(obj);
@@ -417,6 +416,7 @@ on_message_begin(http_parser *p)
     buf_trim(&c->url);
     buf_trim(&c->hbuf);
     buf_trim(&c->body);
+    buf_trim(&c->out);
     buf_trim(&c->ev);
     buf_trim(&c->pre);
     c->nhdrs = 0;

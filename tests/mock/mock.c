@@ -76,8 +76,7 @@ listen_open(const char *host, const char *port, int *bound_port)
         goto fail;
     }
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             gw_log(GW_LOG_ERROR, "socket(%s): %s", host, strerror(errno));
             continue;

@@ -50,7 +50,7 @@ struct gw_mock_conn {
     struct gw_buf body;       /* decoded request body */
     struct gw_buf out;        /* bytes of the response not yet written */
     struct gw_buf ev;         /* scratch: a response body or one SSE event */
-    struct gw_buf pre;        /* scratch: the common prefix of stream events */
+    struct gw_buf pre;        /* scratch: stream events' common prefix, a vector */
     struct gw_mock_hdr hdrs[GW_MOCK_MAX_HEADERS];
     size_t nhdrs;
     int hstate;      /* where the header callbacks are: none, name, value */
