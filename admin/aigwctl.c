@@ -29,6 +29,9 @@ static const char usage_text[] =
     "commands:\n"
     "  help                                  print this help\n"
     "  status [--json]                       show the running gateway\n"
+    "  workers [--json]                      list the worker processes\n"
+    "  reload                                re-read the configuration (like SIGHUP)\n"
+    "  usage [--json]                        usage totals: requests, input and output tokens\n"
     "  key create --name NAME [--models a,b] [--json]\n"
     "                                        create an API key; prints its secret once\n"
     "  key list [--json]                     list keys (never their secrets)\n"
@@ -209,13 +212,103 @@ cmd_status(int argc, char **argv)
         json_object_object_del(reply, "ok");
         print_json(reply, NULL);
     } else {
-        printf("aigwd %s, pid %s, up %s s\nconfig   %s\nworkers  %s of %s running\n"
-               "models   %s, providers %s\n",
+        struct json_object *w = NULL;
+        json_object_object_get_ex(reply, "workers", &w);
+        printf("aigwd %s, pid %s, up %s s\n"
+               "config      %s (generation %s, %s reloads, %s failed)\n"
+               "workers     %s configured: %s idle, %s busy, %s starting, %s stopping\n"
+               "requests    %s served, %s in flight\n"
+               "models      %s, providers %s\n",
                field_str(reply, "version"), field_str(reply, "pid"), field_str(reply, "uptime"),
-               field_str(reply, "config"), field_str(reply, "workers_alive"),
-               field_str(reply, "workers"), field_str(reply, "models"),
+               field_str(reply, "config"), field_str(reply, "generation"),
+               field_str(reply, "reloads"), field_str(reply, "reload_failures"),
+               field_str(w, "configured"), field_str(w, "idle"), field_str(w, "busy"),
+               field_str(w, "starting"), field_str(w, "stopping"), field_str(reply, "requests"),
+               field_str(reply, "in_flight"), field_str(reply, "models"),
                field_str(reply, "providers"));
     }
+    json_object_put(reply);
+    return 0;
+}
+
+/* Commands whose only argument is --json. */
+static bool
+only_json(const char *cmd, int argc, char **argv, int *rc)
+{
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") != 0) {
+            char what[64];
+            snprintf(what, sizeof(what), "%s: unknown argument %%s", cmd);
+            *rc = usage_error(what, argv[i]);
+            return false;
+        }
+        json_out = true;
+    }
+    return true;
+}
+
+static int
+cmd_workers(int argc, char **argv)
+{
+    struct json_object *reply = NULL, *arr;
+    int rc;
+
+    if (!only_json("workers", argc, argv, &rc))
+        return rc;
+    if ((rc = call(request_new("workers"), &reply)) != 0)
+        return rc;
+    json_object_object_get_ex(reply, "workers", &arr);
+    if (json_out) {
+        print_json(reply, "workers");
+    } else {
+        printf("%-5s  %-8s  %-9s  %10s  %8s\n", "SLOT", "PID", "STATE", "REQUESTS", "BUSY_MS");
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+            struct json_object *w = json_object_array_get_idx(arr, i);
+            printf("%-5s  %-8s  %-9s  %10s  %8s\n", field_str(w, "slot"), field_str(w, "pid"),
+                   field_str(w, "state"), field_str(w, "requests"), field_str(w, "busy_ms"));
+        }
+    }
+    json_object_put(reply);
+    return 0;
+}
+
+static int
+cmd_reload(int argc, char **argv)
+{
+    struct json_object *reply = NULL;
+    int rc;
+
+    if (!only_json("reload", argc, argv, &rc))
+        return rc;
+    if ((rc = call(request_new("reload"), &reply)) != 0)
+        return rc;
+    if (json_out) {
+        json_object_object_del(reply, "ok");
+        print_json(reply, NULL);
+    } else {
+        printf("reloaded: generation %s\n", field_str(reply, "generation"));
+    }
+    json_object_put(reply);
+    return 0;
+}
+
+static int
+cmd_usage(int argc, char **argv)
+{
+    struct json_object *reply = NULL;
+    int rc;
+
+    if (!only_json("usage", argc, argv, &rc))
+        return rc;
+    if ((rc = call(request_new("usage"), &reply)) != 0)
+        return rc;
+    json_object_object_del(reply, "ok");
+    if (json_out)
+        print_json(reply, NULL);
+    else
+        printf("requests       %s\ninput_tokens   %s\noutput_tokens  %s\n",
+               field_str(reply, "requests"), field_str(reply, "input_tokens"),
+               field_str(reply, "output_tokens"));
     json_object_put(reply);
     return 0;
 }
@@ -391,5 +484,11 @@ main(int argc, char **argv)
         return cmd_status(argc - i, argv + i);
     if (strcmp(cmd, "key") == 0)
         return cmd_key(argc - i, argv + i);
+    if (strcmp(cmd, "workers") == 0)
+        return cmd_workers(argc - i, argv + i);
+    if (strcmp(cmd, "reload") == 0)
+        return cmd_reload(argc - i, argv + i);
+    if (strcmp(cmd, "usage") == 0)
+        return cmd_usage(argc - i, argv + i);
     return usage_error("unknown command %s", cmd);
 }

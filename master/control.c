@@ -139,25 +139,125 @@ arg_string(struct json_object *req, const char *name)
 
 /* ----------------------------------------------------------- commands */
 
-static struct json_object *
-cmd_status(struct gw_master_state *st, struct json_object *req, struct gw_arena *a)
+/* Workers by state, from the scoreboard. */
+static void
+workers_count(struct gw_master *m, int counts[5], uint64_t *served)
 {
-    struct json_object *o = reply_ok();
+    const struct gw_shm *shm = &m->shm;
+
+    memset(counts, 0, 5 * sizeof(int));
+    *served = 0;
+    for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
+        struct gw_shm_worker *w = gw_shm_worker(shm, i);
+        if (atomic_load(&w->pid) == 0)
+            continue;
+        int state = atomic_load(&w->state);
+        if (state >= 0 && state < 5)
+            counts[state]++;
+        *served += atomic_load(&w->requests);
+    }
+}
+
+static struct json_object *
+cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    struct gw_shm_header *h = m->shm.hdr;
+    struct json_object *o = reply_ok(), *workers = json_object_new_object();
+    int counts[5];
+    uint64_t served;
 
     (void)req, (void)a;
+    workers_count(m, counts, &served);
     json_object_object_add(o, "version", json_object_new_string(GW_VERSION));
     json_object_object_add(o, "pid", json_object_new_int64(getpid()));
-    json_object_object_add(o, "config", json_object_new_string(st->cfg->path));
-    json_object_object_add(o, "uptime", json_object_new_int64(time(NULL) - st->started));
-    json_object_object_add(o, "workers", json_object_new_int(st->pool->n));
-    json_object_object_add(o, "workers_alive", json_object_new_int(gw_master_pool_alive(st->pool)));
-    json_object_object_add(o, "models", json_object_new_int64((int64_t)st->cfg->nmodels));
-    json_object_object_add(o, "providers", json_object_new_int64((int64_t)st->cfg->nproviders));
+    json_object_object_add(o, "config", json_object_new_string(m->conf_path));
+    json_object_object_add(o, "uptime", json_object_new_int64(time(NULL) - m->started));
+    json_object_object_add(o, "generation", json_object_new_int64((int64_t)h->generation));
+    json_object_object_add(o, "reloads", json_object_new_int64((int64_t)h->reloads));
+    json_object_object_add(o, "reload_failures",
+                           json_object_new_int64((int64_t)h->reload_failures));
+    json_object_object_add(workers, "configured", json_object_new_int(m->pool.n));
+    json_object_object_add(workers, "starting", json_object_new_int(counts[GW_WORKER_STARTING]));
+    json_object_object_add(workers, "idle", json_object_new_int(counts[GW_WORKER_IDLE]));
+    json_object_object_add(workers, "busy", json_object_new_int(counts[GW_WORKER_BUSY]));
+    json_object_object_add(workers, "stopping", json_object_new_int(counts[GW_WORKER_STOPPING]));
+    json_object_object_add(o, "workers", workers);
+    json_object_object_add(o, "requests", json_object_new_int64((int64_t)served));
+    json_object_object_add(o, "in_flight", json_object_new_int(counts[GW_WORKER_BUSY]));
+    json_object_object_add(o, "models", json_object_new_int64((int64_t)m->cfg->nmodels));
+    json_object_object_add(o, "providers", json_object_new_int64((int64_t)m->cfg->nproviders));
+    return o;
+}
+
+static const char *const state_names[] = {"empty", "starting", "idle", "busy", "stopping"};
+
+static struct json_object *
+cmd_workers(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    const struct gw_shm *shm = &m->shm;
+    struct json_object *o = reply_ok(), *arr = json_object_new_array();
+    int64_t now_ms = (int64_t)time(NULL) * 1000;
+
+    (void)req, (void)a;
+    for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
+        struct gw_shm_worker *w = gw_shm_worker(shm, i);
+        pid_t pid = atomic_load(&w->pid);
+        if (pid <= 0)
+            continue;
+        int state = atomic_load(&w->state);
+        struct json_object *e = json_object_new_object();
+        json_object_object_add(e, "slot", json_object_new_int64((int64_t)i));
+        json_object_object_add(e, "pid", json_object_new_int64(pid));
+        json_object_object_add(e, "state", json_object_new_string(
+                                               state >= 0 && state < 5 ? state_names[state] : "?"));
+        json_object_object_add(e, "requests",
+                               json_object_new_int64((int64_t)atomic_load(&w->requests)));
+        json_object_object_add(e, "started", json_object_new_int64(atomic_load(&w->started)));
+        json_object_object_add(e, "busy_ms",
+                               json_object_new_int64(state == GW_WORKER_BUSY
+                                                         ? now_ms - atomic_load(&w->busy_since)
+                                                         : 0));
+        json_object_array_add(arr, e);
+    }
+    json_object_object_add(o, "workers", arr);
     return o;
 }
 
 static struct json_object *
-cmd_key_create(struct gw_master_state *st, struct json_object *req, struct gw_arena *a)
+cmd_reload(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    char err[1024];
+
+    (void)req, (void)a;
+    gw_log(GW_LOG_INFO, "reload requested over the admin socket");
+    if (gw_master_reload(m, err, sizeof(err)) != 0)
+        return reply_error("%s", err);
+    struct json_object *o = reply_ok();
+    json_object_object_add(o, "generation",
+                           json_object_new_int64((int64_t)m->shm.hdr->generation));
+    return o;
+}
+
+static struct json_object *
+cmd_usage(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    struct gw_usage_totals t;
+    int rc;
+
+    (void)req, (void)a;
+    /* What workers accounted a moment ago is in the ring: store it first. */
+    gw_master_usage_drain(m);
+    if ((rc = gw_store_usage_totals(m->store, &t)) != 0)
+        return reply_error("could not read usage: %s", gw_strerror(rc));
+    struct json_object *o = reply_ok();
+    json_object_object_add(o, "requests", json_object_new_int64((int64_t)t.requests));
+    json_object_object_add(o, "input_tokens", json_object_new_int64((int64_t)t.input_tokens));
+    json_object_object_add(o, "output_tokens", json_object_new_int64((int64_t)t.output_tokens));
+    return o;
+}
+
+static struct json_object *
+cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct gw_key key = {0};
     char id[GW_KEY_ID_LEN + 1], secret[GW_KEY_SECRET_LEN];
@@ -178,11 +278,11 @@ cmd_key_create(struct gw_master_state *st, struct json_object *req, struct gw_ar
         key.nmodels = json_object_array_length(models);
         key.models = gw_arena_alloc(a, (key.nmodels + 1) * sizeof(char *));
         for (size_t i = 0; i < key.nmodels; i++) {
-            const char *m = json_object_get_string(json_object_array_get_idx(models, i));
-            if (m == NULL || gw_config_model_find(st->cfg, m) == NULL)
-                return reply_error("unknown model \"%s\" (not in %s)", m ? m : "",
-                                   st->cfg->path);
-            key.models[i] = gw_arena_strdup(a, m);
+            const char *model = json_object_get_string(json_object_array_get_idx(models, i));
+            if (model == NULL || gw_config_model_find(m->cfg, model) == NULL)
+                return reply_error("unknown model \"%s\" (not in %s)", model ? model : "",
+                                   m->cfg->path);
+            key.models[i] = gw_arena_strdup(a, model);
         }
     }
     if (gw_key_generate(id, secret) != 0)
@@ -192,8 +292,8 @@ cmd_key_create(struct gw_master_state *st, struct json_object *req, struct gw_ar
     /* Enough of the secret to recognise it in a list, far too little to use. */
     key.prefix = gw_arena_printf(a, "%.12s...", secret);
     key.created = time(NULL);
-    gw_key_hash(st->secret, secret, strlen(secret), hash);
-    if ((rc = gw_store_key_add(st->store, &key, hash)) != 0)
+    gw_key_hash(m->secret, secret, strlen(secret), hash);
+    if ((rc = gw_store_key_add(m->store, &key, hash)) != 0)
         return reply_error("could not store the key: %s", gw_strerror(rc));
     gw_log(GW_LOG_INFO, "key %s (\"%s\") created", id, name);
     o = reply_ok();
@@ -204,11 +304,11 @@ cmd_key_create(struct gw_master_state *st, struct json_object *req, struct gw_ar
 }
 
 static struct json_object *
-cmd_key_list(struct gw_master_state *st, struct json_object *req, struct gw_arena *a)
+cmd_key_list(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct gw_key **keys;
     size_t n;
-    int rc = gw_store_key_list(st->store, a, &keys, &n);
+    int rc = gw_store_key_list(m->store, a, &keys, &n);
 
     (void)req;
     if (rc != 0)
@@ -221,7 +321,7 @@ cmd_key_list(struct gw_master_state *st, struct json_object *req, struct gw_aren
 }
 
 static struct json_object *
-cmd_key_show(struct gw_master_state *st, struct json_object *req, struct gw_arena *a)
+cmd_key_show(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     const char *id = arg_string(req, "id");
     struct gw_key *k;
@@ -229,7 +329,7 @@ cmd_key_show(struct gw_master_state *st, struct json_object *req, struct gw_aren
 
     if (id == NULL)
         return reply_error("which key? (give its id)");
-    if ((rc = gw_store_key_get(st->store, id, a, &k)) == GW_ENOENT)
+    if ((rc = gw_store_key_get(m->store, id, a, &k)) == GW_ENOENT)
         return reply_error("no key with id \"%s\"", id);
     if (rc != 0)
         return reply_error("could not read key %s: %s", id, gw_strerror(rc));
@@ -240,7 +340,7 @@ cmd_key_show(struct gw_master_state *st, struct json_object *req, struct gw_aren
 
 /* enable, disable and delete differ only in the store call and the word. */
 static struct json_object *
-key_change(struct gw_master_state *st, struct json_object *req, const char *verb)
+key_change(struct gw_master *m, struct json_object *req, const char *verb)
 {
     const char *id = arg_string(req, "id");
     int rc;
@@ -248,9 +348,9 @@ key_change(struct gw_master_state *st, struct json_object *req, const char *verb
     if (id == NULL)
         return reply_error("which key? (give its id)");
     if (strcmp(verb, "deleted") == 0)
-        rc = gw_store_key_del(st->store, id);
+        rc = gw_store_key_del(m->store, id);
     else
-        rc = gw_store_key_set_disabled(st->store, id, strcmp(verb, "disabled") == 0);
+        rc = gw_store_key_set_disabled(m->store, id, strcmp(verb, "disabled") == 0);
     if (rc == GW_ENOENT)
         return reply_error("no key with id \"%s\"", id);
     if (rc != 0)
@@ -260,32 +360,34 @@ key_change(struct gw_master_state *st, struct json_object *req, const char *verb
 }
 
 static struct json_object *
-cmd_key_disable(struct gw_master_state *st, struct json_object *req, struct gw_arena *a)
+cmd_key_disable(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     (void)a;
-    return key_change(st, req, "disabled");
+    return key_change(m, req, "disabled");
 }
 
 static struct json_object *
-cmd_key_enable(struct gw_master_state *st, struct json_object *req, struct gw_arena *a)
+cmd_key_enable(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     (void)a;
-    return key_change(st, req, "enabled");
+    return key_change(m, req, "enabled");
 }
 
 static struct json_object *
-cmd_key_delete(struct gw_master_state *st, struct json_object *req, struct gw_arena *a)
+cmd_key_delete(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     (void)a;
-    return key_change(st, req, "deleted");
+    return key_change(m, req, "deleted");
 }
 
 static const struct command {
     const char *name;
-    struct json_object *(*run)(struct gw_master_state *st, struct json_object *req,
+    struct json_object *(*run)(struct gw_master *m, struct json_object *req,
                                struct gw_arena *a);
 } commands[] = {
-    {"status", cmd_status},           {"key.create", cmd_key_create},
+    {"status", cmd_status},           {"workers", cmd_workers},
+    {"reload", cmd_reload},           {"usage", cmd_usage},
+    {"key.create", cmd_key_create},
     {"key.list", cmd_key_list},       {"key.show", cmd_key_show},
     {"key.disable", cmd_key_disable}, {"key.enable", cmd_key_enable},
     {"key.delete", cmd_key_delete},
@@ -306,7 +408,7 @@ peer_allowed(int fd, struct ucred *cred)
 }
 
 static struct json_object *
-dispatch(struct gw_master_state *st, const char *line, struct gw_arena *a)
+dispatch(struct gw_master *m, const char *line, struct gw_arena *a)
 {
     struct json_object *req = json_tokener_parse(line), *reply;
     const char *cmd = req != NULL ? arg_string(req, "cmd") : NULL;
@@ -317,7 +419,7 @@ dispatch(struct gw_master_state *st, const char *line, struct gw_arena *a)
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(cmd, commands[i].name) == 0) {
-            reply = commands[i].run(st, req, a);
+            reply = commands[i].run(m, req, a);
             goto out;
         }
     }
@@ -328,7 +430,7 @@ out:
 }
 
 void
-gw_master_control_serve(int lfd, struct gw_master_state *st)
+gw_master_control_serve(int lfd, struct gw_master *m)
 {
     struct timeval tv = {.tv_sec = CONTROL_IO_TIMEOUT_S};
     struct gw_buf in = {0};
@@ -358,7 +460,7 @@ gw_master_control_serve(int lfd, struct gw_master_state *st)
             goto out; /* the client went away or said nothing */
         else {
             a = gw_arena_create(4096);
-            reply = dispatch(st, line, a);
+            reply = dispatch(m, line, a);
         }
     }
     size_t len;

@@ -77,15 +77,34 @@ fail:
     return -1;
 }
 
+/* The socket of old already listening on text, duplicated, or -1. */
+static int
+listen_reuse(const struct gw_config *old, const struct gw_listeners *l, const char *text)
+{
+    for (size_t i = 0; old != NULL && i < old->nlisten && i < l->n; i++)
+        if (strcmp(old->listen[i], text) == 0)
+            return fcntl(l->fds[i], F_DUPFD_CLOEXEC, 0);
+    return -1;
+}
+
 int
 gw_master_listen_open(const struct gw_config *cfg, struct gw_listeners *out)
+{
+    return gw_master_listen_reopen(cfg, NULL, NULL, out);
+}
+
+int
+gw_master_listen_reopen(const struct gw_config *cfg, const struct gw_config *old,
+                        const struct gw_listeners *old_l, struct gw_listeners *out)
 {
     out->fds = calloc(cfg->nlisten, sizeof(int));
     out->n = 0;
     if (out->fds == NULL)
         return GW_ENOMEM;
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        int fd = listen_one(cfg->listen[i]);
+        int fd = listen_reuse(old, old_l, cfg->listen[i]);
+        if (fd < 0)
+            fd = listen_one(cfg->listen[i]);
         if (fd < 0) {
             gw_master_listen_close(out);
             return GW_EIO;

@@ -24,8 +24,15 @@
 
 #include "master/master.h"
 
-/* How long a graceful stop waits for workers before killing them. */
-#define STOP_GRACE_MS 30000
+/* Usage records reach LMDB at least this often. */
+#define DRAIN_EVERY_MS 500
+
+/* Geometry of the shared-memory segment. */
+#define SHM_WORKERS 2048
+#define SHM_STATS 8192
+#define SHM_BUCKETS 16384
+#define SHM_RING 65536
+#define SHM_GEN_SIZE (512 * 1024)
 
 static const char usage_text[] = "usage: aigwd [-ht] [-c file] [-p pidfile]\n";
 
@@ -88,12 +95,15 @@ signals_block(void)
 
 /*
  * Stop the pool: ask the workers to finish (graceful) or to quit at once,
- * and wait for them, killing those still there after the grace period.
+ * and wait for them, killing those still there after shutdown_timeout.
+ * Usage keeps being drained while they finish.
  */
 static void
-pool_stop(struct gw_master_pool *pool, int sfd, bool graceful)
+pool_stop(struct gw_master *m, int sfd, bool graceful)
 {
-    int64_t deadline = gw_now_ms() + STOP_GRACE_MS;
+    struct gw_master_pool *pool = &m->pool;
+    long grace = m->cfg->shutdown_timeout_ms > 0 ? m->cfg->shutdown_timeout_ms : 30000;
+    int64_t deadline = gw_now_ms() + grace;
     bool killed = false;
 
     pool->stopping = true;
@@ -102,8 +112,8 @@ pool_stop(struct gw_master_pool *pool, int sfd, bool graceful)
         struct pollfd pfd = {.fd = sfd, .events = POLLIN};
         int64_t left = deadline - gw_now_ms();
         if (left <= 0 && !killed) {
-            gw_log(GW_LOG_WARN, "%d workers still busy after %d s; killing them",
-                   gw_master_pool_alive(pool), STOP_GRACE_MS / 1000);
+            gw_log(GW_LOG_WARN, "%d workers still busy after %ld ms; killing them",
+                   gw_master_pool_alive(pool), grace);
             gw_master_pool_signal(pool, SIGKILL);
             killed = true;
         }
@@ -116,35 +126,50 @@ pool_stop(struct gw_master_pool *pool, int sfd, bool graceful)
             }
         }
         gw_master_pool_reap(pool);
+        gw_master_usage_drain(m);
     }
+    gw_master_usage_drain(m);
+}
+
+static void
+reload_on_signal(struct gw_master *m)
+{
+    char err[1024];
+
+    if (gw_master_reload(m, err, sizeof(err)) != 0)
+        gw_log(GW_LOG_ERROR, "SIGHUP: %s", err);
 }
 
 /* The master's loop; returns the process exit status. */
 static int
-master_loop(struct gw_master_state *st, struct gw_master_pool *pool, int sfd, int cfd)
+master_loop(struct gw_master *m, int sfd, int cfd)
 {
     bool graceful = true;
+    int64_t last_drain = gw_now_ms();
 
     for (;;) {
-        long wait = gw_master_pool_spawn(pool);
+        long wait = gw_master_pool_spawn(&m->pool);
         struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = cfd, .events = POLLIN}};
 
-        if (gw_master_pool_failed(pool)) {
+        if (gw_master_pool_failed(&m->pool)) {
             gw_log(GW_LOG_ERROR, "every worker failed fatally; stopping");
             return GW_EXIT_FATAL;
         }
-        if (poll(pfd, 2, wait < 0 ? 5000 : (int)wait) < 0 && errno != EINTR) {
+        /* Usage reaches LMDB at least every DRAIN_EVERY_MS. */
+        if (wait < 0 || wait > DRAIN_EVERY_MS)
+            wait = DRAIN_EVERY_MS;
+        if (poll(pfd, 2, (int)wait) < 0 && errno != EINTR) {
             gw_log(GW_LOG_ERROR, "poll: %s", strerror(errno));
             return 1;
         }
         if (pfd[1].revents & POLLIN)
-            gw_master_control_serve(cfd, st);
+            gw_master_control_serve(cfd, m);
         struct signalfd_siginfo si;
         while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
             switch (si.ssi_signo) {
             case SIGCHLD:
-                if (gw_master_pool_reap(pool) > 0) {
-                    int dead = gw_store_reader_check(st->store);
+                if (gw_master_pool_reap(&m->pool) > 0) {
+                    int dead = gw_store_reader_check(m->store);
                     if (dead > 0)
                         gw_log(GW_LOG_DEBUG, "cleared %d stale LMDB readers", dead);
                 }
@@ -158,41 +183,71 @@ master_loop(struct gw_master_state *st, struct gw_master_pool *pool, int sfd, in
                 graceful = false;
                 goto stop;
             case SIGHUP:
-                /* Reload builds a new configuration generation; that work
-                 * lands with the shared-memory control plane. */
-                gw_log(GW_LOG_WARN, "SIGHUP: reload is not supported yet; restart aigwd to "
-                       "apply a new configuration");
+                gw_log(GW_LOG_INFO, "SIGHUP: reloading %s", m->conf_path);
+                reload_on_signal(m);
                 break;
             case SIGUSR1:
                 /* Logs go to stderr: there is no file to reopen. */
                 break;
             }
         }
+        if (gw_now_ms() - last_drain >= DRAIN_EVERY_MS / 2) {
+            gw_master_usage_drain(m);
+            last_drain = gw_now_ms();
+        }
     }
 stop:
-    sd_notify(0, "STOPPING=1");
-    pool_stop(pool, sfd, graceful);
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+    pool_stop(m, sfd, graceful);
     return 0;
+}
+
+/* Attach or create the segment, settle the usage ring, publish gen 1. */
+static int
+shm_setup(struct gw_master *m)
+{
+    struct gw_shm_geometry geo = {
+        .nworkers = SHM_WORKERS,
+        .nstats = SHM_STATS,
+        .nbuckets = SHM_BUCKETS,
+        .nring = SHM_RING,
+        .gen_size = SHM_GEN_SIZE,
+    };
+    char name[64];
+    bool attached;
+    int rc;
+
+    gw_shm_name(m->cfg->state_dir, name, sizeof(name));
+    if ((rc = gw_shm_open(name, &geo, &m->shm, &attached)) != 0)
+        return rc;
+    struct gw_shm_header *h = m->shm.hdr;
+    if (attached) {
+        gw_log(GW_LOG_INFO, "attached shared memory %s left by an earlier master (%llu usage "
+               "records waiting)", name,
+               (unsigned long long)(atomic_load(&h->ring_tail) - atomic_load(&h->ring_head)));
+        gw_master_usage_reconcile(m);
+        gw_master_usage_drain(m);
+    }
+    atomic_store(&h->master_pid, getpid());
+    atomic_store(&h->started, (int64_t)time(NULL));
+    return gw_master_publish(m, m->cfg);
 }
 
 int
 main(int argc, char **argv)
 {
-    const char *conf = GW_DEFAULT_CONFIG, *pidfile = NULL;
+    static struct gw_master m;
+    const char *pidfile = NULL;
     bool test_only = false;
-    struct gw_config *cfg = NULL;
-    struct gw_store *store = NULL;
-    struct gw_listeners listeners = {0};
-    struct gw_master_pool pool = {0};
-    unsigned char secret[GW_SECRET_LEN];
     char err[1024];
     int ch, sfd = -1, cfd = -1, status = 1;
     bool pid_written = false;
 
     gw_log_init("master");
+    m.conf_path = GW_DEFAULT_CONFIG;
     while ((ch = getopt(argc, argv, "c:hp:t")) != -1) {
         switch (ch) {
-        case 'c': conf = optarg; break;
+        case 'c': m.conf_path = optarg; break;
         case 'h': usage_print(stdout); return 0;
         case 'p': pidfile = optarg; break;
         case 't': test_only = true; break;
@@ -203,63 +258,72 @@ main(int argc, char **argv)
         usage_print(stderr);
         return 1;
     }
-    if (gw_master_config_load(conf, &cfg, err, sizeof(err)) != 0) {
+    if (gw_master_config_load(m.conf_path, &m.cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
     if (test_only) {
-        fprintf(stderr, "%s: configuration is valid\n", conf);
-        gw_config_free(cfg);
+        fprintf(stderr, "%s: configuration is valid\n", m.conf_path);
+        gw_config_free(m.cfg);
         return 0;
     }
-    gw_log_level = cfg->log_level;
+    gw_log_level = m.cfg->log_level;
+    m.pid = getpid();
+    m.started = time(NULL);
 
-    if (gw_mkdir_p(cfg->state_dir, 0700) != 0 ||
-        gw_secret_load(cfg->state_dir, true, secret) != 0 ||
-        gw_store_open(cfg->state_dir, &store) != 0)
+    if (gw_mkdir_p(m.cfg->state_dir, 0700) != 0 ||
+        gw_secret_load(m.cfg->state_dir, true, m.secret) != 0 ||
+        gw_store_open(m.cfg->state_dir, &m.store) != 0)
         goto out;
     /* Reader slots of processes of an earlier run that died. */
-    gw_store_reader_check(store);
+    gw_store_reader_check(m.store);
+    if (shm_setup(&m) != 0)
+        goto out;
     /* Initialise libcurl (and OpenSSL) once here; each worker still makes
      * its own handles after fork. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         gw_log(GW_LOG_ERROR, "curl_global_init failed");
         goto out;
     }
-    if ((sfd = signals_block()) < 0 || (cfd = gw_master_control_open(cfg)) < 0 ||
-        gw_master_listen_open(cfg, &listeners) != 0)
+    if ((sfd = signals_block()) < 0 || (cfd = gw_master_control_open(m.cfg)) < 0 ||
+        gw_master_listen_open(m.cfg, &m.listeners) != 0)
         goto out;
+    m.master_fds[0] = cfd;
+    m.master_fds[1] = sfd;
     if (pidfile != NULL) {
         if (pidfile_write(pidfile) != 0)
             goto out;
         pid_written = true;
     }
-    if (gw_master_pool_create(&pool, cfg, &listeners, secret) != 0)
+    if (gw_master_pool_create(&m.pool, &m, m.cfg->workers) != 0)
         goto out;
 
-    struct gw_master_state st = {
-        .cfg = cfg, .store = store, .secret = secret, .pool = &pool, .started = time(NULL)};
-    gw_master_pool_spawn(&pool);
-    gw_log(GW_LOG_INFO, "aigwd %s started: %d workers, %zu models, admin socket %s", GW_VERSION,
-           cfg->workers, cfg->nmodels, cfg->admin_socket);
-    sd_notifyf(0, "READY=1\nSTATUS=serving with %d workers\nMAINPID=%ld", cfg->workers,
+    gw_master_pool_spawn(&m.pool);
+    gw_log(GW_LOG_INFO, "aigwd %s started: %d workers, %zu models, generation %llu, admin "
+           "socket %s", GW_VERSION, m.cfg->workers, m.cfg->nmodels,
+           (unsigned long long)atomic_load(&m.shm.hdr->generation), m.cfg->admin_socket);
+    sd_notifyf(0, "READY=1\nSTATUS=serving with %d workers\nMAINPID=%ld", m.cfg->workers,
                (long)getpid());
-    status = master_loop(&st, &pool, sfd, cfd);
+    status = master_loop(&m, sfd, cfd);
     gw_log(GW_LOG_INFO, "stopped");
 out:
     if (cfd >= 0) {
         close(cfd);
-        unlink(cfg->admin_socket);
+        unlink(m.cfg->admin_socket);
     }
     if (pid_written)
         unlink(pidfile);
-    gw_master_pool_destroy(&pool);
-    gw_master_listen_close(&listeners);
+    gw_master_pool_destroy(&m.pool);
+    gw_master_listen_close(&m.listeners);
     if (sfd >= 0)
         close(sfd);
-    gw_store_close(store);
+    if (m.shm.hdr != NULL) {
+        gw_master_usage_drain(&m);
+        gw_shm_close(&m.shm);
+    }
+    gw_store_close(m.store);
     curl_global_cleanup();
-    gw_config_free(cfg);
-    memset(secret, 0, sizeof(secret));
+    gw_config_free(m.cfg);
+    explicit_bzero(m.secret, sizeof(m.secret));
     return status;
 }

@@ -34,33 +34,54 @@ struct gw_listeners {
 };
 
 int gw_master_listen_open(const struct gw_config *cfg, struct gw_listeners *out);
+/* The same for a reload: addresses that old already listens on keep their
+ * sockets (duplicated), so nothing is unbound in between. */
+int gw_master_listen_reopen(const struct gw_config *cfg, const struct gw_config *old,
+                            const struct gw_listeners *old_l, struct gw_listeners *out);
 void gw_master_listen_close(struct gw_listeners *l);
 
 /*
  * The worker pool, Apache prefork style: one slot per worker, a worker
  * that dies is replaced, with back-off when it keeps dying young; one that
- * exits GW_EXIT_FATAL is not (a restart cannot fix it).
+ * exits GW_EXIT_FATAL is not (a restart cannot fix it).  Workers retired
+ * by a reload that changed the listeners or the pool size finish their
+ * requests and exit; they are reaped but not replaced.
  */
 struct gw_pool_slot {
-    pid_t pid;           /* 0: empty */
+    pid_t pid; /* 0: empty */
+    int sb;    /* scoreboard entry in shm */
     int64_t started_ms;
     int64_t respawn_at_ms;
-    unsigned failures;   /* consecutive early deaths */
+    unsigned failures; /* consecutive early deaths */
     bool fatal;
 };
+
+struct gw_master;
 
 struct gw_master_pool {
     struct gw_pool_slot *slots;
     int n;
-    const struct gw_config *cfg;
-    const struct gw_listeners *listeners;
-    const unsigned char *secret;
-    pid_t master;
+    pid_t *retired; /* told to finish and exit; reaped, not replaced */
+    size_t nretired;
+    struct gw_master *m;
     bool stopping;
 };
 
-int gw_master_pool_create(struct gw_master_pool *p, const struct gw_config *cfg,
-                          const struct gw_listeners *l, const unsigned char *secret);
+/* The master's state: one object, passed to every part of the master. */
+struct gw_master {
+    struct gw_config *cfg; /* the running configuration; replaced whole on reload */
+    const char *conf_path;
+    struct gw_store *store;
+    struct gw_shm shm;
+    struct gw_listeners listeners;
+    struct gw_master_pool pool;
+    unsigned char secret[GW_SECRET_LEN];
+    int64_t started; /* unix seconds */
+    pid_t pid;
+    int master_fds[2]; /* admin socket, signalfd: closed in workers */
+};
+
+int gw_master_pool_create(struct gw_master_pool *p, struct gw_master *m, int n);
 void gw_master_pool_destroy(struct gw_master_pool *p);
 /* Start workers in empty slots whose time has come; returns the ms until
  * the next one is due, or -1 when none is waiting. */
@@ -68,9 +89,30 @@ long gw_master_pool_spawn(struct gw_master_pool *p);
 /* Collect exited workers (after SIGCHLD); returns how many were reaped. */
 int gw_master_pool_reap(struct gw_master_pool *p);
 void gw_master_pool_signal(struct gw_master_pool *p, int sig);
+/* Workers alive, retired ones included. */
 int gw_master_pool_alive(const struct gw_master_pool *p);
 /* True when every slot holds a worker that exited fatally. */
 bool gw_master_pool_failed(const struct gw_master_pool *p);
+/* Retire every worker (SIGTERM: finish, then exit) and start n new ones:
+ * how a reload applies new listeners or a new pool size. */
+int gw_master_pool_replace(struct gw_master_pool *p, int n);
+
+/*
+ * Reload: load path, and if it is valid make it the running configuration
+ * (a new routing generation in shm; new listeners and pool size applied
+ * by replacing the workers).  If not, nothing changes and err says why
+ * ("FILE:LINE:COLUMN: message").  Returns 0 or a GW_E* code.
+ */
+int gw_master_reload(struct gw_master *m, char *err, size_t errlen);
+
+/* Publish cfg as the next routing generation, waiting (bounded) for a
+ * free slot while long requests hold the others. */
+int gw_master_publish(struct gw_master *m, const struct gw_config *cfg);
+
+/* Move usage records from the shm ring into LMDB; returns how many. */
+size_t gw_master_usage_drain(struct gw_master *m);
+/* After attaching a segment: skip ring records LMDB already holds. */
+void gw_master_usage_reconcile(struct gw_master *m);
 
 /*
  * The admin Unix socket.  Binds cfg->admin_socket with cfg->admin_mode,
@@ -85,14 +127,6 @@ int gw_master_control_open(const struct gw_config *cfg);
  * Bounded by short socket timeouts, so a stuck client costs the master at
  * most that long.
  */
-struct gw_master_state {
-    const struct gw_config *cfg;
-    struct gw_store *store;
-    const unsigned char *secret;
-    const struct gw_master_pool *pool;
-    int64_t started;
-};
-
-void gw_master_control_serve(int lfd, struct gw_master_state *st);
+void gw_master_control_serve(int lfd, struct gw_master *m);
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * spawn.c - the worker pool: forking workers into slots, reaping them and
- * replacing the ones that die.
+ * spawn.c - the worker pool: forking workers into slots, reaping them,
+ * replacing the ones that die, and retiring whole pools on reload.
  */
 #include <errno.h>
 #include <signal.h>
@@ -18,18 +18,16 @@
 #define POOL_BACKOFF_MAX_MS 30000
 
 int
-gw_master_pool_create(struct gw_master_pool *p, const struct gw_config *cfg,
-                      const struct gw_listeners *l, const unsigned char *secret)
+gw_master_pool_create(struct gw_master_pool *p, struct gw_master *m, int n)
 {
     memset(p, 0, sizeof(*p));
-    p->slots = calloc((size_t)cfg->workers, sizeof(*p->slots));
+    p->slots = calloc((size_t)n, sizeof(*p->slots));
     if (p->slots == NULL)
         return GW_ENOMEM;
-    p->n = cfg->workers;
-    p->cfg = cfg;
-    p->listeners = l;
-    p->secret = secret;
-    p->master = getpid();
+    for (int i = 0; i < n; i++)
+        p->slots[i].sb = -1;
+    p->n = n;
+    p->m = m;
     return 0;
 }
 
@@ -37,33 +35,77 @@ void
 gw_master_pool_destroy(struct gw_master_pool *p)
 {
     free(p->slots);
-    p->slots = NULL;
-    p->n = 0;
+    free(p->retired);
+    memset(p, 0, sizeof(*p));
+}
+
+/* A scoreboard entry no live process holds. */
+static int
+scoreboard_take(struct gw_master_pool *p)
+{
+    const struct gw_shm *shm = &p->m->shm;
+
+    for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
+        struct gw_shm_worker *w = gw_shm_worker(shm, i);
+        pid_t pid = atomic_load(&w->pid);
+        if (pid == 0 || (kill(pid, 0) != 0 && errno == ESRCH)) {
+            atomic_store(&w->pid, -1); /* reserved until the child writes its pid */
+            atomic_store(&w->state, GW_WORKER_STARTING);
+            atomic_store(&w->gen_slot, -1);
+            atomic_store(&w->requests, 0);
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static void
+scoreboard_clear(struct gw_master_pool *p, int sb)
+{
+    if (sb < 0)
+        return;
+    struct gw_shm_worker *w = gw_shm_worker(&p->m->shm, (size_t)sb);
+    atomic_store(&w->gen_slot, -1);
+    atomic_store(&w->state, GW_WORKER_EMPTY);
+    atomic_store(&w->pid, 0);
 }
 
 static int
 pool_fork(struct gw_master_pool *p, int i)
 {
-    pid_t pid = fork();
+    struct gw_master *m = p->m;
+    int sb = scoreboard_take(p);
 
+    if (sb < 0) {
+        gw_log(GW_LOG_ERROR, "worker scoreboard full; cannot start worker[%d]", i);
+        return GW_ETOOBIG;
+    }
+    pid_t pid = fork();
     if (pid < 0) {
         gw_log(GW_LOG_ERROR, "fork: %s", strerror(errno));
+        scoreboard_clear(p, sb);
         return GW_EIO;
     }
     if (pid == 0) {
         struct gw_worker_env env = {
-            .index = i,
-            .master = p->master,
-            .cfg = p->cfg,
-            .listen_fds = p->listeners->fds,
-            .nlisten = p->listeners->n,
-            .secret = p->secret,
+            .index = sb,
+            .master = m->pid,
+            .cfg = m->cfg,
+            .shm = &m->shm,
+            .listen_fds = m->listeners.fds,
+            .nlisten = m->listeners.n,
+            .secret = m->secret,
+            .max_requests = m->cfg->max_requests,
+            .master_fds = m->master_fds,
+            .nmaster_fds = 2,
         };
         gw_worker_main(&env);
     }
+    atomic_store(&gw_shm_worker(&m->shm, (size_t)sb)->pid, pid);
     p->slots[i].pid = pid;
+    p->slots[i].sb = sb;
     p->slots[i].started_ms = gw_now_ms();
-    gw_log(GW_LOG_DEBUG, "worker[%d] started, pid %ld", i, (long)pid);
+    gw_log(GW_LOG_DEBUG, "worker[%d] started, pid %ld", sb, (long)pid);
     return 0;
 }
 
@@ -94,27 +136,30 @@ gw_master_pool_spawn(struct gw_master_pool *p)
     return next;
 }
 
-/* Decide what happens to slot s after its worker exited with status. */
+/* Decide what happens to slot i after its worker exited with status. */
 static void
 slot_exited(struct gw_master_pool *p, int i, int status)
 {
     struct gw_pool_slot *s = &p->slots[i];
     int64_t now = gw_now_ms();
     bool abnormal = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    int sb = s->sb;
 
+    scoreboard_clear(p, s->sb);
     s->pid = 0;
+    s->sb = -1;
     if (WIFEXITED(status) && WEXITSTATUS(status) == GW_EXIT_FATAL) {
         s->fatal = true;
-        gw_log(GW_LOG_ERROR, "worker[%d] exited with a fatal error; not restarting it", i);
+        gw_log(GW_LOG_ERROR, "worker[%d] exited with a fatal error; not restarting it", sb);
         return;
     }
     if (p->stopping)
         return;
     if (WIFSIGNALED(status))
-        gw_log(GW_LOG_WARN, "worker[%d] killed by signal %d (%s); restarting it", i,
+        gw_log(GW_LOG_WARN, "worker[%d] killed by signal %d (%s); restarting it", sb,
                WTERMSIG(status), strsignal(WTERMSIG(status)));
     else if (abnormal)
-        gw_log(GW_LOG_WARN, "worker[%d] exited with status %d; restarting it", i,
+        gw_log(GW_LOG_WARN, "worker[%d] exited with status %d; restarting it", sb,
                WEXITSTATUS(status));
     if (abnormal && now - s->started_ms < POOL_YOUNG_MS) {
         long delay = POOL_BACKOFF_MIN_MS << (s->failures < 9 ? s->failures : 9);
@@ -122,12 +167,30 @@ slot_exited(struct gw_master_pool *p, int i, int status)
             delay = POOL_BACKOFF_MAX_MS;
         s->failures++;
         s->respawn_at_ms = now + delay;
-        gw_log(GW_LOG_WARN, "worker[%d] died %u times in a row right after starting; next try "
-               "in %ld ms", i, s->failures, delay);
+        gw_log(GW_LOG_WARN,
+               "worker[%d] died %u times in a row right after starting; next try in %ld ms", sb,
+               s->failures, delay);
     } else {
         s->failures = 0;
         s->respawn_at_ms = now;
     }
+}
+
+/* A retired worker exited: forget it and free its scoreboard entry. */
+static bool
+retired_exited(struct gw_master_pool *p, pid_t pid)
+{
+    for (size_t i = 0; i < p->nretired; i++) {
+        if (p->retired[i] != pid)
+            continue;
+        const struct gw_shm *shm = &p->m->shm;
+        for (uint64_t j = 0; j < shm->hdr->nworkers; j++)
+            if (atomic_load(&gw_shm_worker(shm, j)->pid) == pid)
+                scoreboard_clear(p, (int)j);
+        p->retired[i] = p->retired[--p->nretired];
+        return true;
+    }
+    return false;
 }
 
 int
@@ -138,6 +201,8 @@ gw_master_pool_reap(struct gw_master_pool *p)
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         reaped++;
+        if (retired_exited(p, pid))
+            continue;
         for (int i = 0; i < p->n; i++) {
             if (p->slots[i].pid == pid) {
                 slot_exited(p, i, status);
@@ -155,12 +220,14 @@ gw_master_pool_signal(struct gw_master_pool *p, int sig)
         if (p->slots[i].pid > 0 && kill(p->slots[i].pid, sig) != 0 && errno != ESRCH)
             gw_log(GW_LOG_WARN, "kill(%ld, %d): %s", (long)p->slots[i].pid, sig,
                    strerror(errno));
+    for (size_t i = 0; i < p->nretired; i++)
+        kill(p->retired[i], sig);
 }
 
 int
 gw_master_pool_alive(const struct gw_master_pool *p)
 {
-    int n = 0;
+    int n = (int)p->nretired;
 
     for (int i = 0; i < p->n; i++)
         if (p->slots[i].pid > 0)
@@ -175,4 +242,32 @@ gw_master_pool_failed(const struct gw_master_pool *p)
         if (!p->slots[i].fatal)
             return false;
     return p->n > 0;
+}
+
+int
+gw_master_pool_replace(struct gw_master_pool *p, int n)
+{
+    struct gw_pool_slot *slots = calloc((size_t)n, sizeof(*slots));
+    size_t alive = (size_t)gw_master_pool_alive(p);
+    pid_t *retired = realloc(p->retired, (alive + 1) * sizeof(pid_t));
+
+    if (slots == NULL || retired == NULL) {
+        free(slots);
+        if (retired != NULL)
+            p->retired = retired;
+        return GW_ENOMEM;
+    }
+    p->retired = retired;
+    for (int i = 0; i < p->n; i++) {
+        if (p->slots[i].pid > 0) {
+            kill(p->slots[i].pid, SIGTERM);
+            p->retired[p->nretired++] = p->slots[i].pid;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        slots[i].sb = -1;
+    free(p->slots);
+    p->slots = slots;
+    p->n = n;
+    return 0;
 }

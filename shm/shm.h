@@ -3,14 +3,15 @@
  * arenas and buffers, the running configuration's types, the LMDB state
  * store, API key hashing and the admin protocol framing.
  *
- * The shared-memory segment itself (routing tables, buckets, breakers,
- * usage ring) joins this folder with the control-plane work; until then
- * workers read the configuration they inherited from the master at fork.
+ * The shared-memory segment (segment.c, ring.c, bucket.c, gen.c) is the
+ * control plane: routing generations, the worker scoreboard, per-upstream
+ * state, token buckets, counters and the usage ring.
  */
 #ifndef GW_SHM_H
 #define GW_SHM_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -195,9 +196,25 @@ struct gw_config {
     char *state_dir;
     char *admin_socket;
     unsigned admin_mode; /* permission bits of the admin socket */
-    int workers;
+    char *user;          /* drop to this user after binding (when root), or NULL */
+    char *group;         /* and this group (default: the user's), or NULL */
+
+    /* The pool: a fixed size (min_spare == 0), or Apache-prefork style
+     * between min_spare and max_spare idle workers, at most workers_max. */
+    int workers; /* fixed size, or how many to start with */
+    int workers_min_spare;
+    int workers_max_spare;
+    int workers_max;
+    uint64_t max_requests; /* recycle a worker after this many; 0: never */
+    long shutdown_timeout_ms;
+
     int log_level;
+    char *log_file;      /* error log; NULL: stderr */
     bool access_log;
+    char *access_file;   /* JSON lines; NULL: stderr */
+    bool access_journal; /* access log to journald instead */
+    char *metrics_listen; /* "host:port" of the /metrics listener, or NULL */
+
     struct gw_http_limits http;
     struct gw_timeouts timeouts; /* defaults for models */
     size_t max_response_size;    /* buffered (non-streaming) upstream body */
@@ -269,6 +286,27 @@ int gw_store_key_list(struct gw_store *st, struct gw_arena *a, struct gw_key ***
 int gw_store_key_set_disabled(struct gw_store *st, const char *id, bool disabled);
 int gw_store_key_del(struct gw_store *st, const char *id);
 
+/*
+ * Usage records.  gw_store_usage_add stores n records and adds them to
+ * the totals in one transaction.  When incarnation is not 0 the records
+ * come from the ring of that segment incarnation and head (the ring
+ * position after the last of them) is stored in the same transaction, so
+ * a master that dies after the commit does not store them twice.
+ */
+struct gw_usage;
+
+struct gw_usage_totals {
+    uint64_t requests;
+    uint64_t input_tokens;
+    uint64_t output_tokens;
+};
+
+int gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n,
+                       uint64_t incarnation, uint64_t head);
+/* The ring head stored for this incarnation; GW_ENOENT when none is. */
+int gw_store_usage_head(struct gw_store *st, uint64_t incarnation, uint64_t *head);
+int gw_store_usage_totals(struct gw_store *st, struct gw_usage_totals *out);
+
 /* True when key may call model (by the key's own allow list). */
 bool gw_key_allows(const struct gw_key *key, const char *model);
 
@@ -289,5 +327,308 @@ int gw_proto_line_take(struct gw_buf *b, char **line, size_t *consumed);
 
 /* Read from fd until one line arrives (blocking, with the fd's timeouts). */
 int gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed);
+
+/* --------------------------------------------------- the shm segment */
+
+/*
+ * The segment is a named POSIX shared-memory object (mode 0600) that the
+ * master creates and every worker maps.  It holds no pointers, only
+ * offsets from its start, so a restarted master can attach it again and
+ * find everything where it was.  Every shared mutable field is an atomic;
+ * there is no lock that a dying process could leave held.
+ *
+ *   header | scoreboard | stat tables | buckets | usage ring | generations
+ */
+#define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
+#define GW_SHM_LAYOUT 1
+#define GW_SHM_GEN_SLOTS 8
+#define GW_SHM_NAME_LEN 96
+
+enum gw_worker_state {
+    GW_WORKER_EMPTY = 0,
+    GW_WORKER_STARTING,
+    GW_WORKER_IDLE,
+    GW_WORKER_BUSY,
+    GW_WORKER_STOPPING,
+};
+
+/* One scoreboard slot; each worker writes only its own. */
+struct gw_shm_worker {
+    _Atomic int32_t pid;
+    _Atomic int32_t state;    /* enum gw_worker_state */
+    _Atomic int32_t gen_slot; /* generation slot in use, -1 when none */
+    _Atomic uint64_t requests;
+    _Atomic int64_t started;    /* unix seconds */
+    _Atomic int64_t busy_since; /* unix ms of the request in hand */
+    char pad[24];
+};
+
+/* Histogram bucket bounds (ms) for durations and time to first token. */
+#define GW_SHM_HIST_BUCKETS 12
+extern const double gw_shm_hist_bounds_ms[GW_SHM_HIST_BUCKETS];
+
+/*
+ * Counters and live figures under one name: a model ("m:demo"), an
+ * upstream target ("t:local/mock-small") or a key ("k:key_..").  Entries
+ * are claimed once and never move, so an index stays valid across
+ * reloads and a restarted master.
+ */
+struct gw_shm_stat {
+    _Atomic uint32_t state; /* 0 free, 1 being claimed, 2 ready */
+    char name[GW_SHM_NAME_LEN];
+    _Atomic int64_t in_flight;
+    _Atomic uint64_t requests;
+    _Atomic uint64_t status[6]; /* by class: [1]=1xx .. [5]=5xx, [0]=no response */
+    _Atomic uint64_t input_tokens;
+    _Atomic uint64_t output_tokens;
+    _Atomic uint64_t duration_hist[GW_SHM_HIST_BUCKETS + 1];
+    _Atomic uint64_t duration_sum_ms;
+    _Atomic uint64_t ttft_hist[GW_SHM_HIST_BUCKETS + 1];
+    _Atomic uint64_t ttft_sum_ms;
+    _Atomic uint64_t ttft_count;
+    /* Live figures for routing (upstream targets). */
+    _Atomic int64_t ewma_ttft_us;
+    _Atomic int64_t ewma_tokens_per_s_milli;
+    _Atomic uint64_t consecutive_failures;
+    _Atomic int32_t breaker_state;
+    _Atomic int64_t breaker_until_ms;
+};
+
+/*
+ * A token bucket shared by all workers, kept as GCRA: one atomic, the
+ * theoretical arrival time, moved with compare-and-swap.
+ */
+struct gw_shm_bucket {
+    _Atomic uint32_t state; /* as in gw_shm_stat */
+    char name[GW_SHM_NAME_LEN];
+    _Atomic int64_t tat_us; /* monotonic microseconds */
+};
+
+/* One request's usage: what the ring carries and LMDB keeps. */
+struct gw_usage {
+    int64_t time_us; /* wall clock, unix microseconds, at the end */
+    int64_t input_tokens;
+    int64_t output_tokens;
+    int32_t status;
+    uint32_t duration_ms;
+    uint32_t ttfb_ms;
+    uint8_t stream;
+    uint8_t pad[3];
+    char request_id[48];
+    char key_id[24];
+    char model[64];
+    char target[96];
+};
+
+struct gw_shm_ring_slot {
+    _Atomic uint64_t seq;
+    struct gw_usage rec;
+};
+
+struct gw_shm_header {
+    uint64_t magic;
+    uint32_t layout;
+    uint32_t pad0;
+    uint64_t size;
+    uint64_t incarnation; /* random, new with each fresh segment */
+    _Atomic int32_t master_pid;
+    _Atomic int32_t pad1;
+    _Atomic int64_t started; /* unix seconds of the current master */
+
+    /* Geometry: offsets from the segment start, counts. */
+    uint64_t workers_off, nworkers;
+    uint64_t stats_off, nstats;
+    uint64_t buckets_off, nbuckets;
+    uint64_t ring_off, nring; /* nring: a power of two */
+    uint64_t gen_off[GW_SHM_GEN_SLOTS], gen_size;
+
+    /* Routing generations. */
+    _Atomic int32_t gen_current; /* slot of the live generation */
+    _Atomic int32_t pad2;
+    _Atomic uint64_t generation; /* its number */
+    _Atomic uint64_t reloads;
+    _Atomic uint64_t reload_failures;
+
+    /* Usage ring positions: tail claimed by workers, head by the master. */
+    _Atomic uint64_t ring_tail;
+    _Atomic uint64_t ring_head;
+    _Atomic uint64_t ring_lost;       /* records skipped (a writer died mid-write) */
+    _Atomic uint64_t ring_written_through;
+};
+
+struct gw_shm {
+    struct gw_shm_header *hdr;
+    size_t size;
+    char name[64];
+};
+
+/* Sizes the master asks for (from the configuration). */
+struct gw_shm_geometry {
+    uint64_t nworkers;
+    uint64_t nstats;
+    uint64_t nbuckets;
+    uint64_t nring;
+    uint64_t gen_size;
+};
+
+/* The object name for a state directory: "/aigw-<hash>". */
+void gw_shm_name(const char *state_dir, char *out, size_t len);
+
+/*
+ * Master: attach the segment called name if it exists with this layout
+ * and geometry (*attached = true; its contents, usage ring included, are
+ * kept), else create it afresh.  Workers inherit the mapping across fork.
+ */
+int gw_shm_open(const char *name, const struct gw_shm_geometry *geo, struct gw_shm *out,
+                bool *attached);
+/* Map an existing segment (for tests and tools); GW_ENOENT if absent. */
+int gw_shm_attach(const char *name, struct gw_shm *out);
+void gw_shm_close(struct gw_shm *shm);
+int gw_shm_unlink(const char *name);
+
+static inline struct gw_shm_worker *
+gw_shm_worker(const struct gw_shm *shm, size_t i)
+{
+    return (struct gw_shm_worker *)((char *)shm->hdr + shm->hdr->workers_off) + i;
+}
+
+static inline struct gw_shm_stat *
+gw_shm_stat_at(const struct gw_shm *shm, size_t i)
+{
+    return (struct gw_shm_stat *)((char *)shm->hdr + shm->hdr->stats_off) + i;
+}
+
+/*
+ * Find or claim the entry named name (e.g. "t:local/mock-small").
+ * Returns its index, or -1 when the table is full.  Lock-free.
+ */
+long gw_shm_stat_find(const struct gw_shm *shm, const char *name, bool create);
+
+/* Account one finished request into a stat entry. */
+void gw_shm_stat_account(struct gw_shm_stat *st, int status, int64_t in, int64_t out,
+                         int64_t duration_ms, int64_t ttft_ms);
+
+/* ------------------------------------------------------- token buckets */
+
+/*
+ * Take n tokens from the bucket named name, which refills at rate tokens
+ * per second up to burst.  Returns true when they were there (and are
+ * now taken); false leaves the bucket as it was and sets *wait_ms to the
+ * time until n tokens will be there.  Creates the bucket full.
+ * Lock-free: many workers take from one bucket concurrently.
+ */
+bool gw_shm_bucket_take(const struct gw_shm *shm, const char *name, double rate, double burst,
+                        double n, int64_t *wait_ms, double *remaining);
+/* Give back tokens taken (settling an estimate); never above burst. */
+void gw_shm_bucket_give(const struct gw_shm *shm, const char *name, double rate, double n);
+
+/* ---------------------------------------------------------- usage ring */
+
+/*
+ * Workers push usage records; the master drains them.  push never drops:
+ * it returns GW_ETOOBIG only when the ring is full, and the caller then
+ * waits or writes the record through to LMDB itself.
+ */
+int gw_shm_ring_push(const struct gw_shm *shm, const struct gw_usage *rec);
+
+/*
+ * Master: copy up to max published records from the head into out,
+ * without releasing them; *first is the ring position of out[0].
+ * Returns the count.  A slot claimed but left unpublished for longer than
+ * stall_ms (its writer died) is skipped and counted in ring_lost.
+ */
+size_t gw_shm_ring_peek(const struct gw_shm *shm, struct gw_usage *out, size_t max,
+                        uint64_t *first, int64_t stall_ms);
+/* Master: release every record before position upto (after it is stored). */
+void gw_shm_ring_release(const struct gw_shm *shm, uint64_t upto);
+
+/* --------------------------------------------------- routing generation */
+
+/*
+ * A generation is the routing part of a configuration laid out flat in a
+ * slot of the segment: arrays of structs and NUL-terminated strings, all
+ * found by offsets from the generation's start (0 means none).  The master
+ * writes a generation into a slot that no worker uses, then makes it
+ * current with one atomic store; workers pick it up at their next request
+ * and keep using the one they took until the request ends.
+ */
+struct gw_gen_provider {
+    uint32_t name;
+    uint32_t base_url;
+    uint32_t api_key; /* 0: no credential */
+    uint32_t type;    /* enum gw_provider_type */
+};
+
+struct gw_gen_target {
+    uint32_t provider; /* index in providers */
+    uint32_t model;    /* provider's model name */
+    int32_t stat;      /* index of "t:provider/model" in the stat table */
+    uint32_t pad;
+};
+
+struct gw_gen_model {
+    uint32_t name;
+    uint32_t first_target;
+    uint32_t ntargets;
+    int32_t stat; /* "m:name" */
+    struct gw_timeouts timeouts;
+};
+
+struct gw_gen {
+    uint64_t generation;
+    int64_t published; /* unix seconds */
+    uint32_t size;     /* bytes used */
+    uint32_t config_path;
+    int32_t log_level;
+    uint8_t access_log;
+    uint8_t pad[3];
+    struct gw_http_limits http;
+    uint64_t max_response_size;
+    uint32_t nproviders, providers;
+    uint32_t nmodels, models;
+    uint32_t ntargets, targets;
+};
+
+static inline const char *
+gw_gen_str(const struct gw_gen *g, uint32_t off)
+{
+    return off ? (const char *)g + off : NULL;
+}
+
+static inline const struct gw_gen_provider *
+gw_gen_provider(const struct gw_gen *g, size_t i)
+{
+    return (const struct gw_gen_provider *)((const char *)g + g->providers) + i;
+}
+
+static inline const struct gw_gen_model *
+gw_gen_model_at(const struct gw_gen *g, size_t i)
+{
+    return (const struct gw_gen_model *)((const char *)g + g->models) + i;
+}
+
+static inline const struct gw_gen_target *
+gw_gen_target(const struct gw_gen *g, size_t i)
+{
+    return (const struct gw_gen_target *)((const char *)g + g->targets) + i;
+}
+
+const struct gw_gen_model *gw_gen_model_find(const struct gw_gen *g, const char *name);
+
+/*
+ * Master: lay cfg out as generation number gen in a free slot and make it
+ * current.  Returns 0, GW_ETOOBIG when it does not fit gen_size, or
+ * GW_EEXIST when every other slot is still held by requests of older
+ * generations (try again later).
+ */
+int gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64_t gen);
+
+/*
+ * Worker: take the current generation for one request, recording the slot
+ * in the worker's scoreboard entry so the master will not overwrite it;
+ * gw_shm_gen_release when the request is done.
+ */
+const struct gw_gen *gw_shm_gen_acquire(const struct gw_shm *shm, struct gw_shm_worker *me);
+void gw_shm_gen_release(struct gw_shm_worker *me);
 
 #endif

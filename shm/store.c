@@ -5,6 +5,9 @@
  *   keys     key id -> JSON record {"id","name","prefix","hash","models",
  *            "disabled","created"}
  *   keyhash  HMAC of the secret (32 bytes) -> key id
+ *   usage    time (8 bytes, big-endian us) + 8 unique bytes -> struct gw_usage
+ *   meta     "usage.totals" -> struct gw_usage_totals;
+ *            "ring.head" -> {incarnation, head} of the last drained record
  *
  * The master is the only writer; workers look keys up on every request,
  * so reads reuse one read-only transaction per process (reset/renew), which
@@ -29,6 +32,8 @@ struct gw_store {
     MDB_env *env;
     MDB_dbi keys;
     MDB_dbi keyhash;
+    MDB_dbi usage;
+    MDB_dbi meta;
     MDB_txn *rtxn; /* reused read transaction, reset between uses */
 };
 
@@ -66,7 +71,9 @@ gw_store_open(const char *state_dir, struct gw_store **out)
         goto fail;
     }
     if ((mrc = mdb_dbi_open(txn, "keys", MDB_CREATE, &st->keys)) != 0 ||
-        (mrc = mdb_dbi_open(txn, "keyhash", MDB_CREATE, &st->keyhash)) != 0) {
+        (mrc = mdb_dbi_open(txn, "keyhash", MDB_CREATE, &st->keyhash)) != 0 ||
+        (mrc = mdb_dbi_open(txn, "usage", MDB_CREATE, &st->usage)) != 0 ||
+        (mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0) {
         rc = store_fail("mdb_dbi_open", state_dir, mrc);
         goto fail;
     }
@@ -398,4 +405,101 @@ int
 gw_store_key_del(struct gw_store *st, const char *id)
 {
     return key_update(st, id, false, true);
+}
+
+/* ------------------------------------------------------------------ usage */
+
+static const char totals_key[] = "usage.totals";
+static const char head_key[] = "ring.head";
+
+struct ring_head {
+    uint64_t incarnation;
+    uint64_t head;
+};
+
+int
+gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n,
+                   uint64_t incarnation, uint64_t head)
+{
+    struct gw_usage_totals t = {0};
+    MDB_txn *txn;
+    MDB_val k = {sizeof(totals_key) - 1, (void *)totals_key}, v;
+    int mrc, rc = 0;
+
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", "usage", mrc);
+    if ((mrc = mdb_get(txn, st->meta, &k, &v)) == 0 && v.mv_size == sizeof(t))
+        memcpy(&t, v.mv_data, sizeof(t));
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned char key[16];
+        uint64_t when = (uint64_t)recs[i].time_us, uniq;
+        for (int b = 0; b < 8; b++)
+            key[b] = (unsigned char)(when >> (56 - 8 * b));
+        /* Ring records are unique by position; others by chance (64 bits). */
+        if (incarnation != 0)
+            uniq = incarnation ^ (head - n + i);
+        else if (gw_random_bytes(&uniq, sizeof(uniq)) != 0)
+            uniq = (uint64_t)gw_now_us();
+        memcpy(key + 8, &uniq, 8);
+        MDB_val uk = {sizeof(key), key}, uv = {sizeof(recs[i]), (void *)&recs[i]};
+        if ((mrc = mdb_put(txn, st->usage, &uk, &uv, 0)) != 0)
+            rc = store_fail("mdb_put", "usage", mrc);
+        t.requests++;
+        t.input_tokens += (uint64_t)(recs[i].input_tokens > 0 ? recs[i].input_tokens : 0);
+        t.output_tokens += (uint64_t)(recs[i].output_tokens > 0 ? recs[i].output_tokens : 0);
+    }
+    if (rc == 0) {
+        v.mv_size = sizeof(t);
+        v.mv_data = &t;
+        if ((mrc = mdb_put(txn, st->meta, &k, &v, 0)) != 0)
+            rc = store_fail("mdb_put", totals_key, mrc);
+    }
+    if (rc == 0 && incarnation != 0) {
+        struct ring_head rh = {incarnation, head};
+        MDB_val hk = {sizeof(head_key) - 1, (void *)head_key}, hv = {sizeof(rh), &rh};
+        if ((mrc = mdb_put(txn, st->meta, &hk, &hv, 0)) != 0)
+            rc = store_fail("mdb_put", head_key, mrc);
+    }
+    return store_commit(txn, rc);
+}
+
+int
+gw_store_usage_head(struct gw_store *st, uint64_t incarnation, uint64_t *head)
+{
+    MDB_txn *txn;
+    MDB_val k = {sizeof(head_key) - 1, (void *)head_key}, v;
+    int rc = store_read_begin(st, &txn);
+
+    if (rc != 0)
+        return rc;
+    int mrc = mdb_get(txn, st->meta, &k, &v);
+    if (mrc == 0 && v.mv_size == sizeof(struct ring_head)) {
+        struct ring_head rh;
+        memcpy(&rh, v.mv_data, sizeof(rh));
+        rc = rh.incarnation == incarnation ? 0 : GW_ENOENT;
+        *head = rh.head;
+    } else {
+        rc = mrc == MDB_NOTFOUND || mrc == 0 ? GW_ENOENT : store_fail("mdb_get", head_key, mrc);
+    }
+    store_read_end(st);
+    return rc;
+}
+
+int
+gw_store_usage_totals(struct gw_store *st, struct gw_usage_totals *out)
+{
+    MDB_txn *txn;
+    MDB_val k = {sizeof(totals_key) - 1, (void *)totals_key}, v;
+    int rc = store_read_begin(st, &txn);
+
+    memset(out, 0, sizeof(*out));
+    if (rc != 0)
+        return rc;
+    int mrc = mdb_get(txn, st->meta, &k, &v);
+    if (mrc == 0 && v.mv_size == sizeof(*out))
+        memcpy(out, v.mv_data, sizeof(*out));
+    else if (mrc != MDB_NOTFOUND && mrc != 0)
+        rc = store_fail("mdb_get", totals_key, mrc);
+    store_read_end(st);
+    return rc;
 }

@@ -8,10 +8,17 @@
  * with an error in OpenAI's shape.  Limits, safety, caching and routing
  * strategies join this chain in their own steps as they are built.
  */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "worker/worker.h"
+
+/* How long a worker waits for room in a full usage ring before it writes
+ * the record through to LMDB itself (tries of 1 ms). */
+#define USAGE_RING_WAIT_TRIES 50
 
 struct route {
     const char *path;
@@ -48,6 +55,12 @@ route_path_matches(const struct route *rt, const char *path)
     if (rt->prefix)
         return strncmp(path, rt->path, strlen(rt->path)) == 0 && path[strlen(rt->path)] != '\0';
     return strcmp(path, rt->path) == 0;
+}
+
+static struct gw_shm_stat *
+stat_get(struct gw_worker *w, int32_t i)
+{
+    return i >= 0 ? gw_shm_stat_at(w->env->shm, (size_t)i) : NULL;
 }
 
 /* ---------------------------------------------------------------- auth */
@@ -108,11 +121,11 @@ handle_health(struct gw_worker *w, struct gw_request *req, const struct gw_key *
 }
 
 static struct json_object *
-model_object(const struct gw_model *m)
+model_object(const char *name)
 {
     struct json_object *o = json_object_new_object();
 
-    json_object_object_add(o, "id", json_object_new_string(m->name));
+    json_object_object_add(o, "id", json_object_new_string(name));
     json_object_object_add(o, "object", json_object_new_string("model"));
     json_object_object_add(o, "created", json_object_new_int64(0));
     json_object_object_add(o, "owned_by", json_object_new_string("aigw"));
@@ -134,13 +147,15 @@ static int
 handle_models(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
               const struct route *rt)
 {
-    const struct gw_config *cfg = w->env->cfg;
+    const struct gw_gen *g = w->gen;
     struct json_object *list = json_object_new_object(), *data = json_object_new_array();
 
     (void)rt;
-    for (size_t i = 0; i < cfg->nmodels; i++)
-        if (gw_key_allows(key, cfg->models[i].name))
-            json_object_array_add(data, model_object(&cfg->models[i]));
+    for (uint32_t i = 0; i < g->nmodels; i++) {
+        const char *name = gw_gen_str(g, gw_gen_model_at(g, i)->name);
+        if (gw_key_allows(key, name))
+            json_object_array_add(data, model_object(name));
+    }
     json_object_object_add(list, "object", json_object_new_string("list"));
     json_object_object_add(list, "data", data);
     return respond_json(w, req, list);
@@ -160,12 +175,12 @@ handle_model(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
              const struct route *rt)
 {
     const char *name = req->path + strlen(rt->path);
-    const struct gw_model *m = gw_config_model_find(w->env->cfg, name);
+    const struct gw_gen_model *m = gw_gen_model_find(w->gen, name);
 
     /* A model the key may not use is as invisible as one that is absent. */
     if (m == NULL || !gw_key_allows(key, name))
         return model_not_found(w, req, name);
-    return respond_json(w, req, model_object(m));
+    return respond_json(w, req, model_object(name));
 }
 
 /* Parse the body as a JSON object; answers 400 and returns NULL if not. */
@@ -241,17 +256,17 @@ body_check(struct gw_worker *w, struct gw_request *req, struct json_object *o,
  * Choose the target for this request.  Routing strategies, health and
  * circuit breakers are not built yet: the model's first target is used.
  */
-static const struct gw_target *
-target_choose(const struct gw_model *m)
+static const struct gw_gen_target *
+target_choose(const struct gw_gen *g, const struct gw_gen_model *m)
 {
-    return &m->targets[0];
+    return gw_gen_target(g, m->first_target);
 }
 
 static int
 handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
              const struct route *rt)
 {
-    const struct gw_config *cfg = w->env->cfg;
+    const struct gw_gen *g = w->gen;
     struct gw_call call = {.req = req, .conn = &w->conn, .endpoint = rt->endpoint};
     const char *name = NULL;
     struct json_object *v, *so;
@@ -264,7 +279,7 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
         goto out;
     }
     req->model = gw_arena_strdup(req->arena, name);
-    call.model = gw_config_model_find(cfg, name);
+    call.model = gw_gen_model_find(g, name);
     if (call.model == NULL) {
         rc = model_not_found(w, req, req->model);
         goto out;
@@ -282,10 +297,23 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                             json_object_object_get_ex(so, "include_usage", &v) &&
                             json_object_get_boolean(v);
     }
-    call.target = target_choose(call.model);
-    call.provider = &cfg->providers[call.target->provider];
-    req->target = call.target;
-    rc = gw_worker_upstream_call(w->curl, &call, cfg);
+    req->model_stat = call.model->stat;
+    call.target = target_choose(g, call.model);
+    const struct gw_gen_provider *p = gw_gen_provider(g, call.target->provider);
+    call.type = (enum gw_provider_type)p->type;
+    call.provider_name = gw_gen_str(g, p->name);
+    call.base_url = gw_gen_str(g, p->base_url);
+    call.api_key = gw_gen_str(g, p->api_key);
+    call.target_model = gw_gen_str(g, call.target->model);
+    req->target = gw_arena_printf(req->arena, "%s/%s", call.provider_name, call.target_model);
+    req->target_stat = call.target->stat;
+
+    struct gw_shm_stat *ts = stat_get(w, req->target_stat);
+    if (ts != NULL)
+        atomic_fetch_add(&ts->in_flight, 1);
+    rc = gw_worker_upstream_call(w->curl, &call, g->max_response_size);
+    if (ts != NULL)
+        atomic_fetch_sub(&ts->in_flight, 1);
     req->status = call.status ? call.status : req->status;
     req->stream = call.stream;
     req->have_usage = call.have_usage;
@@ -300,27 +328,69 @@ out:
 /* ---------------------------------------------------------- accounting */
 
 /*
- * One access-log line per request.  Usage goes to the shared-memory
- * counters and the LMDB usage records once those exist; until then the
- * log line is the record.  Never logs a secret: keys appear by id.
+ * Put one authenticated request's usage into the ring for the master to
+ * store.  The ring never drops: when it is full the worker waits a
+ * little, then writes the record through to LMDB itself.
+ */
+static void
+usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
+{
+    struct gw_usage u = {
+        .time_us = 0,
+        .input_tokens = req->prompt_tokens,
+        .output_tokens = req->completion_tokens,
+        .status = req->status,
+        .duration_ms = (uint32_t)ms,
+        .ttfb_ms = (uint32_t)(req->first_byte_us / 1000),
+        .stream = req->stream,
+    };
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    u.time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    snprintf(u.request_id, sizeof(u.request_id), "%s", req->id);
+    snprintf(u.key_id, sizeof(u.key_id), "%s", req->key_id);
+    snprintf(u.model, sizeof(u.model), "%s", req->model ? req->model : "");
+    snprintf(u.target, sizeof(u.target), "%s", req->target ? req->target : "");
+
+    for (int tries = 0; tries < USAGE_RING_WAIT_TRIES; tries++) {
+        if (gw_shm_ring_push(w->env->shm, &u) == 0)
+            return;
+        usleep(1000);
+    }
+    atomic_fetch_add(&w->env->shm->hdr->ring_written_through, 1);
+    if (gw_store_usage_add(w->store, &u, 1, 0, 0) != 0)
+        gw_log(GW_LOG_ERROR, "req=%s usage record could not be stored: ring full and LMDB "
+               "write failed", req->id);
+}
+
+/*
+ * Account the request: shm counters (for /metrics and routing), the usage
+ * ring (for LMDB), and one access-log line.  Never logs a secret: keys
+ * appear by id.
  */
 static void
 account(struct gw_worker *w, struct gw_request *req)
 {
-    const struct gw_config *cfg = w->env->cfg;
-
-    if (!cfg->access_log)
-        return;
     long ms = (long)((gw_now_us() - req->start_us) / 1000);
-    const struct gw_target *t = req->target;
+    int64_t ttft = req->first_byte_us > 0 ? req->first_byte_us / 1000 : -1;
+    struct gw_shm_stat *st;
+
+    if ((st = stat_get(w, req->model_stat)) != NULL)
+        gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms, ttft);
+    if ((st = stat_get(w, req->target_stat)) != NULL)
+        gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms, ttft);
+    if (req->key_id != NULL)
+        usage_record(w, req, ms);
+    if (w->gen == NULL || !w->gen->access_log)
+        return;
     gw_log(GW_LOG_INFO,
-           "req=%s %s %s status=%d key=%s model=%s target=%s%s%s stream=%d in=%lld out=%lld "
+           "req=%s %s %s status=%d key=%s model=%s target=%s stream=%d in=%lld out=%lld "
            "ttfb_ms=%lld ms=%ld",
            req->id, http_method_str(req->method), req->path, req->status,
            req->key_id ? req->key_id : "-", req->model ? req->model : "-",
-           t ? cfg->providers[t->provider].name : "-", t ? "/" : "", t ? t->model : "",
-           req->stream, (long long)req->prompt_tokens, (long long)req->completion_tokens,
-           (long long)(req->first_byte_us / 1000), ms);
+           req->target ? req->target : "-", req->stream, (long long)req->prompt_tokens,
+           (long long)req->completion_tokens, (long long)(req->first_byte_us / 1000), ms);
 }
 
 /* ------------------------------------------------------------- driver */

@@ -23,7 +23,7 @@ static const char *const skip_headers[] = {
 
 struct upstream_io {
     struct gw_call *call;
-    const struct gw_config *cfg;
+    size_t max_response_size;
     struct gw_sse sse;
     struct gw_buf body; /* non-streamed answer, or an error body */
     char ctype[128];
@@ -159,7 +159,7 @@ on_data(char *data, size_t size, size_t n, void *ctx)
     }
     if (io->streaming)
         return gw_worker_sse_feed(&io->sse, data, len) == 0 ? len : 0;
-    if (io->body.len + len > io->cfg->max_response_size) {
+    if (io->body.len + len > io->max_response_size) {
         io->too_big = true;
         return 0;
     }
@@ -195,19 +195,19 @@ answer_failure(struct upstream_io *io, CURLcode cc, const char *errbuf)
                                     "upstream_response_too_large", NULL,
                                     "The upstream's response exceeds upstream.max_response_size "
                                     "(%zu bytes).",
-                                    io->cfg->max_response_size);
+                                    io->max_response_size);
     if (io->timed_out || cc == CURLE_OPERATION_TIMEDOUT)
         return gw_worker_http_error(call->conn, call->req, 504, "upstream_error",
                                     "upstream_timeout", NULL,
                                     "The upstream provider \"%s\" did not answer in time (%s).",
-                                    call->provider->name,
+                                    call->provider_name,
                                     io->timed_out ? (io->got_bytes ? "idle timeout"
                                                                     : "first_byte timeout")
                                                   : what);
     return gw_worker_http_error(call->conn, call->req, 502, "upstream_error",
                                 "upstream_unreachable", NULL,
                                 "The upstream provider \"%s\" could not be reached: %s.",
-                                call->provider->name, what);
+                                call->provider_name, what);
 }
 
 /* The upstream answered with an error status: pass it on. */
@@ -226,17 +226,20 @@ answer_upstream_error(struct upstream_io *io)
     }
     return gw_worker_http_error(call->conn, call->req, 502, "upstream_error", "upstream_error",
                                 NULL, "The upstream provider \"%s\" answered HTTP %d.",
-                                call->provider->name, status);
+                                call->provider_name, status);
 }
 
 int
-gw_worker_upstream_call(CURL *curl, struct gw_call *call, const struct gw_config *cfg)
+gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_size)
 {
-    struct upstream_io io = {.call = call, .cfg = cfg, .curl = curl, .to = &call->model->timeouts};
+    struct upstream_io io = {.call = call,
+                             .max_response_size = max_response_size,
+                             .curl = curl,
+                             .to = &call->model->timeouts};
     char errbuf[CURL_ERROR_SIZE] = "";
     int rc = 0;
 
-    const struct gw_provider_adapter *ad = gw_worker_provider_adapter(call->provider->type);
+    const struct gw_provider_adapter *ad = gw_worker_provider_adapter(call->type);
     if (ad == NULL || ad->request(call) != 0 || headers_build(call) != 0) {
         rc = gw_worker_http_error(call->conn, call->req, 500, "server_error", "internal_error",
                                   NULL, "The gateway could not build the upstream request.");
@@ -287,7 +290,7 @@ gw_worker_upstream_call(CURL *curl, struct gw_call *call, const struct gw_config
                              "data: {\"error\":{\"message\":\"The upstream stream from provider "
                              "\\\"%s\\\" ended abnormally: %s.\",\"type\":\"upstream_error\","
                              "\"param\":null,\"code\":\"%s\"}}\n\n",
-                             call->provider->name,
+                             call->provider_name,
                              io.timed_out ? "idle timeout" : curl_easy_strerror(cc),
                              io.timed_out ? "upstream_timeout" : "upstream_disconnected");
             rc = gw_worker_http_stream_write(call->conn, ev, (size_t)n);

@@ -17,16 +17,31 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "worker/worker.h"
 
 volatile sig_atomic_t gw_worker_stopping;
 
+/* The listening sockets, for the signal handler to close. */
+static const int *listen_fds;
+static size_t nlisten_fds;
+
+/*
+ * Stop: finish the request in hand, take no new one.  The listening
+ * sockets are closed right here (close is async-signal-safe), so that no
+ * connection queues up for a worker that will not accept it, and so that
+ * a master started after this one's death can bind the addresses while
+ * long streams still drain here.
+ */
 static void
 on_term(int sig)
 {
     (void)sig;
+    if (!gw_worker_stopping)
+        for (size_t i = 0; i < nlisten_fds; i++)
+            close(listen_fds[i]);
     gw_worker_stopping = 1;
 }
 
@@ -79,20 +94,57 @@ request_id_set(struct gw_worker *w, struct gw_request *req)
              (unsigned)w->env->index & 0xff, (unsigned long long)w->served);
 }
 
+/* Copy the HTTP limits of the current generation for a new connection. */
+static void
+limits_refresh(struct gw_worker *w)
+{
+    const struct gw_gen *g = gw_shm_gen_acquire(w->env->shm, w->me);
+
+    if (g != NULL)
+        w->limits = g->http;
+    gw_shm_gen_release(w->me);
+}
+
+static void
+state_set(struct gw_worker *w, enum gw_worker_state state)
+{
+    atomic_store(&w->me->state, state);
+}
+
+/* Answer a request the parser refused (bad, too large, too slow). */
+static void
+protocol_error(struct gw_worker *w, struct gw_request *req)
+{
+    int status = w->conn.error;
+
+    req->keep_alive = false;
+    gw_worker_http_error(&w->conn, req, status, "invalid_request_error",
+                         status == 413   ? "request_too_large"
+                         : status == 431 ? "headers_too_large"
+                         : status == 408 ? "request_timeout"
+                                         : "bad_request",
+                         NULL, "%s",
+                         status == 413   ? "The request body exceeds http.max_body_size."
+                         : status == 431 ? "The request headers exceed http.max_header_size."
+                         : status == 408 ? "The request was not received in time."
+                                         : "The request is not valid HTTP/1.1.");
+    gw_log(GW_LOG_INFO, "req=%s status=%d (%s)", req->id, status, gw_worker_http_reason(status));
+}
+
 static void
 connection_serve(struct gw_worker *w, int fd)
 {
-    const struct gw_http_limits *lim = &w->env->cfg->http;
-    struct timeval tv = {.tv_sec = lim->write_timeout_ms / 1000,
-                         .tv_usec = (lim->write_timeout_ms % 1000) * 1000};
     int one = 1;
 
+    limits_refresh(w);
+    struct timeval tv = {.tv_sec = w->limits.write_timeout_ms / 1000,
+                         .tv_usec = (w->limits.write_timeout_ms % 1000) * 1000};
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    gw_worker_http_init(&w->conn, fd, lim);
+    gw_worker_http_init(&w->conn, fd, &w->limits);
 
     for (;;) {
-        struct gw_request req = {.arena = w->arena};
+        struct gw_request req = {.arena = w->arena, .model_stat = -1, .target_stat = -1};
         req.start_us = gw_now_us();
         int rc = gw_worker_http_read(&w->conn, &req);
         if (rc == GW_ECLOSED) {
@@ -100,30 +152,27 @@ connection_serve(struct gw_worker *w, int fd)
             break;
         }
         w->served++;
+        state_set(w, GW_WORKER_BUSY);
+        atomic_store(&w->me->busy_since, (int64_t)time(NULL) * 1000);
         request_id_set(w, &req);
         if (rc != 0) {
-            /* Bad, too large or too slow: say so, then close. */
-            int status = w->conn.error;
-            req.keep_alive = false;
-            gw_worker_http_error(&w->conn, &req, status, "invalid_request_error",
-                                 status == 413   ? "request_too_large"
-                                 : status == 431 ? "headers_too_large"
-                                 : status == 408 ? "request_timeout"
-                                                 : "bad_request",
-                                 NULL, "%s",
-                                 status == 413 ? "The request body exceeds http.max_body_size."
-                                 : status == 431
-                                     ? "The request headers exceed http.max_header_size."
-                                 : status == 408 ? "The request was not received in time."
-                                                 : "The request is not valid HTTP/1.1.");
-            gw_log(GW_LOG_INFO, "req=%s status=%d (%s)", req.id, status,
-                   gw_worker_http_reason(status));
+            protocol_error(w, &req);
             gw_arena_reset(w->arena);
             break;
         }
+        /* Recycled after max_requests: this is the last one, and it says
+         * "Connection: close" so the client does not reuse the socket. */
+        if (w->env->max_requests > 0 && w->served >= w->env->max_requests)
+            gw_worker_stopping = 1;
+        /* The request runs on the generation current now, to its end. */
+        w->gen = gw_shm_gen_acquire(w->env->shm, w->me);
         rc = gw_worker_pipeline_run(w, &req);
+        gw_shm_gen_release(w->me);
+        w->gen = NULL;
+        atomic_fetch_add(&w->me->requests, 1);
         bool again = rc == 0 && req.keep_alive && !gw_worker_stopping;
         gw_arena_reset(w->arena);
+        state_set(w, gw_worker_stopping ? GW_WORKER_STOPPING : GW_WORKER_IDLE);
         if (!again)
             break;
     }
@@ -134,12 +183,18 @@ connection_serve(struct gw_worker *w, int fd)
 void
 gw_worker_main(const struct gw_worker_env *env)
 {
-    struct gw_worker w = {.env = env};
+    struct gw_worker w = {.env = env, .me = gw_shm_worker(env->shm, (size_t)env->index)};
     char who[32];
     int ep = -1;
 
     snprintf(who, sizeof(who), "worker[%d]", env->index);
     gw_log_init(who);
+    /* The admin socket and the signalfd are the master's alone: a worker
+     * holding them would keep a dead master's socket answering. */
+    for (size_t i = 0; i < env->nmaster_fds; i++)
+        close(env->master_fds[i]);
+    listen_fds = env->listen_fds;
+    nlisten_fds = env->nlisten;
     signals_setup();
     /* Die with the master; and if it is already gone, do not start. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -162,6 +217,10 @@ gw_worker_main(const struct gw_worker_env *env)
         if (epoll_ctl(ep, EPOLL_CTL_ADD, env->listen_fds[i], &ev) != 0)
             gw_fatal("epoll_ctl(%d): %s", env->listen_fds[i], strerror(errno));
     }
+    atomic_store(&w.me->pid, getpid());
+    atomic_store(&w.me->started, (int64_t)time(NULL));
+    atomic_store(&w.me->requests, 0);
+    state_set(&w, GW_WORKER_IDLE);
     gw_log(GW_LOG_DEBUG, "started");
 
     while (!gw_worker_stopping) {
@@ -180,6 +239,7 @@ gw_worker_main(const struct gw_worker_env *env)
             connection_serve(&w, fd);
         }
     }
+    state_set(&w, GW_WORKER_STOPPING);
     close(ep);
     gw_arena_destroy(w.arena);
     curl_easy_cleanup(w.curl);

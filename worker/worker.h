@@ -17,12 +17,16 @@
 
 /* What the master hands a worker at fork. */
 struct gw_worker_env {
-    int index;
+    int index;  /* scoreboard slot */
     pid_t master;
-    const struct gw_config *cfg;
+    const struct gw_config *cfg; /* start-up settings only (state_dir); routing is in shm */
+    const struct gw_shm *shm;
     const int *listen_fds;
     size_t nlisten;
     const unsigned char *secret;
+    uint64_t max_requests; /* recycle after this many requests; 0: never */
+    const int *master_fds; /* the master's own descriptors, closed at start */
+    size_t nmaster_fds;
 };
 
 /*
@@ -49,7 +53,7 @@ struct gw_header {
  */
 struct gw_request {
     struct gw_arena *arena;
-    char id[65];
+    char id[48];
     enum http_method method;
     char *path;  /* without the query string */
     char *query; /* after '?', or NULL */
@@ -65,7 +69,9 @@ struct gw_request {
     int status; /* what was answered */
     const char *key_id;
     const char *model;
-    const struct gw_target *target;
+    const char *target; /* "provider/model" */
+    int32_t model_stat; /* stat table entries, -1 when none */
+    int32_t target_stat;
     bool stream;
     bool have_usage;
     int64_t prompt_tokens;
@@ -172,6 +178,9 @@ bool gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_
 /* A worker's own state, created after fork and kept for its life. */
 struct gw_worker {
     const struct gw_worker_env *env;
+    struct gw_shm_worker *me; /* own scoreboard entry */
+    const struct gw_gen *gen; /* the generation of the request in hand */
+    struct gw_http_limits limits; /* copied from the latest generation */
     struct gw_store *store;
     CURL *curl;
     struct gw_http_conn conn;
@@ -203,9 +212,13 @@ struct gw_call {
     struct gw_request *req;
     struct gw_http_conn *conn;
     enum gw_endpoint endpoint;
-    const struct gw_model *model;
-    const struct gw_target *target;
-    const struct gw_provider *provider;
+    const struct gw_gen_model *model;
+    const struct gw_gen_target *target;
+    enum gw_provider_type type;
+    const char *provider_name;
+    const char *base_url;
+    const char *api_key; /* NULL: none; never log it */
+    const char *target_model;
     struct json_object *json; /* the client's body, parsed; the adapter may edit it */
     bool stream;
     bool client_usage; /* the client asked for stream_options.include_usage */
@@ -246,6 +259,6 @@ extern const struct gw_provider_adapter gw_worker_provider_openai;
  * own 4xx passed through).  Returns 0, or GW_ECLOSED when the client
  * connection cannot be used any more.
  */
-int gw_worker_upstream_call(CURL *curl, struct gw_call *call, const struct gw_config *cfg);
+int gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_size);
 
 #endif

@@ -20,9 +20,9 @@ openai_request(struct gw_call *call)
     struct gw_request *req = call->req;
     struct json_object *so;
 
-    call->url = gw_arena_printf(req->arena, "%s%s", call->provider->base_url,
+    call->url = gw_arena_printf(req->arena, "%s%s", call->base_url,
                                 endpoint_paths[call->endpoint]);
-    json_object_object_add(call->json, "model", json_object_new_string(call->target->model));
+    json_object_object_add(call->json, "model", json_object_new_string(call->target_model));
     if (call->stream) {
         /* Usage comes only if asked for; the relay drops it again when the
          * client itself did not ask. */
@@ -35,9 +35,8 @@ openai_request(struct gw_call *call)
     }
     call->body = json_object_to_json_string_length(
         call->json, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &call->body_len);
-    if (call->provider->api_key != NULL) {
-        char *auth = gw_arena_printf(req->arena, "Authorization: Bearer %s",
-                                     call->provider->api_key);
+    if (call->api_key != NULL) {
+        char *auth = gw_arena_printf(req->arena, "Authorization: Bearer %s", call->api_key);
         struct curl_slist *h = curl_slist_append(call->headers, auth);
         /* Leave no copy of the secret in the arena for a later dump. */
         memset(auth, 0, strlen(auth));

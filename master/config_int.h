@@ -1,0 +1,129 @@
+/*
+ * config_int.h - what the two halves of the configuration loader share, and
+ * nothing else may use: master/config.c reads the YAML file into a tree of
+ * nodes and walks it with tables; master/schema.c holds those tables, the
+ * parsers their rows name, the defaults and the checks made at the end.
+ * The public face of both is gw_master_config_* in master/master.h.
+ */
+#ifndef GW_MASTER_CONFIG_INT_H
+#define GW_MASTER_CONFIG_INT_H
+
+#include <string.h>
+#include <strings.h>
+
+#include "master/master.h"
+
+/* ------------------------------------------------------------ the tree */
+
+enum node_kind {
+    NODE_SCALAR,
+    NODE_SEQUENCE,
+    NODE_MAPPING,
+};
+
+struct node {
+    enum node_kind kind;
+    int line;            /* 1-based, where the node starts */
+    int column;          /* 1-based, in characters */
+    char *value;         /* scalar: its text, NUL-terminated */
+    size_t len;          /* scalar: its length (a "\0" escape makes strlen differ) */
+    bool plain;          /* scalar: written without quotes (so "~" and "null" are null) */
+    struct node **items; /* sequence: the elements; mapping: key, value, key, ... */
+    size_t nitems;
+};
+
+/* A target's provider name, resolved when all providers are known. */
+struct ref {
+    struct ref *next;
+    size_t *slot; /* the target's provider index */
+    const struct node *node;
+};
+
+/* The state of one load. */
+struct load {
+    const char *path;
+    const char *data; /* the file's text */
+    size_t len;
+    char *err;
+    size_t errlen;
+    struct gw_arena *tmp;  /* the tree and everything else thrown away */
+    struct gw_config *cfg; /* what we build, in its own arena */
+    struct ref *refs;      /* target -> provider references, in file order */
+    struct ref **refs_tail;
+    const struct node **provider_names; /* name nodes, to point at duplicates */
+    const struct node **model_names;
+};
+
+/* A plain ~, null or nothing at all: YAML's null. */
+static inline bool
+node_is_null(const struct node *n)
+{
+    return n->kind == NODE_SCALAR && n->plain &&
+           (n->len == 0 || strcmp(n->value, "~") == 0 || strcasecmp(n->value, "null") == 0);
+}
+
+/* ----------------------------------------------------- schema types */
+
+struct field;
+
+/*
+ * A field parser checks the value node of one key and stores it at dst.
+ * name is the key's full path for messages ("http.max_body_size").
+ * Returns 0, or GW_ECONFIG after writing the error.
+ */
+typedef int (*config_parse_fn)(struct load *ld, const struct node *n, const char *name,
+                               const struct field *f, void *dst);
+
+struct field {
+    const char *key;
+    config_parse_fn parse;
+    size_t offset;           /* of dst from the start of the struct the table fills */
+    long long min, max;      /* bounds of integers, sizes and durations */
+    const struct field *sub; /* a nested mapping's own table */
+    bool required;
+};
+
+/* ------------------------------------------------- config.c: the tree */
+
+/* Report a problem at the start of node n; always returns GW_ECONFIG. */
+int gw_master_config_error(struct load *ld, const struct node *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Text from the file, fit to be quoted in a one-line message: in double
+ * quotes, with control characters escaped, cut after 80 bytes.  The result
+ * lives in ld->tmp.
+ */
+const char *gw_master_config_show(struct load *ld, const char *s, size_t len);
+const char *gw_master_config_show_node(struct load *ld, const struct node *n);
+
+/*
+ * Read a whole regular file into a NUL-terminated heap buffer of at most
+ * max bytes; the caller frees *out.  Returns 0, or -1 with errno set
+ * (EFBIG when over max).
+ */
+int gw_master_config_read_file(const char *path, size_t max, char **out, size_t *outlen);
+
+/*
+ * Walk mapping map with table: refuse unknown and repeated keys, parse each
+ * value into base + its field's offset, then insist on the required keys.
+ * name is the mapping's path for messages, NULL at the top level.
+ */
+int gw_master_config_walk(struct load *ld, const struct node *map, const char *name,
+                          const struct field *table, void *base);
+
+/* ----------------------------------------------- schema.c: the schema */
+
+/* The table of the top level, which fills struct gw_config. */
+extern const struct field gw_master_config_fields[];
+
+/* Fill cfg with the value of every setting the file may leave out. */
+void gw_master_config_defaults(struct gw_config *cfg);
+
+/*
+ * What can only be settled once the whole file has been read: targets'
+ * provider names, inherited timeouts, the default listener.
+ */
+int gw_master_config_finish(struct load *ld);
+
+#endif

@@ -1,0 +1,182 @@
+/*
+ * gen.c - routing generations: the configuration that workers route by,
+ * laid out flat in a slot of the segment.
+ *
+ * Publishing writes a whole generation into a slot no worker holds and
+ * then flips the current-slot number with one atomic store; a worker
+ * takes the current slot at the start of a request, noting it in its
+ * scoreboard entry, and keeps that generation to the end of the request.
+ * The master never writes into a slot that a live worker holds, so
+ * requests in flight finish on the generation they started with.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "shm/shm.h"
+
+struct gen_writer {
+    char *base;
+    uint32_t used, cap;
+    bool overflow;
+};
+
+/* Reserve size bytes (8-aligned); returns the offset, 0 on overflow. */
+static uint32_t
+gen_alloc(struct gen_writer *w, size_t size)
+{
+    uint32_t off = (w->used + 7) & ~7u;
+
+    if (w->overflow || (uint64_t)off + size > w->cap) {
+        w->overflow = true;
+        return 0;
+    }
+    w->used = off + (uint32_t)size;
+    return off;
+}
+
+static uint32_t
+gen_str(struct gen_writer *w, const char *s)
+{
+    if (s == NULL)
+        return 0;
+    size_t len = strlen(s) + 1;
+    uint32_t off = gen_alloc(w, len);
+    if (off != 0)
+        memcpy(w->base + off, s, len);
+    return off;
+}
+
+static bool
+slot_held(const struct gw_shm *shm, int slot)
+{
+    for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
+        struct gw_shm_worker *wk = gw_shm_worker(shm, i);
+        pid_t pid = atomic_load(&wk->pid);
+        if (pid > 0 && atomic_load(&wk->gen_slot) == slot &&
+            (kill(pid, 0) == 0 || errno == EPERM))
+            return true;
+    }
+    return false;
+}
+
+int
+gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64_t gen)
+{
+    struct gw_shm_header *h = shm->hdr;
+    int current = atomic_load(&h->gen_current), slot = -1;
+
+    for (int i = 1; i <= GW_SHM_GEN_SLOTS && slot < 0; i++) {
+        int s = (current + i + GW_SHM_GEN_SLOTS) % GW_SHM_GEN_SLOTS;
+        if (s != current && !slot_held(shm, s))
+            slot = s;
+    }
+    if (slot < 0)
+        return GW_EEXIST;
+
+    struct gen_writer w = {.base = (char *)h + h->gen_off[slot], .cap = (uint32_t)h->gen_size};
+    uint32_t goff = gen_alloc(&w, sizeof(struct gw_gen));
+    (void)goff; /* the generation header is at offset 0 */
+    struct gw_gen g = {
+        .generation = gen,
+        .published = time(NULL),
+        .log_level = cfg->log_level,
+        .access_log = cfg->access_log,
+        .http = cfg->http,
+        .max_response_size = cfg->max_response_size,
+        .nproviders = (uint32_t)cfg->nproviders,
+        .nmodels = (uint32_t)cfg->nmodels,
+    };
+    size_t ntargets = 0;
+    for (size_t i = 0; i < cfg->nmodels; i++)
+        ntargets += cfg->models[i].ntargets;
+    g.ntargets = (uint32_t)ntargets;
+    g.config_path = gen_str(&w, cfg->path);
+    g.providers = gen_alloc(&w, cfg->nproviders * sizeof(struct gw_gen_provider));
+    g.models = gen_alloc(&w, cfg->nmodels * sizeof(struct gw_gen_model));
+    g.targets = gen_alloc(&w, ntargets * sizeof(struct gw_gen_target));
+    if (w.overflow)
+        return GW_ETOOBIG;
+
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        const struct gw_provider *p = &cfg->providers[i];
+        struct gw_gen_provider gp = {
+            .name = gen_str(&w, p->name),
+            .base_url = gen_str(&w, p->base_url),
+            .api_key = gen_str(&w, p->api_key),
+            .type = p->type,
+        };
+        memcpy(w.base + g.providers + i * sizeof(gp), &gp, sizeof(gp));
+    }
+    uint32_t t = 0;
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        const struct gw_model *m = &cfg->models[i];
+        char stat[GW_SHM_NAME_LEN];
+        snprintf(stat, sizeof(stat), "m:%s", m->name);
+        struct gw_gen_model gm = {
+            .name = gen_str(&w, m->name),
+            .first_target = t,
+            .ntargets = (uint32_t)m->ntargets,
+            .stat = (int32_t)gw_shm_stat_find(shm, stat, true),
+            .timeouts = m->timeouts,
+        };
+        memcpy(w.base + g.models + i * sizeof(gm), &gm, sizeof(gm));
+        for (size_t j = 0; j < m->ntargets; j++, t++) {
+            const struct gw_target *tg = &m->targets[j];
+            snprintf(stat, sizeof(stat), "t:%s/%s", cfg->providers[tg->provider].name, tg->model);
+            struct gw_gen_target gt = {
+                .provider = (uint32_t)tg->provider,
+                .model = gen_str(&w, tg->model),
+                .stat = (int32_t)gw_shm_stat_find(shm, stat, true),
+            };
+            memcpy(w.base + g.targets + t * sizeof(gt), &gt, sizeof(gt));
+        }
+    }
+    if (w.overflow)
+        return GW_ETOOBIG;
+    g.size = w.used;
+    memcpy(w.base, &g, sizeof(g));
+
+    /* Everything above is visible before the flip that makes it current. */
+    atomic_thread_fence(memory_order_release);
+    atomic_store(&h->gen_current, slot);
+    atomic_store(&h->generation, gen);
+    return 0;
+}
+
+const struct gw_gen *
+gw_shm_gen_acquire(const struct gw_shm *shm, struct gw_shm_worker *me)
+{
+    struct gw_shm_header *h = shm->hdr;
+
+    /* Announce the slot, then check it is still current: the master looks
+     * at announcements before it reuses a slot, so either it sees ours or
+     * we see its flip and try again. */
+    for (;;) {
+        int slot = atomic_load(&h->gen_current);
+        if (slot < 0)
+            return NULL;
+        atomic_store(&me->gen_slot, slot);
+        if (atomic_load(&h->gen_current) == slot)
+            return (const struct gw_gen *)((const char *)h + h->gen_off[slot]);
+    }
+}
+
+void
+gw_shm_gen_release(struct gw_shm_worker *me)
+{
+    atomic_store(&me->gen_slot, -1);
+}
+
+const struct gw_gen_model *
+gw_gen_model_find(const struct gw_gen *g, const char *name)
+{
+    for (uint32_t i = 0; i < g->nmodels; i++) {
+        const struct gw_gen_model *m = gw_gen_model_at(g, i);
+        if (strcmp(gw_gen_str(g, m->name), name) == 0)
+            return m;
+    }
+    return NULL;
+}
