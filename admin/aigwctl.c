@@ -24,7 +24,7 @@
 #define CTL_TIMEOUT_S 10
 
 static const char usage_text[] =
-    "usage: aigwctl [-s socket] command [arguments]\n"
+    "usage: aigwctl [-h] [-s socket] command [arguments]\n"
     "\n"
     "commands:\n"
     "  help                                  print this help\n"
@@ -332,6 +332,12 @@ cmd_key_create(int argc, char **argv)
                 if (*m != '\0')
                     json_object_array_add(models, json_object_new_string(m));
             free(list);
+            if (json_object_array_length(models) == 0) {
+                json_object_put(models);
+                json_object_put(req);
+                return usage_error("key create: %s", "--models needs at least one model name "
+                                                     "(leave it out to allow every model)");
+            }
             json_object_object_add(req, "models", models);
         } else {
             json_object_put(req);

@@ -8,8 +8,9 @@
  * column.  Then the tree is walked with one table per kind of mapping (the
  * top level, admin, http, a provider, a model, ...): a row names a key, the
  * function that parses its value and where in the configuration the value
- * goes.  This file owns the first step and the walk; the tables and their
- * parsers are master/schema.c, where adding a setting is adding a row.
+ * goes.  This file owns the first step and the walk; the tables are
+ * master/schema.c, where adding a setting is adding a row, and the parsers
+ * of single values master/confval.c.
  *
  * The first problem found stops the load and is reported as one line,
  * "FILE:LINE:COLUMN: message".  The tree lives in a scratch arena that is
@@ -445,6 +446,7 @@ gw_master_config_load(const char *path, struct gw_config **out, char *err, size_
         rc = load_error_at(&ld, 1, 1, "the file is empty; it must declare providers and models");
         goto fail;
     }
+    ld.root = root;
     if ((rc = gw_master_config_walk(&ld, root, NULL, gw_master_config_fields, cfg)) != 0)
         goto fail;
     if ((rc = gw_master_config_finish(&ld)) != 0)

@@ -1,9 +1,11 @@
 /*
- * config_int.h - what the two halves of the configuration loader share, and
+ * config_int.h - what the parts of the configuration loader share, and
  * nothing else may use: master/config.c reads the YAML file into a tree of
  * nodes and walks it with tables; master/schema.c holds those tables, the
- * parsers their rows name, the defaults and the checks made at the end.
- * The public face of both is gw_master_config_* in master/master.h.
+ * defaults and the checks made at the end; master/confval.c the parsers of
+ * single values (strings, integers, sizes, durations, addresses) that the
+ * rows name.  The public face of all three is gw_master_config_* in
+ * master/master.h.
  */
 #ifndef GW_MASTER_CONFIG_INT_H
 #define GW_MASTER_CONFIG_INT_H
@@ -42,7 +44,8 @@ struct ref {
 /* The state of one load. */
 struct load {
     const char *path;
-    const char *data; /* the file's text */
+    const char *data;        /* the file's text */
+    const struct node *root; /* the top-level mapping, for checks across keys */
     size_t len;
     char *err;
     size_t errlen;
@@ -111,6 +114,46 @@ int gw_master_config_read_file(const char *path, size_t max, char **out, size_t 
  */
 int gw_master_config_walk(struct load *ld, const struct node *map, const char *name,
                           const struct field *table, void *base);
+
+/* --------------------------------------- confval.c: single values */
+
+/*
+ * The text of a scalar that must be non-empty and free of NUL characters,
+ * or NULL after reporting that name must be what ("a string").
+ */
+const char *gw_master_confval_scalar(struct load *ld, const struct node *n, const char *name,
+                                     const char *what);
+/* Check that n is a non-empty sequence; what names one item ("address"). */
+int gw_master_confval_sequence(struct load *ld, const struct node *n, const char *name,
+                               const char *what);
+/* Check one "host:port" scalar, as listen takes it; stores nothing. */
+int gw_master_confval_address_check(struct load *ld, const struct node *n, const char *name);
+
+/*
+ * Field parsers, for the rows of the tables.  Strings are copied into the
+ * configuration's arena.  Bounds come from the row's min and max.
+ */
+int gw_master_confval_string(struct load *ld, const struct node *n, const char *name,
+                             const struct field *f, void *dst); /* char * */
+int gw_master_confval_socket(struct load *ld, const struct node *n, const char *name,
+                             const struct field *f, void *dst); /* char *, fits sun_path */
+int gw_master_confval_mode(struct load *ld, const struct node *n, const char *name,
+                           const struct field *f, void *dst); /* unsigned, octal, no o+rwx */
+int gw_master_confval_int(struct load *ld, const struct node *n, const char *name,
+                          const struct field *f, void *dst); /* int */
+int gw_master_confval_count(struct load *ld, const struct node *n, const char *name,
+                            const struct field *f, void *dst); /* uint64_t, digits only */
+int gw_master_confval_level(struct load *ld, const struct node *n, const char *name,
+                            const struct field *f, void *dst); /* int, GW_LOG_* */
+int gw_master_confval_bool(struct load *ld, const struct node *n, const char *name,
+                           const struct field *f, void *dst); /* bool */
+int gw_master_confval_size(struct load *ld, const struct node *n, const char *name,
+                           const struct field *f, void *dst); /* size_t, bytes */
+int gw_master_confval_duration(struct load *ld, const struct node *n, const char *name,
+                               const struct field *f, void *dst); /* long, ms */
+/* A nested mapping: walks n with f->sub into dst. */
+int gw_master_confval_section(struct load *ld, const struct node *n, const char *name,
+                              const struct field *f, void *dst);
 
 /* ----------------------------------------------- schema.c: the schema */
 

@@ -141,18 +141,18 @@ arg_string(struct json_object *req, const char *name)
 
 /* Workers by state, from the scoreboard. */
 static void
-workers_count(struct gw_master *m, int counts[5], uint64_t *served)
+workers_count(struct gw_master *m, int counts[GW_WORKER_NSTATES], uint64_t *served)
 {
     const struct gw_shm *shm = &m->shm;
 
-    memset(counts, 0, 5 * sizeof(int));
+    memset(counts, 0, GW_WORKER_NSTATES * sizeof(int));
     *served = 0;
     for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
         struct gw_shm_worker *w = gw_shm_worker(shm, i);
         if (atomic_load(&w->pid) == 0)
             continue;
         int state = atomic_load(&w->state);
-        if (state >= 0 && state < 5)
+        if (state >= 0 && state < GW_WORKER_NSTATES)
             counts[state]++;
         *served += atomic_load(&w->requests);
     }
@@ -163,7 +163,7 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct gw_shm_header *h = m->shm.hdr;
     struct json_object *o = reply_ok(), *workers = json_object_new_object();
-    int counts[5];
+    int counts[GW_WORKER_NSTATES];
     uint64_t served;
 
     (void)req, (void)a;
@@ -177,10 +177,9 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     json_object_object_add(o, "reload_failures",
                            json_object_new_int64((int64_t)h->reload_failures));
     json_object_object_add(workers, "configured", json_object_new_int(m->pool.n));
-    json_object_object_add(workers, "starting", json_object_new_int(counts[GW_WORKER_STARTING]));
-    json_object_object_add(workers, "idle", json_object_new_int(counts[GW_WORKER_IDLE]));
-    json_object_object_add(workers, "busy", json_object_new_int(counts[GW_WORKER_BUSY]));
-    json_object_object_add(workers, "stopping", json_object_new_int(counts[GW_WORKER_STOPPING]));
+    for (int st = GW_WORKER_STARTING; st < GW_WORKER_NSTATES; st++)
+        json_object_object_add(workers, gw_shm_worker_state_names[st],
+                               json_object_new_int(counts[st]));
     json_object_object_add(o, "workers", workers);
     json_object_object_add(o, "requests", json_object_new_int64((int64_t)served));
     json_object_object_add(o, "in_flight", json_object_new_int(counts[GW_WORKER_BUSY]));
@@ -188,8 +187,6 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     json_object_object_add(o, "providers", json_object_new_int64((int64_t)m->cfg->nproviders));
     return o;
 }
-
-static const char *const state_names[] = {"empty", "starting", "idle", "busy", "stopping"};
 
 static struct json_object *
 cmd_workers(struct gw_master *m, struct json_object *req, struct gw_arena *a)
@@ -209,7 +206,7 @@ cmd_workers(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         json_object_object_add(e, "slot", json_object_new_int64((int64_t)i));
         json_object_object_add(e, "pid", json_object_new_int64(pid));
         json_object_object_add(e, "state", json_object_new_string(
-                                               state >= 0 && state < 5 ? state_names[state] : "?"));
+                                               state >= 0 && state < GW_WORKER_NSTATES ? gw_shm_worker_state_names[state] : "?"));
         json_object_object_add(e, "requests",
                                json_object_new_int64((int64_t)atomic_load(&w->requests)));
         json_object_object_add(e, "started", json_object_new_int64(atomic_load(&w->started)));
@@ -434,7 +431,7 @@ gw_master_control_serve(int lfd, struct gw_master *m)
 {
     struct timeval tv = {.tv_sec = CONTROL_IO_TIMEOUT_S};
     struct gw_buf in = {0};
-    struct ucred cred;
+    struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
     struct gw_arena *a = NULL;
     char *line;
     size_t used;

@@ -131,6 +131,20 @@ pool_stop(struct gw_master *m, int sfd, bool graceful)
     gw_master_usage_drain(m);
 }
 
+/* Pet systemd's watchdog when WATCHDOG_USEC is set (sd_notify ignores
+ * the message otherwise).  The loop wakes at least every 500 ms. */
+static void
+watchdog_ping(void)
+{
+    static int enabled = -1;
+    uint64_t usec;
+
+    if (enabled < 0)
+        enabled = sd_watchdog_enabled(0, &usec) > 0;
+    if (enabled)
+        sd_notify(0, "WATCHDOG=1");
+}
+
 static void
 reload_on_signal(struct gw_master *m)
 {
@@ -145,7 +159,7 @@ static int
 master_loop(struct gw_master *m, int sfd, int cfd)
 {
     bool graceful = true;
-    int64_t last_drain = gw_now_ms();
+    int64_t last_drain = gw_now_ms(), last_maintain = last_drain;
 
     for (;;) {
         long wait = gw_master_pool_spawn(&m->pool);
@@ -187,13 +201,21 @@ master_loop(struct gw_master *m, int sfd, int cfd)
                 reload_on_signal(m);
                 break;
             case SIGUSR1:
-                /* Logs go to stderr: there is no file to reopen. */
+                /* logrotate moved the files: open them again by name. */
+                gw_log(GW_LOG_INFO, "SIGUSR1: reopening log files");
+                gw_log_open(m->cfg->log_file);
+                gw_master_pool_signal(&m->pool, SIGUSR1);
                 break;
             }
         }
         if (gw_now_ms() - last_drain >= DRAIN_EVERY_MS / 2) {
             gw_master_usage_drain(m);
             last_drain = gw_now_ms();
+        }
+        if (gw_now_ms() - last_maintain >= 1000) {
+            gw_master_pool_maintain(&m->pool);
+            watchdog_ping();
+            last_maintain = gw_now_ms();
         }
     }
 stop:
@@ -237,7 +259,7 @@ int
 main(int argc, char **argv)
 {
     static struct gw_master m;
-    const char *pidfile = NULL;
+    char *pidfile = NULL, *conf = NULL, *pidcopy = NULL;
     bool test_only = false;
     char err[1024];
     int ch, sfd = -1, cfd = -1, status = 1;
@@ -245,6 +267,7 @@ main(int argc, char **argv)
 
     gw_log_init("master");
     m.conf_path = GW_DEFAULT_CONFIG;
+    m.listeners.metrics_fd = -1;
     while ((ch = getopt(argc, argv, "c:hp:t")) != -1) {
         switch (ch) {
         case 'c': m.conf_path = optarg; break;
@@ -268,6 +291,17 @@ main(int argc, char **argv)
         return 0;
     }
     gw_log_level = m.cfg->log_level;
+    if (gw_log_open(m.cfg->log_file) != 0)
+        goto out;
+    /* Done with argv: keep copies of what points into it, and let the area
+     * become the process title. */
+    m.conf_path = conf = strdup(m.conf_path);
+    if (pidfile != NULL)
+        pidfile = pidcopy = strdup(pidfile);
+    if (conf == NULL || (pidfile != NULL && pidcopy == NULL))
+        goto out;
+    gw_proctitle_init(argc, argv);
+    gw_proctitle_set("aigwd: master -c %s", m.conf_path);
     m.pid = getpid();
     m.started = time(NULL);
 
@@ -295,7 +329,7 @@ main(int argc, char **argv)
             goto out;
         pid_written = true;
     }
-    if (gw_master_pool_create(&m.pool, &m, m.cfg->workers) != 0)
+    if (gw_master_pool_create(&m.pool, &m, m.cfg->workers, m.cfg->workers_max) != 0)
         goto out;
 
     gw_master_pool_spawn(&m.pool);
@@ -325,5 +359,7 @@ out:
     curl_global_cleanup();
     gw_config_free(m.cfg);
     explicit_bzero(m.secret, sizeof(m.secret));
+    free(pidcopy);
+    free(conf);
     return status;
 }

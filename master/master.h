@@ -31,6 +31,7 @@ int gw_master_config_parse_size(const char *s, size_t *bytes);
 struct gw_listeners {
     int *fds;
     size_t n;
+    int metrics_fd; /* the metrics.listen socket, or -1 */
 };
 
 int gw_master_listen_open(const struct gw_config *cfg, struct gw_listeners *out);
@@ -39,6 +40,19 @@ int gw_master_listen_open(const struct gw_config *cfg, struct gw_listeners *out)
 int gw_master_listen_reopen(const struct gw_config *cfg, const struct gw_config *old,
                             const struct gw_listeners *old_l, struct gw_listeners *out);
 void gw_master_listen_close(struct gw_listeners *l);
+/*
+ * Socket activation: the same as gw_master_listen_open, but first takes
+ * the sockets systemd passed (sd_listen_fds: LISTEN_FDS for this pid).
+ * Each address of cfg->listen, and cfg->metrics_listen (into
+ * out->metrics_fd), gets the passed socket bound to that address ("*" or
+ * an empty host: a socket on that port bound to any address when none is
+ * bound to the wildcard); addresses no passed socket serves are bound
+ * here; passed sockets that serve none are logged and closed.  Without
+ * LISTEN_FDS it is gw_master_listen_open.  Call it once, at start: the
+ * environment is consumed.  Reloads then reuse the sockets like any
+ * other.  0 or GW_E*; on failure nothing is left open.
+ */
+int gw_master_listen_inherit(const struct gw_config *cfg, struct gw_listeners *out);
 
 /*
  * The worker pool, Apache prefork style: one slot per worker, a worker
@@ -54,6 +68,7 @@ struct gw_pool_slot {
     int64_t respawn_at_ms;
     unsigned failures; /* consecutive early deaths */
     bool fatal;
+    bool wanted; /* the pool wants a worker here (spares grow and trim this) */
 };
 
 struct gw_master;
@@ -64,6 +79,7 @@ struct gw_master_pool {
     pid_t *retired; /* told to finish and exit; reaped, not replaced */
     size_t nretired;
     struct gw_master *m;
+    int grow_step; /* next growth batch while idle workers run short */
     bool stopping;
 };
 
@@ -81,7 +97,8 @@ struct gw_master {
     int master_fds[2]; /* admin socket, signalfd: closed in workers */
 };
 
-int gw_master_pool_create(struct gw_master_pool *p, struct gw_master *m, int n);
+/* A pool that starts start workers and may grow to max. */
+int gw_master_pool_create(struct gw_master_pool *p, struct gw_master *m, int start, int max);
 void gw_master_pool_destroy(struct gw_master_pool *p);
 /* Start workers in empty slots whose time has come; returns the ms until
  * the next one is due, or -1 when none is waiting. */
@@ -95,7 +112,9 @@ int gw_master_pool_alive(const struct gw_master_pool *p);
 bool gw_master_pool_failed(const struct gw_master_pool *p);
 /* Retire every worker (SIGTERM: finish, then exit) and start n new ones:
  * how a reload applies new listeners or a new pool size. */
-int gw_master_pool_replace(struct gw_master_pool *p, int n);
+int gw_master_pool_replace(struct gw_master_pool *p, int start, int max);
+/* Grow or trim toward min_spare..max_spare idle workers (about 1/s). */
+void gw_master_pool_maintain(struct gw_master_pool *p);
 
 /*
  * Reload: load path, and if it is valid make it the running configuration
@@ -128,5 +147,25 @@ int gw_master_control_open(const struct gw_config *cfg);
  * most that long.
  */
 void gw_master_control_serve(int lfd, struct gw_master *m);
+
+/*
+ * Privileges (privs.c).  cfg->user (and cfg->group, default the user's
+ * primary group) is who aigwd runs as once root-only work is done.
+ *
+ * gw_master_privs_chown: when running as root with cfg->user set, make
+ * path owned by that user and group (not following a symlink); for a
+ * directory, also the plain files directly in it (an LMDB environment
+ * and secret left by a run as root).  A path that does not exist is
+ * fine.  Otherwise does nothing.  Call it for state_dir, the admin
+ * socket, log files and the shm segment before gw_master_privs_drop.
+ *
+ * gw_master_privs_drop: as root with cfg->user set: initgroups, setgid,
+ * setuid, then check that root cannot be regained.  Not root: nothing to
+ * drop; a warning when the configured user is not the one running.
+ * Both return 0 or GW_E* (unknown user or group: GW_ENOENT) after
+ * logging the failed call.
+ */
+int gw_master_privs_chown(const struct gw_config *cfg, const char *path);
+int gw_master_privs_drop(const struct gw_config *cfg);
 
 #endif

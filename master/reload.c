@@ -8,6 +8,7 @@
  * started with.  New listeners or a new pool size are applied by starting
  * a new pool and letting the old workers finish their requests and exit.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -50,6 +51,12 @@ listeners_equal(const struct gw_config *a, const struct gw_config *b)
     return true;
 }
 
+static bool
+same_string(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
 /* What a reload cannot change, with the reason to give. */
 static const char *
 unchangeable(const struct gw_config *old, const struct gw_config *new)
@@ -58,6 +65,9 @@ unchangeable(const struct gw_config *old, const struct gw_config *new)
         return "state_dir cannot change on reload; restart aigwd";
     if (strcmp(old->admin_socket, new->admin_socket) != 0 || old->admin_mode != new->admin_mode)
         return "admin.socket and admin.mode cannot change on reload; restart aigwd";
+    if (!same_string(old->user, new->user) || !same_string(old->group, new->group))
+        return "user and group cannot change on reload (privileges are dropped once, at "
+               "start); restart aigwd";
     return NULL;
 }
 
@@ -75,7 +85,7 @@ int
 gw_master_reload(struct gw_master *m, char *err, size_t errlen)
 {
     struct gw_config *cfg = NULL;
-    struct gw_listeners fresh = {0};
+    struct gw_listeners fresh = {.metrics_fd = -1};
     const char *why;
     int rc;
 
@@ -104,10 +114,17 @@ gw_master_reload(struct gw_master *m, char *err, size_t errlen)
 
     /* The new configuration is live.  Apply what workers cannot pick up
      * from shared memory: sockets and the size of the pool. */
-    bool resize = cfg->workers != m->cfg->workers || cfg->max_requests != m->cfg->max_requests;
+    bool resize = cfg->workers != m->cfg->workers || cfg->workers_max != m->cfg->workers_max ||
+                  cfg->max_requests != m->cfg->max_requests;
     struct gw_config *old = m->cfg;
+    const char *old_log_file = old->log_file;
     m->cfg = cfg;
     gw_log_level = cfg->log_level;
+    if ((cfg->log_file || old_log_file) &&
+        (!cfg->log_file || !old_log_file || strcmp(cfg->log_file, old_log_file) != 0)) {
+        gw_log_open(cfg->log_file);
+        gw_master_pool_signal(&m->pool, SIGUSR1);
+    }
     if (relisten) {
         gw_master_listen_close(&m->listeners);
         m->listeners = fresh;
@@ -115,7 +132,7 @@ gw_master_reload(struct gw_master *m, char *err, size_t errlen)
     if (relisten || resize) {
         gw_log(GW_LOG_INFO, "reload: %s; replacing the workers",
                relisten ? "listeners changed" : "pool changed");
-        gw_master_pool_replace(&m->pool, cfg->workers);
+        gw_master_pool_replace(&m->pool, cfg->workers, cfg->workers_max);
     }
     /* Workers forked from now on inherit the new object; those running
      * keep their own copy of the old one, so it can go. */

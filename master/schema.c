@@ -1,23 +1,25 @@
 /*
  * schema.c - what the keys of the configuration file mean: one table per
- * kind of mapping (the top level, admin, http, a provider, a model, ...),
- * the parsers their rows name, the defaults of what the file leaves out and
- * the checks that need the whole file.  master/config.c reads the file into
- * a tree and walks it with these tables; adding a setting is adding a row.
+ * kind of mapping (the top level, admin, workers, log, http, a provider, a
+ * model, ...), the parsers of values whose meaning goes beyond their type
+ * (the worker pool, users, providers, models), the defaults of what the
+ * file leaves out and the checks that need the whole file.
+ * master/config.c reads the file into a tree and walks it with these
+ * tables; master/confval.c parses plain values (strings, integers, sizes,
+ * durations, addresses).  Adding a setting is adding a row.
  *
  * Scalars are typed by the key they belong to, not by YAML's own rules, so
  * workers: "8" is the integer 8 and mode: 0660 is octal, whatever the YAML
  * version would say.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <limits.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "master/config_int.h"
@@ -30,6 +32,9 @@
 
 #define CONFIG_MAX_SECRET (64 * 1024) /* bytes of an api_key_file */
 #define CONFIG_MAX_WORKERS 1024
+#define CONFIG_POOL_MAX 256 /* default workers.max of a pool with spares */
+#define CONFIG_MAX_REQUESTS 1000000000LL
+#define CONFIG_METRICS_LISTEN "127.0.0.1:9464"
 
 static const char *const provider_types[] = {
     [GW_PROVIDER_OPENAI] = "openai",
@@ -57,382 +62,6 @@ map_value(const struct node *map, const char *key)
     return NULL;
 }
 
-/*
- * The text of a scalar that must be non-empty, or NULL after reporting that
- * name must be what.
- */
-static const char *
-scalar(struct load *ld, const struct node *n, const char *name, const char *what)
-{
-    if (n->kind != NODE_SCALAR || node_is_null(n)) {
-        gw_master_config_error(ld, n, "\"%s\" must be %s", name, what);
-        return NULL;
-    }
-    if (strlen(n->value) != n->len) {
-        gw_master_config_error(ld, n, "\"%s\" must not contain a NUL character", name);
-        return NULL;
-    }
-    if (n->len == 0) {
-        gw_master_config_error(ld, n, "\"%s\" must not be empty", name);
-        return NULL;
-    }
-    return n->value;
-}
-
-/* Check that n is a non-empty sequence; what names one item in messages. */
-static int
-sequence(struct load *ld, const struct node *n, const char *name, const char *what)
-{
-    if (n->kind != NODE_SEQUENCE)
-        return gw_master_config_error(ld, n, "\"%s\" must be a list of %ss", name, what);
-    if (n->nitems == 0)
-        return gw_master_config_error(ld, n, "\"%s\" must list at least one %s", name, what);
-    return 0;
-}
-/* ------------------------------------------------------- value parsers */
-
-/*
- * gw_master_config_parse_duration - "500ms", "30s", "5m", "1h" or a bare
- * number of seconds, more than zero, into milliseconds.
- */
-int
-gw_master_config_parse_duration(const char *s, long *ms)
-{
-    static const struct {
-        const char *unit;
-        long long ms;
-    } units[] = {{"", SECOND_MS},
-                 {"ms", 1},
-                 {"s", SECOND_MS},
-                 {"m", 60 * SECOND_MS},
-                 {"h", 3600 * SECOND_MS}};
-    long long n = 0;
-    const char *p = s;
-
-    if (s == NULL || *p < '0' || *p > '9')
-        return GW_EINVAL;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (n > (LLONG_MAX - 9) / 10)
-            return GW_EINVAL;
-        n = n * 10 + (*p - '0');
-    }
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(p, units[i].unit) != 0)
-            continue;
-        if (n == 0 || n > LONG_MAX / units[i].ms)
-            return GW_EINVAL;
-        *ms = (long)(n * units[i].ms);
-        return 0;
-    }
-    return GW_EINVAL;
-}
-
-/*
- * gw_master_config_parse_size - a number of bytes with an optional binary
- * multiple k, m or g (either case) and an optional b: "512", "16k", "8MB".
- */
-int
-gw_master_config_parse_size(const char *s, size_t *bytes)
-{
-    unsigned long long n = 0, mult = 1;
-    const char *p = s;
-
-    if (s == NULL || *p < '0' || *p > '9')
-        return GW_EINVAL;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (n > (ULLONG_MAX - 9) / 10)
-            return GW_EINVAL;
-        n = n * 10 + (unsigned long long)(*p - '0');
-    }
-    switch (*p) {
-    case 'k':
-    case 'K': mult = KIB, p++; break;
-    case 'm':
-    case 'M': mult = MIB, p++; break;
-    case 'g':
-    case 'G': mult = GIB, p++; break;
-    default: break;
-    }
-    if (*p == 'b' || *p == 'B')
-        p++;
-    if (*p != '\0' || n > SIZE_MAX / mult)
-        return GW_EINVAL;
-    *bytes = (size_t)(n * mult);
-    return 0;
-}
-
-/* "16k" rather than 16384 in messages about bounds. */
-static const char *
-size_text(struct load *ld, long long bytes)
-{
-    if (bytes % GIB == 0)
-        return gw_arena_printf(ld->tmp, "%lldg", bytes / GIB);
-    if (bytes % MIB == 0)
-        return gw_arena_printf(ld->tmp, "%lldm", bytes / MIB);
-    if (bytes % KIB == 0)
-        return gw_arena_printf(ld->tmp, "%lldk", bytes / KIB);
-    return gw_arena_printf(ld->tmp, "%lld", bytes);
-}
-
-static const char *
-duration_text(struct load *ld, long long ms)
-{
-    if (ms % (3600 * SECOND_MS) == 0)
-        return gw_arena_printf(ld->tmp, "%lldh", ms / (3600 * SECOND_MS));
-    if (ms % (60 * SECOND_MS) == 0)
-        return gw_arena_printf(ld->tmp, "%lldm", ms / (60 * SECOND_MS));
-    if (ms % SECOND_MS == 0)
-        return gw_arena_printf(ld->tmp, "%llds", ms / SECOND_MS);
-    return gw_arena_printf(ld->tmp, "%lldms", ms);
-}
-
-static int
-parse_string(struct load *ld, const struct node *n, const char *name, const struct field *f,
-             void *dst)
-{
-    const char *s = scalar(ld, n, name, "a string");
-
-    (void)f;
-    if (s == NULL)
-        return GW_ECONFIG;
-    *(char **)dst = gw_arena_strdup(ld->cfg->arena, s);
-    return 0;
-}
-
-static int
-parse_socket(struct load *ld, const struct node *n, const char *name, const struct field *f,
-             void *dst)
-{
-    const size_t max = sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1;
-
-    if (parse_string(ld, n, name, f, dst) != 0)
-        return GW_ECONFIG;
-    if (n->len > max)
-        return gw_master_config_error(
-            ld, n, "\"%s\" is %zu bytes long; a Unix socket path holds at most %zu", name, n->len,
-            max);
-    return 0;
-}
-
-static int
-parse_mode(struct load *ld, const struct node *n, const char *name, const struct field *f,
-           void *dst)
-{
-    const char *s = scalar(ld, n, name, "octal permission bits such as 0600 or 0660");
-    unsigned long mode = 0;
-    const char *p;
-
-    (void)f;
-    if (s == NULL)
-        return GW_ECONFIG;
-    for (p = s; *p >= '0' && *p <= '7'; p++)
-        mode = mode * 8 + (unsigned long)(*p - '0');
-    if (*p != '\0' || p - s > 4 || mode > 0777)
-        return gw_master_config_error(
-            ld, n, "\"%s\" must be octal permission bits such as 0600 or 0660", name);
-    if (mode & 0007)
-        return gw_master_config_error(ld, n,
-                                      "\"%s\" %04lo lets every local user reach the admin socket; "
-                                      "use 0600 or 0660",
-                                      name, mode);
-    *(unsigned *)dst = (unsigned)mode;
-    return 0;
-}
-
-static int
-parse_int(struct load *ld, const struct node *n, const char *name, const struct field *f, void *dst)
-{
-    const char *s = scalar(ld, n, name, "an integer");
-    long long v;
-    char *end;
-
-    if (s == NULL)
-        return GW_ECONFIG;
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (*end != '\0' || errno != 0 || !(*s == '-' || *s == '+' || (*s >= '0' && *s <= '9')))
-        return gw_master_config_error(ld, n, "\"%s\" must be an integer", name);
-    if (v < f->min || v > f->max)
-        return gw_master_config_error(ld, n, "\"%s\" must be between %lld and %lld (got %s)", name,
-                                      f->min, f->max, s);
-    *(int *)dst = (int)v;
-    return 0;
-}
-
-static int
-parse_level(struct load *ld, const struct node *n, const char *name, const struct field *f,
-            void *dst)
-{
-    const char *s = scalar(ld, n, name, "one of error, warn, info, debug");
-    int level;
-
-    (void)f;
-    if (s == NULL)
-        return GW_ECONFIG;
-    if ((level = gw_log_level_parse(s)) < 0)
-        return gw_master_config_error(ld, n,
-                                      "\"%s\" must be one of error, warn, info, debug (got %s)",
-                                      name, gw_master_config_show_node(ld, n));
-    *(int *)dst = level;
-    return 0;
-}
-
-static int
-parse_bool(struct load *ld, const struct node *n, const char *name, const struct field *f,
-           void *dst)
-{
-    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
-    const char *s = scalar(ld, n, name, "true or false");
-
-    (void)f;
-    if (s == NULL)
-        return GW_ECONFIG;
-    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-        if (strcasecmp(s, yes[i]) == 0) {
-            *(bool *)dst = true;
-            return 0;
-        }
-        if (strcasecmp(s, no[i]) == 0) {
-            *(bool *)dst = false;
-            return 0;
-        }
-    }
-    return gw_master_config_error(ld, n, "\"%s\" must be true or false (got %s)", name,
-                                  gw_master_config_show_node(ld, n));
-}
-
-static int
-parse_size(struct load *ld, const struct node *n, const char *name, const struct field *f,
-           void *dst)
-{
-    const char *what = "a size such as 512, 16k, 8m or 1g";
-    const char *s = scalar(ld, n, name, what);
-    size_t v;
-
-    if (s == NULL)
-        return GW_ECONFIG;
-    if (gw_master_config_parse_size(s, &v) != 0)
-        return gw_master_config_error(ld, n, "\"%s\" must be %s (got %s)", name, what,
-                                      gw_master_config_show_node(ld, n));
-    if ((long long)v < f->min || (long long)v > f->max)
-        return gw_master_config_error(ld, n, "\"%s\" must be between %s and %s (got %s)", name,
-                                      size_text(ld, f->min), size_text(ld, f->max), s);
-    *(size_t *)dst = v;
-    return 0;
-}
-
-static int
-parse_duration(struct load *ld, const struct node *n, const char *name, const struct field *f,
-               void *dst)
-{
-    const char *what = "a duration such as 500ms, 30s, 5m or 1h";
-    const char *s = scalar(ld, n, name, what);
-    long v;
-
-    if (s == NULL)
-        return GW_ECONFIG;
-    if (gw_master_config_parse_duration(s, &v) != 0) {
-        char after_zeros = s[strspn(s, "0")];
-        if (s[0] == '0' && (after_zeros < '0' || after_zeros > '9'))
-            return gw_master_config_error(ld, n, "\"%s\" must be longer than zero (got %s)", name,
-                                          gw_master_config_show_node(ld, n));
-        return gw_master_config_error(ld, n, "\"%s\" must be %s (got %s)", name, what,
-                                      gw_master_config_show_node(ld, n));
-    }
-    if (v < f->min || v > f->max)
-        return gw_master_config_error(ld, n, "\"%s\" must be between %s and %s (got %s)", name,
-                                      duration_text(ld, f->min), duration_text(ld, f->max), s);
-    *(long *)dst = v;
-    return 0;
-}
-
-static int
-parse_section(struct load *ld, const struct node *n, const char *name, const struct field *f,
-              void *dst)
-{
-    return gw_master_config_walk(ld, n, name, f->sub, dst);
-}
-
-/* ------------------------------------------------------------- listen */
-
-/* A host name: letters, digits, '-', '_' and dots. */
-static bool
-host_name_ok(const char *s, size_t len)
-{
-    bool digits_only = true;
-
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
-            return false;
-        if (!((c >= '0' && c <= '9') || c == '.'))
-            digits_only = false;
-    }
-    if (digits_only) {
-        /* Looks like an IPv4 address: then it must be one. */
-        char buf[INET_ADDRSTRLEN];
-        struct in_addr a;
-        if (len >= sizeof(buf))
-            return false;
-        memcpy(buf, s, len);
-        buf[len] = '\0';
-        return inet_pton(AF_INET, buf, &a) == 1;
-    }
-    return true;
-}
-
-/* Check one "host:port"; host is an IPv4 address, [IPv6], a name, "*" or empty. */
-static int
-listen_check(struct load *ld, const struct node *n, const char *name)
-{
-    const char *s = scalar(ld, n, name, "an address such as 127.0.0.1:8080");
-    const char *colon, *port;
-    char buf[INET6_ADDRSTRLEN];
-    struct in6_addr a6;
-    long p = 0;
-
-    if (s == NULL)
-        return GW_ECONFIG;
-    colon = strrchr(s, ':');
-    if (colon == NULL)
-        return gw_master_config_error(ld, n,
-                                      "\"%s\" must be host:port, such as 127.0.0.1:8080 (got %s)",
-                                      name, gw_master_config_show_node(ld, n));
-    port = colon + 1;
-    for (const char *c = port; *c != '\0'; c++) {
-        if (*c < '0' || *c > '9' || p > 65535) {
-            p = -1;
-            break;
-        }
-        p = p * 10 + (*c - '0');
-    }
-    if (p < 1 || p > 65535)
-        return gw_master_config_error(ld, n,
-                                      "\"%s\": port must be a number from 1 to 65535 (got %s)",
-                                      name, gw_master_config_show(ld, port, strlen(port)));
-
-    size_t hlen = (size_t)(colon - s);
-    if (s[0] == '[') {
-        if (hlen < 2 || s[hlen - 1] != ']' || hlen - 2 >= sizeof(buf))
-            return gw_master_config_error(ld, n,
-                                          "\"%s\": bad IPv6 address in %s; write it as [::1]:8080",
-                                          name, gw_master_config_show_node(ld, n));
-        memcpy(buf, s + 1, hlen - 2);
-        buf[hlen - 2] = '\0';
-        if (inet_pton(AF_INET6, buf, &a6) != 1)
-            return gw_master_config_error(ld, n, "\"%s\": bad IPv6 address in %s", name,
-                                          gw_master_config_show_node(ld, n));
-    } else if (memchr(s, ':', hlen) != NULL) {
-        return gw_master_config_error(
-            ld, n, "\"%s\": an IPv6 address must be in brackets, as in [::1]:8080", name);
-    } else if (hlen > 0 && !(hlen == 1 && s[0] == '*') && !host_name_ok(s, hlen)) {
-        return gw_master_config_error(ld, n, "\"%s\": bad host in %s", name,
-                                      gw_master_config_show_node(ld, n));
-    }
-    return 0;
-}
-
 static int
 parse_listen(struct load *ld, const struct node *n, const char *name, const struct field *f,
              void *dst)
@@ -441,7 +70,7 @@ parse_listen(struct load *ld, const struct node *n, const char *name, const stru
     size_t count = n->kind == NODE_SEQUENCE ? n->nitems : 1;
 
     (void)f;
-    if (n->kind == NODE_SEQUENCE && sequence(ld, n, name, "address") != 0)
+    if (n->kind == NODE_SEQUENCE && gw_master_confval_sequence(ld, n, name, "address") != 0)
         return GW_ECONFIG;
     cfg->listen = gw_arena_zalloc(cfg->arena, count * sizeof(*cfg->listen));
     for (size_t i = 0; i < count; i++) {
@@ -449,7 +78,7 @@ parse_listen(struct load *ld, const struct node *n, const char *name, const stru
         const char *item_name =
             n->kind == NODE_SEQUENCE ? gw_arena_printf(ld->tmp, "%s[%zu]", name, i) : name;
 
-        if (listen_check(ld, item, item_name) != 0)
+        if (gw_master_confval_address_check(ld, item, item_name) != 0)
             return GW_ECONFIG;
         for (size_t j = 0; j < i; j++)
             if (strcmp(cfg->listen[j], item->value) == 0)
@@ -461,13 +90,233 @@ parse_listen(struct load *ld, const struct node *n, const char *name, const stru
     return 0;
 }
 
+/* A host:port, checked as listen takes it, into a char *. */
+static int
+parse_address(struct load *ld, const struct node *n, const char *name, const struct field *f,
+              void *dst)
+{
+    if (gw_master_confval_address_check(ld, n, name) != 0)
+        return GW_ECONFIG;
+    return gw_master_confval_string(ld, n, name, f, dst);
+}
+
+/* metrics: a mapping, given at all, turns the /metrics listener on. */
+static int
+parse_metrics(struct load *ld, const struct node *n, const char *name, const struct field *f,
+              void *dst)
+{
+    struct gw_config *cfg = dst;
+
+    if (gw_master_confval_section(ld, n, name, f, dst) != 0)
+        return GW_ECONFIG;
+    if (cfg->metrics_listen == NULL)
+        cfg->metrics_listen = gw_arena_strdup(cfg->arena, CONFIG_METRICS_LISTEN);
+    return 0;
+}
+
+/* The host of "host:port" is every address of its family, or of all. */
+static bool
+host_is_any(const char *host, size_t len, const char *other)
+{
+    if (len == 0 || (len == 1 && host[0] == '*') || (len == 4 && memcmp(host, "[::]", 4) == 0))
+        return true;
+    /* 0.0.0.0 takes the port of every IPv4 address, not of an IPv6 one. */
+    return len == 7 && memcmp(host, "0.0.0.0", 7) == 0 && other[0] != '[';
+}
+
+/*
+ * Whether two checked "host:port" addresses cannot both be bound: the same
+ * port on the same host, or on a host that stands for every address.
+ */
+static bool
+addresses_clash(const char *a, const char *b)
+{
+    const char *pa = strrchr(a, ':'), *pb = strrchr(b, ':');
+    size_t la = (size_t)(pa - a), lb = (size_t)(pb - b);
+
+    if (atoi(pa + 1) != atoi(pb + 1))
+        return false;
+    return (la == lb && memcmp(a, b, la) == 0) || host_is_any(a, la, b) || host_is_any(b, lb, a);
+}
+
+/* ------------------------------------------ the process: pool, user, logs */
+
+/* A failed getpwnam or getgrnam: a name that is not there, or a lookup
+ * that could not be made (NSS down, out of files), which says so. */
+static int
+lookup_error(struct load *ld, const struct node *n, const char *what, int err)
+{
+    if (err == 0 || err == ENOENT || err == ESRCH || err == EBADF || err == EPERM)
+        return gw_master_config_error(ld, n, "no such %s %s", what,
+                                      gw_master_config_show_node(ld, n));
+    return gw_master_config_error(ld, n, "cannot look up %s %s: %s", what,
+                                  gw_master_config_show_node(ld, n), strerror(err));
+}
+
+/*
+ * Check that the user (or group) named by n exists.  A number that names
+ * none is taken as an id, as master/privs.c takes it.
+ */
+static int
+account_check(struct load *ld, const struct node *n, const char *name, bool group)
+{
+    const char *what = group ? "group" : "user";
+    unsigned long id;
+    char *end;
+    bool found;
+
+    if (gw_master_confval_scalar(ld, n, name,
+                                 group ? "the name of a group" : "the name of a user") == NULL)
+        return GW_ECONFIG;
+    errno = 0;
+    found = group ? getgrnam(n->value) != NULL : getpwnam(n->value) != NULL;
+    if (!found && n->value[0] >= '0' && n->value[0] <= '9') {
+        int saved = errno;
+        errno = 0;
+        id = strtoul(n->value, &end, 10);
+        if (errno == 0 && *end == '\0')
+            found = group ? getgrgid((gid_t)id) != NULL : getpwuid((uid_t)id) != NULL;
+        else
+            errno = saved;
+    }
+    return found ? 0 : lookup_error(ld, n, what, errno);
+}
+
+static int
+parse_user(struct load *ld, const struct node *n, const char *name, const struct field *f,
+           void *dst)
+{
+    if (account_check(ld, n, name, false) != 0)
+        return GW_ECONFIG;
+    return gw_master_confval_string(ld, n, name, f, dst);
+}
+
+static int
+parse_group(struct load *ld, const struct node *n, const char *name, const struct field *f,
+            void *dst)
+{
+    if (account_check(ld, n, name, true) != 0)
+        return GW_ECONFIG;
+    return gw_master_confval_string(ld, n, name, f, dst);
+}
+
+/* log.access_file: a path, or "journal" for journald. */
+static int
+parse_access_file(struct load *ld, const struct node *n, const char *name, const struct field *f,
+                  void *dst)
+{
+    struct gw_config *cfg = dst;
+
+    if (gw_master_confval_scalar(ld, n, name, "a path or journal") == NULL)
+        return GW_ECONFIG;
+    cfg->access_journal = strcmp(n->value, "journal") == 0;
+    cfg->access_file = NULL;
+    if (cfg->access_journal)
+        return 0;
+    return gw_master_confval_string(ld, n, name, f, &cfg->access_file);
+}
+
+/* workers: as a mapping, read whole before its defaults, which depend on
+ * each other, are settled. */
+struct workers_spec {
+    int start, min_spare, max_spare, max;
+    uint64_t max_requests;
+};
+
+/*
+ * The worker pool as a mapping: a fixed pool of start workers when
+ * min_spare is 0 or absent, else one that keeps between min_spare and
+ * max_spare idle workers, at most max in all.  A message about keys that
+ * disagree points at the key that has to change.
+ */
+static int
+workers_mapping(struct load *ld, const struct node *n, const char *name, const struct field *f,
+                struct gw_config *cfg)
+{
+    const struct node *start = map_key(n, "start"), *max = map_key(n, "max");
+    const struct node *min_spare = map_key(n, "min_spare"), *max_spare = map_key(n, "max_spare");
+    struct workers_spec w = {0};
+
+    if (gw_master_config_walk(ld, n, name, f->sub, &w) != 0)
+        return GW_ECONFIG;
+    if (w.min_spare == 0) {
+        if (max_spare != NULL)
+            return gw_master_config_error(ld, max_spare,
+                                          "\"%s.max_spare\" needs %s.min_spare: without it the "
+                                          "pool is fixed at %s.start",
+                                          name, name, name);
+        if (start == NULL) /* as many as without a workers key, within max */
+            w.start = max != NULL && cfg->workers > w.max ? w.max : cfg->workers;
+        if (max != NULL && w.start > w.max)
+            return gw_master_config_error(ld, start, "\"%s.start\" must be at most %s.max (%d)",
+                                          name, name, w.max);
+        w.max = w.start;
+    } else {
+        if (start == NULL)
+            w.start = w.min_spare;
+        if (max == NULL) {
+            w.max = w.start > CONFIG_POOL_MAX ? w.start : CONFIG_POOL_MAX;
+            w.max = max_spare != NULL && w.max_spare > w.max ? w.max_spare : w.max;
+        }
+        if (max_spare == NULL)
+            w.max_spare = w.min_spare * 2 < w.max ? w.min_spare * 2 : w.max;
+        if (w.min_spare >= w.max)
+            return gw_master_config_error(
+                ld, min_spare, "\"%s.min_spare\" must be less than %s.max (%d)", name, name, w.max);
+        if (w.max_spare <= w.min_spare)
+            return gw_master_config_error(ld, max_spare,
+                                          "\"%s.max_spare\" must be more than %s.min_spare (%d)",
+                                          name, name, w.min_spare);
+        if (w.max_spare > w.max)
+            return gw_master_config_error(
+                ld, max_spare, "\"%s.max_spare\" must be at most %s.max (%d)", name, name, w.max);
+        if (w.start > w.max)
+            return gw_master_config_error(ld, start, "\"%s.start\" must be at most %s.max (%d)",
+                                          name, name, w.max);
+    }
+    cfg->workers = w.start;
+    cfg->workers_min_spare = w.min_spare;
+    cfg->workers_max_spare = w.min_spare == 0 ? 0 : w.max_spare;
+    cfg->workers_max = w.max;
+    cfg->max_requests = w.max_requests;
+    return 0;
+}
+
+/* workers: a number (a fixed pool) or a mapping. */
+static int
+parse_workers(struct load *ld, const struct node *n, const char *name, const struct field *f,
+              void *dst)
+{
+    static const struct field fixed = {.min = 1, .max = CONFIG_MAX_WORKERS};
+    struct gw_config *cfg = dst;
+    struct gw_buf keys = {0};
+    int rc;
+
+    if (n->kind == NODE_MAPPING)
+        return workers_mapping(ld, n, name, f, cfg);
+    if (n->kind == NODE_SCALAR) {
+        if (gw_master_confval_int(ld, n, name, &fixed, &cfg->workers) != 0)
+            return GW_ECONFIG;
+        cfg->workers_min_spare = cfg->workers_max_spare = 0;
+        cfg->workers_max = cfg->workers;
+        cfg->max_requests = 0;
+        return 0;
+    }
+    for (const struct field *k = f->sub; k->key != NULL; k++)
+        gw_buf_printf(&keys, "%s%s", k == f->sub ? "" : ", ", k->key);
+    rc = gw_master_config_error(ld, n, "\"%s\" must be an integer or a mapping of keys (%s)", name,
+                                keys.data != NULL ? keys.data : "");
+    gw_buf_free(&keys);
+    return rc;
+}
+
 /* ----------------------------------------------------------- providers */
 
 static int
 parse_provider_name(struct load *ld, const struct node *n, const char *name, const struct field *f,
                     void *dst)
 {
-    const char *s = scalar(ld, n, name, "a string");
+    const char *s = gw_master_confval_scalar(ld, n, name, "a string");
 
     if (s == NULL)
         return GW_ECONFIG;
@@ -475,14 +324,14 @@ parse_provider_name(struct load *ld, const struct node *n, const char *name, con
         return gw_master_config_error(
             ld, n, "\"%s\" may hold only letters, digits, '.', '_' and '-' (got %s)", name,
             gw_master_config_show_node(ld, n));
-    return parse_string(ld, n, name, f, dst);
+    return gw_master_confval_string(ld, n, name, f, dst);
 }
 
 static int
 parse_provider_type(struct load *ld, const struct node *n, const char *name, const struct field *f,
                     void *dst)
 {
-    const char *s = scalar(ld, n, name, "a provider type");
+    const char *s = gw_master_confval_scalar(ld, n, name, "a provider type");
     struct gw_buf b = {0};
     int rc;
 
@@ -506,7 +355,8 @@ parse_provider_type(struct load *ld, const struct node *n, const char *name, con
 static int
 parse_url(struct load *ld, const struct node *n, const char *name, const struct field *f, void *dst)
 {
-    const char *s = scalar(ld, n, name, "a URL such as https://api.openai.com/v1");
+    const char *s =
+        gw_master_confval_scalar(ld, n, name, "a URL such as https://api.openai.com/v1");
     const char *host, *authority;
     size_t len;
 
@@ -549,7 +399,7 @@ static int
 parse_env_name(struct load *ld, const struct node *n, const char *name, const struct field *f,
                void *dst)
 {
-    const char *s = scalar(ld, n, name, "the name of an environment variable");
+    const char *s = gw_master_confval_scalar(ld, n, name, "the name of an environment variable");
 
     if (s == NULL)
         return GW_ECONFIG;
@@ -559,7 +409,7 @@ parse_env_name(struct load *ld, const struct node *n, const char *name, const st
                                       "\"%s\" must be the name of an environment variable, "
                                       "such as OPENAI_API_KEY (got %s)",
                                       name, gw_master_config_show_node(ld, n));
-    return parse_string(ld, n, name, f, dst);
+    return gw_master_confval_string(ld, n, name, f, dst);
 }
 
 /* A secret may not carry a line break or control character into a header. */
@@ -653,7 +503,7 @@ parse_providers(struct load *ld, const struct node *n, const char *name, const s
 {
     struct gw_config *cfg = dst;
 
-    if (sequence(ld, n, name, "provider") != 0)
+    if (gw_master_confval_sequence(ld, n, name, "provider") != 0)
         return GW_ECONFIG;
     cfg->providers = gw_arena_zalloc(cfg->arena, n->nitems * sizeof(*cfg->providers));
     ld->provider_names = gw_arena_zalloc(ld->tmp, n->nitems * sizeof(*ld->provider_names));
@@ -685,7 +535,7 @@ static int
 parse_model_name(struct load *ld, const struct node *n, const char *name, const struct field *f,
                  void *dst)
 {
-    const char *s = scalar(ld, n, name, "a string");
+    const char *s = gw_master_confval_scalar(ld, n, name, "a string");
 
     if (s == NULL)
         return GW_ECONFIG;
@@ -694,7 +544,7 @@ parse_model_name(struct load *ld, const struct node *n, const char *name, const 
             return gw_master_config_error(
                 ld, n, "\"%s\" must not contain spaces or control characters (got %s)", name,
                 gw_master_config_show_node(ld, n));
-    return parse_string(ld, n, name, f, dst);
+    return gw_master_confval_string(ld, n, name, f, dst);
 }
 
 static int
@@ -704,7 +554,7 @@ parse_target_provider(struct load *ld, const struct node *n, const char *name,
     struct ref *r;
 
     (void)f;
-    if (scalar(ld, n, name, "the name of a provider") == NULL)
+    if (gw_master_confval_scalar(ld, n, name, "the name of a provider") == NULL)
         return GW_ECONFIG;
     /* Providers may come later in the file: resolved at the end. */
     r = gw_arena_zalloc(ld->tmp, sizeof(*r));
@@ -721,7 +571,7 @@ parse_targets(struct load *ld, const struct node *n, const char *name, const str
 {
     struct gw_model *m = dst;
 
-    if (sequence(ld, n, name, "target") != 0)
+    if (gw_master_confval_sequence(ld, n, name, "target") != 0)
         return GW_ECONFIG;
     m->targets = gw_arena_zalloc(ld->cfg->arena, n->nitems * sizeof(*m->targets));
     for (size_t i = 0; i < n->nitems; i++) {
@@ -739,7 +589,7 @@ parse_models(struct load *ld, const struct node *n, const char *name, const stru
 {
     struct gw_config *cfg = dst;
 
-    if (sequence(ld, n, name, "model") != 0)
+    if (gw_master_confval_sequence(ld, n, name, "model") != 0)
         return GW_ECONFIG;
     cfg->models = gw_arena_zalloc(cfg->arena, n->nitems * sizeof(*cfg->models));
     ld->model_names = gw_arena_zalloc(ld->tmp, n->nitems * sizeof(*ld->model_names));
@@ -775,47 +625,71 @@ parse_models(struct load *ld, const struct node *n, const char *name, const stru
 #define FIELD(k, fn, off, ...) {.key = (k), .parse = (fn), .offset = (off), __VA_ARGS__}
 /* clang-format on */
 
-/* admin:, log: and upstream: fill struct gw_config itself. */
+/* admin:, log:, metrics: and upstream: fill struct gw_config itself. */
 static const struct field admin_fields[] = {
-    FIELD("socket", parse_socket, offsetof(struct gw_config, admin_socket)),
-    FIELD("mode", parse_mode, offsetof(struct gw_config, admin_mode)),
+    FIELD("socket", gw_master_confval_socket, offsetof(struct gw_config, admin_socket)),
+    FIELD("mode", gw_master_confval_mode, offsetof(struct gw_config, admin_mode)),
     {.key = NULL},
 };
 
 static const struct field log_fields[] = {
-    FIELD("level", parse_level, offsetof(struct gw_config, log_level)),
-    FIELD("access", parse_bool, offsetof(struct gw_config, access_log)),
+    FIELD("level", gw_master_confval_level, offsetof(struct gw_config, log_level)),
+    FIELD("access", gw_master_confval_bool, offsetof(struct gw_config, access_log)),
+    FIELD("file", gw_master_confval_string, offsetof(struct gw_config, log_file)),
+    FIELD("access_file", parse_access_file, 0),
+    {.key = NULL},
+};
+
+/* workers: as a mapping fills a struct workers_spec. */
+static const struct field workers_fields[] = {
+    FIELD("start", gw_master_confval_int, offsetof(struct workers_spec, start), .min = 1,
+          .max = CONFIG_MAX_WORKERS),
+    FIELD("min_spare", gw_master_confval_int, offsetof(struct workers_spec, min_spare), .min = 0,
+          .max = CONFIG_MAX_WORKERS - 1),
+    FIELD("max_spare", gw_master_confval_int, offsetof(struct workers_spec, max_spare), .min = 1,
+          .max = CONFIG_MAX_WORKERS),
+    FIELD("max", gw_master_confval_int, offsetof(struct workers_spec, max), .min = 1,
+          .max = CONFIG_MAX_WORKERS),
+    FIELD("max_requests", gw_master_confval_count, offsetof(struct workers_spec, max_requests),
+          .min = 0, .max = CONFIG_MAX_REQUESTS),
+    {.key = NULL},
+};
+
+static const struct field metrics_fields[] = {
+    FIELD("listen", parse_address, offsetof(struct gw_config, metrics_listen)),
     {.key = NULL},
 };
 
 static const struct field http_fields[] = {
-    FIELD("max_header_size", parse_size, offsetof(struct gw_http_limits, max_header_size),
-          .min = KIB, .max = MIB),
-    FIELD("max_body_size", parse_size, offsetof(struct gw_http_limits, max_body_size), .min = KIB,
-          .max = GIB),
-    FIELD("keepalive_timeout", parse_duration,
+    FIELD("max_header_size", gw_master_confval_size,
+          offsetof(struct gw_http_limits, max_header_size), .min = KIB, .max = MIB),
+    FIELD("max_body_size", gw_master_confval_size, offsetof(struct gw_http_limits, max_body_size),
+          .min = KIB, .max = GIB),
+    FIELD("keepalive_timeout", gw_master_confval_duration,
           offsetof(struct gw_http_limits, keepalive_timeout_ms), .min = 1, .max = DAY_MS),
-    FIELD("read_timeout", parse_duration, offsetof(struct gw_http_limits, read_timeout_ms),
-          .min = 1, .max = DAY_MS),
-    FIELD("write_timeout", parse_duration, offsetof(struct gw_http_limits, write_timeout_ms),
-          .min = 1, .max = DAY_MS),
+    FIELD("read_timeout", gw_master_confval_duration,
+          offsetof(struct gw_http_limits, read_timeout_ms), .min = 1, .max = DAY_MS),
+    FIELD("write_timeout", gw_master_confval_duration,
+          offsetof(struct gw_http_limits, write_timeout_ms), .min = 1, .max = DAY_MS),
     {.key = NULL},
 };
 
 static const struct field upstream_fields[] = {
-    FIELD("max_response_size", parse_size, offsetof(struct gw_config, max_response_size),
-          .min = KIB, .max = GIB),
+    FIELD("max_response_size", gw_master_confval_size,
+          offsetof(struct gw_config, max_response_size), .min = KIB, .max = GIB),
     {.key = NULL},
 };
 
 /* Used twice: the top-level defaults and a model's own overrides. */
 static const struct field timeouts_fields[] = {
-    FIELD("connect", parse_duration, offsetof(struct gw_timeouts, connect_ms), .min = 1,
+    FIELD("connect", gw_master_confval_duration, offsetof(struct gw_timeouts, connect_ms), .min = 1,
           .max = DAY_MS),
-    FIELD("first_byte", parse_duration, offsetof(struct gw_timeouts, first_byte_ms), .min = 1,
+    FIELD("first_byte", gw_master_confval_duration, offsetof(struct gw_timeouts, first_byte_ms),
+          .min = 1, .max = DAY_MS),
+    FIELD("idle", gw_master_confval_duration, offsetof(struct gw_timeouts, idle_ms), .min = 1,
           .max = DAY_MS),
-    FIELD("idle", parse_duration, offsetof(struct gw_timeouts, idle_ms), .min = 1, .max = DAY_MS),
-    FIELD("total", parse_duration, offsetof(struct gw_timeouts, total_ms), .min = 1, .max = DAY_MS),
+    FIELD("total", gw_master_confval_duration, offsetof(struct gw_timeouts, total_ms), .min = 1,
+          .max = DAY_MS),
     {.key = NULL},
 };
 
@@ -824,7 +698,7 @@ static const struct field provider_fields[] = {
     FIELD("type", parse_provider_type, offsetof(struct gw_provider, type), .required = true),
     FIELD("base_url", parse_url, offsetof(struct gw_provider, base_url), .required = true),
     FIELD("api_key_env", parse_env_name, offsetof(struct gw_provider, api_key_env)),
-    FIELD("api_key_file", parse_string, offsetof(struct gw_provider, api_key_file)),
+    FIELD("api_key_file", gw_master_confval_string, offsetof(struct gw_provider, api_key_file)),
     {.key = NULL},
 };
 
@@ -837,7 +711,8 @@ static const struct field target_fields[] = {
 
 static const struct field model_fields[] = {
     FIELD("name", parse_model_name, offsetof(struct gw_model, name), .required = true),
-    FIELD("timeouts", parse_section, offsetof(struct gw_model, timeouts), .sub = timeouts_fields),
+    FIELD("timeouts", gw_master_confval_section, offsetof(struct gw_model, timeouts),
+          .sub = timeouts_fields),
     FIELD("targets", parse_targets, 0, .sub = target_fields, .required = true),
     {.key = NULL},
 };
@@ -845,14 +720,19 @@ static const struct field model_fields[] = {
 /* gw_master_config_fields - the top level; walked by gw_master_config_load. */
 const struct field gw_master_config_fields[] = {
     FIELD("listen", parse_listen, 0),
-    FIELD("state_dir", parse_string, offsetof(struct gw_config, state_dir)),
-    FIELD("admin", parse_section, 0, .sub = admin_fields),
-    FIELD("workers", parse_int, offsetof(struct gw_config, workers), .min = 1,
-          .max = CONFIG_MAX_WORKERS),
-    FIELD("log", parse_section, 0, .sub = log_fields),
-    FIELD("http", parse_section, offsetof(struct gw_config, http), .sub = http_fields),
-    FIELD("upstream", parse_section, 0, .sub = upstream_fields),
-    FIELD("timeouts", parse_section, offsetof(struct gw_config, timeouts), .sub = timeouts_fields),
+    FIELD("state_dir", gw_master_confval_string, offsetof(struct gw_config, state_dir)),
+    FIELD("admin", gw_master_confval_section, 0, .sub = admin_fields),
+    FIELD("user", parse_user, offsetof(struct gw_config, user)),
+    FIELD("group", parse_group, offsetof(struct gw_config, group)),
+    FIELD("workers", parse_workers, 0, .sub = workers_fields),
+    FIELD("shutdown_timeout", gw_master_confval_duration,
+          offsetof(struct gw_config, shutdown_timeout_ms), .min = 1, .max = DAY_MS),
+    FIELD("log", gw_master_confval_section, 0, .sub = log_fields),
+    FIELD("metrics", parse_metrics, 0, .sub = metrics_fields),
+    FIELD("http", gw_master_confval_section, offsetof(struct gw_config, http), .sub = http_fields),
+    FIELD("upstream", gw_master_confval_section, 0, .sub = upstream_fields),
+    FIELD("timeouts", gw_master_confval_section, offsetof(struct gw_config, timeouts),
+          .sub = timeouts_fields),
     FIELD("providers", parse_providers, 0, .sub = provider_fields, .required = true),
     FIELD("models", parse_models, 0, .sub = model_fields, .required = true),
     {.key = NULL},
@@ -873,6 +753,8 @@ gw_master_config_defaults(struct gw_config *cfg)
     cfg->admin_socket = gw_arena_strdup(cfg->arena, GW_DEFAULT_SOCKET);
     cfg->admin_mode = 0660;
     cfg->workers = cpus < 2 ? 2 : cpus > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (int)cpus;
+    cfg->workers_max = cfg->workers; /* a fixed pool: no spares, no recycling */
+    cfg->shutdown_timeout_ms = 30 * SECOND_MS;
     cfg->log_level = GW_LOG_INFO;
     cfg->access_log = true;
     cfg->http.max_header_size = 16 * KIB;
@@ -888,10 +770,42 @@ gw_master_config_defaults(struct gw_config *cfg)
 }
 
 /*
+ * Checks across top-level keys that may come in any order: a group needs a
+ * user, and the metrics listener an address no client listener takes.
+ * Runs after the default listen address is in place.
+ */
+static int
+process_finish(struct load *ld)
+{
+    struct gw_config *cfg = ld->cfg;
+
+    if (cfg->group != NULL && cfg->user == NULL)
+        return gw_master_config_error(ld, map_key(ld->root, "group"),
+                                      "\"group\" is set without \"user\"; name the user "
+                                      "to run as too");
+    if (cfg->metrics_listen == NULL)
+        return 0;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        if (!addresses_clash(cfg->metrics_listen, cfg->listen[i]))
+            continue;
+        const struct node *m = map_value(ld->root, "metrics");
+        const struct node *at = map_value(m, "listen") != NULL ? map_value(m, "listen") : m;
+        return gw_master_config_error(
+            ld, at,
+            "\"metrics.listen\" %s clashes with the listen address %s; metrics need an "
+            "address of their own",
+            gw_master_config_show(ld, cfg->metrics_listen, strlen(cfg->metrics_listen)),
+            gw_master_config_show(ld, cfg->listen[i], strlen(cfg->listen[i])));
+    }
+    return 0;
+}
+
+/*
  * gw_master_config_finish - what can only be settled once the whole file
  * has been read: resolve each target's provider name, give models the
  * top-level timeouts they did not set, listen on 127.0.0.1:8080 when no
- * address is given.
+ * address is given, and check the keys that depend on each other across
+ * the top level (group and user, metrics.listen and listen).
  */
 int
 gw_master_config_finish(struct load *ld)
@@ -931,5 +845,5 @@ gw_master_config_finish(struct load *ld)
         cfg->listen[0] = gw_arena_strdup(cfg->arena, "127.0.0.1:8080");
         cfg->nlisten = 1;
     }
-    return 0;
+    return process_finish(ld);
 }

@@ -17,16 +17,28 @@
 #define POOL_BACKOFF_MIN_MS 100
 #define POOL_BACKOFF_MAX_MS 30000
 
+/* Slots for up to max workers, the first start of them wanted. */
+static struct gw_pool_slot *
+slots_new(int start, int max)
+{
+    struct gw_pool_slot *slots = calloc((size_t)max, sizeof(*slots));
+
+    for (int i = 0; slots != NULL && i < max; i++) {
+        slots[i].sb = -1;
+        slots[i].wanted = i < start;
+    }
+    return slots;
+}
+
 int
-gw_master_pool_create(struct gw_master_pool *p, struct gw_master *m, int n)
+gw_master_pool_create(struct gw_master_pool *p, struct gw_master *m, int start, int max)
 {
     memset(p, 0, sizeof(*p));
-    p->slots = calloc((size_t)n, sizeof(*p->slots));
-    if (p->slots == NULL)
+    if (max < start)
+        max = start;
+    if ((p->slots = slots_new(start, max)) == NULL)
         return GW_ENOMEM;
-    for (int i = 0; i < n; i++)
-        p->slots[i].sb = -1;
-    p->n = n;
+    p->n = max;
     p->m = m;
     return 0;
 }
@@ -94,6 +106,7 @@ pool_fork(struct gw_master_pool *p, int i)
             .shm = &m->shm,
             .listen_fds = m->listeners.fds,
             .nlisten = m->listeners.n,
+            .metrics_fd = m->listeners.metrics_fd,
             .secret = m->secret,
             .max_requests = m->cfg->max_requests,
             .master_fds = m->master_fds,
@@ -119,7 +132,7 @@ gw_master_pool_spawn(struct gw_master_pool *p)
         return -1;
     for (int i = 0; i < p->n; i++) {
         struct gw_pool_slot *s = &p->slots[i];
-        if (s->pid != 0 || s->fatal)
+        if (s->pid != 0 || s->fatal || !s->wanted)
             continue;
         if (s->respawn_at_ms > now) {
             long wait = (long)(s->respawn_at_ms - now);
@@ -153,8 +166,8 @@ slot_exited(struct gw_master_pool *p, int i, int status)
         gw_log(GW_LOG_ERROR, "worker[%d] exited with a fatal error; not restarting it", sb);
         return;
     }
-    if (p->stopping)
-        return;
+    if (p->stopping || !s->wanted)
+        return; /* stopping, or trimmed as a spare */
     if (WIFSIGNALED(status))
         gw_log(GW_LOG_WARN, "worker[%d] killed by signal %d (%s); restarting it", sb,
                WTERMSIG(status), strsignal(WTERMSIG(status)));
@@ -238,16 +251,77 @@ gw_master_pool_alive(const struct gw_master_pool *p)
 bool
 gw_master_pool_failed(const struct gw_master_pool *p)
 {
-    for (int i = 0; i < p->n; i++)
+    bool any = false;
+
+    for (int i = 0; i < p->n; i++) {
+        if (!p->slots[i].wanted)
+            continue;
         if (!p->slots[i].fatal)
             return false;
-    return p->n > 0;
+        any = true;
+    }
+    return any;
+}
+
+/*
+ * Keep between min_spare and max_spare workers idle, as Apache's prefork
+ * does: grow by 1, 2, 4, ... per call (up to 32) while idle workers run
+ * short, and retire one idle worker per call while there are too many.
+ * Call it about once a second.
+ */
+void
+gw_master_pool_maintain(struct gw_master_pool *p)
+{
+    const struct gw_config *cfg = p->m->cfg;
+    int idle = 0, wanted = 0, victim = -1;
+
+    if (cfg->workers_min_spare <= 0 || p->stopping)
+        return;
+    for (int i = 0; i < p->n; i++) {
+        struct gw_pool_slot *s = &p->slots[i];
+        if (!s->wanted)
+            continue;
+        wanted++;
+        if (s->pid > 0 && s->sb >= 0 &&
+            atomic_load(&gw_shm_worker(&p->m->shm, (size_t)s->sb)->state) == GW_WORKER_IDLE) {
+            idle++;
+            victim = i;
+        } else if (s->pid == 0) {
+            idle++; /* about to start: counts as spare already */
+        }
+    }
+    if (idle < cfg->workers_min_spare && wanted < p->n) {
+        int add = p->grow_step ? p->grow_step : 1;
+        if (add > cfg->workers_min_spare - idle)
+            add = cfg->workers_min_spare - idle;
+        for (int i = 0; i < p->n && add > 0; i++) {
+            if (!p->slots[i].wanted && p->slots[i].pid == 0) {
+                p->slots[i].wanted = true;
+                p->slots[i].fatal = false;
+                p->slots[i].respawn_at_ms = 0;
+                add--;
+            }
+        }
+        gw_log(GW_LOG_INFO, "pool: %d idle workers, fewer than min_spare %d; growing", idle,
+               cfg->workers_min_spare);
+        p->grow_step = p->grow_step < 32 ? (p->grow_step ? 2 * p->grow_step : 2) : 32;
+        return;
+    }
+    p->grow_step = 0;
+    if (idle > cfg->workers_max_spare && victim >= 0 && wanted > 1) {
+        p->slots[victim].wanted = false;
+        kill(p->slots[victim].pid, SIGTERM);
+        gw_log(GW_LOG_DEBUG, "pool: %d idle workers, more than max_spare %d; retiring one", idle,
+               cfg->workers_max_spare);
+    }
 }
 
 int
-gw_master_pool_replace(struct gw_master_pool *p, int n)
+gw_master_pool_replace(struct gw_master_pool *p, int start, int max)
 {
-    struct gw_pool_slot *slots = calloc((size_t)n, sizeof(*slots));
+    if (max < start)
+        max = start;
+    struct gw_pool_slot *slots = slots_new(start, max);
     size_t alive = (size_t)gw_master_pool_alive(p);
     pid_t *retired = realloc(p->retired, (alive + 1) * sizeof(pid_t));
 
@@ -264,10 +338,8 @@ gw_master_pool_replace(struct gw_master_pool *p, int n)
             p->retired[p->nretired++] = p->slots[i].pid;
         }
     }
-    for (int i = 0; i < n; i++)
-        slots[i].sb = -1;
     free(p->slots);
     p->slots = slots;
-    p->n = n;
+    p->n = max;
     return 0;
 }

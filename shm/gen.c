@@ -94,6 +94,9 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
         ntargets += cfg->models[i].ntargets;
     g.ntargets = (uint32_t)ntargets;
     g.config_path = gen_str(&w, cfg->path);
+    g.log_file = gen_str(&w, cfg->log_file);
+    g.access_file = gen_str(&w, cfg->access_file);
+    g.access_journal = cfg->access_journal;
     g.providers = gen_alloc(&w, cfg->nproviders * sizeof(struct gw_gen_provider));
     g.models = gen_alloc(&w, cfg->nmodels * sizeof(struct gw_gen_model));
     g.targets = gen_alloc(&w, ntargets * sizeof(struct gw_gen_target));

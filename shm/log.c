@@ -7,6 +7,7 @@
  * and a precise one is what an operator correlating requests needs.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,35 @@ log_vwrite(int level, const char *fmt, va_list ap)
     line[len++] = '\n';
     (void)gw_write_all(STDERR_FILENO, line, len);
     errno = saved;
+}
+
+int
+gw_log_open(const char *path)
+{
+    /* The stderr we started with, to go back to when the file is dropped. */
+    static int original = -2;
+
+    if (original == -2)
+        original = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (path == NULL) {
+        if (original >= 0)
+            dup2(original, STDERR_FILENO);
+        return 0;
+    }
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        gw_log(GW_LOG_ERROR, "open(%s): %s", path, strerror(errno));
+        return GW_EIO;
+    }
+    if (fd != STDERR_FILENO) {
+        if (dup2(fd, STDERR_FILENO) < 0) {
+            gw_log(GW_LOG_ERROR, "dup2(%s): %s", path, strerror(errno));
+            close(fd);
+            return GW_EIO;
+        }
+        close(fd);
+    }
+    return 0;
 }
 
 void

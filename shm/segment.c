@@ -23,6 +23,10 @@
 
 #define SHM_ALIGN 64
 
+const char *const gw_shm_worker_state_names[GW_WORKER_NSTATES] = {
+    "empty", "starting", "idle", "busy", "keepalive", "stopping",
+};
+
 const double gw_shm_hist_bounds_ms[GW_SHM_HIST_BUCKETS] = {
     5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
 };

@@ -84,6 +84,13 @@ void gw_log_raw(const char *msg);
 /* Log at error level and exit(GW_EXIT_FATAL). */
 void gw_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
+/*
+ * Send the error log to path (appending; created 0640) instead of
+ * stderr, or reopen it after logrotate moved it: the file becomes fd 2,
+ * so whatever writes to stderr lands there too.  NULL keeps stderr.
+ */
+int gw_log_open(const char *path);
+
 /* Parse "error", "warn", "info", "debug"; returns the level or -1. */
 int gw_log_level_parse(const char *name);
 
@@ -136,6 +143,14 @@ int gw_random_bytes(void *buf, size_t len);
 
 /* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void gw_hex_encode(const unsigned char *in, size_t len, char *out);
+
+/*
+ * Process titles as ps shows them.  gw_proctitle_init takes over the argv
+ * area (copying the environment away) and must run before anything reads
+ * argv[1..] again; gw_proctitle_set is then cheap (no system call).
+ */
+void gw_proctitle_init(int argc, char **argv);
+void gw_proctitle_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* mkdir -p with mode for created components. */
 int gw_mkdir_p(const char *path, mode_t mode);
@@ -347,10 +362,15 @@ int gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed);
 enum gw_worker_state {
     GW_WORKER_EMPTY = 0,
     GW_WORKER_STARTING,
-    GW_WORKER_IDLE,
-    GW_WORKER_BUSY,
+    GW_WORKER_IDLE,      /* waiting for a connection */
+    GW_WORKER_BUSY,      /* serving a request */
+    GW_WORKER_KEEPALIVE, /* connection open, waiting for its next request */
     GW_WORKER_STOPPING,
+    GW_WORKER_NSTATES,
 };
+
+/* "empty", "starting", "idle", "busy", "keepalive", "stopping" */
+extern const char *const gw_shm_worker_state_names[GW_WORKER_NSTATES];
 
 /* One scoreboard slot; each worker writes only its own. */
 struct gw_shm_worker {
@@ -579,9 +599,12 @@ struct gw_gen {
     int64_t published; /* unix seconds */
     uint32_t size;     /* bytes used */
     uint32_t config_path;
+    uint32_t log_file;    /* error log path, 0: stderr */
+    uint32_t access_file; /* access log path, 0: stderr */
     int32_t log_level;
     uint8_t access_log;
-    uint8_t pad[3];
+    uint8_t access_journal;
+    uint8_t pad[2];
     struct gw_http_limits http;
     uint64_t max_response_size;
     uint32_t nproviders, providers;

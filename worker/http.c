@@ -106,13 +106,13 @@ header_commit(struct gw_http_conn *c)
 
     if (c->field.len == 0)
         return;
-    if ((r->nheaders & (r->nheaders - 1)) == 0) {
-        /* Grow at powers of two: 0, 1, 2, 4, ... entries. */
-        size_t cap = r->nheaders ? 2 * r->nheaders : 16;
+    if (r->nheaders == c->headers_cap) {
+        size_t cap = c->headers_cap ? 2 * c->headers_cap : 16;
         struct gw_header *h = gw_arena_alloc(r->arena, cap * sizeof(*h));
         if (r->nheaders)
             memcpy(h, r->headers, r->nheaders * sizeof(*h));
         r->headers = h;
+        c->headers_cap = cap;
     }
     struct gw_header *h = &r->headers[r->nheaders++];
     h->name = gw_arena_strndup(r->arena, c->field.data, c->field.len);
@@ -278,6 +278,8 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
     c->req = req;
     c->url.len = c->field.len = c->value.len = c->body.len = 0;
     c->msg_bytes = c->header_bytes = 0;
+    c->headers_cap = 0;
+    c->bytes_out = 0;
     c->in_value = c->done = false;
     c->error = 0;
     http_parser_init(&c->parser, HTTP_REQUEST);
@@ -366,15 +368,16 @@ http_date(void)
 }
 
 static int
-writev_all(int fd, struct iovec *iov, int n)
+writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
 {
     while (n > 0) {
-        ssize_t w = writev(fd, iov, n);
+        ssize_t w = writev(c->fd, iov, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             return errno == EAGAIN || errno == EWOULDBLOCK ? GW_ETIMEDOUT : GW_EIO;
         }
+        c->bytes_out += (uint64_t)w;
         while (n > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
             iov++;
@@ -417,7 +420,7 @@ gw_worker_http_respond(struct gw_http_conn *c, struct gw_request *req, int statu
         gw_buf_printf(&c->out, "Content-Length: %zu\r\n\r\n", len) != 0)
         return GW_ENOMEM;
     struct iovec iov[2] = {{c->out.data, c->out.len}, {(void *)body, len}};
-    return writev_all(c->fd, iov, req->method == HTTP_HEAD || len == 0 ? 1 : 2);
+    return writev_all(c, iov, req->method == HTTP_HEAD || len == 0 ? 1 : 2);
 }
 
 int
@@ -438,7 +441,8 @@ gw_worker_http_error(struct gw_http_conn *c, struct gw_request *req, int status,
     json_object_object_add(err, "code", code ? json_object_new_string(code) : NULL);
     json_object_object_add(o, "error", err);
     size_t len;
-    const char *body = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    const char *body = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
     /* The body must outlive json_object_put: copy it into the request. */
     char *copy = gw_arena_strndup(req->arena, body, len);
     json_object_put(o);
@@ -447,8 +451,8 @@ gw_worker_http_error(struct gw_http_conn *c, struct gw_request *req, int status,
     if (c->error != 0)
         req->keep_alive = false;
     const char *extra = NULL;
-    if (status == 405)
-        extra = req->method == HTTP_GET ? "Allow: POST\r\n" : "Allow: GET\r\n";
+    if (status == 405 && req->allow != NULL)
+        extra = gw_arena_printf(req->arena, "Allow: %s\r\n", req->allow);
     return gw_worker_http_respond(c, req, status, "application/json", extra, copy, len);
 }
 
@@ -464,7 +468,8 @@ gw_worker_http_stream_begin(struct gw_http_conn *c, struct gw_request *req, int 
         gw_buf_printf(&c->out, "%s\r\n", c->chunked ? "Transfer-Encoding: chunked\r\n" : "") != 0)
         return GW_ENOMEM;
     c->response_open = true;
-    return gw_write_all(c->fd, c->out.data, c->out.len);
+    struct iovec iov[1] = {{c->out.data, c->out.len}};
+    return writev_all(c, iov, 1);
 }
 
 int
@@ -476,12 +481,12 @@ gw_worker_http_stream_write(struct gw_http_conn *c, const char *data, size_t len
         return 0;
     if (!c->chunked) {
         struct iovec iov[1] = {{(void *)data, len}};
-        return writev_all(c->fd, iov, 1);
+        return writev_all(c, iov, 1);
     }
     int n = snprintf(size, sizeof(size), "%zx\r\n", len);
     /* One writev per chunk: size line, data and CRLF leave together. */
     struct iovec iov[3] = {{size, (size_t)n}, {(void *)data, len}, {(void *)"\r\n", 2}};
-    return writev_all(c->fd, iov, 3);
+    return writev_all(c, iov, 3);
 }
 
 int
@@ -490,5 +495,6 @@ gw_worker_http_stream_end(struct gw_http_conn *c)
     c->response_open = false;
     if (!c->chunked)
         return 0;
-    return gw_write_all(c->fd, "0\r\n\r\n", 5);
+    struct iovec iov[1] = {{(void *)"0\r\n\r\n", 5}};
+    return writev_all(c, iov, 1);
 }

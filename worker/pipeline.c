@@ -39,6 +39,15 @@ static int handle_model(struct gw_worker *w, struct gw_request *req, const struc
 static int handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                         const struct route *rt);
 
+static int handle_metrics(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                          const struct route *rt);
+
+/* The metrics listener answers these and nothing else. */
+static const struct route metrics_routes[] = {
+    {"/metrics", false, HTTP_GET, false, handle_metrics, 0},
+    {"/healthz", false, HTTP_GET, false, handle_health, 0},
+};
+
 static const struct route routes[] = {
     {"/healthz", false, HTTP_GET, false, handle_health, 0},
     {"/v1/models", false, HTTP_GET, true, handle_models, 0},
@@ -61,6 +70,16 @@ static struct gw_shm_stat *
 stat_get(struct gw_worker *w, int32_t i)
 {
     return i >= 0 ? gw_shm_stat_at(w->env->shm, (size_t)i) : NULL;
+}
+
+/* The methods a path answers, for the Allow header of a 405. */
+static const char *
+allowed_methods(const char *path)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        if (route_path_matches(&routes[i], path))
+            return routes[i].method == HTTP_GET ? "GET, HEAD" : http_method_str(routes[i].method);
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- auth */
@@ -118,6 +137,18 @@ handle_health(struct gw_worker *w, struct gw_request *req, const struct gw_key *
     (void)key, (void)rt;
     return gw_worker_http_respond(&w->conn, req, 200, "application/json", NULL, ok,
                                   sizeof(ok) - 1);
+}
+
+static int
+handle_metrics(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+               const struct route *rt)
+{
+    (void)key, (void)rt;
+    if (gw_worker_metrics_render(w->env->shm, &w->scratch) != 0)
+        return gw_worker_http_error(&w->conn, req, 500, "server_error", "internal_error", NULL,
+                                    "Out of memory.");
+    return gw_worker_http_respond(&w->conn, req, 200, "text/plain; version=0.0.4; charset=utf-8",
+                                  NULL, w->scratch.data, w->scratch.len);
 }
 
 static struct json_object *
@@ -274,8 +305,9 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
 
     if ((call.json = body_parse(w, req)) == NULL)
         return 0;
-    if (body_check(w, req, call.json, rt->endpoint, &name) != 0) {
-        rc = 0;
+    if ((rc = body_check(w, req, call.json, rt->endpoint, &name)) != 0) {
+        /* Answered: keep the connection unless the answer failed. */
+        rc = rc == -1 ? 0 : rc;
         goto out;
     }
     req->model = gw_arena_strdup(req->arena, name);
@@ -366,8 +398,7 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
 
 /*
  * Account the request: shm counters (for /metrics and routing), the usage
- * ring (for LMDB), and one access-log line.  Never logs a secret: keys
- * appear by id.
+ * ring (for LMDB), and the access log.
  */
 static void
 account(struct gw_worker *w, struct gw_request *req)
@@ -380,17 +411,15 @@ account(struct gw_worker *w, struct gw_request *req)
         gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms, ttft);
     if ((st = stat_get(w, req->target_stat)) != NULL)
         gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms, ttft);
-    if (req->key_id != NULL)
+    if (req->key_id != NULL) {
+        char name[GW_SHM_NAME_LEN];
+        snprintf(name, sizeof(name), "k:%s", req->key_id);
+        if ((st = stat_get(w, (int32_t)gw_shm_stat_find(w->env->shm, name, true))) != NULL)
+            gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms,
+                                ttft);
         usage_record(w, req, ms);
-    if (w->gen == NULL || !w->gen->access_log)
-        return;
-    gw_log(GW_LOG_INFO,
-           "req=%s %s %s status=%d key=%s model=%s target=%s stream=%d in=%lld out=%lld "
-           "ttfb_ms=%lld ms=%ld",
-           req->id, http_method_str(req->method), req->path, req->status,
-           req->key_id ? req->key_id : "-", req->model ? req->model : "-",
-           req->target ? req->target : "-", req->stream, (long long)req->prompt_tokens,
-           (long long)req->completion_tokens, (long long)(req->first_byte_us / 1000), ms);
+    }
+    gw_worker_access_write(w, req, ms);
 }
 
 /* ------------------------------------------------------------- driver */
@@ -398,30 +427,33 @@ account(struct gw_worker *w, struct gw_request *req)
 int
 gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req)
 {
-    const struct route *rt = NULL;
+    const struct route *table = w->on_metrics ? metrics_routes : routes, *rt = NULL;
+    size_t n = w->on_metrics ? sizeof(metrics_routes) / sizeof(metrics_routes[0]) : NROUTES;
     bool path_known = false;
     int rc;
 
-    for (size_t i = 0; i < NROUTES; i++) {
-        if (!route_path_matches(&routes[i], req->path))
+    for (size_t i = 0; i < n; i++) {
+        if (!route_path_matches(&table[i], req->path))
             continue;
         path_known = true;
-        if (routes[i].method == req->method ||
-            (routes[i].method == HTTP_GET && req->method == HTTP_HEAD)) {
-            rt = &routes[i];
+        if (table[i].method == req->method ||
+            (table[i].method == HTTP_GET && req->method == HTTP_HEAD)) {
+            rt = &table[i];
             break;
         }
     }
     if (rt == NULL) {
-        if (path_known)
+        if (path_known) {
+            req->allow = allowed_methods(req->path);
             rc = gw_worker_http_error(&w->conn, req, 405, "invalid_request_error",
                                       "method_not_allowed", NULL,
                                       "Method %s is not allowed on %s.",
                                       http_method_str(req->method), req->path);
-        else
+        } else {
             rc = gw_worker_http_error(&w->conn, req, 404, "invalid_request_error",
                                       "unknown_url", NULL, "Unknown request URL: %s %s.",
                                       http_method_str(req->method), req->path);
+        }
     } else {
         const struct gw_key *key = NULL;
         if (rt->auth && (key = authenticate(w, req)) == NULL)

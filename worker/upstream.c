@@ -7,6 +7,7 @@
  * curl's write callback as it arrives; a non-streamed one is collected,
  * its usage read, and sent as it came (no re-serialization).
  */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -210,6 +211,30 @@ answer_failure(struct upstream_io *io, CURLcode cc, const char *errbuf)
                                 call->provider_name, what);
 }
 
+/*
+ * Tell a client whose stream already began that it broke: an SSE event in
+ * OpenAI's error shape (the SDKs raise it), then the end of the stream.
+ */
+static int
+stream_error_event(struct gw_call *call, const char *why, const char *code)
+{
+    struct json_object *o = json_object_new_object(), *e = json_object_new_object();
+    char msg[512];
+    size_t len;
+
+    snprintf(msg, sizeof(msg), "The upstream stream from provider \"%s\" ended abnormally: %s.",
+             call->provider_name, why);
+    json_object_object_add(e, "message", json_object_new_string(msg));
+    json_object_object_add(e, "type", json_object_new_string("upstream_error"));
+    json_object_object_add(e, "param", NULL);
+    json_object_object_add(e, "code", json_object_new_string(code));
+    json_object_object_add(o, "error", e);
+    const char *json = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    char *ev = gw_arena_printf(call->req->arena, "data: %s\n\n", json);
+    json_object_put(o);
+    return gw_worker_http_stream_write(call->conn, ev, strlen(ev));
+}
+
 /* The upstream answered with an error status: pass it on. */
 static int
 answer_upstream_error(struct upstream_io *io)
@@ -285,15 +310,8 @@ gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_si
             rc = gw_worker_sse_finish(&io.sse);
         if (rc == 0 && cc != CURLE_OK) {
             (void)gw_worker_sse_finish(&io.sse);
-            char ev[512];
-            int n = snprintf(ev, sizeof(ev),
-                             "data: {\"error\":{\"message\":\"The upstream stream from provider "
-                             "\\\"%s\\\" ended abnormally: %s.\",\"type\":\"upstream_error\","
-                             "\"param\":null,\"code\":\"%s\"}}\n\n",
-                             call->provider_name,
-                             io.timed_out ? "idle timeout" : curl_easy_strerror(cc),
-                             io.timed_out ? "upstream_timeout" : "upstream_disconnected");
-            rc = gw_worker_http_stream_write(call->conn, ev, (size_t)n);
+            rc = stream_error_event(call, io.timed_out ? "idle timeout" : curl_easy_strerror(cc),
+                                    io.timed_out ? "upstream_timeout" : "upstream_disconnected");
             call->status = io.timed_out ? 504 : 502;
         }
         if (rc == 0)

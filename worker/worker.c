@@ -23,10 +23,12 @@
 #include "worker/worker.h"
 
 volatile sig_atomic_t gw_worker_stopping;
+static volatile sig_atomic_t reopen_logs;
 
 /* The listening sockets, for the signal handler to close. */
 static const int *listen_fds;
 static size_t nlisten_fds;
+static int metrics_fd = -1;
 
 /*
  * Stop: finish the request in hand, take no new one.  The listening
@@ -39,10 +41,34 @@ static void
 on_term(int sig)
 {
     (void)sig;
-    if (!gw_worker_stopping)
+    if (!gw_worker_stopping) {
         for (size_t i = 0; i < nlisten_fds; i++)
             close(listen_fds[i]);
+        if (metrics_fd >= 0)
+            close(metrics_fd);
+    }
     gw_worker_stopping = 1;
+}
+
+static void
+on_usr1(int sig)
+{
+    (void)sig;
+    reopen_logs = 1;
+}
+
+/* SIGUSR1 (logrotate): open the log files again by name. */
+static void
+logs_reopen(struct gw_worker *w)
+{
+    if (!reopen_logs)
+        return;
+    reopen_logs = 0;
+    const struct gw_gen *g = gw_shm_gen_acquire(w->env->shm, w->me);
+    if (g != NULL)
+        gw_log_open(gw_gen_str(g, g->log_file));
+    gw_shm_gen_release(w->me);
+    gw_worker_access_reopen();
 }
 
 static void
@@ -65,10 +91,13 @@ signals_setup(void)
     sigaction(SIGTERM, &sa, NULL);
     sa.sa_handler = on_quit;
     sigaction(SIGQUIT, &sa, NULL);
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_flags = 0;
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
     /* Ctrl-C reaches the whole process group; the master decides. */
     sigaction(SIGINT, &sa, NULL);
     sa.sa_handler = SIG_DFL;
@@ -108,7 +137,10 @@ limits_refresh(struct gw_worker *w)
 static void
 state_set(struct gw_worker *w, enum gw_worker_state state)
 {
+    if (atomic_load(&w->me->state) == (int32_t)state)
+        return;
     atomic_store(&w->me->state, state);
+    gw_proctitle_set("aigwd: worker[%d] (%s)", w->env->index, gw_shm_worker_state_names[state]);
 }
 
 /* Answer a request the parser refused (bad, too large, too slow). */
@@ -132,10 +164,12 @@ protocol_error(struct gw_worker *w, struct gw_request *req)
 }
 
 static void
-connection_serve(struct gw_worker *w, int fd)
+connection_serve(struct gw_worker *w, int fd, bool metrics)
 {
     int one = 1;
 
+    w->on_metrics = metrics;
+    state_set(w, GW_WORKER_KEEPALIVE);
     limits_refresh(w);
     struct timeval tv = {.tv_sec = w->limits.write_timeout_ms / 1000,
                          .tv_usec = (w->limits.write_timeout_ms % 1000) * 1000};
@@ -171,13 +205,18 @@ connection_serve(struct gw_worker *w, int fd)
         w->gen = NULL;
         atomic_fetch_add(&w->me->requests, 1);
         bool again = rc == 0 && req.keep_alive && !gw_worker_stopping;
+        logs_reopen(w);
         gw_arena_reset(w->arena);
-        state_set(w, gw_worker_stopping ? GW_WORKER_STOPPING : GW_WORKER_IDLE);
+        state_set(w, gw_worker_stopping ? GW_WORKER_STOPPING
+                     : again             ? GW_WORKER_KEEPALIVE
+                                         : GW_WORKER_IDLE);
         if (!again)
             break;
     }
     gw_worker_http_fini(&w->conn);
     close(fd);
+    if (!gw_worker_stopping)
+        state_set(w, GW_WORKER_IDLE);
 }
 
 void
@@ -195,6 +234,7 @@ gw_worker_main(const struct gw_worker_env *env)
         close(env->master_fds[i]);
     listen_fds = env->listen_fds;
     nlisten_fds = env->nlisten;
+    metrics_fd = env->metrics_fd;
     signals_setup();
     /* Die with the master; and if it is already gone, do not start. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -212,10 +252,13 @@ gw_worker_main(const struct gw_worker_env *env)
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         gw_fatal("epoll_create1: %s", strerror(errno));
-    for (size_t i = 0; i < env->nlisten; i++) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = env->listen_fds[i]};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, env->listen_fds[i], &ev) != 0)
-            gw_fatal("epoll_ctl(%d): %s", env->listen_fds[i], strerror(errno));
+    for (size_t i = 0; i <= env->nlisten; i++) {
+        int fd = i < env->nlisten ? env->listen_fds[i] : env->metrics_fd;
+        if (fd < 0)
+            continue;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = fd};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+            gw_fatal("epoll_ctl(%d): %s", fd, strerror(errno));
     }
     atomic_store(&w.me->pid, getpid());
     atomic_store(&w.me->started, (int64_t)time(NULL));
@@ -226,6 +269,7 @@ gw_worker_main(const struct gw_worker_env *env)
     while (!gw_worker_stopping) {
         struct epoll_event evs[8];
         int n = epoll_wait(ep, evs, 8, 1000);
+        logs_reopen(&w);
         if (getppid() != env->master)
             break;
         for (int i = 0; i < n && !gw_worker_stopping; i++) {
@@ -236,12 +280,13 @@ gw_worker_main(const struct gw_worker_env *env)
                     gw_log(GW_LOG_WARN, "accept: %s", strerror(errno));
                 continue;
             }
-            connection_serve(&w, fd);
+            connection_serve(&w, fd, evs[i].data.fd == env->metrics_fd);
         }
     }
     state_set(&w, GW_WORKER_STOPPING);
     close(ep);
     gw_arena_destroy(w.arena);
+    gw_buf_free(&w.scratch);
     curl_easy_cleanup(w.curl);
     curl_global_cleanup();
     gw_store_close(w.store);

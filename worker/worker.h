@@ -23,6 +23,7 @@ struct gw_worker_env {
     const struct gw_shm *shm;
     const int *listen_fds;
     size_t nlisten;
+    int metrics_fd; /* the /metrics listener, or -1 */
     const unsigned char *secret;
     uint64_t max_requests; /* recycle after this many requests; 0: never */
     const int *master_fds; /* the master's own descriptors, closed at start */
@@ -67,6 +68,7 @@ struct gw_request {
 
     /* Filled in along the pipeline, read by the access log. */
     int status; /* what was answered */
+    const char *allow; /* methods for a 405's Allow header */
     const char *key_id;
     const char *model;
     const char *target; /* "provider/model" */
@@ -89,11 +91,13 @@ struct gw_http_conn {
     struct gw_request *req;
     size_t msg_bytes;    /* bytes of the current message seen so far */
     size_t header_bytes; /* request line + headers so far */
+    size_t headers_cap;  /* room in req->headers */
     bool in_value;
     bool done;
     int error;          /* HTTP status to answer when parsing failed */
     bool response_open; /* headers sent, body (chunked) in progress */
     bool chunked;       /* response uses chunked transfer coding */
+    uint64_t bytes_out; /* bytes written to the client, for the access log */
     struct gw_buf out;
 };
 
@@ -185,6 +189,8 @@ struct gw_worker {
     CURL *curl;
     struct gw_http_conn conn;
     struct gw_arena *arena; /* per request, reset after each */
+    bool on_metrics;        /* this connection came in on the metrics listener */
+    struct gw_buf scratch;  /* reused per request (metrics page) */
     uint64_t served;
     unsigned id_prefix; /* random, makes request ids unique across workers */
 };
@@ -195,6 +201,14 @@ struct gw_worker {
  * request, GW_ECLOSED when it must be closed.
  */
 int gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req);
+
+/* One JSON line for a finished request, where the generation says. */
+void gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long ms);
+/* SIGUSR1: open the access log file again by name (after logrotate). */
+void gw_worker_access_reopen(void);
+
+/* Render the Prometheus page from the shm counters into b (reset first). */
+int gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b);
 
 /* ------------------------------------------------- upstream call */
 

@@ -12,6 +12,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,10 +92,19 @@ static const char full_example[] = "listen: [\"127.0.0.1:8080\", \"[::1]:8081\"]
                                    "admin:\n"
                                    "  socket: /tmp/aigw.sock\n"
                                    "  mode: \"0600\"\n"
-                                   "workers: 8\n"
+                                   "workers:\n"
+                                   "  start: 4\n"
+                                   "  min_spare: 2\n"
+                                   "  max_spare: 8\n"
+                                   "  max: 64\n"
+                                   "  max_requests: 10000\n"
+                                   "shutdown_timeout: 45s\n"
                                    "log:\n"
                                    "  level: debug\n"
                                    "  access: off\n"
+                                   "  file: /tmp/aigw-error.log\n"
+                                   "  access_file: /tmp/aigw-access.log\n"
+                                   "metrics: { listen: \"127.0.0.1:9100\" }\n"
                                    "http:\n"
                                    "  max_header_size: 32k\n"
                                    "  max_body_size: 2m\n"
@@ -137,9 +148,20 @@ full_example_loads_every_value(void **state)
     assert_string_equal(cfg->state_dir, "/tmp/aigw-state");
     assert_string_equal(cfg->admin_socket, "/tmp/aigw.sock");
     assert_int_equal(cfg->admin_mode, 0600);
-    assert_int_equal(cfg->workers, 8);
+    assert_int_equal(cfg->workers, 4);
+    assert_int_equal(cfg->workers_min_spare, 2);
+    assert_int_equal(cfg->workers_max_spare, 8);
+    assert_int_equal(cfg->workers_max, 64);
+    assert_int_equal(cfg->max_requests, 10000);
+    assert_int_equal(cfg->shutdown_timeout_ms, 45000);
     assert_int_equal(cfg->log_level, GW_LOG_DEBUG);
     assert_false(cfg->access_log);
+    assert_string_equal(cfg->log_file, "/tmp/aigw-error.log");
+    assert_string_equal(cfg->access_file, "/tmp/aigw-access.log");
+    assert_false(cfg->access_journal);
+    assert_string_equal(cfg->metrics_listen, "127.0.0.1:9100");
+    assert_null(cfg->user);
+    assert_null(cfg->group);
     assert_int_equal(cfg->http.max_header_size, 32 * 1024);
     assert_int_equal(cfg->http.max_body_size, 2 * 1024 * 1024);
     assert_int_equal(cfg->http.keepalive_timeout_ms, 10000);
@@ -197,8 +219,19 @@ defaults_fill_unset_keys(void **state)
     assert_string_equal(cfg->admin_socket, GW_DEFAULT_SOCKET);
     assert_int_equal(cfg->admin_mode, 0660);
     assert_int_equal(cfg->workers, cpus < 2 ? 2 : cpus > 1024 ? 1024 : cpus);
+    assert_int_equal(cfg->workers_min_spare, 0);
+    assert_int_equal(cfg->workers_max_spare, 0);
+    assert_int_equal(cfg->workers_max, cfg->workers);
+    assert_int_equal(cfg->max_requests, 0);
+    assert_int_equal(cfg->shutdown_timeout_ms, 30000);
+    assert_null(cfg->user);
+    assert_null(cfg->group);
     assert_int_equal(cfg->log_level, GW_LOG_INFO);
     assert_true(cfg->access_log);
+    assert_null(cfg->log_file);
+    assert_null(cfg->access_file);
+    assert_false(cfg->access_journal);
+    assert_null(cfg->metrics_listen);
     assert_int_equal(cfg->http.max_header_size, 16 * 1024);
     assert_int_equal(cfg->http.max_body_size, 8 * 1024 * 1024);
     assert_int_equal(cfg->http.keepalive_timeout_ms, 75000);
@@ -455,8 +488,9 @@ unknown_top_level_key(void **state)
 {
     (void)state;
     expect_error(MINIMAL "listn: 127.0.0.1:8080\n", 10, 1,
-                 "unknown key \"listn\" (expected one of: listen, state_dir, admin, workers, "
-                 "log, http, upstream, timeouts, providers, models)");
+                 "unknown key \"listn\" (expected one of: listen, state_dir, admin, user, group, "
+                 "workers, shutdown_timeout, log, metrics, http, upstream, timeouts, providers, "
+                 "models)");
 }
 
 static void
@@ -942,6 +976,338 @@ api_key_env_and_file_together(void **state)
                  6, 5, "provider \"local\": set api_key_env or api_key_file, not both");
 }
 
+/* ------------------------------------------------------ the worker pool */
+
+static void
+workers_integer_is_a_fixed_pool(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("workers: 8\n" MINIMAL);
+
+    assert_int_equal(cfg->workers, 8);
+    assert_int_equal(cfg->workers_min_spare, 0);
+    assert_int_equal(cfg->workers_max_spare, 0);
+    assert_int_equal(cfg->workers_max, 8);
+    assert_int_equal(cfg->max_requests, 0);
+    gw_config_free(cfg);
+}
+
+static void
+workers_spares_fill_their_defaults(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("workers: { min_spare: 3 }\n" MINIMAL);
+
+    /* start = min_spare, max_spare = 2 * min_spare, max = 256. */
+    assert_int_equal(cfg->workers, 3);
+    assert_int_equal(cfg->workers_min_spare, 3);
+    assert_int_equal(cfg->workers_max_spare, 6);
+    assert_int_equal(cfg->workers_max, 256);
+    assert_int_equal(cfg->max_requests, 0);
+    gw_config_free(cfg);
+
+    /* max grows to take start or max_spare; max_spare shrinks to fit max. */
+    cfg = load_ok("workers: { min_spare: 2, start: 300 }\n" MINIMAL);
+    assert_int_equal(cfg->workers, 300);
+    assert_int_equal(cfg->workers_max, 300);
+    assert_int_equal(cfg->workers_max_spare, 4);
+    gw_config_free(cfg);
+    cfg = load_ok("workers: { min_spare: 2, max_spare: 500 }\n" MINIMAL);
+    assert_int_equal(cfg->workers, 2);
+    assert_int_equal(cfg->workers_max_spare, 500);
+    assert_int_equal(cfg->workers_max, 500);
+    gw_config_free(cfg);
+    cfg = load_ok("workers: { min_spare: 200, max: 300 }\n" MINIMAL);
+    assert_int_equal(cfg->workers, 200);
+    assert_int_equal(cfg->workers_max_spare, 300);
+    assert_int_equal(cfg->workers_max, 300);
+    gw_config_free(cfg);
+}
+
+static void
+workers_mapping_without_min_spare_is_fixed(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("workers: { start: 6, max: 64, max_requests: 500 }\n" MINIMAL);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int dflt = cpus < 2 ? 2 : cpus > 1024 ? 1024 : (int)cpus;
+
+    assert_int_equal(cfg->workers, 6);
+    assert_int_equal(cfg->workers_min_spare, 0);
+    assert_int_equal(cfg->workers_max_spare, 0);
+    assert_int_equal(cfg->workers_max, 6);
+    assert_int_equal(cfg->max_requests, 500);
+    gw_config_free(cfg);
+
+    /* Without start, as many as without a workers key... */
+    cfg = load_ok("workers: { max_requests: 10 }\n" MINIMAL);
+    assert_int_equal(cfg->workers, dflt);
+    assert_int_equal(cfg->workers_max, dflt);
+    assert_int_equal(cfg->max_requests, 10);
+    gw_config_free(cfg);
+    /* ... but no more than max; min_spare 0 is the same as none. */
+    cfg = load_ok("workers: { max: 1, min_spare: 0 }\n" MINIMAL);
+    assert_int_equal(cfg->workers, 1);
+    assert_int_equal(cfg->workers_max, 1);
+    assert_int_equal(cfg->workers_min_spare, 0);
+    gw_config_free(cfg);
+}
+
+static void
+workers_must_be_a_number_or_a_mapping(void **state)
+{
+    (void)state;
+    expect_error("workers: [4]\n" MINIMAL, 1, 10,
+                 "\"workers\" must be an integer or a mapping of keys (start, min_spare, "
+                 "max_spare, max, max_requests)");
+}
+
+static void
+workers_unknown_key(void **state)
+{
+    (void)state;
+    expect_error("workers: { spare: 2 }\n" MINIMAL, 1, 12,
+                 "unknown key \"spare\" in workers (expected one of: start, min_spare, max_spare, "
+                 "max, max_requests)");
+}
+
+static void
+workers_max_spare_must_exceed_min_spare(void **state)
+{
+    (void)state;
+    expect_error("workers:\n"
+                 "  min_spare: 4\n"
+                 "  max_spare: 4\n" MINIMAL,
+                 3, 3, "\"workers.max_spare\" must be more than workers.min_spare (4)");
+}
+
+static void
+workers_max_spare_over_max(void **state)
+{
+    (void)state;
+    expect_error("workers:\n"
+                 "  min_spare: 2\n"
+                 "  max_spare: 80\n"
+                 "  max: 64\n" MINIMAL,
+                 3, 3, "\"workers.max_spare\" must be at most workers.max (64)");
+}
+
+static void
+workers_min_spare_not_below_max(void **state)
+{
+    (void)state;
+    expect_error("workers:\n"
+                 "  min_spare: 64\n"
+                 "  max: 64\n" MINIMAL,
+                 2, 3, "\"workers.min_spare\" must be less than workers.max (64)");
+}
+
+static void
+workers_start_over_max(void **state)
+{
+    (void)state;
+    expect_error("workers:\n"
+                 "  start: 100\n"
+                 "  min_spare: 2\n"
+                 "  max: 64\n" MINIMAL,
+                 2, 3, "\"workers.start\" must be at most workers.max (64)");
+    expect_error("workers:\n"
+                 "  max: 64\n"
+                 "  start: 100\n" MINIMAL,
+                 3, 3, "\"workers.start\" must be at most workers.max (64)");
+}
+
+static void
+workers_max_spare_needs_min_spare(void **state)
+{
+    (void)state;
+    expect_error("workers:\n"
+                 "  start: 4\n"
+                 "  max_spare: 8\n" MINIMAL,
+                 3, 3,
+                 "\"workers.max_spare\" needs workers.min_spare: without it the pool is fixed at "
+                 "workers.start");
+}
+
+static void
+workers_values_out_of_range(void **state)
+{
+    (void)state;
+    expect_error("workers: { min_spare: 1024 }\n" MINIMAL, 1, 23,
+                 "\"workers.min_spare\" must be between 0 and 1023 (got 1024)");
+    expect_error("workers: { max: 0 }\n" MINIMAL, 1, 17,
+                 "\"workers.max\" must be between 1 and 1024 (got 0)");
+    expect_error("workers: { max_requests: -1 }\n" MINIMAL, 1, 26,
+                 "\"workers.max_requests\" must be a whole number (got \"-1\")");
+    expect_error("workers: { max_requests: 2000000000 }\n" MINIMAL, 1, 26,
+                 "\"workers.max_requests\" must be between 0 and 1000000000 (got 2000000000)");
+}
+
+static void
+shutdown_timeout_is_a_duration(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("shutdown_timeout: 10s\n" MINIMAL);
+
+    assert_int_equal(cfg->shutdown_timeout_ms, 10000);
+    gw_config_free(cfg);
+    expect_error("shutdown_timeout: 0\n" MINIMAL, 1, 19,
+                 "\"shutdown_timeout\" must be longer than zero (got \"0\")");
+    expect_error("shutdown_timeout: soon\n" MINIMAL, 1, 19,
+                 "\"shutdown_timeout\" must be a duration such as 500ms, 30s, 5m or 1h (got "
+                 "\"soon\")");
+}
+
+/* --------------------------------------------------------- user, group */
+
+static void
+user_and_group_must_exist(void **state)
+{
+    (void)state;
+    char text[512];
+    struct passwd *pw = getpwuid(0);
+    struct group *gr = getgrgid(0);
+
+    if (pw == NULL || gr == NULL)
+        skip();
+    char *user = strdup(pw->pw_name), *group = strdup(gr->gr_name);
+    snprintf(text, sizeof(text), "group: %s\nuser: %s\n" MINIMAL, group, user);
+    struct gw_config *cfg = load_ok(text);
+    assert_string_equal(cfg->user, user);
+    assert_string_equal(cfg->group, group);
+    gw_config_free(cfg);
+
+    snprintf(text, sizeof(text), "user: %s\n" MINIMAL, user);
+    cfg = load_ok(text);
+    assert_string_equal(cfg->user, user);
+    assert_null(cfg->group);
+    gw_config_free(cfg);
+
+    /* A number is an id. */
+    cfg = load_ok("user: 0\ngroup: \"0\"\n" MINIMAL);
+    assert_string_equal(cfg->user, "0");
+    assert_string_equal(cfg->group, "0");
+    gw_config_free(cfg);
+
+    snprintf(text, sizeof(text), "user: %s\ngroup: no-such-group-aigw\n" MINIMAL, user);
+    expect_error(text, 2, 8, "no such group \"no-such-group-aigw\"");
+    free(user);
+    free(group);
+}
+
+static void
+unknown_user_is_refused(void **state)
+{
+    (void)state;
+    expect_error("user: no-such-user-aigw\n" MINIMAL, 1, 7, "no such user \"no-such-user-aigw\"");
+    expect_error("user: [aigw]\n" MINIMAL, 1, 7, "\"user\" must be the name of a user");
+}
+
+static void
+group_without_user_is_refused(void **state)
+{
+    (void)state;
+    char text[512];
+    struct group *gr = getgrgid(0);
+
+    if (gr == NULL)
+        skip();
+    snprintf(text, sizeof(text), "state_dir: /x\ngroup: %s\n" MINIMAL, gr->gr_name);
+    expect_error(text, 2, 1, "\"group\" is set without \"user\"; name the user to run as too");
+}
+
+/* ------------------------------------------------------------------ logs */
+
+static void
+access_file_journal_means_journald(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("log: { access_file: journal }\n" MINIMAL);
+
+    assert_true(cfg->access_journal);
+    assert_null(cfg->access_file);
+    assert_null(cfg->log_file);
+    gw_config_free(cfg);
+    cfg = load_ok("log: { file: ./run/error.log, access_file: ./journal }\n" MINIMAL);
+    assert_false(cfg->access_journal);
+    assert_string_equal(cfg->access_file, "./journal");
+    assert_string_equal(cfg->log_file, "./run/error.log");
+    gw_config_free(cfg);
+}
+
+static void
+log_paths_must_be_strings(void **state)
+{
+    (void)state;
+    expect_error("log: { file: \"\" }\n" MINIMAL, 1, 14, "\"log.file\" must not be empty");
+    expect_error("log: { access_file: [a] }\n" MINIMAL, 1, 21,
+                 "\"log.access_file\" must be a path or journal");
+}
+
+/* --------------------------------------------------------------- metrics */
+
+static void
+metrics_listen_and_its_default(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("metrics: {}\n" MINIMAL);
+
+    assert_string_equal(cfg->metrics_listen, "127.0.0.1:9464");
+    gw_config_free(cfg);
+    cfg = load_ok("metrics:\n  listen: \"[::1]:9100\"\n" MINIMAL);
+    assert_string_equal(cfg->metrics_listen, "[::1]:9100");
+    gw_config_free(cfg);
+    /* The same port on other hosts is no clash. */
+    cfg = load_ok("listen: [\"0.0.0.0:9000\", \"127.0.0.1:8080\"]\n"
+                  "metrics: { listen: \"[::1]:9000\" }\n" MINIMAL);
+    assert_string_equal(cfg->metrics_listen, "[::1]:9000");
+    gw_config_free(cfg);
+    cfg = load_ok("metrics: { listen: \"127.0.0.2:8080\" }\n" MINIMAL);
+    assert_string_equal(cfg->metrics_listen, "127.0.0.2:8080");
+    gw_config_free(cfg);
+}
+
+static void
+metrics_listen_is_checked_like_listen(void **state)
+{
+    (void)state;
+    expect_error("metrics: { listen: 127.0.0.1 }\n" MINIMAL, 1, 20,
+                 "\"metrics.listen\" must be host:port, such as 127.0.0.1:8080 (got "
+                 "\"127.0.0.1\")");
+    expect_error("metrics: { listen: \"127.0.0.1:0\" }\n" MINIMAL, 1, 20,
+                 "\"metrics.listen\": port must be a number from 1 to 65535 (got \"0\")");
+    expect_error("metrics: { port: 9464 }\n" MINIMAL, 1, 12,
+                 "unknown key \"port\" in metrics (expected one of: listen)");
+    expect_error("metrics: 9464\n" MINIMAL, 1, 10,
+                 "\"metrics\" must be a mapping of keys (listen)");
+}
+
+static void
+metrics_listen_must_not_be_a_listen_address(void **state)
+{
+    (void)state;
+    expect_error("listen: \"127.0.0.1:8080\"\n"
+                 "metrics: { listen: \"127.0.0.1:8080\" }\n" MINIMAL,
+                 2, 20,
+                 "\"metrics.listen\" \"127.0.0.1:8080\" clashes with the listen address "
+                 "\"127.0.0.1:8080\"; metrics need an address of their own");
+    /* The default listen address counts too. */
+    expect_error("metrics: { listen: \"127.0.0.1:8080\" }\n" MINIMAL, 1, 20,
+                 "\"metrics.listen\" \"127.0.0.1:8080\" clashes with the listen address "
+                 "\"127.0.0.1:8080\"; metrics need an address of their own");
+    /* A listener on every address takes the port on each of them; listen may come later. */
+    expect_error("metrics: {}\n"
+                 "listen: [\"127.0.0.1:8080\", \":9464\"]\n" MINIMAL,
+                 1, 10,
+                 "\"metrics.listen\" \"127.0.0.1:9464\" clashes with the listen address "
+                 "\":9464\"; metrics need an address of their own");
+    expect_error("listen: \"127.0.0.1:9000\"\n"
+                 "metrics: { listen: \"*:9000\" }\n" MINIMAL,
+                 2, 20,
+                 "\"metrics.listen\" \"*:9000\" clashes with the listen address "
+                 "\"127.0.0.1:9000\"; metrics need an address of their own");
+}
+
 /* --------------------------------------------------------- shipped files */
 
 /* etc/ files load as they are; skipped when the tests run outside the repository. */
@@ -1039,6 +1405,26 @@ main(void)
         cmocka_unit_test(empty_api_key_file),
         cmocka_unit_test(secret_never_appears_in_an_error),
         cmocka_unit_test(api_key_env_and_file_together),
+        cmocka_unit_test(workers_integer_is_a_fixed_pool),
+        cmocka_unit_test(workers_spares_fill_their_defaults),
+        cmocka_unit_test(workers_mapping_without_min_spare_is_fixed),
+        cmocka_unit_test(workers_must_be_a_number_or_a_mapping),
+        cmocka_unit_test(workers_unknown_key),
+        cmocka_unit_test(workers_max_spare_must_exceed_min_spare),
+        cmocka_unit_test(workers_max_spare_over_max),
+        cmocka_unit_test(workers_min_spare_not_below_max),
+        cmocka_unit_test(workers_start_over_max),
+        cmocka_unit_test(workers_max_spare_needs_min_spare),
+        cmocka_unit_test(workers_values_out_of_range),
+        cmocka_unit_test(shutdown_timeout_is_a_duration),
+        cmocka_unit_test(user_and_group_must_exist),
+        cmocka_unit_test(unknown_user_is_refused),
+        cmocka_unit_test(group_without_user_is_refused),
+        cmocka_unit_test(access_file_journal_means_journald),
+        cmocka_unit_test(log_paths_must_be_strings),
+        cmocka_unit_test(metrics_listen_and_its_default),
+        cmocka_unit_test(metrics_listen_is_checked_like_listen),
+        cmocka_unit_test(metrics_listen_must_not_be_a_listen_address),
         cmocka_unit_test(shipped_configs_load),
     };
 

@@ -1,0 +1,65 @@
+/*
+ * title.c - process titles, so that ps and top show what each process
+ * is: "aigwd: master", "aigwd: worker[3] (busy)".
+ *
+ * Linux shows a process's argv area as its command line.  At start the
+ * environment, which follows argv in memory, is copied elsewhere, and the
+ * whole contiguous area becomes room for the title.  The short name in
+ * /proc/PID/comm stays "aigwd", so pidof, pkill and ps -C still find it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shm/shm.h"
+
+extern char **environ;
+
+static char *title_area;
+static size_t title_len;
+
+void
+gw_proctitle_init(int argc, char **argv)
+{
+    char *end = argv[0] + strlen(argv[0]) + 1;
+
+    for (int i = 1; i < argc; i++)
+        if (argv[i] == end)
+            end = argv[i] + strlen(argv[i]) + 1;
+    size_t nenv = 0;
+    for (; environ[nenv] != NULL; nenv++)
+        if (environ[nenv] == end)
+            end = environ[nenv] + strlen(environ[nenv]) + 1;
+    /* Move the environment out of the way before we write over it. */
+    char **env = malloc((nenv + 1) * sizeof(char *));
+    if (env == NULL)
+        return;
+    for (size_t i = 0; i < nenv; i++)
+        if ((env[i] = strdup(environ[i])) == NULL)
+            return;
+    env[nenv] = NULL;
+    environ = env;
+    title_area = argv[0];
+    title_len = (size_t)(end - argv[0]);
+    /* Later argv[] entries point into the area: they are no longer valid. */
+    for (int i = 1; i < argc; i++)
+        argv[i] = NULL;
+}
+
+void
+gw_proctitle_set(const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (title_area == NULL || title_len < 2)
+        return;
+    size_t n = strlen(buf);
+    if (n > title_len - 1)
+        n = title_len - 1;
+    memcpy(title_area, buf, n);
+    memset(title_area + n, '\0', title_len - n);
+}

@@ -1,0 +1,176 @@
+/*
+ * metrics.c - GET /metrics in the Prometheus text format (version 0.0.4),
+ * rendered from the shared-memory counters, so every worker answers with
+ * the figures of the whole gateway.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "worker/worker.h"
+
+/* Label values: backslash, double quote and newline are escaped. */
+static void
+label_put(struct gw_buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            gw_buf_printf(b, "\\%c", *v);
+        else if (*v == '\n')
+            gw_buf_append(b, "\\n", 2);
+        else
+            gw_buf_append(b, v, 1);
+    }
+}
+
+static void
+help_type(struct gw_buf *b, const char *name, const char *type, const char *help)
+{
+    gw_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Entries whose name starts with prefix ("m:", "t:", "k:"). */
+#define FOR_EACH_STAT(shm, prefix, st, label)                                                      \
+    for (uint64_t i_ = 0; i_ < (shm)->hdr->nstats; i_++)                                           \
+        if ((st = gw_shm_stat_at((shm), i_)) != NULL && atomic_load(&st->state) == 2 &&          \
+            strncmp(st->name, (prefix), 2) == 0 && ((label) = st->name + 2) != NULL)
+
+static const char *const classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+static void
+requests_by_class(struct gw_buf *b, const struct gw_shm *shm, const char *metric,
+                  const char *prefix, const char *labelname, const char *help)
+{
+    struct gw_shm_stat *st;
+    const char *label;
+
+    help_type(b, metric, "counter", help);
+    FOR_EACH_STAT(shm, prefix, st, label)
+    {
+        for (int c = 0; c < 6; c++) {
+            uint64_t v = atomic_load(&st->status[c]);
+            if (v == 0)
+                continue;
+            gw_buf_printf(b, "%s{%s=\"", metric, labelname);
+            label_put(b, label);
+            gw_buf_printf(b, "\",status_class=\"%s\"} %llu\n", classes[c], (unsigned long long)v);
+        }
+    }
+}
+
+static void
+tokens(struct gw_buf *b, const struct gw_shm *shm, const char *prefix, const char *labelname)
+{
+    static const char *const dirs[] = {"input", "output"};
+    struct gw_shm_stat *st;
+    const char *label;
+
+    for (int d = 0; d < 2; d++) {
+        char metric[64];
+        snprintf(metric, sizeof(metric), "aigw_%s_%s_tokens_total", labelname, dirs[d]);
+        help_type(b, metric, "counter", d == 0 ? "Input (prompt) tokens reported by upstreams."
+                                               : "Output (completion) tokens reported by "
+                                                 "upstreams.");
+        FOR_EACH_STAT(shm, prefix, st, label)
+        {
+            gw_buf_printf(b, "%s{%s=\"", metric, labelname);
+            label_put(b, label);
+            gw_buf_printf(b, "\"} %llu\n",
+                          (unsigned long long)atomic_load(d == 0 ? &st->input_tokens
+                                                                 : &st->output_tokens));
+        }
+    }
+}
+
+static void
+histogram(struct gw_buf *b, const struct gw_shm *shm, const char *metric, bool ttft,
+          const char *help)
+{
+    struct gw_shm_stat *st;
+    const char *label;
+
+    help_type(b, metric, "histogram", help);
+    FOR_EACH_STAT(shm, "m:", st, label)
+    {
+        _Atomic uint64_t *h = ttft ? st->ttft_hist : st->duration_hist;
+        uint64_t cum = 0;
+        for (int i = 0; i <= GW_SHM_HIST_BUCKETS; i++) {
+            cum += atomic_load(&h[i]);
+            gw_buf_printf(b, "%s_bucket{model=\"", metric);
+            label_put(b, label);
+            if (i < GW_SHM_HIST_BUCKETS)
+                gw_buf_printf(b, "\",le=\"%g\"} %llu\n", gw_shm_hist_bounds_ms[i] / 1000.0,
+                              (unsigned long long)cum);
+            else
+                gw_buf_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        }
+        uint64_t sum = atomic_load(ttft ? &st->ttft_sum_ms : &st->duration_sum_ms);
+        gw_buf_printf(b, "%s_sum{model=\"", metric);
+        label_put(b, label);
+        gw_buf_printf(b, "\"} %.3f\n%s_count{model=\"", (double)sum / 1000.0, metric);
+        label_put(b, label);
+        gw_buf_printf(b, "\"} %llu\n", (unsigned long long)cum);
+    }
+}
+
+int
+gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b)
+{
+    struct gw_shm_header *h = shm->hdr;
+    struct gw_shm_stat *st;
+    const char *label;
+    uint64_t by_state[GW_WORKER_NSTATES] = {0};
+
+    b->len = 0;
+    requests_by_class(b, shm, "aigw_requests_total", "m:", "model",
+                      "Requests answered, by model and status class.");
+    requests_by_class(b, shm, "aigw_upstream_requests_total", "t:", "target",
+                      "Requests sent to an upstream target, by status class.");
+    tokens(b, shm, "m:", "model");
+    tokens(b, shm, "k:", "key");
+    histogram(b, shm, "aigw_request_duration_seconds", false,
+              "Time from the request to the end of the response.");
+    histogram(b, shm, "aigw_time_to_first_token_seconds", true,
+              "Time from the request to the first byte from the upstream.");
+
+    help_type(b, "aigw_upstream_in_flight", "gauge", "Requests in flight to each target.");
+    FOR_EACH_STAT(shm, "t:", st, label)
+    {
+        gw_buf_printf(b, "aigw_upstream_in_flight{target=\"");
+        label_put(b, label);
+        gw_buf_printf(b, "\"} %lld\n", (long long)atomic_load(&st->in_flight));
+    }
+
+    for (uint64_t i = 0; i < h->nworkers; i++) {
+        struct gw_shm_worker *w = gw_shm_worker(shm, i);
+        int s = atomic_load(&w->state);
+        if (atomic_load(&w->pid) != 0 && s > 0 && s < GW_WORKER_NSTATES)
+            by_state[s]++;
+    }
+    help_type(b, "aigw_in_flight_requests", "gauge", "Requests being served now.");
+    gw_buf_printf(b, "aigw_in_flight_requests %llu\n",
+                  (unsigned long long)by_state[GW_WORKER_BUSY]);
+    help_type(b, "aigw_workers", "gauge", "Worker processes by state.");
+    for (int s = 1; s < GW_WORKER_NSTATES; s++)
+        gw_buf_printf(b, "aigw_workers{state=\"%s\"} %llu\n", gw_shm_worker_state_names[s],
+                      (unsigned long long)by_state[s]);
+    help_type(b, "aigw_reloads_total", "counter", "Configuration reloads by result.");
+    gw_buf_printf(b, "aigw_reloads_total{result=\"ok\"} %llu\n",
+                  (unsigned long long)atomic_load(&h->reloads));
+    gw_buf_printf(b, "aigw_reloads_total{result=\"failed\"} %llu\n",
+                  (unsigned long long)atomic_load(&h->reload_failures));
+    help_type(b, "aigw_config_generation", "gauge", "Routing generation in use.");
+    gw_buf_printf(b, "aigw_config_generation %llu\n",
+                  (unsigned long long)atomic_load(&h->generation));
+    help_type(b, "aigw_usage_records_lost_total", "counter",
+              "Usage records lost because their writer died mid-write.");
+    gw_buf_printf(b, "aigw_usage_records_lost_total %llu\n",
+                  (unsigned long long)atomic_load(&h->ring_lost));
+    help_type(b, "aigw_usage_records_written_through_total", "counter",
+              "Usage records a worker stored itself because the ring was full.");
+    gw_buf_printf(b, "aigw_usage_records_written_through_total %llu\n",
+                  (unsigned long long)atomic_load(&h->ring_written_through));
+    help_type(b, "aigw_usage_ring_pending", "gauge", "Usage records waiting in shared memory.");
+    gw_buf_printf(b, "aigw_usage_ring_pending %llu\n",
+                  (unsigned long long)(atomic_load(&h->ring_tail) - atomic_load(&h->ring_head)));
+    return b->data == NULL ? GW_ENOMEM : 0;
+}
