@@ -172,6 +172,7 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     json_object_object_add(o, "pid", json_object_new_int64(getpid()));
     json_object_object_add(o, "config", json_object_new_string(m->conf_path));
     json_object_object_add(o, "uptime", json_object_new_int64(time(NULL) - m->started));
+    json_object_object_add(o, "shm", json_object_new_string(m->shm.name));
     json_object_object_add(o, "generation", json_object_new_int64((int64_t)h->generation));
     json_object_object_add(o, "reloads", json_object_new_int64((int64_t)h->reloads));
     json_object_object_add(o, "reload_failures",

@@ -257,17 +257,26 @@ inherited_claim(struct inherited *tab, size_t n, const char *text)
 }
 
 /*
- * Take what systemd passed (LISTEN_FDS, LISTEN_PID; sd_listen_fds unsets
- * them, so workers and later calls do not see them again).  Keeps the
- * listening TCP sockets, non-blocking and close-on-exec, in *tab; closes
- * the others.  Returns how many were passed, or GW_E*.
+ * Take what systemd passed (LISTEN_FDS for LISTEN_PID), once per process:
+ * a second call finds nothing, as the fds are no longer systemd's.  The
+ * variables stay in the environment (unsetting them would drop strings
+ * that the process title code moved to the heap); they cannot mislead
+ * anyone: workers are forked, not executed, and LISTEN_PID names only
+ * the master.  Keeps the listening TCP sockets, non-blocking and
+ * close-on-exec, in *tab; closes the others.  Returns how many were
+ * passed, or GW_E*.
  */
 static int
 inherited_take(struct inherited **tab, char ***names)
 {
-    int n = sd_listen_fds_with_names(1, names);
+    static bool taken;
+    int n;
 
     *tab = NULL;
+    if (taken)
+        return 0;
+    taken = true;
+    n = sd_listen_fds_with_names(0, names);
     if (n < 0) {
         gw_log(GW_LOG_ERROR, "sd_listen_fds: %s", strerror(-n));
         return GW_EIO;
@@ -300,20 +309,26 @@ inherited_take(struct inherited **tab, char ***names)
     return n;
 }
 
-/* Close what no configured address claimed, saying so. */
+/* Close what no configured address claimed, saying so.  failed: the
+ * listeners could not all be opened, so what is left may not be all that
+ * no address would have claimed. */
 static void
-inherited_release(struct inherited *tab, size_t n, const struct gw_config *cfg, bool quiet)
+inherited_release(struct inherited *tab, size_t n, const struct gw_config *cfg, bool failed)
 {
     for (size_t i = 0; i < n; i++) {
         char where[INET6_ADDRSTRLEN + 16];
         if (tab[i].fd < 0)
             continue;
-        if (!quiet)
+        sa_format((struct sockaddr *)&tab[i].addr, where, sizeof(where));
+        if (failed)
+            gw_log(GW_LOG_WARN, "socket %s (fd %d \"%s\") from systemd: not used; closing it",
+                   where, tab[i].fd, tab[i].name);
+        else
             gw_log(GW_LOG_WARN,
-                   "socket %s (fd %d \"%s\") from systemd matches no listen "
-                   "address of %s; closing it",
-                   sa_format((struct sockaddr *)&tab[i].addr, where, sizeof(where)), tab[i].fd,
-                   tab[i].name, cfg->path != NULL ? cfg->path : "the configuration");
+                   "socket %s (fd %d \"%s\") from systemd matches no listen address of %s; "
+                   "closing it",
+                   where, tab[i].fd, tab[i].name,
+                   cfg->path != NULL ? cfg->path : "the configuration");
         close(tab[i].fd);
         tab[i].fd = -1;
     }
@@ -389,7 +404,8 @@ gw_master_listen_inherit(const struct gw_config *cfg, struct gw_listeners *out)
         goto done;
     }
     rc = listen_build(cfg, NULL, NULL, tab, (size_t)n, out);
-    /* On failure every inherited socket goes; the reason is logged. */
+    /* On failure every inherited socket goes too (listen_build closed
+     * those it had claimed). */
     inherited_release(tab, (size_t)n, cfg, rc != 0);
 done:
     for (int i = 0; names != NULL && names[i] != NULL; i++)

@@ -31,8 +31,8 @@
 #define SHM_WORKERS 2048
 #define SHM_STATS 8192
 #define SHM_BUCKETS 16384
-#define SHM_RING 65536
-#define SHM_GEN_SIZE (512 * 1024)
+#define SHM_RING 16384
+#define SHM_GEN_SIZE (256 * 1024)
 
 static const char usage_text[] = "usage: aigwd [-ht] [-c file] [-p pidfile]\n";
 
@@ -353,6 +353,11 @@ out:
         close(sfd);
     if (m.shm.hdr != NULL) {
         gw_master_usage_drain(&m);
+        /* A clean stop with every record stored leaves nothing to recover:
+         * remove the segment.  After a crash it stays for the next master. */
+        bool drained = atomic_load(&m.shm.hdr->ring_head) == atomic_load(&m.shm.hdr->ring_tail);
+        if (status == 0 && drained && gw_master_pool_alive(&m.pool) == 0)
+            gw_shm_unlink(m.shm.name);
         gw_shm_close(&m.shm);
     }
     gw_store_close(m.store);

@@ -48,9 +48,9 @@ void gw_master_listen_close(struct gw_listeners *l);
  * an empty host: a socket on that port bound to any address when none is
  * bound to the wildcard); addresses no passed socket serves are bound
  * here; passed sockets that serve none are logged and closed.  Without
- * LISTEN_FDS it is gw_master_listen_open.  Call it once, at start: the
- * environment is consumed.  Reloads then reuse the sockets like any
- * other.  0 or GW_E*; on failure nothing is left open.
+ * LISTEN_FDS it is gw_master_listen_open.  Call it once, at start (a
+ * later call finds nothing passed); reloads then reuse the sockets like
+ * any other.  0 or GW_E*; on failure nothing is left open.
  */
 int gw_master_listen_inherit(const struct gw_config *cfg, struct gw_listeners *out);
 

@@ -13,38 +13,21 @@
 
 #include "shm/shm.h"
 
+static void
+bucket_init(void *entry)
+{
+    /* A TAT in the past: the new bucket starts full. */
+    atomic_store(&((struct gw_shm_bucket *)entry)->tat_us, 0);
+}
+
 static struct gw_shm_bucket *
 bucket_find(const struct gw_shm *shm, const char *name)
 {
     struct gw_shm_header *h = shm->hdr;
     struct gw_shm_bucket *b = (struct gw_shm_bucket *)((char *)h + h->buckets_off);
-    uint64_t n = h->nbuckets, hash = 1469598103934665603ULL;
-    size_t len = strlen(name);
+    long i = gw_shm_named_find(b, sizeof(*b), h->nbuckets, name, true, bucket_init);
 
-    if (n == 0 || len >= GW_SHM_NAME_LEN)
-        return NULL;
-    for (const char *c = name; *c; c++)
-        hash = (hash ^ (unsigned char)*c) * 1099511628211ULL;
-    for (uint64_t probe = 0; probe < n; probe++) {
-        struct gw_shm_bucket *e = &b[(hash + probe) % n];
-        uint32_t state = atomic_load(&e->state);
-
-        if (state == 0) {
-            uint32_t expect = 0;
-            if (atomic_compare_exchange_strong(&e->state, &expect, 1)) {
-                memcpy(e->name, name, len + 1);
-                atomic_store(&e->tat_us, 0); /* in the past: full */
-                atomic_store(&e->state, 2);
-                return e;
-            }
-            state = expect;
-        }
-        for (int spins = 0; state == 1 && spins < 1000000; spins++)
-            state = atomic_load(&e->state);
-        if (state == 2 && strcmp(e->name, name) == 0)
-            return e;
-    }
-    return NULL;
+    return i < 0 ? NULL : &b[i];
 }
 
 bool

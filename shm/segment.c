@@ -10,6 +10,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -136,6 +138,7 @@ gw_shm_open(const char *name, const struct gw_shm_geometry *geo, struct gw_shm *
     int fd, rc = GW_EIO;
 
     memset(out, 0, sizeof(*out));
+    out->stall_pos = UINT64_MAX;
     snprintf(out->name, sizeof(out->name), "%s", name);
     *attached = false;
 
@@ -188,6 +191,7 @@ gw_shm_attach(const char *name, struct gw_shm *out)
     int fd, rc;
 
     memset(out, 0, sizeof(*out));
+    out->stall_pos = UINT64_MAX;
     snprintf(out->name, sizeof(out->name), "%s", name);
     fd = shm_open(name, O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -222,17 +226,29 @@ gw_shm_unlink(const char *name)
     return 0;
 }
 
-/* ------------------------------------------------------------ stat table */
+/* ------------------------------------------------------------ named tables */
 
 /*
- * Open addressing on a hash of the name.  A free entry is claimed with a
- * compare-and-swap 0 -> 1, named, then published as 2; a reader that
- * meets a 1 waits for the name (the claimer is between two stores).
+ * Open addressing on a hash of the name, for the stat table and the
+ * buckets (both start with struct gw_shm_named).  A free entry is claimed
+ * with a compare-and-swap from 0 to (pid << 2 | 1), named, then published
+ * as 2.  Whoever meets a claim waits while the claimer lives (it is
+ * between two stores) and takes the claim over if it died, so a name never
+ * gets two entries and a dead claimer never leaves a hole.
  */
-long
-gw_shm_stat_find(const struct gw_shm *shm, const char *name, bool create)
+#define NAMED_READY 2u
+
+static uint32_t
+claim_value(void)
 {
-    uint64_t n = shm->hdr->nstats, h = 1469598103934665603ULL;
+    return ((uint32_t)getpid() << 2) | 1u;
+}
+
+long
+gw_shm_named_find(void *table, size_t stride, uint64_t n, const char *name, bool create,
+                  void (*init)(void *entry))
+{
+    uint64_t h = 1469598103934665603ULL;
     size_t len = strlen(name);
 
     if (n == 0 || len >= GW_SHM_NAME_LEN)
@@ -241,26 +257,45 @@ gw_shm_stat_find(const struct gw_shm *shm, const char *name, bool create)
         h = (h ^ (unsigned char)*c) * 1099511628211ULL;
     for (uint64_t probe = 0; probe < n; probe++) {
         uint64_t i = (h + probe) % n;
-        struct gw_shm_stat *st = gw_shm_stat_at(shm, i);
-        uint32_t state = atomic_load(&st->state);
+        struct gw_shm_named *e = (struct gw_shm_named *)((char *)table + i * stride);
+        uint32_t state = atomic_load(&e->state);
 
+        while ((state & 3u) == 1u) {
+            pid_t claimer = (pid_t)(state >> 2);
+            if (kill(claimer, 0) == 0 || errno == EPERM) {
+                sched_yield();
+                state = atomic_load(&e->state);
+                continue;
+            }
+            /* The claimer died between its two stores: start over from free. */
+            if (atomic_compare_exchange_strong(&e->state, &state, 0))
+                state = 0;
+        }
         if (state == 0) {
             if (!create)
                 return -1;
             uint32_t expect = 0;
-            if (atomic_compare_exchange_strong(&st->state, &expect, 1)) {
-                memcpy(st->name, name, len + 1);
-                atomic_store(&st->state, 2);
-                return (long)i;
+            if (!atomic_compare_exchange_strong(&e->state, &expect, claim_value())) {
+                probe--; /* someone else claimed it: look at this entry again */
+                continue;
             }
-            state = expect;
+            memcpy(e->name, name, len + 1);
+            if (init != NULL)
+                init(e);
+            atomic_store(&e->state, NAMED_READY);
+            return (long)i;
         }
-        for (int spins = 0; state == 1 && spins < 1000000; spins++)
-            state = atomic_load(&st->state);
-        if (state == 2 && strcmp(st->name, name) == 0)
+        if (strcmp(e->name, name) == 0)
             return (long)i;
     }
     return -1;
+}
+
+long
+gw_shm_stat_find(const struct gw_shm *shm, const char *name, bool create)
+{
+    return gw_shm_named_find((char *)shm->hdr + shm->hdr->stats_off, sizeof(struct gw_shm_stat),
+                             shm->hdr->nstats, name, create, NULL);
 }
 
 void

@@ -393,8 +393,24 @@ extern const double gw_shm_hist_bounds_ms[GW_SHM_HIST_BUCKETS];
  * are claimed once and never move, so an index stays valid across
  * reloads and a restarted master.
  */
+/* The head of every entry of a named table (stats, buckets). */
+struct gw_shm_named {
+    _Atomic uint32_t state; /* 0 free, (pid << 2 | 1) being claimed, 2 ready */
+    char name[GW_SHM_NAME_LEN];
+};
+
+/*
+ * Find or claim the entry called name in a table of n entries of stride
+ * bytes, each starting with struct gw_shm_named; init (may be NULL)
+ * prepares a new entry before it is published.  Returns the index, or -1
+ * when absent (create false) or the table is full.  Lock-free; a claimer
+ * that dies mid-claim is taken over, never waited for forever.
+ */
+long gw_shm_named_find(void *table, size_t stride, uint64_t n, const char *name, bool create,
+                       void (*init)(void *entry));
+
 struct gw_shm_stat {
-    _Atomic uint32_t state; /* 0 free, 1 being claimed, 2 ready */
+    _Atomic uint32_t state; /* struct gw_shm_named */
     char name[GW_SHM_NAME_LEN];
     _Atomic int64_t in_flight;
     _Atomic uint64_t requests;
@@ -419,7 +435,7 @@ struct gw_shm_stat {
  * theoretical arrival time, moved with compare-and-swap.
  */
 struct gw_shm_bucket {
-    _Atomic uint32_t state; /* as in gw_shm_stat */
+    _Atomic uint32_t state; /* struct gw_shm_named */
     char name[GW_SHM_NAME_LEN];
     _Atomic int64_t tat_us; /* monotonic microseconds */
 };
@@ -434,14 +450,16 @@ struct gw_usage {
     uint32_t ttfb_ms;
     uint8_t stream;
     uint8_t pad[3];
-    char request_id[48];
+    char request_id[72];
     char key_id[24];
     char model[64];
     char target[96];
 };
 
 struct gw_shm_ring_slot {
-    _Atomic uint64_t seq;
+    _Atomic uint64_t seq;   /* whose turn; bit 63: being written */
+    _Atomic int32_t writer; /* pid of the worker writing it */
+    int32_t pad;
     struct gw_usage rec;
 };
 
@@ -480,6 +498,9 @@ struct gw_shm {
     struct gw_shm_header *hdr;
     size_t size;
     char name[64];
+    /* The master's view of a ring slot it is waiting for (see ring.c). */
+    uint64_t stall_pos;
+    int64_t stall_since;
 };
 
 /* Sizes the master asks for (from the configuration). */
@@ -554,11 +575,11 @@ int gw_shm_ring_push(const struct gw_shm *shm, const struct gw_usage *rec);
 /*
  * Master: copy up to max published records from the head into out,
  * without releasing them; *first is the ring position of out[0].
- * Returns the count.  A slot claimed but left unpublished for longer than
- * stall_ms (its writer died) is skipped and counted in ring_lost.
+ * Returns the count.  A slot whose writer is gone (dead, or stalled past
+ * stall_ms before it began writing) is skipped and counted in ring_lost.
  */
-size_t gw_shm_ring_peek(const struct gw_shm *shm, struct gw_usage *out, size_t max,
-                        uint64_t *first, int64_t stall_ms);
+size_t gw_shm_ring_peek(struct gw_shm *shm, struct gw_usage *out, size_t max, uint64_t *first,
+                        int64_t stall_ms);
 /* Master: release every record before position upto (after it is stored). */
 void gw_shm_ring_release(const struct gw_shm *shm, uint64_t upto);
 

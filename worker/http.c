@@ -28,6 +28,12 @@
 #define HTTP_IN_MIN 16384
 /* Waits are sliced so that a stopping worker notices within this time. */
 #define HTTP_POLL_SLICE_MS 500
+/* How long an idle connection stops watching for new clients when another
+ * worker is free to take them. */
+#define HTTP_YIELD_BACKOFF_MS 20
+/* An idle keep-alive connection is given up for a waiting new client only
+ * after this much idleness. */
+#define HTTP_YIELD_AFTER_MS 1000
 
 const char *
 gw_worker_http_reason(int status)
@@ -161,6 +167,7 @@ on_headers_complete(http_parser *p)
 
     header_commit(c);
     c->in_value = false;
+    c->headers_done = true;
     r->method = (enum http_method)p->method;
     r->http_minor = p->http_major == 1 ? p->http_minor : 0;
     r->keep_alive = http_should_keep_alive(p) != 0;
@@ -249,26 +256,52 @@ gw_worker_http_fini(struct gw_http_conn *c)
 }
 
 /*
- * Wait until fd is readable or timeout_ms passes.  Returns 1 readable,
- * 0 timed out, GW_ECLOSED when the worker is stopping and idle is true.
+ * Wait until the client's socket is readable or timeout_ms passes.
+ * Returns 1 readable, 0 timed out, GW_ECLOSED when an idle connection
+ * should be let go: the worker is stopping, or a new client is waiting on
+ * a listening socket and the worker should serve it instead (the
+ * connection's yield hook decides; see worker.c).
  */
 static int
-wait_readable(int fd, long timeout_ms, bool idle)
+wait_readable(struct gw_http_conn *c, long timeout_ms, bool idle)
 {
-    int64_t deadline = gw_now_ms() + timeout_ms;
+    int64_t start = gw_now_ms(), deadline = start + timeout_ms;
+    /* A connection idle this long may give way; a client reusing it sends
+     * sooner than that, so it will not meet a connection just closed. */
+    int64_t yield_from = start + HTTP_YIELD_AFTER_MS;
+    struct pollfd pfd[1 + GW_HTTP_MAX_YIELD_FDS];
+    size_t nfds = 1, nwatch = 1;
 
+    pfd[0] = (struct pollfd){.fd = c->fd, .events = POLLIN};
+    if (idle && c->should_yield != NULL)
+        for (size_t i = 0; i < c->nyield_fds && nwatch < sizeof(pfd) / sizeof(pfd[0]); i++)
+            pfd[nwatch++] = (struct pollfd){.fd = c->yield_fds[i], .events = POLLIN};
     for (;;) {
         if (idle && gw_worker_stopping)
             return GW_ECLOSED;
-        int64_t left = deadline - gw_now_ms();
+        int64_t now = gw_now_ms(), left = deadline - now;
         if (left <= 0)
             return 0;
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int n = poll(&pfd, 1, (int)(left < HTTP_POLL_SLICE_MS ? left : HTTP_POLL_SLICE_MS));
-        if (n > 0)
-            return 1;
+        if (left > HTTP_POLL_SLICE_MS)
+            left = HTTP_POLL_SLICE_MS;
+        if (now < yield_from) {
+            nfds = 1;
+            if (left > yield_from - now)
+                left = yield_from - now;
+        } else {
+            nfds = nwatch;
+        }
+        int n = poll(pfd, (nfds_t)nfds, (int)left);
         if (n < 0 && errno != EINTR)
             return 1; /* let read(2) report the error */
+        if (n <= 0)
+            continue;
+        if (pfd[0].revents != 0)
+            return 1;
+        if (c->should_yield(c->yield_ctx))
+            return GW_ECLOSED;
+        /* Someone else will take the new client: stop watching for a bit. */
+        yield_from = gw_now_ms() + HTTP_YIELD_BACKOFF_MS;
     }
 }
 
@@ -280,8 +313,10 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
     c->msg_bytes = c->header_bytes = 0;
     c->headers_cap = 0;
     c->bytes_out = 0;
-    c->in_value = c->done = false;
+    c->in_value = c->done = c->headers_done = false;
     c->error = 0;
+    /* Bytes of this request may already be buffered (pipelining). */
+    c->header_deadline = gw_now_ms() + c->limits->read_timeout_ms;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
 
@@ -316,9 +351,15 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
             c->in_off = 0;
         }
         bool idle = c->msg_bytes == 0;
-        int w = wait_readable(c->fd, idle ? c->limits->keepalive_timeout_ms
-                                          : c->limits->read_timeout_ms,
-                              idle);
+        long wait = idle ? c->limits->keepalive_timeout_ms : c->limits->read_timeout_ms;
+        /* The request line and headers must all arrive within read_timeout
+         * of their first byte; a client trickling them in gets 408 too.
+         * The body is timed per read. */
+        if (!idle && !c->headers_done) {
+            long left = (long)(c->header_deadline - gw_now_ms());
+            wait = left < wait ? (left > 0 ? left : 0) : wait;
+        }
+        int w = wait_readable(c, wait, idle);
         if (w == GW_ECLOSED)
             return GW_ECLOSED;
         if (w == 0) {
@@ -335,6 +376,8 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
              * is not allowed in requests, so this ends the connection). */
             return GW_ECLOSED;
         }
+        if (c->msg_bytes == 0 && c->in_off == c->in_len)
+            c->header_deadline = gw_now_ms() + c->limits->read_timeout_ms;
         c->in_len += (size_t)r;
     }
 }

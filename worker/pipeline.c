@@ -202,10 +202,40 @@ model_not_found(struct gw_worker *w, struct gw_request *req, const char *name)
 }
 
 static int
+hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Decode %XX in place (a malformed escape is left as it is). */
+static void
+percent_decode(char *s)
+{
+    char *out = s;
+
+    for (; *s; s++) {
+        int hi, lo;
+        if (*s == '%' && (hi = hex_value(s[1])) >= 0 && (lo = hex_value(s[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *out++ = (char)(hi * 16 + lo);
+            s += 2;
+        } else {
+            *out++ = *s;
+        }
+    }
+    *out = '\0';
+}
+
+static int
 handle_model(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
              const struct route *rt)
 {
-    const char *name = req->path + strlen(rt->path);
+    /* Model names may hold '/', which SDKs send percent-encoded. */
+    char *name = gw_arena_strdup(req->arena, req->path + strlen(rt->path));
+    percent_decode(name);
     const struct gw_gen_model *m = gw_gen_model_find(w->gen, name);
 
     /* A model the key may not use is as invisible as one that is absent. */
@@ -346,7 +376,7 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     rc = gw_worker_upstream_call(w->curl, &call, g->max_response_size);
     if (ts != NULL)
         atomic_fetch_sub(&ts->in_flight, 1);
-    req->status = call.status ? call.status : req->status;
+    req->upstream_status = call.status;
     req->stream = call.stream;
     req->have_usage = call.have_usage;
     req->prompt_tokens = call.prompt_tokens;

@@ -310,9 +310,10 @@ gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_si
             rc = gw_worker_sse_finish(&io.sse);
         if (rc == 0 && cc != CURLE_OK) {
             (void)gw_worker_sse_finish(&io.sse);
+            bool timeout = io.timed_out || cc == CURLE_OPERATION_TIMEDOUT;
             rc = stream_error_event(call, io.timed_out ? "idle timeout" : curl_easy_strerror(cc),
-                                    io.timed_out ? "upstream_timeout" : "upstream_disconnected");
-            call->status = io.timed_out ? 504 : 502;
+                                    timeout ? "upstream_timeout" : "upstream_disconnected");
+            call->status = timeout ? 504 : 502;
         }
         if (rc == 0)
             rc = gw_worker_http_stream_end(call->conn);

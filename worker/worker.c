@@ -163,6 +163,25 @@ protocol_error(struct gw_worker *w, struct gw_request *req)
     gw_log(GW_LOG_INFO, "req=%s status=%d (%s)", req->id, status, gw_worker_http_reason(status));
 }
 
+/*
+ * Should an idle keep-alive connection make way for a new client?  Yes
+ * when no worker is waiting for connections: otherwise the new client
+ * would wait for a keep-alive timeout while this worker does nothing.
+ */
+static bool
+no_idle_worker(void *ctx)
+{
+    const struct gw_worker *w = ctx;
+    const struct gw_shm *shm = w->env->shm;
+
+    for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
+        struct gw_shm_worker *e = gw_shm_worker(shm, i);
+        if (atomic_load(&e->state) == GW_WORKER_IDLE && atomic_load(&e->pid) > 0)
+            return false;
+    }
+    return true;
+}
+
 static void
 connection_serve(struct gw_worker *w, int fd, bool metrics)
 {
@@ -176,6 +195,10 @@ connection_serve(struct gw_worker *w, int fd, bool metrics)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     gw_worker_http_init(&w->conn, fd, &w->limits);
+    w->conn.yield_fds = w->env->listen_fds;
+    w->conn.nyield_fds = w->env->nlisten;
+    w->conn.should_yield = no_idle_worker;
+    w->conn.yield_ctx = w;
 
     for (;;) {
         struct gw_request req = {.arena = w->arena, .model_stat = -1, .target_stat = -1};

@@ -54,7 +54,7 @@ struct gw_header {
  */
 struct gw_request {
     struct gw_arena *arena;
-    char id[48];
+    char id[65];
     enum http_method method;
     char *path;  /* without the query string */
     char *query; /* after '?', or NULL */
@@ -67,7 +67,8 @@ struct gw_request {
     int64_t start_us;
 
     /* Filled in along the pipeline, read by the access log. */
-    int status; /* what was answered */
+    int status;          /* what was answered */
+    int upstream_status; /* what the upstream answered (502/504 when it failed), 0: none */
     const char *allow; /* methods for a 405's Allow header */
     const char *key_id;
     const char *model;
@@ -80,6 +81,8 @@ struct gw_request {
     int64_t completion_tokens;
     int64_t first_byte_us;
 };
+
+#define GW_HTTP_MAX_YIELD_FDS 16
 
 struct gw_http_conn {
     int fd;
@@ -94,6 +97,14 @@ struct gw_http_conn {
     size_t headers_cap;  /* room in req->headers */
     bool in_value;
     bool done;
+    bool headers_done;
+    int64_t header_deadline; /* the headers must be in by then (ms) */
+    /* An idle keep-alive connection gives way to a new client waiting on
+     * one of yield_fds when should_yield says no other worker is free. */
+    const int *yield_fds;
+    size_t nyield_fds;
+    bool (*should_yield)(void *ctx);
+    void *yield_ctx;
     int error;          /* HTTP status to answer when parsing failed */
     bool response_open; /* headers sent, body (chunked) in progress */
     bool chunked;       /* response uses chunked transfer coding */

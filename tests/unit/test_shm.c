@@ -873,8 +873,7 @@ gen_publish_lays_out_the_config_for_acquire(void **state)
 
     assert_int_equal(g->nproviders, 2);
     assert_string_equal(gw_gen_str(g, gw_gen_provider(g, 0)->name), "local");
-    assert_string_equal(gw_gen_str(g, gw_gen_provider(g, 0)->base_url),
-                        "http://127.0.0.1:9000/v1");
+    assert_string_equal(gw_gen_str(g, gw_gen_provider(g, 0)->base_url), "http://127.0.0.1:9000/v1");
     assert_string_equal(gw_gen_str(g, gw_gen_provider(g, 0)->api_key), "sk-local-secret");
     assert_string_equal(gw_gen_str(g, gw_gen_provider(g, 1)->name), "remote");
     assert_null(gw_gen_str(g, gw_gen_provider(g, 1)->api_key));
@@ -903,8 +902,7 @@ gen_publish_lays_out_the_config_for_acquire(void **state)
     assert_non_null(solo);
     assert_int_equal(solo->ntargets, 1);
     assert_int_equal(solo->timeouts.total_ms, 400);
-    assert_string_equal(gw_gen_str(g, gw_gen_target(g, solo->first_target)->model),
-                        "solo-model");
+    assert_string_equal(gw_gen_str(g, gw_gen_target(g, solo->first_target)->model), "solo-model");
     assert_null(gw_gen_model_find(g, "missing"));
 
     gw_shm_gen_release(me);
@@ -954,7 +952,8 @@ gen_slot_held_by_a_live_worker_is_never_overwritten(void **state)
     int held = atomic_load(&f->shm.hdr->gen_current);
     struct gw_shm_worker *w = worker_live(&f->shm, 5);
     atomic_store(&w->gen_slot, held);
-    const struct gw_gen *g = (const struct gw_gen *)((char *)f->shm.hdr + f->shm.hdr->gen_off[held]);
+    const struct gw_gen *g =
+        (const struct gw_gen *)((char *)f->shm.hdr + f->shm.hdr->gen_off[held]);
     void *copy = malloc(g->size);
     assert_non_null(copy);
     memcpy(copy, g, g->size);
