@@ -6,6 +6,10 @@ CTLDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
 ETCDIR  ?= /etc/aigw
 DESTDIR ?=
+# systemd unit files: where this system's systemd looks for them.
+ifeq ($(origin UNITDIR),undefined)
+UNITDIR := $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
+endif
 
 BUILD   ?= build
 CC      ?= cc
@@ -104,18 +108,28 @@ man-lint:
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CTLDIR) $(DESTDIR)$(MANDIR)/man8 \
-		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(ETCDIR)
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(ETCDIR) $(DESTDIR)$(UNITDIR)
 	install -m 0755 $(BUILD)/aigwd $(DESTDIR)$(BINDIR)/aigwd
 	install -m 0755 $(BUILD)/aigwctl $(DESTDIR)$(CTLDIR)/aigwctl
 	install -m 0644 man/aigwd.8 man/aigwctl.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 man/aigw.yaml.5 $(DESTDIR)$(MANDIR)/man5/
-	test -e $(DESTDIR)$(ETCDIR)/aigw.yaml || \
-		install -m 0640 etc/aigw.yaml $(DESTDIR)$(ETCDIR)/aigw.yaml
+	@# The unit runs as the aigw user: let it read a new configuration.
+	test -e $(DESTDIR)$(ETCDIR)/aigw.yaml || { \
+		install -m 0640 etc/aigw.yaml $(DESTDIR)$(ETCDIR)/aigw.yaml && \
+		if [ -z "$(DESTDIR)" ] && getent group aigw >/dev/null 2>&1; then \
+			chgrp aigw $(ETCDIR)/aigw.yaml; fi; }
+	@# The units name /usr/local/sbin/aigwd and /etc/aigw/: point them at
+	@# BINDIR and ETCDIR.
+	sed -e 's|/usr/local/sbin/aigwd|$(BINDIR)/aigwd|g' -e 's|/etc/aigw/|$(ETCDIR)/|g' \
+		etc/aigw.service > $(BUILD)/aigw.service
+	install -m 0644 $(BUILD)/aigw.service $(DESTDIR)$(UNITDIR)/aigw.service
+	install -m 0644 etc/aigw.socket $(DESTDIR)$(UNITDIR)/aigw.socket
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/aigwd $(DESTDIR)$(CTLDIR)/aigwctl \
 		$(DESTDIR)$(MANDIR)/man8/aigwd.8 $(DESTDIR)$(MANDIR)/man8/aigwctl.8 \
-		$(DESTDIR)$(MANDIR)/man5/aigw.yaml.5
+		$(DESTDIR)$(MANDIR)/man5/aigw.yaml.5 \
+		$(DESTDIR)$(UNITDIR)/aigw.service $(DESTDIR)$(UNITDIR)/aigw.socket
 
 clean:
 	rm -rf $(BUILD)

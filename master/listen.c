@@ -283,8 +283,11 @@ inherited_take(struct inherited **tab, char ***names)
     }
     if (n == 0)
         return 0;
-    if ((*tab = calloc((size_t)n, sizeof(**tab))) == NULL)
+    if ((*tab = calloc((size_t)n, sizeof(**tab))) == NULL) {
+        for (int i = 0; i < n; i++)
+            close(SD_LISTEN_FDS_START + i);
         return GW_ENOMEM;
+    }
     gw_log(GW_LOG_INFO, "systemd passed %d socket%s (socket activation)", n, n == 1 ? "" : "s");
     for (int i = 0; i < n; i++) {
         struct inherited *s = &(*tab)[i];

@@ -305,8 +305,33 @@ main(int argc, char **argv)
     m.pid = getpid();
     m.started = time(NULL);
 
+    /* Root-only work first: the admin socket, the listening sockets
+     * (bound here or passed by systemd). */
+    if ((sfd = signals_block()) < 0 || (cfd = gw_master_control_open(m.cfg)) < 0 ||
+        gw_master_listen_inherit(m.cfg, &m.listeners) != 0)
+        goto out;
+    m.master_fds[0] = cfd;
+    m.master_fds[1] = sfd;
+    if (pidfile != NULL) {
+        if (pidfile_write(pidfile) != 0)
+            goto out;
+        pid_written = true;
+    }
+    /* Hand what the master keeps using to the configured user, and become
+     * it before anything is created in state_dir or shared memory. */
+    char shm_path[128];
+    memcpy(shm_path, "/dev/shm", 8);
+    gw_shm_name(m.cfg->state_dir, shm_path + 8, sizeof(shm_path) - 8);
     if (gw_mkdir_p(m.cfg->state_dir, 0700) != 0 ||
-        gw_secret_load(m.cfg->state_dir, true, m.secret) != 0 ||
+        gw_master_privs_chown(m.cfg, m.cfg->state_dir) != 0 ||
+        gw_master_privs_chown(m.cfg, m.cfg->admin_socket) != 0 ||
+        gw_master_privs_chown(m.cfg, shm_path) != 0 ||
+        (m.cfg->log_file != NULL && gw_master_privs_chown(m.cfg, m.cfg->log_file) != 0) ||
+        (m.cfg->access_file != NULL && gw_master_privs_chown(m.cfg, m.cfg->access_file) != 0) ||
+        gw_master_privs_drop(m.cfg) != 0)
+        goto out;
+
+    if (gw_secret_load(m.cfg->state_dir, true, m.secret) != 0 ||
         gw_store_open(m.cfg->state_dir, &m.store) != 0)
         goto out;
     /* Reader slots of processes of an earlier run that died. */
@@ -318,16 +343,6 @@ main(int argc, char **argv)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         gw_log(GW_LOG_ERROR, "curl_global_init failed");
         goto out;
-    }
-    if ((sfd = signals_block()) < 0 || (cfd = gw_master_control_open(m.cfg)) < 0 ||
-        gw_master_listen_open(m.cfg, &m.listeners) != 0)
-        goto out;
-    m.master_fds[0] = cfd;
-    m.master_fds[1] = sfd;
-    if (pidfile != NULL) {
-        if (pidfile_write(pidfile) != 0)
-            goto out;
-        pid_written = true;
     }
     if (gw_master_pool_create(&m.pool, &m, m.cfg->workers, m.cfg->workers_max) != 0)
         goto out;

@@ -41,20 +41,20 @@ gw_master_publish(struct gw_master *m, const struct gw_config *cfg)
 }
 
 static bool
+same_string(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool
 listeners_equal(const struct gw_config *a, const struct gw_config *b)
 {
-    if (a->nlisten != b->nlisten)
+    if (a->nlisten != b->nlisten || !same_string(a->metrics_listen, b->metrics_listen))
         return false;
     for (size_t i = 0; i < a->nlisten; i++)
         if (strcmp(a->listen[i], b->listen[i]) != 0)
             return false;
     return true;
-}
-
-static bool
-same_string(const char *a, const char *b)
-{
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
 /* What a reload cannot change, with the reason to give. */

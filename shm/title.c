@@ -16,6 +16,8 @@
 extern char **environ;
 
 static char *title_area;
+static char **env_copy;   /* the environment moved out of the title area */
+static char *env_strings; /* its strings, in one block */
 static size_t title_len;
 
 void
@@ -30,13 +32,26 @@ gw_proctitle_init(int argc, char **argv)
     for (; environ[nenv] != NULL; nenv++)
         if (environ[nenv] == end)
             end = environ[nenv] + strlen(environ[nenv]) + 1;
-    /* Move the environment out of the way before we write over it. */
-    char **env = malloc((nenv + 1) * sizeof(char *));
-    if (env == NULL)
-        return;
+    /* Move the environment out of the way before we write over it: into
+     * one block kept here, so that strings setenv/unsetenv drop from
+     * environ (sd_listen_fds unsets LISTEN_*) stay owned, not leaked. */
+    size_t total = 0;
     for (size_t i = 0; i < nenv; i++)
-        if ((env[i] = strdup(environ[i])) == NULL)
-            return;
+        total += strlen(environ[i]) + 1;
+    char **env = malloc((nenv + 1) * sizeof(char *));
+    char *p = malloc(total ? total : 1);
+    if (env == NULL || p == NULL) {
+        free(env);
+        free(p);
+        return;
+    }
+    env_copy = env;
+    env_strings = p;
+    for (size_t i = 0; i < nenv; i++) {
+        size_t n = strlen(environ[i]) + 1;
+        env[i] = memcpy(p, environ[i], n);
+        p += n;
+    }
     env[nenv] = NULL;
     environ = env;
     title_area = argv[0];

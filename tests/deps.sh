@@ -6,7 +6,7 @@ set -eu
 
 pkgs_build="make gcc pkg-config libcurl4-openssl-dev libjson-c-dev liblmdb-dev libyaml-dev
 libssl-dev libsystemd-dev libhttp-parser-dev"
-pkgs_test="libcmocka-dev mandoc nodejs npm curl"
+pkgs_test="libcmocka-dev mandoc nodejs npm curl systemd util-linux"
 pkgs_bench="nginx wrk"
 
 want=""
