@@ -32,7 +32,7 @@ static const char usage_text[] =
     "  workers [--json]                      list the worker processes\n"
     "  reload                                re-read the configuration (like SIGHUP)\n"
     "  usage [--json]                        usage totals: requests, input and output tokens\n"
-    "  key create --name NAME [--models a,b] [--json]\n"
+    "  key create --name NAME [--models a,b] [--route STRATEGY] [--route-header] [--json]\n"
     "                                        create an API key; prints its secret once\n"
     "  key list [--json]                     list keys (never their secrets)\n"
     "  key show ID [--json]                  show one key\n"
@@ -325,6 +325,10 @@ cmd_key_create(int argc, char **argv)
             json_out = true;
         } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
             name = argv[++i];
+        } else if (strcmp(argv[i], "--route") == 0 && i + 1 < argc) {
+            json_object_object_add(req, "route", json_object_new_string(argv[++i]));
+        } else if (strcmp(argv[i], "--route-header") == 0) {
+            json_object_object_add(req, "route_header", json_object_new_boolean(1));
         } else if (strcmp(argv[i], "--models") == 0 && i + 1 < argc) {
             struct json_object *models = json_object_new_array();
             char *list = strdup(argv[++i]), *save = NULL;

@@ -124,6 +124,8 @@ key_json(const struct gw_key *k)
     json_object_object_add(o, "models", models);
     json_object_object_add(o, "disabled", json_object_new_boolean(k->disabled));
     json_object_object_add(o, "created", json_object_new_int64(k->created));
+    json_object_object_add(o, "route", json_object_new_string(k->route ? k->route : ""));
+    json_object_object_add(o, "route_header", json_object_new_boolean(k->route_header));
     return o;
 }
 
@@ -283,6 +285,20 @@ cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
             key.models[i] = gw_arena_strdup(a, model);
         }
     }
+    const char *route = arg_string(req, "route");
+    if (route != NULL && route[0] != '\0') {
+        int known = 0;
+        for (int i = 0; i < GW_ROUTE_NSTRATEGIES; i++)
+            known |= strcmp(route, gw_route_strategy_names[i]) == 0;
+        if (!known)
+            return reply_error("unknown routing strategy \"%s\" (weighted, sticky, least_busy, "
+                               "latency, price, throughput)",
+                               route);
+        key.route = (char *)route;
+    }
+    struct json_object *rh;
+    if (json_object_object_get_ex(req, "route_header", &rh))
+        key.route_header = json_object_get_boolean(rh);
     if (gw_key_generate(id, secret) != 0)
         return reply_error("could not generate a key: no randomness");
     key.id = id;

@@ -20,6 +20,7 @@ gw_strerror(int err)
     case GW_ECLOSED: return "connection closed";
     case GW_ECONFIG: return "invalid configuration";
     case GW_ESTORE: return "state store error";
+    case GW_EUPSTREAM: return "upstream attempt failed";
     }
     return "unknown error";
 }

@@ -49,6 +49,52 @@ gen_str(struct gen_writer *w, const char *s)
     return off;
 }
 
+static unsigned
+gcd(unsigned a, unsigned b)
+{
+    while (b != 0) {
+        unsigned t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/*
+ * The smooth weighted round-robin order of m's targets (nginx's
+ * algorithm), computed once here for a whole cycle: workers then share
+ * one atomic counter and step through it, and over every cycle each
+ * target gets exactly its weight's share, spread out evenly.
+ */
+static uint32_t
+schedule_write(struct gen_writer *w, const struct gw_model *m, uint32_t *off)
+{
+    unsigned g = 0, total = 0;
+    int cur[256] = {0};
+
+    if (m->ntargets == 0 || m->ntargets > 256)
+        return 0;
+    for (size_t i = 0; i < m->ntargets; i++)
+        g = gcd(g, m->targets[i].weight ? m->targets[i].weight : 1);
+    for (size_t i = 0; i < m->ntargets; i++)
+        total += (m->targets[i].weight ? m->targets[i].weight : 1) / g;
+    *off = gen_alloc(w, total * sizeof(uint16_t));
+    if (w->overflow)
+        return 0;
+    uint16_t *sched = (uint16_t *)(w->base + *off);
+    for (unsigned n = 0; n < total; n++) {
+        size_t best = 0;
+        for (size_t i = 0; i < m->ntargets; i++) {
+            cur[i] += (int)((m->targets[i].weight ? m->targets[i].weight : 1) / g);
+            if (cur[i] > cur[best])
+                best = i;
+        }
+        cur[best] -= (int)total;
+        sched[n] = (uint16_t)best;
+    }
+    return total;
+}
+
 static bool
 slot_held(const struct gw_shm *shm, int slot)
 {
@@ -110,6 +156,7 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
             .base_url = gen_str(&w, p->base_url),
             .api_key = gen_str(&w, p->api_key),
             .type = p->type,
+            .timeouts = p->timeouts,
         };
         memcpy(w.base + g.providers + i * sizeof(gp), &gp, sizeof(gp));
     }
@@ -124,7 +171,25 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
             .ntargets = (uint32_t)m->ntargets,
             .stat = (int32_t)gw_shm_stat_find(shm, stat, true),
             .timeouts = m->timeouts,
+            .strategy = m->routing.strategy,
+            .retries = m->routing.retries,
+            .deadline_ms = m->routing.deadline_ms,
+            .breaker_failures = m->routing.breaker_failures,
+            .breaker_cooldown_ms = m->routing.breaker_cooldown_ms,
+            .session_header = gen_str(&w, m->routing.session_header),
         };
+        if (m->nfallbacks > 0) {
+            gm.fallbacks = gen_alloc(&w, m->nfallbacks * sizeof(uint32_t));
+            gm.nfallbacks = (uint32_t)m->nfallbacks;
+            for (size_t f = 0; f < m->nfallbacks && !w.overflow; f++) {
+                uint32_t idx = 0;
+                for (size_t k = 0; k < cfg->nmodels; k++)
+                    if (strcmp(cfg->models[k].name, m->fallbacks[f]) == 0)
+                        idx = (uint32_t)k;
+                memcpy(w.base + gm.fallbacks + f * sizeof(uint32_t), &idx, sizeof(idx));
+            }
+        }
+        gm.nschedule = schedule_write(&w, m, &gm.schedule);
         memcpy(w.base + g.models + i * sizeof(gm), &gm, sizeof(gm));
         for (size_t j = 0; j < m->ntargets; j++, t++) {
             const struct gw_target *tg = &m->targets[j];
@@ -133,6 +198,9 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
                 .provider = (uint32_t)tg->provider,
                 .model = gen_str(&w, tg->model),
                 .stat = (int32_t)gw_shm_stat_find(shm, stat, true),
+                .weight = tg->weight ? tg->weight : 1,
+                .price_input = tg->price_input,
+                .price_output = tg->price_output,
             };
             memcpy(w.base + g.targets + t * sizeof(gt), &gt, sizeof(gt));
         }

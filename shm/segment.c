@@ -29,6 +29,10 @@ const char *const gw_shm_worker_state_names[GW_WORKER_NSTATES] = {
     "empty", "starting", "idle", "busy", "keepalive", "stopping",
 };
 
+const char *const gw_route_strategy_names[GW_ROUTE_NSTRATEGIES] = {
+    "weighted", "sticky", "least_busy", "latency", "price", "throughput",
+};
+
 const double gw_shm_hist_bounds_ms[GW_SHM_HIST_BUCKETS] = {
     5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
 };

@@ -41,6 +41,7 @@ enum gw_err {
     GW_ECLOSED = -10,  /* peer closed the connection */
     GW_ECONFIG = -11,  /* configuration invalid */
     GW_ESTORE = -12,   /* LMDB failure */
+    GW_EUPSTREAM = -13, /* upstream attempt failed; nothing sent to the client yet */
 };
 
 const char *gw_strerror(int err);
@@ -167,15 +168,6 @@ enum gw_provider_type {
     GW_PROVIDER_OPENAI = 0,
 };
 
-struct gw_provider {
-    char *name;
-    enum gw_provider_type type;
-    char *base_url;     /* without a trailing slash */
-    char *api_key_env;  /* name of the environment variable, or NULL */
-    char *api_key_file; /* path of a file holding the key, or NULL */
-    char *api_key;      /* the resolved secret, or NULL: never log it */
-};
-
 struct gw_timeouts {
     long connect_ms;    /* TCP (+TLS) connect to the upstream */
     long first_byte_ms; /* request sent -> first response byte */
@@ -183,9 +175,53 @@ struct gw_timeouts {
     long total_ms;      /* whole upstream exchange */
 };
 
+struct gw_provider {
+    char *name;
+    enum gw_provider_type type;
+    char *base_url;     /* without a trailing slash */
+    char *api_key_env;  /* name of the environment variable, or NULL */
+    char *api_key_file; /* path of a file holding the key, or NULL */
+    char *api_key;      /* the resolved secret, or NULL: never log it */
+    /* Active health check from the master; health_interval_ms 0: none. */
+    long health_interval_ms;
+    long health_timeout_ms;
+    char *health_path; /* appended to base_url, e.g. "/models" */
+    /* Timeouts for this provider; a field 0 means "the model's". */
+    struct gw_timeouts timeouts;
+};
+
+
 struct gw_target {
     size_t provider; /* index into cfg->providers */
     char *model;     /* the model name the provider expects */
+    unsigned weight; /* for weighted and sticky routing, >= 1 */
+    double price_input;  /* per million input tokens, 0: unknown */
+    double price_output; /* per million output tokens */
+    char *region;        /* or NULL */
+    char **tags;
+    size_t ntags;
+};
+
+enum gw_route_strategy {
+    GW_ROUTE_WEIGHTED = 0,
+    GW_ROUTE_STICKY,
+    GW_ROUTE_LEAST_BUSY,
+    GW_ROUTE_LATENCY,
+    GW_ROUTE_PRICE,
+    GW_ROUTE_THROUGHPUT,
+    GW_ROUTE_NSTRATEGIES,
+};
+
+/* "weighted", "sticky", "least_busy", "latency", "price", "throughput" */
+extern const char *const gw_route_strategy_names[GW_ROUTE_NSTRATEGIES];
+
+struct gw_routing {
+    enum gw_route_strategy strategy;
+    unsigned retries;         /* further attempts after the first */
+    long deadline_ms;         /* for all attempts together; 0: none */
+    unsigned breaker_failures; /* consecutive failures that open the breaker; 0: no breaker */
+    long breaker_cooldown_ms;  /* open this long, then one probe (half-open) */
+    char *session_header;      /* sticky: header naming the session ["x-session-id"] */
 };
 
 struct gw_model {
@@ -193,6 +229,9 @@ struct gw_model {
     struct gw_target *targets;
     size_t ntargets;
     struct gw_timeouts timeouts;
+    struct gw_routing routing;
+    char **fallbacks; /* other models to try, in order, when every target failed */
+    size_t nfallbacks;
 };
 
 struct gw_http_limits {
@@ -284,6 +323,8 @@ struct gw_key {
     size_t nmodels;
     bool disabled;
     int64_t created; /* unix seconds */
+    char *route;       /* routing strategy bound to the key, or "" */
+    bool route_header; /* may choose a strategy with x-aigw-route */
 };
 
 int gw_store_open(const char *state_dir, struct gw_store **out);
@@ -423,11 +464,23 @@ struct gw_shm_stat {
     _Atomic uint64_t ttft_sum_ms;
     _Atomic uint64_t ttft_count;
     /* Live figures for routing (upstream targets). */
-    _Atomic int64_t ewma_ttft_us;
-    _Atomic int64_t ewma_tokens_per_s_milli;
+    _Atomic int64_t ewma_ttft_us;            /* 0: no sample yet */
+    _Atomic int64_t ewma_tokens_per_s_milli; /* 0: no sample yet */
     _Atomic uint64_t consecutive_failures;
-    _Atomic int32_t breaker_state;
-    _Atomic int64_t breaker_until_ms;
+    _Atomic uint64_t failures;
+    _Atomic int32_t breaker_state; /* enum gw_breaker_state */
+    _Atomic int32_t health_down;   /* the master's active check failed */
+    _Atomic int64_t breaker_until_ms; /* open: until then (monotonic ms) */
+    _Atomic int64_t not_before_ms;    /* Retry-After: no new request before */
+    _Atomic uint64_t breaker_opened;  /* times it opened */
+    /* Models: the weighted round-robin position shared by all workers. */
+    _Atomic uint64_t rr;
+};
+
+enum gw_breaker_state {
+    GW_BREAKER_CLOSED = 0,
+    GW_BREAKER_OPEN,
+    GW_BREAKER_HALF_OPEN, /* one probe request is out */
 };
 
 /*
@@ -598,13 +651,16 @@ struct gw_gen_provider {
     uint32_t base_url;
     uint32_t api_key; /* 0: no credential */
     uint32_t type;    /* enum gw_provider_type */
+    struct gw_timeouts timeouts; /* 0 fields: the model's */
 };
 
 struct gw_gen_target {
     uint32_t provider; /* index in providers */
     uint32_t model;    /* provider's model name */
     int32_t stat;      /* index of "t:provider/model" in the stat table */
-    uint32_t pad;
+    uint32_t weight;
+    double price_input;
+    double price_output;
 };
 
 struct gw_gen_model {
@@ -613,6 +669,16 @@ struct gw_gen_model {
     uint32_t ntargets;
     int32_t stat; /* "m:name" */
     struct gw_timeouts timeouts;
+    uint32_t strategy; /* enum gw_route_strategy */
+    uint32_t retries;
+    int64_t deadline_ms;
+    uint32_t breaker_failures;
+    uint32_t session_header;
+    int64_t breaker_cooldown_ms;
+    uint32_t fallbacks; /* offset of uint32_t model indexes */
+    uint32_t nfallbacks;
+    uint32_t schedule; /* offset of uint16_t target indexes: smooth weighted round-robin */
+    uint32_t nschedule;
 };
 
 struct gw_gen {

@@ -163,7 +163,10 @@ key_decode(const char *data, size_t len, struct gw_arena *a, struct gw_key **out
     STR(id);
     STR(name);
     STR(prefix);
+    STR(route);
 #undef STR
+    if (json_object_object_get_ex(o, "route_header", &v))
+        k->route_header = json_object_get_boolean(v);
     if (json_object_object_get_ex(o, "disabled", &v))
         k->disabled = json_object_get_boolean(v);
     if (json_object_object_get_ex(o, "created", &v))
@@ -198,6 +201,8 @@ key_encode(const struct gw_key *k, const char *hash_hex)
     json_object_object_add(o, "models", models);
     json_object_object_add(o, "disabled", json_object_new_boolean(k->disabled));
     json_object_object_add(o, "created", json_object_new_int64(k->created));
+    json_object_object_add(o, "route", json_object_new_string(k->route ? k->route : ""));
+    json_object_object_add(o, "route_header", json_object_new_boolean(k->route_header));
     return o;
 }
 

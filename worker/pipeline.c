@@ -313,14 +313,164 @@ body_check(struct gw_worker *w, struct gw_request *req, struct json_object *o,
     return 0;
 }
 
-/*
- * Choose the target for this request.  Routing strategies, health and
- * circuit breakers are not built yet: the model's first target is used.
- */
-static const struct gw_gen_target *
-target_choose(const struct gw_gen *g, const struct gw_gen_model *m)
+/* The effective timeouts of one attempt: the provider's where it sets
+ * them, else the model's, and never past the request's deadline. */
+static struct gw_timeouts
+attempt_timeouts(const struct gw_gen_model *m, const struct gw_gen_provider *p, int64_t deadline)
 {
-    return gw_gen_target(g, m->first_target);
+    struct gw_timeouts t = m->timeouts;
+
+    if (p->timeouts.connect_ms > 0)
+        t.connect_ms = p->timeouts.connect_ms;
+    if (p->timeouts.first_byte_ms > 0)
+        t.first_byte_ms = p->timeouts.first_byte_ms;
+    if (p->timeouts.idle_ms > 0)
+        t.idle_ms = p->timeouts.idle_ms;
+    if (p->timeouts.total_ms > 0)
+        t.total_ms = p->timeouts.total_ms;
+    if (deadline > 0) {
+        long left = (long)(deadline - gw_now_ms());
+        if (left < 1)
+            left = 1;
+        if (t.total_ms > left)
+            t.total_ms = left;
+        if (t.connect_ms > left)
+            t.connect_ms = left;
+    }
+    return t;
+}
+
+/* The routing strategy for this request: the key's binding, or the
+ * x-aigw-route header where the key may choose, else the model's. */
+static enum gw_route_strategy
+strategy_for(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+             const struct gw_gen_model *m)
+{
+    const char *want = NULL;
+
+    (void)w;
+    if (key->route != NULL && key->route[0] != '\0')
+        want = key->route;
+    else if (key->route_header)
+        want = gw_worker_http_header(req, "x-aigw-route");
+    for (int i = 0; want != NULL && i < GW_ROUTE_NSTRATEGIES; i++)
+        if (strcmp(want, gw_route_strategy_names[i]) == 0)
+            return (enum gw_route_strategy)i;
+    return (enum gw_route_strategy)m->strategy;
+}
+
+/* Fill call with the target's provider for one attempt. */
+static void
+call_target(struct gw_call *call, const struct gw_gen *g, const struct gw_gen_model *m,
+            uint32_t i, int64_t deadline)
+{
+    const struct gw_gen_target *t = gw_gen_target(g, m->first_target + i);
+    const struct gw_gen_provider *p = gw_gen_provider(g, t->provider);
+
+    call->model = m;
+    call->target = t;
+    call->type = (enum gw_provider_type)p->type;
+    call->provider_name = gw_gen_str(g, p->name);
+    call->base_url = gw_gen_str(g, p->base_url);
+    call->api_key = gw_gen_str(g, p->api_key);
+    call->target_model = gw_gen_str(g, t->model);
+    call->timeouts = attempt_timeouts(m, p, deadline);
+    memset(&call->fail, 0, sizeof(call->fail));
+}
+
+/*
+ * Try the model's targets, then its fallbacks, until one answers.  A
+ * failure that reached the client (a stream already begun) is final; one
+ * that did not (unreachable, timeout, 5xx, 429) moves on to the next
+ * eligible target, up to the model's retries and within its deadline.
+ */
+static int
+attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+             struct gw_call *call, const struct gw_gen_model *first)
+{
+    const struct gw_gen *g = w->gen;
+    const struct gw_gen_model *chain[16];
+    size_t nchain = 0;
+    int64_t deadline = first->deadline_ms > 0 ? gw_now_ms() + first->deadline_ms : 0;
+    const char *session = NULL;
+    int attempts = 0, rc = GW_EUPSTREAM;
+    bool any_target = false;
+
+    /* The model, then its fallbacks (and theirs), each once. */
+    chain[nchain++] = first;
+    for (size_t c = 0; c < nchain && nchain < 16; c++) {
+        const uint32_t *fb = (const uint32_t *)((const char *)g + chain[c]->fallbacks);
+        for (uint32_t f = 0; f < chain[c]->nfallbacks && nchain < 16; f++) {
+            const struct gw_gen_model *next = gw_gen_model_at(g, fb[f]);
+            bool seen = false;
+            for (size_t k = 0; k < nchain; k++)
+                seen |= chain[k] == next;
+            if (!seen)
+                chain[nchain++] = next;
+        }
+    }
+    session = gw_worker_http_header(req, gw_gen_str(g, first->session_header));
+    if (session == NULL) {
+        struct json_object *u;
+        if (json_object_object_get_ex(call->json, "user", &u))
+            session = json_object_get_string(u);
+    }
+
+    for (size_t c = 0; c < nchain && rc == GW_EUPSTREAM; c++) {
+        const struct gw_gen_model *m = chain[c];
+        enum gw_route_strategy strategy = strategy_for(w, req, key, m);
+        uint64_t tried[4] = {0};
+
+        for (uint32_t a = 0; a <= m->retries && rc == GW_EUPSTREAM; a++) {
+            bool probe = false;
+            if (deadline > 0 && gw_now_ms() >= deadline)
+                break;
+            int i = gw_worker_route_pick(w, g, m, strategy, session, tried, &probe);
+            if (i < 0)
+                break;
+            gw_worker_route_tried_add(tried, (uint32_t)i);
+            any_target = true;
+            attempts++;
+            call_target(call, g, m, (uint32_t)i, deadline);
+            req->target = gw_arena_printf(req->arena, "%s/%s", call->provider_name,
+                                          call->target_model);
+            req->target_stat = call->target->stat;
+            req->extra_headers = gw_arena_printf(
+                req->arena, "x-aigw-target: %s\r\nx-aigw-attempts: %d\r\n", req->target, attempts);
+
+            struct gw_shm_stat *ts = stat_get(w, req->target_stat);
+            int64_t t0 = gw_now_us();
+            if (ts != NULL)
+                atomic_fetch_add(&ts->in_flight, 1);
+            rc = gw_worker_upstream_call(w->curl, call, g->max_response_size);
+            if (ts != NULL)
+                atomic_fetch_sub(&ts->in_flight, 1);
+            bool failed = rc == GW_EUPSTREAM || (rc == 0 && call->status >= 500);
+            gw_worker_route_result(w, g, m, call->target, !failed, probe, call,
+                                   gw_now_us() - t0);
+            if (rc == GW_EUPSTREAM) {
+                if (ts != NULL)
+                    gw_shm_stat_account(ts, call->fail.status, 0, 0,
+                                        (gw_now_us() - t0) / 1000, -1);
+                gw_log(GW_LOG_INFO, "req=%s attempt %d on %s failed: %s", req->id, attempts,
+                       req->target, call->fail.message);
+            }
+        }
+    }
+    if (rc != GW_EUPSTREAM)
+        return rc;
+    if (!any_target) {
+        call->fail.status = 503;
+        call->fail.code = "no_healthy_target";
+        call->fail.body = NULL;
+        snprintf(call->fail.message, sizeof(call->fail.message),
+                 "No target of the model `%s` is available (all down, open or held back).",
+                 gw_gen_str(g, first->name));
+        req->extra_headers =
+            gw_arena_printf(req->arena, "x-aigw-attempts: %d\r\nRetry-After: 1\r\n", attempts);
+    }
+    call->status = call->fail.status;
+    return gw_worker_upstream_fail_answer(call);
 }
 
 static int
@@ -360,22 +510,7 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                             json_object_get_boolean(v);
     }
     req->model_stat = call.model->stat;
-    call.target = target_choose(g, call.model);
-    const struct gw_gen_provider *p = gw_gen_provider(g, call.target->provider);
-    call.type = (enum gw_provider_type)p->type;
-    call.provider_name = gw_gen_str(g, p->name);
-    call.base_url = gw_gen_str(g, p->base_url);
-    call.api_key = gw_gen_str(g, p->api_key);
-    call.target_model = gw_gen_str(g, call.target->model);
-    req->target = gw_arena_printf(req->arena, "%s/%s", call.provider_name, call.target_model);
-    req->target_stat = call.target->stat;
-
-    struct gw_shm_stat *ts = stat_get(w, req->target_stat);
-    if (ts != NULL)
-        atomic_fetch_add(&ts->in_flight, 1);
-    rc = gw_worker_upstream_call(w->curl, &call, g->max_response_size);
-    if (ts != NULL)
-        atomic_fetch_sub(&ts->in_flight, 1);
+    rc = attempts_run(w, req, key, &call, call.model);
     req->upstream_status = call.status;
     req->stream = call.stream;
     req->have_usage = call.have_usage;

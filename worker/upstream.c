@@ -8,6 +8,7 @@
  * its usage read, and sent as it came (no re-serialization).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -108,6 +109,11 @@ on_header(char *data, size_t size, size_t n, void *ctx)
     size_t len = size * n;
 
     io->last_io_ms = gw_now_ms();
+    if (len > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
+        long secs = strtol(data + 12, NULL, 10);
+        if (secs > 0)
+            io->call->fail.retry_after_ms = (int64_t)secs * 1000;
+    }
     if (len > 13 && strncasecmp(data, "content-type:", 13) == 0) {
         const char *v = data + 13;
         size_t vl = len - 13;
@@ -184,31 +190,78 @@ on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
     return 0;
 }
 
-/* Map a transfer failure that happened before any answer to a status. */
-static int
-answer_failure(struct upstream_io *io, CURLcode cc, const char *errbuf)
+/*
+ * Record a failed attempt that sent nothing to the client yet, so that
+ * the pipeline can try another target or answer it (gw_worker_upstream_
+ * fail_answer).
+ */
+static void
+fail_transfer(struct upstream_io *io, CURLcode cc, const char *errbuf)
 {
     struct gw_call *call = io->call;
+    struct gw_call_failure *f = &call->fail;
     const char *what = errbuf[0] ? errbuf : curl_easy_strerror(cc);
 
-    if (io->too_big)
-        return gw_worker_http_error(call->conn, call->req, 502, "upstream_error",
-                                    "upstream_response_too_large", NULL,
-                                    "The upstream's response exceeds upstream.max_response_size "
-                                    "(%zu bytes).",
-                                    io->max_response_size);
-    if (io->timed_out || cc == CURLE_OPERATION_TIMEDOUT)
-        return gw_worker_http_error(call->conn, call->req, 504, "upstream_error",
-                                    "upstream_timeout", NULL,
-                                    "The upstream provider \"%s\" did not answer in time (%s).",
-                                    call->provider_name,
-                                    io->timed_out ? (io->got_bytes ? "idle timeout"
-                                                                    : "first_byte timeout")
-                                                  : what);
-    return gw_worker_http_error(call->conn, call->req, 502, "upstream_error",
-                                "upstream_unreachable", NULL,
-                                "The upstream provider \"%s\" could not be reached: %s.",
-                                call->provider_name, what);
+    f->body = NULL;
+    f->body_len = 0;
+    if (io->too_big) {
+        f->status = 502;
+        f->code = "upstream_response_too_large";
+        snprintf(f->message, sizeof(f->message),
+                 "The upstream's response exceeds upstream.max_response_size (%zu bytes).",
+                 io->max_response_size);
+    } else if (io->timed_out || cc == CURLE_OPERATION_TIMEDOUT) {
+        f->status = 504;
+        f->code = "upstream_timeout";
+        snprintf(f->message, sizeof(f->message),
+                 "The upstream provider \"%s\" did not answer in time (%s).", call->provider_name,
+                 io->timed_out ? (io->got_bytes ? "idle timeout" : "first_byte timeout") : what);
+    } else {
+        f->status = 502;
+        f->code = "upstream_unreachable";
+        snprintf(f->message, sizeof(f->message),
+                 "The upstream provider \"%s\" could not be reached: %s.", call->provider_name,
+                 what);
+    }
+}
+
+/* The upstream answered 5xx or 429: keep its answer for a last resort. */
+static void
+fail_status(struct upstream_io *io)
+{
+    struct gw_call *call = io->call;
+    struct gw_call_failure *f = &call->fail;
+
+    f->status = (int)io->status;
+    f->code = io->status == 429 ? "upstream_rate_limited" : "upstream_error";
+    snprintf(f->message, sizeof(f->message), "The upstream provider \"%s\" answered HTTP %d.",
+             call->provider_name, (int)io->status);
+    f->body = gw_arena_strndup(call->req->arena, io->body.data ? io->body.data : "",
+                               io->body.len);
+    f->body_len = io->body.len;
+    snprintf(f->ctype, sizeof(f->ctype), "%s", io->ctype[0] ? io->ctype : "application/json");
+}
+
+int
+gw_worker_upstream_fail_answer(struct gw_call *call)
+{
+    struct gw_call_failure *f = &call->fail;
+
+    /* A provider's 429 is the client's to see, with its Retry-After. */
+    if (f->status == 429 && f->body != NULL) {
+        char *extra = NULL;
+        if (f->retry_after_ms > 0)
+            extra = gw_arena_printf(call->req->arena, "Retry-After: %lld\r\n",
+                                    (long long)((f->retry_after_ms + 999) / 1000));
+        return gw_worker_http_respond(call->conn, call->req, 429, f->ctype, extra, f->body,
+                                      f->body_len);
+    }
+    /* A failure of the upstream is the gateway's: 502, or 504 for time. */
+    int status = f->status == 504 || f->status == 503 ? f->status : 502;
+    if (f->status == 503 && (f->code == NULL || strcmp(f->code, "no_healthy_target") != 0))
+        status = 502; /* the upstream's own 503 */
+    return gw_worker_http_error(call->conn, call->req, status, "upstream_error", f->code, NULL,
+                                "%s", f->message);
 }
 
 /*
@@ -235,32 +288,13 @@ stream_error_event(struct gw_call *call, const char *why, const char *code)
     return gw_worker_http_stream_write(call->conn, ev, strlen(ev));
 }
 
-/* The upstream answered with an error status: pass it on. */
-static int
-answer_upstream_error(struct upstream_io *io)
-{
-    struct gw_call *call = io->call;
-    int status = (int)io->status;
-
-    /* A client error is the client's to see as the provider worded it; a
-     * server error is the gateway's problem: 502, naming the provider. */
-    if (status >= 400 && status < 500) {
-        const char *ctype = io->ctype[0] ? io->ctype : "application/json";
-        return gw_worker_http_respond(call->conn, call->req, status, ctype, NULL,
-                                      io->body.data ? io->body.data : "", io->body.len);
-    }
-    return gw_worker_http_error(call->conn, call->req, 502, "upstream_error", "upstream_error",
-                                NULL, "The upstream provider \"%s\" answered HTTP %d.",
-                                call->provider_name, status);
-}
-
 int
 gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_size)
 {
     struct upstream_io io = {.call = call,
                              .max_response_size = max_response_size,
                              .curl = curl,
-                             .to = &call->model->timeouts};
+                             .to = &call->timeouts};
     char errbuf[CURL_ERROR_SIZE] = "";
     int rc = 0;
 
@@ -283,8 +317,8 @@ gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_si
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, call->model->timeouts.connect_ms);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, call->model->timeouts.total_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, call->timeouts.connect_ms);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, call->timeouts.total_ms);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &io);
@@ -323,10 +357,18 @@ gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_si
         if (rc != 0)
             rc = GW_ECLOSED;
     } else if (cc != CURLE_OK || io.status == 0) {
-        rc = answer_failure(&io, cc, errbuf);
-        call->status = call->req->status;
-    } else if (io.status < 200 || io.status >= 300) {
-        rc = answer_upstream_error(&io);
+        fail_transfer(&io, cc, errbuf);
+        call->status = call->fail.status;
+        rc = GW_EUPSTREAM;
+    } else if (io.status >= 500 || io.status == 429 || io.status < 200 ||
+               (io.status >= 300 && io.status < 400)) {
+        fail_status(&io);
+        rc = GW_EUPSTREAM;
+    } else if (io.status >= 400) {
+        /* The client's own mistake, as the provider worded it: not retried. */
+        const char *ctype = io.ctype[0] ? io.ctype : "application/json";
+        rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL,
+                                    io.body.data ? io.body.data : "", io.body.len);
     } else {
         call->have_usage = gw_worker_usage_parse(io.body.data ? io.body.data : "", io.body.len,
                                                  &call->prompt_tokens, &call->completion_tokens);

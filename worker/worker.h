@@ -70,6 +70,7 @@ struct gw_request {
     int status;          /* what was answered */
     int upstream_status; /* what the upstream answered (502/504 when it failed), 0: none */
     const char *allow; /* methods for a 405's Allow header */
+    const char *extra_headers; /* "Name: value\r\n" lines every response carries */
     const char *key_id;
     const char *model;
     const char *target; /* "provider/model" */
@@ -221,11 +222,45 @@ void gw_worker_access_reopen(void);
 /* Render the Prometheus page from the shm counters into b (reset first). */
 int gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b);
 
+/* ------------------------------------------------------------- routing */
+
+/*
+ * Choose a target of model m for the next attempt by strategy, among the
+ * eligible ones not yet in tried (a bit per target index).  Returns the
+ * target's index within the model, or -1 when none is eligible.  *probe
+ * says the request goes through a breaker that is not closed (the one
+ * probe it lets through).
+ */
+int gw_worker_route_pick(const struct gw_worker *w, const struct gw_gen *g,
+                         const struct gw_gen_model *m, enum gw_route_strategy strategy,
+                         const char *session, const uint64_t tried[4], bool *probe);
+void gw_worker_route_tried_add(uint64_t tried[4], uint32_t i);
+
+/*
+ * Learn from an attempt: latency and throughput averages on success;
+ * failures, Retry-After and the breaker on failure.
+ */
+struct gw_call;
+void gw_worker_route_result(const struct gw_worker *w, const struct gw_gen *g,
+                            const struct gw_gen_model *m, const struct gw_gen_target *t, bool ok,
+                            bool probe, const struct gw_call *call, int64_t duration_us);
+
 /* ------------------------------------------------- upstream call */
 
 enum gw_endpoint {
     GW_EP_CHAT = 0,
     GW_EP_EMBEDDINGS,
+};
+
+/* Why an attempt failed, kept until the pipeline retries or answers it. */
+struct gw_call_failure {
+    int status;       /* 502, 504, or the upstream's 5xx / 429 */
+    const char *code; /* OpenAI-style error code */
+    char message[256];
+    const char *body; /* the upstream's own answer (arena), or NULL */
+    size_t body_len;
+    char ctype[128];
+    int64_t retry_after_ms; /* from Retry-After, 0: none */
 };
 
 /*
@@ -244,6 +279,7 @@ struct gw_call {
     const char *base_url;
     const char *api_key; /* NULL: none; never log it */
     const char *target_model;
+    struct gw_timeouts timeouts; /* for this attempt (provider, model, deadline) */
     struct json_object *json; /* the client's body, parsed; the adapter may edit it */
     bool stream;
     bool client_usage; /* the client asked for stream_options.include_usage */
@@ -260,6 +296,7 @@ struct gw_call {
     int64_t prompt_tokens;
     int64_t completion_tokens;
     int64_t first_byte_us; /* since req->start_us; 0 if none came */
+    struct gw_call_failure fail;
 };
 
 /*
@@ -279,11 +316,14 @@ extern const struct gw_provider_adapter gw_worker_provider_openai;
 /*
  * Call the upstream with the per-worker curl handle (connections are kept
  * and reused) and answer the client: the non-streaming body as is, or the
- * stream relayed event by event.  Errors before anything was sent are
- * answered in OpenAI's shape (502 unreachable, 504 timeout, the upstream's
- * own 4xx passed through).  Returns 0, or GW_ECLOSED when the client
- * connection cannot be used any more.
+ * stream relayed event by event; the upstream's own 4xx (but 429) is
+ * passed through.  Returns 0 when the client was answered, GW_ECLOSED
+ * when the client connection cannot be used any more, or GW_EUPSTREAM
+ * when the attempt failed (unreachable, timeout, 5xx, 429) before anything
+ * reached the client: call->fail says why, and the caller may try another
+ * target or answer with gw_worker_upstream_fail_answer.
  */
 int gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_size);
+int gw_worker_upstream_fail_answer(struct gw_call *call);
 
 #endif
