@@ -22,6 +22,8 @@
 #define EXIT_USAGE 2
 #define EXIT_UNREACHABLE 3
 #define CTL_TIMEOUT_S 10
+/* endpoint test: the master's calls take up to 10 s, side by side. */
+#define CTL_ENDPOINT_TIMEOUT_S 30
 
 static const char usage_text[] =
     "usage: aigwctl [-h] [-s socket] command [arguments]\n"
@@ -30,7 +32,7 @@ static const char usage_text[] =
     "  help                                  print this help\n"
     "  status [--json]                       show the running gateway\n"
     "  workers [--json]                      list the worker processes\n"
-    "  reload                                re-read the configuration (like SIGHUP)\n"
+    "  reload [--json]                       re-read the configuration (like SIGHUP)\n"
     "  usage [--json]                        usage totals: requests, input and output tokens\n"
     "  key create --name NAME [--models a,b] [--route STRATEGY] [--route-header] [--json]\n"
     "                                        create an API key; prints its secret once\n"
@@ -39,19 +41,24 @@ static const char usage_text[] =
     "  key disable ID                        refuse the key from now on\n"
     "  key enable ID                         accept a disabled key again\n"
     "  key delete ID                         delete the key for good\n"
+    "  breaker list [--json]                 every target: breaker, failures, health, load\n"
+    "  breaker reset TARGET|all              close a target's breaker (TARGET: provider/model)\n"
+    "  endpoint test MODEL [--target PROVIDER/MODEL] [--json]\n"
+    "                                        make a minimal real call through each target\n"
     "\n"
     "The socket is -s PATH, else $AIGW_SOCKET, else " GW_DEFAULT_SOCKET ".\n"
     "See aigwctl(8).\n";
 
 static const char *socket_path;
 static bool json_out;
+static long call_timeout_s = CTL_TIMEOUT_S;
 
 static int
 usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, "aigwctl: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n%s", "usage: aigwctl [-s socket] command [arguments]; see aigwctl help\n");
+    fprintf(stderr, "\n%s", "usage: aigwctl [-h] [-s socket] command [arguments]; see aigwctl help\n");
     return EXIT_USAGE;
 }
 
@@ -63,7 +70,7 @@ static int
 call(struct json_object *req, struct json_object **reply)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct timeval tv = {.tv_sec = CTL_TIMEOUT_S};
+    struct timeval tv = {.tv_sec = call_timeout_s};
     struct gw_buf in = {0};
     char *line;
     size_t used, len;
@@ -463,6 +470,167 @@ cmd_key(int argc, char **argv)
     return usage_error("key: unknown subcommand %s", argv[0]);
 }
 
+/* Widest value of field in the objects of arr, at least min. */
+static int
+column_width(struct json_object *arr, const char *field, int min)
+{
+    int w = min;
+
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        int len = (int)strlen(field_str(json_object_array_get_idx(arr, i), field));
+        if (len > w)
+            w = len;
+    }
+    return w;
+}
+
+static int
+cmd_breaker_list(int argc, char **argv)
+{
+    struct json_object *reply = NULL, *arr;
+    int rc;
+
+    if (!only_json("breaker list", argc, argv, &rc))
+        return rc;
+    if ((rc = call(request_new("breaker.list"), &reply)) != 0)
+        return rc;
+    json_object_object_get_ex(reply, "targets", &arr);
+    if (json_out) {
+        print_json(reply, "targets");
+    } else {
+        int tw = column_width(arr, "target", 6), mw = column_width(arr, "model", 5);
+        printf("%-*s  %-*s  %-9s  %5s  %6s  %6s  %8s  %-9s  %9s  %8s  %8s\n", tw, "TARGET", mw,
+               "MODEL", "STATE", "FAILS", "TOTAL", "OPENED", "RETRY_IN", "HEALTH", "IN_FLIGHT",
+               "TTFT_MS", "TOK/S");
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+            struct json_object *t = json_object_array_get_idx(arr, i), *v;
+            double retry =
+                json_object_object_get_ex(t, "retry_in_s", &v) ? json_object_get_double(v) : 0;
+            double ttft =
+                json_object_object_get_ex(t, "ttft_ms", &v) ? json_object_get_double(v) : 0;
+            double tps =
+                json_object_object_get_ex(t, "tokens_per_s", &v) ? json_object_get_double(v) : 0;
+            char retry_s[32];
+            if (strcmp(field_str(t, "state"), "open") == 0)
+                snprintf(retry_s, sizeof(retry_s), "%.1fs", retry);
+            else
+                snprintf(retry_s, sizeof(retry_s), "-");
+            printf("%-*s  %-*s  %-9s  %5s  %6s  %6s  %8s  %-9s  %9s  %8.1f  %8.1f\n", tw,
+                   field_str(t, "target"), mw, field_str(t, "model"), field_str(t, "state"),
+                   field_str(t, "consecutive_failures"), field_str(t, "failures"),
+                   field_str(t, "opened"), retry_s, field_str(t, "health"),
+                   field_str(t, "in_flight"), ttft, tps);
+        }
+    }
+    json_object_put(reply);
+    return 0;
+}
+
+static int
+cmd_breaker_reset(int argc, char **argv)
+{
+    struct json_object *req, *reply = NULL, *done;
+    const char *target = NULL;
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json_out = true;
+        else if (target == NULL && argv[i][0] != '-')
+            target = argv[i];
+        else
+            return usage_error("breaker reset: unexpected argument %s", argv[i]);
+    }
+    if (target == NULL)
+        return usage_error("breaker reset: %s", "which target? give PROVIDER/MODEL, or all");
+    req = request_new("breaker.reset");
+    json_object_object_add(req, "target", json_object_new_string(target));
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    json_object_object_get_ex(reply, "reset", &done);
+    if (json_out) {
+        print_json(reply, "reset");
+    } else {
+        for (size_t i = 0; i < json_object_array_length(done); i++)
+            printf("breaker of %s closed\n",
+                   json_object_get_string(json_object_array_get_idx(done, i)));
+    }
+    json_object_put(reply);
+    return 0;
+}
+
+static int
+cmd_breaker(int argc, char **argv)
+{
+    if (argc < 1)
+        return usage_error("breaker: %s", "which subcommand? list, reset");
+    if (strcmp(argv[0], "list") == 0)
+        return cmd_breaker_list(argc - 1, argv + 1);
+    if (strcmp(argv[0], "reset") == 0)
+        return cmd_breaker_reset(argc - 1, argv + 1);
+    return usage_error("breaker: unknown subcommand %s", argv[0]);
+}
+
+/* endpoint test MODEL [--target PROVIDER/MODEL]: exits 1 unless every
+ * target tested answered 2xx. */
+static int
+cmd_endpoint_test(int argc, char **argv)
+{
+    struct json_object *req, *reply = NULL, *arr, *passed;
+    const char *model = NULL, *target = NULL;
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json_out = true;
+        else if (strcmp(argv[i], "--target") == 0 && i + 1 < argc)
+            target = argv[++i];
+        else if (model == NULL && argv[i][0] != '-')
+            model = argv[i];
+        else
+            return usage_error("endpoint test: unexpected or incomplete argument %s", argv[i]);
+    }
+    if (model == NULL)
+        return usage_error("endpoint test: %s", "which model? give its name");
+    req = request_new("endpoint.test");
+    json_object_object_add(req, "model", json_object_new_string(model));
+    if (target != NULL)
+        json_object_object_add(req, "target", json_object_new_string(target));
+    call_timeout_s = CTL_ENDPOINT_TIMEOUT_S;
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    json_object_object_get_ex(reply, "targets", &arr);
+    bool ok =
+        json_object_object_get_ex(reply, "passed", &passed) && json_object_get_boolean(passed);
+    if (json_out) {
+        json_object_object_del(reply, "ok");
+        print_json(reply, NULL);
+    } else {
+        int tw = column_width(arr, "target", 6);
+        printf("%-*s  %6s  %10s  %s\n", tw, "TARGET", "STATUS", "LATENCY_MS", "ERROR");
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+            struct json_object *t = json_object_array_get_idx(arr, i), *e;
+            double ms =
+                json_object_object_get_ex(t, "latency_ms", &e) ? json_object_get_double(e) : 0;
+            bool has_err = json_object_object_get_ex(t, "error", &e) && e != NULL;
+            printf("%-*s  %6s  %10.1f  %s\n", tw, field_str(t, "target"), field_str(t, "status"),
+                   ms, has_err ? json_object_get_string(e) : "-");
+        }
+    }
+    json_object_put(reply);
+    return ok ? 0 : EXIT_REFUSED;
+}
+
+static int
+cmd_endpoint(int argc, char **argv)
+{
+    if (argc < 1)
+        return usage_error("endpoint: %s", "which subcommand? test");
+    if (strcmp(argv[0], "test") == 0)
+        return cmd_endpoint_test(argc - 1, argv + 1);
+    return usage_error("endpoint: unknown subcommand %s", argv[0]);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -500,5 +668,9 @@ main(int argc, char **argv)
         return cmd_reload(argc - i, argv + i);
     if (strcmp(cmd, "usage") == 0)
         return cmd_usage(argc - i, argv + i);
+    if (strcmp(cmd, "breaker") == 0)
+        return cmd_breaker(argc - i, argv + i);
+    if (strcmp(cmd, "endpoint") == 0)
+        return cmd_endpoint(argc - i, argv + i);
     return usage_error("unknown command %s", cmd);
 }

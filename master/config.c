@@ -9,8 +9,9 @@
  * top level, admin, http, a provider, a model, ...): a row names a key, the
  * function that parses its value and where in the configuration the value
  * goes.  This file owns the first step and the walk; the tables are
- * master/schema.c, where adding a setting is adding a row, and the parsers
- * of single values master/confval.c.
+ * master/schema.c, where adding a setting is adding a row, the parsers
+ * of single values master/confval.c, and those of the routing keys
+ * master/confroute.c.
  *
  * The first problem found stops the load and is reported as one line,
  * "FILE:LINE:COLUMN: message".  The tree lives in a scratch arena that is
@@ -439,6 +440,7 @@ gw_master_config_load(const char *path, struct gw_config **out, char *err, size_
     ld.cfg = cfg;
     ld.tmp = gw_arena_create(64 * 1024);
     ld.refs_tail = &ld.refs;
+    ld.fallbacks_tail = &ld.fallbacks;
 
     if ((rc = tree_load(&ld, data, len, &root)) != 0)
         goto fail;

@@ -3,9 +3,10 @@
  * nothing else may use: master/config.c reads the YAML file into a tree of
  * nodes and walks it with tables; master/schema.c holds those tables, the
  * defaults and the checks made at the end; master/confval.c the parsers of
- * single values (strings, integers, sizes, durations, addresses) that the
- * rows name.  The public face of all three is gw_master_config_* in
- * master/master.h.
+ * single values (strings, integers, numbers, sizes, durations, addresses)
+ * that the rows name; master/confroute.c the parsers and checks of the
+ * routing keys (health checks, weights, prices, strategies, fallbacks).
+ * The public face of all four is gw_master_config_* in master/master.h.
  */
 #ifndef GW_MASTER_CONFIG_INT_H
 #define GW_MASTER_CONFIG_INT_H
@@ -34,11 +35,17 @@ struct node {
     size_t nitems;
 };
 
-/* A target's provider name, resolved when all providers are known. */
+/*
+ * A name that refers to something that may come later in the file,
+ * resolved when the whole file is read: a target's provider, or a model
+ * in another model's fallbacks.
+ */
 struct ref {
     struct ref *next;
-    size_t *slot; /* the target's provider index */
-    const struct node *node;
+    size_t *slot;                /* targets: the provider index to fill */
+    const struct gw_model *from; /* fallbacks: the model that lists the name */
+    const char *name;            /* fallbacks: the item's path for messages */
+    const struct node *node;     /* the name as written */
 };
 
 /* The state of one load. */
@@ -53,6 +60,8 @@ struct load {
     struct gw_config *cfg; /* what we build, in its own arena */
     struct ref *refs;      /* target -> provider references, in file order */
     struct ref **refs_tail;
+    struct ref *fallbacks; /* model -> fallback model references, in file order */
+    struct ref **fallbacks_tail;
     const struct node **provider_names; /* name nodes, to point at duplicates */
     const struct node **model_names;
 };
@@ -63,6 +72,26 @@ node_is_null(const struct node *n)
 {
     return n->kind == NODE_SCALAR && n->plain &&
            (n->len == 0 || strcmp(n->value, "~") == 0 || strcasecmp(n->value, "null") == 0);
+}
+
+/* The key node of key in mapping map, or NULL. */
+static inline const struct node *
+map_key(const struct node *map, const char *key)
+{
+    for (size_t i = 0; i + 1 < map->nitems; i += 2)
+        if (map->items[i]->kind == NODE_SCALAR && strcmp(map->items[i]->value, key) == 0)
+            return map->items[i];
+    return NULL;
+}
+
+/* The value node of key in mapping map, or NULL. */
+static inline const struct node *
+map_value(const struct node *map, const char *key)
+{
+    for (size_t i = 0; i + 1 < map->nitems; i += 2)
+        if (map->items[i]->kind == NODE_SCALAR && strcmp(map->items[i]->value, key) == 0)
+            return map->items[i + 1];
+    return NULL;
 }
 
 /* ----------------------------------------------------- schema types */
@@ -128,6 +157,8 @@ int gw_master_confval_sequence(struct load *ld, const struct node *n, const char
                                const char *what);
 /* Check one "host:port" scalar, as listen takes it; stores nothing. */
 int gw_master_confval_address_check(struct load *ld, const struct node *n, const char *name);
+/* "30s" rather than 30000 in messages; the text lives in ld->tmp. */
+const char *gw_master_confval_duration_text(struct load *ld, long long ms);
 
 /*
  * Field parsers, for the rows of the tables.  Strings are copied into the
@@ -143,6 +174,10 @@ int gw_master_confval_int(struct load *ld, const struct node *n, const char *nam
                           const struct field *f, void *dst); /* int */
 int gw_master_confval_count(struct load *ld, const struct node *n, const char *name,
                             const struct field *f, void *dst); /* uint64_t, digits only */
+int gw_master_confval_uint(struct load *ld, const struct node *n, const char *name,
+                           const struct field *f, void *dst); /* unsigned, digits only */
+int gw_master_confval_number(struct load *ld, const struct node *n, const char *name,
+                             const struct field *f, void *dst); /* double, decimal */
 int gw_master_confval_level(struct load *ld, const struct node *n, const char *name,
                             const struct field *f, void *dst); /* int, GW_LOG_* */
 int gw_master_confval_bool(struct load *ld, const struct node *n, const char *name,
@@ -154,6 +189,42 @@ int gw_master_confval_duration(struct load *ld, const struct node *n, const char
 /* A nested mapping: walks n with f->sub into dst. */
 int gw_master_confval_section(struct load *ld, const struct node *n, const char *name,
                               const struct field *f, void *dst);
+
+/* ------------------------------------ confroute.c: the routing keys */
+
+/*
+ * Field parsers of the routing keys, for the rows of master/schema.c.
+ * health, tags and fallbacks fill more than one member, so their rows
+ * give offset 0 and dst is the whole provider, target or model.
+ */
+int gw_master_confroute_health(struct load *ld, const struct node *n, const char *name,
+                               const struct field *f, void *dst); /* struct gw_provider */
+int gw_master_confroute_path(struct load *ld, const struct node *n, const char *name,
+                             const struct field *f, void *dst); /* char *, "/..." */
+int gw_master_confroute_label(struct load *ld, const struct node *n, const char *name,
+                              const struct field *f, void *dst); /* char *, no blanks */
+int gw_master_confroute_tags(struct load *ld, const struct node *n, const char *name,
+                             const struct field *f, void *dst); /* struct gw_target */
+int gw_master_confroute_strategy(struct load *ld, const struct node *n, const char *name,
+                                 const struct field *f, void *dst); /* enum gw_route_strategy */
+int gw_master_confroute_header(struct load *ld, const struct node *n, const char *name,
+                               const struct field *f, void *dst); /* char *, lowercased */
+int gw_master_confroute_fallbacks(struct load *ld, const struct node *n, const char *name,
+                                  const struct field *f, void *dst); /* struct gw_model */
+
+/* Give m's routing its defaults, before the model's mapping is walked. */
+void gw_master_confroute_model_defaults(struct load *ld, struct gw_model *m);
+
+/*
+ * The routing checks of one model once its mapping map (at path name) is
+ * walked: the default of retries, which depends on the targets, and the
+ * prices that strategy price needs.
+ */
+int gw_master_confroute_model_finish(struct load *ld, struct gw_model *m, const struct node *map,
+                                     const char *name);
+
+/* Resolve the models' fallbacks once every model is known. */
+int gw_master_confroute_finish(struct load *ld);
 
 /* ----------------------------------------------- schema.c: the schema */
 

@@ -1,7 +1,7 @@
 /*
  * confval.c - the parsers of single values in the configuration file:
- * strings, integers, counts, booleans, sizes, durations, permission bits,
- * log levels and "host:port" addresses.  master/schema.c names them in its
+ * strings, integers, counts, decimal numbers, booleans, sizes, durations,
+ * permission bits, log levels and "host:port" addresses.  master/schema.c names them in its
  * tables; each checks one value node and stores what it means, or reports
  * the problem at the node ("FILE:LINE:COLUMN: message") and returns
  * GW_ECONFIG.  What a key means beyond its type stays in schema.c.
@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,8 +148,12 @@ size_text(struct load *ld, long long bytes)
     return gw_arena_printf(ld->tmp, "%lld", bytes);
 }
 
-static const char *
-duration_text(struct load *ld, long long ms)
+/*
+ * gw_master_confval_duration_text - "30s" rather than 30000 in messages,
+ * in the largest unit that divides ms.  The text lives in ld->tmp.
+ */
+const char *
+gw_master_confval_duration_text(struct load *ld, long long ms)
 {
     if (ms % (3600 * SECOND_MS) == 0)
         return gw_arena_printf(ld->tmp, "%lldh", ms / (3600 * SECOND_MS));
@@ -267,6 +272,49 @@ gw_master_confval_count(struct load *ld, const struct node *n, const char *name,
     return 0;
 }
 
+/*
+ * gw_master_confval_uint - a number of things (digits only) from f->min to
+ * f->max, into an unsigned: weights, retries, failures.
+ */
+int
+gw_master_confval_uint(struct load *ld, const struct node *n, const char *name,
+                       const struct field *f, void *dst)
+{
+    uint64_t v;
+
+    if (gw_master_confval_count(ld, n, name, f, &v) != 0)
+        return GW_ECONFIG;
+    *(unsigned *)dst = (unsigned)v; /* within f->max, which fits */
+    return 0;
+}
+
+/*
+ * gw_master_confval_number - a decimal number such as 15, 0.4 or 2.5e-1,
+ * from f->min to f->max, into a double: prices.
+ */
+int
+gw_master_confval_number(struct load *ld, const struct node *n, const char *name,
+                         const struct field *f, void *dst)
+{
+    const char *s = gw_master_confval_scalar(ld, n, name, "a number such as 0.4");
+    double v;
+    char *end;
+
+    if (s == NULL)
+        return GW_ECONFIG;
+    /* Decimal only: strtod would also take hex, inf and nan. */
+    errno = 0;
+    v = strtod(s, &end);
+    if (strspn(s, "0123456789.eE+-") != n->len || *end != '\0' || errno != 0 || !isfinite(v))
+        return gw_master_config_error(ld, n, "\"%s\" must be a number such as 0.4 (got %s)", name,
+                                      gw_master_config_show_node(ld, n));
+    if (v < (double)f->min || v > (double)f->max)
+        return gw_master_config_error(ld, n, "\"%s\" must be between %lld and %lld (got %s)", name,
+                                      f->min, f->max, s);
+    *(double *)dst = v;
+    return 0;
+}
+
 /* gw_master_confval_level - error, warn, info or debug, into a GW_LOG_* int. */
 int
 gw_master_confval_level(struct load *ld, const struct node *n, const char *name,
@@ -356,7 +404,8 @@ gw_master_confval_duration(struct load *ld, const struct node *n, const char *na
     }
     if (v < f->min || v > f->max)
         return gw_master_config_error(ld, n, "\"%s\" must be between %s and %s (got %s)", name,
-                                      duration_text(ld, f->min), duration_text(ld, f->max), s);
+                                      gw_master_confval_duration_text(ld, f->min),
+                                      gw_master_confval_duration_text(ld, f->max), s);
     *(long *)dst = v;
     return 0;
 }

@@ -179,12 +179,14 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     json_object_object_add(o, "reloads", json_object_new_int64((int64_t)h->reloads));
     json_object_object_add(o, "reload_failures",
                            json_object_new_int64((int64_t)h->reload_failures));
-    json_object_object_add(workers, "configured", json_object_new_int(m->pool.n));
+    json_object_object_add(workers, "configured", json_object_new_int(gw_master_pool_wanted(&m->pool)));
+    json_object_object_add(workers, "max", json_object_new_int(m->pool.n));
     for (int st = GW_WORKER_STARTING; st < GW_WORKER_NSTATES; st++)
         json_object_object_add(workers, gw_shm_worker_state_names[st],
                                json_object_new_int(counts[st]));
     json_object_object_add(o, "workers", workers);
-    json_object_object_add(o, "requests", json_object_new_int64((int64_t)served));
+    (void)served;
+    json_object_object_add(o, "requests", json_object_new_int64((int64_t)atomic_load(&h->requests)));
     json_object_object_add(o, "in_flight", json_object_new_int(counts[GW_WORKER_BUSY]));
     json_object_object_add(o, "models", json_object_new_int64((int64_t)m->cfg->nmodels));
     json_object_object_add(o, "providers", json_object_new_int64((int64_t)m->cfg->nproviders));
@@ -394,17 +396,243 @@ cmd_key_delete(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     return key_change(m, req, "deleted");
 }
 
+
+/* ------------------------------------------------- breakers, endpoints */
+
+static const char *const breaker_state_names[] = {"closed", "open", "half-open"};
+
+/* The stat entry of target t of cfg ("t:provider/model"), or NULL when
+ * there is none (yet). */
+static struct gw_shm_stat *
+target_stat(const struct gw_master *m, const struct gw_target *t)
+{
+    char name[GW_SHM_NAME_LEN];
+
+    snprintf(name, sizeof(name), "t:%s/%s", m->cfg->providers[t->provider].name, t->model);
+    long idx = gw_shm_stat_find(&m->shm, name, false);
+    return idx >= 0 ? gw_shm_stat_at(&m->shm, (size_t)idx) : NULL;
+}
+
+/* "provider/model" of t, in a. */
+static char *
+target_name(const struct gw_master *m, const struct gw_target *t, struct gw_arena *a)
+{
+    return gw_arena_printf(a, "%s/%s", m->cfg->providers[t->provider].name, t->model);
+}
+
+/* Seconds from now (monotonic ms) until at, 0 when past, to 0.1 s. */
+static double
+seconds_until(int64_t at, int64_t now)
+{
+    return at > now ? (double)((at - now + 99) / 100) / 10.0 : 0;
+}
+
+static struct json_object *
+breaker_json(const struct gw_master *m, const struct gw_model *mod, const struct gw_target *t,
+             struct gw_arena *a)
+{
+    struct json_object *o = json_object_new_object();
+    const struct gw_provider *p = &m->cfg->providers[t->provider];
+    struct gw_shm_stat *st = target_stat(m, t);
+    int64_t now = gw_now_ms();
+    int32_t state = st ? atomic_load(&st->breaker_state) : GW_BREAKER_CLOSED;
+    int64_t ttft_us = st ? atomic_load(&st->ewma_ttft_us) : 0;
+    int64_t tps_milli = st ? atomic_load(&st->ewma_tokens_per_s_milli) : 0;
+
+    if (state < GW_BREAKER_CLOSED || state > GW_BREAKER_HALF_OPEN)
+        state = GW_BREAKER_CLOSED;
+    json_object_object_add(o, "target", json_object_new_string(target_name(m, t, a)));
+    json_object_object_add(o, "model", json_object_new_string(mod->name));
+    json_object_object_add(o, "state", json_object_new_string(breaker_state_names[state]));
+    json_object_object_add(o, "threshold", json_object_new_int64(mod->routing.breaker_failures));
+    json_object_object_add(
+        o, "consecutive_failures",
+        json_object_new_int64(st ? (int64_t)atomic_load(&st->consecutive_failures) : 0));
+    json_object_object_add(o, "failures",
+                           json_object_new_int64(st ? (int64_t)atomic_load(&st->failures) : 0));
+    json_object_object_add(
+        o, "opened", json_object_new_int64(st ? (int64_t)atomic_load(&st->breaker_opened) : 0));
+    json_object_object_add(
+        o, "retry_in_s",
+        json_object_new_double(st && state == GW_BREAKER_OPEN
+                                   ? seconds_until(atomic_load(&st->breaker_until_ms), now)
+                                   : 0));
+    json_object_object_add(
+        o, "not_before_s",
+        json_object_new_double(st ? seconds_until(atomic_load(&st->not_before_ms), now) : 0));
+    json_object_object_add(o, "health",
+                           json_object_new_string(p->health_interval_ms <= 0 ? "unchecked"
+                                                  : st && atomic_load(&st->health_down) ? "down"
+                                                                                        : "up"));
+    json_object_object_add(o, "in_flight",
+                           json_object_new_int64(st ? atomic_load(&st->in_flight) : 0));
+    json_object_object_add(o, "ttft_ms", json_object_new_double((double)(ttft_us / 100) / 10.0));
+    json_object_object_add(o, "tokens_per_s",
+                           json_object_new_double((double)(tps_milli / 100) / 10.0));
+    return o;
+}
+
+static struct json_object *
+cmd_breaker_list(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    struct json_object *o = reply_ok(), *arr = json_object_new_array();
+
+    (void)req;
+    for (size_t i = 0; i < m->cfg->nmodels; i++) {
+        const struct gw_model *mod = &m->cfg->models[i];
+        for (size_t j = 0; j < mod->ntargets; j++)
+            json_object_array_add(arr, breaker_json(m, mod, &mod->targets[j], a));
+    }
+    json_object_object_add(o, "targets", arr);
+    return o;
+}
+
+/*
+ * Close the breaker of one target ("provider/model") or of "all", and
+ * forget its consecutive failures and any Retry-After hold.  Totals
+ * (failures, times opened) stay.
+ */
+static struct json_object *
+cmd_breaker_reset(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    const char *which = arg_string(req, "target");
+    struct json_object *done = json_object_new_array();
+
+    if (which == NULL || which[0] == '\0') {
+        json_object_put(done);
+        return reply_error("which target? give PROVIDER/MODEL, or all");
+    }
+    bool all = strcmp(which, "all") == 0;
+    for (size_t i = 0; i < m->cfg->nmodels; i++) {
+        const struct gw_model *mod = &m->cfg->models[i];
+        for (size_t j = 0; j < mod->ntargets; j++) {
+            const char *name = target_name(m, &mod->targets[j], a);
+            struct gw_shm_stat *st = target_stat(m, &mod->targets[j]);
+            bool seen = false;
+            if (!all && strcmp(name, which) != 0)
+                continue;
+            /* A target in several models has one breaker: list it once. */
+            for (size_t k = 0; k < json_object_array_length(done); k++)
+                seen |=
+                    strcmp(json_object_get_string(json_object_array_get_idx(done, k)), name) == 0;
+            if (seen)
+                continue;
+            json_object_array_add(done, json_object_new_string(name));
+            if (st == NULL)
+                continue;
+            atomic_store(&st->breaker_state, GW_BREAKER_CLOSED);
+            atomic_store(&st->breaker_until_ms, 0);
+            atomic_store(&st->consecutive_failures, 0);
+            atomic_store(&st->not_before_ms, 0);
+        }
+    }
+    if (json_object_array_length(done) == 0) {
+        json_object_put(done);
+        return reply_error("no target \"%s\" in the running configuration (give "
+                           "PROVIDER/MODEL as breaker list shows it, or all)",
+                           which);
+    }
+    gw_log(GW_LOG_INFO, "breaker of %s reset over the admin socket", all ? "every target" : which);
+    struct json_object *o = reply_ok();
+    json_object_object_add(o, "reset", done);
+    return o;
+}
+
+/* Send reply as one line on fd. */
+static void
+reply_write(int fd, struct json_object *reply)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(reply, JSON_C_TO_STRING_PLAIN, &len);
+
+    if (gw_write_all(fd, s, len) != 0 || gw_write_all(fd, "\n", 1) != 0)
+        gw_log(GW_LOG_WARN, "admin: reply not delivered: %s", strerror(errno));
+}
+
+/*
+ * endpoint.test: a real call through each target of a model.  The calls
+ * take up to 10 s, which the master cannot spend: a child of the master
+ * makes them and answers on the admin connection, while the master goes on
+ * serving (signals, workers, other admin requests).  Returns NULL when the
+ * child took the connection over.
+ */
+static struct json_object *
+cmd_endpoint_test(struct gw_master *m, struct json_object *req, struct gw_arena *a, int fd)
+{
+    const char *model = arg_string(req, "model"), *target = arg_string(req, "target");
+    const struct gw_model *mod;
+    long only = -1;
+
+    if (model == NULL || model[0] == '\0')
+        return reply_error("which model? (give its name)");
+    if ((mod = gw_config_model_find(m->cfg, model)) == NULL)
+        return reply_error("unknown model \"%s\" (not in %s)", model, m->cfg->path);
+    if (target != NULL && target[0] != '\0') {
+        for (size_t j = 0; j < mod->ntargets && only < 0; j++)
+            if (strcmp(target_name(m, &mod->targets[j], a), target) == 0)
+                only = (long)j;
+        if (only < 0)
+            return reply_error("model \"%s\" has no target \"%s\" (PROVIDER/MODEL)", model, target);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        gw_log(GW_LOG_ERROR, "fork: %s", strerror(errno));
+        return reply_error("could not start the test: fork: %s", strerror(errno));
+    }
+    if (pid > 0) {
+        gw_log(GW_LOG_INFO, "endpoint test of %s%s%s in process %ld", model,
+               only >= 0 ? ", target " : "", only >= 0 ? target : "", (long)pid);
+        return NULL;
+    }
+
+    /* The child: let go of what the master serves (so a restarted master
+     * can bind it again at once), test, answer, exit. */
+    gw_log_init("master[endpoint-test]");
+    gw_proctitle_set("aigwd: endpoint test %s", model);
+    for (size_t i = 0; i < m->listeners.n; i++)
+        close(m->listeners.fds[i]);
+    if (m->listeners.metrics_fd >= 0)
+        close(m->listeners.metrics_fd);
+    close(m->master_fds[0]);
+    close(m->master_fds[1]);
+    bool all_ok;
+    struct json_object *results = gw_master_endpoint_test(m->cfg, mod, only, &all_ok);
+    struct json_object *reply;
+    if (json_object_array_length(results) == 0) {
+        json_object_put(results);
+        reply = reply_error("could not run the test: out of memory");
+    } else {
+        reply = reply_ok();
+        json_object_object_add(reply, "model", json_object_new_string(model));
+        json_object_object_add(reply, "passed", json_object_new_boolean(all_ok));
+        json_object_object_add(reply, "targets", results);
+    }
+    reply_write(fd, reply);
+    _exit(0);
+}
+
+/* A command runs with run; one that may hand the admin connection fd over
+ * (to a child that answers on it) runs with run_conn and returns NULL when
+ * it did. */
 static const struct command {
     const char *name;
-    struct json_object *(*run)(struct gw_master *m, struct json_object *req,
-                               struct gw_arena *a);
+    struct json_object *(*run)(struct gw_master *m, struct json_object *req, struct gw_arena *a);
+    struct json_object *(*run_conn)(struct gw_master *m, struct json_object *req,
+                                    struct gw_arena *a, int fd);
 } commands[] = {
-    {"status", cmd_status},           {"workers", cmd_workers},
-    {"reload", cmd_reload},           {"usage", cmd_usage},
-    {"key.create", cmd_key_create},
-    {"key.list", cmd_key_list},       {"key.show", cmd_key_show},
-    {"key.disable", cmd_key_disable}, {"key.enable", cmd_key_enable},
-    {"key.delete", cmd_key_delete},
+    {"status", cmd_status, NULL},
+    {"workers", cmd_workers, NULL},
+    {"reload", cmd_reload, NULL},
+    {"usage", cmd_usage, NULL},
+    {"key.create", cmd_key_create, NULL},
+    {"key.list", cmd_key_list, NULL},
+    {"key.show", cmd_key_show, NULL},
+    {"key.disable", cmd_key_disable, NULL},
+    {"key.enable", cmd_key_enable, NULL},
+    {"key.delete", cmd_key_delete, NULL},
+    {"breaker.list", cmd_breaker_list, NULL},
+    {"breaker.reset", cmd_breaker_reset, NULL},
+    {"endpoint.test", NULL, cmd_endpoint_test},
 };
 
 /* ------------------------------------------------------------- serving */
@@ -421,8 +649,9 @@ peer_allowed(int fd, struct ucred *cred)
     return cred->uid == 0 || cred->uid == geteuid();
 }
 
+/* Run the request on line; NULL when a command took the connection over. */
 static struct json_object *
-dispatch(struct gw_master *m, const char *line, struct gw_arena *a)
+dispatch(struct gw_master *m, const char *line, struct gw_arena *a, int fd)
 {
     struct json_object *req = json_tokener_parse(line), *reply;
     const char *cmd = req != NULL ? arg_string(req, "cmd") : NULL;
@@ -433,7 +662,8 @@ dispatch(struct gw_master *m, const char *line, struct gw_arena *a)
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(cmd, commands[i].name) == 0) {
-            reply = commands[i].run(m, req, a);
+            reply = commands[i].run != NULL ? commands[i].run(m, req, a)
+                                            : commands[i].run_conn(m, req, a, fd);
             goto out;
         }
     }
@@ -474,13 +704,11 @@ gw_master_control_serve(int lfd, struct gw_master *m)
             goto out; /* the client went away or said nothing */
         else {
             a = gw_arena_create(4096);
-            reply = dispatch(m, line, a);
+            if ((reply = dispatch(m, line, a, fd)) == NULL)
+                goto out; /* a child answers */
         }
     }
-    size_t len;
-    const char *s = json_object_to_json_string_length(reply, JSON_C_TO_STRING_PLAIN, &len);
-    if (gw_write_all(fd, s, len) != 0 || gw_write_all(fd, "\n", 1) != 0)
-        gw_log(GW_LOG_WARN, "admin: reply not delivered: %s", strerror(errno));
+    reply_write(fd, reply);
 out:
     json_object_put(reply);
     gw_arena_destroy(a);

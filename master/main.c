@@ -107,6 +107,11 @@ pool_stop(struct gw_master *m, int sfd, bool graceful)
     bool killed = false;
 
     pool->stopping = true;
+    /* Take no new connection: with the workers' copies (closed on their
+     * SIGTERM) gone, the kernel refuses it at once instead of queueing it
+     * for nobody.  Under socket activation systemd keeps its copy and
+     * queues connections for the next start, as it should. */
+    gw_master_listen_close(&m->listeners);
     gw_master_pool_signal(pool, graceful ? SIGTERM : SIGQUIT);
     while (gw_master_pool_alive(pool) > 0) {
         struct pollfd pfd = {.fd = sfd, .events = POLLIN};
@@ -172,6 +177,9 @@ master_loop(struct gw_master *m, int sfd, int cfd)
         /* Usage reaches LMDB at least every DRAIN_EVERY_MS. */
         if (wait < 0 || wait > DRAIN_EVERY_MS)
             wait = DRAIN_EVERY_MS;
+        long health_wait = gw_master_health_tick(m);
+        if (health_wait >= 0 && health_wait < wait)
+            wait = health_wait;
         if (poll(pfd, 2, (int)wait) < 0 && errno != EINTR) {
             gw_log(GW_LOG_ERROR, "poll: %s", strerror(errno));
             return 1;
@@ -213,6 +221,7 @@ master_loop(struct gw_master *m, int sfd, int cfd)
             last_drain = gw_now_ms();
         }
         if (gw_now_ms() - last_maintain >= 1000) {
+            gw_master_pool_sweep(&m->pool);
             gw_master_pool_maintain(&m->pool);
             watchdog_ping();
             last_maintain = gw_now_ms();
@@ -344,9 +353,12 @@ main(int argc, char **argv)
         gw_log(GW_LOG_ERROR, "curl_global_init failed");
         goto out;
     }
+    if (gw_master_health_create(&m) != 0)
+        goto out;
     if (gw_master_pool_create(&m.pool, &m, m.cfg->workers, m.cfg->workers_max) != 0)
         goto out;
 
+    gw_master_pool_sweep(&m.pool);
     gw_master_pool_spawn(&m.pool);
     gw_log(GW_LOG_INFO, "aigwd %s started: %d workers, %zu models, generation %llu, admin "
            "socket %s", GW_VERSION, m.cfg->workers, m.cfg->nmodels,
@@ -376,6 +388,7 @@ out:
         gw_shm_close(&m.shm);
     }
     gw_store_close(m.store);
+    gw_master_health_destroy(&m);
     curl_global_cleanup();
     gw_config_free(m.cfg);
     explicit_bzero(m.secret, sizeof(m.secret));

@@ -72,6 +72,7 @@ struct gw_pool_slot {
 };
 
 struct gw_master;
+struct gw_health;
 
 struct gw_master_pool {
     struct gw_pool_slot *slots;
@@ -95,6 +96,7 @@ struct gw_master {
     int64_t started; /* unix seconds */
     pid_t pid;
     int master_fds[2]; /* admin socket, signalfd: closed in workers */
+    struct gw_health *health; /* active health checks (health.c), or NULL */
 };
 
 /* A pool that starts start workers and may grow to max. */
@@ -113,6 +115,11 @@ bool gw_master_pool_failed(const struct gw_master_pool *p);
 /* Retire every worker (SIGTERM: finish, then exit) and start n new ones:
  * how a reload applies new listeners or a new pool size. */
 int gw_master_pool_replace(struct gw_master_pool *p, int start, int max);
+/* How many workers the pool wants now (spares move this). */
+int gw_master_pool_wanted(const struct gw_master_pool *p);
+/* Clear scoreboard entries of dead processes that are not our children
+ * (workers of a master that died before us). */
+void gw_master_pool_sweep(struct gw_master_pool *p);
 /* Grow or trim toward min_spare..max_spare idle workers (about 1/s). */
 void gw_master_pool_maintain(struct gw_master_pool *p);
 
@@ -132,6 +139,37 @@ int gw_master_publish(struct gw_master *m, const struct gw_config *cfg);
 size_t gw_master_usage_drain(struct gw_master *m);
 /* After attaching a segment: skip ring records LMDB already holds. */
 void gw_master_usage_reconcile(struct gw_master *m);
+
+/*
+ * Active health checks (health.c), run by the master on a libcurl multi
+ * handle so they never block it.  create: after curl_global_init and the
+ * shm segment, for m->cfg; reload: after a reload swapped m->cfg in (the
+ * checks own copies of what they use, so the old configuration may go);
+ * tick: from every turn of the master's loop, returns the ms until it
+ * wants to run again (at most 50 while a check is in flight) or -1 when
+ * no provider is checked; destroy: at exit (NULL m->health is fine).
+ * state: "up", "down" or "unchecked" for a provider's name.
+ */
+int gw_master_health_create(struct gw_master *m);
+int gw_master_health_reload(struct gw_master *m);
+long gw_master_health_tick(struct gw_master *m);
+void gw_master_health_destroy(struct gw_master *m);
+const char *gw_master_health_state(const struct gw_master *m, const char *provider);
+
+/*
+ * Connectivity test (endpoint.c): one minimal chat completion through
+ * each target of model (only target index only_target when it is >= 0),
+ * all at once, blocking until every call answered or timed out (timeouts
+ * are those of the model and provider, capped at 10 s).  Returns a new
+ * JSON array (owned by the caller) of one object per target: target,
+ * provider, model, status (0 without an answer), latency_ms, ok, error;
+ * *all_ok is set when every call answered 2xx.  Meant for a child of the
+ * master (see control.c): it blocks.
+ */
+struct json_object;
+struct json_object *gw_master_endpoint_test(const struct gw_config *cfg,
+                                            const struct gw_model *model, long only_target,
+                                            bool *all_ok);
 
 /*
  * The admin Unix socket.  Binds cfg->admin_socket with cfg->admin_mode,

@@ -6,7 +6,9 @@
  * file leaves out and the checks that need the whole file.
  * master/config.c reads the file into a tree and walks it with these
  * tables; master/confval.c parses plain values (strings, integers, sizes,
- * durations, addresses).  Adding a setting is adding a row.
+ * durations, addresses) and master/confroute.c the routing keys (health
+ * checks, prices, strategies, fallbacks).  Adding a setting is adding a
+ * row.
  *
  * Scalars are typed by the key they belong to, not by YAML's own rules, so
  * workers: "8" is the integer 8 and mode: 0660 is octal, whatever the YAML
@@ -28,39 +30,24 @@
 #define MIB (1024 * KIB)
 #define GIB (1024 * MIB)
 #define SECOND_MS 1000LL
-#define DAY_MS (24 * 3600 * SECOND_MS)
+#define HOUR_MS (3600 * SECOND_MS)
+#define DAY_MS (24 * HOUR_MS)
 
 #define CONFIG_MAX_SECRET (64 * 1024) /* bytes of an api_key_file */
 #define CONFIG_MAX_WORKERS 1024
 #define CONFIG_POOL_MAX 256 /* default workers.max of a pool with spares */
 #define CONFIG_MAX_REQUESTS 1000000000LL
 #define CONFIG_METRICS_LISTEN "127.0.0.1:9464"
+#define CONFIG_MAX_WEIGHT 1000
+#define CONFIG_MAX_PRICE 1000000 /* USD per million tokens */
+#define CONFIG_MAX_RETRIES 10
+#define CONFIG_MAX_FAILURES 1000
 
 static const char *const provider_types[] = {
     [GW_PROVIDER_OPENAI] = "openai",
 };
 
-/* ------------------------------------------------------- reading nodes */
-
-/* The key node of key in mapping map, or NULL. */
-static const struct node *
-map_key(const struct node *map, const char *key)
-{
-    for (size_t i = 0; i + 1 < map->nitems; i += 2)
-        if (map->items[i]->kind == NODE_SCALAR && strcmp(map->items[i]->value, key) == 0)
-            return map->items[i];
-    return NULL;
-}
-
-/* The value node of key in mapping map, or NULL. */
-static const struct node *
-map_value(const struct node *map, const char *key)
-{
-    for (size_t i = 0; i + 1 < map->nitems; i += 2)
-        if (map->items[i]->kind == NODE_SCALAR && strcmp(map->items[i]->value, key) == 0)
-            return map->items[i + 1];
-    return NULL;
-}
+/* -------------------------------------------------------------- listen */
 
 static int
 parse_listen(struct load *ld, const struct node *n, const char *name, const struct field *f,
@@ -343,8 +330,10 @@ parse_provider_type(struct load *ld, const struct node *n, const char *name, con
             *(enum gw_provider_type *)dst = (enum gw_provider_type)i;
             return 0;
         }
-        gw_buf_printf(&b, "%s%s", i == 0 ? "" : ", ", provider_types[i]);
     }
+    /* Listed only now: a match after the first type would leak the list. */
+    for (size_t i = 0; i < sizeof(provider_types) / sizeof(provider_types[0]); i++)
+        gw_buf_printf(&b, "%s%s", i == 0 ? "" : ", ", provider_types[i]);
     rc = gw_master_config_error(ld, n, "provider type %s is not supported (supported: %s)",
                                 gw_master_config_show_node(ld, n), b.data != NULL ? b.data : "");
     gw_buf_free(&b);
@@ -576,6 +565,7 @@ parse_targets(struct load *ld, const struct node *n, const char *name, const str
     m->targets = gw_arena_zalloc(ld->cfg->arena, n->nitems * sizeof(*m->targets));
     for (size_t i = 0; i < n->nitems; i++) {
         const char *item_name = gw_arena_printf(ld->tmp, "%s[%zu]", name, i);
+        m->targets[i].weight = 1;
         if (gw_master_config_walk(ld, n->items[i], item_name, f->sub, &m->targets[i]) != 0)
             return GW_ECONFIG;
         m->ntargets = i + 1;
@@ -599,6 +589,7 @@ parse_models(struct load *ld, const struct node *n, const char *name, const stru
         const char *item_name = gw_arena_printf(ld->tmp, "%s[%zu]", name, i);
 
         /* Timeouts left at 0 take the top-level values at the end. */
+        gw_master_confroute_model_defaults(ld, m);
         if (gw_master_config_walk(ld, item, item_name, f->sub, m) != 0)
             return GW_ECONFIG;
         const struct node *mname = map_value(item, "name");
@@ -609,6 +600,8 @@ parse_models(struct load *ld, const struct node *n, const char *name, const stru
                     gw_master_config_show_node(ld, mname), ld->model_names[j]->line);
         ld->model_names[i] = mname;
         cfg->nmodels = i + 1;
+        if (gw_master_confroute_model_finish(ld, m, item, item_name) != 0)
+            return GW_ECONFIG;
     }
     return 0;
 }
@@ -680,7 +673,7 @@ static const struct field upstream_fields[] = {
     {.key = NULL},
 };
 
-/* Used twice: the top-level defaults and a model's own overrides. */
+/* Used three times: the top-level defaults, a model's and a provider's own. */
 static const struct field timeouts_fields[] = {
     FIELD("connect", gw_master_confval_duration, offsetof(struct gw_timeouts, connect_ms), .min = 1,
           .max = DAY_MS),
@@ -693,12 +686,34 @@ static const struct field timeouts_fields[] = {
     {.key = NULL},
 };
 
+/* health: fills struct gw_provider itself. */
+static const struct field health_fields[] = {
+    FIELD("interval", gw_master_confval_duration, offsetof(struct gw_provider, health_interval_ms),
+          .min = 100, .max = HOUR_MS),
+    FIELD("timeout", gw_master_confval_duration, offsetof(struct gw_provider, health_timeout_ms),
+          .min = 1, .max = HOUR_MS),
+    FIELD("path", gw_master_confroute_path, offsetof(struct gw_provider, health_path)),
+    {.key = NULL},
+};
+
 static const struct field provider_fields[] = {
     FIELD("name", parse_provider_name, offsetof(struct gw_provider, name), .required = true),
     FIELD("type", parse_provider_type, offsetof(struct gw_provider, type), .required = true),
     FIELD("base_url", parse_url, offsetof(struct gw_provider, base_url), .required = true),
     FIELD("api_key_env", parse_env_name, offsetof(struct gw_provider, api_key_env)),
     FIELD("api_key_file", gw_master_confval_string, offsetof(struct gw_provider, api_key_file)),
+    FIELD("health", gw_master_confroute_health, 0, .sub = health_fields),
+    FIELD("timeouts", gw_master_confval_section, offsetof(struct gw_provider, timeouts),
+          .sub = timeouts_fields),
+    {.key = NULL},
+};
+
+/* price: fills struct gw_target itself. */
+static const struct field price_fields[] = {
+    FIELD("input", gw_master_confval_number, offsetof(struct gw_target, price_input), .min = 0,
+          .max = CONFIG_MAX_PRICE, .required = true),
+    FIELD("output", gw_master_confval_number, offsetof(struct gw_target, price_output), .min = 0,
+          .max = CONFIG_MAX_PRICE, .required = true),
     {.key = NULL},
 };
 
@@ -706,6 +721,32 @@ static const struct field target_fields[] = {
     FIELD("provider", parse_target_provider, offsetof(struct gw_target, provider),
           .required = true),
     FIELD("model", parse_model_name, offsetof(struct gw_target, model), .required = true),
+    FIELD("weight", gw_master_confval_uint, offsetof(struct gw_target, weight), .min = 1,
+          .max = CONFIG_MAX_WEIGHT),
+    FIELD("price", gw_master_confval_section, 0, .sub = price_fields),
+    FIELD("region", gw_master_confroute_label, offsetof(struct gw_target, region)),
+    FIELD("tags", gw_master_confroute_tags, 0),
+    {.key = NULL},
+};
+
+/* breaker: fills struct gw_routing itself. */
+static const struct field breaker_fields[] = {
+    FIELD("failures", gw_master_confval_uint, offsetof(struct gw_routing, breaker_failures),
+          .min = 0, .max = CONFIG_MAX_FAILURES),
+    FIELD("cooldown", gw_master_confval_duration, offsetof(struct gw_routing, breaker_cooldown_ms),
+          .min = 1, .max = HOUR_MS),
+    {.key = NULL},
+};
+
+static const struct field routing_fields[] = {
+    FIELD("strategy", gw_master_confroute_strategy, offsetof(struct gw_routing, strategy)),
+    FIELD("retries", gw_master_confval_uint, offsetof(struct gw_routing, retries), .min = 0,
+          .max = CONFIG_MAX_RETRIES),
+    FIELD("deadline", gw_master_confval_duration, offsetof(struct gw_routing, deadline_ms),
+          .min = 1, .max = DAY_MS),
+    FIELD("breaker", gw_master_confval_section, 0, .sub = breaker_fields),
+    FIELD("session_header", gw_master_confroute_header,
+          offsetof(struct gw_routing, session_header)),
     {.key = NULL},
 };
 
@@ -714,6 +755,9 @@ static const struct field model_fields[] = {
     FIELD("timeouts", gw_master_confval_section, offsetof(struct gw_model, timeouts),
           .sub = timeouts_fields),
     FIELD("targets", parse_targets, 0, .sub = target_fields, .required = true),
+    FIELD("routing", gw_master_confval_section, offsetof(struct gw_model, routing),
+          .sub = routing_fields),
+    FIELD("fallbacks", gw_master_confroute_fallbacks, 0),
     {.key = NULL},
 };
 
@@ -802,10 +846,11 @@ process_finish(struct load *ld)
 
 /*
  * gw_master_config_finish - what can only be settled once the whole file
- * has been read: resolve each target's provider name, give models the
- * top-level timeouts they did not set, listen on 127.0.0.1:8080 when no
- * address is given, and check the keys that depend on each other across
- * the top level (group and user, metrics.listen and listen).
+ * has been read: resolve each target's provider name and each model's
+ * fallbacks, give models the top-level timeouts they did not set, listen
+ * on 127.0.0.1:8080 when no address is given, and check the keys that
+ * depend on each other across the top level (group and user,
+ * metrics.listen and listen).
  */
 int
 gw_master_config_finish(struct load *ld)
@@ -829,6 +874,8 @@ gw_master_config_finish(struct load *ld)
         }
         *r->slot = i;
     }
+    if (gw_master_confroute_finish(ld) != 0)
+        return GW_ECONFIG;
     for (size_t i = 0; i < cfg->nmodels; i++) {
         struct gw_timeouts *t = &cfg->models[i].timeouts;
         if (t->connect_ms == 0)

@@ -343,3 +343,42 @@ gw_master_pool_replace(struct gw_master_pool *p, int start, int max)
     p->n = max;
     return 0;
 }
+
+int
+gw_master_pool_wanted(const struct gw_master_pool *p)
+{
+    int n = 0;
+
+    for (int i = 0; i < p->n; i++)
+        if (p->slots[i].wanted)
+            n++;
+    return n;
+}
+
+/* Is pid one of ours (a slot's worker or a retired one)? */
+static bool
+pool_owns(const struct gw_master_pool *p, pid_t pid)
+{
+    for (int i = 0; i < p->n; i++)
+        if (p->slots[i].pid == pid)
+            return true;
+    for (size_t i = 0; i < p->nretired; i++)
+        if (p->retired[i] == pid)
+            return true;
+    return false;
+}
+
+void
+gw_master_pool_sweep(struct gw_master_pool *p)
+{
+    const struct gw_shm *shm = &p->m->shm;
+
+    /* Workers of an earlier master are not our children: no SIGCHLD tells
+     * us when they go, so look. */
+    for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
+        struct gw_shm_worker *w = gw_shm_worker(shm, i);
+        pid_t pid = atomic_load(&w->pid);
+        if (pid > 0 && !pool_owns(p, pid) && kill(pid, 0) != 0 && errno == ESRCH)
+            scoreboard_clear(p, (int)i);
+    }
+}

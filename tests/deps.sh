@@ -7,7 +7,7 @@ set -eu
 pkgs_build="make gcc pkg-config libcurl4-openssl-dev libjson-c-dev liblmdb-dev libyaml-dev
 libssl-dev libsystemd-dev libhttp-parser-dev"
 pkgs_test="libcmocka-dev mandoc nodejs npm curl systemd util-linux"
-pkgs_bench="nginx wrk"
+pkgs_bench="nginx wrk strace"
 
 want=""
 for group in "$@"; do

@@ -214,13 +214,13 @@ fail_transfer(struct upstream_io *io, CURLcode cc, const char *errbuf)
         f->status = 504;
         f->code = "upstream_timeout";
         snprintf(f->message, sizeof(f->message),
-                 "The upstream provider \"%s\" did not answer in time (%s).", call->provider_name,
+                 "The upstream provider \"%s\" did not answer in time (%.160s).", call->provider_name,
                  io->timed_out ? (io->got_bytes ? "idle timeout" : "first_byte timeout") : what);
     } else {
         f->status = 502;
         f->code = "upstream_unreachable";
         snprintf(f->message, sizeof(f->message),
-                 "The upstream provider \"%s\" could not be reached: %s.", call->provider_name,
+                 "The upstream provider \"%s\" could not be reached: %.160s.", call->provider_name,
                  what);
     }
 }

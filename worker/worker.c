@@ -223,10 +223,13 @@ connection_serve(struct gw_worker *w, int fd, bool metrics)
             gw_worker_stopping = 1;
         /* The request runs on the generation current now, to its end. */
         w->gen = gw_shm_gen_acquire(w->env->shm, w->me);
+        if (w->gen != NULL)
+            gw_log_level = w->gen->log_level; /* a reload may have changed it */
         rc = gw_worker_pipeline_run(w, &req);
         gw_shm_gen_release(w->me);
         w->gen = NULL;
         atomic_fetch_add(&w->me->requests, 1);
+        atomic_fetch_add(&w->env->shm->hdr->requests, 1);
         bool again = rc == 0 && req.keep_alive && !gw_worker_stopping;
         logs_reopen(w);
         gw_arena_reset(w->arena);

@@ -256,7 +256,7 @@ enum gw_endpoint {
 struct gw_call_failure {
     int status;       /* 502, 504, or the upstream's 5xx / 429 */
     const char *code; /* OpenAI-style error code */
-    char message[256];
+    char message[512];
     const char *body; /* the upstream's own answer (arena), or NULL */
     size_t body_len;
     char ctype[128];

@@ -41,16 +41,27 @@ test('the master runs the configured number of workers', async () => {
 test('status --json has the fields aigwctl(8) documents', async () => {
   const { gw } = ctx;
   const st = await gw.status();
-  for (const field of ['version', 'pid', 'config', 'uptime', 'workers', 'workers_alive', 'models', 'providers']) {
-    assert.ok(field in st, `"${field}" in ${JSON.stringify(st)}`);
-  }
+  const fields = ['version', 'pid', 'config', 'uptime', 'shm', 'generation', 'reloads',
+    'reload_failures', 'workers', 'requests', 'in_flight', 'models', 'providers'];
+  assert.deepEqual(Object.keys(st).sort(), [...fields].sort(), JSON.stringify(st));
+  assert.equal(typeof st.version, 'string');
+  assert.equal(st.pid, gw.pid);
   assert.equal(st.config, gw.configPath);
-  assert.equal(st.workers, 3);
-  assert.equal(st.workers_alive, 3);
+  assert.ok(Number.isInteger(st.uptime) && st.uptime >= 0);
+  assert.match(st.shm, /^\/aigw-[0-9a-f]{16}$/);
+  assert.ok(Number.isInteger(st.generation) && st.generation >= 1);
+  for (const field of ['reloads', 'reload_failures', 'requests', 'in_flight']) {
+    assert.ok(Number.isInteger(st[field]) && st[field] >= 0, `${field}: ${JSON.stringify(st)}`);
+  }
+  // workers: the pool size and the processes in each state.
+  const states = ['starting', 'idle', 'busy', 'keepalive', 'stopping'];
+  assert.deepEqual(Object.keys(st.workers).sort(), ['configured', ...states].sort());
+  for (const state of states) assert.ok(Number.isInteger(st.workers[state]), state);
+  assert.equal(st.workers.configured, 3);
+  assert.equal(st.workers.idle + st.workers.busy + st.workers.keepalive, 3);
+  assert.equal(st.in_flight, st.workers.busy);
   assert.equal(st.models, 3);
   assert.equal(st.providers, 1);
-  assert.equal(typeof st.version, 'string');
-  assert.ok(Number.isInteger(st.uptime) && st.uptime >= 0);
 });
 
 test('the pidfile holds the master process id', async () => {

@@ -123,15 +123,50 @@ export function freePort() {
   });
 }
 
+// Is a TCP connection to 127.0.0.1:port refused?  (false: accepted.)
+export function connectRefused(port, timeoutMs = 2000) {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    const timer = setTimeout(() => { s.destroy(); resolve(false); }, timeoutMs);
+    s.once('connect', () => { clearTimeout(timer); s.destroy(); resolve(false); });
+    s.once('error', (err) => { clearTimeout(timer); resolve(err.code === 'ECONNREFUSED'); });
+  });
+}
+
+// Is process pid alive (not gone, not a zombie)?
+export function pidAlive(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+// Poll fn() until it returns a truthy value; returns it.  Throws after
+// timeoutMs with what(last value) in the message.
+export async function eventually(fn, { timeoutMs = 5000, every = 50, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) {
+      throw new Error(`${typeof what === 'function' ? what() : what}: not true within ${timeoutMs} ms`);
+    }
+    await sleep(every);
+  }
+}
+
 export function tempDir(prefix = 'aigw-it-') {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
 // ------------------------------------------------------------------ mock
 
-// Start aigw-mock on a free port: {port, base, log(), stop()}.
-export async function startMock({ requireKey } = {}) {
-  const args = ['--port', '0'];
+// Start aigw-mock on a free port (or on port, to start one again where
+// a stopped one was): {port, base, log(), stop()}.
+export async function startMock({ requireKey, port = 0 } = {}) {
+  const args = ['--port', String(port)];
   if (requireKey) args.push('--require-key', requireKey);
   const p = launch(MOCK, args);
   const m = await within(new Promise((resolve, reject) => {
@@ -156,21 +191,38 @@ export async function startMock({ requireKey } = {}) {
 
 const q = (s) => JSON.stringify(String(s));
 
+// A YAML flow value: numbers and booleans as they are, objects as flow
+// mappings (nested ones too), arrays as flow sequences, the rest quoted.
+function flowValue(v) {
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (Array.isArray(v)) return `[${v.map(flowValue).join(', ')}]`;
+  if (v !== null && typeof v === 'object') return flow(v);
+  return q(v);
+}
+
 function flow(obj) {
-  return `{ ${Object.entries(obj).map(([k, v]) => `${k}: ${typeof v === 'number' ? v : q(v)}`).join(', ')} }`;
+  return `{ ${Object.entries(obj).map(([k, v]) => `${k}: ${flowValue(v)}`).join(', ')} }`;
 }
 
 // The YAML text of a configuration.  providers: [{name, base_url, ...}];
-// models: [{name, targets: [{provider, model}], timeouts}].
+// models: [{name, targets: [{provider, model, weight}], timeouts, routing}]
+// (nested values such as a provider's health or a model's routing are written
+// as flow mappings); workers: a
+// number or a mapping ({start, min_spare, max_spare, max, max_requests});
+// logFile, accessFile (log.file, log.access_file), shutdownTimeout and
+// metrics (the metrics.listen address) when given.
 export function configYaml(o) {
   const lines = [
     '# written by tests/integration/lib/harness.mjs',
     `listen: [${o.listen.map(q).join(', ')}]`,
     `state_dir: ${q(o.stateDir)}`,
     `admin: { socket: ${q(o.socket)}, mode: ${q(o.adminMode ?? '0600')} }`,
-    `workers: ${o.workers ?? 2}`,
-    `log: { level: ${o.logLevel ?? 'info'}, access: ${o.access ?? true} }`,
+    `workers: ${o.workers !== null && typeof o.workers === 'object' ? flow(o.workers) : (o.workers ?? 2)}`,
+    `log: { level: ${o.logLevel ?? 'info'}, access: ${o.access ?? true}` +
+      `${o.logFile ? `, file: ${q(o.logFile)}` : ''}${o.accessFile ? `, access_file: ${q(o.accessFile)}` : ''} }`,
   ];
+  if (o.shutdownTimeout) lines.push(`shutdown_timeout: ${o.shutdownTimeout}`);
+  if (o.metrics) lines.push(`metrics: { listen: ${q(o.metrics)} }`);
   if (o.http) lines.push(`http: ${flow(o.http)}`);
   if (o.upstream) lines.push(`upstream: ${flow(o.upstream)}`);
   if (o.timeouts) lines.push(`timeouts: ${flow(o.timeouts)}`);
@@ -180,6 +232,7 @@ export function configYaml(o) {
   for (const m of o.models) {
     lines.push(`  - name: ${q(m.name)}`);
     if (m.timeouts) lines.push(`    timeouts: ${flow(m.timeouts)}`);
+    if (m.routing) lines.push(`    routing: ${flow(m.routing)}`);
     lines.push('    targets:');
     for (const t of m.targets) lines.push(`      - ${flow(t)}`);
   }
@@ -307,6 +360,15 @@ export class Gateway {
     return this.ctlJson(['status']);
   }
 
+  // Write the configuration file again with the fields of change (those
+  // of configYaml) replacing the running ones; takes effect on a reload.
+  // Returns the new configuration object.
+  rewriteConfig(change = {}) {
+    this.cfg = { ...this.cfg, ...change };
+    fs.writeFileSync(this.configPath, configYaml(this.cfg));
+    return this.cfg;
+  }
+
   // Process ids of the master's children, from /proc.
   workerPids() {
     const pids = [];
@@ -383,7 +445,8 @@ export class Gateway {
 // Write a configuration and start aigwd on it; resolves once aigwctl
 // status answers and every worker runs.
 //
-// opts: workers, http, timeouts, upstream, models (added to BASE_MODELS),
+// opts: workers (a number or a mapping, see configYaml), http, timeouts,
+// upstream, logFile, accessFile, shutdownTimeout, metrics, models (added to BASE_MODELS),
 // providers (added to "local"), mock (an aigw-mock to use; else one is
 // started and owned), requireKey (for an owned mock), adminMode, pidfile
 // (true: -p DIR/aigwd.pid), env, listen (extra addresses); dir and port to
@@ -395,14 +458,20 @@ export async function startGateway(opts = {}) {
   const socket = path.join(dir, 'aigw.sock');
   const stateDir = path.join(dir, 'state');
   const configPath = path.join(dir, 'aigw.yaml');
-  const workers = opts.workers ?? 2;
+  // A mapping starts `start` workers (the harness's default 2 if unsaid).
+  const pool = opts.workers !== null && typeof opts.workers === 'object' ? opts.workers : null;
+  const workers = pool ? (pool.start ?? 2) : (opts.workers ?? 2);
   const cfg = {
     listen: [`127.0.0.1:${port}`, ...(opts.listen ?? [])],
     stateDir,
     socket,
     adminMode: opts.adminMode,
-    workers,
+    workers: pool ?? workers,
     logLevel: opts.logLevel,
+    logFile: opts.logFile,
+    accessFile: opts.accessFile,
+    shutdownTimeout: opts.shutdownTimeout,
+    metrics: opts.metrics,
     http: opts.http,
     upstream: opts.upstream,
     timeouts: opts.timeouts,
@@ -418,7 +487,7 @@ export async function startGateway(opts = {}) {
   if (pidfile) args.push('-p', pidfile);
   const p = launch(AIGWD, args, { env: { [UPSTREAM_KEY_ENV]: UPSTREAM_KEY, ...(opts.env ?? {}) } });
   const gw = new Gateway({
-    dir, port, socket, stateDir, configPath, pidfile, workers, mock, ownMock: !opts.mock, p,
+    dir, port, socket, stateDir, configPath, pidfile, workers, mock, ownMock: !opts.mock, p, cfg,
   });
   liveGateways.add(gw);
   try {
