@@ -396,7 +396,6 @@ cmd_key_delete(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     return key_change(m, req, "deleted");
 }
 
-
 /* ------------------------------------------------- breakers, endpoints */
 
 static const char *const breaker_state_names[] = {"closed", "open", "half-open"};

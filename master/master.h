@@ -96,7 +96,8 @@ struct gw_master {
     int64_t started; /* unix seconds */
     pid_t pid;
     int master_fds[2]; /* admin socket, signalfd: closed in workers */
-    struct gw_health *health; /* active health checks (health.c), or NULL */
+    /* Active health checks (health.c), or NULL. */
+    struct gw_health *health;
 };
 
 /* A pool that starts start workers and may grow to max. */

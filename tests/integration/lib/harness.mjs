@@ -282,9 +282,10 @@ export function parseAccessLine(line) {
 export function workerCounts(st) {
   const w = st.workers;
   if (w !== null && typeof w === 'object') {
-    // Every state of a running worker counts, not starting or stopping.
+    // Every state of a running worker counts, not starting or stopping
+    // (configured and max are sizes of the pool, not states).
     const alive = Object.entries(w)
-      .filter(([state]) => !['configured', 'starting', 'stopping'].includes(state))
+      .filter(([state]) => !['configured', 'max', 'starting', 'stopping'].includes(state))
       .reduce((sum, [, n]) => sum + n, 0);
     return { configured: w.configured, alive };
   }
