@@ -32,7 +32,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_OBJ    := $(call obj,$(SHM_SRC) $(MASTER_SRC) $(WORKER_SRC))
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all asan deps run test unit integration lint man-lint install uninstall clean help bench
+.PHONY: all asan deps run test units lint man-lint install uninstall clean help bench
 
 all: $(BUILD)/aigwd $(BUILD)/aigwctl $(BUILD)/aigw-mock
 
@@ -91,7 +91,8 @@ asan: deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		tests/run-tests.sh build/asan
 
-bench: deps
+bench:
+	@tests/deps.sh build test bench
 	@$(MAKE) --no-print-directory all
 	@tests/bench/run.sh $(BUILD)
 

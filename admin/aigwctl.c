@@ -42,7 +42,7 @@ static const char usage_text[] =
     "  key enable ID                         accept a disabled key again\n"
     "  key delete ID                         delete the key for good\n"
     "  breaker list [--json]                 every target: breaker, failures, health, load\n"
-    "  breaker reset TARGET|all              close a target's breaker (TARGET: provider/model)\n"
+    "  breaker reset TARGET|all [--json]     close a target's breaker (TARGET: provider/model)\n"
     "  endpoint test MODEL [--target PROVIDER/MODEL] [--json]\n"
     "                                        make a minimal real call through each target\n"
     "\n"

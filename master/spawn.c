@@ -62,6 +62,7 @@ scoreboard_take(struct gw_master_pool *p)
         pid_t pid = atomic_load(&w->pid);
         if (pid == 0 || (kill(pid, 0) != 0 && errno == ESRCH)) {
             atomic_store(&w->pid, -1); /* reserved until the child writes its pid */
+            atomic_store(&w->calling, -1);
             atomic_store(&w->state, GW_WORKER_STARTING);
             atomic_store(&w->gen_slot, -1);
             atomic_store(&w->requests, 0);
@@ -77,6 +78,11 @@ scoreboard_clear(struct gw_master_pool *p, int sb)
     if (sb < 0)
         return;
     struct gw_shm_worker *w = gw_shm_worker(&p->m->shm, (size_t)sb);
+    /* A worker that died during an upstream call never took itself off
+     * the target's in-flight count: do it for it. */
+    int32_t calling = atomic_exchange(&w->calling, -1);
+    if (calling >= 0 && (uint64_t)calling < p->m->shm.hdr->nstats)
+        atomic_fetch_sub(&gw_shm_stat_at(&p->m->shm, (size_t)calling)->in_flight, 1);
     atomic_store(&w->gen_slot, -1);
     atomic_store(&w->state, GW_WORKER_EMPTY);
     atomic_store(&w->pid, 0);

@@ -396,7 +396,7 @@ int gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed);
  *   header | scoreboard | stat tables | buckets | usage ring | generations
  */
 #define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
-#define GW_SHM_LAYOUT 1
+#define GW_SHM_LAYOUT 2
 #define GW_SHM_GEN_SLOTS 8
 #define GW_SHM_NAME_LEN 96
 
@@ -421,7 +421,8 @@ struct gw_shm_worker {
     _Atomic uint64_t requests;
     _Atomic int64_t started;    /* unix seconds */
     _Atomic int64_t busy_since; /* unix ms of the request in hand */
-    char pad[24];
+    _Atomic int32_t calling;    /* stat index of the target being called, -1 none */
+    char pad[20];
 };
 
 /* Histogram bucket bounds (ms) for durations and time to first token. */

@@ -273,12 +273,20 @@ wait_readable(struct gw_http_conn *c, long timeout_ms, bool idle)
     size_t nfds = 1, nwatch = 1;
 
     pfd[0] = (struct pollfd){.fd = c->fd, .events = POLLIN};
-    if (idle && c->should_yield != NULL)
+    if (idle && c->should_yield != NULL && c->served > 0)
         for (size_t i = 0; i < c->nyield_fds && nwatch < sizeof(pfd) / sizeof(pfd[0]); i++)
             pfd[nwatch++] = (struct pollfd){.fd = c->yield_fds[i], .events = POLLIN};
     for (;;) {
-        if (idle && gw_worker_stopping)
-            return GW_ECLOSED;
+        /* A stopping worker drops a connection between two requests, but
+         * not a fresh one whose first request is on its way: that one is
+         * served, with no more than read_timeout to arrive. */
+        if (idle && gw_worker_stopping) {
+            if (c->served > 0)
+                return GW_ECLOSED;
+            int64_t cap = start + c->limits->read_timeout_ms;
+            if (cap < deadline)
+                deadline = cap;
+        }
         int64_t now = gw_now_ms(), left = deadline - now;
         if (left <= 0)
             return 0;
@@ -331,6 +339,7 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
             c->msg_bytes += n;
             if (e == HPE_PAUSED || c->done) {
                 http_parser_pause(&c->parser, 0);
+                c->served++;
                 req->body = c->body.len ? c->body.data : "";
                 req->body_len = c->body.len;
                 return 0;

@@ -140,6 +140,28 @@ gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b)
         gw_buf_printf(b, "\"} %lld\n", (long long)atomic_load(&st->in_flight));
     }
 
+    static const struct {
+        const char *name, *type, *help;
+    } target_figures[] = {
+        {"aigw_breaker_state", "gauge", "Circuit breaker: 0 closed, 1 open, 2 half-open."},
+        {"aigw_breaker_opened_total", "counter", "Times the circuit breaker opened."},
+        {"aigw_upstream_failures_total", "counter", "Failed attempts on a target."},
+        {"aigw_upstream_health_up", "gauge", "Active health check: 1 up (or unchecked), 0 down."},
+    };
+    for (size_t f = 0; f < sizeof(target_figures) / sizeof(target_figures[0]); f++) {
+        help_type(b, target_figures[f].name, target_figures[f].type, target_figures[f].help);
+        FOR_EACH_STAT(shm, "t:", st, label)
+        {
+            long long v = f == 0   ? atomic_load(&st->breaker_state)
+                          : f == 1 ? (long long)atomic_load(&st->breaker_opened)
+                          : f == 2 ? (long long)atomic_load(&st->failures)
+                                   : !atomic_load(&st->health_down);
+            gw_buf_printf(b, "%s{target=\"", target_figures[f].name);
+            label_put(b, label);
+            gw_buf_printf(b, "\"} %lld\n", v);
+        }
+    }
+
     for (uint64_t i = 0; i < h->nworkers; i++) {
         struct gw_shm_worker *w = gw_shm_worker(shm, i);
         int s = atomic_load(&w->state);

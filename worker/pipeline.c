@@ -440,11 +440,17 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
 
             struct gw_shm_stat *ts = stat_get(w, req->target_stat);
             int64_t t0 = gw_now_us();
-            if (ts != NULL)
+            /* Noted in the scoreboard, so that the master can give the
+             * in-flight count back if this worker dies during the call. */
+            if (ts != NULL) {
+                atomic_store(&w->me->calling, req->target_stat);
                 atomic_fetch_add(&ts->in_flight, 1);
-            rc = gw_worker_upstream_call(w->curl, call, g->max_response_size);
-            if (ts != NULL)
+            }
+            rc = gw_worker_upstream_call(w->multi, w->curl, call, g->max_response_size);
+            if (ts != NULL) {
                 atomic_fetch_sub(&ts->in_flight, 1);
+                atomic_store(&w->me->calling, -1);
+            }
             bool failed = rc == GW_EUPSTREAM || (rc == 0 && call->status >= 500);
             gw_worker_route_result(w, g, m, call->target, !failed, probe, call,
                                    gw_now_us() - t0);
@@ -470,6 +476,8 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
             gw_arena_printf(req->arena, "x-aigw-attempts: %d\r\nRetry-After: 1\r\n", attempts);
     }
     call->status = call->fail.status;
+    /* Every failed attempt was counted on its target already. */
+    req->target_stat = -1;
     return gw_worker_upstream_fail_answer(call);
 }
 

@@ -145,9 +145,12 @@ gw_worker_route_pick(const struct gw_worker *w, const struct gw_gen *g,
             }
         } else {
             bool explore = strategy == GW_ROUTE_LATENCY && spin % LATENCY_EXPLORE_ONE_IN == 0;
-            /* Start the scan at a rotating place, so ties spread out. */
+            /* Start the scan at a rotating place, so ties spread out; an
+             * exploring pick rotates by its own count, or it would always
+             * land on the same target when ntargets divides the period. */
+            uint64_t start = explore ? spin / LATENCY_EXPLORE_ONE_IN : spin;
             for (uint32_t k = 0; k < m->ntargets; k++) {
-                uint32_t i = (uint32_t)((spin + k) % m->ntargets);
+                uint32_t i = (uint32_t)((start + k) % m->ntargets);
                 const struct gw_gen_target *t = gw_gen_target(g, m->first_target + i);
                 if (tried_has(tried, i) || !eligible(w, m, t, now))
                     continue;
@@ -218,9 +221,12 @@ gw_worker_route_result(const struct gw_worker *w, const struct gw_gen *g,
                        gw_gen_str(g, gw_gen_provider(g, t->provider)->name),
                        gw_gen_str(g, t->model));
         }
-        if (call->first_byte_us > 0)
-            ewma_update(&st->ewma_ttft_us, call->first_byte_us);
-        int64_t gen_us = duration_us - call->first_byte_us;
+        /* Measured from this attempt's own start, not the request's. */
+        if (call->attempt_first_byte_us > 0)
+            ewma_update(&st->ewma_ttft_us, call->attempt_first_byte_us);
+        /* A stream's rate is over its generation; a whole answer's, over
+         * its whole time (the first byte is the last one there). */
+        int64_t gen_us = call->stream ? duration_us - call->attempt_first_byte_us : duration_us;
         if (call->completion_tokens > 0 && gen_us > 1000)
             ewma_update(&st->ewma_tokens_per_s_milli,
                         call->completion_tokens * 1000000000LL / gen_us);

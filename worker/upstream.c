@@ -150,7 +150,9 @@ on_data(char *data, size_t size, size_t n, void *ctx)
     io->last_io_ms = gw_now_ms();
     if (!io->got_bytes) {
         io->got_bytes = true;
-        call->first_byte_us = gw_now_us() - call->req->start_us;
+        int64_t now = gw_now_us();
+        call->first_byte_us = now - call->req->start_us;
+        call->attempt_first_byte_us = now - call->attempt_start_us;
         curl_easy_getinfo(io->curl, CURLINFO_RESPONSE_CODE, &io->status);
         /* Relay only a successful stream; anything else is collected so
          * that it can be answered whole with its own status. */
@@ -288,8 +290,48 @@ stream_error_event(struct gw_call *call, const char *why, const char *code)
     return gw_worker_http_stream_write(call->conn, ev, strlen(ev));
 }
 
+/*
+ * Run the transfer on the worker's multi handle (which keeps the
+ * connections for reuse), waking at least every few milliseconds before a
+ * first-byte or idle deadline so that those fire on time: curl's own
+ * progress callback comes only about once a second on a silent transfer.
+ */
+static CURLcode
+transfer_run(CURLM *multi, CURL *curl, struct upstream_io *io)
+{
+    CURLcode cc = CURLE_OK;
+    int running = 1;
+
+    if (curl_multi_add_handle(multi, curl) != CURLM_OK)
+        return CURLE_FAILED_INIT;
+    while (running) {
+        if (curl_multi_perform(multi, &running) != CURLM_OK) {
+            cc = CURLE_FAILED_INIT;
+            break;
+        }
+        if (!running)
+            break;
+        int64_t now = gw_now_ms();
+        long limit = io->got_bytes ? io->to->idle_ms : io->to->first_byte_ms;
+        int64_t left = io->last_io_ms + limit - now;
+        if (left <= 0) {
+            io->timed_out = true;
+            cc = CURLE_OPERATION_TIMEDOUT;
+            break;
+        }
+        curl_multi_poll(multi, NULL, 0, (int)(left < 1000 ? left : 1000), NULL);
+    }
+    CURLMsg *msg;
+    int queued;
+    while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl && cc == CURLE_OK)
+            cc = msg->data.result;
+    curl_multi_remove_handle(multi, curl);
+    return cc;
+}
+
 int
-gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_size)
+gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t max_response_size)
 {
     struct upstream_io io = {.call = call,
                              .max_response_size = max_response_size,
@@ -306,6 +348,8 @@ gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_si
     }
     gw_worker_sse_init(&io.sse, emit_to_client, &io, call->stream && !call->client_usage);
     io.start_ms = io.last_io_ms = gw_now_ms();
+    call->attempt_start_us = gw_now_us();
+    call->attempt_first_byte_us = 0;
 
     curl_easy_reset(curl);
     curl_easy_setopt(curl, CURLOPT_URL, call->url);
@@ -331,7 +375,7 @@ gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_si
      * callbacks mean each SSE event is handed over as it arrives. */
     curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 65536L);
 
-    CURLcode cc = curl_easy_perform(curl);
+    CURLcode cc = transfer_run(multi, curl, &io);
     if (!io.got_bytes)
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &io.status);
     call->status = (int)io.status;

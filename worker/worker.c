@@ -269,7 +269,8 @@ gw_worker_main(const struct gw_worker_env *env)
 
     if (gw_store_open(env->cfg->state_dir, &w.store) != 0)
         exit(GW_EXIT_FATAL);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (w.curl = curl_easy_init()) == NULL)
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (w.curl = curl_easy_init()) == NULL ||
+        (w.multi = curl_multi_init()) == NULL)
         gw_fatal("curl_easy_init failed");
     w.arena = gw_arena_create(16384);
     if (gw_random_bytes(&w.id_prefix, sizeof(w.id_prefix)) != 0)
@@ -289,6 +290,7 @@ gw_worker_main(const struct gw_worker_env *env)
     atomic_store(&w.me->pid, getpid());
     atomic_store(&w.me->started, (int64_t)time(NULL));
     atomic_store(&w.me->requests, 0);
+    atomic_store(&w.me->calling, -1);
     state_set(&w, GW_WORKER_IDLE);
     gw_log(GW_LOG_DEBUG, "started");
 
@@ -314,6 +316,7 @@ gw_worker_main(const struct gw_worker_env *env)
     gw_arena_destroy(w.arena);
     gw_buf_free(&w.scratch);
     curl_easy_cleanup(w.curl);
+    curl_multi_cleanup(w.multi);
     curl_global_cleanup();
     gw_store_close(w.store);
     exit(0);

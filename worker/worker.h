@@ -96,6 +96,7 @@ struct gw_http_conn {
     size_t msg_bytes;    /* bytes of the current message seen so far */
     size_t header_bytes; /* request line + headers so far */
     size_t headers_cap;  /* room in req->headers */
+    uint64_t served;     /* requests read on this connection */
     bool in_value;
     bool done;
     bool headers_done;
@@ -198,6 +199,7 @@ struct gw_worker {
     const struct gw_gen *gen; /* the generation of the request in hand */
     struct gw_http_limits limits; /* copied from the latest generation */
     struct gw_store *store;
+    CURLM *multi; /* keeps the upstream connections across requests */
     CURL *curl;
     struct gw_http_conn conn;
     struct gw_arena *arena; /* per request, reset after each */
@@ -296,6 +298,8 @@ struct gw_call {
     int64_t prompt_tokens;
     int64_t completion_tokens;
     int64_t first_byte_us; /* since req->start_us; 0 if none came */
+    int64_t attempt_start_us;      /* monotonic start of this attempt */
+    int64_t attempt_first_byte_us; /* since the attempt's start; 0 if none came */
     struct gw_call_failure fail;
 };
 
@@ -323,7 +327,8 @@ extern const struct gw_provider_adapter gw_worker_provider_openai;
  * reached the client: call->fail says why, and the caller may try another
  * target or answer with gw_worker_upstream_fail_answer.
  */
-int gw_worker_upstream_call(CURL *curl, struct gw_call *call, size_t max_response_size);
+int gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call,
+                            size_t max_response_size);
 int gw_worker_upstream_fail_answer(struct gw_call *call);
 
 #endif

@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 struct counts {
-    uint64_t magic;   /* 0x746e756f63636c6d, "mlccount" */
+    uint64_t magic; /* 0x746e756f63636c6d, "mlccount" */
     uint64_t pid;
     uint64_t mallocs; /* malloc, calloc, memalign & co, realloc(NULL, n) */
     uint64_t reallocs;

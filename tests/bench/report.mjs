@@ -55,7 +55,11 @@ function chat(scenario) {
       // CPU of the target's whole process tree over its requests.
       // utime+stime of /proc/PID/stat; cpu_us_per_req_sched from schedstat.
       cpu_us_per_req: r1(median(rs.map((x) => (x.cpu_ticks * 1e6) / meta.hz / x.wrk.requests)), 2),
-      cpu_us_per_req_sched: r1(median(rs.map((x) => x.cpu_ns / 1e3 / x.wrk.requests)), 2),
+      cpu_us_per_req_sched: t === 'mock' ? null : r1(median(rs.map((x) => x.cpu_ns / 1e3 / x.wrk.requests)), 2),
+      cpu_sys_share: r1(median(rs.map((x) => x.cpu_stime / Math.max(1, x.cpu_ticks))), 2),
+      // Per task figures lose the tasks that ended during the run: the
+      // mock's connection threads do, so they are left out for it.
+      ctx_switches_per_req: t === 'mock' ? null : r1(median(rs.map((x) => x.csw / x.wrk.requests)), 2),
       mock_cpu_us_per_req: r1(median(rs.map((x) => (x.mock_cpu_ticks * 1e6) / meta.hz / x.wrk.requests)), 2),
       rps_rounds: rs.map((x) => r1(x.wrk.rps)),
     };
@@ -245,7 +249,7 @@ function cost() {
   return out;
 }
 
-function usageCheck(load, serial) {
+function usageCheck(...scenarios) {
   const u = of('usage')[0];
   if (!u || !u.before || !u.after) return null;
   const count = (j) => {
@@ -261,7 +265,7 @@ function usageCheck(load, serial) {
     walk(j);
     return best;
   };
-  const served = (load.targets.checks?.requests ?? 0) + (serial.targets.checks?.requests ?? 0);
+  const served = scenarios.reduce((a, c) => a + (c.targets.checks?.requests ?? 0), 0);
   return { recorded: count(u.after) - count(u.before), wrk_completed: served };
 }
 
@@ -269,10 +273,11 @@ function usageCheck(load, serial) {
 
 const load = chat('load');
 const serial = chat('serial');
+const large = chat('large');
 const stream = streaming();
 const conc = concurrency();
 const costs = cost();
-const usage = usageCheck(load, serial);
+const usage = usageCheck(load, serial, large);
 
 const targets = [];
 function target(name, value, unit, limit, ok, note) {
@@ -285,11 +290,14 @@ target('added p50 aigw/nginx (1 conn)', sc.added_p50_vs_nginx, 'x', '<= 1.3', sc
 const ap99l = load.added.checks?.p99_ms, ap99s = serial.added.checks?.p99_ms;
 target('added p99 aigw (64 conns)', ap99l, 'ms', '<= 1', ap99l <= 1);
 target('added p99 aigw (1 conn)', ap99s, 'ms', '<= 1', ap99s <= 1);
+const expectEvents = stream.events_expected;
 const ta = stream.tap.added.checks, tt = stream.tap.targets.checks, ma = stream.mock.added.checks;
 target('per-chunk forwarding delay added, p99 (tap)', ta?.forward_ms.p99, 'ms', '<= 1', ta?.forward_ms.p99 <= 1,
   tt ? `p50 ${ta.forward_ms.p50} ms, worst ${ta.forward_ms.max} ms; ${tt.over_1ms} of ${tt.events} events over 1 ms (nginx: worst ${stream.tap.added.nginx?.forward_ms.max ?? '-'} ms)` : null);
 const batched = (stream.mock.targets.checks?.batched_events ?? 0) + (tt?.batched_events ?? 0);
-target('chunks held back (arrived batched with the one before)', stream.mock.targets.checks ? batched : null, 'events', '0', batched === 0);
+const bOf = (t) => (stream.mock.targets[t]?.batched_events ?? 0) + (stream.tap.targets[t]?.batched_events ?? 0);
+target('chunks held back (arrived batched with the one before)', stream.mock.targets.checks ? batched : null, 'events', '0', batched === 0,
+  `of ${(stream.mock.targets.checks?.streams ?? 0) * expectEvents + (tt?.events ?? 0)}; nginx ${bOf('nginx')}, direct ${bOf('mock')}`);
 target('added time to first byte (first event, mock)', ma?.first_event_ms, 'ms', '<= 1', ma?.first_event_ms <= 1,
   ma ? `headers +${ma.head_ms} ms; through the tap +${ta?.first_event_ms ?? '-'} ms` : null);
 const big = conc.length ? conc[conc.length - 1] : null;
@@ -305,7 +313,7 @@ if (big) {
   if (big.n < 2000) targets[targets.length - 2].note = `quick run: largest N is ${big.n}, not 2000`;
 }
 
-const result = { meta, chat_load: load, chat_serial: serial, streaming: stream, concurrency: conc, cost: costs, usage_accounting: usage, targets };
+const result = { meta, chat_load: load, chat_serial: serial, chat_large: large, streaming: stream, concurrency: conc, cost: costs, usage_accounting: usage, targets };
 writeFileSync(outFile, JSON.stringify(result, null, 2) + '\n');
 
 // ----------------------------------------------------------------- table
@@ -316,14 +324,16 @@ const p = (s = '') => lines.push(s);
 const NAMES = { mock: 'direct (mock)', nginx: 'nginx', plain: 'aigw plain', checks: 'aigw all checks', aigw: 'aigw' };
 
 p(`aigw benchmark ${meta.time}  (${meta.quick ? 'QUICK, ' : ''}${meta.rounds} rounds, medians; ${meta.nproc} CPUs ${meta.cpu_model}, ${meta.seconds}s)`);
-for (const [title, c] of [[`Chat completion, ${load.conns} connections, ${meta.dur64_s}s runs`, load], [`Chat completion, 1 connection, ${meta.dur1_s}s runs`, serial]]) {
+for (const [title, c] of [[`Chat completion, ${load.conns} connections, ${meta.dur64_s}s runs`, load], [`Chat completion, 1 connection, ${meta.dur1_s}s runs`, serial],
+  [`Chat completion with a ${meta.big_kb} KiB prompt, ${large.conns} connections, ${meta.dur1_s}s runs`, large]]) {
+  if (!c.rounds) continue;
   p();
   p(title);
-  p(`  ${'target'.padEnd(17)}${fmt('req/s')}${fmt('p50 ms')}${fmt('p99 ms')}${fmt('+p50 ms')}${fmt('+p99 ms')}${fmt('x nginx')}${fmt('CPU us/r')}${fmt('errors')}`);
+  p(`  ${'target'.padEnd(17)}${fmt('req/s')}${fmt('p50 ms')}${fmt('p99 ms')}${fmt('+p50 ms')}${fmt('+p99 ms')}${fmt('x nginx')}${fmt('CPU us/r')}${fmt('sys %', 7)}${fmt('csw/r', 7)}${fmt('errors', 7)}`);
   for (const t of TARGETS) {
     const x = c.targets[t];
     if (!x) continue;
-    p(`  ${NAMES[t].padEnd(17)}${fmt(x.rps)}${fmt(x.p50_ms)}${fmt(x.p99_ms)}${fmt(c.added[t]?.p50_ms)}${fmt(c.added[t]?.p99_ms)}${fmt(c.ratio[t]?.rps_vs_nginx)}${fmt(x.cpu_us_per_req)}${fmt(x.errors)}`);
+    p(`  ${NAMES[t].padEnd(17)}${fmt(x.rps)}${fmt(x.p50_ms)}${fmt(x.p99_ms)}${fmt(c.added[t]?.p50_ms)}${fmt(c.added[t]?.p99_ms)}${fmt(c.ratio[t]?.rps_vs_nginx)}${fmt(x.cpu_us_per_req)}${fmt(Math.round(x.cpu_sys_share * 100), 7)}${fmt(x.ctx_switches_per_req, 7)}${fmt(x.errors, 7)}`);
   }
 }
 p();

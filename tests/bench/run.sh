@@ -40,6 +40,7 @@ else
     alloc_dur=3 alloc_streams=10
 fi
 conns=64
+big_kb=64 big_conns=8
 stream_chunks=50 stream_delay=5
 conc_chunks=20 conc_delay=100
 max_workers=1024 # aigw.yaml(5): workers is at most 1024
@@ -59,17 +60,19 @@ for b in aigwd aigwctl aigw-mock; do
     [ -x "$build/$b" ] || die "$build/$b is missing: run make first (make bench builds it)"
 done
 missing=""
-for c in nginx wrk node cc; do
+for c in wrk node cc; do
     command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
 done
+# nginx lives in /usr/sbin, which a user's PATH may lack.
+nginx_bin=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+[ -x "$nginx_bin" ] || missing="$missing nginx"
 [ -z "$missing" ] || die "missing:$missing (tests/deps.sh build test bench installs them)"
-nginx_bin=$(command -v nginx)
 
 tmp=$(mktemp -d /tmp/aigw-bench.XXXXXX) || die "mktemp failed"
 raw="$tmp/raw.jsonl"
 : >"$raw"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-outdir="$build/bench"
+outdir="$build/bench" # results stay in BUILD_DIR/bench
 mkdir -p "$outdir" || die "cannot create $outdir"
 
 # --- processes: every one we start is listed, and stopped on exit -----------
@@ -162,18 +165,23 @@ pss_kb() {
     awk '/^Pss:/ { s += $2 } END { print s + 0 }' "${f[@]}" 2>/dev/null
 }
 
-# CPU time of a process tree: "TICKS NS" (utime+stime from /proc/PID/stat
-# in clock ticks, and the scheduler's run time from /proc/PID/schedstat).
+# CPU time and context switches of a process tree:
+#   "UTIME STIME NS CSW"
+# utime and stime from /proc/PID/stat (clock ticks), the scheduler's run
+# time in ns from /proc/PID/task/*/schedstat, and the voluntary plus
+# involuntary context switches of every task from /proc/PID/task/*/status.
 cpu_of() {
-    local st=() ss=()
+    local st=() ss=() cs=()
     for p in $(tree "$1"); do
         st+=("/proc/$p/stat")
         ss+=(/proc/"$p"/task/*/schedstat)
+        cs+=(/proc/"$p"/task/*/status)
     done
-    local ticks ns
-    ticks=$(awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }' "${st[@]}" 2>/dev/null)
+    local ticks ns csw
+    ticks=$(awk '{ sub(/^.*\) /, ""); u += $12; s += $13 } END { print u + 0, s + 0 }' "${st[@]}" 2>/dev/null)
     ns=$(awk '{ t += $1 } END { printf "%.0f\n", t }' "${ss[@]}" 2>/dev/null)
-    echo "${ticks:-0} ${ns:-0}"
+    csw=$(awk '/_ctxt_switches:/ { t += $2 } END { print t + 0 }' "${cs[@]}" 2>/dev/null)
+    echo "${ticks:-0 0} ${ns:-0} ${csw:-0}"
 }
 
 # A TCP port nothing listens on, outside the ephemeral range.
@@ -227,7 +235,16 @@ say "$cpu_plan"
 
 # --- helpers built for this run ----------------------------------------------
 
-cc -O2 -g -Wall -Wextra -o "$tmp/sse_client" "$here/sse_client.c" ||
+# The binaries under test are copied first: a rebuild while the benchmark
+# runs (make in another terminal) must not change what is measured halfway,
+# and perf needs the file its samples came from.
+mkdir -p "$tmp/bin"
+for b in aigwd aigwctl aigw-mock; do
+    cp "$build/$b" "$tmp/bin/$b" || die "cannot copy $build/$b"
+done
+build="$tmp/bin"
+
+cc -O2 -g -Wall -Wextra -pthread -o "$tmp/sse_client" "$here/sse_client.c" ||
     die "cannot build sse_client"
 cc -O2 -g -Wall -Wextra -shared -fPIC -o "$tmp/malloc_count.so" "$here/malloc_count.c" ||
     die "cannot build malloc_count.so"
@@ -274,7 +291,7 @@ wait_port "$nginx_port" "$nginx_pid" || die "nginx did not start: $(cat "$tmp/ng
 # gw_config NAME WORKERS MODE PORT: write $tmp/NAME.yaml.  MODE plain: no
 # access log; checks: access log to a file and the metrics listener too.
 gw_config() {
-    local name=$1 workers=$2 mode=$3 port=$4 log access metrics=""
+    local name=$1 workers=$2 mode=$3 port=$4 log metrics=""
     mkdir -p "$tmp/$name-state"
     if [ "$mode" = checks ]; then
         log="{ level: warn, access: true, access_file: $tmp/$name-access.log }"
@@ -326,6 +343,13 @@ EOF
     }
 }
 
+# Set by gw_start for each instance (plain, checks, conc, alloc).
+# shellcheck disable=SC2034 # read through port_of and key_of
+gw_pid_plain='' gw_port_plain='' gw_key_plain=''
+gw_pid_checks='' gw_port_checks='' gw_key_checks=''
+gw_pid_conc='' gw_port_conc='' gw_key_conc=''
+gw_pid_alloc='' gw_port_alloc='' gw_key_alloc=''
+
 # gw_start NAME WORKERS MODE [PRELOAD]: start aigwd, wait for its workers,
 # make a key.  Sets gw_pid_NAME, gw_port_NAME, gw_key_NAME.
 gw_start() {
@@ -357,7 +381,7 @@ gw_start() {
     fi
     # The checks instance's key may use the benchmark's model only, so the
     # authorization step has a list to look through.
-    [ "$mode" = checks ] && models=(--models bench,tap)
+    [ "$mode" = checks ] && models=(--models "bench,tap")
     key=$("$build/aigwctl" -s "$tmp/$name.sock" key create --name "bench-$name" "${models[@]}" \
         --json 2>>"$tmp/$name.err" | sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
     [ -n "$key" ] || {
@@ -380,8 +404,9 @@ gw_stop() {
 # One JSON line into the raw data.
 emit() { printf '%s\n' "$1" >>"$raw"; }
 
-cpu_json() { # "TICKS NS" -> JSON members
-    printf '"cpu_ticks":%s,"cpu_ns":%s' "$1" "$2"
+cpu_json() { # BEFORE... AFTER... (cpu_of's four numbers each) -> JSON members
+    printf '"cpu_utime":%s,"cpu_stime":%s,"cpu_ticks":%s,"cpu_ns":%s,"csw":%s' \
+        $(($5 - $1)) $(($6 - $2)) $(($5 + $6 - $1 - $2)) $(($7 - $3)) $(($8 - $4))
 }
 
 # wrk_run LABEL PORT KEY CONNS SECONDS PID_FOR_CPU SCENARIO ROUND
@@ -400,8 +425,8 @@ wrk_run() {
         say "wrk against $label gave no figures: $(tail -2 "$tmp/wrk.out")"
         return 0
     fi
-    set -- $before $after $m0 $m1
-    emit "{\"kind\":\"rps\",\"scenario\":\"$scen\",\"target\":\"$label\",\"round\":$round,\"conns\":$c,$(cpu_json $(($3 - $1)) $(($4 - $2))),\"mock_cpu_ticks\":$(($7 - $5)),\"wrk\":$line}"
+    set -- $m0 $m1
+    emit "{\"kind\":\"rps\",\"scenario\":\"$scen\",\"target\":\"$label\",\"round\":$round,\"conns\":$c,$(cpu_json $before $after),\"mock_cpu_ticks\":$(($5 + $6 - $1 - $2)),\"wrk\":$line}"
 }
 
 # --- start ---------------------------------------------------------------------
@@ -460,6 +485,15 @@ for ((r = 1; r <= rounds; r++)); do
         wrk_run "$t" "$(port_of $t)" "$(key_of $t)" 1 "$dur1" "$(pid_of $t)" serial "$r"
     done
 done
+# The same with a large prompt (BENCH_PROMPT_KB), fewer connections: what
+# a body costs that the gateway parses and writes out again.
+for ((r = 1; r <= rounds && r <= 3; r++)); do
+    say "round $r: chat completions with a ${big_kb} KiB prompt, $big_conns connections ${dur1}s"
+    for t in mock nginx checks; do
+        BENCH_PROMPT_KB=$big_kb wrk_run "$t" "$(port_of $t)" "$(key_of $t)" "$big_conns" "$dur1" \
+            "$(pid_of $t)" large "$r"
+    done
+done
 sleep 1.5 # the master drains the usage ring
 usage_after=$("$build/aigwctl" -s "$tmp/checks.sock" usage --json 2>/dev/null | tr -d '\n ')
 emit "{\"kind\":\"usage\",\"before\":${usage_before:-null},\"after\":${usage_after:-null}}"
@@ -499,9 +533,10 @@ done
 # --- optional: a perf profile of aigwd under load -------------------------------
 
 if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null 2>&1; then
-    say "perf: profiling aigwd (checks) workers under load"
+    say "perf: profiling aigwd (all checks) under load, 64 connections"
     wpids=$(tree "$gw_pid_checks" | paste -sd, -)
-    perf record -q -g -o "$tmp/perf.data" -p "$wpids" -- sleep 5 >/dev/null 2>&1 &
+    perf record -q -F 499 --call-graph dwarf,16384 -o "$tmp/perf.data" -p "$wpids" -- sleep 4 \
+        >/dev/null 2>&1 &
     perf_pid=$!
     pids+=("$perf_pid")
     sleep 0.3
@@ -509,9 +544,15 @@ if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null 2>&1; then
         -s "$here/chat.lua" "http://127.0.0.1:$gw_port_checks" >/dev/null 2>&1
     wait "$perf_pid"
     forget "$perf_pid"
-    perf report -i "$tmp/perf.data" --no-children --percent-limit 0.7 --stdio \
-        >"$outdir/perf-$stamp.txt" 2>/dev/null &&
-        say "perf report: $outdir/perf-$stamp.txt"
+    {
+        echo "== by shared object (self)"
+        perf report -i "$tmp/perf.data" --no-children --sort dso -g none --stdio 2>/dev/null | grep -v '^#' | grep -v '^$'
+        echo "== by symbol (self, >= 0.5%)"
+        perf report -i "$tmp/perf.data" --no-children --sort dso,sym -g none --percent-limit 0.5 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$'
+        echo "== by symbol, callees included (>= 1.5%)"
+        perf report -i "$tmp/perf.data" --children --sort sym -g none --percent-limit 1.5 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$'
+    } >"$outdir/perf-$stamp.txt"
+    say "perf report: $outdir/perf-$stamp.txt"
 fi
 
 gw_stop plain
@@ -624,10 +665,10 @@ if gw_start alloc 4 checks "$tmp/malloc_count.so"; then
     a1=$(alloc_of "$gw_pid_alloc" alloc)
     nreq=$(sed -n 's/^BENCH {"requests":\([0-9]*\).*/\1/p' "$tmp/wrk-alloc.out")
     run "${pin_load[@]}" "$tmp/sse_client" stream -p "$gw_port_alloc" -k "$gw_key_alloc" \
-        -c "$stream_chunks" -d 0 -n "$alloc_streams" >/dev/null 2>&1
+        -c "$stream_chunks" -d 1 -n "$alloc_streams" >/dev/null 2>&1
     a2=$(alloc_of "$gw_pid_alloc" alloc)
     run "${pin_load[@]}" "$tmp/sse_client" stream -p "$gw_port_alloc" -k "$gw_key_alloc" \
-        -c 5 -d 0 -n "$alloc_streams" >/dev/null 2>&1
+        -c 5 -d 1 -n "$alloc_streams" >/dev/null 2>&1
     a3=$(alloc_of "$gw_pid_alloc" alloc)
     emit "{\"kind\":\"alloc\",\"requests\":${nreq:-0},\"streams\":$((alloc_streams + 1)),\"chunks\":[$stream_chunks,5],\"a0\":[${a0// /,}],\"a1\":[${a1// /,}],\"a2\":[${a2// /,}],\"a3\":[${a3// /,}]}"
 
@@ -664,7 +705,7 @@ cat >"$tmp/meta.json" <<EOF
 {"time":"$stamp","quick":$([ "$quick" = 1 ] && echo true || echo false),"rounds":$rounds,
  "seconds":$((t_end - t_start)),"nproc":$ncpu,"cpu_model":"$cpu_model","mem_kb":${mem_kb:-0},
  "kernel":"$(uname -r)","hz":$hz,"cpu_plan":"$cpu_plan","nginx":"$("$nginx_bin" -v 2>&1 | sed 's/.*: //')",
- "wrk_threads":$wrk_threads,"conns":$conns,"dur64_s":$dur64,"dur1_s":$dur1,
+ "wrk_threads":$wrk_threads,"conns":$conns,"big_kb":$big_kb,"big_conns":$big_conns,"dur64_s":$dur64,"dur1_s":$dur1,
  "stream":{"n":$stream_n,"tap_n":$tap_n,"chunks":$stream_chunks,"delay_ms":$stream_delay},
  "conc":{"chunks":$conc_chunks,"delay_ms":$conc_delay,"timeout_s":$conc_timeout},
  "commit":"$(git -C "$top" rev-parse --short HEAD 2>/dev/null)$(git -C "$top" diff --quiet 2>/dev/null || echo +dirty)"}

@@ -118,18 +118,18 @@ struct resp {
     char line[64];
     size_t line_len;
     /* SSE */
-    bool nl;        /* the last body byte was '\n' */
-    char ev[1024];  /* the first bytes of the event being read */
+    bool nl;       /* the last body byte was '\n' */
+    char ev[1024]; /* the first bytes of the event being read */
     size_t ev_len;
     bool done_seen; /* "data: [DONE]" */
     int events;
     int batched;
     int reads;
     int64_t head_ns;
-    int64_t *ev_ns; /* MAX_EVENTS arrival times, or NULL */
+    int64_t *ev_ns;  /* MAX_EVENTS arrival times, or NULL */
     int64_t *fwd_ns; /* MAX_EVENTS forwarding times of tap-stamped events, or NULL */
     int nfwd;
-    bool bad;       /* framing that makes no sense */
+    bool bad; /* framing that makes no sense */
 };
 
 static void
@@ -269,8 +269,7 @@ resp_feed(struct resp *r, const char *p, size_t n, int64_t t)
             sse_feed(r, p, n, t, &in_read);
             n = 0;
             break;
-        case R_DONE:
-            break;
+        case R_DONE: break;
         }
     }
     return r->st == R_DONE || r->bad;
@@ -356,8 +355,7 @@ mode_stream(int port, int streams)
             continue; /* warm-up */
         printf("{\"status\":%d,\"ok\":%s,\"head_us\":%.1f,\"reads\":%d,\"batched\":%d,"
                "\"events_us\":[",
-               r.status, ok ? "true" : "false", (double)(r.head_ns - t0) / 1e3, r.reads,
-               r.batched);
+               r.status, ok ? "true" : "false", (double)(r.head_ns - t0) / 1e3, r.reads, r.batched);
         for (int i = 0; i < r.events && i < MAX_EVENTS; i++)
             printf("%s%.1f", i ? "," : "", (double)(ev_ns[i] - t0) / 1e3);
         printf("],\"fwd_us\":[");
@@ -374,8 +372,8 @@ mode_stream(int port, int streams)
 /* ---------------------------------------------------------------- conc */
 
 enum cerr { E_NONE, E_CONNECT, E_WRITE, E_RESET, E_EOF, E_STATUS, E_SHORT, E_TIMEOUT, E_NKINDS };
-static const char *const cerr_names[E_NKINDS] = {"none",   "connect", "write", "reset", "eof",
-                                                  "status", "short",   "timeout"};
+static const char *const cerr_names[E_NKINDS] = {"none", "connect", "write", "reset",
+                                                 "eof",  "status",  "short", "timeout"};
 
 struct conn {
     int fd;
@@ -421,7 +419,8 @@ mode_conc(int port, int n, int chunks, int timeout_s)
             c[i].finished = true;
             continue;
         }
-        struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
+        struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP,
+                                 .data.u32 = (uint32_t)i};
         epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev);
         open_n++;
     }

@@ -55,9 +55,10 @@ test('status --json has the fields aigwctl(8) documents', async () => {
   }
   // workers: the pool size and the processes in each state.
   const states = ['starting', 'idle', 'busy', 'keepalive', 'stopping'];
-  assert.deepEqual(Object.keys(st.workers).sort(), ['configured', ...states].sort());
+  assert.deepEqual(Object.keys(st.workers).sort(), ['configured', 'max', ...states].sort());
   for (const state of states) assert.ok(Number.isInteger(st.workers[state]), state);
   assert.equal(st.workers.configured, 3);
+  assert.equal(st.workers.max, 3);
   assert.equal(st.workers.idle + st.workers.busy + st.workers.keepalive, 3);
   assert.equal(st.in_flight, st.workers.busy);
   assert.equal(st.models, 3);

@@ -187,6 +187,11 @@ export async function startMock({ requireKey, port = 0 } = {}) {
   };
 }
 
+// Start n aigw-mock instances (see startMock), in parallel.
+export function startMocks(n, opts = {}) {
+  return Promise.all(Array.from({ length: n }, () => startMock(opts)));
+}
+
 // ---------------------------------------------------------------- config
 
 const q = (s) => JSON.stringify(String(s));
@@ -205,7 +210,8 @@ function flow(obj) {
 }
 
 // The YAML text of a configuration.  providers: [{name, base_url, ...}];
-// models: [{name, targets: [{provider, model, weight}], timeouts, routing}]
+// models: [{name, targets: [{provider, model, weight}], timeouts, routing,
+// fallbacks}]
 // (nested values such as a provider's health or a model's routing are written
 // as flow mappings); workers: a
 // number or a mapping ({start, min_spare, max_spare, max, max_requests});
@@ -233,6 +239,7 @@ export function configYaml(o) {
     lines.push(`  - name: ${q(m.name)}`);
     if (m.timeouts) lines.push(`    timeouts: ${flow(m.timeouts)}`);
     if (m.routing) lines.push(`    routing: ${flow(m.routing)}`);
+    if (m.fallbacks) lines.push(`    fallbacks: ${flowValue(m.fallbacks)}`);
     lines.push('    targets:');
     for (const t of m.targets) lines.push(`      - ${flow(t)}`);
   }
@@ -350,10 +357,14 @@ export class Gateway {
     return JSON.parse(r.stdout);
   }
 
-  // Create a key: {id, key, name}.
-  async createKey({ name = `test-${Math.random().toString(36).slice(2, 8)}`, models } = {}) {
+  // Create a key: {id, key, name}.  route: the routing strategy the key
+  // is bound to (--route); routeHeader: it may choose one per request with
+  // x-aigw-route (--route-header).
+  async createKey({ name = `test-${Math.random().toString(36).slice(2, 8)}`, models, route, routeHeader } = {}) {
     const args = ['key', 'create', '--name', name];
     if (models) args.push('--models', models.join(','));
+    if (route) args.push('--route', route);
+    if (routeHeader) args.push('--route-header');
     return this.ctlJson(args);
   }
 

@@ -1,0 +1,115 @@
+// logs.test.mjs - the error log with levels and the JSON access log, in
+// files of their own that reopen on SIGUSR1 (logrotate), never holding a
+// secret or a prompt.
+
+import assert from 'node:assert/strict';
+import { after } from 'node:test';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import {
+  UPSTREAM_KEY, eventually, sleep, startGateway, tempDir, test, useGateway,
+} from './lib/harness.mjs';
+
+const PROMPT = 'the secret plan is xylophone-quartz-7731';
+const FIELDS = ['time', 'request_id', 'key_id', 'tenant', 'model', 'target', 'status',
+  'input_tokens', 'output_tokens', 'ttfb_ms', 'duration_ms', 'bytes'];
+
+const logDir = tempDir('aigw-logs-');
+const errorLog = path.join(logDir, 'error.log');
+const accessLog = path.join(logDir, 'access.log');
+const ctx = useGateway({ workers: 2, logFile: errorLog, accessFile: accessLog },
+  async (gw, c) => { c.k = await gw.createKey(); });
+after(() => fs.rmSync(logDir, { recursive: true, force: true }));
+
+const read = (file) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '');
+const records = (file) => read(file).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+
+// Wait until file has a record of request id; returns it.
+function recordOf(file, id) {
+  return eventually(() => records(file).find((r) => r.request_id === id),
+    { timeoutMs: 3000, what: `access record ${id} in ${file}` });
+}
+
+test('each request is one JSON line in log.access_file with the documented fields', async () => {
+  const { gw, k } = ctx;
+  const res = await gw.chat(k.key, { messages: [{ role: 'user', content: PROMPT }] }, { 'x-request-id': 'logs-plain-1' });
+  assert.equal(res.status, 200);
+  const streamed = await gw.chat(k.key, { stream: true, stream_options: { include_usage: true } }, { 'x-request-id': 'logs-stream-1' });
+  assert.equal(streamed.status, 200);
+  const rec = await recordOf(accessLog, 'logs-plain-1');
+  for (const f of FIELDS) assert.ok(f in rec, `"${f}" in ${JSON.stringify(rec)}`);
+  assert.ok(!Number.isNaN(Date.parse(rec.time)), rec.time);
+  assert.equal(rec.key_id, k.id);
+  assert.equal(rec.model, 'demo');
+  assert.equal(rec.target, 'local/mock-small');
+  assert.equal(rec.status, 200);
+  const u = res.json().usage;
+  assert.equal(rec.input_tokens, u.prompt_tokens);
+  assert.equal(rec.output_tokens, u.completion_tokens);
+  assert.ok(rec.ttfb_ms >= 0 && rec.duration_ms >= rec.ttfb_ms);
+  assert.ok(rec.bytes > 0);
+  const srec = await recordOf(accessLog, 'logs-stream-1');
+  assert.equal(srec.output_tokens, streamed.events.find((e) => e.json?.usage).json.usage.completion_tokens);
+  // One line per request, nothing else in the file.
+  const lines = read(accessLog).split('\n').filter(Boolean);
+  assert.equal(lines.length, records(accessLog).length);
+  assert.equal(new Set(records(accessLog).map((r) => r.request_id)).size, lines.length);
+  assert.equal(gw.log().includes('logs-plain-1'), false, 'the access log does not go to stderr too');
+});
+
+test('the error log goes to log.file with a level and who logs on each line', async () => {
+  const text = await eventually(() => (/ started: /.test(read(errorLog)) ? read(errorLog) : null), { what: 'the start in error.log' });
+  for (const line of text.split('\n').filter(Boolean)) {
+    assert.match(line, /^\S+ (error|warn|info|debug) (master|worker\[\d+\]): /, line);
+  }
+});
+
+test('neither log holds the API key, the upstream credential or the prompt', async () => {
+  const { gw, k } = ctx;
+  // A failed attempt with a wrong key is logged too, and must not echo it.
+  assert.equal((await gw.chat(`${k.key}x`, {}, { 'x-request-id': 'logs-badkey-1' })).status, 401);
+  await recordOf(accessLog, 'logs-badkey-1');
+  for (const [name, text] of [['access log', read(accessLog)], ['error log', read(errorLog)], ['stderr', ctx.gw.log()]]) {
+    assert.equal(text.includes(k.key), false, `the ${name} holds the API key`);
+    assert.equal(text.includes(k.key.slice(-20)), false, `the ${name} holds part of the API key`);
+    assert.equal(text.includes(UPSTREAM_KEY), false, `the ${name} holds the upstream credential`);
+    assert.equal(text.includes('xylophone-quartz'), false, `the ${name} holds the prompt`);
+  }
+});
+
+test('after mv and SIGUSR1, new lines go to new files at the original paths', async () => {
+  const { gw, k } = ctx;
+  fs.renameSync(accessLog, `${accessLog}.1`);
+  fs.renameSync(errorLog, `${errorLog}.1`);
+  gw.signal('SIGUSR1');
+  await eventually(() => /SIGUSR1/.test(read(`${errorLog}.1`)) || /SIGUSR1/.test(read(errorLog)),
+    { what: 'the master saw SIGUSR1' });
+  await sleep(200);
+  assert.equal((await gw.chat(k.key, {}, { 'x-request-id': 'logs-rotated-1' })).status, 200);
+  await recordOf(accessLog, 'logs-rotated-1');
+  assert.equal(records(`${accessLog}.1`).some((r) => r.request_id === 'logs-rotated-1'), false,
+    'the rotated access log gets no new line');
+  assert.equal((await gw.ctl(['reload'])).code, 0);
+  await eventually(() => /reloaded/.test(read(errorLog)), { what: 'the error log reopened at its path' });
+  assert.equal(/reloaded/.test(read(`${errorLog}.1`)), false, 'the rotated error log gets no new line');
+  assert.equal(fs.statSync(accessLog).mode & 0o007, 0, 'the access log is not open to others');
+});
+
+test('log.access_file set on reload moves the access log there', async () => {
+  const gw = await startGateway({ workers: 1 });
+  const dir = tempDir('aigw-logs-');
+  try {
+    const k = await gw.createKey();
+    assert.equal((await gw.chat(k.key, {}, { 'x-request-id': 'before-move' })).status, 200);
+    await gw.accessRecord('before-move');
+    const file = path.join(dir, 'moved-access.log');
+    gw.rewriteConfig({ accessFile: file });
+    assert.equal((await gw.ctl(['reload'])).code, 0);
+    assert.equal((await gw.chat(k.key, {}, { 'x-request-id': 'after-move' })).status, 200);
+    await recordOf(file, 'after-move');
+  } finally {
+    await gw.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
