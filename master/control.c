@@ -311,6 +311,7 @@ cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     gw_key_hash(m->secret, secret, strlen(secret), hash);
     if ((rc = gw_store_key_add(m->store, &key, hash)) != 0)
         return reply_error("could not store the key: %s", gw_strerror(rc));
+    atomic_fetch_add(&m->shm.hdr->keys_generation, 1);
     gw_log(GW_LOG_INFO, "key %s (\"%s\") created", id, name);
     o = reply_ok();
     json_object_object_add(o, "key", key_json(&key));
@@ -371,6 +372,8 @@ key_change(struct gw_master *m, struct json_object *req, const char *verb)
         return reply_error("no key with id \"%s\"", id);
     if (rc != 0)
         return reply_error("could not change key %s: %s", id, gw_strerror(rc));
+    /* Workers cache keys: this tells them their copies are stale. */
+    atomic_fetch_add(&m->shm.hdr->keys_generation, 1);
     gw_log(GW_LOG_INFO, "key %s %s", id, verb);
     return reply_ok();
 }
@@ -465,7 +468,7 @@ breaker_json(const struct gw_master *m, const struct gw_model *mod, const struct
                                                                                         : "up"));
     json_object_object_add(o, "in_flight",
                            json_object_new_int64(st ? atomic_load(&st->in_flight) : 0));
-    json_object_object_add(o, "ttft_ms", json_object_new_double((double)(ttft_us / 100) / 10.0));
+    json_object_object_add(o, "ttft_ms", json_object_new_double((double)ttft_us / 1000.0));
     json_object_object_add(o, "tokens_per_s",
                            json_object_new_double((double)(tps_milli / 100) / 10.0));
     return o;

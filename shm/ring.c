@@ -19,6 +19,7 @@
  * writer and the master never both win.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,6 +29,22 @@
 #define RING_BUSY (1ULL << 63)
 /* A busy slot whose writer never said who it is: given away after this. */
 #define RING_ANONYMOUS_STALL_MS 60000
+
+/* This process's pid, cached (one system call less per record) and
+ * forgotten in a child at fork. */
+static pid_t self_pid;
+
+static void
+self_pid_forget(void)
+{
+    self_pid = 0;
+}
+
+__attribute__((constructor)) static void
+self_pid_init(void)
+{
+    pthread_atfork(NULL, NULL, self_pid_forget);
+}
 
 static struct gw_shm_ring_slot *
 ring_slots(const struct gw_shm *shm)
@@ -62,7 +79,9 @@ gw_shm_ring_push(const struct gw_shm *shm, const struct gw_usage *rec)
             pos = atomic_load(&h->ring_tail);
             continue;
         }
-        atomic_store(&slot->writer, (int32_t)getpid());
+        if (self_pid == 0)
+            self_pid = getpid();
+        atomic_store(&slot->writer, (int32_t)self_pid);
         slot->rec = *rec;
         atomic_store_explicit(&slot->seq, pos + 1, memory_order_release);
         return 0;

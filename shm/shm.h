@@ -546,6 +546,7 @@ struct gw_shm_header {
     _Atomic uint64_t ring_head;
     _Atomic uint64_t ring_lost;       /* records skipped (a writer died mid-write) */
     _Atomic uint64_t requests;        /* requests served since the segment was made */
+    _Atomic uint64_t keys_generation; /* bumped by the master on every key change */
     _Atomic uint64_t ring_written_through;
 };
 

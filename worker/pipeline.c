@@ -85,6 +85,48 @@ allowed_methods(const char *path)
 /* ---------------------------------------------------------------- auth */
 
 /*
+ * Keys as the worker last read them from LMDB, by their hash.  Any change
+ * to any key (create, disable, enable, delete) bumps keys_generation in
+ * shm, which empties every worker's cache at its next lookup, so a
+ * disabled key is refused at once, as with no cache.  Only keys that
+ * exist are cached: a stream of wrong keys cannot fill it.
+ */
+#define KEY_CACHE_SLOTS 256
+
+struct key_cache_entry {
+    uint64_t generation;
+    unsigned char hash[GW_KEY_HASH_LEN];
+    struct gw_arena *arena; /* holds key */
+    struct gw_key *key;     /* NULL: empty */
+};
+
+static struct key_cache_entry key_cache[KEY_CACHE_SLOTS];
+
+static int
+key_cache_lookup(struct gw_worker *w, const unsigned char hash[GW_KEY_HASH_LEN],
+                 struct gw_key **out)
+{
+    uint64_t gen = atomic_load(&w->env->shm->hdr->keys_generation);
+    struct key_cache_entry *e = &key_cache[(hash[0] | hash[1] << 8) % KEY_CACHE_SLOTS];
+
+    if (e->key != NULL && e->generation == gen && memcmp(e->hash, hash, GW_KEY_HASH_LEN) == 0) {
+        *out = e->key;
+        return 0;
+    }
+    if (e->arena == NULL)
+        e->arena = gw_arena_create(1024);
+    gw_arena_reset(e->arena);
+    e->key = NULL;
+    int rc = gw_store_key_lookup(w->store, hash, e->arena, out);
+    if (rc == 0) {
+        memcpy(e->hash, hash, GW_KEY_HASH_LEN);
+        e->generation = gen;
+        e->key = *out;
+    }
+    return rc;
+}
+
+/*
  * Find the key presented as "Authorization: Bearer KEY".  Answers 401 and
  * returns NULL when it is missing, unknown or disabled.
  */
@@ -106,7 +148,7 @@ authenticate(struct gw_worker *w, struct gw_request *req)
     while (*secret == ' ')
         secret++;
     gw_key_hash(w->env->secret, secret, strlen(secret), hash);
-    int rc = gw_store_key_lookup(w->store, hash, req->arena, &key);
+    int rc = key_cache_lookup(w, hash, &key);
     if (rc == GW_ENOENT) {
         gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "invalid_api_key",
                              NULL, "Incorrect API key provided.");

@@ -75,18 +75,66 @@ event_has_usage(const char *p, size_t len)
     return false;
 }
 
+/*
+ * The usage object of a JSON body, found by bytes: the last "usage" key
+ * whose value is an object, and the end of that object by brace counting
+ * (strings skipped).  Only that slice is then parsed: an answer of many
+ * kilobytes costs a byte scan, not a whole JSON parse.
+ */
+static const char *
+usage_slice(const char *json, size_t len, size_t *slice_len)
+{
+    static const char needle[] = "\"usage\"";
+    const char *end = json + len, *found = NULL;
+
+    for (const char *u = memmem(json, len, needle, sizeof(needle) - 1); u != NULL;
+         u = memmem(u + 1, (size_t)(end - u - 1), needle, sizeof(needle) - 1)) {
+        const char *q = u + sizeof(needle) - 1;
+        while (q < end && strchr(" \t\r\n", *q) != NULL && *q != '\0')
+            q++;
+        if (q >= end || *q != ':')
+            continue;
+        q++;
+        while (q < end && strchr(" \t\r\n", *q) != NULL && *q != '\0')
+            q++;
+        if (q < end && *q == '{')
+            found = q;
+    }
+    if (found == NULL)
+        return NULL;
+    int depth = 0;
+    bool in_string = false;
+    for (const char *p = found; p < end; p++) {
+        if (in_string) {
+            if (*p == '\\')
+                p++;
+            else if (*p == '"')
+                in_string = false;
+        } else if (*p == '"') {
+            in_string = true;
+        } else if (*p == '{') {
+            depth++;
+        } else if (*p == '}' && --depth == 0) {
+            *slice_len = (size_t)(p + 1 - found);
+            return found;
+        }
+    }
+    return NULL;
+}
+
 bool
 gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_t *completion)
 {
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *o, *usage, *v;
+    size_t slen;
+    const char *slice = usage_slice(json, len, &slen);
+    struct json_tokener *tok;
+    struct json_object *usage, *v;
     bool found = false;
 
-    if (tok == NULL)
+    if (slice == NULL || (tok = json_tokener_new()) == NULL)
         return false;
-    o = json_tokener_parse_ex(tok, json, (int)len);
-    if (o != NULL && json_object_object_get_ex(o, "usage", &usage) &&
-        json_object_is_type(usage, json_type_object)) {
+    usage = json_tokener_parse_ex(tok, slice, (int)slen);
+    if (usage != NULL && json_object_is_type(usage, json_type_object)) {
         found = true;
         *prompt = json_object_object_get_ex(usage, "prompt_tokens", &v) ? json_object_get_int64(v)
                                                                          : 0;
@@ -94,7 +142,7 @@ gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_t *co
                           ? json_object_get_int64(v)
                           : 0;
     }
-    json_object_put(o);
+    json_object_put(usage);
     json_tokener_free(tok);
     return found;
 }

@@ -175,23 +175,6 @@ on_data(char *data, size_t size, size_t n, void *ctx)
     return gw_buf_append(&io->body, data, len) == 0 ? len : 0;
 }
 
-/* First-byte and idle timeouts; curl itself enforces connect and total. */
-static int
-on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-            curl_off_t ulnow)
-{
-    struct upstream_io *io = ctx;
-    int64_t now = gw_now_ms();
-    long limit = io->got_bytes ? io->to->idle_ms : io->to->first_byte_ms;
-
-    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-    if (now - io->last_io_ms > limit) {
-        io->timed_out = true;
-        return 1;
-    }
-    return 0;
-}
-
 /*
  * Record a failed attempt that sent nothing to the client yet, so that
  * the pipeline can try another target or answer it (gw_worker_upstream_
@@ -330,6 +313,18 @@ transfer_run(CURLM *multi, CURL *curl, struct upstream_io *io)
     return cc;
 }
 
+void
+gw_worker_upstream_init(CURL *curl)
+{
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+}
+
 int
 gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t max_response_size)
 {
@@ -351,31 +346,20 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
     call->attempt_start_us = gw_now_us();
     call->attempt_first_byte_us = 0;
 
-    curl_easy_reset(curl);
+    /* The options that never change were set once (upstream_init): no
+     * reset, so the handle keeps its buffers from request to request. */
     curl_easy_setopt(curl, CURLOPT_URL, call->url);
-    curl_easy_setopt(curl, CURLOPT_POST, 1L);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, call->headers);
-    curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, call->timeouts.connect_ms);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, call->timeouts.total_ms);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &io);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &io);
-    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &io);
-    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-    /* Upstream answers are relayed unbuffered: small receive buffer
-     * callbacks mean each SSE event is handed over as it arrives. */
-    curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 65536L);
 
     CURLcode cc = transfer_run(multi, curl, &io);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL); /* errbuf is on this stack */
     if (!io.got_bytes)
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &io.status);
     call->status = (int)io.status;

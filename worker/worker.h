@@ -330,5 +330,7 @@ extern const struct gw_provider_adapter gw_worker_provider_openai;
 int gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call,
                             size_t max_response_size);
 int gw_worker_upstream_fail_answer(struct gw_call *call);
+/* Set the options of the worker's easy handle that never change. */
+void gw_worker_upstream_init(CURL *curl);
 
 #endif
