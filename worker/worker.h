@@ -330,6 +330,17 @@ extern const struct gw_provider_adapter gw_worker_provider_openai;
 int gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call,
                             size_t max_response_size);
 int gw_worker_upstream_fail_answer(struct gw_call *call);
+/*
+ * The request body with the top-level "model" value replaced by model
+ * (and, with add_usage, stream_options.include_usage added), made by
+ * copying the bytes around it rather than re-serializing a parsed tree.
+ * The body must be valid JSON (parsed before).  *out is in a.  Returns 0,
+ * or GW_EINVAL when the body's shape needs the general path (no plain
+ * "model" key, or a stream_options object to amend).
+ */
+int gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len, const char *model,
+                           bool add_usage, const char **out, size_t *out_len);
+
 /* Set the options of the worker's easy handle that never change. */
 void gw_worker_upstream_init(CURL *curl);
 

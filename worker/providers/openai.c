@@ -3,7 +3,8 @@
  * server (vLLM, SGLang, TGI, Ollama, DeepSeek, Qwen, Doubao, ...).
  *
  * The canonical request is already OpenAI's, so the adapter only names the
- * provider's model, asks a stream for its usage, and sets the credential.
+ * provider's model (by splicing it into the client's bytes), asks a stream
+ * for its usage, and sets the credential.
  */
 #include <string.h>
 
@@ -22,6 +23,11 @@ openai_request(struct gw_call *call)
 
     call->url = gw_arena_printf(req->arena, "%s%s", call->base_url,
                                 endpoint_paths[call->endpoint]);
+    /* The client's bytes with the model swapped in, when the shape allows;
+     * else through json-c. */
+    if (gw_worker_body_rewrite(req->arena, req->body, req->body_len, call->target_model,
+                               call->stream, &call->body, &call->body_len) == 0)
+        goto credential;
     json_object_object_add(call->json, "model", json_object_new_string(call->target_model));
     if (call->stream) {
         /* Usage comes only if asked for; the relay drops it again when the
@@ -35,6 +41,7 @@ openai_request(struct gw_call *call)
     }
     call->body = json_object_to_json_string_length(
         call->json, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &call->body_len);
+credential:
     if (call->api_key != NULL) {
         char *auth = gw_arena_printf(req->arena, "Authorization: Bearer %s", call->api_key);
         struct curl_slist *h = curl_slist_append(call->headers, auth);
