@@ -58,7 +58,8 @@ usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, "aigwctl: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n%s", "usage: aigwctl [-h] [-s socket] command [arguments]; see aigwctl help\n");
+    fprintf(stderr, "\n%s",
+            "usage: aigwctl [-h] [-s socket] command [arguments]; see aigwctl help\n");
     return EXIT_USAGE;
 }
 
@@ -83,8 +84,10 @@ call(struct json_object *req, struct json_object **reply)
     strcpy(sa.sun_path, socket_path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        fprintf(stderr, "aigwctl: cannot connect to %s: %s (is aigwd running? use -s or "
-                "AIGW_SOCKET)\n", socket_path, strerror(errno));
+        fprintf(stderr,
+                "aigwctl: cannot connect to %s: %s (is aigwd running? use -s or "
+                "AIGW_SOCKET)\n",
+                socket_path, strerror(errno));
         goto out;
     }
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -187,9 +190,8 @@ key_print_row(struct json_object *k)
     time_format(k, created, sizeof(created));
     printf("%-16s  %-20s  %-16s  %-8s  %-20s  %s\n", field_str(k, "id"), field_str(k, "name"),
            field_str(k, "prefix"),
-           json_object_object_get_ex(k, "disabled", &d) && json_object_get_boolean(d)
-               ? "disabled"
-               : "active",
+           json_object_object_get_ex(k, "disabled", &d) && json_object_get_boolean(d) ? "disabled"
+                                                                                      : "active",
            created, models);
 }
 
@@ -499,9 +501,9 @@ cmd_breaker_list(int argc, char **argv)
         print_json(reply, "targets");
     } else {
         int tw = column_width(arr, "target", 6), mw = column_width(arr, "model", 5);
-        printf("%-*s  %-*s  %-9s  %5s  %6s  %6s  %8s  %-9s  %9s  %8s  %8s\n", tw, "TARGET", mw,
-               "MODEL", "STATE", "FAILS", "TOTAL", "OPENED", "RETRY_IN", "HEALTH", "IN_FLIGHT",
-               "TTFT_MS", "TOK/S");
+        printf("%-*s  %-*s  %-9s  %5s  %6s  %6s  %9s  %8s  %-9s  %9s  %8s  %8s\n", tw, "TARGET", mw,
+               "MODEL", "STATE", "FAILS", "TOTAL", "OPENED", "WINDOW", "RETRY_IN", "HEALTH",
+               "IN_FLIGHT", "TTFT_MS", "TOK/S");
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
             struct json_object *t = json_object_array_get_idx(arr, i), *v;
             double retry =
@@ -510,15 +512,23 @@ cmd_breaker_list(int argc, char **argv)
                 json_object_object_get_ex(t, "ttft_ms", &v) ? json_object_get_double(v) : 0;
             double tps =
                 json_object_object_get_ex(t, "tokens_per_s", &v) ? json_object_get_double(v) : 0;
-            char retry_s[32];
+            double rate =
+                json_object_object_get_ex(t, "error_rate", &v) ? json_object_get_double(v) : 0;
+            char retry_s[32], window_s[48];
             if (strcmp(field_str(t, "state"), "open") == 0)
                 snprintf(retry_s, sizeof(retry_s), "%.1fs", retry);
             else
                 snprintf(retry_s, sizeof(retry_s), "-");
-            printf("%-*s  %-*s  %-9s  %5s  %6s  %6s  %8s  %-9s  %9s  %8.1f  %8.1f\n", tw,
+            /* Failed of all attempts in the error-rate window, when there is one. */
+            if (rate > 0)
+                snprintf(window_s, sizeof(window_s), "%s/%s", field_str(t, "window_failures"),
+                         field_str(t, "window_requests"));
+            else
+                snprintf(window_s, sizeof(window_s), "-");
+            printf("%-*s  %-*s  %-9s  %5s  %6s  %6s  %9s  %8s  %-9s  %9s  %8.1f  %8.1f\n", tw,
                    field_str(t, "target"), mw, field_str(t, "model"), field_str(t, "state"),
                    field_str(t, "consecutive_failures"), field_str(t, "failures"),
-                   field_str(t, "opened"), retry_s, field_str(t, "health"),
+                   field_str(t, "opened"), window_s, retry_s, field_str(t, "health"),
                    field_str(t, "in_flight"), ttft, tps);
         }
     }

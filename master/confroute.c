@@ -29,6 +29,9 @@
 /* A model's routing when routing: leaves these out. */
 #define ROUTE_BREAKER_FAILURES 5
 #define ROUTE_BREAKER_COOLDOWN_MS (30 * SECOND_MS)
+#define ROUTE_BREAKER_ERROR_RATE 0.0 /* off: failures in a row only */
+#define ROUTE_BREAKER_WINDOW_MS (30 * SECOND_MS)
+#define ROUTE_BREAKER_MIN_REQUESTS 20
 #define ROUTE_SESSION_HEADER "x-session-id"
 #define ROUTE_HEADER_MAX 64 /* bytes of a session header name */
 
@@ -243,8 +246,10 @@ gw_master_confroute_fallbacks(struct load *ld, const struct node *n, const char 
 /*
  * gw_master_confroute_model_defaults - the routing of a model whose
  * routing: leaves keys out: weighted, no deadline, a breaker that opens
- * after 5 failures for 30s, sessions named by x-session-id.  retries is
- * settled after the walk, once the targets are known.
+ * after 5 failures in a row for 30s and not by error rate (whose window,
+ * once error_rate is set, is 30s and needs 20 attempts), sessions named by
+ * x-session-id.  retries is settled after the walk, once the targets are
+ * known.
  */
 void
 gw_master_confroute_model_defaults(struct load *ld, struct gw_model *m)
@@ -254,6 +259,9 @@ gw_master_confroute_model_defaults(struct load *ld, struct gw_model *m)
     m->routing.deadline_ms = 0;
     m->routing.breaker_failures = ROUTE_BREAKER_FAILURES;
     m->routing.breaker_cooldown_ms = ROUTE_BREAKER_COOLDOWN_MS;
+    m->routing.breaker_error_rate = ROUTE_BREAKER_ERROR_RATE;
+    m->routing.breaker_window_ms = ROUTE_BREAKER_WINDOW_MS;
+    m->routing.breaker_min_requests = ROUTE_BREAKER_MIN_REQUESTS;
     m->routing.session_header = gw_arena_strdup(ld->cfg->arena, ROUTE_SESSION_HEADER);
 }
 

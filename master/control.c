@@ -84,8 +84,7 @@ fail:
 
 /* ------------------------------------------------------------ replies */
 
-static struct json_object *
-reply_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static struct json_object *reply_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static struct json_object *
 reply_error(const char *fmt, ...)
@@ -179,14 +178,16 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     json_object_object_add(o, "reloads", json_object_new_int64((int64_t)h->reloads));
     json_object_object_add(o, "reload_failures",
                            json_object_new_int64((int64_t)h->reload_failures));
-    json_object_object_add(workers, "configured", json_object_new_int(gw_master_pool_wanted(&m->pool)));
+    json_object_object_add(workers, "configured",
+                           json_object_new_int(gw_master_pool_wanted(&m->pool)));
     json_object_object_add(workers, "max", json_object_new_int(m->pool.n));
     for (int st = GW_WORKER_STARTING; st < GW_WORKER_NSTATES; st++)
         json_object_object_add(workers, gw_shm_worker_state_names[st],
                                json_object_new_int(counts[st]));
     json_object_object_add(o, "workers", workers);
     (void)served;
-    json_object_object_add(o, "requests", json_object_new_int64((int64_t)atomic_load(&h->requests)));
+    json_object_object_add(o, "requests",
+                           json_object_new_int64((int64_t)atomic_load(&h->requests)));
     json_object_object_add(o, "in_flight", json_object_new_int(counts[GW_WORKER_BUSY]));
     json_object_object_add(o, "models", json_object_new_int64((int64_t)m->cfg->nmodels));
     json_object_object_add(o, "providers", json_object_new_int64((int64_t)m->cfg->nproviders));
@@ -210,8 +211,10 @@ cmd_workers(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         struct json_object *e = json_object_new_object();
         json_object_object_add(e, "slot", json_object_new_int64((int64_t)i));
         json_object_object_add(e, "pid", json_object_new_int64(pid));
-        json_object_object_add(e, "state", json_object_new_string(
-                                               state >= 0 && state < GW_WORKER_NSTATES ? gw_shm_worker_state_names[state] : "?"));
+        json_object_object_add(e, "state",
+                               json_object_new_string(state >= 0 && state < GW_WORKER_NSTATES
+                                                          ? gw_shm_worker_state_names[state]
+                                                          : "?"));
         json_object_object_add(e, "requests",
                                json_object_new_int64((int64_t)atomic_load(&w->requests)));
         json_object_object_add(e, "started", json_object_new_int64(atomic_load(&w->started)));
@@ -235,8 +238,7 @@ cmd_reload(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     if (gw_master_reload(m, err, sizeof(err)) != 0)
         return reply_error("%s", err);
     struct json_object *o = reply_ok();
-    json_object_object_add(o, "generation",
-                           json_object_new_int64((int64_t)m->shm.hdr->generation));
+    json_object_object_add(o, "generation", json_object_new_int64((int64_t)m->shm.hdr->generation));
     return o;
 }
 
@@ -440,6 +442,11 @@ breaker_json(const struct gw_master *m, const struct gw_model *mod, const struct
     int32_t state = st ? atomic_load(&st->breaker_state) : GW_BREAKER_CLOSED;
     int64_t ttft_us = st ? atomic_load(&st->ewma_ttft_us) : 0;
     int64_t tps_milli = st ? atomic_load(&st->ewma_tokens_per_s_milli) : 0;
+    /* The error-rate window's counts, while it runs; the next attempt
+     * would start a new one after it. */
+    bool window = st && now - atomic_load(&st->window_start_ms) < mod->routing.breaker_window_ms;
+    uint64_t window_requests = window ? atomic_load(&st->window_requests) : 0;
+    uint64_t window_failures = window ? atomic_load(&st->window_failures) : 0;
 
     if (state < GW_BREAKER_CLOSED || state > GW_BREAKER_HALF_OPEN)
         state = GW_BREAKER_CLOSED;
@@ -447,6 +454,10 @@ breaker_json(const struct gw_master *m, const struct gw_model *mod, const struct
     json_object_object_add(o, "model", json_object_new_string(mod->name));
     json_object_object_add(o, "state", json_object_new_string(breaker_state_names[state]));
     json_object_object_add(o, "threshold", json_object_new_int64(mod->routing.breaker_failures));
+    json_object_object_add(o, "error_rate",
+                           json_object_new_double(mod->routing.breaker_error_rate));
+    json_object_object_add(o, "window_requests", json_object_new_int64((int64_t)window_requests));
+    json_object_object_add(o, "window_failures", json_object_new_int64((int64_t)window_failures));
     json_object_object_add(
         o, "consecutive_failures",
         json_object_new_int64(st ? (int64_t)atomic_load(&st->consecutive_failures) : 0));
@@ -491,8 +502,8 @@ cmd_breaker_list(struct gw_master *m, struct json_object *req, struct gw_arena *
 
 /*
  * Close the breaker of one target ("provider/model") or of "all", and
- * forget its consecutive failures and any Retry-After hold.  Totals
- * (failures, times opened) stay.
+ * forget its consecutive failures, its error-rate window and any
+ * Retry-After hold.  Totals (failures, times opened) stay.
  */
 static struct json_object *
 cmd_breaker_reset(struct gw_master *m, struct json_object *req, struct gw_arena *a)
@@ -525,6 +536,9 @@ cmd_breaker_reset(struct gw_master *m, struct json_object *req, struct gw_arena 
             atomic_store(&st->breaker_state, GW_BREAKER_CLOSED);
             atomic_store(&st->breaker_until_ms, 0);
             atomic_store(&st->consecutive_failures, 0);
+            atomic_store(&st->window_start_ms, gw_now_ms());
+            atomic_store(&st->window_requests, 0);
+            atomic_store(&st->window_failures, 0);
             atomic_store(&st->not_before_ms, 0);
         }
     }
@@ -696,8 +710,8 @@ gw_master_control_serve(int lfd, struct gw_master *m)
     struct json_object *reply = NULL;
     if (!peer_allowed(fd, &cred)) {
         gw_log(GW_LOG_WARN, "admin: refused uid %ld (pid %ld)", (long)cred.uid, (long)cred.pid);
-        reply = reply_error("permission denied: uid %ld may not manage this gateway",
-                            (long)cred.uid);
+        reply =
+            reply_error("permission denied: uid %ld may not manage this gateway", (long)cred.uid);
     } else {
         int rc = gw_proto_read_line(fd, &in, &line, &used);
         if (rc == GW_ETOOBIG)

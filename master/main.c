@@ -253,9 +253,10 @@ shm_setup(struct gw_master *m)
         return rc;
     struct gw_shm_header *h = m->shm.hdr;
     if (attached) {
-        gw_log(GW_LOG_INFO, "attached shared memory %s left by an earlier master (%llu usage "
-               "records waiting)", name,
-               (unsigned long long)(atomic_load(&h->ring_tail) - atomic_load(&h->ring_head)));
+        gw_log(GW_LOG_INFO,
+               "attached shared memory %s left by an earlier master (%llu usage "
+               "records waiting)",
+               name, (unsigned long long)(atomic_load(&h->ring_tail) - atomic_load(&h->ring_head)));
         gw_master_usage_reconcile(m);
         gw_master_usage_drain(m);
     }
@@ -360,8 +361,10 @@ main(int argc, char **argv)
 
     gw_master_pool_sweep(&m.pool);
     gw_master_pool_spawn(&m.pool);
-    gw_log(GW_LOG_INFO, "aigwd %s started: %d workers, %zu models, generation %llu, admin "
-           "socket %s", GW_VERSION, m.cfg->workers, m.cfg->nmodels,
+    gw_log(GW_LOG_INFO,
+           "aigwd %s started: %d workers, %zu models, generation %llu, admin "
+           "socket %s",
+           GW_VERSION, m.cfg->workers, m.cfg->nmodels,
            (unsigned long long)atomic_load(&m.shm.hdr->generation), m.cfg->admin_socket);
     sd_notifyf(0, "READY=1\nSTATUS=serving with %d workers\nMAINPID=%ld", m.cfg->workers,
                (long)getpid());

@@ -32,11 +32,13 @@ gw_master_publish(struct gw_master *m, const struct gw_config *cfg)
     while ((rc = gw_shm_gen_publish(&m->shm, cfg, gen)) == GW_EEXIST && gw_now_ms() < deadline)
         usleep(10000);
     if (rc == GW_ETOOBIG)
-        gw_log(GW_LOG_ERROR, "the routing tables of %s do not fit in a generation slot (%llu "
-               "bytes)", cfg->path, (unsigned long long)m->shm.hdr->gen_size);
+        gw_log(GW_LOG_ERROR,
+               "the routing tables of %s do not fit in a generation slot (%llu "
+               "bytes)",
+               cfg->path, (unsigned long long)m->shm.hdr->gen_size);
     else if (rc == GW_EEXIST)
         gw_log(GW_LOG_ERROR, "every generation slot is held by requests still running on "
-               "older configurations; try again");
+                             "older configurations; try again");
     return rc;
 }
 
@@ -97,8 +99,7 @@ gw_master_reload(struct gw_master *m, char *err, size_t errlen)
     }
     bool relisten = rc == 0 && !listeners_equal(m->cfg, cfg);
     if (relisten && (rc = gw_master_listen_reopen(cfg, m->cfg, &m->listeners, &fresh)) != 0)
-        snprintf(err, errlen, "%s: cannot listen on the new addresses (see the log)",
-                 m->conf_path);
+        snprintf(err, errlen, "%s: cannot listen on the new addresses (see the log)", m->conf_path);
     if (rc == 0 && (rc = gw_master_publish(m, cfg)) != 0)
         snprintf(err, errlen, "%s: could not publish the new routing tables: %s", m->conf_path,
                  gw_strerror(rc));
@@ -139,9 +140,8 @@ gw_master_reload(struct gw_master *m, char *err, size_t errlen)
      * keep their own copy of the old one, so it can go. */
     gw_config_free(old);
     atomic_fetch_add(&m->shm.hdr->reloads, 1);
-    gw_log(GW_LOG_INFO, "reloaded %s: generation %llu, %zu models, %zu providers",
-           m->conf_path, (unsigned long long)atomic_load(&m->shm.hdr->generation), cfg->nmodels,
-           cfg->nproviders);
+    gw_log(GW_LOG_INFO, "reloaded %s: generation %llu, %zu models, %zu providers", m->conf_path,
+           (unsigned long long)atomic_load(&m->shm.hdr->generation), cfg->nmodels, cfg->nproviders);
     sd_notifyf(0, "READY=1\nSTATUS=serving generation %llu with %d workers",
                (unsigned long long)atomic_load(&m->shm.hdr->generation), cfg->workers);
     return 0;

@@ -42,6 +42,7 @@
 #define CONFIG_MAX_PRICE 1000000 /* USD per million tokens */
 #define CONFIG_MAX_RETRIES 10
 #define CONFIG_MAX_FAILURES 1000
+#define CONFIG_MAX_MIN_REQUESTS 100000 /* breaker.min_requests */
 
 static const char *const provider_types[] = {
     [GW_PROVIDER_OPENAI] = "openai",
@@ -735,6 +736,13 @@ static const struct field breaker_fields[] = {
           .min = 0, .max = CONFIG_MAX_FAILURES),
     FIELD("cooldown", gw_master_confval_duration, offsetof(struct gw_routing, breaker_cooldown_ms),
           .min = 1, .max = HOUR_MS),
+    /* A share of attempts: 0 (off) to 1. */
+    FIELD("error_rate", gw_master_confval_number, offsetof(struct gw_routing, breaker_error_rate),
+          .min = 0, .max = 1),
+    FIELD("window", gw_master_confval_duration, offsetof(struct gw_routing, breaker_window_ms),
+          .min = SECOND_MS, .max = HOUR_MS),
+    FIELD("min_requests", gw_master_confval_uint, offsetof(struct gw_routing, breaker_min_requests),
+          .min = 1, .max = CONFIG_MAX_MIN_REQUESTS),
     {.key = NULL},
 };
 

@@ -237,8 +237,7 @@ gw_master_pool_signal(struct gw_master_pool *p, int sig)
 {
     for (int i = 0; i < p->n; i++)
         if (p->slots[i].pid > 0 && kill(p->slots[i].pid, sig) != 0 && errno != ESRCH)
-            gw_log(GW_LOG_WARN, "kill(%ld, %d): %s", (long)p->slots[i].pid, sig,
-                   strerror(errno));
+            gw_log(GW_LOG_WARN, "kill(%ld, %d): %s", (long)p->slots[i].pid, sig, strerror(errno));
     for (size_t i = 0; i < p->nretired; i++)
         kill(p->retired[i], sig);
 }

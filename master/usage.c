@@ -27,8 +27,10 @@ gw_master_usage_drain(struct gw_master *m)
         int rc = gw_store_usage_add(m->store, batch, n, m->shm.hdr->incarnation, first + n);
         if (rc != 0) {
             /* Leave them in the ring; the next drain tries again. */
-            gw_log(GW_LOG_ERROR, "usage: %zu records could not be stored (%s); keeping them in "
-                   "shared memory", n, gw_strerror(rc));
+            gw_log(GW_LOG_ERROR,
+                   "usage: %zu records could not be stored (%s); keeping them in "
+                   "shared memory",
+                   n, gw_strerror(rc));
             break;
         }
         gw_shm_ring_release(&m->shm, first + n);
@@ -47,8 +49,10 @@ gw_master_usage_reconcile(struct gw_master *m)
         return;
     uint64_t head = atomic_load(&h->ring_head);
     if (stored > head && stored <= atomic_load(&h->ring_tail)) {
-        gw_log(GW_LOG_INFO, "usage: %llu records were stored before the last master stopped; "
-               "releasing them", (unsigned long long)(stored - head));
+        gw_log(GW_LOG_INFO,
+               "usage: %llu records were stored before the last master stopped; "
+               "releasing them",
+               (unsigned long long)(stored - head));
         gw_shm_ring_release(&m->shm, stored);
     }
 }

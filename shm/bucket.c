@@ -31,8 +31,8 @@ bucket_find(const struct gw_shm *shm, const char *name)
 }
 
 bool
-gw_shm_bucket_take(const struct gw_shm *shm, const char *name, double rate, double burst,
-                   double n, int64_t *wait_ms, double *remaining)
+gw_shm_bucket_take(const struct gw_shm *shm, const char *name, double rate, double burst, double n,
+                   int64_t *wait_ms, double *remaining)
 {
     struct gw_shm_bucket *b = bucket_find(shm, name);
     double interval = 1e6 / rate; /* microseconds per token */

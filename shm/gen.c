@@ -101,8 +101,7 @@ slot_held(const struct gw_shm *shm, int slot)
     for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
         struct gw_shm_worker *wk = gw_shm_worker(shm, i);
         pid_t pid = atomic_load(&wk->pid);
-        if (pid > 0 && atomic_load(&wk->gen_slot) == slot &&
-            (kill(pid, 0) == 0 || errno == EPERM))
+        if (pid > 0 && atomic_load(&wk->gen_slot) == slot && (kill(pid, 0) == 0 || errno == EPERM))
             return true;
     }
     return false;
@@ -176,6 +175,9 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
             .deadline_ms = m->routing.deadline_ms,
             .breaker_failures = m->routing.breaker_failures,
             .breaker_cooldown_ms = m->routing.breaker_cooldown_ms,
+            .breaker_error_rate = m->routing.breaker_error_rate,
+            .breaker_window_ms = m->routing.breaker_window_ms,
+            .breaker_min_requests = m->routing.breaker_min_requests,
             .session_header = gen_str(&w, m->routing.session_header),
         };
         if (m->nfallbacks > 0) {

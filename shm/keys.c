@@ -116,8 +116,7 @@ gw_key_hash(const unsigned char secret[GW_SECRET_LEN], const char *key, size_t l
 int
 gw_key_generate(char id[GW_KEY_ID_LEN + 1], char secret[GW_KEY_SECRET_LEN])
 {
-    static const char b64url[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char rnd[6 + 32];
     size_t plen = strlen(GW_KEY_PREFIX);
 

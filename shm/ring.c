@@ -137,8 +137,10 @@ gw_shm_ring_peek(struct gw_shm *shm, struct gw_usage *out, size_t max, uint64_t 
         if (!slot_abandoned(slot, pos, seq, now - shm->stall_since, stall_ms) ||
             !atomic_compare_exchange_strong(&slot->seq, &seq, pos + h->nring))
             break;
-        gw_log(GW_LOG_WARN, "usage ring: record %llu was claimed by a worker that stopped "
-               "before writing it; skipping it", (unsigned long long)pos);
+        gw_log(GW_LOG_WARN,
+               "usage ring: record %llu was claimed by a worker that stopped "
+               "before writing it; skipping it",
+               (unsigned long long)pos);
         atomic_store(&slot->writer, 0);
         atomic_fetch_add(&h->ring_lost, 1);
         atomic_store(&h->ring_head, pos + 1);

@@ -91,8 +91,7 @@ geometry_matches(const struct gw_shm_header *h, const struct gw_shm_geometry *ge
 
     return h->magic == GW_SHM_MAGIC && h->layout == GW_SHM_LAYOUT && h->size == total &&
            size == total && h->nworkers == want.nworkers && h->nstats == want.nstats &&
-           h->nbuckets == want.nbuckets && h->nring == want.nring &&
-           h->gen_size == want.gen_size;
+           h->nbuckets == want.nbuckets && h->nring == want.nring && h->gen_size == want.gen_size;
 }
 
 static int
@@ -135,8 +134,7 @@ segment_init(struct gw_shm *shm, const struct gw_shm_geometry *geo)
 }
 
 int
-gw_shm_open(const char *name, const struct gw_shm_geometry *geo, struct gw_shm *out,
-            bool *attached)
+gw_shm_open(const char *name, const struct gw_shm_geometry *geo, struct gw_shm *out, bool *attached)
 {
     struct gw_shm_header probe = {0};
     uint64_t size = layout(&probe, geo);
@@ -161,8 +159,7 @@ gw_shm_open(const char *name, const struct gw_shm_geometry *geo, struct gw_shm *
     if (fd >= 0) {
         /* Another layout or size: start a new segment under the name.
          * Processes still mapping the old one keep it until they exit. */
-        gw_log(GW_LOG_WARN, "shared memory %s has another layout or size; creating it anew",
-               name);
+        gw_log(GW_LOG_WARN, "shared memory %s has another layout or size; creating it anew", name);
         close(fd);
         shm_unlink(name);
     }

@@ -29,18 +29,18 @@
  */
 enum gw_err {
     GW_OK = 0,
-    GW_ENOMEM = -1,    /* out of memory */
-    GW_EIO = -2,       /* system call failed; errno was logged */
-    GW_EINVAL = -3,    /* invalid argument or input */
-    GW_ENOENT = -4,    /* no such object */
-    GW_EEXIST = -5,    /* object exists */
-    GW_ETIMEDOUT = -6, /* deadline passed */
-    GW_ETOOBIG = -7,   /* input over a configured limit */
-    GW_EPROTO = -8,    /* peer broke the protocol */
-    GW_EPERM = -9,     /* caller may not do this */
-    GW_ECLOSED = -10,  /* peer closed the connection */
-    GW_ECONFIG = -11,  /* configuration invalid */
-    GW_ESTORE = -12,   /* LMDB failure */
+    GW_ENOMEM = -1,     /* out of memory */
+    GW_EIO = -2,        /* system call failed; errno was logged */
+    GW_EINVAL = -3,     /* invalid argument or input */
+    GW_ENOENT = -4,     /* no such object */
+    GW_EEXIST = -5,     /* object exists */
+    GW_ETIMEDOUT = -6,  /* deadline passed */
+    GW_ETOOBIG = -7,    /* input over a configured limit */
+    GW_EPROTO = -8,     /* peer broke the protocol */
+    GW_EPERM = -9,      /* caller may not do this */
+    GW_ECLOSED = -10,   /* peer closed the connection */
+    GW_ECONFIG = -11,   /* configuration invalid */
+    GW_ESTORE = -12,    /* LMDB failure */
     GW_EUPSTREAM = -13, /* upstream attempt failed; nothing sent to the client yet */
 };
 
@@ -190,11 +190,10 @@ struct gw_provider {
     struct gw_timeouts timeouts;
 };
 
-
 struct gw_target {
-    size_t provider; /* index into cfg->providers */
-    char *model;     /* the model name the provider expects */
-    unsigned weight; /* for weighted and sticky routing, >= 1 */
+    size_t provider;     /* index into cfg->providers */
+    char *model;         /* the model name the provider expects */
+    unsigned weight;     /* for weighted and sticky routing, >= 1 */
     double price_input;  /* per million input tokens, 0: unknown */
     double price_output; /* per million output tokens */
     char *region;        /* or NULL */
@@ -217,11 +216,17 @@ extern const char *const gw_route_strategy_names[GW_ROUTE_NSTRATEGIES];
 
 struct gw_routing {
     enum gw_route_strategy strategy;
-    unsigned retries;         /* further attempts after the first */
-    long deadline_ms;         /* for all attempts together; 0: none */
-    unsigned breaker_failures; /* consecutive failures that open the breaker; 0: no breaker */
+    unsigned retries;          /* further attempts after the first */
+    long deadline_ms;          /* for all attempts together; 0: none */
+    unsigned breaker_failures; /* consecutive failures that open the breaker; 0: not by count */
     long breaker_cooldown_ms;  /* open this long, then one probe (half-open) */
-    char *session_header;      /* sticky: header naming the session ["x-session-id"] */
+    /* The failed share of the attempts in one window that opens the
+     * breaker, once there were min_requests of them; 0: not by rate.  No
+     * breaker at all when both this and breaker_failures are 0. */
+    double breaker_error_rate;
+    long breaker_window_ms;
+    unsigned breaker_min_requests;
+    char *session_header; /* sticky: header naming the session ["x-session-id"] */
 };
 
 struct gw_model {
@@ -235,11 +240,11 @@ struct gw_model {
 };
 
 struct gw_http_limits {
-    size_t max_header_size;  /* request line + headers; over it: 431 */
-    size_t max_body_size;    /* decoded body; over it: 413 */
+    size_t max_header_size;    /* request line + headers; over it: 431 */
+    size_t max_body_size;      /* decoded body; over it: 413 */
     long keepalive_timeout_ms; /* idle between requests; then close */
-    long read_timeout_ms;    /* silence inside a request; then 408 */
-    long write_timeout_ms;   /* a client that stops reading; then close */
+    long read_timeout_ms;      /* silence inside a request; then 408 */
+    long write_timeout_ms;     /* a client that stops reading; then close */
 };
 
 struct gw_config {
@@ -263,10 +268,10 @@ struct gw_config {
     long shutdown_timeout_ms;
 
     int log_level;
-    char *log_file;      /* error log; NULL: stderr */
+    char *log_file; /* error log; NULL: stderr */
     bool access_log;
-    char *access_file;   /* JSON lines; NULL: stderr */
-    bool access_journal; /* access log to journald instead */
+    char *access_file;    /* JSON lines; NULL: stderr */
+    bool access_journal;  /* access log to journald instead */
     char *metrics_listen; /* "host:port" of the /metrics listener, or NULL */
 
     struct gw_http_limits http;
@@ -318,11 +323,11 @@ struct gw_store;
 struct gw_key {
     char *id;
     char *name;
-    char *prefix; /* first characters of the secret, to recognise it */
+    char *prefix;  /* first characters of the secret, to recognise it */
     char **models; /* allowed model names; nmodels == 0 means all */
     size_t nmodels;
     bool disabled;
-    int64_t created; /* unix seconds */
+    int64_t created;   /* unix seconds */
     char *route;       /* routing strategy bound to the key, or "" */
     bool route_header; /* may choose a strategy with x-aigw-route */
 };
@@ -396,7 +401,7 @@ int gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed);
  *   header | scoreboard | stat tables | buckets | usage ring | generations
  */
 #define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
-#define GW_SHM_LAYOUT 2
+#define GW_SHM_LAYOUT 3
 #define GW_SHM_GEN_SLOTS 8
 #define GW_SHM_NAME_LEN 96
 
@@ -469,11 +474,17 @@ struct gw_shm_stat {
     _Atomic int64_t ewma_tokens_per_s_milli; /* 0: no sample yet */
     _Atomic uint64_t consecutive_failures;
     _Atomic uint64_t failures;
-    _Atomic int32_t breaker_state; /* enum gw_breaker_state */
-    _Atomic int32_t health_down;   /* the master's active check failed */
+    _Atomic int32_t breaker_state;    /* enum gw_breaker_state */
+    _Atomic int32_t health_down;      /* the master's active check failed */
     _Atomic int64_t breaker_until_ms; /* open: until then (monotonic ms) */
     _Atomic int64_t not_before_ms;    /* Retry-After: no new request before */
     _Atomic uint64_t breaker_opened;  /* times it opened */
+    /* The error-rate window: attempts and failed ones since window_start_ms
+     * (monotonic ms); whoever finds it over moves the start on with
+     * compare-and-swap and zeroes the counts. */
+    _Atomic int64_t window_start_ms;
+    _Atomic uint64_t window_requests;
+    _Atomic uint64_t window_failures;
     /* Models: the weighted round-robin position shared by all workers. */
     _Atomic uint64_t rr;
 };
@@ -652,8 +663,8 @@ void gw_shm_ring_release(const struct gw_shm *shm, uint64_t upto);
 struct gw_gen_provider {
     uint32_t name;
     uint32_t base_url;
-    uint32_t api_key; /* 0: no credential */
-    uint32_t type;    /* enum gw_provider_type */
+    uint32_t api_key;            /* 0: no credential */
+    uint32_t type;               /* enum gw_provider_type */
     struct gw_timeouts timeouts; /* 0 fields: the model's */
 };
 
@@ -678,6 +689,9 @@ struct gw_gen_model {
     uint32_t breaker_failures;
     uint32_t session_header;
     int64_t breaker_cooldown_ms;
+    double breaker_error_rate; /* 0: the breaker does not open by rate */
+    int64_t breaker_window_ms;
+    uint32_t breaker_min_requests;
     uint32_t fallbacks; /* offset of uint32_t model indexes */
     uint32_t nfallbacks;
     uint32_t schedule; /* offset of uint16_t target indexes: smooth weighted round-robin */

@@ -175,8 +175,8 @@ key_decode(const char *data, size_t len, struct gw_arena *a, struct gw_key **out
         k->nmodels = json_object_array_length(v);
         k->models = gw_arena_alloc(a, (k->nmodels + 1) * sizeof(char *));
         for (size_t i = 0; i < k->nmodels; i++)
-            k->models[i] = gw_arena_strdup(
-                a, json_object_get_string(json_object_array_get_idx(v, i)));
+            k->models[i] =
+                gw_arena_strdup(a, json_object_get_string(json_object_array_get_idx(v, i)));
     }
     *out = k;
     rc = 0;
@@ -207,8 +207,7 @@ key_encode(const struct gw_key *k, const char *hash_hex)
 }
 
 static int
-store_put_json(MDB_txn *txn, MDB_dbi dbi, const char *id, struct json_object *o,
-               unsigned flags)
+store_put_json(MDB_txn *txn, MDB_dbi dbi, const char *id, struct json_object *o, unsigned flags)
 {
     size_t len;
     const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
@@ -261,8 +260,8 @@ gw_store_key_add(struct gw_store *st, const struct gw_key *key,
 
 /* Get the record of id inside txn into a. */
 static int
-key_get_txn(struct gw_store *st, MDB_txn *txn, const char *id, size_t idlen,
-            struct gw_arena *a, struct gw_key **out)
+key_get_txn(struct gw_store *st, MDB_txn *txn, const char *id, size_t idlen, struct gw_arena *a,
+            struct gw_key **out)
 {
     MDB_val k = {idlen, (void *)id}, v;
     int mrc = mdb_get(txn, st->keys, &k, &v);
@@ -423,8 +422,8 @@ struct ring_head {
 };
 
 int
-gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n,
-                   uint64_t incarnation, uint64_t head)
+gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n, uint64_t incarnation,
+                   uint64_t head)
 {
     struct gw_usage_totals t = {0};
     MDB_txn *txn;

@@ -331,8 +331,7 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
     for (;;) {
         if (c->in_off < c->in_len) {
             size_t avail = c->in_len - c->in_off;
-            size_t n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off,
-                                           avail);
+            size_t n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off, avail);
             enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
 
             c->in_off += n;
@@ -459,7 +458,7 @@ head_format(struct gw_http_conn *c, struct gw_request *req, int status, const ch
                          "x-request-id: %s\r\n%s%s%s",
                          status, gw_worker_http_reason(status), http_date(), ctype, req->id,
                          req->extra_headers ? req->extra_headers : "", extra ? extra : "",
-                         close ? "Connection: close\r\n"
+                         close                  ? "Connection: close\r\n"
                          : req->http_minor == 0 ? "Connection: keep-alive\r\n"
                                                 : "");
 }
@@ -476,8 +475,8 @@ gw_worker_http_respond(struct gw_http_conn *c, struct gw_request *req, int statu
 }
 
 int
-gw_worker_http_error(struct gw_http_conn *c, struct gw_request *req, int status,
-                     const char *type, const char *code, const char *param, const char *fmt, ...)
+gw_worker_http_error(struct gw_http_conn *c, struct gw_request *req, int status, const char *type,
+                     const char *code, const char *param, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;

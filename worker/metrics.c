@@ -31,7 +31,7 @@ help_type(struct gw_buf *b, const char *name, const char *type, const char *help
 /* Entries whose name starts with prefix ("m:", "t:", "k:"). */
 #define FOR_EACH_STAT(shm, prefix, st, label)                                                      \
     for (uint64_t i_ = 0; i_ < (shm)->hdr->nstats; i_++)                                           \
-        if ((st = gw_shm_stat_at((shm), i_)) != NULL && atomic_load(&st->state) == 2 &&          \
+        if ((st = gw_shm_stat_at((shm), i_)) != NULL && atomic_load(&st->state) == 2 &&            \
             strncmp(st->name, (prefix), 2) == 0 && ((label) = st->name + 2) != NULL)
 
 static const char *const classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -67,16 +67,17 @@ tokens(struct gw_buf *b, const struct gw_shm *shm, const char *prefix, const cha
     for (int d = 0; d < 2; d++) {
         char metric[64];
         snprintf(metric, sizeof(metric), "aigw_%s_%s_tokens_total", labelname, dirs[d]);
-        help_type(b, metric, "counter", d == 0 ? "Input (prompt) tokens reported by upstreams."
-                                               : "Output (completion) tokens reported by "
-                                                 "upstreams.");
+        help_type(b, metric, "counter",
+                  d == 0 ? "Input (prompt) tokens reported by upstreams."
+                         : "Output (completion) tokens reported by "
+                           "upstreams.");
         FOR_EACH_STAT(shm, prefix, st, label)
         {
             gw_buf_printf(b, "%s{%s=\"", metric, labelname);
             label_put(b, label);
-            gw_buf_printf(b, "\"} %llu\n",
-                          (unsigned long long)atomic_load(d == 0 ? &st->input_tokens
-                                                                 : &st->output_tokens));
+            gw_buf_printf(
+                b, "\"} %llu\n",
+                (unsigned long long)atomic_load(d == 0 ? &st->input_tokens : &st->output_tokens));
         }
     }
 }

@@ -138,8 +138,7 @@ authenticate(struct gw_worker *w, struct gw_request *req)
     struct gw_key *key = NULL;
 
     if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) {
-        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "missing_api_key",
-                             NULL,
+        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "missing_api_key", NULL,
                              "You didn't provide an API key. Send it in the Authorization "
                              "header as \"Authorization: Bearer YOUR_KEY\".");
         return NULL;
@@ -150,8 +149,8 @@ authenticate(struct gw_worker *w, struct gw_request *req)
     gw_key_hash(w->env->secret, secret, strlen(secret), hash);
     int rc = key_cache_lookup(w, hash, &key);
     if (rc == GW_ENOENT) {
-        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "invalid_api_key",
-                             NULL, "Incorrect API key provided.");
+        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "invalid_api_key", NULL,
+                             "Incorrect API key provided.");
         return NULL;
     }
     if (rc != 0) {
@@ -160,8 +159,8 @@ authenticate(struct gw_worker *w, struct gw_request *req)
         return NULL;
     }
     if (key->disabled) {
-        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "api_key_disabled",
-                             NULL, "This API key (%s) is disabled.", key->id);
+        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "api_key_disabled", NULL,
+                             "This API key (%s) is disabled.", key->id);
         return NULL;
     }
     req->key_id = key->id;
@@ -177,8 +176,7 @@ handle_health(struct gw_worker *w, struct gw_request *req, const struct gw_key *
     static const char ok[] = "{\"status\":\"ok\"}";
 
     (void)key, (void)rt;
-    return gw_worker_http_respond(&w->conn, req, 200, "application/json", NULL, ok,
-                                  sizeof(ok) - 1);
+    return gw_worker_http_respond(&w->conn, req, 200, "application/json", NULL, ok, sizeof(ok) - 1);
 }
 
 static int
@@ -237,10 +235,9 @@ handle_models(struct gw_worker *w, struct gw_request *req, const struct gw_key *
 static int
 model_not_found(struct gw_worker *w, struct gw_request *req, const char *name)
 {
-    return gw_worker_http_error(&w->conn, req, 404, "invalid_request_error", "model_not_found",
-                                "model",
-                                "The model `%s` does not exist or you do not have access to it.",
-                                name);
+    return gw_worker_http_error(
+        &w->conn, req, 404, "invalid_request_error", "model_not_found", "model",
+        "The model `%s` does not exist or you do not have access to it.", name);
 }
 
 static int
@@ -303,14 +300,14 @@ body_parse(struct gw_worker *w, struct gw_request *req)
     enum json_tokener_error e = json_tokener_get_error(tok);
     /* Anything after the object but whitespace is malformed too. */
     size_t end = json_tokener_get_parse_end(tok);
-    while (o != NULL && end < req->body_len &&
-           strchr(" \t\r\n", req->body[end]) != NULL && req->body[end] != '\0')
+    while (o != NULL && end < req->body_len && strchr(" \t\r\n", req->body[end]) != NULL &&
+           req->body[end] != '\0')
         end++;
     if (o == NULL || e != json_tokener_success || end != req->body_len) {
         gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_json", NULL,
                              "We could not parse the JSON body of your request (%s). The body "
                              "must be a JSON object.",
-                             req->body_len == 0             ? "the body is empty"
+                             req->body_len == 0           ? "the body is empty"
                              : e == json_tokener_continue ? "the body ends inside the JSON value"
                              : e != json_tokener_success  ? json_tokener_error_desc(e)
                                                           : "unexpected data after the object");
@@ -328,8 +325,8 @@ body_parse(struct gw_worker *w, struct gw_request *req)
 
 /* Required fields per endpoint, checked before anything goes upstream. */
 static int
-body_check(struct gw_worker *w, struct gw_request *req, struct json_object *o,
-           enum gw_endpoint ep, const char **model)
+body_check(struct gw_worker *w, struct gw_request *req, struct json_object *o, enum gw_endpoint ep,
+           const char **model)
 {
     struct json_object *v;
 
@@ -337,21 +334,25 @@ body_check(struct gw_worker *w, struct gw_request *req, struct json_object *o,
         json_object_get_string_len(v) == 0)
         return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
                                     "missing_required_parameter", "model",
-                                    "You must provide a model parameter (a string).") ?: -1;
+                                    "You must provide a model parameter (a string).")
+                   ?: -1;
     *model = json_object_get_string(v);
     if (ep == GW_EP_CHAT &&
         (!json_object_object_get_ex(o, "messages", &v) || !json_object_is_type(v, json_type_array)))
         return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
                                     "missing_required_parameter", "messages",
-                                    "You must provide a messages parameter (an array).") ?: -1;
+                                    "You must provide a messages parameter (an array).")
+                   ?: -1;
     if (ep == GW_EP_EMBEDDINGS && !json_object_object_get_ex(o, "input", &v))
         return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
                                     "missing_required_parameter", "input",
-                                    "You must provide an input parameter.") ?: -1;
+                                    "You must provide an input parameter.")
+                   ?: -1;
     if (json_object_object_get_ex(o, "stream", &v) && !json_object_is_type(v, json_type_boolean) &&
         !json_object_is_type(v, json_type_null))
-        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
-                                    "invalid_type", "stream", "stream must be a boolean.") ?: -1;
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_type",
+                                    "stream", "stream must be a boolean.")
+                   ?: -1;
     return 0;
 }
 
@@ -403,8 +404,8 @@ strategy_for(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
 
 /* Fill call with the target's provider for one attempt. */
 static void
-call_target(struct gw_call *call, const struct gw_gen *g, const struct gw_gen_model *m,
-            uint32_t i, int64_t deadline)
+call_target(struct gw_call *call, const struct gw_gen *g, const struct gw_gen_model *m, uint32_t i,
+            int64_t deadline)
 {
     const struct gw_gen_target *t = gw_gen_target(g, m->first_target + i);
     const struct gw_gen_provider *p = gw_gen_provider(g, t->provider);
@@ -474,8 +475,8 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
             any_target = true;
             attempts++;
             call_target(call, g, m, (uint32_t)i, deadline);
-            req->target = gw_arena_printf(req->arena, "%s/%s", call->provider_name,
-                                          call->target_model);
+            req->target =
+                gw_arena_printf(req->arena, "%s/%s", call->provider_name, call->target_model);
             req->target_stat = call->target->stat;
             req->extra_headers = gw_arena_printf(
                 req->arena, "x-aigw-target: %s\r\nx-aigw-attempts: %d\r\n", req->target, attempts);
@@ -494,12 +495,10 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                 atomic_store(&w->me->calling, -1);
             }
             bool failed = rc == GW_EUPSTREAM || (rc == 0 && call->status >= 500);
-            gw_worker_route_result(w, g, m, call->target, !failed, probe, call,
-                                   gw_now_us() - t0);
+            gw_worker_route_result(w, g, m, call->target, !failed, probe, call, gw_now_us() - t0);
             if (rc == GW_EUPSTREAM) {
                 if (ts != NULL)
-                    gw_shm_stat_account(ts, call->fail.status, 0, 0,
-                                        (gw_now_us() - t0) / 1000, -1);
+                    gw_shm_stat_account(ts, call->fail.status, 0, 0, (gw_now_us() - t0) / 1000, -1);
                 gw_log(GW_LOG_INFO, "req=%s attempt %d on %s failed: %s", req->id, attempts,
                        req->target, call->fail.message);
             }
@@ -548,13 +547,12 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     }
     if (!gw_key_allows(key, name)) {
         rc = gw_worker_http_error(&w->conn, req, 403, "permission_error", "model_not_allowed",
-                                  "model", "This API key may not use the model `%s`.",
-                                  req->model);
+                                  "model", "This API key may not use the model `%s`.", req->model);
         goto out;
     }
     if (rt->endpoint == GW_EP_CHAT) {
-        call.stream = json_object_object_get_ex(call.json, "stream", &v) &&
-                      json_object_get_boolean(v);
+        call.stream =
+            json_object_object_get_ex(call.json, "stream", &v) && json_object_get_boolean(v);
         call.client_usage = json_object_object_get_ex(call.json, "stream_options", &so) &&
                             json_object_object_get_ex(so, "include_usage", &v) &&
                             json_object_get_boolean(v);
@@ -607,8 +605,10 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
     }
     atomic_fetch_add(&w->env->shm->hdr->ring_written_through, 1);
     if (gw_store_usage_add(w->store, &u, 1, 0, 0) != 0)
-        gw_log(GW_LOG_ERROR, "req=%s usage record could not be stored: ring full and LMDB "
-               "write failed", req->id);
+        gw_log(GW_LOG_ERROR,
+               "req=%s usage record could not be stored: ring full and LMDB "
+               "write failed",
+               req->id);
 }
 
 /*
@@ -661,12 +661,11 @@ gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req)
         if (path_known) {
             req->allow = allowed_methods(req->path);
             rc = gw_worker_http_error(&w->conn, req, 405, "invalid_request_error",
-                                      "method_not_allowed", NULL,
-                                      "Method %s is not allowed on %s.",
+                                      "method_not_allowed", NULL, "Method %s is not allowed on %s.",
                                       http_method_str(req->method), req->path);
         } else {
-            rc = gw_worker_http_error(&w->conn, req, 404, "invalid_request_error",
-                                      "unknown_url", NULL, "Unknown request URL: %s %s.",
+            rc = gw_worker_http_error(&w->conn, req, 404, "invalid_request_error", "unknown_url",
+                                      NULL, "Unknown request URL: %s %s.",
                                       http_method_str(req->method), req->path);
         }
     } else {

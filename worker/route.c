@@ -8,8 +8,15 @@
  * target is eligible when its active health check passes, no Retry-After
  * holds it back, its breaker is closed (or open past its cool-down, when
  * one request may probe it), and this request has not tried it yet.
+ *
+ * A breaker opens on failures in a row, or on the failed share of the
+ * attempts in a window of time.  The window is three atomics of the stat
+ * entry (its start and two counts), moved on without a lock: counts that
+ * race with the start of a new window may land in either, which a rate
+ * over many attempts does not notice.
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "worker/worker.h"
@@ -41,6 +48,13 @@ gw_worker_route_tried_add(uint64_t tried[4], uint32_t i)
         tried[i / 64] |= 1ULL << (i % 64);
 }
 
+/* Has m a breaker at all: by failures in a row, by error rate, or both? */
+static bool
+breaker_on(const struct gw_gen_model *m)
+{
+    return m->breaker_failures > 0 || m->breaker_error_rate > 0;
+}
+
 /* May target t take a request now?  (Breaker probes are claimed later.) */
 static bool
 eligible(const struct gw_worker *w, const struct gw_gen_model *m, const struct gw_gen_target *t,
@@ -52,7 +66,7 @@ eligible(const struct gw_worker *w, const struct gw_gen_model *m, const struct g
         return true;
     if (atomic_load(&st->health_down) || atomic_load(&st->not_before_ms) > now)
         return false;
-    if (m->breaker_failures == 0)
+    if (!breaker_on(m))
         return true;
     int state = atomic_load(&st->breaker_state);
     /* Open past its cool-down, or a probe that never reported back. */
@@ -71,7 +85,7 @@ claim(const struct gw_worker *w, const struct gw_gen_model *m, const struct gw_g
     struct gw_shm_stat *st = target_stat(w, t);
 
     *probe = false;
-    if (st == NULL || m->breaker_failures == 0)
+    if (st == NULL || !breaker_on(m))
         return true;
     int32_t state = atomic_load(&st->breaker_state);
     if (state == GW_BREAKER_CLOSED)
@@ -203,6 +217,42 @@ ewma_update(_Atomic int64_t *avg, int64_t sample)
     } while (!atomic_compare_exchange_weak(avg, &old, next));
 }
 
+/* Start a new error-rate window at now, with no attempts in it. */
+static void
+window_restart(struct gw_shm_stat *st, int64_t now)
+{
+    atomic_store(&st->window_start_ms, now);
+    atomic_store(&st->window_requests, 0);
+    atomic_store(&st->window_failures, 0);
+}
+
+/*
+ * Count one attempt on st in its error-rate window, m's window long; a
+ * window that is over is replaced by one starting now, by whichever worker
+ * moves its start first.  Returns true when the attempt failed and the
+ * window, with at least m's min_requests attempts in it, has failed as
+ * large a share of them as m's error_rate; *failed and *attempts are then
+ * the window's counts.
+ */
+static bool
+window_count(struct gw_shm_stat *st, const struct gw_gen_model *m, int64_t now, bool ok,
+             uint64_t *failed, uint64_t *attempts)
+{
+    int64_t start = atomic_load(&st->window_start_ms);
+
+    if (now - start >= m->breaker_window_ms &&
+        atomic_compare_exchange_strong(&st->window_start_ms, &start, now)) {
+        atomic_store(&st->window_requests, 0);
+        atomic_store(&st->window_failures, 0);
+    }
+    *attempts = atomic_fetch_add(&st->window_requests, 1) + 1;
+    if (ok)
+        return false;
+    *failed = atomic_fetch_add(&st->window_failures, 1) + 1;
+    return *attempts >= m->breaker_min_requests &&
+           (double)*failed >= m->breaker_error_rate * (double)*attempts;
+}
+
 void
 gw_worker_route_result(const struct gw_worker *w, const struct gw_gen *g,
                        const struct gw_gen_model *m, const struct gw_gen_target *t, bool ok,
@@ -210,17 +260,23 @@ gw_worker_route_result(const struct gw_worker *w, const struct gw_gen *g,
 {
     struct gw_shm_stat *st = target_stat(w, t);
     int64_t now = gw_now_ms();
+    uint64_t failed = 0, attempts = 0;
 
     if (st == NULL)
         return;
     if (ok) {
         atomic_store(&st->consecutive_failures, 0);
         if (probe || atomic_load(&st->breaker_state) != GW_BREAKER_CLOSED) {
-            if (atomic_exchange(&st->breaker_state, GW_BREAKER_CLOSED) != GW_BREAKER_CLOSED)
+            if (atomic_exchange(&st->breaker_state, GW_BREAKER_CLOSED) != GW_BREAKER_CLOSED) {
+                /* The failures that opened it are not held against it again. */
+                window_restart(st, now);
                 gw_log(GW_LOG_INFO, "breaker of %s/%s closed: the probe succeeded",
                        gw_gen_str(g, gw_gen_provider(g, t->provider)->name),
                        gw_gen_str(g, t->model));
+            }
         }
+        if (m->breaker_error_rate > 0)
+            window_count(st, m, now, true, &failed, &attempts);
         /* Measured from this attempt's own start, not the request's. */
         if (call->attempt_first_byte_us > 0)
             ewma_update(&st->ewma_ttft_us, call->attempt_first_byte_us);
@@ -239,17 +295,27 @@ gw_worker_route_result(const struct gw_worker *w, const struct gw_gen *g,
                                                                       : RETRY_AFTER_MAX_MS;
         atomic_store(&st->not_before_ms, now + wait);
     }
-    if (m->breaker_failures == 0)
+    bool by_rate = m->breaker_error_rate > 0 && window_count(st, m, now, false, &failed, &attempts);
+    if (!breaker_on(m))
         return;
+    bool by_count = m->breaker_failures > 0 && n >= m->breaker_failures;
     int32_t closed = GW_BREAKER_CLOSED;
-    if (probe || (n >= m->breaker_failures &&
+    if (probe || ((by_count || by_rate) &&
                   atomic_compare_exchange_strong(&st->breaker_state, &closed, GW_BREAKER_OPEN))) {
+        char why[128];
+        if (probe || by_count)
+            snprintf(why, sizeof(why), "%s",
+                     probe ? "the probe failed" : "too many consecutive failures");
+        else
+            snprintf(why, sizeof(why),
+                     "error rate %.0f%% over the last window (%llu of %llu attempts failed)",
+                     100.0 * (double)failed / (double)attempts, (unsigned long long)failed,
+                     (unsigned long long)attempts);
         atomic_store(&st->breaker_state, GW_BREAKER_OPEN);
         atomic_store(&st->breaker_until_ms, now + m->breaker_cooldown_ms);
         atomic_fetch_add(&st->breaker_opened, 1);
         gw_log(GW_LOG_WARN, "breaker of %s/%s opened for %lld ms: %s",
                gw_gen_str(g, gw_gen_provider(g, t->provider)->name), gw_gen_str(g, t->model),
-               (long long)m->breaker_cooldown_ms,
-               probe ? "the probe failed" : "too many consecutive failures");
+               (long long)m->breaker_cooldown_ms, why);
     }
 }

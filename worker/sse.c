@@ -136,8 +136,8 @@ gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_t *co
     usage = json_tokener_parse_ex(tok, slice, (int)slen);
     if (usage != NULL && json_object_is_type(usage, json_type_object)) {
         found = true;
-        *prompt = json_object_object_get_ex(usage, "prompt_tokens", &v) ? json_object_get_int64(v)
-                                                                         : 0;
+        *prompt =
+            json_object_object_get_ex(usage, "prompt_tokens", &v) ? json_object_get_int64(v) : 0;
         *completion = json_object_object_get_ex(usage, "completion_tokens", &v)
                           ? json_object_get_int64(v)
                           : 0;
@@ -175,9 +175,8 @@ event_take_usage(struct gw_sse *s, const char *p, size_t len)
             s->prompt_tokens = json_object_get_int64(v);
         if (json_object_object_get_ex(usage, "completion_tokens", &v))
             s->completion_tokens = json_object_get_int64(v);
-        drop = s->drop_usage &&
-               (!json_object_object_get_ex(o, "choices", &choices) ||
-                json_object_array_length(choices) == 0);
+        drop = s->drop_usage && (!json_object_object_get_ex(o, "choices", &choices) ||
+                                 json_object_array_length(choices) == 0);
     }
     json_object_put(o);
     json_tokener_free(tok);

@@ -16,11 +16,11 @@
 
 /* Client headers that are about this hop only, or that the gateway owns. */
 static const char *const skip_headers[] = {
-    "host",          "content-length",      "authorization",     "connection",
-    "keep-alive",    "proxy-connection",    "proxy-authorization", "proxy-authenticate",
-    "te",            "trailer",             "transfer-encoding", "upgrade",
-    "expect",        "accept-encoding",     "x-request-id",      "api-key",
-    "x-api-key",     "cookie",              "content-type",
+    "host",       "content-length",   "authorization",       "connection",
+    "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
+    "te",         "trailer",          "transfer-encoding",   "upgrade",
+    "expect",     "accept-encoding",  "x-request-id",        "api-key",
+    "x-api-key",  "cookie",           "content-type",
 };
 
 struct upstream_io {
@@ -33,7 +33,7 @@ struct upstream_io {
     bool streaming;   /* relaying to the client (headers sent) */
     bool client_gone; /* a write to the client failed */
     bool too_big;
-    bool timed_out;   /* first_byte or idle timeout */
+    bool timed_out; /* first_byte or idle timeout */
     int64_t last_io_ms;
     int64_t start_ms;
     bool got_bytes;
@@ -199,7 +199,8 @@ fail_transfer(struct upstream_io *io, CURLcode cc, const char *errbuf)
         f->status = 504;
         f->code = "upstream_timeout";
         snprintf(f->message, sizeof(f->message),
-                 "The upstream provider \"%s\" did not answer in time (%.160s).", call->provider_name,
+                 "The upstream provider \"%s\" did not answer in time (%.160s).",
+                 call->provider_name,
                  io->timed_out ? (io->got_bytes ? "idle timeout" : "first_byte timeout") : what);
     } else {
         f->status = 502;
@@ -221,8 +222,7 @@ fail_status(struct upstream_io *io)
     f->code = io->status == 429 ? "upstream_rate_limited" : "upstream_error";
     snprintf(f->message, sizeof(f->message), "The upstream provider \"%s\" answered HTTP %d.",
              call->provider_name, (int)io->status);
-    f->body = gw_arena_strndup(call->req->arena, io->body.data ? io->body.data : "",
-                               io->body.len);
+    f->body = gw_arena_strndup(call->req->arena, io->body.data ? io->body.data : "", io->body.len);
     f->body_len = io->body.len;
     snprintf(f->ctype, sizeof(f->ctype), "%s", io->ctype[0] ? io->ctype : "application/json");
 }
@@ -328,10 +328,8 @@ gw_worker_upstream_init(CURL *curl)
 int
 gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t max_response_size)
 {
-    struct upstream_io io = {.call = call,
-                             .max_response_size = max_response_size,
-                             .curl = curl,
-                             .to = &call->timeouts};
+    struct upstream_io io = {
+        .call = call, .max_response_size = max_response_size, .curl = curl, .to = &call->timeouts};
     char errbuf[CURL_ERROR_SIZE] = "";
     int rc = 0;
 

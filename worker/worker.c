@@ -234,8 +234,8 @@ connection_serve(struct gw_worker *w, int fd, bool metrics)
         logs_reopen(w);
         gw_arena_reset(w->arena);
         state_set(w, gw_worker_stopping ? GW_WORKER_STOPPING
-                     : again             ? GW_WORKER_KEEPALIVE
-                                         : GW_WORKER_IDLE);
+                     : again            ? GW_WORKER_KEEPALIVE
+                                        : GW_WORKER_IDLE);
         if (!again)
             break;
     }

@@ -17,7 +17,7 @@
 
 /* What the master hands a worker at fork. */
 struct gw_worker_env {
-    int index;  /* scoreboard slot */
+    int index; /* scoreboard slot */
     pid_t master;
     const struct gw_config *cfg; /* start-up settings only (state_dir); routing is in shm */
     const struct gw_shm *shm;
@@ -67,9 +67,9 @@ struct gw_request {
     int64_t start_us;
 
     /* Filled in along the pipeline, read by the access log. */
-    int status;          /* what was answered */
-    int upstream_status; /* what the upstream answered (502/504 when it failed), 0: none */
-    const char *allow; /* methods for a 405's Allow header */
+    int status;                /* what was answered */
+    int upstream_status;       /* what the upstream answered (502/504 when it failed), 0: none */
+    const char *allow;         /* methods for a 405's Allow header */
     const char *extra_headers; /* "Name: value\r\n" lines every response carries */
     const char *key_id;
     const char *model;
@@ -195,8 +195,8 @@ bool gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_
 /* A worker's own state, created after fork and kept for its life. */
 struct gw_worker {
     const struct gw_worker_env *env;
-    struct gw_shm_worker *me; /* own scoreboard entry */
-    const struct gw_gen *gen; /* the generation of the request in hand */
+    struct gw_shm_worker *me;     /* own scoreboard entry */
+    const struct gw_gen *gen;     /* the generation of the request in hand */
     struct gw_http_limits limits; /* copied from the latest generation */
     struct gw_store *store;
     CURLM *multi; /* keeps the upstream connections across requests */
@@ -240,7 +240,9 @@ void gw_worker_route_tried_add(uint64_t tried[4], uint32_t i);
 
 /*
  * Learn from an attempt: latency and throughput averages on success;
- * failures, Retry-After and the breaker on failure.
+ * failures, Retry-After and the breaker on failure; either way, the
+ * attempt counts in the target's error-rate window when m has an
+ * error_rate.
  */
 struct gw_call;
 void gw_worker_route_result(const struct gw_worker *w, const struct gw_gen *g,
@@ -282,7 +284,7 @@ struct gw_call {
     const char *api_key; /* NULL: none; never log it */
     const char *target_model;
     struct gw_timeouts timeouts; /* for this attempt (provider, model, deadline) */
-    struct json_object *json; /* the client's body, parsed; the adapter may edit it */
+    struct json_object *json;    /* the client's body, parsed; the adapter may edit it */
     bool stream;
     bool client_usage; /* the client asked for stream_options.include_usage */
 
@@ -297,7 +299,7 @@ struct gw_call {
     bool have_usage;
     int64_t prompt_tokens;
     int64_t completion_tokens;
-    int64_t first_byte_us; /* since req->start_us; 0 if none came */
+    int64_t first_byte_us;         /* since req->start_us; 0 if none came */
     int64_t attempt_start_us;      /* monotonic start of this attempt */
     int64_t attempt_first_byte_us; /* since the attempt's start; 0 if none came */
     struct gw_call_failure fail;

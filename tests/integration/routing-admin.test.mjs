@@ -177,8 +177,8 @@ test('breaker list shows every target of every model with its figures', async ()
     assert.ok(targets.includes(t), `${t} in ${targets}`);
   }
   for (const t of list) {
-    for (const f of ['target', 'model', 'state', 'consecutive_failures', 'failures', 'opened', 'retry_in_s',
-      'health', 'in_flight', 'ttft_ms', 'tokens_per_s']) {
+    for (const f of ['target', 'model', 'state', 'consecutive_failures', 'failures', 'opened', 'error_rate',
+      'window_requests', 'window_failures', 'retry_in_s', 'health', 'in_flight', 'ttft_ms', 'tokens_per_s']) {
       assert.ok(f in t, `"${f}" in ${JSON.stringify(t)}`);
     }
     assert.ok(['closed', 'open', 'half-open'].includes(t.state), t.state);
@@ -191,9 +191,9 @@ test('breaker list shows every target of every model with its figures', async ()
   const r = await ctx.gw.ctl(['breaker', 'list']);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trimEnd().split('\n');
-  assert.match(lines[0], /^TARGET\s+MODEL\s+STATE\s+FAILS\s+TOTAL\s+OPENED\s+RETRY_IN\s+HEALTH\s+IN_FLIGHT\s+TTFT_MS\s+TOK\/S$/);
+  assert.match(lines[0], /^TARGET\s+MODEL\s+STATE\s+FAILS\s+TOTAL\s+OPENED\s+WINDOW\s+RETRY_IN\s+HEALTH\s+IN_FLIGHT\s+TTFT_MS\s+TOK\/S$/);
   assert.equal(lines.length, list.length + 1);
-  assert.ok(lines.some((l) => /^east\/mock-small\s+pair\s+closed\s+\d+\s+\d+\s+\d+\s+-\s+up\s/.test(l)), r.stdout);
+  assert.ok(lines.some((l) => /^east\/mock-small\s+pair\s+closed\s+\d+\s+\d+\s+\d+\s+-\s+-\s+up\s/.test(l)), r.stdout);
 });
 
 test('the breaker opens after routing.breaker.failures consecutive failures; breaker reset closes it', async () => {

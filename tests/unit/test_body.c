@@ -63,7 +63,8 @@ nested_model_keys_are_not_touched(void **state)
 
     (void)state;
     assert_int_equal(rc, 0);
-    assert_string_equal(o, "{\"tools\":[{\"model\":\"inner\"}],\"model\":\"t\",\"x\":{\"model\":1}}");
+    assert_string_equal(o,
+                        "{\"tools\":[{\"model\":\"inner\"}],\"model\":\"t\",\"x\":{\"model\":1}}");
 }
 
 static void

@@ -130,6 +130,9 @@ routing_defaults_when_absent(void **state)
     assert_int_equal(m->routing.deadline_ms, 0);
     assert_int_equal(m->routing.breaker_failures, 5);
     assert_int_equal(m->routing.breaker_cooldown_ms, 30000);
+    assert_true(m->routing.breaker_error_rate == 0); /* failures in a row only */
+    assert_int_equal(m->routing.breaker_window_ms, 30000);
+    assert_int_equal(m->routing.breaker_min_requests, 20);
     assert_string_equal(m->routing.session_header, "x-session-id");
     assert_null(m->fallbacks);
     assert_int_equal(m->nfallbacks, 0);
@@ -373,7 +376,7 @@ routing_values_are_checked(void **state)
                  "\"models[0].routing.breaker.cooldown\" must be between 1ms and 1h (got 2h)");
     expect_error(ROUTING("breaker: { open_after: 3 }"), 7, 27,
                  "unknown key \"open_after\" in models[0].routing.breaker (expected one of: "
-                 "failures, cooldown)");
+                 "failures, cooldown, error_rate, window, min_requests)");
     expect_error(ROUTING("session_header: \"x session\""), 7, 32,
                  "\"models[0].routing.session_header\" must be a header name such as "
                  "x-session-id (got \"x session\")");
@@ -385,6 +388,90 @@ routing_values_are_checked(void **state)
                  7, 32,
                  "\"models[0].routing.session_header\" is 65 bytes long; at most 64 are "
                  "allowed");
+}
+
+static void
+breaker_error_rate_keys_load(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok(ROUTING("breaker: { failures: 5, error_rate: 0.5, window: 10s, "
+                                            "min_requests: 10, cooldown: 2s }"));
+    const struct gw_routing *r = &cfg->models[0].routing;
+
+    assert_int_equal(r->breaker_failures, 5);
+    assert_true(r->breaker_error_rate == 0.5);
+    assert_int_equal(r->breaker_window_ms, 10000);
+    assert_int_equal(r->breaker_min_requests, 10);
+    assert_int_equal(r->breaker_cooldown_ms, 2000);
+    gw_config_free(cfg);
+
+    /* error_rate alone: the other two keep their defaults, and failures 0
+     * leaves a breaker that opens by rate only. */
+    cfg = load_ok(ROUTING("breaker: { failures: 0, error_rate: 0.25 }"));
+    r = &cfg->models[0].routing;
+    assert_int_equal(r->breaker_failures, 0);
+    assert_true(r->breaker_error_rate == 0.25);
+    assert_int_equal(r->breaker_window_ms, 30000);
+    assert_int_equal(r->breaker_min_requests, 20);
+    gw_config_free(cfg);
+
+    /* The bounds themselves; 0 says "off" as the default does. */
+    cfg = load_ok(ROUTING("breaker: { error_rate: 1, window: 1s, min_requests: 1 }"));
+    r = &cfg->models[0].routing;
+    assert_true(r->breaker_error_rate == 1);
+    assert_int_equal(r->breaker_window_ms, 1000);
+    assert_int_equal(r->breaker_min_requests, 1);
+    gw_config_free(cfg);
+    cfg = load_ok(ROUTING("breaker: { error_rate: 0, window: 1h, min_requests: 100000 }"));
+    r = &cfg->models[0].routing;
+    assert_true(r->breaker_error_rate == 0);
+    assert_int_equal(r->breaker_window_ms, 3600000);
+    assert_int_equal(r->breaker_min_requests, 100000);
+    gw_config_free(cfg);
+}
+
+static void
+breaker_error_rate_values_are_checked(void **state)
+{
+    (void)state;
+    expect_error(ROUTING("breaker: { error_rate: 1.5 }"), 7, 39,
+                 "\"models[0].routing.breaker.error_rate\" must be between 0 and 1 (got 1.5)");
+    expect_error(ROUTING("breaker: { error_rate: -0.1 }"), 7, 39,
+                 "\"models[0].routing.breaker.error_rate\" must be between 0 and 1 (got -0.1)");
+    expect_error(ROUTING("breaker: { error_rate: 50% }"), 7, 39,
+                 "\"models[0].routing.breaker.error_rate\" must be a number such as 0.4 (got "
+                 "\"50%\")");
+    expect_error(ROUTING("breaker: { error_rate: [0.5] }"), 7, 39,
+                 "\"models[0].routing.breaker.error_rate\" must be a number such as 0.4");
+    expect_error(ROUTING("breaker: { window: 500ms }"), 7, 35,
+                 "\"models[0].routing.breaker.window\" must be between 1s and 1h (got 500ms)");
+    expect_error(ROUTING("breaker: { window: 2h }"), 7, 35,
+                 "\"models[0].routing.breaker.window\" must be between 1s and 1h (got 2h)");
+    expect_error(ROUTING("breaker: { window: 0 }"), 7, 35,
+                 "\"models[0].routing.breaker.window\" must be longer than zero (got \"0\")");
+    expect_error(ROUTING("breaker: { window: soon }"), 7, 35,
+                 "\"models[0].routing.breaker.window\" must be a duration such as 500ms, 30s, "
+                 "5m or 1h (got \"soon\")");
+    expect_error(ROUTING("breaker: { min_requests: 0 }"), 7, 41,
+                 "\"models[0].routing.breaker.min_requests\" must be between 1 and 100000 (got "
+                 "0)");
+    expect_error(ROUTING("breaker: { min_requests: 100001 }"), 7, 41,
+                 "\"models[0].routing.breaker.min_requests\" must be between 1 and 100000 (got "
+                 "100001)");
+    expect_error(ROUTING("breaker: { min_requests: 2.5 }"), 7, 41,
+                 "\"models[0].routing.breaker.min_requests\" must be a whole number (got "
+                 "\"2.5\")");
+    /* On a line of its own, the column follows the key. */
+    expect_error(PROVIDERS "models:\n"
+                           "  - name: demo\n"
+                           "    targets:\n"
+                           "      - { provider: local, model: a }\n"
+                           "    routing:\n"
+                           "      breaker:\n"
+                           "        failures: 5\n"
+                           "        error_rate: 2\n",
+                 12, 21,
+                 "\"models[0].routing.breaker.error_rate\" must be between 0 and 1 (got 2)");
 }
 
 static void
@@ -445,6 +532,8 @@ main(void)
         cmocka_unit_test(target_region_and_tags_are_checked),
         cmocka_unit_test(routing_strategy_must_be_known),
         cmocka_unit_test(routing_values_are_checked),
+        cmocka_unit_test(breaker_error_rate_keys_load),
+        cmocka_unit_test(breaker_error_rate_values_are_checked),
         cmocka_unit_test(price_strategy_needs_prices),
         cmocka_unit_test(fallbacks_must_name_other_models),
     };

@@ -31,8 +31,10 @@ setup(void **state)
 
     memset(&f, 0, sizeof(f));
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, f.fds), 0);
-    f.lim = (struct gw_http_limits){.max_header_size = 1024, .max_body_size = 64,
-                                    .keepalive_timeout_ms = 200, .read_timeout_ms = 200,
+    f.lim = (struct gw_http_limits){.max_header_size = 1024,
+                                    .max_body_size = 64,
+                                    .keepalive_timeout_ms = 200,
+                                    .read_timeout_ms = 200,
                                     .write_timeout_ms = 1000};
     gw_worker_http_init(&f.conn, f.fds[0], &f.lim);
     f.arena = gw_arena_create(4096);
@@ -231,9 +233,8 @@ response_has_length_request_id_and_body(void **state)
 
     send_text(f, "GET / HTTP/1.1\r\n\r\n");
     assert_int_equal(read_req(f), 0);
-    assert_int_equal(gw_worker_http_respond(&f->conn, &f->req, 200, "application/json", NULL,
-                                            "{}", 2),
-                     0);
+    assert_int_equal(
+        gw_worker_http_respond(&f->conn, &f->req, 200, "application/json", NULL, "{}", 2), 0);
     char *r = received(f);
     assert_non_null(strstr(r, "HTTP/1.1 200 OK\r\n"));
     assert_non_null(strstr(r, "Content-Length: 2\r\n"));
@@ -254,9 +255,10 @@ error_has_openai_shape(void **state)
                      0);
     char *r = received(f);
     assert_non_null(strstr(r, "HTTP/1.1 404 Not Found\r\n"));
-    assert_string_equal(strstr(r, "\r\n\r\n") + 4,
-                        "{\"error\":{\"message\":\"no \\\"x\\\"\",\"type\":\"invalid_request_error\","
-                        "\"param\":\"model\",\"code\":\"model_not_found\"}}");
+    assert_string_equal(
+        strstr(r, "\r\n\r\n") + 4,
+        "{\"error\":{\"message\":\"no \\\"x\\\"\",\"type\":\"invalid_request_error\","
+        "\"param\":\"model\",\"code\":\"model_not_found\"}}");
 }
 
 static void

@@ -65,8 +65,8 @@ generated_keys_have_the_documented_shape_and_differ(void **state)
     assert_int_equal(strspn(id1 + 4, "0123456789abcdef"), 12);
     assert_int_equal(strlen(k1), GW_KEY_SECRET_LEN - 1);
     assert_memory_equal(k1, GW_KEY_PREFIX, strlen(GW_KEY_PREFIX));
-    assert_int_equal(strspn(k1 + 8, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-                     43);
+    assert_int_equal(
+        strspn(k1 + 8, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), 43);
     assert_string_not_equal(id1, id2);
     assert_string_not_equal(k1, k2);
 }
@@ -99,8 +99,12 @@ store_finds_a_key_by_hash_and_honours_disable_and_delete(void **state)
     struct gw_arena *a = gw_arena_create(4096);
     unsigned char secret[GW_SECRET_LEN] = {1}, hash[GW_KEY_HASH_LEN], other[GW_KEY_HASH_LEN];
     char *models[] = {"demo", "chat"};
-    struct gw_key k = {.id = "key_000000000001", .name = "ci", .prefix = "sk-aigw-abcd...",
-                       .models = models, .nmodels = 2, .created = 1700000000};
+    struct gw_key k = {.id = "key_000000000001",
+                       .name = "ci",
+                       .prefix = "sk-aigw-abcd...",
+                       .models = models,
+                       .nmodels = 2,
+                       .created = 1700000000};
     struct gw_key *got, **list;
     size_t n;
 

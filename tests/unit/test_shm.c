@@ -800,10 +800,10 @@ config_build(const char *tag, size_t url_pad)
     cfg->nmodels = 2;
     cfg->models = gw_arena_zalloc(a, 2 * sizeof(*cfg->models));
     struct gw_target *t0 = gw_arena_zalloc(a, 2 * sizeof(*t0));
-    t0[0] = (struct gw_target){.provider = 0, .model = gw_arena_strdup(a, "mock-small"),
-                               .weight = 3};
-    t0[1] = (struct gw_target){.provider = 1, .model = gw_arena_printf(a, "gpt-%s", tag),
-                               .weight = 1};
+    t0[0] =
+        (struct gw_target){.provider = 0, .model = gw_arena_strdup(a, "mock-small"), .weight = 3};
+    t0[1] =
+        (struct gw_target){.provider = 1, .model = gw_arena_printf(a, "gpt-%s", tag), .weight = 1};
     cfg->models[0] = (struct gw_model){
         .name = gw_arena_printf(a, "demo%s", tag),
         .targets = t0,
@@ -811,8 +811,8 @@ config_build(const char *tag, size_t url_pad)
         .timeouts = {1000, 2000, 3000, 4000},
     };
     struct gw_target *t1 = gw_arena_zalloc(a, sizeof(*t1));
-    t1[0] = (struct gw_target){.provider = 1, .model = gw_arena_strdup(a, "solo-model"),
-                               .weight = 1};
+    t1[0] =
+        (struct gw_target){.provider = 1, .model = gw_arena_strdup(a, "solo-model"), .weight = 1};
     cfg->models[1] = (struct gw_model){
         .name = gw_arena_printf(a, "solo%s", tag),
         .targets = t1,

@@ -31,7 +31,7 @@ sink_emit(void *ctx, const char *data, size_t len)
 #define EV1 "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n"
 #define EV2 "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}],\"usage\":null}\n\n"
 #define EVU                                                                                        \
-    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":7,"              \
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":7,"               \
     "\"total_tokens\":18}}\n\n"
 #define DONE "data: [DONE]\n\n"
 

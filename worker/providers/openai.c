@@ -21,8 +21,7 @@ openai_request(struct gw_call *call)
     struct gw_request *req = call->req;
     struct json_object *so;
 
-    call->url = gw_arena_printf(req->arena, "%s%s", call->base_url,
-                                endpoint_paths[call->endpoint]);
+    call->url = gw_arena_printf(req->arena, "%s%s", call->base_url, endpoint_paths[call->endpoint]);
     /* The client's bytes with the model swapped in, when the shape allows;
      * else through json-c. */
     if (gw_worker_body_rewrite(req->arena, req->body, req->body_len, call->target_model,
