@@ -450,6 +450,10 @@ export class Gateway {
     liveGateways.delete(this);
     if (this.ownMock) await this.mock.stop();
     if (!keepDir) fs.rmSync(this.dir, { recursive: true, force: true });
+    // Under `make asan` a sanitizer report from any aigwd process (master,
+    // worker, endpoint-test child) fails the test that stopped it.
+    const report = /^(==\d+==ERROR: \w+Sanitizer|.*runtime error: |SUMMARY: \w+Sanitizer)/m.exec(this.log());
+    if (report) throw new Error(`aigwd sanitizer report: ${report[0]}\n${logTail(this.log())}`);
     return r;
   }
 }
