@@ -28,7 +28,8 @@
 #define DRAIN_EVERY_MS 500
 
 /* Geometry of the shared-memory segment. */
-#define SHM_WORKERS 2048
+/* Scoreboard entries beyond twice the pool: workers of a dead master. */
+#define SHM_WORKERS_SPARE 64
 #define SHM_STATS 8192
 #define SHM_BUCKETS 16384
 #define SHM_RING 16384
@@ -234,11 +235,47 @@ stop:
 }
 
 /* Attach or create the segment, settle the usage ring, publish gen 1. */
+/*
+ * The scoreboard is sized from the pool: room for every worker of the
+ * largest pool, twice over (a reload that replaces the pool runs old and
+ * new workers side by side), and for the workers of a master that died.
+ */
+static uint64_t
+scoreboard_size(const struct gw_config *cfg)
+{
+    uint64_t n = 2 * (uint64_t)(cfg->workers_max > cfg->workers ? cfg->workers_max : cfg->workers);
+
+    return n + SHM_WORKERS_SPARE;
+}
+
+/*
+ * A segment left with another geometry (the pool's maximum changed, or a
+ * new version) still holds usage records: store them before it is made
+ * anew, so that a restart with a bigger pool loses nothing.
+ */
+static void
+shm_drain_old(struct gw_master *m, const char *name)
+{
+    struct gw_shm old;
+
+    if (gw_shm_attach(name, &old) != 0)
+        return;
+    struct gw_shm keep = m->shm;
+    m->shm = old;
+    gw_master_usage_reconcile(m);
+    size_t n = gw_master_usage_drain(m);
+    if (n > 0)
+        gw_log(GW_LOG_INFO, "stored %zu usage records from the earlier segment %s", n, name);
+    m->shm = keep;
+    gw_shm_close(&old);
+}
+
+/* Attach or create the segment, settle the usage ring, publish gen 1. */
 static int
 shm_setup(struct gw_master *m)
 {
     struct gw_shm_geometry geo = {
-        .nworkers = SHM_WORKERS,
+        .nworkers = scoreboard_size(m->cfg),
         .nstats = SHM_STATS,
         .nbuckets = SHM_BUCKETS,
         .nring = SHM_RING,
@@ -249,6 +286,7 @@ shm_setup(struct gw_master *m)
     int rc;
 
     gw_shm_name(m->cfg->state_dir, name, sizeof(name));
+    shm_drain_old(m, name);
     if ((rc = gw_shm_open(name, &geo, &m->shm, &attached)) != 0)
         return rc;
     struct gw_shm_header *h = m->shm.hdr;

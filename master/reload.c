@@ -61,12 +61,18 @@ listeners_equal(const struct gw_config *a, const struct gw_config *b)
 
 /* What a reload cannot change, with the reason to give. */
 static const char *
-unchangeable(const struct gw_config *old, const struct gw_config *new)
+unchangeable(const struct gw_master *m, const struct gw_config *new)
 {
+    const struct gw_config *old = m->cfg;
+
     if (strcmp(old->state_dir, new->state_dir) != 0)
         return "state_dir cannot change on reload; restart aigwd";
     if (strcmp(old->admin_socket, new->admin_socket) != 0 || old->admin_mode != new->admin_mode)
         return "admin.socket and admin.mode cannot change on reload; restart aigwd";
+    if (2 * (uint64_t)(new->workers_max > new->workers ? new->workers_max : new->workers) >
+        m->shm.hdr->nworkers)
+        return "the pool's new maximum does not fit the shared-memory scoreboard, which is sized "
+               "at start; restart aigwd to grow it";
     if (!same_string(old->user, new->user) || !same_string(old->group, new->group))
         return "user and group cannot change on reload (privileges are dropped once, at "
                "start); restart aigwd";
@@ -93,7 +99,7 @@ gw_master_reload(struct gw_master *m, char *err, size_t errlen)
 
     notify_reloading();
     rc = gw_master_config_load(m->conf_path, &cfg, err, errlen);
-    if (rc == 0 && (why = unchangeable(m->cfg, cfg)) != NULL) {
+    if (rc == 0 && (why = unchangeable(m, cfg)) != NULL) {
         snprintf(err, errlen, "%s: %s", m->conf_path, why);
         rc = GW_ECONFIG;
     }

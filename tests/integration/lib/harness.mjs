@@ -9,6 +9,7 @@
 
 import { after, before, test as nodeTest } from 'node:test';
 import { spawn, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -449,7 +450,13 @@ export class Gateway {
     const r = await terminate(this.p, signal, timeoutMs);
     liveGateways.delete(this);
     if (this.ownMock) await this.mock.stop();
-    if (!keepDir) fs.rmSync(this.dir, { recursive: true, force: true });
+    if (!keepDir) {
+      // A master that was killed leaves its segment for the next one; no
+      // next one comes for a test directory, so remove it with the rest.
+      const seg = shmPath(this.stateDir);
+      if (seg) fs.rmSync(seg, { force: true });
+      fs.rmSync(this.dir, { recursive: true, force: true });
+    }
     // Under `make asan` a sanitizer report from any aigwd process (master,
     // worker, endpoint-test child) fails the test that stopped it.
     const report = /^(==\d+==ERROR: \w+Sanitizer|.*runtime error: |SUMMARY: \w+Sanitizer)/m.exec(this.log());
@@ -539,6 +546,14 @@ export function useGateway(opts = {}, setup = undefined) {
 }
 
 // --------------------------------------------------------------- tests
+
+// /dev/shm path of the segment aigwd names after state_dir (shm/segment.c:
+// "/aigw-" and the first 8 bytes of the SHA-256 of the real path, in hex).
+export function shmPath(stateDir) {
+  let real;
+  try { real = fs.realpathSync(stateDir); } catch { return null; }
+  return `/dev/shm/aigw-${crypto.createHash('sha256').update(real).digest('hex').slice(0, 16)}`;
+}
 
 function logTail(text, lines = 60) {
   return text.split('\n').slice(-lines - 1).join('\n');
