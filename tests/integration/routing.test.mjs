@@ -58,7 +58,7 @@ const share = (seen, target, total) => (seen[target] ?? 0) / total;
 
 // ---------------------------------------------------------------- weighted
 
-test('weighted: weights 3 and 1 split 4,000 requests 3:1 within 2%, and a reload to 1:1 takes effect without a failed request', { timeout: 60000 }, async () => {
+test('weighted: weights 3 and 1 split 10,000 requests 3:1 within 2%, and a reload to 1:1 takes effect without a failed request', { timeout: 60000 }, async () => {
   const mocks = await startMocks(2);
   const providers = [{ name: 'a', base_url: mocks[0].base }, { name: 'b', base_url: mocks[1].base }];
   const model = (wa, wb) => ({
@@ -67,7 +67,7 @@ test('weighted: weights 3 and 1 split 4,000 requests 3:1 within 2%, and a reload
   });
   await withGateway({ providers, models: [model(3, 1)] }, async (gw, key) => {
     const make = () => chatRequest(key, 'w');
-    const first = await load(gw.port, { n: 4000, concurrency: 8, make });
+    const first = await load(gw.port, { n: 10000, concurrency: 8, make });
     assert.deepEqual(failures(first), []);
     const seen = countTargets(first);
     const a = share(seen, 'a/w-a', first.length);
