@@ -452,7 +452,9 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                 chain[nchain++] = next;
         }
     }
-    session = gw_worker_http_header(req, gw_gen_str(g, first->session_header));
+    const char *session_header = gw_gen_str(g, first->session_header);
+    if (session_header != NULL)
+        session = gw_worker_http_header(req, session_header);
     if (session == NULL) {
         struct json_object *u;
         if (json_object_object_get_ex(call->json, "user", &u))
