@@ -41,6 +41,11 @@ static const char usage_text[] =
     "  key disable ID                        refuse the key from now on\n"
     "  key enable ID                         accept a disabled key again\n"
     "  key delete ID                         delete the key for good\n"
+    "  limit set --key ID|--model NAME [--rpm N] [--tpm N] [--json]\n"
+    "                                        override a key's or a model's rate limits\n"
+    "  limit show [--key ID|--model NAME] [--json]\n"
+    "                                        the limits in force (all overrides without a scope)\n"
+    "  limit clear --key ID|--model NAME     drop an override: the defaults apply again\n"
     "  breaker list [--json]                 every target: breaker, failures, health, load\n"
     "  breaker reset TARGET|all [--json]     close a target's breaker (TARGET: provider/model)\n"
     "  endpoint test MODEL [--target PROVIDER/MODEL] [--json]\n"
@@ -581,6 +586,97 @@ cmd_breaker(int argc, char **argv)
     return usage_error("breaker: unknown subcommand %s", argv[0]);
 }
 
+/* A limit of a reply: the number, or "unlimited" for 0, "-" for none. */
+static const char *
+limit_text(struct json_object *o, const char *field, char *buf, size_t len)
+{
+    struct json_object *v;
+
+    if (!json_object_object_get_ex(o, field, &v) || v == NULL)
+        return "-";
+    if (json_object_get_int64(v) == 0)
+        return "unlimited";
+    snprintf(buf, len, "%lld", (long long)json_object_get_int64(v));
+    return buf;
+}
+
+static void
+limit_print(struct json_object *l)
+{
+    struct json_object *ov, *def;
+    char a[32], b[32], c[32], d[32], e[32], f[32];
+
+    json_object_object_get_ex(l, "override", &ov);
+    json_object_object_get_ex(l, "default", &def);
+    printf("%-40s  rpm %-10s tpm %-10s (override rpm %s tpm %s; default rpm %s tpm %s)\n",
+           field_str(l, "scope"), limit_text(l, "rpm", a, sizeof(a)),
+           limit_text(l, "tpm", b, sizeof(b)), ov ? limit_text(ov, "rpm", c, sizeof(c)) : "-",
+           ov ? limit_text(ov, "tpm", d, sizeof(d)) : "-", limit_text(def, "rpm", e, sizeof(e)),
+           limit_text(def, "tpm", f, sizeof(f)));
+}
+
+/* limit set|show|clear: --key ID or --model NAME names the scope. */
+static int
+cmd_limit(int argc, char **argv)
+{
+    struct json_object *req, *reply = NULL, *arr;
+    const char *sub, *what;
+    int rc;
+
+    if (argc < 1)
+        return usage_error("limit: %s", "which subcommand? set, show, clear");
+    sub = argv[0];
+    if (strcmp(sub, "set") == 0)
+        what = "limit.set";
+    else if (strcmp(sub, "show") == 0)
+        what = "limit.show";
+    else if (strcmp(sub, "clear") == 0)
+        what = "limit.clear";
+    else
+        return usage_error("limit: unknown subcommand %s", sub);
+    req = request_new(what);
+    for (int i = 1; i < argc; i++) {
+        bool has = i + 1 < argc;
+        if (strcmp(argv[i], "--json") == 0) {
+            json_out = true;
+        } else if (has && (strcmp(argv[i], "--key") == 0 || strcmp(argv[i], "--model") == 0)) {
+            json_object_object_add(req, argv[i] + 2, json_object_new_string(argv[i + 1]));
+            i++;
+        } else if (has && strcmp(sub, "set") == 0 &&
+                   (strcmp(argv[i], "--rpm") == 0 || strcmp(argv[i], "--tpm") == 0)) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(argv[i + 1], &end, 10);
+            if (errno != 0 || *end != '\0' || end == argv[i + 1] || v < 0) {
+                json_object_put(req);
+                return usage_error("limit set: %s needs a whole number", argv[i]);
+            }
+            json_object_object_add(req, argv[i] + 2, json_object_new_int64(v));
+            i++;
+        } else {
+            json_object_put(req);
+            return usage_error("limit: unexpected or incomplete argument %s", argv[i]);
+        }
+    }
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    if (json_out) {
+        json_object_object_del(reply, "ok");
+        print_json(reply, NULL);
+    } else if (json_object_object_get_ex(reply, "limits", &arr)) {
+        if (json_object_array_length(arr) == 0)
+            printf("no limit overrides\n");
+        for (size_t i = 0; i < json_object_array_length(arr); i++)
+            limit_print(json_object_array_get_idx(arr, i));
+    } else if (json_object_object_get_ex(reply, "limit", &arr)) {
+        limit_print(arr);
+    } else {
+        printf("limit override cleared\n");
+    }
+    json_object_put(reply);
+    return 0;
+}
+
 /* endpoint test MODEL [--target PROVIDER/MODEL]: exits 1 unless every
  * target tested answered 2xx. */
 static int
@@ -680,6 +776,8 @@ main(int argc, char **argv)
         return cmd_usage(argc - i, argv + i);
     if (strcmp(cmd, "breaker") == 0)
         return cmd_breaker(argc - i, argv + i);
+    if (strcmp(cmd, "limit") == 0)
+        return cmd_limit(argc - i, argv + i);
     if (strcmp(cmd, "endpoint") == 0)
         return cmd_endpoint(argc - i, argv + i);
     return usage_error("unknown command %s", cmd);

@@ -401,6 +401,186 @@ cmd_key_delete(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     return key_change(m, req, "deleted");
 }
 
+/* ------------------------------------------------------- rate limits */
+
+/*
+ * The scope a limit command names: "key:ID" (a key that exists) or
+ * "model:NAME" (a model of the running configuration), in a.  NULL with
+ * *err set when neither or both are given, or the thing is not there.
+ */
+static const char *
+limit_scope(struct gw_master *m, struct json_object *req, struct gw_arena *a,
+            struct json_object **err)
+{
+    const char *key = arg_string(req, "key"), *model = arg_string(req, "model");
+    struct gw_key *k;
+    int rc;
+
+    if ((key == NULL) == (model == NULL)) {
+        *err = reply_error("name one scope: --key ID or --model NAME");
+        return NULL;
+    }
+    if (model != NULL) {
+        if (gw_config_model_find(m->cfg, model) == NULL) {
+            *err = reply_error("no model named \"%s\" in the running configuration", model);
+            return NULL;
+        }
+        return gw_arena_printf(a, "model:%s", model);
+    }
+    if ((rc = gw_store_key_get(m->store, key, a, &k)) != 0) {
+        *err = rc == GW_ENOENT ? reply_error("no key with id \"%s\"", key)
+                               : reply_error("could not read key %s: %s", key, gw_strerror(rc));
+        return NULL;
+    }
+    return gw_arena_printf(a, "key:%s", key);
+}
+
+static void
+limit_add(struct json_object *o, const char *name, uint64_t v)
+{
+    json_object_object_add(o, name, v == GW_LIMIT_UNSET ? NULL : json_object_new_int64((int64_t)v));
+}
+
+/* The configured default of scope (before any override). */
+static struct gw_limits
+limit_default(const struct gw_master *m, const char *scope)
+{
+    if (strncmp(scope, "model:", 6) == 0) {
+        const struct gw_model *md = gw_config_model_find(m->cfg, scope + 6);
+        if (md != NULL)
+            return md->limits;
+        return m->cfg->model_limits;
+    }
+    return m->cfg->key_limits;
+}
+
+static struct json_object *
+limit_json(const struct gw_master *m, const char *scope, const struct gw_limits *over)
+{
+    struct json_object *o = json_object_new_object(), *d = json_object_new_object();
+    struct json_object *ov = NULL;
+    struct gw_limits def = limit_default(m, scope);
+
+    json_object_object_add(o, "scope", json_object_new_string(scope));
+    limit_add(o, "rpm", over != NULL && over->rpm != GW_LIMIT_UNSET ? over->rpm : def.rpm);
+    limit_add(o, "tpm", over != NULL && over->tpm != GW_LIMIT_UNSET ? over->tpm : def.tpm);
+    limit_add(d, "rpm", def.rpm);
+    limit_add(d, "tpm", def.tpm);
+    json_object_object_add(o, "default", d);
+    if (over != NULL) {
+        ov = json_object_new_object();
+        limit_add(ov, "rpm", over->rpm);
+        limit_add(ov, "tpm", over->tpm);
+    }
+    json_object_object_add(o, "override", ov);
+    return o;
+}
+
+/* An integer argument 0..1e9, or GW_LIMIT_UNSET when absent. */
+static int
+limit_arg(struct json_object *req, const char *name, uint64_t *out)
+{
+    struct json_object *v;
+
+    *out = GW_LIMIT_UNSET;
+    if (!json_object_object_get_ex(req, name, &v))
+        return 0;
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0 ||
+        json_object_get_int64(v) > 1000000000)
+        return GW_EINVAL;
+    *out = (uint64_t)json_object_get_int64(v);
+    return 0;
+}
+
+static struct json_object *
+cmd_limit_set(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    struct json_object *err = NULL;
+    const char *scope = limit_scope(m, req, a, &err);
+    struct gw_limits l, old;
+    int rc;
+
+    if (scope == NULL)
+        return err;
+    if (limit_arg(req, "rpm", &l.rpm) != 0 || limit_arg(req, "tpm", &l.tpm) != 0)
+        return reply_error("--rpm and --tpm take a whole number from 0 to 1000000000");
+    if (l.rpm == GW_LIMIT_UNSET && l.tpm == GW_LIMIT_UNSET)
+        return reply_error("give --rpm N, --tpm N or both");
+    /* A field not given keeps what an earlier set gave it. */
+    if ((rc = gw_store_limit_get(m->store, scope, &old)) == 0) {
+        if (l.rpm == GW_LIMIT_UNSET)
+            l.rpm = old.rpm;
+        if (l.tpm == GW_LIMIT_UNSET)
+            l.tpm = old.tpm;
+    } else if (rc != GW_ENOENT) {
+        return reply_error("could not read the limits of %s: %s", scope, gw_strerror(rc));
+    }
+    if ((rc = gw_store_limit_set(m->store, scope, &l)) != 0)
+        return reply_error("could not store the limits of %s: %s", scope, gw_strerror(rc));
+    /* Workers cache overrides with the keys: this makes them re-read. */
+    atomic_fetch_add(&m->shm.hdr->keys_generation, 1);
+    gw_log(GW_LOG_INFO, "limits of %s set", scope);
+    struct json_object *o = reply_ok();
+    json_object_object_add(o, "limit", limit_json(m, scope, &l));
+    return o;
+}
+
+static struct json_object *
+cmd_limit_show(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    struct json_object *err = NULL, *o, *arr = json_object_new_array();
+    struct gw_limits l, *ls;
+    char **scopes;
+    size_t n;
+    int rc;
+
+    if (arg_string(req, "key") != NULL || arg_string(req, "model") != NULL) {
+        const char *scope = limit_scope(m, req, a, &err);
+        if (scope == NULL) {
+            json_object_put(arr);
+            return err;
+        }
+        rc = gw_store_limit_get(m->store, scope, &l);
+        if (rc != 0 && rc != GW_ENOENT) {
+            json_object_put(arr);
+            return reply_error("could not read the limits of %s: %s", scope, gw_strerror(rc));
+        }
+        json_object_array_add(arr, limit_json(m, scope, rc == 0 ? &l : NULL));
+    } else {
+        if ((rc = gw_store_limit_list(m->store, a, &scopes, &ls, &n)) != 0) {
+            json_object_put(arr);
+            return reply_error("could not list limits: %s", gw_strerror(rc));
+        }
+        for (size_t i = 0; i < n; i++)
+            json_object_array_add(arr, limit_json(m, scopes[i], &ls[i]));
+    }
+    o = reply_ok();
+    json_object_object_add(o, "limits", arr);
+    return o;
+}
+
+static struct json_object *
+cmd_limit_clear(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    struct json_object *err = NULL;
+    const char *key = arg_string(req, "key"), *model = arg_string(req, "model");
+    const char *scope;
+    int rc;
+
+    /* A deleted key or a model gone from the configuration may still have
+     * an override to clear: name the scope without checking it exists. */
+    if ((key == NULL) == (model == NULL))
+        return limit_scope(m, req, a, &err), err;
+    scope = key != NULL ? gw_arena_printf(a, "key:%s", key) : gw_arena_printf(a, "model:%s", model);
+    if ((rc = gw_store_limit_del(m->store, scope)) == GW_ENOENT)
+        return reply_error("%s has no limit override", scope);
+    if (rc != 0)
+        return reply_error("could not clear the limits of %s: %s", scope, gw_strerror(rc));
+    atomic_fetch_add(&m->shm.hdr->keys_generation, 1);
+    gw_log(GW_LOG_INFO, "limits of %s cleared", scope);
+    return reply_ok();
+}
+
 /* ------------------------------------------------- breakers, endpoints */
 
 static const char *const breaker_state_names[] = {"closed", "open", "half-open"};
@@ -646,6 +826,9 @@ static const struct command {
     {"key.disable", cmd_key_disable, NULL},
     {"key.enable", cmd_key_enable, NULL},
     {"key.delete", cmd_key_delete, NULL},
+    {"limit.set", cmd_limit_set, NULL},
+    {"limit.show", cmd_limit_show, NULL},
+    {"limit.clear", cmd_limit_clear, NULL},
     {"breaker.list", cmd_breaker_list, NULL},
     {"breaker.reset", cmd_breaker_reset, NULL},
     {"endpoint.test", NULL, cmd_endpoint_test},

@@ -43,6 +43,7 @@
 #define CONFIG_MAX_RETRIES 10
 #define CONFIG_MAX_FAILURES 1000
 #define CONFIG_MAX_MIN_REQUESTS 100000 /* breaker.min_requests */
+#define CONFIG_MAX_RATE 1000000000LL   /* limits: rpm and tpm */
 
 static const char *const provider_types[] = {
     [GW_PROVIDER_OPENAI] = "openai",
@@ -589,8 +590,10 @@ parse_models(struct load *ld, const struct node *n, const char *name, const stru
         struct gw_model *m = &cfg->models[i];
         const char *item_name = gw_arena_printf(ld->tmp, "%s[%zu]", name, i);
 
-        /* Timeouts left at 0 take the top-level values at the end. */
+        /* Timeouts left at 0 take the top-level values at the end, and
+         * limits left unset the top-level limits.model. */
         gw_master_confroute_model_defaults(ld, m);
+        m->limits.rpm = m->limits.tpm = GW_LIMIT_UNSET;
         if (gw_master_config_walk(ld, item, item_name, f->sub, m) != 0)
             return GW_ECONFIG;
         const struct node *mname = map_value(item, "name");
@@ -758,6 +761,24 @@ static const struct field routing_fields[] = {
     {.key = NULL},
 };
 
+/* Rate limits of one scope: limits.key, limits.model, a model's limits. */
+static const struct field limit_fields[] = {
+    FIELD("rpm", gw_master_confval_count, offsetof(struct gw_limits, rpm), .min = 0,
+          .max = CONFIG_MAX_RATE),
+    FIELD("tpm", gw_master_confval_count, offsetof(struct gw_limits, tpm), .min = 0,
+          .max = CONFIG_MAX_RATE),
+    {.key = NULL},
+};
+
+/* limits: at the top level fills struct gw_config itself. */
+static const struct field limits_fields[] = {
+    FIELD("key", gw_master_confval_section, offsetof(struct gw_config, key_limits),
+          .sub = limit_fields),
+    FIELD("model", gw_master_confval_section, offsetof(struct gw_config, model_limits),
+          .sub = limit_fields),
+    {.key = NULL},
+};
+
 static const struct field model_fields[] = {
     FIELD("name", parse_model_name, offsetof(struct gw_model, name), .required = true),
     FIELD("timeouts", gw_master_confval_section, offsetof(struct gw_model, timeouts),
@@ -766,6 +787,8 @@ static const struct field model_fields[] = {
     FIELD("routing", gw_master_confval_section, offsetof(struct gw_model, routing),
           .sub = routing_fields),
     FIELD("fallbacks", gw_master_confroute_fallbacks, 0),
+    FIELD("limits", gw_master_confval_section, offsetof(struct gw_model, limits),
+          .sub = limit_fields),
     {.key = NULL},
 };
 
@@ -787,6 +810,7 @@ const struct field gw_master_config_fields[] = {
           .sub = timeouts_fields),
     FIELD("providers", parse_providers, 0, .sub = provider_fields, .required = true),
     FIELD("models", parse_models, 0, .sub = model_fields, .required = true),
+    FIELD("limits", gw_master_confval_section, 0, .sub = limits_fields),
     {.key = NULL},
 };
 
@@ -894,6 +918,11 @@ gw_master_config_finish(struct load *ld)
             t->idle_ms = cfg->timeouts.idle_ms;
         if (t->total_ms == 0)
             t->total_ms = cfg->timeouts.total_ms;
+        struct gw_limits *l = &cfg->models[i].limits;
+        if (l->rpm == GW_LIMIT_UNSET)
+            l->rpm = cfg->model_limits.rpm;
+        if (l->tpm == GW_LIMIT_UNSET)
+            l->tpm = cfg->model_limits.tpm;
     }
     if (cfg->nlisten == 0) {
         cfg->listen = gw_arena_alloc(cfg->arena, sizeof(*cfg->listen));

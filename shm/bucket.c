@@ -82,3 +82,19 @@ gw_shm_bucket_give(const struct gw_shm *shm, const char *name, double rate, doub
             next = now;
     } while (!atomic_compare_exchange_weak(&b->tat_us, &tat, next));
 }
+
+void
+gw_shm_bucket_charge(const struct gw_shm *shm, const char *name, double rate, double n)
+{
+    struct gw_shm_bucket *b = bucket_find(shm, name);
+    int64_t cost = (int64_t)(n * 1e6 / rate);
+
+    if (b == NULL || cost <= 0)
+        return;
+    int64_t tat = atomic_load(&b->tat_us), next;
+    do {
+        int64_t now = gw_now_us();
+        /* A TAT in the past is a full bucket: charge from now. */
+        next = (tat > now ? tat : now) + cost;
+    } while (!atomic_compare_exchange_weak(&b->tat_us, &tat, next));
+}

@@ -133,6 +133,7 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
         .max_response_size = cfg->max_response_size,
         .nproviders = (uint32_t)cfg->nproviders,
         .nmodels = (uint32_t)cfg->nmodels,
+        .key_limits = cfg->key_limits,
     };
     size_t ntargets = 0;
     for (size_t i = 0; i < cfg->nmodels; i++)
@@ -179,6 +180,7 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
             .breaker_window_ms = m->routing.breaker_window_ms,
             .breaker_min_requests = m->routing.breaker_min_requests,
             .session_header = gen_str(&w, m->routing.session_header),
+            .limits = m->limits,
         };
         if (m->nfallbacks > 0) {
             gm.fallbacks = gen_alloc(&w, m->nfallbacks * sizeof(uint32_t));

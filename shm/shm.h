@@ -229,6 +229,18 @@ struct gw_routing {
     char *session_header; /* sticky: header naming the session ["x-session-id"] */
 };
 
+/*
+ * Rate limits of one scope (a key, a model): requests and tokens per
+ * minute; 0 means unlimited.  An override stored in LMDB may leave a
+ * field GW_LIMIT_UNSET, which then takes the configured default.
+ */
+#define GW_LIMIT_UNSET UINT64_MAX
+
+struct gw_limits {
+    uint64_t rpm;
+    uint64_t tpm;
+};
+
 struct gw_model {
     char *name; /* the name clients send */
     struct gw_target *targets;
@@ -237,6 +249,7 @@ struct gw_model {
     struct gw_routing routing;
     char **fallbacks; /* other models to try, in order, when every target failed */
     size_t nfallbacks;
+    struct gw_limits limits; /* the whole model, all keys together */
 };
 
 struct gw_http_limits {
@@ -281,6 +294,8 @@ struct gw_config {
     size_t nproviders;
     struct gw_model *models;
     size_t nmodels;
+    struct gw_limits key_limits;   /* limits: key: the default of every key */
+    struct gw_limits model_limits; /* limits: model: the default of every model */
 };
 
 /* Loading and validation live in the master (gw_master_config_load); the
@@ -368,6 +383,17 @@ int gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t 
 int gw_store_usage_head(struct gw_store *st, uint64_t incarnation, uint64_t *head);
 int gw_store_usage_totals(struct gw_store *st, struct gw_usage_totals *out);
 
+/*
+ * Rate-limit overrides, by scope name ("key:ID", "model:NAME").  A field
+ * GW_LIMIT_UNSET is not overridden.  get returns GW_ENOENT when the scope
+ * has none.  list hands out names and limits in a (n entries each).
+ */
+int gw_store_limit_set(struct gw_store *st, const char *scope, const struct gw_limits *l);
+int gw_store_limit_get(struct gw_store *st, const char *scope, struct gw_limits *out);
+int gw_store_limit_del(struct gw_store *st, const char *scope);
+int gw_store_limit_list(struct gw_store *st, struct gw_arena *a, char ***scopes,
+                        struct gw_limits **limits, size_t *n);
+
 /* True when key may call model (by the key's own allow list). */
 bool gw_key_allows(const struct gw_key *key, const char *model);
 
@@ -401,7 +427,7 @@ int gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed);
  *   header | scoreboard | stat tables | buckets | usage ring | generations
  */
 #define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
-#define GW_SHM_LAYOUT 3
+#define GW_SHM_LAYOUT 4
 #define GW_SHM_GEN_SLOTS 8
 #define GW_SHM_NAME_LEN 96
 
@@ -557,7 +583,7 @@ struct gw_shm_header {
     _Atomic uint64_t ring_head;
     _Atomic uint64_t ring_lost;       /* records skipped (a writer died mid-write) */
     _Atomic uint64_t requests;        /* requests served since the segment was made */
-    _Atomic uint64_t keys_generation; /* bumped by the master on every key change */
+    _Atomic uint64_t keys_generation; /* bumped by the master on every key or limit change */
     _Atomic uint64_t ring_written_through;
 };
 
@@ -629,6 +655,12 @@ bool gw_shm_bucket_take(const struct gw_shm *shm, const char *name, double rate,
                         double n, int64_t *wait_ms, double *remaining);
 /* Give back tokens taken (settling an estimate); never above burst. */
 void gw_shm_bucket_give(const struct gw_shm *shm, const char *name, double rate, double n);
+/*
+ * Take n tokens whatever the level: settling an estimate that was too
+ * low.  The bucket may go into debt (later takes wait longer), never
+ * refuses.  Lock-free.
+ */
+void gw_shm_bucket_charge(const struct gw_shm *shm, const char *name, double rate, double n);
 
 /* ---------------------------------------------------------- usage ring */
 
@@ -696,6 +728,7 @@ struct gw_gen_model {
     uint32_t nfallbacks;
     uint32_t schedule; /* offset of uint16_t target indexes: smooth weighted round-robin */
     uint32_t nschedule;
+    struct gw_limits limits; /* the whole model; 0 fields: unlimited */
 };
 
 struct gw_gen {
@@ -714,6 +747,7 @@ struct gw_gen {
     uint32_t nproviders, providers;
     uint32_t nmodels, models;
     uint32_t ntargets, targets;
+    struct gw_limits key_limits; /* every key's default; 0 fields: unlimited */
 };
 
 static inline const char *

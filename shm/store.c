@@ -6,6 +6,8 @@
  *            "disabled","created"}
  *   keyhash  HMAC of the secret (32 bytes) -> key id
  *   usage    time (8 bytes, big-endian us) + 8 unique bytes -> struct gw_usage
+ *   limits   "key:ID" / "model:NAME" -> JSON {"rpm","tpm"} (rate-limit
+ *            overrides; a field left out is not overridden)
  *   meta     "usage.totals" -> struct gw_usage_totals;
  *            "ring.head" -> {incarnation, head} of the last drained record
  *
@@ -34,6 +36,7 @@ struct gw_store {
     MDB_dbi keyhash;
     MDB_dbi usage;
     MDB_dbi meta;
+    MDB_dbi limits;
     MDB_txn *rtxn; /* reused read transaction, reset between uses */
 };
 
@@ -73,7 +76,8 @@ gw_store_open(const char *state_dir, struct gw_store **out)
     if ((mrc = mdb_dbi_open(txn, "keys", MDB_CREATE, &st->keys)) != 0 ||
         (mrc = mdb_dbi_open(txn, "keyhash", MDB_CREATE, &st->keyhash)) != 0 ||
         (mrc = mdb_dbi_open(txn, "usage", MDB_CREATE, &st->usage)) != 0 ||
-        (mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0) {
+        (mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
+        (mrc = mdb_dbi_open(txn, "limits", MDB_CREATE, &st->limits)) != 0) {
         rc = store_fail("mdb_dbi_open", state_dir, mrc);
         goto fail;
     }
@@ -504,6 +508,135 @@ gw_store_usage_totals(struct gw_store *st, struct gw_usage_totals *out)
         memcpy(out, v.mv_data, sizeof(*out));
     else if (mrc != MDB_NOTFOUND && mrc != 0)
         rc = store_fail("mdb_get", totals_key, mrc);
+    store_read_end(st);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- limits */
+
+/* Decode {"rpm","tpm"}; a field left out is GW_LIMIT_UNSET. */
+static int
+limit_decode(const char *data, size_t len, struct gw_limits *out)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *o = NULL, *v;
+    int rc = GW_ESTORE;
+
+    if (tok == NULL)
+        return GW_ENOMEM;
+    out->rpm = out->tpm = GW_LIMIT_UNSET;
+    o = json_tokener_parse_ex(tok, data, (int)len);
+    if (o == NULL || !json_object_is_type(o, json_type_object)) {
+        gw_log(GW_LOG_ERROR, "limit record is not a JSON object");
+        goto fail;
+    }
+    if (json_object_object_get_ex(o, "rpm", &v))
+        out->rpm = (uint64_t)json_object_get_int64(v);
+    if (json_object_object_get_ex(o, "tpm", &v))
+        out->tpm = (uint64_t)json_object_get_int64(v);
+    rc = 0;
+fail:
+    json_object_put(o);
+    json_tokener_free(tok);
+    return rc;
+}
+
+int
+gw_store_limit_set(struct gw_store *st, const char *scope, const struct gw_limits *l)
+{
+    struct json_object *o = json_object_new_object();
+    MDB_txn *txn;
+    int mrc, rc;
+
+    if (l->rpm != GW_LIMIT_UNSET)
+        json_object_object_add(o, "rpm", json_object_new_int64((int64_t)l->rpm));
+    if (l->tpm != GW_LIMIT_UNSET)
+        json_object_object_add(o, "tpm", json_object_new_int64((int64_t)l->tpm));
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0) {
+        json_object_put(o);
+        return store_fail("mdb_txn_begin", scope, mrc);
+    }
+    rc = store_put_json(txn, st->limits, scope, o, 0);
+    json_object_put(o);
+    return store_commit(txn, rc);
+}
+
+int
+gw_store_limit_get(struct gw_store *st, const char *scope, struct gw_limits *out)
+{
+    MDB_txn *txn;
+    MDB_val k = {strlen(scope), (void *)scope}, v;
+    int rc = store_read_begin(st, &txn);
+
+    if (rc != 0)
+        return rc;
+    int mrc = mdb_get(txn, st->limits, &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        rc = GW_ENOENT;
+    else if (mrc != 0)
+        rc = store_fail("mdb_get", scope, mrc);
+    else
+        rc = limit_decode(v.mv_data, v.mv_size, out);
+    store_read_end(st);
+    return rc;
+}
+
+int
+gw_store_limit_del(struct gw_store *st, const char *scope)
+{
+    MDB_txn *txn;
+    MDB_val k = {strlen(scope), (void *)scope};
+    int mrc, rc = 0;
+
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", scope, mrc);
+    if ((mrc = mdb_del(txn, st->limits, &k, NULL)) != 0)
+        rc = mrc == MDB_NOTFOUND ? GW_ENOENT : store_fail("mdb_del", scope, mrc);
+    return store_commit(txn, rc);
+}
+
+int
+gw_store_limit_list(struct gw_store *st, struct gw_arena *a, char ***scopes,
+                    struct gw_limits **limits, size_t *n)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    size_t cap = 16, len = 0;
+    char **names = gw_arena_alloc(a, cap * sizeof(*names));
+    struct gw_limits *ls = gw_arena_alloc(a, cap * sizeof(*ls));
+    int rc = store_read_begin(st, &txn), mrc;
+
+    if (rc != 0)
+        return rc;
+    if ((mrc = mdb_cursor_open(txn, st->limits, &cur)) != 0) {
+        rc = store_fail("mdb_cursor_open", "limits", mrc);
+        goto out;
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (len == cap) {
+            char **bn = gw_arena_alloc(a, 2 * cap * sizeof(*names));
+            struct gw_limits *bl = gw_arena_alloc(a, 2 * cap * sizeof(*ls));
+            memcpy(bn, names, len * sizeof(*names));
+            memcpy(bl, ls, len * sizeof(*ls));
+            names = bn;
+            ls = bl;
+            cap *= 2;
+        }
+        names[len] = gw_arena_strndup(a, k.mv_data, k.mv_size);
+        if ((rc = limit_decode(v.mv_data, v.mv_size, &ls[len])) != 0)
+            goto out;
+        len++;
+    }
+    if (mrc != MDB_NOTFOUND)
+        rc = store_fail("mdb_cursor_get", "limits", mrc);
+    *scopes = names;
+    *limits = ls;
+    *n = len;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
     store_read_end(st);
     return rc;
 }

@@ -2,7 +2,8 @@
  * pipeline.c - what a worker does with one parsed request:
  *
  *   route -> authenticate -> parse body -> find model -> authorize ->
- *   choose target -> provider adapter + upstream call -> account
+ *   rate limits -> choose target -> provider adapter + upstream call ->
+ *   settle the token estimate -> account
  *
  * Each step is a function that either passes the request on or answers it
  * with an error in OpenAI's shape.  Limits, safety, caching and routing
@@ -532,6 +533,8 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     struct gw_call call = {.req = req, .conn = &w->conn, .endpoint = rt->endpoint};
     const char *name = NULL;
     struct json_object *v, *so;
+    struct gw_limit_hold hold;
+    bool refused = false;
     int rc;
 
     if ((call.json = body_parse(w, req)) == NULL)
@@ -560,6 +563,9 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                             json_object_get_boolean(v);
     }
     req->model_stat = call.model->stat;
+    rc = gw_worker_limit_admit(w, req, key, call.model, call.json, &hold, &refused);
+    if (refused)
+        goto out;
     rc = attempts_run(w, req, key, &call, call.model);
     req->upstream_status = call.status;
     req->stream = call.stream;
@@ -567,6 +573,7 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     req->prompt_tokens = call.prompt_tokens;
     req->completion_tokens = call.completion_tokens;
     req->first_byte_us = call.first_byte_us;
+    gw_worker_limit_settle(w, req, &hold);
 out:
     json_object_put(call.json);
     return rc;

@@ -71,6 +71,7 @@ struct gw_request {
     int upstream_status;       /* what the upstream answered (502/504 when it failed), 0: none */
     const char *allow;         /* methods for a 405's Allow header */
     const char *extra_headers; /* "Name: value\r\n" lines every response carries */
+    const char *limit_headers; /* x-ratelimit-* lines, the same way (worker/limit.c) */
     const char *key_id;
     const char *model;
     const char *target; /* "provider/model" */
@@ -215,6 +216,35 @@ struct gw_worker {
  * request, GW_ECLOSED when it must be closed.
  */
 int gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req);
+
+/*
+ * Rate limits (worker/limit.c).  A hold is what one request took from the
+ * shm buckets of its scopes (its key, its model), so that the token
+ * estimate can be settled with the real usage after the response.
+ */
+struct gw_limit_hold {
+    int nscopes;
+    struct {
+        char tname[GW_SHM_NAME_LEN]; /* "tk:ID" / "tm:NAME"; "" when no TPM limit */
+        double tpm;
+        double charged; /* tokens taken up front */
+    } s[2];
+};
+
+/*
+ * Check the RPM and TPM limits of the request's key and model m before
+ * the upstream call, taking one request and an estimate of its tokens
+ * from each limited scope, and set req->limit_headers.  Returns 0 when
+ * admitted; otherwise the request is answered with a 429 (nothing stays
+ * taken), *refused is set and the result is the answer's.
+ */
+int gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                          const struct gw_gen_model *m, struct json_object *body,
+                          struct gw_limit_hold *hold, bool *refused);
+/* After the response: move the token buckets from the estimate to the
+ * real usage (given back, or charged without refusing). */
+void gw_worker_limit_settle(struct gw_worker *w, const struct gw_request *req,
+                            const struct gw_limit_hold *hold);
 
 /* One JSON line for a finished request, where the generation says. */
 void gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long ms);

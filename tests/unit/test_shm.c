@@ -723,6 +723,28 @@ give_returns_tokens_but_never_beyond_burst(void **state)
 }
 
 static void
+charge_takes_without_refusing_and_leaves_a_debt(void **state)
+{
+    struct fx *f = *state;
+    int64_t wait_ms;
+    double remaining;
+
+    /* 5 tokens, refilling at 1 per second: take 3, then settle a usage of
+     * 9 by charging 6 more; the bucket is 4 in debt. */
+    assert_true(gw_shm_bucket_take(&f->shm, "k:charge", 1, 5, 3, &wait_ms, &remaining));
+    assert_true(remaining == 2);
+    gw_shm_bucket_charge(&f->shm, "k:charge", 1, 6);
+    assert_false(gw_shm_bucket_take(&f->shm, "k:charge", 1, 5, 1, &wait_ms, NULL));
+    /* Owed 4, and 1 to take: about 5 s. */
+    assert_true(wait_ms > 4000 && wait_ms <= 5000);
+    /* Charging a full bucket starts from now, not from a TAT in the past. */
+    gw_shm_bucket_charge(&f->shm, "k:charge-full", 1, 2);
+    assert_true(gw_shm_bucket_take(&f->shm, "k:charge-full", 1, 5, 3, &wait_ms, &remaining));
+    assert_true(remaining == 0);
+    assert_false(gw_shm_bucket_take(&f->shm, "k:charge-full", 1, 5, 1, &wait_ms, NULL));
+}
+
+static void
 buckets_with_different_names_are_independent(void **state)
 {
     struct fx *f = *state;
@@ -1215,6 +1237,7 @@ main(void)
         SHM_TEST(refused_take_says_about_one_interval_and_takes_nothing),
         SHM_TEST(take_is_allowed_again_after_waiting_wait_ms),
         SHM_TEST(give_returns_tokens_but_never_beyond_burst),
+        SHM_TEST(charge_takes_without_refusing_and_leaves_a_debt),
         SHM_TEST(buckets_with_different_names_are_independent),
         SHM_TEST(bucket_hammered_by_processes_admits_no_more_than_its_rate),
 

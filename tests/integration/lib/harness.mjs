@@ -212,7 +212,7 @@ function flow(obj) {
 
 // The YAML text of a configuration.  providers: [{name, base_url, ...}];
 // models: [{name, targets: [{provider, model, weight}], timeouts, routing,
-// fallbacks}]
+// fallbacks, limits}]; limits (top level: {key: {rpm, tpm}, model: {...}})
 // (nested values such as a provider's health or a model's routing are written
 // as flow mappings); workers: a
 // number or a mapping ({start, min_spare, max_spare, max, max_requests});
@@ -233,6 +233,7 @@ export function configYaml(o) {
   if (o.http) lines.push(`http: ${flow(o.http)}`);
   if (o.upstream) lines.push(`upstream: ${flow(o.upstream)}`);
   if (o.timeouts) lines.push(`timeouts: ${flow(o.timeouts)}`);
+  if (o.limits) lines.push(`limits: ${flow(o.limits)}`);
   lines.push('providers:');
   for (const p of o.providers) lines.push(`  - ${flow({ type: 'openai', ...p })}`);
   lines.push('models:');
@@ -241,6 +242,7 @@ export function configYaml(o) {
     if (m.timeouts) lines.push(`    timeouts: ${flow(m.timeouts)}`);
     if (m.routing) lines.push(`    routing: ${flow(m.routing)}`);
     if (m.fallbacks) lines.push(`    fallbacks: ${flowValue(m.fallbacks)}`);
+    if (m.limits) lines.push(`    limits: ${flow(m.limits)}`);
     lines.push('    targets:');
     for (const t of m.targets) lines.push(`      - ${flow(t)}`);
   }
@@ -468,7 +470,7 @@ export class Gateway {
 // Write a configuration and start aigwd on it; resolves once aigwctl
 // status answers and every worker runs.
 //
-// opts: workers (a number or a mapping, see configYaml), http, timeouts,
+// opts: workers (a number or a mapping, see configYaml), http, timeouts, limits,
 // upstream, logFile, accessFile, shutdownTimeout, metrics, models (added to BASE_MODELS),
 // providers (added to "local"), mock (an aigw-mock to use; else one is
 // started and owned), requireKey (for an owned mock), adminMode, pidfile
@@ -498,6 +500,7 @@ export async function startGateway(opts = {}) {
     http: opts.http,
     upstream: opts.upstream,
     timeouts: opts.timeouts,
+    limits: opts.limits,
     providers: [
       { name: 'local', base_url: mock.base, api_key_env: UPSTREAM_KEY_ENV },
       ...(opts.providers ?? []),

@@ -1,0 +1,313 @@
+/*
+ * limit.c - requests-per-minute and tokens-per-minute limits of a key and
+ * of a model (all keys together), enforced after authorization and before
+ * the upstream call.
+ *
+ * Each limited scope has two token buckets in shm, shared by every worker
+ * (shm/bucket.c): "rk:ID" / "rm:NAME" hold requests (rpm of them, filling
+ * at rpm/60 per second), "tk:ID" / "tm:NAME" tokens.  A request takes one
+ * request and an estimate of its tokens up front; once the response is
+ * out, gw_worker_limit_settle moves the token bucket to the real usage.
+ *
+ * The limit of a scope is its override (LMDB "limits", set with aigwctl
+ * limit set) where one is stored, else the configured default.  Overrides
+ * are cached here like keys: any change bumps keys_generation in shm,
+ * which empties the cache at the next lookup.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "worker/worker.h"
+
+/* Tokens a request is taken to produce when it does not say (max_tokens). */
+#define LIMIT_DEFAULT_COMPLETION 256
+
+#define LIMIT_CACHE_SLOTS 256
+
+struct limit_cache_entry {
+    uint64_t generation;
+    bool used;
+    bool found;
+    char scope[GW_SHM_NAME_LEN];
+    struct gw_limits limits;
+};
+
+static struct limit_cache_entry limit_cache[LIMIT_CACHE_SLOTS];
+
+static uint32_t
+limit_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* The override of scope ("key:ID"), or false when it has none. */
+static bool
+limit_override(struct gw_worker *w, const char *scope, struct gw_limits *out)
+{
+    uint64_t gen = atomic_load(&w->env->shm->hdr->keys_generation);
+    struct limit_cache_entry *e = &limit_cache[limit_hash(scope) % LIMIT_CACHE_SLOTS];
+
+    if (!e->used || e->generation != gen || strcmp(e->scope, scope) != 0) {
+        int rc = gw_store_limit_get(w->store, scope, &e->limits);
+        if (rc != 0 && rc != GW_ENOENT)
+            gw_log(GW_LOG_WARN, "limits of %s could not be read: %s; using the defaults", scope,
+                   gw_strerror(rc));
+        e->found = rc == 0;
+        e->used = true;
+        e->generation = gen;
+        snprintf(e->scope, sizeof(e->scope), "%s", scope);
+    }
+    if (e->found)
+        *out = e->limits;
+    return e->found;
+}
+
+/* The limits in force: the override's fields where it sets them. */
+static struct gw_limits
+limit_effective(struct gw_worker *w, const char *scope, struct gw_limits def)
+{
+    struct gw_limits o;
+
+    if (limit_override(w, scope, &o)) {
+        if (o.rpm != GW_LIMIT_UNSET)
+            def.rpm = o.rpm;
+        if (o.tpm != GW_LIMIT_UNSET)
+            def.tpm = o.tpm;
+    }
+    return def;
+}
+
+/*
+ * A duration as OpenAI writes it in x-ratelimit-reset-*: "17ms", "1s",
+ * "1.5s", "6m0s", "1h2m3s".
+ */
+static const char *
+duration_text(struct gw_arena *a, int64_t ms)
+{
+    char secs[32];
+    int64_t h = ms / 3600000, m = ms / 60000 % 60;
+    size_t len;
+
+    if (ms < 1000)
+        return gw_arena_printf(a, "%lldms", (long long)(ms < 0 ? 0 : ms));
+    snprintf(secs, sizeof(secs), "%.3f", (double)(ms % 60000) / 1000.0);
+    len = strlen(secs);
+    while (secs[len - 1] == '0')
+        secs[--len] = '\0';
+    if (secs[len - 1] == '.')
+        secs[--len] = '\0';
+    if (h > 0)
+        return gw_arena_printf(a, "%lldh%lldm%ss", (long long)h, (long long)m, secs);
+    if (m > 0)
+        return gw_arena_printf(a, "%lldm%ss", (long long)m, secs);
+    return gw_arena_printf(a, "%ss", secs);
+}
+
+/* The figures of the scope with the least left, for the headers. */
+struct limit_view {
+    bool set;
+    uint64_t limit;
+    double remaining;
+    int64_t reset_ms;
+};
+
+static void
+view_note(struct limit_view *v, uint64_t limit, double remaining, int64_t reset_ms)
+{
+    if (remaining < 0)
+        remaining = 0;
+    if (!v->set || remaining < v->remaining) {
+        v->set = true;
+        v->limit = limit;
+        v->remaining = remaining;
+        v->reset_ms = reset_ms;
+    }
+}
+
+/* The time until a bucket of limit per minute with remaining left is full. */
+static int64_t
+reset_ms(uint64_t limit, double remaining)
+{
+    double missing = (double)limit - remaining;
+
+    return missing <= 0 ? 0 : (int64_t)ceil(missing * 60000.0 / (double)limit);
+}
+
+static const char *
+headers_text(struct gw_arena *a, const struct limit_view *rq, const struct limit_view *tk)
+{
+    const char *r = "", *t = "";
+
+    if (rq->set)
+        r = gw_arena_printf(a,
+                            "x-ratelimit-limit-requests: %llu\r\n"
+                            "x-ratelimit-remaining-requests: %.0f\r\n"
+                            "x-ratelimit-reset-requests: %s\r\n",
+                            (unsigned long long)rq->limit, rq->remaining,
+                            duration_text(a, rq->reset_ms));
+    if (tk->set)
+        t = gw_arena_printf(a,
+                            "x-ratelimit-limit-tokens: %llu\r\n"
+                            "x-ratelimit-remaining-tokens: %.0f\r\n"
+                            "x-ratelimit-reset-tokens: %s\r\n",
+                            (unsigned long long)tk->limit, tk->remaining,
+                            duration_text(a, tk->reset_ms));
+    return gw_arena_printf(a, "%s%s", r, t);
+}
+
+/* Prompt bytes / 4 plus the completion asked for (or a default). */
+static double
+tokens_estimate(const struct gw_request *req, struct json_object *body)
+{
+    struct json_object *v;
+    int64_t out = LIMIT_DEFAULT_COMPLETION;
+
+    if ((json_object_object_get_ex(body, "max_completion_tokens", &v) ||
+         json_object_object_get_ex(body, "max_tokens", &v)) &&
+        json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0)
+        out = json_object_get_int64(v);
+    return (double)(req->body_len / 4) + (double)out;
+}
+
+int
+gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                      const struct gw_gen_model *m, struct json_object *body,
+                      struct gw_limit_hold *hold, bool *refused)
+{
+    const struct gw_shm *shm = w->env->shm;
+    const struct gw_gen *g = w->gen;
+    struct {
+        const char *kind; /* "key", "model" */
+        const char *id;
+        struct gw_limits l;
+        char rname[GW_SHM_NAME_LEN];
+        bool took_request;
+    } sc[2];
+    struct limit_view rq = {0}, tk = {0};
+    const char *model = gw_gen_str(g, m->name), *what = NULL;
+    double estimate = tokens_estimate(req, body), need = 0;
+    int64_t wait_ms = 0;
+    uint64_t limit = 0;
+    int refused_at = -1;
+    char scope[GW_SHM_NAME_LEN + 8];
+
+    memset(hold, 0, sizeof(*hold));
+    *refused = false;
+    snprintf(scope, sizeof(scope), "key:%s", key->id);
+    sc[0].kind = "key";
+    sc[0].id = key->id;
+    sc[0].l = limit_effective(w, scope, g->key_limits);
+    snprintf(scope, sizeof(scope), "model:%s", model);
+    sc[1].kind = "model";
+    sc[1].id = model;
+    sc[1].l = limit_effective(w, scope, m->limits);
+    if (sc[0].l.rpm == 0 && sc[0].l.tpm == 0 && sc[1].l.rpm == 0 && sc[1].l.tpm == 0)
+        return 0;
+
+    for (int i = 0; i < 2; i++) {
+        sc[i].took_request = false;
+        snprintf(sc[i].rname, sizeof(sc[i].rname), "r%c:%s", sc[i].kind[0], sc[i].id);
+    }
+    /* Requests first: a request refused by its RPM takes no tokens. */
+    for (int i = 0; i < 2 && refused_at < 0; i++) {
+        double remaining, rpm = (double)sc[i].l.rpm;
+        if (sc[i].l.rpm == 0)
+            continue;
+        if (!gw_shm_bucket_take(shm, sc[i].rname, rpm / 60.0, rpm, 1, &wait_ms, &remaining)) {
+            refused_at = i;
+            what = "requests";
+            limit = sc[i].l.rpm;
+            view_note(&rq, sc[i].l.rpm, 0, wait_ms);
+            break;
+        }
+        sc[i].took_request = true;
+        view_note(&rq, sc[i].l.rpm, remaining, reset_ms(sc[i].l.rpm, remaining));
+    }
+    for (int i = 0; i < 2 && refused_at < 0; i++) {
+        double remaining, tpm = (double)sc[i].l.tpm;
+        if (sc[i].l.tpm == 0)
+            continue;
+        /* Never more than the whole bucket, or it could never pass. */
+        need = estimate < tpm ? estimate : tpm;
+        snprintf(hold->s[hold->nscopes].tname, sizeof(hold->s[0].tname), "t%c:%s", sc[i].kind[0],
+                 sc[i].id);
+        if (!gw_shm_bucket_take(shm, hold->s[hold->nscopes].tname, tpm / 60.0, tpm, need, &wait_ms,
+                                &remaining)) {
+            refused_at = i;
+            what = "tokens";
+            limit = sc[i].l.tpm;
+            view_note(&tk, sc[i].l.tpm, remaining, reset_ms(sc[i].l.tpm, remaining));
+            hold->s[hold->nscopes].tname[0] = '\0';
+            break;
+        }
+        hold->s[hold->nscopes].tpm = tpm;
+        hold->s[hold->nscopes].charged = need;
+        hold->nscopes++;
+        view_note(&tk, sc[i].l.tpm, remaining, reset_ms(sc[i].l.tpm, remaining));
+    }
+    if (refused_at < 0) {
+        req->limit_headers = headers_text(req->arena, &rq, &tk);
+        return 0;
+    }
+
+    /* Refused: give back whatever this request took. */
+    for (int i = 0; i < 2; i++)
+        if (sc[i].took_request)
+            gw_shm_bucket_give(shm, sc[i].rname, (double)sc[i].l.rpm / 60.0, 1);
+    for (int i = 0; i < hold->nscopes; i++)
+        gw_shm_bucket_give(shm, hold->s[i].tname, hold->s[i].tpm / 60.0, hold->s[i].charged);
+    hold->nscopes = 0;
+    *refused = true;
+    /* Refused by tokens: the request each scope took is back. */
+    if (strcmp(what, "tokens") == 0 && rq.set)
+        rq.remaining += 1;
+    long long retry = (wait_ms + 999) / 1000;
+    if (retry < 1)
+        retry = 1;
+    req->limit_headers = gw_arena_printf(req->arena, "%sRetry-After: %lld\r\n",
+                                         headers_text(req->arena, &rq, &tk), retry);
+    gw_log(GW_LOG_INFO, "req=%s rate limit of %s %s reached (%llu %s per minute)", req->id,
+           sc[refused_at].kind, sc[refused_at].id, (unsigned long long)limit, what);
+    if (strcmp(what, "tokens") == 0)
+        return gw_worker_http_error(
+            &w->conn, req, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+            "Rate limit reached for %s %s: %llu tokens per minute (this request needs about "
+            "%.0f). Please try again in %s.",
+            sc[refused_at].kind, sc[refused_at].id, (unsigned long long)limit, need,
+            duration_text(req->arena, wait_ms));
+    return gw_worker_http_error(&w->conn, req, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                                "Rate limit reached for %s %s: %llu requests per minute. Please "
+                                "try again in %s.",
+                                sc[refused_at].kind, sc[refused_at].id, (unsigned long long)limit,
+                                duration_text(req->arena, wait_ms));
+}
+
+void
+gw_worker_limit_settle(struct gw_worker *w, const struct gw_request *req,
+                       const struct gw_limit_hold *hold)
+{
+    double used;
+
+    if (hold->nscopes == 0)
+        return;
+    if (req->have_usage)
+        used = (double)(req->prompt_tokens + req->completion_tokens);
+    else if (req->status >= 400)
+        used = 0; /* failed before the upstream produced anything we know of */
+    else
+        used = -1; /* no usage reported: the estimate stands */
+    for (int i = 0; i < hold->nscopes; i++) {
+        double diff = used - hold->s[i].charged;
+        if (used < 0 || diff == 0)
+            continue;
+        if (diff < 0)
+            gw_shm_bucket_give(w->env->shm, hold->s[i].tname, hold->s[i].tpm / 60.0, -diff);
+        else
+            gw_shm_bucket_charge(w->env->shm, hold->s[i].tname, hold->s[i].tpm / 60.0, diff);
+    }
+}
