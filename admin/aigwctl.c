@@ -16,6 +16,9 @@
 
 #include <json-c/json.h>
 
+#include <xlsxwriter.h>
+
+#include "master/master.h"
 #include "shm/shm.h"
 
 #define EXIT_REFUSED 1
@@ -34,8 +37,13 @@ static const char usage_text[] =
     "  workers [--json]                      list the worker processes\n"
     "  reload [--json]                       re-read the configuration (like SIGHUP)\n"
     "  usage [--json]                        usage totals: requests, input and output tokens\n"
-    "  key create --name NAME [--models a,b] [--route STRATEGY] [--route-header] [--json]\n"
-    "                                        create an API key; prints its secret once\n"
+    "  usage [--by DIM[,DIM...]] [--from DATE] [--to DATE] [--key ID] [--model M]\n"
+    "        [--target T] [--json | --csv | --xlsx FILE]\n"
+    "                                        usage statistics; DIM: key, model, target, status,\n"
+    "                                        day, month, hour\n"
+    "  key create --name NAME [--user U] [--models a,b] [--route STRATEGY] [--route-header]\n"
+    "             [--json]                   create an API key; prints its secret once\n"
+    "  key rotate ID [--json]                new secret for the key; the old one stops working\n"
     "  key list [--json]                     list keys (never their secrets)\n"
     "  key show ID [--json]                  show one key\n"
     "  key disable ID                        refuse the key from now on\n"
@@ -46,6 +54,14 @@ static const char usage_text[] =
     "  limit show [--key ID|--model NAME] [--json]\n"
     "                                        the limits in force (all overrides without a scope)\n"
     "  limit clear --key ID|--model NAME     drop an override: the defaults apply again\n"
+    "  tenant add|show|delete NAME [--json], tenant list [--json]\n"
+    "                                        manage tenants (delete: only without users)\n"
+    "  user add NAME --tenant T [--uid N] [--json], user list|show|delete\n"
+    "                                        manage users; --uid maps a Unix caller to the user\n"
+    "  grant USER ROLE [--model M]           give a role (gateway-admin, or endpoint-admin,\n"
+    "                                        -operator, -user, -viewer on model M)\n"
+    "  revoke USER ROLE [--model M]          take a role back\n"
+    "  audit [--limit N] [--json]            the changes made, newest first\n"
     "  breaker list [--json]                 every target: breaker, failures, health, load\n"
     "  breaker reset TARGET|all [--json]     close a target's breaker (TARGET: provider/model)\n"
     "  endpoint test MODEL [--target PROVIDER/MODEL] [--json]\n"
@@ -306,12 +322,237 @@ cmd_reload(int argc, char **argv)
     return 0;
 }
 
+/* ------------------------------------------------------ usage statistics */
+
+static const char *const stats_metrics[] = {"requests",      "errors",          "input_tokens",
+                                            "output_tokens", "avg_duration_ms", "avg_ttfb_ms"};
+#define NMETRICS (sizeof(stats_metrics) / sizeof(stats_metrics[0]))
+
+/* A row's value of column name as text: averages with one decimal. */
+static void
+stats_value(struct json_object *row, const char *name, char *out, size_t len)
+{
+    struct json_object *v;
+
+    if (!json_object_object_get_ex(row, name, &v))
+        snprintf(out, len, "%s", "");
+    else if (json_object_is_type(v, json_type_double))
+        snprintf(out, len, "%.1f", json_object_get_double(v));
+    else
+        snprintf(out, len, "%s", json_object_get_string(v));
+}
+
+/* One CSV field, quoted as RFC 4180 says when it must be. */
+static void
+csv_field(const char *s, bool last)
+{
+    if (strpbrk(s, ",\"\r\n") == NULL && s[0] != ' ' && (s[0] == '\0' || s[strlen(s) - 1] != ' ')) {
+        fputs(s, stdout);
+    } else {
+        putchar('"');
+        for (; *s; s++) {
+            if (*s == '"')
+                putchar('"');
+            putchar(*s);
+        }
+        putchar('"');
+    }
+    fputs(last ? "\r\n" : ",", stdout);
+}
+
+static void
+stats_csv(struct json_object *by, struct json_object *rows)
+{
+    size_t nby = json_object_array_length(by), nrows = json_object_array_length(rows);
+    char v[128];
+
+    for (size_t c = 0; c < nby; c++)
+        csv_field(json_object_get_string(json_object_array_get_idx(by, c)), false);
+    for (size_t c = 0; c < NMETRICS; c++)
+        csv_field(stats_metrics[c], c + 1 == NMETRICS);
+    for (size_t r = 0; r < nrows; r++) {
+        struct json_object *row = json_object_array_get_idx(rows, r);
+        for (size_t c = 0; c < nby; c++)
+            csv_field(field_str(row, json_object_get_string(json_object_array_get_idx(by, c))),
+                      false);
+        for (size_t c = 0; c < NMETRICS; c++) {
+            stats_value(row, stats_metrics[c], v, sizeof(v));
+            csv_field(v, c + 1 == NMETRICS);
+        }
+    }
+}
+
+/* One sheet: a bold header, then the rows, numbers as numbers. */
+static void
+xlsx_sheet(lxw_worksheet *ws, lxw_format *bold, struct json_object *by, struct json_object *rows)
+{
+    size_t nby = json_object_array_length(by), nrows = json_object_array_length(rows);
+
+    for (size_t c = 0; c < nby; c++)
+        worksheet_write_string(ws, 0, (lxw_col_t)c,
+                               json_object_get_string(json_object_array_get_idx(by, c)), bold);
+    for (size_t c = 0; c < NMETRICS; c++)
+        worksheet_write_string(ws, 0, (lxw_col_t)(nby + c), stats_metrics[c], bold);
+    for (size_t r = 0; r < nrows; r++) {
+        struct json_object *row = json_object_array_get_idx(rows, r), *v;
+        for (size_t c = 0; c < nby; c++)
+            worksheet_write_string(
+                ws, (lxw_row_t)(r + 1), (lxw_col_t)c,
+                field_str(row, json_object_get_string(json_object_array_get_idx(by, c))), NULL);
+        for (size_t c = 0; c < NMETRICS; c++)
+            if (json_object_object_get_ex(row, stats_metrics[c], &v))
+                worksheet_write_number(ws, (lxw_row_t)(r + 1), (lxw_col_t)(nby + c),
+                                       json_object_get_double(v), NULL);
+    }
+    worksheet_set_column(ws, 0, (lxw_col_t)(nby + NMETRICS - 1), 16, NULL);
+}
+
+/* Sheet "usage" holds the rows, sheet "totals" the totals.  The file is
+ * written here, with the caller's permissions, never by the master. */
+static int
+stats_xlsx(const char *path, struct json_object *by, struct json_object *rows,
+           struct json_object *totals)
+{
+    lxw_workbook *wb = workbook_new(path);
+    struct json_object *nodims = json_object_new_array(), *one = json_object_new_array();
+
+    if (wb == NULL) {
+        fprintf(stderr, "aigwctl: cannot create workbook %s\n", path);
+        json_object_put(nodims);
+        json_object_put(one);
+        return EXIT_REFUSED;
+    }
+    lxw_format *bold = workbook_add_format(wb);
+    format_set_bold(bold);
+    xlsx_sheet(workbook_add_worksheet(wb, "usage"), bold, by, rows);
+    json_object_array_add(one, json_object_get(totals));
+    xlsx_sheet(workbook_add_worksheet(wb, "totals"), bold, nodims, one);
+    lxw_error err = workbook_close(wb);
+    json_object_put(nodims);
+    json_object_put(one);
+    if (err != LXW_NO_ERROR) {
+        fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, lxw_strerror(err));
+        return EXIT_REFUSED;
+    }
+    return 0;
+}
+
+/* A table for a person: the dimensions, the metrics, a total line. */
+static void
+stats_table(struct json_object *by, struct json_object *rows, struct json_object *totals)
+{
+    size_t nby = json_object_array_length(by), nrows = json_object_array_length(rows);
+    size_t ncols = nby + NMETRICS;
+    int width[GW_STATS_NDIMS + NMETRICS];
+    char v[128];
+
+    for (size_t c = 0; c < ncols; c++) {
+        const char *name = c < nby ? json_object_get_string(json_object_array_get_idx(by, c))
+                                   : stats_metrics[c - nby];
+        width[c] = (int)strlen(name);
+        if (c == 0 && nby > 0 && width[c] < 5)
+            width[c] = 5; /* "total" */
+        for (size_t r = 0; r < nrows + 1; r++) {
+            struct json_object *row = r < nrows ? json_object_array_get_idx(rows, r) : totals;
+            stats_value(row, name, v, sizeof(v));
+            if ((int)strlen(v) > width[c])
+                width[c] = (int)strlen(v);
+        }
+    }
+    for (size_t r = 0; r < nrows + 2; r++) {
+        struct json_object *row = r == 0       ? NULL
+                                  : r <= nrows ? json_object_array_get_idx(rows, r - 1)
+                                               : totals;
+        if (nby == 0 && r > 0 && r <= nrows)
+            continue; /* without dimensions the one row is the total */
+        for (size_t c = 0; c < ncols; c++) {
+            const char *name = c < nby ? json_object_get_string(json_object_array_get_idx(by, c))
+                                       : stats_metrics[c - nby];
+            if (row == NULL)
+                snprintf(v, sizeof(v), "%s", name);
+            else if (row == totals && c < nby)
+                snprintf(v, sizeof(v), "%s", c == 0 ? "total" : "");
+            else
+                stats_value(row, name, v, sizeof(v));
+            if (v[0] == '\0')
+                snprintf(v, sizeof(v), "%s", "-");
+            /* Dimensions to the left, numbers to the right. */
+            printf(c < nby ? "%-*s%s" : "%*s%s", width[c], v, c + 1 < ncols ? "  " : "\n");
+        }
+    }
+}
+
+static int
+usage_stats(int argc, char **argv)
+{
+    struct json_object *req = request_new("usage.stats"), *reply = NULL, *by, *rows, *totals;
+    char dims[256] = "";
+    const char *xlsx = NULL;
+    bool csv = false;
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        const char *opt = argv[i];
+        if (strcmp(opt, "--json") == 0) {
+            json_out = true;
+        } else if (strcmp(opt, "--csv") == 0) {
+            csv = true;
+        } else if (strcmp(opt, "--xlsx") == 0 && i + 1 < argc) {
+            xlsx = argv[++i];
+        } else if (strcmp(opt, "--by") == 0 && i + 1 < argc) {
+            size_t used = strlen(dims);
+            snprintf(dims + used, sizeof(dims) - used, "%s%s", used ? "," : "", argv[++i]);
+        } else if ((strcmp(opt, "--from") == 0 || strcmp(opt, "--to") == 0 ||
+                    strcmp(opt, "--key") == 0 || strcmp(opt, "--model") == 0 ||
+                    strcmp(opt, "--target") == 0) &&
+                   i + 1 < argc) {
+            json_object_object_add(req, opt + 2, json_object_new_string(argv[++i]));
+        } else {
+            json_object_put(req);
+            return usage_error("usage: unknown or incomplete argument %s", opt);
+        }
+    }
+    if ((csv ? 1 : 0) + (xlsx != NULL ? 1 : 0) + (json_out ? 1 : 0) > 1) {
+        json_object_put(req);
+        return usage_error("usage: %s", "choose one of --json, --csv and --xlsx FILE");
+    }
+    if (dims[0] != '\0')
+        json_object_object_add(req, "by", json_object_new_string(dims));
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    if (!json_object_object_get_ex(reply, "by", &by) ||
+        !json_object_object_get_ex(reply, "rows", &rows) ||
+        !json_object_object_get_ex(reply, "totals", &totals)) {
+        fprintf(stderr, "aigwctl: malformed reply to usage\n");
+        json_object_put(reply);
+        return EXIT_REFUSED;
+    }
+    if (json_out) {
+        json_object_get(by);
+        json_object_object_del(reply, "ok");
+        json_object_object_del(reply, "by");
+        print_json(reply, NULL);
+        json_object_put(by);
+    } else if (csv) {
+        stats_csv(by, rows);
+    } else if (xlsx != NULL) {
+        rc = stats_xlsx(xlsx, by, rows, totals);
+    } else {
+        stats_table(by, rows, totals);
+    }
+    json_object_put(reply);
+    return rc;
+}
+
 static int
 cmd_usage(int argc, char **argv)
 {
     struct json_object *reply = NULL;
     int rc;
 
+    /* Anything beyond --json asks for statistics; the totals stay as they were. */
+    if (argc > 1 || (argc == 1 && strcmp(argv[0], "--json") != 0))
+        return usage_stats(argc, argv);
     if (!only_json("usage", argc, argv, &rc))
         return rc;
     if ((rc = call(request_new("usage"), &reply)) != 0)
@@ -343,6 +584,8 @@ cmd_key_create(int argc, char **argv)
             json_object_object_add(req, "route", json_object_new_string(argv[++i]));
         } else if (strcmp(argv[i], "--route-header") == 0) {
             json_object_object_add(req, "route_header", json_object_new_boolean(1));
+        } else if (strcmp(argv[i], "--user") == 0 && i + 1 < argc) {
+            json_object_object_add(req, "user", json_object_new_string(argv[++i]));
         } else if (strcmp(argv[i], "--models") == 0 && i + 1 < argc) {
             struct json_object *models = json_object_new_array();
             char *list = strdup(argv[++i]), *save = NULL;
@@ -455,6 +698,8 @@ cmd_key_id(const char *cmd, int argc, char **argv)
     return 0;
 }
 
+static int cmd_key_rotate(int argc, char **argv);
+
 static int
 cmd_key(int argc, char **argv)
 {
@@ -468,6 +713,8 @@ cmd_key(int argc, char **argv)
         return cmd_key_create(argc - 1, argv + 1);
     if (strcmp(argv[0], "list") == 0)
         return cmd_key_list(argc - 1, argv + 1);
+    if (strcmp(argv[0], "rotate") == 0)
+        return cmd_key_rotate(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof(id_cmds) / sizeof(id_cmds[0]); i++) {
         if (strcmp(argv[0], id_cmds[i]) == 0) {
             snprintf(cmd, sizeof(cmd), "key.%s", id_cmds[i]);
@@ -737,6 +984,261 @@ cmd_endpoint(int argc, char **argv)
     return usage_error("endpoint: unknown subcommand %s", argv[0]);
 }
 
+/* ------------------------------------------------------------ accounts */
+
+/* "role" or "role on model" of a grant, in buf. */
+static const char *
+grant_text(struct json_object *g, char *buf, size_t len)
+{
+    const char *model = field_str(g, "model");
+
+    snprintf(buf, len, "%s%s%s", field_str(g, "role"), model[0] ? " on " : "", model);
+    return buf;
+}
+
+static void
+user_print_row(struct json_object *u)
+{
+    struct json_object *grants, *uid;
+    char text[1024] = "", one[256];
+
+    if (json_object_object_get_ex(u, "grants", &grants))
+        for (size_t i = 0; i < json_object_array_length(grants); i++) {
+            size_t used = strlen(text);
+            snprintf(text + used, sizeof(text) - used, "%s%s", i ? ", " : "",
+                     grant_text(json_object_array_get_idx(grants, i), one, sizeof(one)));
+        }
+    printf("%-20s %-16s %-8s %s\n", field_str(u, "name"), field_str(u, "tenant"),
+           json_object_object_get_ex(u, "uid", &uid) ? json_object_get_string(uid) : "-",
+           text[0] ? text : "-");
+}
+
+static void
+names_print(const char *label, struct json_object *o, const char *name)
+{
+    struct json_object *arr;
+
+    printf("%-8s", label);
+    if (json_object_object_get_ex(o, name, &arr) && json_object_array_length(arr) > 0)
+        for (size_t i = 0; i < json_object_array_length(arr); i++)
+            printf("%s%s", i ? ", " : "",
+                   json_object_get_string(json_object_array_get_idx(arr, i)));
+    else
+        printf("-");
+    printf("\n");
+}
+
+/* tenant add|list|show|delete, user add|list|show|delete. */
+static int
+cmd_account(const char *what, int argc, char **argv)
+{
+    struct json_object *req, *reply = NULL, *v;
+    const char *name = NULL;
+    char cmd[32];
+    int rc;
+
+    if (argc < 1)
+        return usage_error("%s: which subcommand? add, list, show, delete", what);
+    const char *sub = argv[0];
+    if (strcmp(sub, "add") != 0 && strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0 &&
+        strcmp(sub, "delete") != 0)
+        return usage_error("unknown subcommand %s (add, list, show, delete)", sub);
+    snprintf(cmd, sizeof(cmd), "%s.%s", what, sub);
+    req = request_new(cmd);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json_out = true;
+        } else if (strcmp(what, "user") == 0 && strcmp(argv[i], "--tenant") == 0 && i + 1 < argc) {
+            json_object_object_add(req, "tenant", json_object_new_string(argv[++i]));
+        } else if (strcmp(what, "user") == 0 && strcmp(argv[i], "--uid") == 0 && i + 1 < argc) {
+            char *end;
+            long uid = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || end == argv[i] || uid < 0) {
+                json_object_put(req);
+                return usage_error("--uid %s: not a number", argv[i]);
+            }
+            json_object_object_add(req, "uid", json_object_new_int64(uid));
+        } else if (name == NULL && argv[i][0] != '-' && strcmp(sub, "list") != 0) {
+            name = argv[i];
+        } else {
+            json_object_put(req);
+            return usage_error("unknown or incomplete argument %s", argv[i]);
+        }
+    }
+    if (name == NULL && strcmp(sub, "list") != 0) {
+        json_object_put(req);
+        return usage_error("%s: give a NAME", cmd);
+    }
+    if (name != NULL)
+        json_object_object_add(req, "name", json_object_new_string(name));
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    if (json_out) {
+        print_json(reply, strcmp(sub, "list") == 0     ? (what[0] == 't' ? "tenants" : "users")
+                          : strcmp(sub, "delete") == 0 ? NULL
+                                                       : what);
+    } else if (strcmp(sub, "list") == 0 && strcmp(what, "tenant") == 0) {
+        json_object_object_get_ex(reply, "tenants", &v);
+        printf("%-20s %s\n", "NAME", "USERS");
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            struct json_object *t = json_object_array_get_idx(v, i), *users;
+            json_object_object_get_ex(t, "users", &users);
+            printf("%-20s %zu\n", field_str(t, "name"), json_object_array_length(users));
+        }
+    } else if (strcmp(sub, "list") == 0) {
+        json_object_object_get_ex(reply, "users", &v);
+        printf("%-20s %-16s %-8s %s\n", "NAME", "TENANT", "UID", "GRANTS");
+        for (size_t i = 0; i < json_object_array_length(v); i++)
+            user_print_row(json_object_array_get_idx(v, i));
+    } else if (strcmp(sub, "show") == 0) {
+        json_object_object_get_ex(reply, what, &v);
+        printf("name:   %s\n", field_str(v, "name"));
+        if (strcmp(what, "tenant") == 0) {
+            names_print("users:", v, "users");
+        } else {
+            struct json_object *grants, *uid;
+            char one[256];
+            printf("tenant: %s\nuid:    %s\n", field_str(v, "tenant"),
+                   json_object_object_get_ex(v, "uid", &uid) ? json_object_get_string(uid) : "-");
+            json_object_object_get_ex(v, "grants", &grants);
+            printf("grants:%s\n", json_object_array_length(grants) ? "" : " -");
+            for (size_t i = 0; i < json_object_array_length(grants); i++)
+                printf("  %s\n",
+                       grant_text(json_object_array_get_idx(grants, i), one, sizeof(one)));
+            names_print("keys:", v, "keys");
+        }
+    } else {
+        printf("%s %s %s\n", what, name, strcmp(sub, "add") == 0 ? "added" : "deleted");
+    }
+    json_object_put(reply);
+    return 0;
+}
+
+/* grant|revoke USER ROLE [--model M] */
+static int
+cmd_grant(const char *cmd, int argc, char **argv)
+{
+    struct json_object *req = request_new(cmd), *reply = NULL;
+    const char *user = NULL, *role = NULL, *model = NULL;
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json_out = true;
+        else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
+            model = argv[++i];
+        else if (user == NULL && argv[i][0] != '-')
+            user = argv[i];
+        else if (role == NULL && argv[i][0] != '-')
+            role = argv[i];
+        else {
+            json_object_put(req);
+            return usage_error("unknown or incomplete argument %s", argv[i]);
+        }
+    }
+    if (user == NULL || role == NULL) {
+        json_object_put(req);
+        return usage_error("%s: give USER ROLE [--model M]", cmd);
+    }
+    json_object_object_add(req, "user", json_object_new_string(user));
+    json_object_object_add(req, "role", json_object_new_string(role));
+    if (model != NULL)
+        json_object_object_add(req, "model", json_object_new_string(model));
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    if (json_out)
+        puts("{ \"ok\": true }");
+    else
+        printf("%s %s%s%s %s %s\n", strcmp(cmd, "grant") == 0 ? "granted" : "revoked", role,
+               model ? " on " : "", model ? model : "", strcmp(cmd, "grant") == 0 ? "to" : "from",
+               user);
+    json_object_put(reply);
+    return 0;
+}
+
+static int
+cmd_audit(int argc, char **argv)
+{
+    struct json_object *req = request_new("audit"), *reply = NULL, *entries, *args;
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json_out = true;
+        } else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || end == argv[i] || n < 0) {
+                json_object_put(req);
+                return usage_error("--limit %s: not a number", argv[i]);
+            }
+            json_object_object_add(req, "limit", json_object_new_int64(n));
+        } else {
+            json_object_put(req);
+            return usage_error("audit: unknown or incomplete argument %s", argv[i]);
+        }
+    }
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    json_object_object_get_ex(reply, "entries", &entries);
+    if (json_out) {
+        print_json(reply, "entries");
+    } else {
+        printf("%-20s %-16s %-14s %s\n", "TIME", "USER(UID)", "COMMAND", "ARGUMENTS");
+        for (size_t i = 0; i < json_object_array_length(entries); i++) {
+            struct json_object *e = json_object_array_get_idx(entries, i), *t;
+            char when[32] = "-", who[128];
+            time_t secs = json_object_object_get_ex(e, "time", &t) ? json_object_get_int64(t) : 0;
+            struct tm tm;
+            if (gmtime_r(&secs, &tm) != NULL)
+                strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            snprintf(who, sizeof(who), "%s(%s)", field_str(e, "user"), field_str(e, "uid"));
+            json_object_object_get_ex(e, "args", &args);
+            printf("%-20s %-16s %-14s %s\n", when, who, field_str(e, "command"),
+                   json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN |
+                                                            JSON_C_TO_STRING_NOSLASHESCAPE));
+        }
+    }
+    json_object_put(reply);
+    return 0;
+}
+
+static int
+cmd_key_rotate(int argc, char **argv)
+{
+    struct json_object *req, *reply = NULL;
+    const char *id = NULL;
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json_out = true;
+        else if (id == NULL && argv[i][0] != '-')
+            id = argv[i];
+        else
+            return usage_error("key rotate: unexpected argument %s", argv[i]);
+    }
+    if (id == NULL)
+        return usage_error("key rotate: %s", "which key? give its ID");
+    req = request_new("key.rotate");
+    json_object_object_add(req, "id", json_object_new_string(id));
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    if (json_out) {
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "id", json_object_new_string(field_str(reply, "id")));
+        json_object_object_add(o, "key", json_object_new_string(field_str(reply, "secret")));
+        print_json(o, NULL);
+        json_object_put(o);
+    } else {
+        printf("id:     %s\nkey:    %s\n\nThe old secret no longer works. This is the only "
+               "time the new one is shown: store it now.\n",
+               field_str(reply, "id"), field_str(reply, "secret"));
+    }
+    json_object_put(reply);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -768,6 +1270,12 @@ main(int argc, char **argv)
         return cmd_status(argc - i, argv + i);
     if (strcmp(cmd, "key") == 0)
         return cmd_key(argc - i, argv + i);
+    if (strcmp(cmd, "tenant") == 0 || strcmp(cmd, "user") == 0)
+        return cmd_account(cmd, argc - i, argv + i);
+    if (strcmp(cmd, "grant") == 0 || strcmp(cmd, "revoke") == 0)
+        return cmd_grant(cmd, argc - i, argv + i);
+    if (strcmp(cmd, "audit") == 0)
+        return cmd_audit(argc - i, argv + i);
     if (strcmp(cmd, "workers") == 0)
         return cmd_workers(argc - i, argv + i);
     if (strcmp(cmd, "reload") == 0)

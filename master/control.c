@@ -125,6 +125,8 @@ key_json(const struct gw_key *k)
     json_object_object_add(o, "created", json_object_new_int64(k->created));
     json_object_object_add(o, "route", json_object_new_string(k->route ? k->route : ""));
     json_object_object_add(o, "route_header", json_object_new_boolean(k->route_header));
+    json_object_object_add(o, "owner", json_object_new_string(k->owner ? k->owner : ""));
+    json_object_object_add(o, "tenant", json_object_new_string(k->tenant ? k->tenant : ""));
     return o;
 }
 
@@ -307,6 +309,9 @@ cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         return reply_error("could not generate a key: no randomness");
     key.id = id;
     key.name = (char *)name;
+    /* The owner was checked, and its tenant set, by gw_master_accounts_run. */
+    key.owner = (char *)arg_string(req, "user");
+    key.tenant = (char *)arg_string(req, "tenant");
     /* Enough of the secret to recognise it in a list, far too little to use. */
     key.prefix = gw_arena_printf(a, "%.12s...", secret);
     key.created = time(NULL);
@@ -820,6 +825,7 @@ static const struct command {
     {"workers", cmd_workers, NULL},
     {"reload", cmd_reload, NULL},
     {"usage", cmd_usage, NULL},
+    {"usage.stats", gw_master_stats_usage, NULL},
     {"key.create", cmd_key_create, NULL},
     {"key.list", cmd_key_list, NULL},
     {"key.show", cmd_key_show, NULL},
@@ -836,8 +842,9 @@ static const struct command {
 
 /* ------------------------------------------------------------- serving */
 
+/* Who is calling: see gw_master_accounts_caller. */
 static bool
-peer_allowed(int fd, struct ucred *cred)
+peer_allowed(struct gw_master *m, int fd, struct ucred *cred, struct gw_caller *caller)
 {
     socklen_t len = sizeof(*cred);
 
@@ -845,20 +852,26 @@ peer_allowed(int fd, struct ucred *cred)
         gw_log(GW_LOG_WARN, "getsockopt(SO_PEERCRED): %s", strerror(errno));
         return false;
     }
-    return cred->uid == 0 || cred->uid == geteuid();
+    return gw_master_accounts_caller(m, cred->uid, cred->gid, caller) == 0;
 }
 
 /* Run the request on line; NULL when a command took the connection over. */
 static struct json_object *
-dispatch(struct gw_master *m, const char *line, struct gw_arena *a, int fd)
+dispatch(struct gw_master *m, const struct gw_caller *caller, const char *line, struct gw_arena *a,
+         int fd)
 {
     struct json_object *req = json_tokener_parse(line), *reply;
     const char *cmd = req != NULL ? arg_string(req, "cmd") : NULL;
+    bool handled;
 
     if (cmd == NULL) {
         reply = reply_error("malformed request: expected a JSON object with \"cmd\"");
         goto out;
     }
+    /* Permissions and the accounts commands first (accounts.c). */
+    reply = gw_master_accounts_run(m, caller, cmd, req, a, &handled);
+    if (handled)
+        goto out;
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(cmd, commands[i].name) == 0) {
             reply = commands[i].run != NULL ? commands[i].run(m, req, a)
@@ -868,6 +881,8 @@ dispatch(struct gw_master *m, const char *line, struct gw_arena *a, int fd)
     }
     reply = reply_error("unknown command \"%s\"", cmd);
 out:
+    if (cmd != NULL)
+        reply = gw_master_accounts_after(m, caller, cmd, req, reply);
     json_object_put(req);
     return reply;
 }
@@ -878,6 +893,7 @@ gw_master_control_serve(int lfd, struct gw_master *m)
     struct timeval tv = {.tv_sec = CONTROL_IO_TIMEOUT_S};
     struct gw_buf in = {0};
     struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+    struct gw_caller caller;
     struct gw_arena *a = NULL;
     char *line;
     size_t used;
@@ -891,7 +907,7 @@ gw_master_control_serve(int lfd, struct gw_master *m)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     struct json_object *reply = NULL;
-    if (!peer_allowed(fd, &cred)) {
+    if (!peer_allowed(m, fd, &cred, &caller)) {
         gw_log(GW_LOG_WARN, "admin: refused uid %ld (pid %ld)", (long)cred.uid, (long)cred.pid);
         reply =
             reply_error("permission denied: uid %ld may not manage this gateway", (long)cred.uid);
@@ -903,7 +919,7 @@ gw_master_control_serve(int lfd, struct gw_master *m)
             goto out; /* the client went away or said nothing */
         else {
             a = gw_arena_create(4096);
-            if ((reply = dispatch(m, line, a, fd)) == NULL)
+            if ((reply = dispatch(m, &caller, line, a, fd)) == NULL)
                 goto out; /* a child answers */
         }
     }

@@ -168,6 +168,36 @@ const char *gw_master_health_state(const struct gw_master *m, const char *provid
  * master (see control.c): it blocks.
  */
 struct json_object;
+
+/*
+ * Usage statistics (stats.c).  gw_master_stats_usage answers the admin
+ * command "usage.stats": request fields from, to (YYYY-MM-DD or ISO 8601,
+ * from inclusive, to exclusive), by (comma-separated dimensions), key,
+ * model, target (filters).  It drains the ring, scans the stored records
+ * of the range and returns a new reply object (owned by the caller):
+ * {"ok", "by", "rows": [...], "totals": {...}}, rows sorted by the
+ * dimensions, or {"ok": false, "error"} (bad arguments, a range or grouping
+ * over its bounds).  time_parse gives unix microseconds; dims_parse fills
+ * dims (room for GW_STATS_NDIMS) with enum gw_stats_dim values and returns
+ * GW_EINVAL for an unknown name, GW_EEXIST for one named twice.
+ */
+enum gw_stats_dim {
+    GW_STATS_KEY,
+    GW_STATS_MODEL,
+    GW_STATS_TARGET,
+    GW_STATS_STATUS,
+    GW_STATS_DAY,
+    GW_STATS_MONTH,
+    GW_STATS_HOUR,
+    GW_STATS_NDIMS
+};
+struct gw_arena;
+struct json_object *gw_master_stats_usage(struct gw_master *m, struct json_object *req,
+                                          struct gw_arena *a);
+int gw_master_stats_time_parse(const char *s, int64_t *us);
+int gw_master_stats_dims_parse(const char *s, int *dims, size_t *n);
+const char *gw_master_stats_dim_name(int dim);
+
 struct json_object *gw_master_endpoint_test(const struct gw_config *cfg,
                                             const struct gw_model *model, long only_target,
                                             bool *all_ok);
@@ -186,6 +216,38 @@ int gw_master_control_open(const struct gw_config *cfg);
  * most that long.
  */
 void gw_master_control_serve(int lfd, struct gw_master *m);
+
+/*
+ * Accounts (accounts.c): tenants, users, grants, key rotation and the
+ * audit log, and who the admin socket's caller is.
+ *
+ * gw_master_accounts_caller: map the peer's uid/gid to a caller: root,
+ * the master's own uid and members of the "aigw" group are gateway
+ * admins; another uid is the user added with that --uid (an admin when
+ * granted gateway-admin).  GW_EPERM when the uid maps to no one.
+ *
+ * gw_master_accounts_run: before control.c's own table: refuses what the
+ * caller may not run, runs the accounts commands, and prepares key.create
+ * (the owner's tenant).  Returns a reply (owned by the caller) and sets
+ * *handled, or returns NULL with *handled false to let control.c run cmd.
+ *
+ * gw_master_accounts_after: with every reply: records a successful change
+ * in the audit log and narrows what a non-admin caller sees.  Returns the
+ * reply to send (reply itself, or a replacement after releasing it).
+ */
+struct gw_caller {
+    uid_t uid;
+    bool admin;
+    char name[96]; /* the user's name, or the account name of the uid */
+};
+
+int gw_master_accounts_caller(struct gw_master *m, uid_t uid, gid_t gid, struct gw_caller *out);
+struct json_object *gw_master_accounts_run(struct gw_master *m, const struct gw_caller *c,
+                                           const char *cmd, struct json_object *req,
+                                           struct gw_arena *a, bool *handled);
+struct json_object *gw_master_accounts_after(struct gw_master *m, const struct gw_caller *c,
+                                             const char *cmd, struct json_object *req,
+                                             struct json_object *reply);
 
 /*
  * Privileges (privs.c).  cfg->user (and cfg->group, default the user's

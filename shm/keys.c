@@ -145,13 +145,27 @@ gw_key_generate(char id[GW_KEY_ID_LEN + 1], char secret[GW_KEY_SECRET_LEN])
     return 0;
 }
 
+const char *const gw_role_names[] = {"gateway-admin", "endpoint-admin",  "endpoint-operator",
+                                     "endpoint-user", "endpoint-viewer", NULL};
+
+bool
+gw_role_calls(const char *role)
+{
+    return strcmp(role, "gateway-admin") == 0 || strcmp(role, "endpoint-admin") == 0 ||
+           strcmp(role, "endpoint-operator") == 0 || strcmp(role, "endpoint-user") == 0;
+}
+
 bool
 gw_key_allows(const struct gw_key *key, const char *model)
 {
-    if (key->nmodels == 0)
-        return true;
-    for (size_t i = 0; i < key->nmodels; i++)
-        if (strcmp(key->models[i], model) == 0)
+    bool listed = key->nmodels == 0;
+
+    for (size_t i = 0; i < key->nmodels && !listed; i++)
+        listed = strcmp(key->models[i], model) == 0;
+    if (!listed || key->owner == NULL || key->owner[0] == '\0' || key->owner_all)
+        return listed;
+    for (size_t i = 0; i < key->nowner_models; i++)
+        if (strcmp(key->owner_models[i], model) == 0)
             return true;
     return false;
 }

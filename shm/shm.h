@@ -345,6 +345,13 @@ struct gw_key {
     int64_t created;   /* unix seconds */
     char *route;       /* routing strategy bound to the key, or "" */
     bool route_header; /* may choose a strategy with x-aigw-route */
+    char *owner;       /* user owning the key, or "" (no owner: the key's list alone) */
+    char *tenant;      /* the owner's tenant, or "" */
+    /* Filled from the owner's grants when the key is read (not stored):
+     * the models the owner may call; owner_all: every model. */
+    char **owner_models;
+    size_t nowner_models;
+    bool owner_all;
 };
 
 int gw_store_open(const char *state_dir, struct gw_store **out);
@@ -361,6 +368,34 @@ int gw_store_key_get(struct gw_store *st, const char *id, struct gw_arena *a, st
 int gw_store_key_list(struct gw_store *st, struct gw_arena *a, struct gw_key ***out, size_t *n);
 int gw_store_key_set_disabled(struct gw_store *st, const char *id, bool disabled);
 int gw_store_key_del(struct gw_store *st, const char *id);
+/* Give key id a new secret hash and prefix: the old hash stops matching
+ * in the same transaction.  GW_ENOENT when there is no such key. */
+int gw_store_key_rotate(struct gw_store *st, const char *id,
+                        const unsigned char hash[GW_KEY_HASH_LEN], const char *prefix);
+
+/*
+ * Account records (tenants, users by name; audit entries by time), each
+ * a JSON object kept as text.  put with create_only fails with GW_EEXIST
+ * when the name is taken.  get hands out the text in a; GW_ENOENT when
+ * absent.  list hands out up to limit records (0: all) in a, in key order
+ * or newest (last) first.  audit_add stores one entry under the current
+ * time.
+ */
+enum gw_store_db { GW_DB_TENANTS, GW_DB_USERS, GW_DB_AUDIT };
+
+int gw_store_rec_put(struct gw_store *st, enum gw_store_db db, const char *name, const char *json,
+                     bool create_only);
+int gw_store_rec_get(struct gw_store *st, enum gw_store_db db, const char *name, struct gw_arena *a,
+                     char **json);
+int gw_store_rec_del(struct gw_store *st, enum gw_store_db db, const char *name);
+int gw_store_rec_list(struct gw_store *st, enum gw_store_db db, bool newest_first, size_t limit,
+                      struct gw_arena *a, char ***json, size_t *n);
+int gw_store_audit_add(struct gw_store *st, const char *json);
+
+/* Roles a user may be granted, and whether a role lets its holder call
+ * the model it is granted on (gateway-admin: every model). */
+extern const char *const gw_role_names[];
+bool gw_role_calls(const char *role);
 
 /*
  * Usage records.  gw_store_usage_add stores n records and adds them to
@@ -382,6 +417,15 @@ int gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t 
 /* The ring head stored for this incarnation; GW_ENOENT when none is. */
 int gw_store_usage_head(struct gw_store *st, uint64_t incarnation, uint64_t *head);
 int gw_store_usage_totals(struct gw_store *st, struct gw_usage_totals *out);
+/*
+ * Call fn(rec, ctx) for every stored record with from_us <= time_us <
+ * to_us, in time order, inside one read transaction (a cursor range scan
+ * over the time prefix of the keys).  rec is valid only during the call.
+ * A non-zero return from fn ends the scan and is returned.
+ */
+typedef int (*gw_store_usage_fn)(const struct gw_usage *rec, void *ctx);
+int gw_store_usage_scan(struct gw_store *st, int64_t from_us, int64_t to_us, gw_store_usage_fn fn,
+                        void *ctx);
 
 /*
  * Rate-limit overrides, by scope name ("key:ID", "model:NAME").  A field
@@ -394,7 +438,8 @@ int gw_store_limit_del(struct gw_store *st, const char *scope);
 int gw_store_limit_list(struct gw_store *st, struct gw_arena *a, char ***scopes,
                         struct gw_limits **limits, size_t *n);
 
-/* True when key may call model (by the key's own allow list). */
+/* True when key may call model: by the key's own allow list and, when
+ * the key has an owner, by the owner's grants. */
 bool gw_key_allows(const struct gw_key *key, const char *model);
 
 /* ---------------------------------------------------- admin protocol */

@@ -8,6 +8,10 @@
  *   usage    time (8 bytes, big-endian us) + 8 unique bytes -> struct gw_usage
  *   limits   "key:ID" / "model:NAME" -> JSON {"rpm","tpm"} (rate-limit
  *            overrides; a field left out is not overridden)
+ *   tenants  name -> JSON {"name","created"}
+ *   users    name -> JSON {"name","tenant","uid","created",
+ *            "grants":[{"role","model"}]}
+ *   audit    time (8 bytes, big-endian us) + 8 random bytes -> JSON entry
  *   meta     "usage.totals" -> struct gw_usage_totals;
  *            "ring.head" -> {incarnation, head} of the last drained record
  *
@@ -37,7 +41,8 @@ struct gw_store {
     MDB_dbi usage;
     MDB_dbi meta;
     MDB_dbi limits;
-    MDB_txn *rtxn; /* reused read transaction, reset between uses */
+    MDB_dbi recs[3]; /* enum gw_store_db: tenants, users, audit */
+    MDB_txn *rtxn;   /* reused read transaction, reset between uses */
 };
 
 static int
@@ -77,7 +82,10 @@ gw_store_open(const char *state_dir, struct gw_store **out)
         (mrc = mdb_dbi_open(txn, "keyhash", MDB_CREATE, &st->keyhash)) != 0 ||
         (mrc = mdb_dbi_open(txn, "usage", MDB_CREATE, &st->usage)) != 0 ||
         (mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
-        (mrc = mdb_dbi_open(txn, "limits", MDB_CREATE, &st->limits)) != 0) {
+        (mrc = mdb_dbi_open(txn, "limits", MDB_CREATE, &st->limits)) != 0 ||
+        (mrc = mdb_dbi_open(txn, "tenants", MDB_CREATE, &st->recs[GW_DB_TENANTS])) != 0 ||
+        (mrc = mdb_dbi_open(txn, "users", MDB_CREATE, &st->recs[GW_DB_USERS])) != 0 ||
+        (mrc = mdb_dbi_open(txn, "audit", MDB_CREATE, &st->recs[GW_DB_AUDIT])) != 0) {
         rc = store_fail("mdb_dbi_open", state_dir, mrc);
         goto fail;
     }
@@ -168,6 +176,8 @@ key_decode(const char *data, size_t len, struct gw_arena *a, struct gw_key **out
     STR(name);
     STR(prefix);
     STR(route);
+    STR(owner);
+    STR(tenant);
 #undef STR
     if (json_object_object_get_ex(o, "route_header", &v))
         k->route_header = json_object_get_boolean(v);
@@ -207,6 +217,8 @@ key_encode(const struct gw_key *k, const char *hash_hex)
     json_object_object_add(o, "created", json_object_new_int64(k->created));
     json_object_object_add(o, "route", json_object_new_string(k->route ? k->route : ""));
     json_object_object_add(o, "route_header", json_object_new_boolean(k->route_header));
+    json_object_object_add(o, "owner", json_object_new_string(k->owner ? k->owner : ""));
+    json_object_object_add(o, "tenant", json_object_new_string(k->tenant ? k->tenant : ""));
     return o;
 }
 
@@ -262,6 +274,48 @@ gw_store_key_add(struct gw_store *st, const struct gw_key *key,
     return store_commit(txn, rc);
 }
 
+/*
+ * Fill the models the owner of k may call from the owner's user record,
+ * read in the same transaction as the key: a grant or revoke is seen by
+ * the next lookup.  An owner that no longer exists may call nothing.
+ */
+static int
+key_owner_grants(struct gw_store *st, MDB_txn *txn, struct gw_key *k, struct gw_arena *a)
+{
+    MDB_val uk = {strlen(k->owner), k->owner}, uv;
+    struct json_object *o = NULL, *grants, *g, *role, *model;
+    int mrc = mdb_get(txn, st->recs[GW_DB_USERS], &uk, &uv);
+
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if (mrc != 0)
+        return store_fail("mdb_get", k->owner, mrc);
+    struct json_tokener *tok = json_tokener_new();
+    if (tok == NULL)
+        return GW_ENOMEM;
+    o = json_tokener_parse_ex(tok, uv.mv_data, (int)uv.mv_size);
+    json_tokener_free(tok);
+    if (o == NULL || !json_object_object_get_ex(o, "grants", &grants) ||
+        !json_object_is_type(grants, json_type_array)) {
+        json_object_put(o);
+        return 0;
+    }
+    size_t n = json_object_array_length(grants);
+    k->owner_models = gw_arena_alloc(a, (n + 1) * sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        g = json_object_array_get_idx(grants, i);
+        if (!json_object_object_get_ex(g, "role", &role))
+            continue;
+        const char *r = json_object_get_string(role);
+        if (strcmp(r, "gateway-admin") == 0)
+            k->owner_all = true;
+        else if (gw_role_calls(r) && json_object_object_get_ex(g, "model", &model))
+            k->owner_models[k->nowner_models++] = gw_arena_strdup(a, json_object_get_string(model));
+    }
+    json_object_put(o);
+    return 0;
+}
+
 /* Get the record of id inside txn into a. */
 static int
 key_get_txn(struct gw_store *st, MDB_txn *txn, const char *id, size_t idlen, struct gw_arena *a,
@@ -274,7 +328,10 @@ key_get_txn(struct gw_store *st, MDB_txn *txn, const char *id, size_t idlen, str
         return GW_ENOENT;
     if (mrc != 0)
         return store_fail("mdb_get", "keys", mrc);
-    return key_decode(v.mv_data, v.mv_size, a, out);
+    int rc = key_decode(v.mv_data, v.mv_size, a, out);
+    if (rc == 0 && (*out)->owner[0] != '\0')
+        rc = key_owner_grants(st, txn, *out, a);
+    return rc;
 }
 
 int
@@ -415,6 +472,170 @@ gw_store_key_del(struct gw_store *st, const char *id)
     return key_update(st, id, false, true);
 }
 
+int
+gw_store_key_rotate(struct gw_store *st, const char *id, const unsigned char hash[GW_KEY_HASH_LEN],
+                    const char *prefix)
+{
+    struct json_tokener *tok = NULL;
+    struct json_object *o = NULL, *h;
+    unsigned char old[GW_KEY_HASH_LEN] = {0};
+    char hex[2 * GW_KEY_HASH_LEN + 1];
+    MDB_txn *txn;
+    MDB_val k = {strlen(id), (void *)id}, v;
+    int mrc, rc = GW_ESTORE;
+
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", id, mrc);
+    if ((mrc = mdb_get(txn, st->keys, &k, &v)) != 0) {
+        rc = mrc == MDB_NOTFOUND ? GW_ENOENT : store_fail("mdb_get", id, mrc);
+        goto done;
+    }
+    if ((tok = json_tokener_new()) == NULL) {
+        rc = GW_ENOMEM;
+        goto done;
+    }
+    o = json_tokener_parse_ex(tok, v.mv_data, (int)v.mv_size);
+    if (o == NULL || !json_object_object_get_ex(o, "hash", &h)) {
+        gw_log(GW_LOG_ERROR, "key record %s is corrupt", id);
+        goto done;
+    }
+    const char *oldhex = json_object_get_string(h);
+    for (size_t i = 0; i < GW_KEY_HASH_LEN && oldhex[2 * i] && oldhex[2 * i + 1]; i++)
+        sscanf(oldhex + 2 * i, "%2hhx", &old[i]);
+    MDB_val ok = {GW_KEY_HASH_LEN, old};
+    if ((mrc = mdb_del(txn, st->keyhash, &ok, NULL)) != 0 && mrc != MDB_NOTFOUND) {
+        rc = store_fail("mdb_del", "keyhash", mrc);
+        goto done;
+    }
+    MDB_val nk = {GW_KEY_HASH_LEN, (void *)hash}, nv = {strlen(id), (void *)id};
+    if ((mrc = mdb_put(txn, st->keyhash, &nk, &nv, MDB_NOOVERWRITE)) != 0) {
+        rc = mrc == MDB_KEYEXIST ? GW_EEXIST : store_fail("mdb_put", "keyhash", mrc);
+        goto done;
+    }
+    gw_hex_encode(hash, GW_KEY_HASH_LEN, hex);
+    json_object_object_add(o, "hash", json_object_new_string(hex));
+    json_object_object_add(o, "prefix", json_object_new_string(prefix));
+    rc = store_put_json(txn, st->keys, id, o, 0);
+done:
+    json_object_put(o);
+    if (tok != NULL)
+        json_tokener_free(tok);
+    return store_commit(txn, rc);
+}
+
+/* ---------------------------------------------------- account records */
+
+int
+gw_store_rec_put(struct gw_store *st, enum gw_store_db db, const char *name, const char *json,
+                 bool create_only)
+{
+    MDB_txn *txn;
+    MDB_val k = {strlen(name), (void *)name}, v = {strlen(json), (void *)json};
+    int mrc, rc = 0;
+
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", name, mrc);
+    if ((mrc = mdb_put(txn, st->recs[db], &k, &v, create_only ? MDB_NOOVERWRITE : 0)) != 0)
+        rc = mrc == MDB_KEYEXIST ? GW_EEXIST : store_fail("mdb_put", name, mrc);
+    return store_commit(txn, rc);
+}
+
+int
+gw_store_rec_get(struct gw_store *st, enum gw_store_db db, const char *name, struct gw_arena *a,
+                 char **json)
+{
+    MDB_txn *txn;
+    MDB_val k = {strlen(name), (void *)name}, v;
+    int rc = store_read_begin(st, &txn);
+
+    if (rc != 0)
+        return rc;
+    int mrc = mdb_get(txn, st->recs[db], &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        rc = GW_ENOENT;
+    else if (mrc != 0)
+        rc = store_fail("mdb_get", name, mrc);
+    else
+        *json = gw_arena_strndup(a, v.mv_data, v.mv_size);
+    store_read_end(st);
+    return rc;
+}
+
+int
+gw_store_rec_del(struct gw_store *st, enum gw_store_db db, const char *name)
+{
+    MDB_txn *txn;
+    MDB_val k = {strlen(name), (void *)name};
+    int mrc, rc = 0;
+
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", name, mrc);
+    if ((mrc = mdb_del(txn, st->recs[db], &k, NULL)) != 0)
+        rc = mrc == MDB_NOTFOUND ? GW_ENOENT : store_fail("mdb_del", name, mrc);
+    return store_commit(txn, rc);
+}
+
+int
+gw_store_rec_list(struct gw_store *st, enum gw_store_db db, bool newest_first, size_t limit,
+                  struct gw_arena *a, char ***json, size_t *n)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    size_t cap = 16, len = 0;
+    char **out = gw_arena_alloc(a, cap * sizeof(*out));
+    MDB_cursor_op first = newest_first ? MDB_LAST : MDB_FIRST;
+    MDB_cursor_op next = newest_first ? MDB_PREV : MDB_NEXT;
+    int rc = store_read_begin(st, &txn), mrc;
+
+    if (rc != 0)
+        return rc;
+    if ((mrc = mdb_cursor_open(txn, st->recs[db], &cur)) != 0) {
+        rc = store_fail("mdb_cursor_open", "records", mrc);
+        goto out;
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, first); mrc == 0 && (limit == 0 || len < limit);
+         mrc = mdb_cursor_get(cur, &k, &v, next)) {
+        if (len == cap) {
+            char **bigger = gw_arena_alloc(a, 2 * cap * sizeof(*out));
+            memcpy(bigger, out, len * sizeof(*out));
+            out = bigger;
+            cap *= 2;
+        }
+        out[len++] = gw_arena_strndup(a, v.mv_data, v.mv_size);
+    }
+    if (mrc != MDB_NOTFOUND && mrc != 0)
+        rc = store_fail("mdb_cursor_get", "records", mrc);
+    *json = out;
+    *n = len;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    store_read_end(st);
+    return rc;
+}
+
+int
+gw_store_audit_add(struct gw_store *st, const char *json)
+{
+    unsigned char key[16];
+    uint64_t when = (uint64_t)gw_now_us(), uniq;
+    MDB_txn *txn;
+    int mrc, rc = 0;
+
+    for (int b = 0; b < 8; b++)
+        key[b] = (unsigned char)(when >> (56 - 8 * b));
+    if (gw_random_bytes(&uniq, sizeof(uniq)) != 0)
+        uniq = when;
+    memcpy(key + 8, &uniq, 8);
+    MDB_val k = {sizeof(key), key}, v = {strlen(json), (void *)json};
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", "audit", mrc);
+    if ((mrc = mdb_put(txn, st->recs[GW_DB_AUDIT], &k, &v, 0)) != 0)
+        rc = store_fail("mdb_put", "audit", mrc);
+    return store_commit(txn, rc);
+}
+
 /* ------------------------------------------------------------------ usage */
 
 static const char totals_key[] = "usage.totals";
@@ -508,6 +729,45 @@ gw_store_usage_totals(struct gw_store *st, struct gw_usage_totals *out)
         memcpy(out, v.mv_data, sizeof(*out));
     else if (mrc != MDB_NOTFOUND && mrc != 0)
         rc = store_fail("mdb_get", totals_key, mrc);
+    store_read_end(st);
+    return rc;
+}
+
+int
+gw_store_usage_scan(struct gw_store *st, int64_t from_us, int64_t to_us, gw_store_usage_fn fn,
+                    void *ctx)
+{
+    unsigned char start[8];
+    uint64_t from = from_us > 0 ? (uint64_t)from_us : 0;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k = {sizeof(start), start}, v;
+    int rc = store_read_begin(st, &txn), mrc;
+
+    if (rc != 0)
+        return rc;
+    for (int b = 0; b < 8; b++)
+        start[b] = (unsigned char)(from >> (56 - 8 * b));
+    if ((mrc = mdb_cursor_open(txn, st->usage, &cur)) != 0) {
+        rc = store_fail("mdb_cursor_open", "usage", mrc);
+        goto out;
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && rc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        struct gw_usage rec;
+        if (v.mv_size != sizeof(rec))
+            continue;
+        /* Copied out: LMDB's pages need not be aligned for the struct. */
+        memcpy(&rec, v.mv_data, sizeof(rec));
+        if (rec.time_us >= to_us)
+            break;
+        rc = fn(&rec, ctx);
+    }
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = store_fail("mdb_cursor_get", "usage", mrc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
     store_read_end(st);
     return rc;
 }

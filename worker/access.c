@@ -73,13 +73,14 @@ journal_send(const struct gw_request *req, long ms, uint64_t bytes)
 {
     sd_journal_send("MESSAGE=%s %s %d %s", http_method_str(req->method), req->path, req->status,
                     req->id, "PRIORITY=6", "SYSLOG_IDENTIFIER=aigwd-access", "AIGW_REQUEST_ID=%s",
-                    req->id, "AIGW_KEY_ID=%s", req->key_id ? req->key_id : "", "AIGW_MODEL=%s",
-                    req->model ? req->model : "", "AIGW_TARGET=%s", req->target ? req->target : "",
-                    "AIGW_STATUS=%d", req->status, "AIGW_UPSTREAM_STATUS=%d", req->upstream_status,
-                    "AIGW_INPUT_TOKENS=%lld", (long long)req->prompt_tokens,
-                    "AIGW_OUTPUT_TOKENS=%lld", (long long)req->completion_tokens,
-                    "AIGW_TTFB_MS=%lld", (long long)(req->first_byte_us / 1000),
-                    "AIGW_DURATION_MS=%ld", ms, "AIGW_BYTES=%llu", (unsigned long long)bytes, NULL);
+                    req->id, "AIGW_KEY_ID=%s", req->key_id ? req->key_id : "", "AIGW_TENANT=%s",
+                    req->tenant ? req->tenant : "", "AIGW_MODEL=%s", req->model ? req->model : "",
+                    "AIGW_TARGET=%s", req->target ? req->target : "", "AIGW_STATUS=%d", req->status,
+                    "AIGW_UPSTREAM_STATUS=%d", req->upstream_status, "AIGW_INPUT_TOKENS=%lld",
+                    (long long)req->prompt_tokens, "AIGW_OUTPUT_TOKENS=%lld",
+                    (long long)req->completion_tokens, "AIGW_TTFB_MS=%lld",
+                    (long long)(req->first_byte_us / 1000), "AIGW_DURATION_MS=%ld", ms,
+                    "AIGW_BYTES=%llu", (unsigned long long)bytes, NULL);
 }
 
 void
@@ -110,7 +111,9 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
     json_str(b, req->id);
     gw_buf_append(b, ",\"key_id\":", 10);
     json_str(b, req->key_id);
-    gw_buf_append(b, ",\"tenant\":null,\"method\":", 24);
+    gw_buf_append(b, ",\"tenant\":", 11);
+    json_str(b, req->tenant);
+    gw_buf_append(b, ",\"method\":", 10);
     json_str(b, http_method_str(req->method));
     gw_buf_append(b, ",\"path\":", 8);
     json_str(b, req->path);

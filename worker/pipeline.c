@@ -165,6 +165,7 @@ authenticate(struct gw_worker *w, struct gw_request *req)
         return NULL;
     }
     req->key_id = key->id;
+    req->tenant = key->tenant != NULL && key->tenant[0] != '\0' ? key->tenant : NULL;
     return key;
 }
 

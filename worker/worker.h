@@ -73,6 +73,7 @@ struct gw_request {
     const char *extra_headers; /* "Name: value\r\n" lines every response carries */
     const char *limit_headers; /* x-ratelimit-* lines, the same way (worker/limit.c) */
     const char *key_id;
+    const char *tenant; /* the key owner's tenant, or NULL */
     const char *model;
     const char *target; /* "provider/model" */
     int32_t model_stat; /* stat table entries, -1 when none */

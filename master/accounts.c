@@ -1,0 +1,750 @@
+/*
+ * accounts.c - tenants, users, roles and grants, key rotation and the
+ * audit log: the admin commands behind "aigwctl tenant|user|grant|revoke|
+ * audit|key rotate", and who the caller of the admin socket is.
+ *
+ * Records live in LMDB (shm/store.c) as JSON: a tenant {"name","created"},
+ * a user {"name","tenant","uid","created","grants":[{"role","model"}]}.
+ * Keys read their owner's grants when a worker looks them up, so every
+ * change here that affects calls bumps keys_generation: workers drop the
+ * keys they cached and the change is in force at the next request.
+ */
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "master/master.h"
+
+#define ACCOUNT_NAME_MAX 64
+#define AUDIT_DEFAULT_LIMIT 100
+
+static struct json_object *error_reply(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static struct json_object *
+error_reply(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    struct json_object *o = json_object_new_object();
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_object_object_add(o, "ok", json_object_new_boolean(0));
+    json_object_object_add(o, "error", json_object_new_string(msg));
+    return o;
+}
+
+static struct json_object *
+ok_reply(void)
+{
+    struct json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "ok", json_object_new_boolean(1));
+    return o;
+}
+
+static const char *
+arg_str(struct json_object *req, const char *name)
+{
+    struct json_object *v;
+
+    if (!json_object_object_get_ex(req, name, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+static const char *
+field(struct json_object *o, const char *name)
+{
+    struct json_object *v;
+
+    return json_object_object_get_ex(o, name, &v) ? json_object_get_string(v) : "";
+}
+
+/* Names of tenants and users: letters, digits, '.', '_', '-', '@'. */
+static bool
+name_valid(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+
+    if (n == 0 || n > ACCOUNT_NAME_MAX)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '_' || *s == '-' || *s == '@'))
+            return false;
+    return true;
+}
+
+/* A record of db as a new JSON object (owned by the caller), or NULL. */
+static struct json_object *
+rec_get(struct gw_master *m, enum gw_store_db db, const char *name, struct gw_arena *a, int *rc)
+{
+    char *json;
+
+    if ((*rc = gw_store_rec_get(m->store, db, name, a, &json)) != 0)
+        return NULL;
+    struct json_object *o = json_tokener_parse(json);
+    if (o == NULL)
+        *rc = GW_ESTORE;
+    return o;
+}
+
+static int
+rec_put(struct gw_master *m, enum gw_store_db db, const char *name, struct json_object *o,
+        bool create_only)
+{
+    return gw_store_rec_put(m->store, db, name,
+                            json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), create_only);
+}
+
+/* Every record of db, parsed, in a new JSON array (owned by the caller). */
+static struct json_object *
+rec_all(struct gw_master *m, enum gw_store_db db, struct gw_arena *a, int *rc)
+{
+    struct json_object *arr = json_object_new_array();
+    char **recs;
+    size_t n;
+
+    if ((*rc = gw_store_rec_list(m->store, db, false, 0, a, &recs, &n)) != 0)
+        return arr;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *o = json_tokener_parse(recs[i]);
+        if (o != NULL)
+            json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+static struct json_object *
+user_grants(struct json_object *user)
+{
+    struct json_object *g;
+
+    if (!json_object_object_get_ex(user, "grants", &g) ||
+        !json_object_is_type(g, json_type_array)) {
+        g = json_object_new_array();
+        json_object_object_add(user, "grants", g);
+    }
+    return g;
+}
+
+static bool
+user_is_admin(struct json_object *user)
+{
+    struct json_object *g = user_grants(user);
+
+    for (size_t i = 0; i < json_object_array_length(g); i++)
+        if (strcmp(field(json_object_array_get_idx(g, i), "role"), "gateway-admin") == 0)
+            return true;
+    return false;
+}
+
+/* How many users hold gateway-admin. */
+static size_t
+admins_count(struct gw_master *m, struct gw_arena *a)
+{
+    int rc;
+    struct json_object *users = rec_all(m, GW_DB_USERS, a, &rc);
+    size_t n = 0;
+
+    for (size_t i = 0; i < json_object_array_length(users); i++)
+        n += user_is_admin(json_object_array_get_idx(users, i));
+    json_object_put(users);
+    return n;
+}
+
+static void
+keys_changed(struct gw_master *m)
+{
+    atomic_fetch_add(&m->shm.hdr->keys_generation, 1);
+}
+
+/* ------------------------------------------------------------- callers */
+
+static bool
+in_admin_group(uid_t uid, gid_t gid)
+{
+    struct group *gr = getgrnam("aigw");
+    struct passwd *pw;
+
+    if (gr == NULL)
+        return false;
+    if (gid == gr->gr_gid)
+        return true;
+    if ((pw = getpwuid(uid)) == NULL)
+        return false;
+    gid_t groups[256];
+    int n = 256;
+    if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (groups[i] == gr->gr_gid)
+            return true;
+    return false;
+}
+
+int
+gw_master_accounts_caller(struct gw_master *m, uid_t uid, gid_t gid, struct gw_caller *out)
+{
+    struct gw_arena *a = gw_arena_create(4096);
+    struct json_object *users = NULL, *user = NULL;
+    int rc = GW_EPERM;
+
+    memset(out, 0, sizeof(*out));
+    out->uid = uid;
+    out->admin = uid == 0 || uid == geteuid() || in_admin_group(uid, gid);
+    if (a == NULL)
+        return GW_ENOMEM;
+    users = rec_all(m, GW_DB_USERS, a, &rc);
+    for (size_t i = 0; i < json_object_array_length(users) && user == NULL; i++) {
+        struct json_object *u = json_object_array_get_idx(users, i), *v;
+        if (json_object_object_get_ex(u, "uid", &v) && json_object_get_int64(v) == (int64_t)uid)
+            user = u;
+    }
+    if (user != NULL) {
+        snprintf(out->name, sizeof(out->name), "%s", field(user, "name"));
+        out->admin = out->admin || user_is_admin(user);
+        rc = 0;
+    } else if (out->admin) {
+        struct passwd *pw = getpwuid(uid);
+        if (pw != NULL)
+            snprintf(out->name, sizeof(out->name), "%s", pw->pw_name);
+        else
+            snprintf(out->name, sizeof(out->name), "uid%ld", (long)uid);
+        rc = 0;
+    } else {
+        rc = GW_EPERM;
+    }
+    json_object_put(users);
+    gw_arena_destroy(a);
+    return rc;
+}
+
+/* ------------------------------------------------------------- tenants */
+
+static struct json_object *
+users_of(struct gw_master *m, const char *tenant, struct gw_arena *a)
+{
+    int rc;
+    struct json_object *users = rec_all(m, GW_DB_USERS, a, &rc), *out = json_object_new_array();
+
+    for (size_t i = 0; i < json_object_array_length(users); i++) {
+        struct json_object *u = json_object_array_get_idx(users, i);
+        if (strcmp(field(u, "tenant"), tenant) == 0)
+            json_object_array_add(out, json_object_new_string(field(u, "name")));
+    }
+    json_object_put(users);
+    return out;
+}
+
+static struct json_object *
+cmd_tenant_add(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+               struct gw_arena *a)
+{
+    const char *name = arg_str(req, "name");
+    struct json_object *t;
+    int rc;
+
+    (void)c, (void)a;
+    if (!name_valid(name))
+        return error_reply("a tenant needs a name of 1 to %d letters, digits, '.', '_', '-', '@'",
+                           ACCOUNT_NAME_MAX);
+    t = json_object_new_object();
+    json_object_object_add(t, "name", json_object_new_string(name));
+    json_object_object_add(t, "created", json_object_new_int64(time(NULL)));
+    rc = rec_put(m, GW_DB_TENANTS, name, t, true);
+    if (rc != 0) {
+        json_object_put(t);
+        return rc == GW_EEXIST ? error_reply("tenant \"%s\" exists", name)
+                               : error_reply("could not store tenant: %s", gw_strerror(rc));
+    }
+    gw_log(GW_LOG_INFO, "tenant %s added", name);
+    struct json_object *o = ok_reply();
+    json_object_object_add(o, "tenant", t);
+    return o;
+}
+
+static struct json_object *
+cmd_tenant_list(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+                struct gw_arena *a)
+{
+    int rc;
+    struct json_object *ts = rec_all(m, GW_DB_TENANTS, a, &rc);
+
+    (void)c, (void)req;
+    if (rc != 0) {
+        json_object_put(ts);
+        return error_reply("could not list tenants: %s", gw_strerror(rc));
+    }
+    for (size_t i = 0; i < json_object_array_length(ts); i++) {
+        struct json_object *t = json_object_array_get_idx(ts, i);
+        json_object_object_add(t, "users", users_of(m, field(t, "name"), a));
+    }
+    struct json_object *o = ok_reply();
+    json_object_object_add(o, "tenants", ts);
+    return o;
+}
+
+static struct json_object *
+cmd_tenant_show(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+                struct gw_arena *a)
+{
+    const char *name = arg_str(req, "name");
+    int rc;
+    struct json_object *t;
+
+    (void)c;
+    if (name == NULL)
+        return error_reply("which tenant? (give its name)");
+    if ((t = rec_get(m, GW_DB_TENANTS, name, a, &rc)) == NULL)
+        return rc == GW_ENOENT ? error_reply("no tenant \"%s\"", name)
+                               : error_reply("could not read tenant: %s", gw_strerror(rc));
+    json_object_object_add(t, "users", users_of(m, name, a));
+    struct json_object *o = ok_reply();
+    json_object_object_add(o, "tenant", t);
+    return o;
+}
+
+static struct json_object *
+cmd_tenant_delete(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+                  struct gw_arena *a)
+{
+    const char *name = arg_str(req, "name");
+    int rc;
+
+    (void)c;
+    if (name == NULL)
+        return error_reply("which tenant? (give its name)");
+    struct json_object *users = users_of(m, name, a);
+    size_t n = json_object_array_length(users);
+    json_object_put(users);
+    if (n > 0)
+        return error_reply("tenant \"%s\" still has %zu user(s): delete them first", name, n);
+    if ((rc = gw_store_rec_del(m->store, GW_DB_TENANTS, name)) != 0)
+        return rc == GW_ENOENT ? error_reply("no tenant \"%s\"", name)
+                               : error_reply("could not delete tenant: %s", gw_strerror(rc));
+    gw_log(GW_LOG_INFO, "tenant %s deleted", name);
+    return ok_reply();
+}
+
+/* --------------------------------------------------------------- users */
+
+static struct json_object *
+cmd_user_add(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+             struct gw_arena *a)
+{
+    const char *name = arg_str(req, "name"), *tenant = arg_str(req, "tenant");
+    struct json_object *t, *v;
+    int64_t uid = -1;
+    int rc;
+
+    (void)c;
+    if (!name_valid(name))
+        return error_reply("a user needs a name of 1 to %d letters, digits, '.', '_', '-', '@'",
+                           ACCOUNT_NAME_MAX);
+    if (tenant == NULL)
+        return error_reply("a user belongs to a tenant (--tenant T)");
+    if ((t = rec_get(m, GW_DB_TENANTS, tenant, a, &rc)) == NULL)
+        return rc == GW_ENOENT
+                   ? error_reply("no tenant \"%s\" (add it with aigwctl tenant add)", tenant)
+                   : error_reply("could not read tenant: %s", gw_strerror(rc));
+    json_object_put(t);
+    if (json_object_object_get_ex(req, "uid", &v)) {
+        uid = json_object_get_int64(v);
+        if (uid < 0 || uid > 0x7fffffff)
+            return error_reply("--uid must be a number from 0 to 2147483647");
+        struct json_object *users = rec_all(m, GW_DB_USERS, a, &rc);
+        const char *taken = NULL;
+        for (size_t i = 0; i < json_object_array_length(users) && taken == NULL; i++) {
+            struct json_object *u = json_object_array_get_idx(users, i), *x;
+            if (json_object_object_get_ex(u, "uid", &x) && json_object_get_int64(x) == uid)
+                taken = gw_arena_strdup(a, field(u, "name"));
+        }
+        json_object_put(users);
+        if (taken != NULL)
+            return error_reply("uid %lld is already user \"%s\"", (long long)uid, taken);
+    }
+    struct json_object *u = json_object_new_object();
+    json_object_object_add(u, "name", json_object_new_string(name));
+    json_object_object_add(u, "tenant", json_object_new_string(tenant));
+    if (uid >= 0)
+        json_object_object_add(u, "uid", json_object_new_int64(uid));
+    json_object_object_add(u, "created", json_object_new_int64(time(NULL)));
+    json_object_object_add(u, "grants", json_object_new_array());
+    if ((rc = rec_put(m, GW_DB_USERS, name, u, true)) != 0) {
+        json_object_put(u);
+        return rc == GW_EEXIST ? error_reply("user \"%s\" exists", name)
+                               : error_reply("could not store user: %s", gw_strerror(rc));
+    }
+    keys_changed(m);
+    gw_log(GW_LOG_INFO, "user %s added to tenant %s", name, tenant);
+    struct json_object *o = ok_reply();
+    json_object_object_add(o, "user", u);
+    return o;
+}
+
+static struct json_object *
+cmd_user_list(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+              struct gw_arena *a)
+{
+    int rc;
+    struct json_object *us = rec_all(m, GW_DB_USERS, a, &rc);
+
+    (void)c, (void)req;
+    if (rc != 0) {
+        json_object_put(us);
+        return error_reply("could not list users: %s", gw_strerror(rc));
+    }
+    struct json_object *o = ok_reply();
+    json_object_object_add(o, "users", us);
+    return o;
+}
+
+static struct json_object *
+cmd_user_show(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+              struct gw_arena *a)
+{
+    const char *name = arg_str(req, "name");
+    struct json_object *u;
+    struct gw_key **keys;
+    size_t n;
+    int rc;
+
+    (void)c;
+    if (name == NULL)
+        return error_reply("which user? (give the name)");
+    if ((u = rec_get(m, GW_DB_USERS, name, a, &rc)) == NULL)
+        return rc == GW_ENOENT ? error_reply("no user \"%s\"", name)
+                               : error_reply("could not read user: %s", gw_strerror(rc));
+    user_grants(u);
+    struct json_object *owned = json_object_new_array();
+    if (gw_store_key_list(m->store, a, &keys, &n) == 0)
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(keys[i]->owner, name) == 0)
+                json_object_array_add(owned, json_object_new_string(keys[i]->id));
+    json_object_object_add(u, "keys", owned);
+    struct json_object *o = ok_reply();
+    json_object_object_add(o, "user", u);
+    return o;
+}
+
+static struct json_object *
+cmd_user_delete(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+                struct gw_arena *a)
+{
+    const char *name = arg_str(req, "name");
+    struct json_object *u;
+    int rc;
+
+    if (name == NULL)
+        return error_reply("which user? (give the name)");
+    if (strcmp(name, c->name) == 0)
+        return error_reply("you cannot delete yourself (user \"%s\")", name);
+    if ((u = rec_get(m, GW_DB_USERS, name, a, &rc)) == NULL)
+        return rc == GW_ENOENT ? error_reply("no user \"%s\"", name)
+                               : error_reply("could not read user: %s", gw_strerror(rc));
+    bool admin = user_is_admin(u);
+    json_object_put(u);
+    if (admin && admins_count(m, a) <= 1)
+        return error_reply("\"%s\" is the last gateway admin: grant gateway-admin to another "
+                           "user first",
+                           name);
+    if ((rc = gw_store_rec_del(m->store, GW_DB_USERS, name)) != 0)
+        return error_reply("could not delete user: %s", gw_strerror(rc));
+    keys_changed(m);
+    gw_log(GW_LOG_INFO, "user %s deleted", name);
+    return ok_reply();
+}
+
+/* -------------------------------------------------------------- grants */
+
+static bool
+role_known(const char *role)
+{
+    for (size_t i = 0; role != NULL && gw_role_names[i] != NULL; i++)
+        if (strcmp(role, gw_role_names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* grant and revoke: check the arguments, then add or remove the grant. */
+static struct json_object *
+grant_change(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+             struct gw_arena *a, bool add)
+{
+    const char *name = arg_str(req, "user"), *role = arg_str(req, "role");
+    const char *model = arg_str(req, "model");
+    struct json_object *u, *grants;
+    int rc;
+
+    if (name == NULL)
+        return error_reply("which user? (give the name)");
+    if (!role_known(role))
+        return error_reply("unknown role \"%s\" (gateway-admin, endpoint-admin, "
+                           "endpoint-operator, endpoint-user, endpoint-viewer)",
+                           role ? role : "");
+    bool gateway = strcmp(role, "gateway-admin") == 0;
+    if (gateway && model != NULL)
+        return error_reply("gateway-admin covers every model: leave --model out");
+    if (!gateway && model == NULL)
+        return error_reply("%s is granted on a model (--model M)", role);
+    if (add && !gateway && gw_config_model_find(m->cfg, model) == NULL)
+        return error_reply("no model named \"%s\" in the running configuration", model);
+    if (!add && strcmp(name, c->name) == 0)
+        return error_reply("you cannot revoke your own grants (user \"%s\")", name);
+    if ((u = rec_get(m, GW_DB_USERS, name, a, &rc)) == NULL)
+        return rc == GW_ENOENT ? error_reply("no user \"%s\"", name)
+                               : error_reply("could not read user: %s", gw_strerror(rc));
+    grants = user_grants(u);
+    long found = -1;
+    for (size_t i = 0; i < json_object_array_length(grants) && found < 0; i++) {
+        struct json_object *g = json_object_array_get_idx(grants, i);
+        if (strcmp(field(g, "role"), role) == 0 &&
+            strcmp(field(g, "model"), model ? model : "") == 0)
+            found = (long)i;
+    }
+    struct json_object *reply = NULL;
+    if (add && found >= 0) {
+        reply = ok_reply(); /* granted already: nothing to change */
+        goto out;
+    }
+    if (!add && found < 0) {
+        reply = error_reply("user \"%s\" has no grant %s%s%s", name, role, model ? " on " : "",
+                            model ? model : "");
+        goto out;
+    }
+    if (!add && gateway && admins_count(m, a) <= 1) {
+        reply = error_reply("\"%s\" is the last gateway admin: grant gateway-admin to another "
+                            "user first",
+                            name);
+        goto out;
+    }
+    if (add) {
+        struct json_object *g = json_object_new_object();
+        json_object_object_add(g, "role", json_object_new_string(role));
+        if (model != NULL)
+            json_object_object_add(g, "model", json_object_new_string(model));
+        json_object_array_add(grants, g);
+    } else {
+        json_object_array_del_idx(grants, (size_t)found, 1);
+    }
+    if ((rc = rec_put(m, GW_DB_USERS, name, u, false)) != 0) {
+        reply = error_reply("could not store user: %s", gw_strerror(rc));
+        goto out;
+    }
+    keys_changed(m);
+    gw_log(GW_LOG_INFO, "%s %s %s%s%s", add ? "granted" : "revoked", name, role,
+           model ? " on " : "", model ? model : "");
+    reply = ok_reply();
+out:
+    json_object_put(u);
+    return reply;
+}
+
+static struct json_object *
+cmd_grant(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+          struct gw_arena *a)
+{
+    return grant_change(m, c, req, a, true);
+}
+
+static struct json_object *
+cmd_revoke(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+           struct gw_arena *a)
+{
+    return grant_change(m, c, req, a, false);
+}
+
+/* ---------------------------------------------------------- key rotate */
+
+static struct json_object *
+cmd_key_rotate(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+               struct gw_arena *a)
+{
+    const char *id = arg_str(req, "id");
+    char newid[GW_KEY_ID_LEN + 1], secret[GW_KEY_SECRET_LEN];
+    unsigned char hash[GW_KEY_HASH_LEN];
+    int rc;
+
+    (void)c;
+    if (id == NULL)
+        return error_reply("which key? (give its id)");
+    if (gw_key_generate(newid, secret) != 0)
+        return error_reply("could not generate a key: no randomness");
+    gw_key_hash(m->secret, secret, strlen(secret), hash);
+    rc = gw_store_key_rotate(m->store, id, hash, gw_arena_printf(a, "%.12s...", secret));
+    if (rc != 0) {
+        memset(secret, 0, sizeof(secret));
+        return rc == GW_ENOENT ? error_reply("no key with id \"%s\"", id)
+                               : error_reply("could not rotate key %s: %s", id, gw_strerror(rc));
+    }
+    keys_changed(m);
+    gw_log(GW_LOG_INFO, "key %s rotated", id);
+    struct json_object *o = ok_reply();
+    json_object_object_add(o, "id", json_object_new_string(id));
+    json_object_object_add(o, "secret", json_object_new_string(secret));
+    memset(secret, 0, sizeof(secret));
+    return o;
+}
+
+/* --------------------------------------------------------------- audit */
+
+static struct json_object *
+cmd_audit(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
+          struct gw_arena *a)
+{
+    struct json_object *v, *arr = json_object_new_array();
+    int64_t limit = AUDIT_DEFAULT_LIMIT;
+    char **recs;
+    size_t n;
+    int rc;
+
+    (void)c;
+    if (json_object_object_get_ex(req, "limit", &v))
+        limit = json_object_get_int64(v);
+    if (limit < 0)
+        limit = 0;
+    if ((rc = gw_store_rec_list(m->store, GW_DB_AUDIT, true, (size_t)limit, a, &recs, &n)) != 0) {
+        json_object_put(arr);
+        return error_reply("could not read the audit log: %s", gw_strerror(rc));
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *e = json_tokener_parse(recs[i]);
+        if (e != NULL)
+            json_object_array_add(arr, e);
+    }
+    struct json_object *o = ok_reply();
+    json_object_object_add(o, "entries", arr);
+    return o;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static const struct accounts_command {
+    const char *name;
+    struct json_object *(*run)(struct gw_master *m, const struct gw_caller *c,
+                               struct json_object *req, struct gw_arena *a);
+} accounts_commands[] = {
+    {"tenant.add", cmd_tenant_add},
+    {"tenant.list", cmd_tenant_list},
+    {"tenant.show", cmd_tenant_show},
+    {"tenant.delete", cmd_tenant_delete},
+    {"user.add", cmd_user_add},
+    {"user.list", cmd_user_list},
+    {"user.show", cmd_user_show},
+    {"user.delete", cmd_user_delete},
+    {"grant", cmd_grant},
+    {"revoke", cmd_revoke},
+    {"key.rotate", cmd_key_rotate},
+    {"audit", cmd_audit},
+};
+
+/* What a caller who is not a gateway admin may run (key.list and key.show
+ * narrowed to their own keys by gw_master_accounts_after). */
+static const char *const non_admin_commands[] = {"status", "key.list", "key.show"};
+
+/* Changes that go into the audit log when they succeed. */
+static const char *const audited_commands[] = {
+    "tenant.add", "tenant.delete", "user.add",    "user.delete", "grant",
+    "revoke",     "key.create",    "key.disable", "key.enable",  "key.delete",
+    "key.rotate", "limit.set",     "limit.clear", "reload"};
+
+static bool
+in_list(const char *cmd, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cmd, list[i]) == 0)
+            return true;
+    return false;
+}
+
+struct json_object *
+gw_master_accounts_run(struct gw_master *m, const struct gw_caller *c, const char *cmd,
+                       struct json_object *req, struct gw_arena *a, bool *handled)
+{
+    *handled = true;
+    if (!c->admin && !in_list(cmd, non_admin_commands,
+                              sizeof(non_admin_commands) / sizeof(non_admin_commands[0])))
+        return error_reply("permission denied: user \"%s\" is not a gateway admin and may not "
+                           "run %s",
+                           c->name, cmd);
+    for (size_t i = 0; i < sizeof(accounts_commands) / sizeof(accounts_commands[0]); i++)
+        if (strcmp(cmd, accounts_commands[i].name) == 0)
+            return accounts_commands[i].run(m, c, req, a);
+    if (strcmp(cmd, "key.create") == 0) {
+        /* The tenant of a key is its owner's, never the client's word. */
+        const char *user = arg_str(req, "user");
+        json_object_object_del(req, "tenant");
+        if (user != NULL) {
+            int rc;
+            struct json_object *u = rec_get(m, GW_DB_USERS, user, a, &rc);
+            if (u == NULL)
+                return rc == GW_ENOENT ? error_reply("no user \"%s\"", user)
+                                       : error_reply("could not read user: %s", gw_strerror(rc));
+            json_object_object_add(req, "tenant", json_object_new_string(field(u, "tenant")));
+            json_object_put(u);
+        }
+    }
+    *handled = false;
+    return NULL;
+}
+
+static void
+audit_record(struct gw_master *m, const struct gw_caller *c, const char *cmd,
+             struct json_object *req, struct json_object *reply)
+{
+    struct json_object *e = json_object_new_object(), *args = json_object_new_object(), *key;
+
+    json_object_object_foreach(req, k, v)
+    {
+        /* Requests carry no secrets; replies do (key create, rotate):
+         * nothing of a reply goes in but the id of a new key. */
+        if (strcmp(k, "cmd") != 0)
+            json_object_object_add(args, k, json_object_get(v));
+    }
+    if (strcmp(cmd, "key.create") == 0 && json_object_object_get_ex(reply, "key", &key))
+        json_object_object_add(args, "id", json_object_new_string(field(key, "id")));
+    json_object_object_add(e, "time", json_object_new_int64(time(NULL)));
+    json_object_object_add(e, "uid", json_object_new_int64((int64_t)c->uid));
+    json_object_object_add(e, "user", json_object_new_string(c->name));
+    json_object_object_add(e, "command", json_object_new_string(cmd));
+    json_object_object_add(e, "args", args);
+    if (gw_store_audit_add(m->store, json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN)) !=
+        0)
+        gw_log(GW_LOG_ERROR, "audit: could not record %s by %s", cmd, c->name);
+    json_object_put(e);
+}
+
+struct json_object *
+gw_master_accounts_after(struct gw_master *m, const struct gw_caller *c, const char *cmd,
+                         struct json_object *req, struct json_object *reply)
+{
+    struct json_object *ok, *keys, *key;
+
+    if (reply == NULL || !json_object_object_get_ex(reply, "ok", &ok) ||
+        !json_object_get_boolean(ok))
+        return reply;
+    if (in_list(cmd, audited_commands, sizeof(audited_commands) / sizeof(audited_commands[0])))
+        audit_record(m, c, cmd, req, reply);
+    if (c->admin)
+        return reply;
+    if (strcmp(cmd, "key.list") == 0 && json_object_object_get_ex(reply, "keys", &keys)) {
+        for (size_t i = json_object_array_length(keys); i > 0; i--)
+            if (strcmp(field(json_object_array_get_idx(keys, i - 1), "owner"), c->name) != 0)
+                json_object_array_del_idx(keys, i - 1, 1);
+    } else if (strcmp(cmd, "key.show") == 0 && json_object_object_get_ex(reply, "key", &key) &&
+               strcmp(field(key, "owner"), c->name) != 0) {
+        struct json_object *err = error_reply("no key with id \"%s\"", field(key, "id"));
+        json_object_put(reply);
+        return err;
+    }
+    return reply;
+}
