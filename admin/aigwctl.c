@@ -6,6 +6,7 @@
  * master cannot be reached.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,11 +115,15 @@ call(struct json_object *req, struct json_object **reply)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     const char *s = json_object_to_json_string_length(req, JSON_C_TO_STRING_PLAIN, &len);
-    if (gw_write_all(fd, s, len) != 0 || gw_write_all(fd, "\n", 1) != 0) {
-        fprintf(stderr, "aigwctl: write to %s: %s\n", socket_path, strerror(errno));
+    /* A master that refuses the caller answers and closes without reading
+     * the request: the write may fail, and the answer is still there. */
+    bool sent = gw_write_all(fd, s, len) == 0 && gw_write_all(fd, "\n", 1) == 0;
+    int werr = errno;
+    int rc = gw_proto_read_line(fd, &in, &line, &used);
+    if (rc < 0 && !sent) {
+        fprintf(stderr, "aigwctl: write to %s: %s\n", socket_path, strerror(werr));
         goto out;
     }
-    int rc = gw_proto_read_line(fd, &in, &line, &used);
     if (rc < 0) {
         fprintf(stderr, "aigwctl: no reply from %s: %s\n", socket_path, gw_strerror(rc));
         goto out;
@@ -1244,6 +1249,7 @@ main(int argc, char **argv)
 {
     int i = 1;
 
+    signal(SIGPIPE, SIG_IGN); /* a closed socket is an error to report, not a death */
     socket_path = getenv("AIGW_SOCKET");
     if (socket_path == NULL || socket_path[0] == '\0')
         socket_path = GW_DEFAULT_SOCKET;

@@ -18,6 +18,9 @@
 static int access_fd = STDERR_FILENO;
 static char access_path[4096]; /* what access_fd is open on; "" for stderr */
 
+/* Append a string literal: its length is counted by the compiler. */
+#define LIT(b, s) gw_buf_append((b), (s), sizeof(s) - 1)
+
 /* JSON string value: quotes, backslashes and control characters escaped. */
 static void
 json_str(struct gw_buf *b, const char *s)
@@ -109,17 +112,17 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
     b->len = 0;
     gw_buf_printf(b, "{\"time\":\"%s.%03ldZ\",\"request_id\":", when, ts.tv_nsec / 1000000);
     json_str(b, req->id);
-    gw_buf_append(b, ",\"key_id\":", 10);
+    LIT(b, ",\"key_id\":");
     json_str(b, req->key_id);
-    gw_buf_append(b, ",\"tenant\":", 11);
+    LIT(b, ",\"tenant\":");
     json_str(b, req->tenant);
-    gw_buf_append(b, ",\"method\":", 10);
+    LIT(b, ",\"method\":");
     json_str(b, http_method_str(req->method));
-    gw_buf_append(b, ",\"path\":", 8);
+    LIT(b, ",\"path\":");
     json_str(b, req->path);
-    gw_buf_append(b, ",\"model\":", 9);
+    LIT(b, ",\"model\":");
     json_str(b, req->model);
-    gw_buf_append(b, ",\"target\":", 10);
+    LIT(b, ",\"target\":");
     json_str(b, req->target);
     gw_buf_printf(b,
                   ",\"status\":%d,\"upstream_status\":%d,\"stream\":%s,\"input_tokens\":%lld,"
