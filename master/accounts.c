@@ -24,42 +24,6 @@
 #define ACCOUNT_NAME_MAX 64
 #define AUDIT_DEFAULT_LIMIT 100
 
-static struct json_object *error_reply(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static struct json_object *
-error_reply(const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    struct json_object *o = json_object_new_object();
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    json_object_object_add(o, "ok", json_object_new_boolean(0));
-    json_object_object_add(o, "error", json_object_new_string(msg));
-    return o;
-}
-
-static struct json_object *
-ok_reply(void)
-{
-    struct json_object *o = json_object_new_object();
-
-    json_object_object_add(o, "ok", json_object_new_boolean(1));
-    return o;
-}
-
-static const char *
-arg_str(struct json_object *req, const char *name)
-{
-    struct json_object *v;
-
-    if (!json_object_object_get_ex(req, name, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
 static const char *
 field(struct json_object *o, const char *name)
 {
@@ -249,25 +213,27 @@ static struct json_object *
 cmd_tenant_add(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
                struct gw_arena *a)
 {
-    const char *name = arg_str(req, "name");
+    const char *name = gw_master_arg_string(req, "name");
     struct json_object *t;
     int rc;
 
     (void)c, (void)a;
     if (!name_valid(name))
-        return error_reply("a tenant needs a name of 1 to %d letters, digits, '.', '_', '-', '@'",
-                           ACCOUNT_NAME_MAX);
+        return gw_master_reply_error(
+            "a tenant needs a name of 1 to %d letters, digits, '.', '_', '-', '@'",
+            ACCOUNT_NAME_MAX);
     t = json_object_new_object();
     json_object_object_add(t, "name", json_object_new_string(name));
     json_object_object_add(t, "created", json_object_new_int64(time(NULL)));
     rc = rec_put(m, GW_DB_TENANTS, name, t, true);
     if (rc != 0) {
         json_object_put(t);
-        return rc == GW_EEXIST ? error_reply("tenant \"%s\" exists", name)
-                               : error_reply("could not store tenant: %s", gw_strerror(rc));
+        return rc == GW_EEXIST
+                   ? gw_master_reply_error("tenant \"%s\" exists", name)
+                   : gw_master_reply_error("could not store tenant: %s", gw_strerror(rc));
     }
     gw_log(GW_LOG_INFO, "tenant %s added", name);
-    struct json_object *o = ok_reply();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "tenant", t);
     return o;
 }
@@ -282,13 +248,13 @@ cmd_tenant_list(struct gw_master *m, const struct gw_caller *c, struct json_obje
     (void)c, (void)req;
     if (rc != 0) {
         json_object_put(ts);
-        return error_reply("could not list tenants: %s", gw_strerror(rc));
+        return gw_master_reply_error("could not list tenants: %s", gw_strerror(rc));
     }
     for (size_t i = 0; i < json_object_array_length(ts); i++) {
         struct json_object *t = json_object_array_get_idx(ts, i);
         json_object_object_add(t, "users", users_of(m, field(t, "name"), a));
     }
-    struct json_object *o = ok_reply();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "tenants", ts);
     return o;
 }
@@ -297,18 +263,19 @@ static struct json_object *
 cmd_tenant_show(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
                 struct gw_arena *a)
 {
-    const char *name = arg_str(req, "name");
+    const char *name = gw_master_arg_string(req, "name");
     int rc;
     struct json_object *t;
 
     (void)c;
     if (name == NULL)
-        return error_reply("which tenant? (give its name)");
+        return gw_master_reply_error("which tenant? (give its name)");
     if ((t = rec_get(m, GW_DB_TENANTS, name, a, &rc)) == NULL)
-        return rc == GW_ENOENT ? error_reply("no tenant \"%s\"", name)
-                               : error_reply("could not read tenant: %s", gw_strerror(rc));
+        return rc == GW_ENOENT
+                   ? gw_master_reply_error("no tenant \"%s\"", name)
+                   : gw_master_reply_error("could not read tenant: %s", gw_strerror(rc));
     json_object_object_add(t, "users", users_of(m, name, a));
-    struct json_object *o = ok_reply();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "tenant", t);
     return o;
 }
@@ -317,22 +284,24 @@ static struct json_object *
 cmd_tenant_delete(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
                   struct gw_arena *a)
 {
-    const char *name = arg_str(req, "name");
+    const char *name = gw_master_arg_string(req, "name");
     int rc;
 
     (void)c;
     if (name == NULL)
-        return error_reply("which tenant? (give its name)");
+        return gw_master_reply_error("which tenant? (give its name)");
     struct json_object *users = users_of(m, name, a);
     size_t n = json_object_array_length(users);
     json_object_put(users);
     if (n > 0)
-        return error_reply("tenant \"%s\" still has %zu user(s): delete them first", name, n);
+        return gw_master_reply_error("tenant \"%s\" still has %zu user(s): delete them first", name,
+                                     n);
     if ((rc = gw_store_rec_del(m->store, GW_DB_TENANTS, name)) != 0)
-        return rc == GW_ENOENT ? error_reply("no tenant \"%s\"", name)
-                               : error_reply("could not delete tenant: %s", gw_strerror(rc));
+        return rc == GW_ENOENT
+                   ? gw_master_reply_error("no tenant \"%s\"", name)
+                   : gw_master_reply_error("could not delete tenant: %s", gw_strerror(rc));
     gw_log(GW_LOG_INFO, "tenant %s deleted", name);
-    return ok_reply();
+    return gw_master_reply_ok();
 }
 
 /* --------------------------------------------------------------- users */
@@ -341,26 +310,28 @@ static struct json_object *
 cmd_user_add(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
              struct gw_arena *a)
 {
-    const char *name = arg_str(req, "name"), *tenant = arg_str(req, "tenant");
+    const char *name = gw_master_arg_string(req, "name"),
+               *tenant = gw_master_arg_string(req, "tenant");
     struct json_object *t, *v;
     int64_t uid = -1;
     int rc;
 
     (void)c;
     if (!name_valid(name))
-        return error_reply("a user needs a name of 1 to %d letters, digits, '.', '_', '-', '@'",
-                           ACCOUNT_NAME_MAX);
+        return gw_master_reply_error(
+            "a user needs a name of 1 to %d letters, digits, '.', '_', '-', '@'", ACCOUNT_NAME_MAX);
     if (tenant == NULL)
-        return error_reply("a user belongs to a tenant (--tenant T)");
+        return gw_master_reply_error("a user belongs to a tenant (--tenant T)");
     if ((t = rec_get(m, GW_DB_TENANTS, tenant, a, &rc)) == NULL)
         return rc == GW_ENOENT
-                   ? error_reply("no tenant \"%s\" (add it with aigwctl tenant add)", tenant)
-                   : error_reply("could not read tenant: %s", gw_strerror(rc));
+                   ? gw_master_reply_error("no tenant \"%s\" (add it with aigwctl tenant add)",
+                                           tenant)
+                   : gw_master_reply_error("could not read tenant: %s", gw_strerror(rc));
     json_object_put(t);
     if (json_object_object_get_ex(req, "uid", &v)) {
         uid = json_object_get_int64(v);
         if (uid < 0 || uid > 0x7fffffff)
-            return error_reply("--uid must be a number from 0 to 2147483647");
+            return gw_master_reply_error("--uid must be a number from 0 to 2147483647");
         struct json_object *users = rec_all(m, GW_DB_USERS, a, &rc);
         const char *taken = NULL;
         for (size_t i = 0; i < json_object_array_length(users) && taken == NULL; i++) {
@@ -370,7 +341,7 @@ cmd_user_add(struct gw_master *m, const struct gw_caller *c, struct json_object 
         }
         json_object_put(users);
         if (taken != NULL)
-            return error_reply("uid %lld is already user \"%s\"", (long long)uid, taken);
+            return gw_master_reply_error("uid %lld is already user \"%s\"", (long long)uid, taken);
     }
     struct json_object *u = json_object_new_object();
     json_object_object_add(u, "name", json_object_new_string(name));
@@ -381,12 +352,12 @@ cmd_user_add(struct gw_master *m, const struct gw_caller *c, struct json_object 
     json_object_object_add(u, "grants", json_object_new_array());
     if ((rc = rec_put(m, GW_DB_USERS, name, u, true)) != 0) {
         json_object_put(u);
-        return rc == GW_EEXIST ? error_reply("user \"%s\" exists", name)
-                               : error_reply("could not store user: %s", gw_strerror(rc));
+        return rc == GW_EEXIST ? gw_master_reply_error("user \"%s\" exists", name)
+                               : gw_master_reply_error("could not store user: %s", gw_strerror(rc));
     }
     keys_changed(m);
     gw_log(GW_LOG_INFO, "user %s added to tenant %s", name, tenant);
-    struct json_object *o = ok_reply();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "user", u);
     return o;
 }
@@ -401,9 +372,9 @@ cmd_user_list(struct gw_master *m, const struct gw_caller *c, struct json_object
     (void)c, (void)req;
     if (rc != 0) {
         json_object_put(us);
-        return error_reply("could not list users: %s", gw_strerror(rc));
+        return gw_master_reply_error("could not list users: %s", gw_strerror(rc));
     }
-    struct json_object *o = ok_reply();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "users", us);
     return o;
 }
@@ -412,7 +383,7 @@ static struct json_object *
 cmd_user_show(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
               struct gw_arena *a)
 {
-    const char *name = arg_str(req, "name");
+    const char *name = gw_master_arg_string(req, "name");
     struct json_object *u;
     struct gw_key **keys;
     size_t n;
@@ -420,10 +391,10 @@ cmd_user_show(struct gw_master *m, const struct gw_caller *c, struct json_object
 
     (void)c;
     if (name == NULL)
-        return error_reply("which user? (give the name)");
+        return gw_master_reply_error("which user? (give the name)");
     if ((u = rec_get(m, GW_DB_USERS, name, a, &rc)) == NULL)
-        return rc == GW_ENOENT ? error_reply("no user \"%s\"", name)
-                               : error_reply("could not read user: %s", gw_strerror(rc));
+        return rc == GW_ENOENT ? gw_master_reply_error("no user \"%s\"", name)
+                               : gw_master_reply_error("could not read user: %s", gw_strerror(rc));
     user_grants(u);
     struct json_object *owned = json_object_new_array();
     if (gw_store_key_list(m->store, a, &keys, &n) == 0)
@@ -431,7 +402,7 @@ cmd_user_show(struct gw_master *m, const struct gw_caller *c, struct json_object
             if (strcmp(keys[i]->owner, name) == 0)
                 json_object_array_add(owned, json_object_new_string(keys[i]->id));
     json_object_object_add(u, "keys", owned);
-    struct json_object *o = ok_reply();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "user", u);
     return o;
 }
@@ -440,28 +411,29 @@ static struct json_object *
 cmd_user_delete(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
                 struct gw_arena *a)
 {
-    const char *name = arg_str(req, "name");
+    const char *name = gw_master_arg_string(req, "name");
     struct json_object *u;
     int rc;
 
     if (name == NULL)
-        return error_reply("which user? (give the name)");
+        return gw_master_reply_error("which user? (give the name)");
     if (strcmp(name, c->name) == 0)
-        return error_reply("you cannot delete yourself (user \"%s\")", name);
+        return gw_master_reply_error("you cannot delete yourself (user \"%s\")", name);
     if ((u = rec_get(m, GW_DB_USERS, name, a, &rc)) == NULL)
-        return rc == GW_ENOENT ? error_reply("no user \"%s\"", name)
-                               : error_reply("could not read user: %s", gw_strerror(rc));
+        return rc == GW_ENOENT ? gw_master_reply_error("no user \"%s\"", name)
+                               : gw_master_reply_error("could not read user: %s", gw_strerror(rc));
     bool admin = user_is_admin(u);
     json_object_put(u);
     if (admin && admins_count(m, a) <= 1)
-        return error_reply("\"%s\" is the last gateway admin: grant gateway-admin to another "
-                           "user first",
-                           name);
+        return gw_master_reply_error(
+            "\"%s\" is the last gateway admin: grant gateway-admin to another "
+            "user first",
+            name);
     if ((rc = gw_store_rec_del(m->store, GW_DB_USERS, name)) != 0)
-        return error_reply("could not delete user: %s", gw_strerror(rc));
+        return gw_master_reply_error("could not delete user: %s", gw_strerror(rc));
     keys_changed(m);
     gw_log(GW_LOG_INFO, "user %s deleted", name);
-    return ok_reply();
+    return gw_master_reply_ok();
 }
 
 /* -------------------------------------------------------------- grants */
@@ -480,29 +452,29 @@ static struct json_object *
 grant_change(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
              struct gw_arena *a, bool add)
 {
-    const char *name = arg_str(req, "user"), *role = arg_str(req, "role");
-    const char *model = arg_str(req, "model");
+    const char *name = gw_master_arg_string(req, "user"), *role = gw_master_arg_string(req, "role");
+    const char *model = gw_master_arg_string(req, "model");
     struct json_object *u, *grants;
     int rc;
 
     if (name == NULL)
-        return error_reply("which user? (give the name)");
+        return gw_master_reply_error("which user? (give the name)");
     if (!role_known(role))
-        return error_reply("unknown role \"%s\" (gateway-admin, endpoint-admin, "
-                           "endpoint-operator, endpoint-user, endpoint-viewer)",
-                           role ? role : "");
+        return gw_master_reply_error("unknown role \"%s\" (gateway-admin, endpoint-admin, "
+                                     "endpoint-operator, endpoint-user, endpoint-viewer)",
+                                     role ? role : "");
     bool gateway = strcmp(role, "gateway-admin") == 0;
     if (gateway && model != NULL)
-        return error_reply("gateway-admin covers every model: leave --model out");
+        return gw_master_reply_error("gateway-admin covers every model: leave --model out");
     if (!gateway && model == NULL)
-        return error_reply("%s is granted on a model (--model M)", role);
+        return gw_master_reply_error("%s is granted on a model (--model M)", role);
     if (add && !gateway && gw_config_model_find(m->cfg, model) == NULL)
-        return error_reply("no model named \"%s\" in the running configuration", model);
+        return gw_master_reply_error("no model named \"%s\" in the running configuration", model);
     if (!add && strcmp(name, c->name) == 0)
-        return error_reply("you cannot revoke your own grants (user \"%s\")", name);
+        return gw_master_reply_error("you cannot revoke your own grants (user \"%s\")", name);
     if ((u = rec_get(m, GW_DB_USERS, name, a, &rc)) == NULL)
-        return rc == GW_ENOENT ? error_reply("no user \"%s\"", name)
-                               : error_reply("could not read user: %s", gw_strerror(rc));
+        return rc == GW_ENOENT ? gw_master_reply_error("no user \"%s\"", name)
+                               : gw_master_reply_error("could not read user: %s", gw_strerror(rc));
     grants = user_grants(u);
     long found = -1;
     for (size_t i = 0; i < json_object_array_length(grants) && found < 0; i++) {
@@ -513,18 +485,19 @@ grant_change(struct gw_master *m, const struct gw_caller *c, struct json_object 
     }
     struct json_object *reply = NULL;
     if (add && found >= 0) {
-        reply = ok_reply(); /* granted already: nothing to change */
+        reply = gw_master_reply_ok(); /* granted already: nothing to change */
         goto out;
     }
     if (!add && found < 0) {
-        reply = error_reply("user \"%s\" has no grant %s%s%s", name, role, model ? " on " : "",
-                            model ? model : "");
+        reply = gw_master_reply_error("user \"%s\" has no grant %s%s%s", name, role,
+                                      model ? " on " : "", model ? model : "");
         goto out;
     }
     if (!add && gateway && admins_count(m, a) <= 1) {
-        reply = error_reply("\"%s\" is the last gateway admin: grant gateway-admin to another "
-                            "user first",
-                            name);
+        reply = gw_master_reply_error(
+            "\"%s\" is the last gateway admin: grant gateway-admin to another "
+            "user first",
+            name);
         goto out;
     }
     if (add) {
@@ -537,13 +510,13 @@ grant_change(struct gw_master *m, const struct gw_caller *c, struct json_object 
         json_object_array_del_idx(grants, (size_t)found, 1);
     }
     if ((rc = rec_put(m, GW_DB_USERS, name, u, false)) != 0) {
-        reply = error_reply("could not store user: %s", gw_strerror(rc));
+        reply = gw_master_reply_error("could not store user: %s", gw_strerror(rc));
         goto out;
     }
     keys_changed(m);
     gw_log(GW_LOG_INFO, "%s %s %s%s%s", add ? "granted" : "revoked", name, role,
            model ? " on " : "", model ? model : "");
-    reply = ok_reply();
+    reply = gw_master_reply_ok();
 out:
     json_object_put(u);
     return reply;
@@ -569,26 +542,27 @@ static struct json_object *
 cmd_key_rotate(struct gw_master *m, const struct gw_caller *c, struct json_object *req,
                struct gw_arena *a)
 {
-    const char *id = arg_str(req, "id");
+    const char *id = gw_master_arg_string(req, "id");
     char newid[GW_KEY_ID_LEN + 1], secret[GW_KEY_SECRET_LEN];
     unsigned char hash[GW_KEY_HASH_LEN];
     int rc;
 
     (void)c;
     if (id == NULL)
-        return error_reply("which key? (give its id)");
+        return gw_master_reply_error("which key? (give its id)");
     if (gw_key_generate(newid, secret) != 0)
-        return error_reply("could not generate a key: no randomness");
+        return gw_master_reply_error("could not generate a key: no randomness");
     gw_key_hash(m->secret, secret, strlen(secret), hash);
     rc = gw_store_key_rotate(m->store, id, hash, gw_arena_printf(a, "%.12s...", secret));
     if (rc != 0) {
         memset(secret, 0, sizeof(secret));
-        return rc == GW_ENOENT ? error_reply("no key with id \"%s\"", id)
-                               : error_reply("could not rotate key %s: %s", id, gw_strerror(rc));
+        return rc == GW_ENOENT
+                   ? gw_master_reply_error("no key with id \"%s\"", id)
+                   : gw_master_reply_error("could not rotate key %s: %s", id, gw_strerror(rc));
     }
     keys_changed(m);
     gw_log(GW_LOG_INFO, "key %s rotated", id);
-    struct json_object *o = ok_reply();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "id", json_object_new_string(id));
     json_object_object_add(o, "secret", json_object_new_string(secret));
     memset(secret, 0, sizeof(secret));
@@ -614,14 +588,14 @@ cmd_audit(struct gw_master *m, const struct gw_caller *c, struct json_object *re
         limit = 0;
     if ((rc = gw_store_rec_list(m->store, GW_DB_AUDIT, true, (size_t)limit, a, &recs, &n)) != 0) {
         json_object_put(arr);
-        return error_reply("could not read the audit log: %s", gw_strerror(rc));
+        return gw_master_reply_error("could not read the audit log: %s", gw_strerror(rc));
     }
     for (size_t i = 0; i < n; i++) {
         struct json_object *e = json_tokener_parse(recs[i]);
         if (e != NULL)
             json_object_array_add(arr, e);
     }
-    struct json_object *o = ok_reply();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "entries", arr);
     return o;
 }
@@ -673,22 +647,24 @@ gw_master_accounts_run(struct gw_master *m, const struct gw_caller *c, const cha
     *handled = true;
     if (!c->admin && !in_list(cmd, non_admin_commands,
                               sizeof(non_admin_commands) / sizeof(non_admin_commands[0])))
-        return error_reply("permission denied: user \"%s\" is not a gateway admin and may not "
-                           "run %s",
-                           c->name, cmd);
+        return gw_master_reply_error(
+            "permission denied: user \"%s\" is not a gateway admin and may not "
+            "run %s",
+            c->name, cmd);
     for (size_t i = 0; i < sizeof(accounts_commands) / sizeof(accounts_commands[0]); i++)
         if (strcmp(cmd, accounts_commands[i].name) == 0)
             return accounts_commands[i].run(m, c, req, a);
     if (strcmp(cmd, "key.create") == 0) {
         /* The tenant of a key is its owner's, never the client's word. */
-        const char *user = arg_str(req, "user");
+        const char *user = gw_master_arg_string(req, "user");
         json_object_object_del(req, "tenant");
         if (user != NULL) {
             int rc;
             struct json_object *u = rec_get(m, GW_DB_USERS, user, a, &rc);
             if (u == NULL)
-                return rc == GW_ENOENT ? error_reply("no user \"%s\"", user)
-                                       : error_reply("could not read user: %s", gw_strerror(rc));
+                return rc == GW_ENOENT
+                           ? gw_master_reply_error("no user \"%s\"", user)
+                           : gw_master_reply_error("could not read user: %s", gw_strerror(rc));
             json_object_object_add(req, "tenant", json_object_new_string(field(u, "tenant")));
             json_object_put(u);
         }
@@ -742,7 +718,7 @@ gw_master_accounts_after(struct gw_master *m, const struct gw_caller *c, const c
                 json_object_array_del_idx(keys, i - 1, 1);
     } else if (strcmp(cmd, "key.show") == 0 && json_object_object_get_ex(reply, "key", &key) &&
                strcmp(field(key, "owner"), c->name) != 0) {
-        struct json_object *err = error_reply("no key with id \"%s\"", field(key, "id"));
+        struct json_object *err = gw_master_reply_error("no key with id \"%s\"", field(key, "id"));
         json_object_put(reply);
         return err;
     }

@@ -84,10 +84,8 @@ fail:
 
 /* ------------------------------------------------------------ replies */
 
-static struct json_object *reply_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static struct json_object *
-reply_error(const char *fmt, ...)
+struct json_object *
+gw_master_reply_error(const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -101,8 +99,8 @@ reply_error(const char *fmt, ...)
     return o;
 }
 
-static struct json_object *
-reply_ok(void)
+struct json_object *
+gw_master_reply_ok(void)
 {
     struct json_object *o = json_object_new_object();
 
@@ -130,8 +128,8 @@ key_json(const struct gw_key *k)
     return o;
 }
 
-static const char *
-arg_string(struct json_object *req, const char *name)
+const char *
+gw_master_arg_string(struct json_object *req, const char *name)
 {
     struct json_object *v;
 
@@ -165,7 +163,7 @@ static struct json_object *
 cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct gw_shm_header *h = m->shm.hdr;
-    struct json_object *o = reply_ok(), *workers = json_object_new_object();
+    struct json_object *o = gw_master_reply_ok(), *workers = json_object_new_object();
     int counts[GW_WORKER_NSTATES];
     uint64_t served;
 
@@ -200,7 +198,7 @@ static struct json_object *
 cmd_workers(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     const struct gw_shm *shm = &m->shm;
-    struct json_object *o = reply_ok(), *arr = json_object_new_array();
+    struct json_object *o = gw_master_reply_ok(), *arr = json_object_new_array();
     int64_t now_ms = (int64_t)time(NULL) * 1000;
 
     (void)req, (void)a;
@@ -238,8 +236,8 @@ cmd_reload(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     (void)req, (void)a;
     gw_log(GW_LOG_INFO, "reload requested over the admin socket");
     if (gw_master_reload(m, err, sizeof(err)) != 0)
-        return reply_error("%s", err);
-    struct json_object *o = reply_ok();
+        return gw_master_reply_error("%s", err);
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "generation", json_object_new_int64((int64_t)m->shm.hdr->generation));
     return o;
 }
@@ -254,8 +252,8 @@ cmd_usage(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     /* What workers accounted a moment ago is in the ring: store it first. */
     gw_master_usage_drain(m);
     if ((rc = gw_store_usage_totals(m->store, &t)) != 0)
-        return reply_error("could not read usage: %s", gw_strerror(rc));
-    struct json_object *o = reply_ok();
+        return gw_master_reply_error("could not read usage: %s", gw_strerror(rc));
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "requests", json_object_new_int64((int64_t)t.requests));
     json_object_object_add(o, "input_tokens", json_object_new_int64((int64_t)t.input_tokens));
     json_object_object_add(o, "output_tokens", json_object_new_int64((int64_t)t.output_tokens));
@@ -269,16 +267,16 @@ cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     char id[GW_KEY_ID_LEN + 1], secret[GW_KEY_SECRET_LEN];
     unsigned char hash[GW_KEY_HASH_LEN];
     struct json_object *models, *o;
-    const char *name = arg_string(req, "name");
+    const char *name = gw_master_arg_string(req, "name");
     int rc;
 
     if (name == NULL || name[0] == '\0')
-        return reply_error("a key needs a name (--name NAME)");
+        return gw_master_reply_error("a key needs a name (--name NAME)");
     if (strlen(name) > KEY_NAME_MAX)
-        return reply_error("key name is longer than %d characters", KEY_NAME_MAX);
+        return gw_master_reply_error("key name is longer than %d characters", KEY_NAME_MAX);
     for (const char *c = name; *c; c++)
         if ((unsigned char)*c < 0x20 || *c == 0x7f)
-            return reply_error("key name contains a control character");
+            return gw_master_reply_error("key name contains a control character");
     if (json_object_object_get_ex(req, "models", &models) &&
         json_object_is_type(models, json_type_array)) {
         key.nmodels = json_object_array_length(models);
@@ -286,41 +284,42 @@ cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         for (size_t i = 0; i < key.nmodels; i++) {
             const char *model = json_object_get_string(json_object_array_get_idx(models, i));
             if (model == NULL || gw_config_model_find(m->cfg, model) == NULL)
-                return reply_error("unknown model \"%s\" (not in %s)", model ? model : "",
-                                   m->cfg->path);
+                return gw_master_reply_error("unknown model \"%s\" (not in %s)", model ? model : "",
+                                             m->cfg->path);
             key.models[i] = gw_arena_strdup(a, model);
         }
     }
-    const char *route = arg_string(req, "route");
+    const char *route = gw_master_arg_string(req, "route");
     if (route != NULL && route[0] != '\0') {
         int known = 0;
         for (int i = 0; i < GW_ROUTE_NSTRATEGIES; i++)
             known |= strcmp(route, gw_route_strategy_names[i]) == 0;
         if (!known)
-            return reply_error("unknown routing strategy \"%s\" (weighted, sticky, least_busy, "
-                               "latency, price, throughput)",
-                               route);
+            return gw_master_reply_error(
+                "unknown routing strategy \"%s\" (weighted, sticky, least_busy, "
+                "latency, price, throughput)",
+                route);
         key.route = (char *)route;
     }
     struct json_object *rh;
     if (json_object_object_get_ex(req, "route_header", &rh))
         key.route_header = json_object_get_boolean(rh);
     if (gw_key_generate(id, secret) != 0)
-        return reply_error("could not generate a key: no randomness");
+        return gw_master_reply_error("could not generate a key: no randomness");
     key.id = id;
     key.name = (char *)name;
     /* The owner was checked, and its tenant set, by gw_master_accounts_run. */
-    key.owner = (char *)arg_string(req, "user");
-    key.tenant = (char *)arg_string(req, "tenant");
+    key.owner = (char *)gw_master_arg_string(req, "user");
+    key.tenant = (char *)gw_master_arg_string(req, "tenant");
     /* Enough of the secret to recognise it in a list, far too little to use. */
     key.prefix = gw_arena_printf(a, "%.12s...", secret);
     key.created = time(NULL);
     gw_key_hash(m->secret, secret, strlen(secret), hash);
     if ((rc = gw_store_key_add(m->store, &key, hash)) != 0)
-        return reply_error("could not store the key: %s", gw_strerror(rc));
+        return gw_master_reply_error("could not store the key: %s", gw_strerror(rc));
     atomic_fetch_add(&m->shm.hdr->keys_generation, 1);
     gw_log(GW_LOG_INFO, "key %s (\"%s\") created", id, name);
-    o = reply_ok();
+    o = gw_master_reply_ok();
     json_object_object_add(o, "key", key_json(&key));
     json_object_object_add(o, "secret", json_object_new_string(secret));
     memset(secret, 0, sizeof(secret));
@@ -336,8 +335,8 @@ cmd_key_list(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 
     (void)req;
     if (rc != 0)
-        return reply_error("could not list keys: %s", gw_strerror(rc));
-    struct json_object *o = reply_ok(), *arr = json_object_new_array();
+        return gw_master_reply_error("could not list keys: %s", gw_strerror(rc));
+    struct json_object *o = gw_master_reply_ok(), *arr = json_object_new_array();
     for (size_t i = 0; i < n; i++)
         json_object_array_add(arr, key_json(keys[i]));
     json_object_object_add(o, "keys", arr);
@@ -347,17 +346,17 @@ cmd_key_list(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 static struct json_object *
 cmd_key_show(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
-    const char *id = arg_string(req, "id");
+    const char *id = gw_master_arg_string(req, "id");
     struct gw_key *k;
     int rc;
 
     if (id == NULL)
-        return reply_error("which key? (give its id)");
+        return gw_master_reply_error("which key? (give its id)");
     if ((rc = gw_store_key_get(m->store, id, a, &k)) == GW_ENOENT)
-        return reply_error("no key with id \"%s\"", id);
+        return gw_master_reply_error("no key with id \"%s\"", id);
     if (rc != 0)
-        return reply_error("could not read key %s: %s", id, gw_strerror(rc));
-    struct json_object *o = reply_ok();
+        return gw_master_reply_error("could not read key %s: %s", id, gw_strerror(rc));
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "key", key_json(k));
     return o;
 }
@@ -366,23 +365,23 @@ cmd_key_show(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 static struct json_object *
 key_change(struct gw_master *m, struct json_object *req, const char *verb)
 {
-    const char *id = arg_string(req, "id");
+    const char *id = gw_master_arg_string(req, "id");
     int rc;
 
     if (id == NULL)
-        return reply_error("which key? (give its id)");
+        return gw_master_reply_error("which key? (give its id)");
     if (strcmp(verb, "deleted") == 0)
         rc = gw_store_key_del(m->store, id);
     else
         rc = gw_store_key_set_disabled(m->store, id, strcmp(verb, "disabled") == 0);
     if (rc == GW_ENOENT)
-        return reply_error("no key with id \"%s\"", id);
+        return gw_master_reply_error("no key with id \"%s\"", id);
     if (rc != 0)
-        return reply_error("could not change key %s: %s", id, gw_strerror(rc));
+        return gw_master_reply_error("could not change key %s: %s", id, gw_strerror(rc));
     /* Workers cache keys: this tells them their copies are stale. */
     atomic_fetch_add(&m->shm.hdr->keys_generation, 1);
     gw_log(GW_LOG_INFO, "key %s %s", id, verb);
-    return reply_ok();
+    return gw_master_reply_ok();
 }
 
 static struct json_object *
@@ -417,24 +416,26 @@ static const char *
 limit_scope(struct gw_master *m, struct json_object *req, struct gw_arena *a,
             struct json_object **err)
 {
-    const char *key = arg_string(req, "key"), *model = arg_string(req, "model");
+    const char *key = gw_master_arg_string(req, "key"), *model = gw_master_arg_string(req, "model");
     struct gw_key *k;
     int rc;
 
     if ((key == NULL) == (model == NULL)) {
-        *err = reply_error("name one scope: --key ID or --model NAME");
+        *err = gw_master_reply_error("name one scope: --key ID or --model NAME");
         return NULL;
     }
     if (model != NULL) {
         if (gw_config_model_find(m->cfg, model) == NULL) {
-            *err = reply_error("no model named \"%s\" in the running configuration", model);
+            *err =
+                gw_master_reply_error("no model named \"%s\" in the running configuration", model);
             return NULL;
         }
         return gw_arena_printf(a, "model:%s", model);
     }
     if ((rc = gw_store_key_get(m->store, key, a, &k)) != 0) {
-        *err = rc == GW_ENOENT ? reply_error("no key with id \"%s\"", key)
-                               : reply_error("could not read key %s: %s", key, gw_strerror(rc));
+        *err = rc == GW_ENOENT
+                   ? gw_master_reply_error("no key with id \"%s\"", key)
+                   : gw_master_reply_error("could not read key %s: %s", key, gw_strerror(rc));
         return NULL;
     }
     return gw_arena_printf(a, "key:%s", key);
@@ -508,9 +509,9 @@ cmd_limit_set(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     if (scope == NULL)
         return err;
     if (limit_arg(req, "rpm", &l.rpm) != 0 || limit_arg(req, "tpm", &l.tpm) != 0)
-        return reply_error("--rpm and --tpm take a whole number from 0 to 1000000000");
+        return gw_master_reply_error("--rpm and --tpm take a whole number from 0 to 1000000000");
     if (l.rpm == GW_LIMIT_UNSET && l.tpm == GW_LIMIT_UNSET)
-        return reply_error("give --rpm N, --tpm N or both");
+        return gw_master_reply_error("give --rpm N, --tpm N or both");
     /* A field not given keeps what an earlier set gave it. */
     if ((rc = gw_store_limit_get(m->store, scope, &old)) == 0) {
         if (l.rpm == GW_LIMIT_UNSET)
@@ -518,14 +519,15 @@ cmd_limit_set(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         if (l.tpm == GW_LIMIT_UNSET)
             l.tpm = old.tpm;
     } else if (rc != GW_ENOENT) {
-        return reply_error("could not read the limits of %s: %s", scope, gw_strerror(rc));
+        return gw_master_reply_error("could not read the limits of %s: %s", scope, gw_strerror(rc));
     }
     if ((rc = gw_store_limit_set(m->store, scope, &l)) != 0)
-        return reply_error("could not store the limits of %s: %s", scope, gw_strerror(rc));
+        return gw_master_reply_error("could not store the limits of %s: %s", scope,
+                                     gw_strerror(rc));
     /* Workers cache overrides with the keys: this makes them re-read. */
     atomic_fetch_add(&m->shm.hdr->keys_generation, 1);
     gw_log(GW_LOG_INFO, "limits of %s set", scope);
-    struct json_object *o = reply_ok();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "limit", limit_json(m, scope, &l));
     return o;
 }
@@ -539,7 +541,7 @@ cmd_limit_show(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     size_t n;
     int rc;
 
-    if (arg_string(req, "key") != NULL || arg_string(req, "model") != NULL) {
+    if (gw_master_arg_string(req, "key") != NULL || gw_master_arg_string(req, "model") != NULL) {
         const char *scope = limit_scope(m, req, a, &err);
         if (scope == NULL) {
             json_object_put(arr);
@@ -548,18 +550,19 @@ cmd_limit_show(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         rc = gw_store_limit_get(m->store, scope, &l);
         if (rc != 0 && rc != GW_ENOENT) {
             json_object_put(arr);
-            return reply_error("could not read the limits of %s: %s", scope, gw_strerror(rc));
+            return gw_master_reply_error("could not read the limits of %s: %s", scope,
+                                         gw_strerror(rc));
         }
         json_object_array_add(arr, limit_json(m, scope, rc == 0 ? &l : NULL));
     } else {
         if ((rc = gw_store_limit_list(m->store, a, &scopes, &ls, &n)) != 0) {
             json_object_put(arr);
-            return reply_error("could not list limits: %s", gw_strerror(rc));
+            return gw_master_reply_error("could not list limits: %s", gw_strerror(rc));
         }
         for (size_t i = 0; i < n; i++)
             json_object_array_add(arr, limit_json(m, scopes[i], &ls[i]));
     }
-    o = reply_ok();
+    o = gw_master_reply_ok();
     json_object_object_add(o, "limits", arr);
     return o;
 }
@@ -568,7 +571,7 @@ static struct json_object *
 cmd_limit_clear(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct json_object *err = NULL;
-    const char *key = arg_string(req, "key"), *model = arg_string(req, "model");
+    const char *key = gw_master_arg_string(req, "key"), *model = gw_master_arg_string(req, "model");
     const char *scope;
     int rc;
 
@@ -578,12 +581,13 @@ cmd_limit_clear(struct gw_master *m, struct json_object *req, struct gw_arena *a
         return limit_scope(m, req, a, &err), err;
     scope = key != NULL ? gw_arena_printf(a, "key:%s", key) : gw_arena_printf(a, "model:%s", model);
     if ((rc = gw_store_limit_del(m->store, scope)) == GW_ENOENT)
-        return reply_error("%s has no limit override", scope);
+        return gw_master_reply_error("%s has no limit override", scope);
     if (rc != 0)
-        return reply_error("could not clear the limits of %s: %s", scope, gw_strerror(rc));
+        return gw_master_reply_error("could not clear the limits of %s: %s", scope,
+                                     gw_strerror(rc));
     atomic_fetch_add(&m->shm.hdr->keys_generation, 1);
     gw_log(GW_LOG_INFO, "limits of %s cleared", scope);
-    return reply_ok();
+    return gw_master_reply_ok();
 }
 
 /* ------------------------------------------------- breakers, endpoints */
@@ -673,7 +677,7 @@ breaker_json(const struct gw_master *m, const struct gw_model *mod, const struct
 static struct json_object *
 cmd_breaker_list(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
-    struct json_object *o = reply_ok(), *arr = json_object_new_array();
+    struct json_object *o = gw_master_reply_ok(), *arr = json_object_new_array();
 
     (void)req;
     for (size_t i = 0; i < m->cfg->nmodels; i++) {
@@ -693,12 +697,12 @@ cmd_breaker_list(struct gw_master *m, struct json_object *req, struct gw_arena *
 static struct json_object *
 cmd_breaker_reset(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
-    const char *which = arg_string(req, "target");
+    const char *which = gw_master_arg_string(req, "target");
     struct json_object *done = json_object_new_array();
 
     if (which == NULL || which[0] == '\0') {
         json_object_put(done);
-        return reply_error("which target? give PROVIDER/MODEL, or all");
+        return gw_master_reply_error("which target? give PROVIDER/MODEL, or all");
     }
     bool all = strcmp(which, "all") == 0;
     for (size_t i = 0; i < m->cfg->nmodels; i++) {
@@ -729,12 +733,12 @@ cmd_breaker_reset(struct gw_master *m, struct json_object *req, struct gw_arena 
     }
     if (json_object_array_length(done) == 0) {
         json_object_put(done);
-        return reply_error("no target \"%s\" in the running configuration (give "
-                           "PROVIDER/MODEL as breaker list shows it, or all)",
-                           which);
+        return gw_master_reply_error("no target \"%s\" in the running configuration (give "
+                                     "PROVIDER/MODEL as breaker list shows it, or all)",
+                                     which);
     }
     gw_log(GW_LOG_INFO, "breaker of %s reset over the admin socket", all ? "every target" : which);
-    struct json_object *o = reply_ok();
+    struct json_object *o = gw_master_reply_ok();
     json_object_object_add(o, "reset", done);
     return o;
 }
@@ -760,25 +764,27 @@ reply_write(int fd, struct json_object *reply)
 static struct json_object *
 cmd_endpoint_test(struct gw_master *m, struct json_object *req, struct gw_arena *a, int fd)
 {
-    const char *model = arg_string(req, "model"), *target = arg_string(req, "target");
+    const char *model = gw_master_arg_string(req, "model"),
+               *target = gw_master_arg_string(req, "target");
     const struct gw_model *mod;
     long only = -1;
 
     if (model == NULL || model[0] == '\0')
-        return reply_error("which model? (give its name)");
+        return gw_master_reply_error("which model? (give its name)");
     if ((mod = gw_config_model_find(m->cfg, model)) == NULL)
-        return reply_error("unknown model \"%s\" (not in %s)", model, m->cfg->path);
+        return gw_master_reply_error("unknown model \"%s\" (not in %s)", model, m->cfg->path);
     if (target != NULL && target[0] != '\0') {
         for (size_t j = 0; j < mod->ntargets && only < 0; j++)
             if (strcmp(target_name(m, &mod->targets[j], a), target) == 0)
                 only = (long)j;
         if (only < 0)
-            return reply_error("model \"%s\" has no target \"%s\" (PROVIDER/MODEL)", model, target);
+            return gw_master_reply_error("model \"%s\" has no target \"%s\" (PROVIDER/MODEL)",
+                                         model, target);
     }
     pid_t pid = fork();
     if (pid < 0) {
         gw_log(GW_LOG_ERROR, "fork: %s", strerror(errno));
-        return reply_error("could not start the test: fork: %s", strerror(errno));
+        return gw_master_reply_error("could not start the test: fork: %s", strerror(errno));
     }
     if (pid > 0) {
         gw_log(GW_LOG_INFO, "endpoint test of %s%s%s in process %ld", model,
@@ -801,9 +807,9 @@ cmd_endpoint_test(struct gw_master *m, struct json_object *req, struct gw_arena 
     struct json_object *reply;
     if (json_object_array_length(results) == 0) {
         json_object_put(results);
-        reply = reply_error("could not run the test: out of memory");
+        reply = gw_master_reply_error("could not run the test: out of memory");
     } else {
-        reply = reply_ok();
+        reply = gw_master_reply_ok();
         json_object_object_add(reply, "model", json_object_new_string(model));
         json_object_object_add(reply, "passed", json_object_new_boolean(all_ok));
         json_object_object_add(reply, "targets", results);
@@ -861,11 +867,11 @@ dispatch(struct gw_master *m, const struct gw_caller *caller, const char *line, 
          int fd)
 {
     struct json_object *req = json_tokener_parse(line), *reply;
-    const char *cmd = req != NULL ? arg_string(req, "cmd") : NULL;
+    const char *cmd = req != NULL ? gw_master_arg_string(req, "cmd") : NULL;
     bool handled;
 
     if (cmd == NULL) {
-        reply = reply_error("malformed request: expected a JSON object with \"cmd\"");
+        reply = gw_master_reply_error("malformed request: expected a JSON object with \"cmd\"");
         goto out;
     }
     /* Permissions and the accounts commands first (accounts.c). */
@@ -879,7 +885,7 @@ dispatch(struct gw_master *m, const struct gw_caller *caller, const char *line, 
             goto out;
         }
     }
-    reply = reply_error("unknown command \"%s\"", cmd);
+    reply = gw_master_reply_error("unknown command \"%s\"", cmd);
 out:
     if (cmd != NULL)
         reply = gw_master_accounts_after(m, caller, cmd, req, reply);
@@ -909,12 +915,12 @@ gw_master_control_serve(int lfd, struct gw_master *m)
     struct json_object *reply = NULL;
     if (!peer_allowed(m, fd, &cred, &caller)) {
         gw_log(GW_LOG_WARN, "admin: refused uid %ld (pid %ld)", (long)cred.uid, (long)cred.pid);
-        reply =
-            reply_error("permission denied: uid %ld may not manage this gateway", (long)cred.uid);
+        reply = gw_master_reply_error("permission denied: uid %ld may not manage this gateway",
+                                      (long)cred.uid);
     } else {
         int rc = gw_proto_read_line(fd, &in, &line, &used);
         if (rc == GW_ETOOBIG)
-            reply = reply_error("request line too long");
+            reply = gw_master_reply_error("request line too long");
         else if (rc < 0)
             goto out; /* the client went away or said nothing */
         else {

@@ -218,6 +218,17 @@ int gw_master_control_open(const struct gw_config *cfg);
 void gw_master_control_serve(int lfd, struct gw_master *m);
 
 /*
+ * Replies of the admin protocol, for every file that implements commands:
+ * {"ok": false, "error": message} and {"ok": true}; the caller owns the
+ * object.  gw_master_arg_string: a string argument of the request, or NULL.
+ */
+struct json_object;
+struct json_object *gw_master_reply_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+struct json_object *gw_master_reply_ok(void);
+const char *gw_master_arg_string(struct json_object *req, const char *name);
+
+/*
  * Accounts (accounts.c): tenants, users, grants, key rotation and the
  * audit log, and who the admin socket's caller is.
  *

@@ -319,81 +319,57 @@ metrics_add(struct json_object *o, const struct group *g)
     json_object_object_add(o, "avg_ttfb_ms", avg(g->ttfb_ms, g->requests));
 }
 
-static struct json_object *stats_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static struct json_object *
-stats_error(const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    struct json_object *o = json_object_new_object();
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    json_object_object_add(o, "ok", json_object_new_boolean(0));
-    json_object_object_add(o, "error", json_object_new_string(msg));
-    return o;
-}
-
-static const char *
-arg(struct json_object *req, const char *name)
-{
-    struct json_object *v;
-
-    if (!json_object_object_get_ex(req, name, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
 struct json_object *
 gw_master_stats_usage(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct agg ag = {0};
     struct json_object *o = NULL, *rows, *by;
     struct group *sorted = NULL;
-    const char *from = arg(req, "from"), *to = arg(req, "to"), *dims = arg(req, "by");
+    const char *from = gw_master_arg_string(req, "from"), *to = gw_master_arg_string(req, "to"),
+               *dims = gw_master_arg_string(req, "by");
     int64_t from_us = 0, to_us = INT64_MAX;
     int rc;
 
     (void)a;
     if (from != NULL && gw_master_stats_time_parse(from, &from_us) != 0)
-        return stats_error("--from %s: expected YYYY-MM-DD or an ISO 8601 time such as "
-                           "2025-01-31T12:00:00Z",
-                           from);
+        return gw_master_reply_error("--from %s: expected YYYY-MM-DD or an ISO 8601 time such as "
+                                     "2025-01-31T12:00:00Z",
+                                     from);
     if (to != NULL && gw_master_stats_time_parse(to, &to_us) != 0)
-        return stats_error("--to %s: expected YYYY-MM-DD or an ISO 8601 time such as "
-                           "2025-01-31T12:00:00Z",
-                           to);
+        return gw_master_reply_error("--to %s: expected YYYY-MM-DD or an ISO 8601 time such as "
+                                     "2025-01-31T12:00:00Z",
+                                     to);
     if (dims != NULL && dims[0] != '\0' &&
         (rc = gw_master_stats_dims_parse(dims, ag.dims, &ag.ndims)) != 0)
-        return stats_error("--by %s: %s", dims,
-                           rc == GW_EEXIST ? "a dimension is named twice"
-                                           : "dimensions are key, model, target, status, day, "
-                                             "month, hour (comma-separated)");
-    ag.key = arg(req, "key");
-    ag.model = arg(req, "model");
-    ag.target = arg(req, "target");
+        return gw_master_reply_error("--by %s: %s", dims,
+                                     rc == GW_EEXIST
+                                         ? "a dimension is named twice"
+                                         : "dimensions are key, model, target, status, day, "
+                                           "month, hour (comma-separated)");
+    ag.key = gw_master_arg_string(req, "key");
+    ag.model = gw_master_arg_string(req, "model");
+    ag.target = gw_master_arg_string(req, "target");
 
     /* What workers accounted a moment ago is in the ring: store it first. */
     gw_master_usage_drain(m);
     rc = gw_store_usage_scan(m->store, from_us, to_us, agg_record, &ag);
     if (rc != 0) {
         if (ag.why == 1)
-            o = stats_error("the range holds more than %d usage records; narrow it with "
-                            "--from and --to",
-                            STATS_MAX_RECORDS);
+            o = gw_master_reply_error("the range holds more than %d usage records; narrow it with "
+                                      "--from and --to",
+                                      STATS_MAX_RECORDS);
         else if (ag.why == 2)
-            o = stats_error("more than %d groups; group by fewer or coarser dimensions, or "
-                            "narrow the range",
-                            STATS_MAX_GROUPS);
+            o = gw_master_reply_error(
+                "more than %d groups; group by fewer or coarser dimensions, or "
+                "narrow the range",
+                STATS_MAX_GROUPS);
         else
-            o = stats_error("could not read usage: %s", gw_strerror(rc));
+            o = gw_master_reply_error("could not read usage: %s", gw_strerror(rc));
         goto out;
     }
 
     if (ag.n > 0 && (sorted = malloc(ag.n * sizeof(*sorted))) == NULL) {
-        o = stats_error("could not read usage: %s", gw_strerror(GW_ENOMEM));
+        o = gw_master_reply_error("could not read usage: %s", gw_strerror(GW_ENOMEM));
         goto out;
     }
     size_t n = 0;
@@ -433,9 +409,9 @@ gw_master_stats_usage(struct gw_master *m, struct json_object *req, struct gw_ar
     json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
     if (len + 1 > GW_PROTO_MAX_LINE) {
         json_object_put(o);
-        o = stats_error("%zu rows do not fit in one reply; group by fewer or coarser "
-                        "dimensions, or narrow the range",
-                        n);
+        o = gw_master_reply_error("%zu rows do not fit in one reply; group by fewer or coarser "
+                                  "dimensions, or narrow the range",
+                                  n);
     }
 out:
     free(sorted);
