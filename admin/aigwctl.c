@@ -282,15 +282,24 @@ only_json(const char *cmd, int argc, char **argv, int *rc)
     return true;
 }
 
+/* A command whose only argument is --json: check that, then ask. */
+static int
+ask_simple(const char *name, const char *cmd, int argc, char **argv, struct json_object **reply)
+{
+    int rc;
+
+    if (!only_json(name, argc, argv, &rc))
+        return rc;
+    return call(request_new(cmd), reply);
+}
+
 static int
 cmd_workers(int argc, char **argv)
 {
     struct json_object *reply = NULL, *arr;
     int rc;
 
-    if (!only_json("workers", argc, argv, &rc))
-        return rc;
-    if ((rc = call(request_new("workers"), &reply)) != 0)
+    if ((rc = ask_simple("workers", "workers", argc, argv, &reply)) != 0)
         return rc;
     json_object_object_get_ex(reply, "workers", &arr);
     if (json_out) {
@@ -313,9 +322,7 @@ cmd_reload(int argc, char **argv)
     struct json_object *reply = NULL;
     int rc;
 
-    if (!only_json("reload", argc, argv, &rc))
-        return rc;
-    if ((rc = call(request_new("reload"), &reply)) != 0)
+    if ((rc = ask_simple("reload", "reload", argc, argv, &reply)) != 0)
         return rc;
     if (json_out) {
         json_object_object_del(reply, "ok");
@@ -558,9 +565,7 @@ cmd_usage(int argc, char **argv)
     /* Anything beyond --json asks for statistics; the totals stay as they were. */
     if (argc > 1 || (argc == 1 && strcmp(argv[0], "--json") != 0))
         return usage_stats(argc, argv);
-    if (!only_json("usage", argc, argv, &rc))
-        return rc;
-    if ((rc = call(request_new("usage"), &reply)) != 0)
+    if ((rc = ask_simple("usage", "usage", argc, argv, &reply)) != 0)
         return rc;
     json_object_object_del(reply, "ok");
     if (json_out)
@@ -749,9 +754,7 @@ cmd_breaker_list(int argc, char **argv)
     struct json_object *reply = NULL, *arr;
     int rc;
 
-    if (!only_json("breaker list", argc, argv, &rc))
-        return rc;
-    if ((rc = call(request_new("breaker.list"), &reply)) != 0)
+    if ((rc = ask_simple("breaker list", "breaker.list", argc, argv, &reply)) != 0)
         return rc;
     json_object_object_get_ex(reply, "targets", &arr);
     if (json_out) {

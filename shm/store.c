@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <json-c/json.h>
 #include <lmdb.h>
@@ -150,6 +151,67 @@ static void
 store_read_end(struct gw_store *st)
 {
     mdb_txn_reset(st->rtxn);
+}
+
+/*
+ * Call fn for each record of dbi, in key order (or newest first), inside
+ * one read transaction; fn returns 0 to go on, 1 to stop, or a GW_E* code.
+ * The values are LMDB's: fn copies what it keeps.
+ */
+typedef int (*store_each_fn)(const MDB_val *k, const MDB_val *v, void *ctx);
+
+static int
+store_each(struct gw_store *st, MDB_dbi dbi, const char *what, bool newest_first, store_each_fn fn,
+           void *ctx)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    MDB_cursor_op first = newest_first ? MDB_LAST : MDB_FIRST;
+    MDB_cursor_op next = newest_first ? MDB_PREV : MDB_NEXT;
+    int rc = store_read_begin(st, &txn), mrc;
+
+    if (rc != 0)
+        return rc;
+    if ((mrc = mdb_cursor_open(txn, dbi, &cur)) != 0) {
+        rc = store_fail("mdb_cursor_open", what, mrc);
+        goto out;
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, first); mrc == 0 && rc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, next))
+        rc = fn(&k, &v, ctx);
+    if (rc == 1)
+        rc = 0;
+    else if (rc == 0 && mrc != MDB_NOTFOUND)
+        rc = store_fail("mdb_cursor_get", what, mrc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    store_read_end(st);
+    return rc;
+}
+
+/* Make room for one more element in an arena array (doubling). */
+static void *
+arena_grow(struct gw_arena *a, void *arr, size_t len, size_t *cap, size_t elem)
+{
+    if (arr != NULL && len < *cap)
+        return arr;
+    size_t next = *cap ? 2 * *cap : 16;
+    void *bigger = gw_arena_alloc(a, next * elem);
+    if (len > 0)
+        memcpy(bigger, arr, len * elem);
+    *cap = next;
+    return bigger;
+}
+
+/* Keys of time-ordered databases: big-endian time, then 8 unique bytes. */
+static void
+time_key(unsigned char key[16], uint64_t when, uint64_t uniq)
+{
+    for (int b = 0; b < 8; b++)
+        key[b] = (unsigned char)(when >> (56 - 8 * b));
+    memcpy(key + 8, &uniq, 8);
 }
 
 /* Decode a JSON key record into a. */
@@ -368,42 +430,33 @@ gw_store_key_get(struct gw_store *st, const char *id, struct gw_arena *a, struct
     return rc;
 }
 
+struct key_list {
+    struct gw_arena *a;
+    struct gw_key **keys;
+    size_t len, cap;
+};
+
+static int
+key_list_one(const MDB_val *k, const MDB_val *v, void *ctx)
+{
+    struct key_list *l = ctx;
+
+    (void)k;
+    l->keys = arena_grow(l->a, l->keys, l->len, &l->cap, sizeof(*l->keys));
+    int rc = key_decode(v->mv_data, v->mv_size, l->a, &l->keys[l->len]);
+    if (rc == 0)
+        l->len++;
+    return rc;
+}
+
 int
 gw_store_key_list(struct gw_store *st, struct gw_arena *a, struct gw_key ***out, size_t *n)
 {
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    size_t cap = 16, len = 0;
-    struct gw_key **keys = gw_arena_alloc(a, cap * sizeof(*keys));
-    int rc = store_read_begin(st, &txn), mrc;
+    struct key_list l = {.a = a};
+    int rc = store_each(st, st->keys, "keys", false, key_list_one, &l);
 
-    if (rc != 0)
-        return rc;
-    if ((mrc = mdb_cursor_open(txn, st->keys, &cur)) != 0) {
-        rc = store_fail("mdb_cursor_open", "keys", mrc);
-        goto out;
-    }
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (len == cap) {
-            struct gw_key **bigger = gw_arena_alloc(a, 2 * cap * sizeof(*keys));
-            memcpy(bigger, keys, len * sizeof(*keys));
-            keys = bigger;
-            cap *= 2;
-        }
-        if ((rc = key_decode(v.mv_data, v.mv_size, a, &keys[len])) != 0)
-            goto out;
-        len++;
-    }
-    if (mrc != MDB_NOTFOUND)
-        rc = store_fail("mdb_cursor_get", "keys", mrc);
-    *out = keys;
-    *n = len;
-out:
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    store_read_end(st);
+    *out = l.keys;
+    *n = l.len;
     return rc;
 }
 
@@ -575,43 +628,34 @@ gw_store_rec_del(struct gw_store *st, enum gw_store_db db, const char *name)
     return store_commit(txn, rc);
 }
 
+struct rec_list {
+    struct gw_arena *a;
+    char **json;
+    size_t len, cap, limit;
+};
+
+static int
+rec_list_one(const MDB_val *k, const MDB_val *v, void *ctx)
+{
+    struct rec_list *l = ctx;
+
+    (void)k;
+    if (l->limit != 0 && l->len >= l->limit)
+        return 1;
+    l->json = arena_grow(l->a, l->json, l->len, &l->cap, sizeof(*l->json));
+    l->json[l->len++] = gw_arena_strndup(l->a, v->mv_data, v->mv_size);
+    return 0;
+}
+
 int
 gw_store_rec_list(struct gw_store *st, enum gw_store_db db, bool newest_first, size_t limit,
                   struct gw_arena *a, char ***json, size_t *n)
 {
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    size_t cap = 16, len = 0;
-    char **out = gw_arena_alloc(a, cap * sizeof(*out));
-    MDB_cursor_op first = newest_first ? MDB_LAST : MDB_FIRST;
-    MDB_cursor_op next = newest_first ? MDB_PREV : MDB_NEXT;
-    int rc = store_read_begin(st, &txn), mrc;
+    struct rec_list l = {.a = a, .limit = limit};
+    int rc = store_each(st, st->recs[db], "records", newest_first, rec_list_one, &l);
 
-    if (rc != 0)
-        return rc;
-    if ((mrc = mdb_cursor_open(txn, st->recs[db], &cur)) != 0) {
-        rc = store_fail("mdb_cursor_open", "records", mrc);
-        goto out;
-    }
-    for (mrc = mdb_cursor_get(cur, &k, &v, first); mrc == 0 && (limit == 0 || len < limit);
-         mrc = mdb_cursor_get(cur, &k, &v, next)) {
-        if (len == cap) {
-            char **bigger = gw_arena_alloc(a, 2 * cap * sizeof(*out));
-            memcpy(bigger, out, len * sizeof(*out));
-            out = bigger;
-            cap *= 2;
-        }
-        out[len++] = gw_arena_strndup(a, v.mv_data, v.mv_size);
-    }
-    if (mrc != MDB_NOTFOUND && mrc != 0)
-        rc = store_fail("mdb_cursor_get", "records", mrc);
-    *json = out;
-    *n = len;
-out:
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    store_read_end(st);
+    *json = l.json;
+    *n = l.len;
     return rc;
 }
 
@@ -619,15 +663,18 @@ int
 gw_store_audit_add(struct gw_store *st, const char *json)
 {
     unsigned char key[16];
-    uint64_t when = (uint64_t)gw_now_us(), uniq;
+    struct timespec ts;
+    uint64_t when, uniq;
+
+    /* Wall clock, not monotonic: the order must hold across reboots. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    when = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     MDB_txn *txn;
     int mrc, rc = 0;
 
-    for (int b = 0; b < 8; b++)
-        key[b] = (unsigned char)(when >> (56 - 8 * b));
     if (gw_random_bytes(&uniq, sizeof(uniq)) != 0)
         uniq = when;
-    memcpy(key + 8, &uniq, 8);
+    time_key(key, when, uniq);
     MDB_val k = {sizeof(key), key}, v = {strlen(json), (void *)json};
     if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
         return store_fail("mdb_txn_begin", "audit", mrc);
@@ -662,14 +709,12 @@ gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n, u
     for (size_t i = 0; i < n && rc == 0; i++) {
         unsigned char key[16];
         uint64_t when = (uint64_t)recs[i].time_us, uniq;
-        for (int b = 0; b < 8; b++)
-            key[b] = (unsigned char)(when >> (56 - 8 * b));
         /* Ring records are unique by position; others by chance (64 bits). */
         if (incarnation != 0)
             uniq = incarnation ^ (head - n + i);
         else if (gw_random_bytes(&uniq, sizeof(uniq)) != 0)
             uniq = (uint64_t)gw_now_us();
-        memcpy(key + 8, &uniq, 8);
+        time_key(key, when, uniq);
         MDB_val uk = {sizeof(key), key}, uv = {sizeof(recs[i]), (void *)&recs[i]};
         if ((mrc = mdb_put(txn, st->usage, &uk, &uv, 0)) != 0)
             rc = store_fail("mdb_put", "usage", mrc);
@@ -855,48 +900,37 @@ gw_store_limit_del(struct gw_store *st, const char *scope)
     return store_commit(txn, rc);
 }
 
+struct limit_list {
+    struct gw_arena *a;
+    char **names;
+    struct gw_limits *limits;
+    size_t len, cap;
+};
+
+static int
+limit_list_one(const MDB_val *k, const MDB_val *v, void *ctx)
+{
+    struct limit_list *l = ctx;
+    size_t cap = l->cap;
+
+    l->names = arena_grow(l->a, l->names, l->len, &cap, sizeof(*l->names));
+    l->limits = arena_grow(l->a, l->limits, l->len, &l->cap, sizeof(*l->limits));
+    l->names[l->len] = gw_arena_strndup(l->a, k->mv_data, k->mv_size);
+    int rc = limit_decode(v->mv_data, v->mv_size, &l->limits[l->len]);
+    if (rc == 0)
+        l->len++;
+    return rc;
+}
+
 int
 gw_store_limit_list(struct gw_store *st, struct gw_arena *a, char ***scopes,
                     struct gw_limits **limits, size_t *n)
 {
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    size_t cap = 16, len = 0;
-    char **names = gw_arena_alloc(a, cap * sizeof(*names));
-    struct gw_limits *ls = gw_arena_alloc(a, cap * sizeof(*ls));
-    int rc = store_read_begin(st, &txn), mrc;
+    struct limit_list l = {.a = a};
+    int rc = store_each(st, st->limits, "limits", false, limit_list_one, &l);
 
-    if (rc != 0)
-        return rc;
-    if ((mrc = mdb_cursor_open(txn, st->limits, &cur)) != 0) {
-        rc = store_fail("mdb_cursor_open", "limits", mrc);
-        goto out;
-    }
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (len == cap) {
-            char **bn = gw_arena_alloc(a, 2 * cap * sizeof(*names));
-            struct gw_limits *bl = gw_arena_alloc(a, 2 * cap * sizeof(*ls));
-            memcpy(bn, names, len * sizeof(*names));
-            memcpy(bl, ls, len * sizeof(*ls));
-            names = bn;
-            ls = bl;
-            cap *= 2;
-        }
-        names[len] = gw_arena_strndup(a, k.mv_data, k.mv_size);
-        if ((rc = limit_decode(v.mv_data, v.mv_size, &ls[len])) != 0)
-            goto out;
-        len++;
-    }
-    if (mrc != MDB_NOTFOUND)
-        rc = store_fail("mdb_cursor_get", "limits", mrc);
-    *scopes = names;
-    *limits = ls;
-    *n = len;
-out:
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    store_read_end(st);
+    *scopes = l.names;
+    *limits = l.limits;
+    *n = l.len;
     return rc;
 }

@@ -138,26 +138,24 @@ reset_ms(uint64_t limit, double remaining)
     return missing <= 0 ? 0 : (int64_t)ceil(missing * 60000.0 / (double)limit);
 }
 
+/* The three x-ratelimit-* lines of one kind ("requests" or "tokens"). */
+static const char *
+headers_of(struct gw_arena *a, const char *kind, const struct limit_view *v)
+{
+    if (!v->set)
+        return "";
+    return gw_arena_printf(a,
+                           "x-ratelimit-limit-%s: %llu\r\n"
+                           "x-ratelimit-remaining-%s: %.0f\r\n"
+                           "x-ratelimit-reset-%s: %s\r\n",
+                           kind, (unsigned long long)v->limit, kind, v->remaining, kind,
+                           duration_text(a, v->reset_ms));
+}
+
 static const char *
 headers_text(struct gw_arena *a, const struct limit_view *rq, const struct limit_view *tk)
 {
-    const char *r = "", *t = "";
-
-    if (rq->set)
-        r = gw_arena_printf(a,
-                            "x-ratelimit-limit-requests: %llu\r\n"
-                            "x-ratelimit-remaining-requests: %.0f\r\n"
-                            "x-ratelimit-reset-requests: %s\r\n",
-                            (unsigned long long)rq->limit, rq->remaining,
-                            duration_text(a, rq->reset_ms));
-    if (tk->set)
-        t = gw_arena_printf(a,
-                            "x-ratelimit-limit-tokens: %llu\r\n"
-                            "x-ratelimit-remaining-tokens: %.0f\r\n"
-                            "x-ratelimit-reset-tokens: %s\r\n",
-                            (unsigned long long)tk->limit, tk->remaining,
-                            duration_text(a, tk->reset_ms));
-    return gw_arena_printf(a, "%s%s", r, t);
+    return gw_arena_printf(a, "%s%s", headers_of(a, "requests", rq), headers_of(a, "tokens", tk));
 }
 
 /* Prompt bytes / 4 plus the completion asked for (or a default). */
