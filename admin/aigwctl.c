@@ -50,11 +50,16 @@ static const char usage_text[] =
     "  key disable ID                        refuse the key from now on\n"
     "  key enable ID                         accept a disabled key again\n"
     "  key delete ID                         delete the key for good\n"
-    "  limit set --key ID|--model NAME [--rpm N] [--tpm N] [--json]\n"
-    "                                        override a key's or a model's rate limits\n"
-    "  limit show [--key ID|--model NAME] [--json]\n"
-    "                                        the limits in force (all overrides without a scope)\n"
-    "  limit clear --key ID|--model NAME     drop an override: the defaults apply again\n"
+    "  limit set SCOPE [--rpm N] [--tpm N] [--json]\n"
+    "                                        override the rate limits of SCOPE: --key ID,\n"
+    "                                        --user NAME, --tenant NAME or --model NAME\n"
+    "  limit show [SCOPE] [--json]           the limits in force (all overrides without a scope)\n"
+    "  limit clear SCOPE                     drop an override: the defaults apply again\n"
+    "  quota set SCOPE [--tokens N] [--calls N] [--period day|month|total] [--alert-at P%]\n"
+    "            [--json]                    cap the tokens or calls of SCOPE: --tenant NAME,\n"
+    "                                        --user NAME, --key ID or --model NAME\n"
+    "  quota show [SCOPE] [--json]           quotas with what they used and what is left\n"
+    "  quota clear SCOPE [--period P]        drop a quota (all periods without --period)\n"
     "  tenant add|show|delete NAME [--json], tenant list [--json]\n"
     "                                        manage tenants (delete: only without users)\n"
     "  user add NAME --tenant T [--uid N] [--json], user list|show|delete\n"
@@ -870,7 +875,7 @@ limit_print(struct json_object *l)
            limit_text(def, "tpm", f, sizeof(f)));
 }
 
-/* limit set|show|clear: --key ID or --model NAME names the scope. */
+/* limit set|show|clear: --key, --user, --tenant or --model names the scope. */
 static int
 cmd_limit(int argc, char **argv)
 {
@@ -894,7 +899,8 @@ cmd_limit(int argc, char **argv)
         bool has = i + 1 < argc;
         if (strcmp(argv[i], "--json") == 0) {
             json_out = true;
-        } else if (has && (strcmp(argv[i], "--key") == 0 || strcmp(argv[i], "--model") == 0)) {
+        } else if (has && (strcmp(argv[i], "--key") == 0 || strcmp(argv[i], "--model") == 0 ||
+                           strcmp(argv[i], "--user") == 0 || strcmp(argv[i], "--tenant") == 0)) {
             json_object_object_add(req, argv[i] + 2, json_object_new_string(argv[i + 1]));
             i++;
         } else if (has && strcmp(sub, "set") == 0 &&
@@ -927,6 +933,116 @@ cmd_limit(int argc, char **argv)
         limit_print(arr);
     } else {
         printf("limit override cleared\n");
+    }
+    json_object_put(reply);
+    return 0;
+}
+
+/* One side (tokens or calls) of a quota: "used/limit", or "-". */
+static const char *
+quota_side(struct json_object *q, const char *what, char *buf, size_t len)
+{
+    struct json_object *d, *used, *limit;
+
+    if (!json_object_object_get_ex(q, what, &d) || d == NULL ||
+        !json_object_object_get_ex(d, "used", &used) ||
+        !json_object_object_get_ex(d, "limit", &limit))
+        return "-";
+    snprintf(buf, len, "%lld/%lld", (long long)json_object_get_int64(used),
+             (long long)json_object_get_int64(limit));
+    return buf;
+}
+
+static void
+quota_print(struct json_object *q)
+{
+    struct json_object *v;
+    char tokens[64], calls[64], resets[32] = "never", alert[16] = "-";
+
+    if (json_object_object_get_ex(q, "resets", &v) && v != NULL) {
+        time_t t = (time_t)json_object_get_int64(v);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(resets, sizeof(resets), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    if (json_object_object_get_ex(q, "alert_at", &v))
+        snprintf(alert, sizeof(alert), "%d%%", json_object_get_int(v));
+    printf("%-32s %-6s tokens %-24s calls %-16s alert %-4s resets %s\n", field_str(q, "scope"),
+           field_str(q, "period"), quota_side(q, "tokens", tokens, sizeof(tokens)),
+           quota_side(q, "calls", calls, sizeof(calls)), alert, resets);
+}
+
+/* quota set|show|clear: --tenant, --user, --key or --model names the scope. */
+static int
+cmd_quota(int argc, char **argv)
+{
+    static const char *const scopes[] = {"--tenant", "--user", "--key", "--model", "--period"};
+    struct json_object *req, *reply = NULL, *arr;
+    const char *sub, *what;
+    int rc;
+
+    if (argc < 1)
+        return usage_error("quota: %s", "which subcommand? set, show, clear");
+    sub = argv[0];
+    if (strcmp(sub, "set") == 0)
+        what = "quota.set";
+    else if (strcmp(sub, "show") == 0)
+        what = "quota.show";
+    else if (strcmp(sub, "clear") == 0)
+        what = "quota.clear";
+    else
+        return usage_error("quota: unknown subcommand %s", sub);
+    req = request_new(what);
+    for (int i = 1; i < argc; i++) {
+        bool has = i + 1 < argc, named = false;
+        if (strcmp(argv[i], "--json") == 0) {
+            json_out = true;
+            continue;
+        }
+        for (size_t s = 0; s < sizeof(scopes) / sizeof(scopes[0]) && has; s++) {
+            if (strcmp(argv[i], scopes[s]) == 0) {
+                json_object_object_add(req, argv[i] + 2, json_object_new_string(argv[i + 1]));
+                named = true;
+            }
+        }
+        if (named) {
+            i++;
+        } else if (has && strcmp(sub, "set") == 0 &&
+                   (strcmp(argv[i], "--tokens") == 0 || strcmp(argv[i], "--calls") == 0 ||
+                    strcmp(argv[i], "--alert-at") == 0)) {
+            bool pct = strcmp(argv[i], "--alert-at") == 0;
+            char *end;
+            errno = 0;
+            long long v = strtoll(argv[i + 1], &end, 10);
+            if (pct && *end == '%')
+                end++;
+            if (errno != 0 || *end != '\0' || end == argv[i + 1] || v < 0) {
+                json_object_put(req);
+                return usage_error(pct ? "quota set: %s needs a percentage such as 80%%"
+                                       : "quota set: %s needs a whole number",
+                                   argv[i]);
+            }
+            json_object_object_add(req, pct ? "alert_at" : argv[i] + 2, json_object_new_int64(v));
+            i++;
+        } else {
+            json_object_put(req);
+            return usage_error("quota: unexpected or incomplete argument %s", argv[i]);
+        }
+    }
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    if (json_out) {
+        json_object_object_del(reply, "ok");
+        print_json(reply, NULL);
+    } else if (json_object_object_get_ex(reply, "quotas", &arr)) {
+        if (json_object_array_length(arr) == 0)
+            printf("no quotas\n");
+        for (size_t i = 0; i < json_object_array_length(arr); i++)
+            quota_print(json_object_array_get_idx(arr, i));
+    } else if (json_object_object_get_ex(reply, "quota", &arr)) {
+        quota_print(arr);
+    } else {
+        printf("quota cleared\n");
     }
     json_object_put(reply);
     return 0;
@@ -1295,6 +1411,8 @@ main(int argc, char **argv)
         return cmd_breaker(argc - i, argv + i);
     if (strcmp(cmd, "limit") == 0)
         return cmd_limit(argc - i, argv + i);
+    if (strcmp(cmd, "quota") == 0)
+        return cmd_quota(argc - i, argv + i);
     if (strcmp(cmd, "endpoint") == 0)
         return cmd_endpoint(argc - i, argv + i);
     return usage_error("unknown command %s", cmd);

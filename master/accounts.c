@@ -627,9 +627,9 @@ static const char *const non_admin_commands[] = {"status", "key.list", "key.show
 
 /* Changes that go into the audit log when they succeed. */
 static const char *const audited_commands[] = {
-    "tenant.add", "tenant.delete", "user.add",    "user.delete", "grant",
-    "revoke",     "key.create",    "key.disable", "key.enable",  "key.delete",
-    "key.rotate", "limit.set",     "limit.clear", "reload"};
+    "tenant.add",  "tenant.delete", "user.add",    "user.delete", "grant",      "revoke",
+    "key.create",  "key.disable",   "key.enable",  "key.delete",  "key.rotate", "limit.set",
+    "limit.clear", "quota.set",     "quota.clear", "reload"};
 
 static bool
 in_list(const char *cmd, const char *const *list, size_t n)

@@ -408,37 +408,62 @@ cmd_key_delete(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 /* ------------------------------------------------------- rate limits */
 
 /*
- * The scope a limit command names: "key:ID" (a key that exists) or
- * "model:NAME" (a model of the running configuration), in a.  NULL with
- * *err set when neither or both are given, or the thing is not there.
+ * The scope a limit command names: "key:ID" (a key that exists),
+ * "user:NAME", "tenant:NAME" (that exist) or "model:NAME" (a model of the
+ * running configuration), in a.  With check false the thing need not
+ * exist (clearing what a deleted key left).  NULL with *err set when not
+ * exactly one is given, or the thing is not there.
  */
 static const char *
-limit_scope(struct gw_master *m, struct json_object *req, struct gw_arena *a,
+limit_scope(struct gw_master *m, struct json_object *req, struct gw_arena *a, bool check,
             struct json_object **err)
 {
-    const char *key = gw_master_arg_string(req, "key"), *model = gw_master_arg_string(req, "model");
+    static const char *const kinds[] = {"key", "user", "tenant", "model"};
+    const char *kind = NULL, *name = NULL;
+    char *json;
     struct gw_key *k;
-    int rc;
+    int rc = 0;
 
-    if ((key == NULL) == (model == NULL)) {
-        *err = gw_master_reply_error("name one scope: --key ID or --model NAME");
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        const char *v = gw_master_arg_string(req, kinds[i]);
+        if (v == NULL)
+            continue;
+        if (kind != NULL) {
+            kind = NULL;
+            break;
+        }
+        kind = kinds[i];
+        name = v;
+    }
+    if (kind == NULL) {
+        *err = gw_master_reply_error(
+            "name one scope: --key ID, --user NAME, --tenant NAME or --model NAME");
         return NULL;
     }
-    if (model != NULL) {
-        if (gw_config_model_find(m->cfg, model) == NULL) {
+    if (!check)
+        return gw_arena_printf(a, "%s:%s", kind, name);
+    if (strcmp(kind, "model") == 0) {
+        if (gw_config_model_find(m->cfg, name) == NULL) {
             *err =
-                gw_master_reply_error("no model named \"%s\" in the running configuration", model);
+                gw_master_reply_error("no model named \"%s\" in the running configuration", name);
             return NULL;
         }
-        return gw_arena_printf(a, "model:%s", model);
+    } else if (strcmp(kind, "key") == 0) {
+        rc = gw_store_key_get(m->store, name, a, &k);
+    } else {
+        rc = gw_store_rec_get(m->store, kind[0] == 'u' ? GW_DB_USERS : GW_DB_TENANTS, name, a,
+                              &json);
     }
-    if ((rc = gw_store_key_get(m->store, key, a, &k)) != 0) {
-        *err = rc == GW_ENOENT
-                   ? gw_master_reply_error("no key with id \"%s\"", key)
-                   : gw_master_reply_error("could not read key %s: %s", key, gw_strerror(rc));
+    if (rc == GW_ENOENT) {
+        *err = strcmp(kind, "key") == 0 ? gw_master_reply_error("no key with id \"%s\"", name)
+                                        : gw_master_reply_error("no %s \"%s\"", kind, name);
         return NULL;
     }
-    return gw_arena_printf(a, "key:%s", key);
+    if (rc != 0) {
+        *err = gw_master_reply_error("could not read %s %s: %s", kind, name, gw_strerror(rc));
+        return NULL;
+    }
+    return gw_arena_printf(a, "%s:%s", kind, name);
 }
 
 static void
@@ -457,6 +482,10 @@ limit_default(const struct gw_master *m, const char *scope)
             return md->limits;
         return m->cfg->model_limits;
     }
+    if (strncmp(scope, "user:", 5) == 0)
+        return m->cfg->user_limits;
+    if (strncmp(scope, "tenant:", 7) == 0)
+        return m->cfg->tenant_limits;
     return m->cfg->key_limits;
 }
 
@@ -502,7 +531,7 @@ static struct json_object *
 cmd_limit_set(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct json_object *err = NULL;
-    const char *scope = limit_scope(m, req, a, &err);
+    const char *scope = limit_scope(m, req, a, true, &err);
     struct gw_limits l, old;
     int rc;
 
@@ -541,8 +570,9 @@ cmd_limit_show(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     size_t n;
     int rc;
 
-    if (gw_master_arg_string(req, "key") != NULL || gw_master_arg_string(req, "model") != NULL) {
-        const char *scope = limit_scope(m, req, a, &err);
+    if (gw_master_arg_string(req, "key") != NULL || gw_master_arg_string(req, "model") != NULL ||
+        gw_master_arg_string(req, "user") != NULL || gw_master_arg_string(req, "tenant") != NULL) {
+        const char *scope = limit_scope(m, req, a, true, &err);
         if (scope == NULL) {
             json_object_put(arr);
             return err;
@@ -571,15 +601,13 @@ static struct json_object *
 cmd_limit_clear(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct json_object *err = NULL;
-    const char *key = gw_master_arg_string(req, "key"), *model = gw_master_arg_string(req, "model");
-    const char *scope;
-    int rc;
-
     /* A deleted key or a model gone from the configuration may still have
      * an override to clear: name the scope without checking it exists. */
-    if ((key == NULL) == (model == NULL))
-        return limit_scope(m, req, a, &err), err;
-    scope = key != NULL ? gw_arena_printf(a, "key:%s", key) : gw_arena_printf(a, "model:%s", model);
+    const char *scope = limit_scope(m, req, a, false, &err);
+    int rc;
+
+    if (scope == NULL)
+        return err;
     if ((rc = gw_store_limit_del(m->store, scope)) == GW_ENOENT)
         return gw_master_reply_error("%s has no limit override", scope);
     if (rc != 0)
@@ -841,6 +869,9 @@ static const struct command {
     {"limit.set", cmd_limit_set, NULL},
     {"limit.show", cmd_limit_show, NULL},
     {"limit.clear", cmd_limit_clear, NULL},
+    {"quota.set", gw_master_quota_set, NULL},
+    {"quota.show", gw_master_quota_show, NULL},
+    {"quota.clear", gw_master_quota_clear, NULL},
     {"breaker.list", cmd_breaker_list, NULL},
     {"breaker.reset", cmd_breaker_reset, NULL},
     {"endpoint.test", NULL, cmd_endpoint_test},

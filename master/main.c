@@ -32,6 +32,8 @@
 #define SHM_WORKERS_SPARE 64
 #define SHM_STATS 8192
 #define SHM_BUCKETS 16384
+/* Quota counters: one per quota (scope and period) in use. */
+#define SHM_QUOTAS 4096
 #define SHM_RING 16384
 #define SHM_GEN_SIZE (256 * 1024)
 
@@ -224,6 +226,7 @@ master_loop(struct gw_master *m, int sfd, int cfd)
         if (gw_now_ms() - last_maintain >= 1000) {
             gw_master_pool_sweep(&m->pool);
             gw_master_pool_maintain(&m->pool);
+            gw_master_quota_tick(m);
             watchdog_ping();
             last_maintain = gw_now_ms();
         }
@@ -278,6 +281,7 @@ shm_setup(struct gw_master *m)
         .nworkers = scoreboard_size(m->cfg),
         .nstats = SHM_STATS,
         .nbuckets = SHM_BUCKETS,
+        .nquotas = SHM_QUOTAS,
         .nring = SHM_RING,
         .gen_size = SHM_GEN_SIZE,
     };
@@ -297,6 +301,10 @@ shm_setup(struct gw_master *m)
                name, (unsigned long long)(atomic_load(&h->ring_tail) - atomic_load(&h->ring_head)));
         gw_master_usage_reconcile(m);
         gw_master_usage_drain(m);
+    } else {
+        /* A fresh segment (a reboot): quota counters start from what the
+         * stored usage of their period says. */
+        gw_master_quota_seed_all(m);
     }
     atomic_store(&h->master_pid, getpid());
     atomic_store(&h->started, (int64_t)time(NULL));

@@ -261,6 +261,21 @@ struct json_object *gw_master_accounts_after(struct gw_master *m, const struct g
                                              struct json_object *reply);
 
 /*
+ * Quotas (quota.c).  The commands quota.set, quota.show, quota.clear;
+ * gw_master_quota_seed_all fills every quota's shm counter from the usage
+ * stored for its current period (a fresh segment); gw_master_quota_tick
+ * (once a second) raises the alerts of quotas over their threshold.
+ */
+struct json_object *gw_master_quota_set(struct gw_master *m, struct json_object *req,
+                                        struct gw_arena *a);
+struct json_object *gw_master_quota_show(struct gw_master *m, struct json_object *req,
+                                         struct gw_arena *a);
+struct json_object *gw_master_quota_clear(struct gw_master *m, struct json_object *req,
+                                          struct gw_arena *a);
+int gw_master_quota_seed_all(struct gw_master *m);
+void gw_master_quota_tick(struct gw_master *m);
+
+/*
  * Privileges (privs.c).  cfg->user (and cfg->group, default the user's
  * primary group) is who aigwd runs as once root-only work is done.
  *

@@ -652,6 +652,13 @@ static const struct field workers_fields[] = {
     {.key = NULL},
 };
 
+static const struct field quotas_fields[] = {
+    FIELD("webhook", parse_url, offsetof(struct gw_config, quota_webhook)),
+    FIELD("webhook_timeout", gw_master_confval_duration,
+          offsetof(struct gw_config, quota_webhook_timeout_ms), .min = 1, .max = 60000),
+    {.key = NULL},
+};
+
 static const struct field metrics_fields[] = {
     FIELD("listen", parse_address, offsetof(struct gw_config, metrics_listen)),
     {.key = NULL},
@@ -774,6 +781,10 @@ static const struct field limit_fields[] = {
 static const struct field limits_fields[] = {
     FIELD("key", gw_master_confval_section, offsetof(struct gw_config, key_limits),
           .sub = limit_fields),
+    FIELD("user", gw_master_confval_section, offsetof(struct gw_config, user_limits),
+          .sub = limit_fields),
+    FIELD("tenant", gw_master_confval_section, offsetof(struct gw_config, tenant_limits),
+          .sub = limit_fields),
     FIELD("model", gw_master_confval_section, offsetof(struct gw_config, model_limits),
           .sub = limit_fields),
     {.key = NULL},
@@ -811,6 +822,7 @@ const struct field gw_master_config_fields[] = {
     FIELD("providers", parse_providers, 0, .sub = provider_fields, .required = true),
     FIELD("models", parse_models, 0, .sub = model_fields, .required = true),
     FIELD("limits", gw_master_confval_section, 0, .sub = limits_fields),
+    FIELD("quotas", gw_master_confval_section, 0, .sub = quotas_fields),
     {.key = NULL},
 };
 
@@ -828,6 +840,7 @@ gw_master_config_defaults(struct gw_config *cfg)
     cfg->state_dir = gw_arena_strdup(cfg->arena, "/var/lib/aigw");
     cfg->admin_socket = gw_arena_strdup(cfg->arena, GW_DEFAULT_SOCKET);
     cfg->admin_mode = 0660;
+    cfg->quota_webhook_timeout_ms = 5000;
     cfg->workers = cpus < 2 ? 2 : cpus > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (int)cpus;
     cfg->workers_max = cfg->workers; /* a fixed pool: no spares, no recycling */
     cfg->shutdown_timeout_ms = 30 * SECOND_MS;

@@ -134,6 +134,8 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
         .nproviders = (uint32_t)cfg->nproviders,
         .nmodels = (uint32_t)cfg->nmodels,
         .key_limits = cfg->key_limits,
+        .user_limits = cfg->user_limits,
+        .tenant_limits = cfg->tenant_limits,
     };
     size_t ntargets = 0;
     for (size_t i = 0; i < cfg->nmodels; i++)

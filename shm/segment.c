@@ -72,6 +72,9 @@ layout(struct gw_shm_header *h, const struct gw_shm_geometry *geo)
     h->buckets_off = off;
     h->nbuckets = geo->nbuckets;
     off = align_up(off + geo->nbuckets * sizeof(struct gw_shm_bucket));
+    h->quotas_off = off;
+    h->nquotas = geo->nquotas;
+    off = align_up(off + geo->nquotas * sizeof(struct gw_shm_quota));
     h->ring_off = off;
     h->nring = geo->nring;
     off = align_up(off + geo->nring * sizeof(struct gw_shm_ring_slot));
@@ -91,7 +94,8 @@ geometry_matches(const struct gw_shm_header *h, const struct gw_shm_geometry *ge
 
     return h->magic == GW_SHM_MAGIC && h->layout == GW_SHM_LAYOUT && h->size == total &&
            size == total && h->nworkers == want.nworkers && h->nstats == want.nstats &&
-           h->nbuckets == want.nbuckets && h->nring == want.nring && h->gen_size == want.gen_size;
+           h->nbuckets == want.nbuckets && h->nquotas == want.nquotas && h->nring == want.nring &&
+           h->gen_size == want.gen_size;
 }
 
 static int

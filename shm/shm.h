@@ -294,8 +294,12 @@ struct gw_config {
     size_t nproviders;
     struct gw_model *models;
     size_t nmodels;
-    struct gw_limits key_limits;   /* limits: key: the default of every key */
-    struct gw_limits model_limits; /* limits: model: the default of every model */
+    struct gw_limits key_limits;    /* limits: key: the default of every key */
+    struct gw_limits user_limits;   /* limits: user: every key owner (all their keys) */
+    struct gw_limits tenant_limits; /* limits: tenant: every tenant (all its keys) */
+    struct gw_limits model_limits;  /* limits: model: the default of every model */
+    char *quota_webhook;            /* quotas: webhook: POSTed a quota alert, or NULL */
+    long quota_webhook_timeout_ms;
 };
 
 /* Loading and validation live in the master (gw_master_config_load); the
@@ -381,7 +385,7 @@ int gw_store_key_rotate(struct gw_store *st, const char *id,
  * or newest (last) first.  audit_add stores one entry under the current
  * time.
  */
-enum gw_store_db { GW_DB_TENANTS, GW_DB_USERS, GW_DB_AUDIT };
+enum gw_store_db { GW_DB_TENANTS, GW_DB_USERS, GW_DB_AUDIT, GW_DB_QUOTAS, GW_DB_COUNT };
 
 int gw_store_rec_put(struct gw_store *st, enum gw_store_db db, const char *name, const char *json,
                      bool create_only);
@@ -469,10 +473,11 @@ int gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed);
  * find everything where it was.  Every shared mutable field is an atomic;
  * there is no lock that a dying process could leave held.
  *
- *   header | scoreboard | stat tables | buckets | usage ring | generations
+ *   header | scoreboard | stat tables | buckets | quotas | usage ring |
+ *   generations
  */
 #define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
-#define GW_SHM_LAYOUT 4
+#define GW_SHM_LAYOUT 5
 #define GW_SHM_GEN_SLOTS 8
 #define GW_SHM_NAME_LEN 96
 
@@ -613,6 +618,7 @@ struct gw_shm_header {
     uint64_t workers_off, nworkers;
     uint64_t stats_off, nstats;
     uint64_t buckets_off, nbuckets;
+    uint64_t quotas_off, nquotas;
     uint64_t ring_off, nring; /* nring: a power of two */
     uint64_t gen_off[GW_SHM_GEN_SLOTS], gen_size;
 
@@ -646,6 +652,7 @@ struct gw_shm_geometry {
     uint64_t nworkers;
     uint64_t nstats;
     uint64_t nbuckets;
+    uint64_t nquotas;
     uint64_t nring;
     uint64_t gen_size;
 };
@@ -706,6 +713,65 @@ void gw_shm_bucket_give(const struct gw_shm *shm, const char *name, double rate,
  * refuses.  Lock-free.
  */
 void gw_shm_bucket_charge(const struct gw_shm *shm, const char *name, double rate, double n);
+
+/* -------------------------------------------------------------- quotas */
+
+/*
+ * A quota caps the tokens or calls of one scope ("tenant:T", "user:U",
+ * "key:ID", "model:M") over a period that rolls over at UTC boundaries.
+ * Its definition is state (LMDB "quotas", aigwctl quota set); what was
+ * used in the current period is a counter in shm that every worker adds
+ * to, named "SCOPE|PERIOD".
+ */
+enum gw_quota_period { GW_QUOTA_DAY, GW_QUOTA_MONTH, GW_QUOTA_TOTAL, GW_QUOTA_NPERIODS };
+
+/* "day", "month", "total" */
+extern const char *const gw_quota_period_names[GW_QUOTA_NPERIODS];
+
+/* The period named s, or -1. */
+int gw_quota_period_parse(const char *s);
+
+/*
+ * The number of the period that unix time t falls in (days or months
+ * since 1970, 1 for total; never 0) and the unix time it ends (0 for
+ * total, which never does).
+ */
+int64_t gw_quota_period_id(enum gw_quota_period p, int64_t t);
+int64_t gw_quota_period_end(enum gw_quota_period p, int64_t t);
+/* The unix time the period containing t began (0 for total). */
+int64_t gw_quota_period_start(enum gw_quota_period p, int64_t t);
+
+/* A quota as stored: -1 in tokens or calls when that one is not capped. */
+struct gw_quota {
+    char scope[GW_SHM_NAME_LEN]; /* "tenant:acme" */
+    enum gw_quota_period period;
+    int64_t tokens;
+    int64_t calls;
+    int32_t alert_pct; /* 0: no alert */
+    int64_t alerted;   /* the period id last alerted, 0: never */
+};
+
+/* Its record name, "SCOPE|PERIOD"; false when it does not fit. */
+bool gw_quota_name(const struct gw_quota *q, char *out, size_t len);
+/* Decode a stored record (JSON); GW_EINVAL when it is not one. */
+int gw_quota_decode(const char *json, struct gw_quota *out);
+/* Encode q as JSON text (owned by the caller's json-c object). */
+struct json_object *gw_quota_encode(const struct gw_quota *q);
+
+struct gw_shm_quota {
+    _Atomic uint32_t state; /* struct gw_shm_named */
+    char name[GW_SHM_NAME_LEN];
+    _Atomic int64_t period; /* the period id the counts are of */
+    _Atomic int64_t tokens;
+    _Atomic int64_t calls;
+};
+
+/* The counter named name ("SCOPE|PERIOD"), created at zero when create;
+ * NULL when absent or the table is full. */
+struct gw_shm_quota *gw_shm_quota_get(const struct gw_shm *shm, const char *name, bool create);
+
+/* Move q on to period (counts back to zero) if it is of an earlier one. */
+void gw_shm_quota_roll(struct gw_shm_quota *q, int64_t period);
 
 /* ---------------------------------------------------------- usage ring */
 
@@ -792,7 +858,9 @@ struct gw_gen {
     uint32_t nproviders, providers;
     uint32_t nmodels, models;
     uint32_t ntargets, targets;
-    struct gw_limits key_limits; /* every key's default; 0 fields: unlimited */
+    struct gw_limits key_limits;    /* every key's default; 0 fields: unlimited */
+    struct gw_limits user_limits;   /* every user's default (all their keys) */
+    struct gw_limits tenant_limits; /* every tenant's default (all its keys) */
 };
 
 static inline const char *

@@ -42,8 +42,8 @@ struct gw_store {
     MDB_dbi usage;
     MDB_dbi meta;
     MDB_dbi limits;
-    MDB_dbi recs[3]; /* enum gw_store_db: tenants, users, audit */
-    MDB_txn *rtxn;   /* reused read transaction, reset between uses */
+    MDB_dbi recs[GW_DB_COUNT]; /* enum gw_store_db: tenants, users, audit, quotas */
+    MDB_txn *rtxn;             /* reused read transaction, reset between uses */
 };
 
 static int
@@ -86,7 +86,8 @@ gw_store_open(const char *state_dir, struct gw_store **out)
         (mrc = mdb_dbi_open(txn, "limits", MDB_CREATE, &st->limits)) != 0 ||
         (mrc = mdb_dbi_open(txn, "tenants", MDB_CREATE, &st->recs[GW_DB_TENANTS])) != 0 ||
         (mrc = mdb_dbi_open(txn, "users", MDB_CREATE, &st->recs[GW_DB_USERS])) != 0 ||
-        (mrc = mdb_dbi_open(txn, "audit", MDB_CREATE, &st->recs[GW_DB_AUDIT])) != 0) {
+        (mrc = mdb_dbi_open(txn, "audit", MDB_CREATE, &st->recs[GW_DB_AUDIT])) != 0 ||
+        (mrc = mdb_dbi_open(txn, "quotas", MDB_CREATE, &st->recs[GW_DB_QUOTAS])) != 0) {
         rc = store_fail("mdb_dbi_open", state_dir, mrc);
         goto fail;
     }

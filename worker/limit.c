@@ -1,11 +1,13 @@
 /*
- * limit.c - requests-per-minute and tokens-per-minute limits of a key and
- * of a model (all keys together), enforced after authorization and before
- * the upstream call.
+ * limit.c - requests-per-minute and tokens-per-minute limits of a key, of
+ * its owner (all the user's keys), of the owner's tenant (all its keys)
+ * and of a model (all keys together), enforced after authorization and
+ * before the upstream call.
  *
  * Each limited scope has two token buckets in shm, shared by every worker
- * (shm/bucket.c): "rk:ID" / "rm:NAME" hold requests (rpm of them, filling
- * at rpm/60 per second), "tk:ID" / "tm:NAME" tokens.  A request takes one
+ * (shm/bucket.c): "rk:ID", "ru:USER", "rt:TENANT", "rm:MODEL" hold
+ * requests (rpm of them, filling at rpm/60 per second), "tk:", "tu:",
+ * "tt:", "tm:" tokens.  A request takes one
  * request and an estimate of its tokens up front; once the response is
  * out, gw_worker_limit_settle moves the token bucket to the real usage.
  *
@@ -29,7 +31,7 @@ struct limit_cache_entry {
     uint64_t generation;
     bool used;
     bool found;
-    char scope[GW_SHM_NAME_LEN];
+    char scope[GW_SHM_NAME_LEN + 8];
     struct gw_limits limits;
 };
 
@@ -172,47 +174,74 @@ tokens_estimate(const struct gw_request *req, struct json_object *body)
     return (double)(req->body_len / 4) + (double)out;
 }
 
+/* One limited scope of a request: a key, its owner, the owner's tenant,
+ * the model. */
+struct limit_scope {
+    const char *kind; /* "key", "user", "tenant", "model" */
+    const char *id;
+    struct gw_limits l;
+    char rname[GW_SHM_NAME_LEN]; /* "rk:ID", "ru:NAME", "rt:NAME", "rm:NAME" */
+    bool took_request;
+};
+
+#define LIMIT_SCOPES 4
+
+/* The scopes of a request with a limit in force; returns how many. */
+static int
+limit_scopes(struct gw_worker *w, const struct gw_key *key, const struct gw_gen_model *m,
+             struct limit_scope sc[LIMIT_SCOPES])
+{
+    const struct gw_gen *g = w->gen;
+    const struct {
+        const char *kind, *id;
+        struct gw_limits def;
+    } all[LIMIT_SCOPES] = {
+        {"key", key->id, g->key_limits},
+        {"user", key->owner, g->user_limits},
+        {"tenant", key->tenant, g->tenant_limits},
+        {"model", gw_gen_str(g, m->name), m->limits},
+    };
+    char scope[GW_SHM_NAME_LEN + 8];
+    int n = 0;
+
+    for (int i = 0; i < LIMIT_SCOPES; i++) {
+        if (all[i].id == NULL || all[i].id[0] == '\0')
+            continue; /* a key without an owner has no user or tenant */
+        snprintf(scope, sizeof(scope), "%s:%s", all[i].kind, all[i].id);
+        sc[n].l = limit_effective(w, scope, all[i].def);
+        if (sc[n].l.rpm == 0 && sc[n].l.tpm == 0)
+            continue;
+        sc[n].kind = all[i].kind;
+        sc[n].id = all[i].id;
+        sc[n].took_request = false;
+        snprintf(sc[n].rname, sizeof(sc[n].rname), "r%c:%s", all[i].kind[0], all[i].id);
+        n++;
+    }
+    return n;
+}
+
 int
 gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                       const struct gw_gen_model *m, struct json_object *body,
                       struct gw_limit_hold *hold, bool *refused)
 {
     const struct gw_shm *shm = w->env->shm;
-    const struct gw_gen *g = w->gen;
-    struct {
-        const char *kind; /* "key", "model" */
-        const char *id;
-        struct gw_limits l;
-        char rname[GW_SHM_NAME_LEN];
-        bool took_request;
-    } sc[2];
+    struct limit_scope sc[LIMIT_SCOPES];
     struct limit_view rq = {0}, tk = {0};
-    const char *model = gw_gen_str(g, m->name), *what = NULL;
-    double estimate = tokens_estimate(req, body), need = 0;
+    const char *what = NULL;
+    double estimate, need = 0;
     int64_t wait_ms = 0;
     uint64_t limit = 0;
-    int refused_at = -1;
-    char scope[GW_SHM_NAME_LEN + 8];
+    int refused_at = -1, n;
 
     memset(hold, 0, sizeof(*hold));
     *refused = false;
-    snprintf(scope, sizeof(scope), "key:%s", key->id);
-    sc[0].kind = "key";
-    sc[0].id = key->id;
-    sc[0].l = limit_effective(w, scope, g->key_limits);
-    snprintf(scope, sizeof(scope), "model:%s", model);
-    sc[1].kind = "model";
-    sc[1].id = model;
-    sc[1].l = limit_effective(w, scope, m->limits);
-    if (sc[0].l.rpm == 0 && sc[0].l.tpm == 0 && sc[1].l.rpm == 0 && sc[1].l.tpm == 0)
+    if ((n = limit_scopes(w, key, m, sc)) == 0)
         return 0;
+    estimate = tokens_estimate(req, body);
 
-    for (int i = 0; i < 2; i++) {
-        sc[i].took_request = false;
-        snprintf(sc[i].rname, sizeof(sc[i].rname), "r%c:%s", sc[i].kind[0], sc[i].id);
-    }
     /* Requests first: a request refused by its RPM takes no tokens. */
-    for (int i = 0; i < 2 && refused_at < 0; i++) {
+    for (int i = 0; i < n && refused_at < 0; i++) {
         double remaining, rpm = (double)sc[i].l.rpm;
         if (sc[i].l.rpm == 0)
             continue;
@@ -226,7 +255,7 @@ gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct 
         sc[i].took_request = true;
         view_note(&rq, sc[i].l.rpm, remaining, reset_ms(sc[i].l.rpm, remaining));
     }
-    for (int i = 0; i < 2 && refused_at < 0; i++) {
+    for (int i = 0; i < n && refused_at < 0; i++) {
         double remaining, tpm = (double)sc[i].l.tpm;
         if (sc[i].l.tpm == 0)
             continue;
@@ -254,7 +283,7 @@ gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct 
     }
 
     /* Refused: give back whatever this request took. */
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < n; i++)
         if (sc[i].took_request)
             gw_shm_bucket_give(shm, sc[i].rname, (double)sc[i].l.rpm / 60.0, 1);
     for (int i = 0; i < hold->nscopes; i++)

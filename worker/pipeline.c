@@ -535,6 +535,7 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     const char *name = NULL;
     struct json_object *v, *so;
     struct gw_limit_hold hold;
+    struct gw_quota_hold qhold;
     bool refused = false;
     int rc;
 
@@ -564,9 +565,14 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                             json_object_get_boolean(v);
     }
     req->model_stat = call.model->stat;
-    rc = gw_worker_limit_admit(w, req, key, call.model, call.json, &hold, &refused);
+    rc = gw_worker_quota_admit(w, req, key, req->model, &qhold, &refused);
     if (refused)
         goto out;
+    rc = gw_worker_limit_admit(w, req, key, call.model, call.json, &hold, &refused);
+    if (refused) {
+        gw_worker_quota_release(w, &qhold);
+        goto out;
+    }
     rc = attempts_run(w, req, key, &call, call.model);
     req->upstream_status = call.status;
     req->stream = call.stream;
@@ -575,6 +581,7 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     req->completion_tokens = call.completion_tokens;
     req->first_byte_us = call.first_byte_us;
     gw_worker_limit_settle(w, req, &hold);
+    gw_worker_quota_settle(w, req, &qhold);
 out:
     json_object_put(call.json);
     return rc;

@@ -72,6 +72,7 @@ struct gw_request {
     const char *allow;         /* methods for a 405's Allow header */
     const char *extra_headers; /* "Name: value\r\n" lines every response carries */
     const char *limit_headers; /* x-ratelimit-* lines, the same way (worker/limit.c) */
+    const char *quota_headers; /* x-aigw-quota-* lines, the same way (worker/quota.c) */
     const char *key_id;
     const char *tenant; /* the key owner's tenant, or NULL */
     const char *model;
@@ -229,11 +230,12 @@ struct gw_limit_hold {
         char tname[GW_SHM_NAME_LEN]; /* "tk:ID" / "tm:NAME"; "" when no TPM limit */
         double tpm;
         double charged; /* tokens taken up front */
-    } s[2];
+    } s[4];
 };
 
 /*
- * Check the RPM and TPM limits of the request's key and model m before
+ * Check the RPM and TPM limits of the request's key, its owner, the
+ * owner's tenant and model m before
  * the upstream call, taking one request and an estimate of its tokens
  * from each limited scope, and set req->limit_headers.  Returns 0 when
  * admitted; otherwise the request is answered with a 429 (nothing stays
@@ -246,6 +248,36 @@ int gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const str
  * real usage (given back, or charged without refusing). */
 void gw_worker_limit_settle(struct gw_worker *w, const struct gw_request *req,
                             const struct gw_limit_hold *hold);
+
+/*
+ * Quotas (worker/quota.c).  A hold is the quota counters of one request
+ * and whether it reserved a call in each.
+ */
+#define GW_QUOTA_HOLD_MAX 16
+
+struct gw_quota_hold {
+    int n;
+    struct {
+        struct gw_shm_quota *counter;
+        bool took_call;
+    } s[GW_QUOTA_HOLD_MAX];
+};
+
+/*
+ * Check every quota that applies to a request of key to model: answer
+ * 429 insufficient_quota naming the quota when one is used up (*refused
+ * set, the result is the answer's, nothing stays reserved), else reserve
+ * a call in each call quota, set req->quota_headers (the least left) and
+ * return 0.
+ */
+int gw_worker_quota_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                          const char *model, struct gw_quota_hold *hold, bool *refused);
+/* Give back the calls a hold reserved (the request was not sent). */
+void gw_worker_quota_release(struct gw_worker *w, struct gw_quota_hold *hold);
+/* After the response: count its tokens; a failed request's call is given
+ * back. */
+void gw_worker_quota_settle(struct gw_worker *w, const struct gw_request *req,
+                            struct gw_quota_hold *hold);
 
 /* One JSON line for a finished request, where the generation says. */
 void gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long ms);

@@ -71,10 +71,45 @@ limit_values_are_checked(void **state)
                  "\"limits.key.rpm\" must be a whole number (got \"-1\")");
     expect_error("limits: { key: { tpm: 2000000000 } }\n" MINIMAL, 1, 23,
                  "\"limits.key.tpm\" must be between 0 and 1000000000 (got 2000000000)");
-    expect_error("limits: { user: { rpm: 1 } }\n" MINIMAL, 1, 11,
-                 "unknown key \"user\" in limits (expected one of: key, model)");
+    expect_error("limits: { group: { rpm: 1 } }\n" MINIMAL, 1, 11,
+                 "unknown key \"group\" in limits (expected one of: key, user, tenant, model)");
     expect_error(TWO_MODELS(", limits: { rps: 1 }"), 6, 68,
                  "unknown key \"rps\" in models[0].limits (expected one of: rpm, tpm)");
+}
+
+static void
+user_and_tenant_limits_load(void **state)
+{
+    (void)state;
+    struct gw_config *cfg =
+        load_ok("limits: { user: { rpm: 30 }, tenant: { rpm: 300, tpm: 90000 } }\n" MINIMAL);
+
+    assert_int_equal(cfg->user_limits.rpm, 30);
+    assert_int_equal(cfg->user_limits.tpm, 0);
+    assert_int_equal(cfg->tenant_limits.rpm, 300);
+    assert_int_equal(cfg->tenant_limits.tpm, 90000);
+    assert_int_equal(cfg->key_limits.rpm, 0);
+    gw_config_free(cfg);
+}
+
+static void
+quota_webhook_loads_and_is_checked(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok("quotas: { webhook: \"https://hooks.example.com/aigw/\", "
+                                    "webhook_timeout: 2s }\n" MINIMAL);
+
+    assert_string_equal(cfg->quota_webhook, "https://hooks.example.com/aigw");
+    assert_int_equal(cfg->quota_webhook_timeout_ms, 2000);
+    gw_config_free(cfg);
+    cfg = load_ok(MINIMAL);
+    assert_null(cfg->quota_webhook);
+    assert_int_equal(cfg->quota_webhook_timeout_ms, 5000);
+    gw_config_free(cfg);
+    expect_error("quotas: { webhook_timeout: 2h }\n" MINIMAL, 1, 28,
+                 "\"quotas.webhook_timeout\" must be between 1ms and 1m (got 2h)");
+    expect_error("quotas: { hook: x }\n" MINIMAL, 1, 11,
+                 "unknown key \"hook\" in quotas (expected one of: webhook, webhook_timeout)");
 }
 
 int
@@ -85,6 +120,8 @@ main(void)
         cmocka_unit_test(top_level_limits_load_and_models_inherit_them),
         cmocka_unit_test(model_limit_of_zero_lifts_the_default),
         cmocka_unit_test(limit_values_are_checked),
+        cmocka_unit_test(user_and_tenant_limits_load),
+        cmocka_unit_test(quota_webhook_loads_and_is_checked),
     };
 
     gw_log_init("test");

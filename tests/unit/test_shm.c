@@ -50,8 +50,12 @@ name_make(char *out, size_t len)
 static struct gw_shm_geometry
 geo_small(void)
 {
-    return (struct gw_shm_geometry){
-        .nworkers = 8, .nstats = 64, .nbuckets = 64, .nring = 64, .gen_size = 64 * 1024};
+    return (struct gw_shm_geometry){.nworkers = 8,
+                                    .nstats = 64,
+                                    .nbuckets = 64,
+                                    .nquotas = 32,
+                                    .nring = 64,
+                                    .gen_size = 64 * 1024};
 }
 
 static int
@@ -281,17 +285,18 @@ check_layout(const struct gw_shm_header *h)
 {
     struct {
         uint64_t off, len;
-    } r[4 + GW_SHM_GEN_SLOTS] = {
+    } r[5 + GW_SHM_GEN_SLOTS] = {
         {h->workers_off, h->nworkers * sizeof(struct gw_shm_worker)},
         {h->stats_off, h->nstats * sizeof(struct gw_shm_stat)},
         {h->buckets_off, h->nbuckets * sizeof(struct gw_shm_bucket)},
+        {h->quotas_off, h->nquotas * sizeof(struct gw_shm_quota)},
         {h->ring_off, h->nring * sizeof(struct gw_shm_ring_slot)},
     };
     uint64_t end = sizeof(*h);
 
     for (int i = 0; i < GW_SHM_GEN_SLOTS; i++) {
-        r[4 + i].off = h->gen_off[i];
-        r[4 + i].len = h->gen_size;
+        r[5 + i].off = h->gen_off[i];
+        r[5 + i].len = h->gen_size;
     }
     for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
         assert_int_equal(r[i].off % 64, 0);
@@ -306,7 +311,7 @@ offsets_are_aligned_and_regions_do_not_overlap(void **state)
 {
     struct fx *f = *state;
     struct gw_shm_geometry odd = {
-        .nworkers = 3, .nstats = 5, .nbuckets = 7, .nring = 16, .gen_size = 1000};
+        .nworkers = 3, .nstats = 5, .nbuckets = 7, .nquotas = 5, .nring = 16, .gen_size = 1000};
     bool attached = true;
 
     check_layout(f->shm.hdr);

@@ -234,6 +234,7 @@ export function configYaml(o) {
   if (o.upstream) lines.push(`upstream: ${flow(o.upstream)}`);
   if (o.timeouts) lines.push(`timeouts: ${flow(o.timeouts)}`);
   if (o.limits) lines.push(`limits: ${flow(o.limits)}`);
+  if (o.quotas) lines.push(`quotas: ${flow(o.quotas)}`);
   lines.push('providers:');
   for (const p of o.providers) lines.push(`  - ${flow({ type: 'openai', ...p })}`);
   lines.push('models:');
@@ -501,6 +502,7 @@ export async function startGateway(opts = {}) {
     upstream: opts.upstream,
     timeouts: opts.timeouts,
     limits: opts.limits,
+    quotas: opts.quotas,
     providers: [
       { name: 'local', base_url: mock.base, api_key_env: UPSTREAM_KEY_ENV },
       ...(opts.providers ?? []),
