@@ -468,7 +468,7 @@ grant_change(struct gw_master *m, const struct gw_caller *c, struct json_object 
         return gw_master_reply_error("gateway-admin covers every model: leave --model out");
     if (!gateway && model == NULL)
         return gw_master_reply_error("%s is granted on a model (--model M)", role);
-    if (add && !gateway && gw_config_model_find(m->cfg, model) == NULL)
+    if (add && !gateway && !gw_config_callable(m->cfg, model))
         return gw_master_reply_error("no model named \"%s\" in the running configuration", model);
     if (!add && strcmp(name, c->name) == 0)
         return gw_master_reply_error("you cannot revoke your own grants (user \"%s\")", name);

@@ -283,7 +283,7 @@ cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         key.models = gw_arena_alloc(a, (key.nmodels + 1) * sizeof(char *));
         for (size_t i = 0; i < key.nmodels; i++) {
             const char *model = json_object_get_string(json_object_array_get_idx(models, i));
-            if (model == NULL || gw_config_model_find(m->cfg, model) == NULL)
+            if (model == NULL || !gw_config_callable(m->cfg, model))
                 return gw_master_reply_error("unknown model \"%s\" (not in %s)", model ? model : "",
                                              m->cfg->path);
             key.models[i] = gw_arena_strdup(a, model);

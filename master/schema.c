@@ -44,6 +44,7 @@
 #define CONFIG_MAX_FAILURES 1000
 #define CONFIG_MAX_MIN_REQUESTS 100000 /* breaker.min_requests */
 #define CONFIG_MAX_RATE 1000000000LL   /* limits: rpm and tpm */
+#define CONFIG_MAX_PASSTHRU 256        /* mcp, agents and sandboxes together */
 
 static const char *const provider_types[] = {
     [GW_PROVIDER_OPENAI] = "openai",
@@ -610,6 +611,94 @@ parse_models(struct load *ld, const struct node *n, const char *name, const stru
     return 0;
 }
 
+/* ------------------------------------------------ pass-through upstreams */
+
+/* A name that fits in a URL path segment: letters, digits, '.', '_', '-'. */
+static int
+parse_passthru_name(struct load *ld, const struct node *n, const char *name, const struct field *f,
+                    void *dst)
+{
+    const char *s = gw_master_confval_scalar(ld, n, name, "a name");
+
+    if (s == NULL)
+        return GW_ECONFIG;
+    if (s[0] == '\0' ||
+        strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != strlen(s))
+        return gw_master_config_error(ld, n,
+                                      "\"%s\" must be letters, digits, '.', '_' or '-' (got %s)",
+                                      name, gw_master_config_show_node(ld, n));
+    return gw_master_confval_string(ld, n, name, f, dst);
+}
+
+/* A path appended to the provider's base URL: "/..." without a query. */
+static int
+parse_passthru_path(struct load *ld, const struct node *n, const char *name, const struct field *f,
+                    void *dst)
+{
+    const char *s = gw_master_confval_scalar(ld, n, name, "a path such as /mcp");
+
+    if (s == NULL)
+        return GW_ECONFIG;
+    if (s[0] != '/' || strpbrk(s, "?# \t") != NULL)
+        return gw_master_config_error(ld, n, "\"%s\" must start with / and hold no query (got %s)",
+                                      name, gw_master_config_show_node(ld, n));
+    return gw_master_confval_string(ld, n, name, f, dst);
+}
+
+/* mcp:, agents:, sandboxes: - one list each, all kept in cfg->passthru. */
+static int
+parse_passthru(struct load *ld, const struct node *n, const char *name, const struct field *f,
+               enum gw_passthru_kind kind)
+{
+    struct gw_config *cfg = ld->cfg;
+
+    if (gw_master_confval_sequence(ld, n, name, "upstream") != 0)
+        return GW_ECONFIG;
+    /* One array for the three lists, never moved: the provider references
+     * point into it until the end of the file resolves them. */
+    if (cfg->passthru == NULL)
+        cfg->passthru = gw_arena_zalloc(cfg->arena, CONFIG_MAX_PASSTHRU * sizeof(*cfg->passthru));
+    if (cfg->npassthru + n->nitems > CONFIG_MAX_PASSTHRU)
+        return gw_master_config_error(ld, n, "at most %d mcp, agents and sandboxes together",
+                                      CONFIG_MAX_PASSTHRU);
+    for (size_t i = 0; i < n->nitems; i++) {
+        struct gw_passthru *p = &cfg->passthru[cfg->npassthru];
+        const char *item_name = gw_arena_printf(ld->tmp, "%s[%zu]", name, i);
+        p->kind = kind;
+        if (gw_master_config_walk(ld, n->items[i], item_name, f->sub, p) != 0)
+            return GW_ECONFIG;
+        for (size_t j = 0; j < cfg->npassthru; j++)
+            if (cfg->passthru[j].kind == kind && strcmp(cfg->passthru[j].name, p->name) == 0)
+                return gw_master_config_error(ld, map_value(n->items[i], "name"),
+                                              "duplicate name %s in %s", p->name, name);
+        cfg->npassthru++;
+    }
+    return 0;
+}
+
+static int
+parse_mcp(struct load *ld, const struct node *n, const char *name, const struct field *f, void *dst)
+{
+    (void)dst;
+    return parse_passthru(ld, n, name, f, GW_PASSTHRU_MCP);
+}
+
+static int
+parse_agents(struct load *ld, const struct node *n, const char *name, const struct field *f,
+             void *dst)
+{
+    (void)dst;
+    return parse_passthru(ld, n, name, f, GW_PASSTHRU_AGENT);
+}
+
+static int
+parse_sandboxes(struct load *ld, const struct node *n, const char *name, const struct field *f,
+                void *dst)
+{
+    (void)dst;
+    return parse_passthru(ld, n, name, f, GW_PASSTHRU_SANDBOX);
+}
+
 /* ----------------------------------------------------------- the schema */
 
 /*
@@ -649,6 +738,14 @@ static const struct field workers_fields[] = {
           .max = CONFIG_MAX_WORKERS),
     FIELD("max_requests", gw_master_confval_count, offsetof(struct workers_spec, max_requests),
           .min = 0, .max = CONFIG_MAX_REQUESTS),
+    {.key = NULL},
+};
+
+static const struct field passthru_fields[] = {
+    FIELD("name", parse_passthru_name, offsetof(struct gw_passthru, name), .required = true),
+    FIELD("provider", parse_target_provider, offsetof(struct gw_passthru, provider),
+          .required = true),
+    FIELD("path", parse_passthru_path, offsetof(struct gw_passthru, path)),
     {.key = NULL},
 };
 
@@ -823,6 +920,9 @@ const struct field gw_master_config_fields[] = {
     FIELD("models", parse_models, 0, .sub = model_fields, .required = true),
     FIELD("limits", gw_master_confval_section, 0, .sub = limits_fields),
     FIELD("quotas", gw_master_confval_section, 0, .sub = quotas_fields),
+    FIELD("mcp", parse_mcp, 0, .sub = passthru_fields),
+    FIELD("agents", parse_agents, 0, .sub = passthru_fields),
+    FIELD("sandboxes", parse_sandboxes, 0, .sub = passthru_fields),
     {.key = NULL},
 };
 

@@ -15,6 +15,24 @@ gw_config_model_find(const struct gw_config *cfg, const char *name)
     return NULL;
 }
 
+bool
+gw_config_callable(const struct gw_config *cfg, const char *name)
+{
+    const char *slash = strchr(name, '/');
+
+    if (gw_config_model_find(cfg, name) != NULL)
+        return true;
+    if (slash == NULL)
+        return false;
+    for (size_t i = 0; i < cfg->npassthru; i++) {
+        const char *kind = gw_passthru_kind_names[cfg->passthru[i].kind];
+        if (strlen(kind) == (size_t)(slash - name) && strncmp(name, kind, strlen(kind)) == 0 &&
+            strcmp(slash + 1, cfg->passthru[i].name) == 0)
+            return true;
+    }
+    return false;
+}
+
 void
 gw_config_free(struct gw_config *cfg)
 {

@@ -148,9 +148,21 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
     g.providers = gen_alloc(&w, cfg->nproviders * sizeof(struct gw_gen_provider));
     g.models = gen_alloc(&w, cfg->nmodels * sizeof(struct gw_gen_model));
     g.targets = gen_alloc(&w, ntargets * sizeof(struct gw_gen_target));
+    g.npassthru = (uint32_t)cfg->npassthru;
+    g.passthru = gen_alloc(&w, cfg->npassthru * sizeof(struct gw_gen_passthru));
     if (w.overflow)
         return GW_ETOOBIG;
 
+    for (size_t i = 0; i < cfg->npassthru; i++) {
+        const struct gw_passthru *p = &cfg->passthru[i];
+        struct gw_gen_passthru gp = {
+            .kind = p->kind,
+            .name = gen_str(&w, p->name),
+            .provider = (uint32_t)p->provider,
+            .path = p->path != NULL && p->path[0] != '\0' ? gen_str(&w, p->path) : 0,
+        };
+        memcpy(w.base + g.passthru + i * sizeof(gp), &gp, sizeof(gp));
+    }
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const struct gw_provider *p = &cfg->providers[i];
         struct gw_gen_provider gp = {
@@ -254,6 +266,23 @@ gw_gen_model_find(const struct gw_gen *g, const char *name)
         const struct gw_gen_model *m = gw_gen_model_at(g, i);
         if (strcmp(gw_gen_str(g, m->name), name) == 0)
             return m;
+    }
+    return NULL;
+}
+
+const char *const gw_passthru_kind_names[GW_PASSTHRU_N] = {"mcp", "agent", "sandbox"};
+
+const struct gw_gen_passthru *
+gw_gen_passthru_find(const struct gw_gen *g, enum gw_passthru_kind kind, const char *name,
+                     size_t len)
+{
+    const struct gw_gen_passthru *p =
+        (const struct gw_gen_passthru *)((const char *)g + g->passthru);
+
+    for (uint32_t i = 0; i < g->npassthru; i++) {
+        const char *n = gw_gen_str(g, p[i].name);
+        if (p[i].kind == (uint32_t)kind && strlen(n) == len && memcmp(n, name, len) == 0)
+            return &p[i];
     }
     return NULL;
 }

@@ -190,6 +190,24 @@ struct gw_provider {
     struct gw_timeouts timeouts;
 };
 
+/*
+ * A pass-through upstream: /v1/mcp/NAME/..., /v1/agent/NAME/... and
+ * /v1/sandboxes/NAME/... go to a provider's base URL (plus path) as they
+ * came, with aigw's authentication, limits and logging in front.
+ */
+enum gw_passthru_kind { GW_PASSTHRU_MCP, GW_PASSTHRU_AGENT, GW_PASSTHRU_SANDBOX, GW_PASSTHRU_N };
+
+/* "mcp", "agent", "sandbox": also the first part of the resource name
+ * ("mcp/github") that keys and grants allow. */
+extern const char *const gw_passthru_kind_names[GW_PASSTHRU_N];
+
+struct gw_passthru {
+    enum gw_passthru_kind kind;
+    char *name;
+    size_t provider; /* index into cfg->providers */
+    char *path;      /* appended to the provider's base URL, "" when none */
+};
+
 struct gw_target {
     size_t provider;     /* index into cfg->providers */
     char *model;         /* the model name the provider expects */
@@ -298,13 +316,18 @@ struct gw_config {
     struct gw_limits user_limits;   /* limits: user: every key owner (all their keys) */
     struct gw_limits tenant_limits; /* limits: tenant: every tenant (all its keys) */
     struct gw_limits model_limits;  /* limits: model: the default of every model */
-    char *quota_webhook;            /* quotas: webhook: POSTed a quota alert, or NULL */
+    struct gw_passthru *passthru;   /* mcp:, agents: and sandboxes:, in that order */
+    size_t npassthru;
+    char *quota_webhook; /* quotas: webhook: POSTed a quota alert, or NULL */
     long quota_webhook_timeout_ms;
 };
 
 /* Loading and validation live in the master (gw_master_config_load); the
  * lookups below are what workers need. */
 const struct gw_model *gw_config_model_find(const struct gw_config *cfg, const char *name);
+/* A model, or a pass-through upstream as "mcp/NAME", "agent/NAME" or
+ * "sandbox/NAME": what keys may be allowed and grants given on. */
+bool gw_config_callable(const struct gw_config *cfg, const char *name);
 /* Release a configuration and everything in its arena; NULL is fine. */
 void gw_config_free(struct gw_config *cfg);
 
@@ -811,6 +834,13 @@ struct gw_gen_provider {
     struct gw_timeouts timeouts; /* 0 fields: the model's */
 };
 
+struct gw_gen_passthru {
+    uint32_t kind; /* enum gw_passthru_kind */
+    uint32_t name;
+    uint32_t provider; /* index in providers */
+    uint32_t path;     /* 0: none */
+};
+
 struct gw_gen_target {
     uint32_t provider; /* index in providers */
     uint32_t model;    /* provider's model name */
@@ -861,6 +891,7 @@ struct gw_gen {
     struct gw_limits key_limits;    /* every key's default; 0 fields: unlimited */
     struct gw_limits user_limits;   /* every user's default (all their keys) */
     struct gw_limits tenant_limits; /* every tenant's default (all its keys) */
+    uint32_t npassthru, passthru;
 };
 
 static inline const char *
@@ -888,6 +919,11 @@ gw_gen_target(const struct gw_gen *g, size_t i)
 }
 
 const struct gw_gen_model *gw_gen_model_find(const struct gw_gen *g, const char *name);
+
+/* The pass-through upstream of kind called name, or NULL. */
+const struct gw_gen_passthru *gw_gen_passthru_find(const struct gw_gen *g,
+                                                   enum gw_passthru_kind kind, const char *name,
+                                                   size_t len);
 
 /*
  * Master: lay cfg out as generation number gen in a free slot and make it

@@ -199,7 +199,8 @@ limit_scopes(struct gw_worker *w, const struct gw_key *key, const struct gw_gen_
         {"key", key->id, g->key_limits},
         {"user", key->owner, g->user_limits},
         {"tenant", key->tenant, g->tenant_limits},
-        {"model", gw_gen_str(g, m->name), m->limits},
+        {"model", m != NULL ? gw_gen_str(g, m->name) : NULL,
+         m != NULL ? m->limits : (struct gw_limits){0}},
     };
     char scope[GW_SHM_NAME_LEN + 8];
     int n = 0;

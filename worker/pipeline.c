@@ -29,6 +29,8 @@ struct route {
     int (*handle)(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                   const struct route *rt);
     enum gw_endpoint endpoint;
+    bool any_method;                /* every method (the pass-through proxies) */
+    enum gw_passthru_kind passthru; /* for handle_passthru */
 };
 
 static int handle_health(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
@@ -40,21 +42,27 @@ static int handle_model(struct gw_worker *w, struct gw_request *req, const struc
 static int handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                         const struct route *rt);
 
+static int handle_passthru(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                           const struct route *rt);
+
 static int handle_metrics(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                           const struct route *rt);
 
 /* The metrics listener answers these and nothing else. */
 static const struct route metrics_routes[] = {
-    {"/metrics", false, HTTP_GET, false, handle_metrics, 0},
-    {"/healthz", false, HTTP_GET, false, handle_health, 0},
+    {"/metrics", false, HTTP_GET, false, handle_metrics, 0, false, 0},
+    {"/healthz", false, HTTP_GET, false, handle_health, 0, false, 0},
 };
 
 static const struct route routes[] = {
-    {"/healthz", false, HTTP_GET, false, handle_health, 0},
-    {"/v1/models", false, HTTP_GET, true, handle_models, 0},
-    {"/v1/models/", true, HTTP_GET, true, handle_model, 0},
-    {"/v1/chat/completions", false, HTTP_POST, true, handle_proxy, GW_EP_CHAT},
-    {"/v1/embeddings", false, HTTP_POST, true, handle_proxy, GW_EP_EMBEDDINGS},
+    {"/healthz", false, HTTP_GET, false, handle_health, 0, false, 0},
+    {"/v1/models", false, HTTP_GET, true, handle_models, 0, false, 0},
+    {"/v1/models/", true, HTTP_GET, true, handle_model, 0, false, 0},
+    {"/v1/chat/completions", false, HTTP_POST, true, handle_proxy, GW_EP_CHAT, false, 0},
+    {"/v1/embeddings", false, HTTP_POST, true, handle_proxy, GW_EP_EMBEDDINGS, false, 0},
+    {"/v1/mcp/", true, HTTP_POST, true, handle_passthru, 0, true, GW_PASSTHRU_MCP},
+    {"/v1/agent/", true, HTTP_POST, true, handle_passthru, 0, true, GW_PASSTHRU_AGENT},
+    {"/v1/sandboxes/", true, HTTP_POST, true, handle_passthru, 0, true, GW_PASSTHRU_SANDBOX},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -587,6 +595,13 @@ out:
     return rc;
 }
 
+static int
+handle_passthru(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                const struct route *rt)
+{
+    return gw_worker_passthru(w, req, key, rt->passthru, rt->path);
+}
+
 /* ---------------------------------------------------------- accounting */
 
 /*
@@ -668,7 +683,7 @@ gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req)
         if (!route_path_matches(&table[i], req->path))
             continue;
         path_known = true;
-        if (table[i].method == req->method ||
+        if (table[i].method == req->method || table[i].any_method ||
             (table[i].method == HTTP_GET && req->method == HTTP_HEAD)) {
             rt = &table[i];
             break;

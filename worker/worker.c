@@ -270,7 +270,7 @@ gw_worker_main(const struct gw_worker_env *env)
     if (gw_store_open(env->cfg->state_dir, &w.store) != 0)
         exit(GW_EXIT_FATAL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (w.curl = curl_easy_init()) == NULL ||
-        (w.multi = curl_multi_init()) == NULL)
+        (w.curl_passthru = curl_easy_init()) == NULL || (w.multi = curl_multi_init()) == NULL)
         gw_fatal("curl_easy_init failed");
     gw_worker_upstream_init(w.curl);
     w.arena = gw_arena_create(16384);
@@ -317,6 +317,7 @@ gw_worker_main(const struct gw_worker_env *env)
     gw_arena_destroy(w.arena);
     gw_buf_free(&w.scratch);
     curl_easy_cleanup(w.curl);
+    curl_easy_cleanup(w.curl_passthru);
     curl_multi_cleanup(w.multi);
     curl_global_cleanup();
     gw_store_close(w.store);

@@ -204,6 +204,7 @@ struct gw_worker {
     struct gw_store *store;
     CURLM *multi; /* keeps the upstream connections across requests */
     CURL *curl;
+    CURL *curl_passthru; /* the pass-through proxies' own handle (passthru.c) */
     struct gw_http_conn conn;
     struct gw_arena *arena; /* per request, reset after each */
     bool on_metrics;        /* this connection came in on the metrics listener */
@@ -278,6 +279,14 @@ void gw_worker_quota_release(struct gw_worker *w, struct gw_quota_hold *hold);
  * back. */
 void gw_worker_quota_settle(struct gw_worker *w, const struct gw_request *req,
                             struct gw_quota_hold *hold);
+
+/*
+ * The pass-through proxies (worker/passthru.c): relay the request under
+ * prefix ("/v1/mcp/") to the upstream of that kind named by the next path
+ * segment, answering as the upstream does.
+ */
+int gw_worker_passthru(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                       enum gw_passthru_kind kind, const char *prefix);
 
 /* One JSON line for a finished request, where the generation says. */
 void gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long ms);

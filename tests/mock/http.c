@@ -381,6 +381,8 @@ dispatch(struct gw_mock_conn *c)
     if (plen >= 3 && memcmp(path, "/v1", 3) == 0 && (plen == 3 || path[3] == '/') && !auth_ok(c))
         return gw_mock_respond_error(c, 401, "invalid_request_error", "invalid_api_key",
                                      "Incorrect API key provided.");
+    if (plen > 4 && memcmp(path, "/pt/", 4) == 0)
+        return gw_mock_passthru_handle(c);
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const struct route *r = &routes[i];
         if (strlen(r->path) != plen || memcmp(r->path, path, plen) != 0)

@@ -102,5 +102,6 @@ int gw_mock_fault_apply(struct gw_mock_conn *c, const struct gw_mock_fault *f);
 
 int gw_mock_chat_handle(struct gw_mock_conn *c);
 int gw_mock_embed_handle(struct gw_mock_conn *c);
+int gw_mock_passthru_handle(struct gw_mock_conn *c);
 
 #endif

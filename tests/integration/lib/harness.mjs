@@ -235,6 +235,9 @@ export function configYaml(o) {
   if (o.timeouts) lines.push(`timeouts: ${flow(o.timeouts)}`);
   if (o.limits) lines.push(`limits: ${flow(o.limits)}`);
   if (o.quotas) lines.push(`quotas: ${flow(o.quotas)}`);
+  for (const kind of ['mcp', 'agents', 'sandboxes']) {
+    if (o[kind]) lines.push(`${kind}: [${o[kind].map(flow).join(', ')}]`);
+  }
   lines.push('providers:');
   for (const p of o.providers) lines.push(`  - ${flow({ type: 'openai', ...p })}`);
   lines.push('models:');
@@ -503,6 +506,9 @@ export async function startGateway(opts = {}) {
     timeouts: opts.timeouts,
     limits: opts.limits,
     quotas: opts.quotas,
+    mcp: opts.mcp,
+    agents: opts.agents,
+    sandboxes: opts.sandboxes,
     providers: [
       { name: 'local', base_url: mock.base, api_key_env: UPSTREAM_KEY_ENV },
       ...(opts.providers ?? []),
