@@ -119,7 +119,7 @@ call(struct json_object *req, struct json_object **reply)
      * the request: the write may fail, and the answer is still there. */
     bool sent = gw_write_all(fd, s, len) == 0 && gw_write_all(fd, "\n", 1) == 0;
     int werr = errno;
-    int rc = gw_proto_read_line(fd, &in, &line, &used);
+    int rc = gw_proto_read_line_max(fd, &in, GW_PROTO_MAX_REPLY, &line, &used);
     if (rc < 0 && !sent) {
         fprintf(stderr, "aigwctl: write to %s: %s\n", socket_path, strerror(werr));
         goto out;

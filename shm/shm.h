@@ -460,6 +460,15 @@ int gw_proto_line_take(struct gw_buf *b, char **line, size_t *consumed);
 /* Read from fd until one line arrives (blocking, with the fd's timeouts). */
 int gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed);
 
+/*
+ * The same for a line of up to max bytes.  Replies use GW_PROTO_MAX_REPLY:
+ * a list of every key or the whole audit log is many megabytes, and the
+ * master only sends what it was asked for.  Requests stay under
+ * GW_PROTO_MAX_LINE, which is what the master reads.
+ */
+#define GW_PROTO_MAX_REPLY (256 * 1024 * 1024)
+int gw_proto_read_line_max(int fd, struct gw_buf *b, size_t max, char **line, size_t *consumed);
+
 /* --------------------------------------------------- the shm segment */
 
 /*
