@@ -392,9 +392,28 @@ int gw_store_rec_list(struct gw_store *st, enum gw_store_db db, bool newest_firs
                       struct gw_arena *a, char ***json, size_t *n);
 int gw_store_audit_add(struct gw_store *st, const char *json);
 
-/* Roles a user may be granted, and whether a role lets its holder call
- * the model it is granted on (gateway-admin: every model). */
+/*
+ * Roles a user may be granted, and what each lets its holder do with the
+ * model it is granted on (gateway-admin: everything, on every model):
+ *
+ *   endpoint-admin     call, view, operate, manage (grant roles on it)
+ *   endpoint-operator  call, view, operate (its limits and quotas)
+ *   endpoint-user      call
+ *   endpoint-viewer    view (metadata and usage)
+ *
+ * gw_role_caps: the GW_CAP_* bits of a role, 0 for an unknown one.
+ * gw_role_calls: whether the role lets its holder call the model.  The
+ * master's admin commands check the other bits (master/accounts.c).
+ */
+enum gw_role_cap {
+    GW_CAP_CALL = 1 << 0,
+    GW_CAP_VIEW = 1 << 1,
+    GW_CAP_OPERATE = 1 << 2,
+    GW_CAP_MANAGE = 1 << 3,
+    GW_CAP_ALL = GW_CAP_CALL | GW_CAP_VIEW | GW_CAP_OPERATE | GW_CAP_MANAGE,
+};
 extern const char *const gw_role_names[];
+unsigned gw_role_caps(const char *role);
 bool gw_role_calls(const char *role);
 
 /*

@@ -248,7 +248,11 @@ test('a caller that is not root is its --uid user: status and its own keys only'
       r = await asNobody(['tenant', 'add', uniq('t')]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /not a gateway admin/);
-      assert.equal((await asNobody(['key', 'disable', mine.id])).code, 1);
+      // Its own keys it manages; another's it may not touch.
+      assert.equal((await asNobody(['key', 'disable', mine.id])).code, 0);
+      r = await asNobody(['key', 'disable', theirs.id]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /permission denied: key \S+ is not one of user/);
 
       // Made a gateway admin, the same uid may manage, but not remove itself.
       await ok(gw, ['grant', user, 'gateway-admin']);
