@@ -1200,7 +1200,10 @@ cmd_audit(int argc, char **argv)
             struct tm tm;
             if (gmtime_r(&secs, &tm) != NULL)
                 strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-            snprintf(who, sizeof(who), "%s(%s)", field_str(e, "user"), field_str(e, "uid"));
+            /* Over the HTTP admin API: the user, and "http" for the uid. */
+            snprintf(who, sizeof(who), "%s(%s)", field_str(e, "user"),
+                     json_object_object_get_ex(e, "via", &t) ? json_object_get_string(t)
+                                                             : field_str(e, "uid"));
             json_object_object_get_ex(e, "args", &args);
             printf("%-20s %-16s %-14s %s\n", when, who, field_str(e, "command"),
                    json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN |

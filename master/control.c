@@ -801,6 +801,8 @@ cmd_endpoint_test(struct gw_master *m, struct json_object *req, struct gw_arena 
         close(m->listeners.fds[i]);
     if (m->listeners.metrics_fd >= 0)
         close(m->listeners.metrics_fd);
+    for (size_t i = 0; i < m->listeners.nadmin; i++)
+        close(m->listeners.admin_fds[i]);
     close(m->master_fds[0]);
     close(m->master_fds[1]);
     bool all_ok;

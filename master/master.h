@@ -32,6 +32,8 @@ struct gw_listeners {
     int *fds;
     size_t n;
     int metrics_fd; /* the metrics.listen socket, or -1 */
+    int *admin_fds; /* admin_fds[i] belongs to cfg->admin_listen[i] */
+    size_t nadmin;
 };
 
 int gw_master_listen_open(const struct gw_config *cfg, struct gw_listeners *out);
@@ -43,14 +45,14 @@ void gw_master_listen_close(struct gw_listeners *l);
 /*
  * Socket activation: the same as gw_master_listen_open, but first takes
  * the sockets systemd passed (sd_listen_fds: LISTEN_FDS for this pid).
- * Each address of cfg->listen, and cfg->metrics_listen (into
- * out->metrics_fd), gets the passed socket bound to that address ("*" or
- * an empty host: a socket on that port bound to any address when none is
- * bound to the wildcard); addresses no passed socket serves are bound
- * here; passed sockets that serve none are logged and closed.  Without
- * LISTEN_FDS it is gw_master_listen_open.  Call it once, at start (a
- * later call finds nothing passed); reloads then reuse the sockets like
- * any other.  0 or GW_E*; on failure nothing is left open.
+ * Each address of cfg->listen, cfg->metrics_listen (into
+ * out->metrics_fd) and cfg->admin_listen (into out->admin_fds) gets the
+ * passed socket bound to that address ("*" or an empty host: a socket on
+ * that port bound to any address when none is bound to the wildcard);
+ * addresses no passed socket serves are bound here; passed sockets that serve none are logged and
+ * closed.  Without LISTEN_FDS it is gw_master_listen_open.  Call it once, at start (a later call
+ * finds nothing passed); reloads then reuse the sockets like any other.  0 or GW_E*; on failure
+ * nothing is left open.
  */
 int gw_master_listen_inherit(const struct gw_config *cfg, struct gw_listeners *out);
 

@@ -286,6 +286,8 @@ struct gw_config {
     char *access_file;    /* JSON lines; NULL: stderr */
     bool access_journal;  /* access log to journald instead */
     char *metrics_listen; /* "host:port" of the /metrics listener, or NULL */
+    char **admin_listen;  /* admin.listen: the HTTP admin API's "host:port"s */
+    size_t nadmin_listen;
 
     struct gw_http_limits http;
     struct gw_timeouts timeouts; /* defaults for models */

@@ -31,6 +31,9 @@ struct route {
     enum gw_endpoint endpoint;
 };
 
+/* A route's method when its handler checks the method itself. */
+#define ROUTE_ANY_METHOD ((enum http_method)0xff)
+
 static int handle_health(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                          const struct route *rt);
 static int handle_models(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
@@ -47,6 +50,21 @@ static int handle_metrics(struct gw_worker *w, struct gw_request *req, const str
 static const struct route metrics_routes[] = {
     {"/metrics", false, HTTP_GET, false, handle_metrics, 0},
     {"/healthz", false, HTTP_GET, false, handle_health, 0},
+};
+
+static int
+handle_admin(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+             const struct route *rt)
+{
+    (void)rt;
+    return gw_worker_admin_serve(w, req, key);
+}
+
+/* An admin.listen socket answers these and nothing else (worker/admin.c);
+ * /admin/v1 on a client listener is an unknown URL. */
+static const struct route admin_routes[] = {
+    {"/healthz", false, HTTP_GET, false, handle_health, 0},
+    {"/admin/v1/", true, ROUTE_ANY_METHOD, true, handle_admin, 0},
 };
 
 static const struct route routes[] = {
@@ -636,7 +654,8 @@ account(struct gw_worker *w, struct gw_request *req)
         gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms, ttft);
     if ((st = stat_get(w, req->target_stat)) != NULL)
         gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms, ttft);
-    if (req->key_id != NULL) {
+    /* An admin API request is no use of a model: not usage. */
+    if (req->key_id != NULL && !w->on_admin) {
         char name[GW_SHM_NAME_LEN];
         snprintf(name, sizeof(name), "k:%s", req->key_id);
         if ((st = stat_get(w, (int32_t)gw_shm_stat_find(w->env->shm, name, true))) != NULL)
@@ -657,11 +676,15 @@ gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req)
     bool path_known = false;
     int rc;
 
+    if (w->on_admin) {
+        table = admin_routes;
+        n = sizeof(admin_routes) / sizeof(admin_routes[0]);
+    }
     for (size_t i = 0; i < n; i++) {
         if (!route_path_matches(&table[i], req->path))
             continue;
         path_known = true;
-        if (table[i].method == req->method ||
+        if (table[i].method == ROUTE_ANY_METHOD || table[i].method == req->method ||
             (table[i].method == HTTP_GET && req->method == HTTP_HEAD)) {
             rt = &table[i];
             break;
