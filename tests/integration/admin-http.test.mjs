@@ -7,7 +7,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 
-import { assertError, startGateway, test, useGateway } from './lib/harness.mjs';
+import {
+  assertError, connectRefused, freePort, request, startGateway, test, useGateway,
+} from './lib/harness.mjs';
 
 const ctx = useGateway({ workers: 2, adminApi: true }, async (gw, c) => {
   // A gateway admin with a key for the API.
@@ -75,7 +77,6 @@ test('/admin/v1 is not served on the client listener; unknown paths and methods'
   // Only the admin API and /healthz answer on the admin listener.
   const other = await gw.request({ method: 'GET', path: '/v1/models', headers: { Authorization: `Bearer ${admin.key}` } });
   assert.equal(other.status, 200, 'the client listener still serves /v1/models');
-  const { request } = await import('./lib/http.mjs');
   assertError(assert, await request(gw.adminPort, { path: '/v1/models', headers: { Authorization: `Bearer ${admin.key}` } }), 404, 'unknown_url');
   assert.equal((await request(gw.adminPort, { path: '/healthz' })).status, 200);
 });
@@ -317,6 +318,25 @@ test('a reply over 1 MiB arrives whole, over HTTP and through aigwctl', { timeou
     // The audit log of all those changes, too.
     const audit = okJson(await gw.admin('GET', '/audit?limit=0', admin.key)).entries;
     assert.ok(audit.filter((e) => e.command === 'key.create').length >= n);
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('a reload that adds or drops admin.listen opens or closes the admin API', async () => {
+  const gw = await startGateway({ workers: 1 });
+  try {
+    const admin = await newUser(gw, ['gateway-admin']);
+    const port = await freePort();
+    gw.rewriteConfig({ adminListen: [`127.0.0.1:${port}`] });
+    await ok(gw, ['reload']);
+    gw.adminPort = port;
+    await gw.waitWorkers(1);
+    assert.equal(okJson(await gw.admin('GET', '/status', admin.key)).pid, gw.pid);
+    gw.rewriteConfig({ adminListen: undefined });
+    await ok(gw, ['reload']);
+    await gw.waitWorkers(1);
+    assert.ok(await connectRefused(port), 'the admin listener is closed');
   } finally {
     await gw.stop();
   }
