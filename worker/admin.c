@@ -214,7 +214,10 @@ body_args(struct gw_worker *w, struct gw_request *req, struct json_object *cmd)
                                                        : "it is something else");
         return -1;
     }
-    json_object_object_foreach(o, k, v) json_object_object_add(cmd, k, json_object_get(v));
+    json_object_object_foreach(o, k, v)
+    {
+        json_object_object_add(cmd, k, json_object_get(v));
+    }
     json_object_put(o);
     return 0;
 }
@@ -280,9 +283,14 @@ answer_error(struct gw_worker *w, struct gw_request *req, struct json_object *re
 {
     struct json_object *v;
     const char *code =
-        json_object_object_get_ex(reply, "code", &v) ? json_object_get_string(v) : "invalid";
-    const char *msg = json_object_object_get_ex(reply, "error", &v) ? json_object_get_string(v)
-                                                                    : "the command failed";
+        json_object_object_get_ex(reply, "code", &v) ? json_object_get_string(v) : NULL;
+    const char *msg =
+        json_object_object_get_ex(reply, "error", &v) ? json_object_get_string(v) : NULL;
+
+    if (code == NULL)
+        code = "invalid";
+    if (msg == NULL)
+        msg = "the command failed";
     int status = strcmp(code, "permission_denied") == 0 ? 403
                  : strcmp(code, "not_found") == 0       ? 404
                  : strcmp(code, "unknown_command") == 0 ? 501
