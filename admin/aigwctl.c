@@ -124,7 +124,7 @@ call(struct json_object *req, struct json_object **reply)
      * the request: the write may fail, and the answer is still there. */
     bool sent = gw_write_all(fd, s, len) == 0 && gw_write_all(fd, "\n", 1) == 0;
     int werr = errno;
-    int rc = gw_proto_read_line(fd, &in, &line, &used);
+    int rc = gw_proto_read_line_max(fd, &in, GW_PROTO_MAX_REPLY, &line, &used);
     if (rc < 0 && !sent) {
         fprintf(stderr, "aigwctl: write to %s: %s\n", socket_path, strerror(werr));
         goto out;
@@ -1316,7 +1316,10 @@ cmd_audit(int argc, char **argv)
             struct tm tm;
             if (gmtime_r(&secs, &tm) != NULL)
                 strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-            snprintf(who, sizeof(who), "%s(%s)", field_str(e, "user"), field_str(e, "uid"));
+            /* Over the HTTP admin API: the user, and "http" for the uid. */
+            snprintf(who, sizeof(who), "%s(%s)", field_str(e, "user"),
+                     json_object_object_get_ex(e, "via", &t) ? json_object_get_string(t)
+                                                             : field_str(e, "uid"));
             json_object_object_get_ex(e, "args", &args);
             printf("%-20s %-16s %-14s %s\n", when, who, field_str(e, "command"),
                    json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN |

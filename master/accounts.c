@@ -1,7 +1,9 @@
 /*
  * accounts.c - tenants, users, roles and grants, key rotation and the
  * audit log: the admin commands behind "aigwctl tenant|user|grant|revoke|
- * audit|key rotate", and who the caller of the admin socket is.
+ * audit|key rotate", who the caller of the admin socket is (or whom a
+ * worker acts for, for the HTTP admin API), and what each caller may run:
+ * the one permission table of every admin command (permit, below).
  *
  * Records live in LMDB (shm/store.c) as JSON: a tenant {"name","created"},
  * a user {"name","tenant","uid","created","grants":[{"role","model"}]}.
@@ -11,6 +13,7 @@
  */
 #include <grp.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -600,6 +603,294 @@ cmd_audit(struct gw_master *m, const struct gw_caller *c, struct json_object *re
     return o;
 }
 
+/* --------------------------------------------------------- permissions */
+
+/* A refusal: an error reply whose code says so (the HTTP admin API
+ * answers it with 403). */
+static struct json_object *deny(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static struct json_object *
+deny(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct json_object *o = gw_master_reply_error("permission denied: %s", msg);
+    json_object_object_add(o, "code", json_object_new_string("permission_denied"));
+    return o;
+}
+
+/* Does user (a record, or NULL) hold a role on model with every bit of
+ * caps?  gateway-admin holds everything on every model. */
+static bool
+holds(struct json_object *user, const char *model, unsigned caps)
+{
+    struct json_object *g;
+
+    if (user == NULL || model == NULL)
+        return false;
+    g = user_grants(user);
+    for (size_t i = 0; i < json_object_array_length(g); i++) {
+        struct json_object *e = json_object_array_get_idx(g, i);
+        const char *role = field(e, "role");
+        if (strcmp(role, "gateway-admin") == 0)
+            return true;
+        if ((gw_role_caps(role) & caps) == caps && strcmp(field(e, "model"), model) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Is key id c's?  0 yes; otherwise *refusal is the reply to send. */
+static int
+key_owned(struct gw_master *m, const struct gw_caller *c, const char *id, struct gw_arena *a,
+          struct json_object **refusal)
+{
+    struct gw_key *k;
+    int rc = gw_store_key_get(m->store, id, a, &k);
+
+    if (rc == GW_ENOENT)
+        *refusal = gw_master_reply_error("no key with id \"%s\"", id);
+    else if (rc != 0)
+        *refusal = gw_master_reply_error("could not read key %s: %s", id, gw_strerror(rc));
+    else if (strcmp(k->owner, c->name) != 0)
+        *refusal = deny("key %s is not one of user \"%s\"'s keys", id, c->name);
+    return *refusal == NULL ? 0 : GW_EPERM;
+}
+
+struct permission;
+typedef struct json_object *(*permission_check_fn)(struct gw_master *m, const struct gw_caller *c,
+                                                   struct json_object *user, const char *cmd,
+                                                   struct json_object *req, struct gw_arena *a);
+
+/* key.create: for themselves only, with models they may call. */
+static struct json_object *
+check_key_create(struct gw_master *m, const struct gw_caller *c, struct json_object *user,
+                 const char *cmd, struct json_object *req, struct gw_arena *a)
+{
+    const char *owner = gw_master_arg_string(req, "user");
+    struct json_object *models;
+
+    (void)m, (void)a;
+    if (owner != NULL && strcmp(owner, c->name) != 0)
+        return deny("user \"%s\" may create keys only for themselves (--user %s)", c->name,
+                    c->name);
+    if (json_object_object_get_ex(req, "models", &models) &&
+        json_object_is_type(models, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(models); i++) {
+            const char *model = json_object_get_string(json_object_array_get_idx(models, i));
+            if (!holds(user, model, GW_CAP_CALL))
+                return deny("user \"%s\" holds no role on model %s that allows calling it (%s "
+                            "--models)",
+                            c->name, model ? model : "", cmd);
+        }
+    }
+    json_object_object_add(req, "user", json_object_new_string(c->name));
+    return NULL;
+}
+
+/* grant and revoke: an endpoint-admin of M gives and takes roles on M,
+ * never gateway-admin, to and from other users. */
+static struct json_object *
+check_grant(struct gw_master *m, const struct gw_caller *c, struct json_object *user,
+            const char *cmd, struct json_object *req, struct gw_arena *a)
+{
+    const char *role = gw_master_arg_string(req, "role"),
+               *model = gw_master_arg_string(req, "model"),
+               *target = gw_master_arg_string(req, "user");
+
+    (void)m, (void)a;
+    if (role != NULL && strcmp(role, "gateway-admin") == 0)
+        return deny("user \"%s\" is not a gateway admin and may not %s gateway-admin", c->name,
+                    cmd);
+    if (model == NULL)
+        return deny("user \"%s\" may %s roles only on a model they are endpoint-admin of "
+                    "(--model M)",
+                    c->name, cmd);
+    if (!holds(user, model, GW_CAP_MANAGE))
+        return deny("user \"%s\" holds no role on model %s that allows %s", c->name, model, cmd);
+    if (target != NULL && strcmp(target, c->name) == 0)
+        return deny("user \"%s\" may not %s their own roles", c->name, cmd);
+    return NULL;
+}
+
+/*
+ * What a caller who is not a gateway admin may run, and on what; a
+ * command that is not here is for gateway admins alone.
+ *
+ * A request names what it acts on with its scope arguments: "model",
+ * "key", "user", "tenant", and the arguments named by own_key and self.
+ * Every scope it names must be allowed: a model by a role on it with all
+ * of model_cap (0: no role will do), a key by owning it (own_key: the
+ * argument that names it), a user by being that user (self: the argument
+ * that names one); a tenant never.  A request that names no scope is
+ * allowed when unscoped is set, and gw_master_accounts_after narrows its
+ * reply to what the caller may see.  check replaces these rules for a
+ * command whose arguments mean something else.
+ *
+ * A new command that acts on a model only needs its line here: quota.*
+ * (tenant, model, key or user) are allowed on a model for operators and
+ * above (set, clear) and viewers and above (show).
+ */
+static const struct permission {
+    const char *cmd;
+    unsigned model_cap;
+    const char *own_key;
+    const char *self;
+    bool unscoped;
+    permission_check_fn check;
+} permissions[] = {
+    {"status", 0, NULL, NULL, true, NULL},
+    {"key.create", 0, NULL, NULL, true, check_key_create},
+    {"key.list", 0, NULL, NULL, true, NULL},
+    {"key.show", 0, "id", NULL, false, NULL},
+    {"key.disable", 0, "id", NULL, false, NULL},
+    {"key.enable", 0, "id", NULL, false, NULL},
+    {"key.rotate", 0, "id", NULL, false, NULL},
+    {"key.delete", 0, "id", NULL, false, NULL},
+    {"user.show", 0, NULL, "name", false, NULL},
+    {"grant", 0, NULL, NULL, false, check_grant},
+    {"revoke", 0, NULL, NULL, false, check_grant},
+    {"limit.set", GW_CAP_OPERATE, NULL, NULL, false, NULL},
+    {"limit.clear", GW_CAP_OPERATE, NULL, NULL, false, NULL},
+    {"limit.show", GW_CAP_VIEW, "key", NULL, true, NULL},
+    {"quota.set", GW_CAP_OPERATE, NULL, NULL, false, NULL},
+    {"quota.clear", GW_CAP_OPERATE, NULL, NULL, false, NULL},
+    {"quota.show", GW_CAP_VIEW, "key", "user", false, NULL},
+    {"usage.stats", GW_CAP_VIEW, "key", NULL, false, NULL},
+    {"endpoint.test", GW_CAP_OPERATE, NULL, NULL, false, NULL},
+    {"breaker.list", 0, NULL, NULL, true, NULL},
+};
+
+/* What the scopes of p allow, in words, for a refusal. */
+static const char *
+permission_scopes(const struct permission *p)
+{
+    return p->model_cap != 0 ? "on a model they hold a role on (--model M)"
+           : p->own_key      ? "on their own keys"
+           : p->self         ? "for themselves"
+                             : "as a gateway admin";
+}
+
+/* NULL when c may run cmd as req asks, else the refusal. */
+static struct json_object *
+permit(struct gw_master *m, const struct gw_caller *c, const char *cmd, struct json_object *req,
+       struct gw_arena *a)
+{
+    const struct permission *p = NULL;
+    struct json_object *user, *v, *refusal = NULL;
+    int rc;
+    bool scoped = false;
+
+    if (c->admin)
+        return NULL;
+    for (size_t i = 0; i < sizeof(permissions) / sizeof(permissions[0]) && p == NULL; i++)
+        if (strcmp(cmd, permissions[i].cmd) == 0)
+            p = &permissions[i];
+    if (p == NULL)
+        return deny("user \"%s\" is not a gateway admin and may not run %s", c->name, cmd);
+    /* A user deleted a moment ago holds nothing. */
+    user = rec_get(m, GW_DB_USERS, c->name, a, &rc);
+    if (p->check != NULL) {
+        refusal = p->check(m, c, user, cmd, req, a);
+        goto out;
+    }
+    const char *const scopes[] = {"model", "key", "user", "tenant", p->own_key, p->self};
+    for (size_t i = 0; i < sizeof(scopes) / sizeof(scopes[0]) && refusal == NULL; i++) {
+        const char *arg = scopes[i], *value;
+        if (arg == NULL || !json_object_object_get_ex(req, arg, &v))
+            continue;
+        if (!json_object_is_type(v, json_type_string)) {
+            refusal = gw_master_reply_error("\"%s\" must be a string", arg);
+            break;
+        }
+        value = json_object_get_string(v);
+        scoped = true;
+        if (strcmp(arg, "model") == 0) {
+            if (p->model_cap == 0 || !holds(user, value, p->model_cap))
+                refusal = deny("user \"%s\" holds no role on model %s that allows %s", c->name,
+                               value, cmd);
+        } else if (p->own_key != NULL && strcmp(arg, p->own_key) == 0) {
+            key_owned(m, c, value, a, &refusal);
+        } else if (p->self != NULL && strcmp(arg, p->self) == 0) {
+            if (strcmp(value, c->name) != 0)
+                refusal = deny("user \"%s\" may run %s only for themselves", c->name, cmd);
+        } else {
+            refusal = deny("user \"%s\" is not a gateway admin and may run %s only %s", c->name,
+                           cmd, permission_scopes(p));
+        }
+    }
+    if (refusal == NULL && !scoped && !p->unscoped)
+        refusal = deny("user \"%s\" is not a gateway admin and may run %s only %s", c->name, cmd,
+                       permission_scopes(p));
+out:
+    json_object_put(user);
+    return refusal;
+}
+
+/* ------------------------------------------------------- acting for */
+
+/* A role that may use the admin API: any but endpoint-user, which only
+ * calls models. */
+static bool
+user_manages(struct json_object *user)
+{
+    struct json_object *g = user_grants(user);
+
+    for (size_t i = 0; i < json_object_array_length(g); i++)
+        if (gw_role_caps(field(json_object_array_get_idx(g, i), "role")) & ~GW_CAP_CALL)
+            return true;
+    return false;
+}
+
+struct json_object *
+gw_master_accounts_act_as(struct gw_master *m, const struct gw_caller *peer,
+                          struct json_object *req, struct gw_caller *out)
+{
+    const char *name = gw_master_arg_string(req, "as_user"),
+               *key = gw_master_arg_string(req, "via_key");
+    struct gw_arena *a = NULL;
+    struct json_object *user = NULL, *v, *refusal = NULL;
+    int rc;
+
+    /* Workers run as the master's effective uid; root may be anyone. */
+    if (peer->uid != 0 && peer->uid != geteuid())
+        return deny("uid %ld may not act for another user (only aigwd's workers may)",
+                    (long)peer->uid);
+    if (!name_valid(name))
+        return deny("\"as_user\" must name a user");
+    if ((a = gw_arena_create(1024)) == NULL)
+        return gw_master_reply_error("could not act for %s: out of memory", name);
+    if ((user = rec_get(m, GW_DB_USERS, name, a, &rc)) == NULL) {
+        refusal = rc == GW_ENOENT
+                      ? deny("no user \"%s\" (the owner of key %s)", name, key ? key : "?")
+                      : gw_master_reply_error("could not read user: %s", gw_strerror(rc));
+        goto out;
+    }
+    if (!user_manages(user)) {
+        refusal = deny("user \"%s\" holds no role that may use the admin API (endpoint-user only "
+                       "calls models)",
+                       name);
+        goto out;
+    }
+    memset(out, 0, sizeof(*out));
+    out->uid =
+        json_object_object_get_ex(user, "uid", &v) ? (uid_t)json_object_get_int64(v) : (uid_t)-1;
+    out->admin = user_is_admin(user);
+    out->http = true;
+    snprintf(out->name, sizeof(out->name), "%s", name);
+    snprintf(out->key, sizeof(out->key), "%s", key ? key : "");
+    json_object_object_del(req, "as_user");
+    json_object_object_del(req, "via_key");
+out:
+    json_object_put(user);
+    gw_arena_destroy(a);
+    return refusal;
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 static const struct accounts_command {
@@ -621,15 +912,11 @@ static const struct accounts_command {
     {"audit", cmd_audit},
 };
 
-/* What a caller who is not a gateway admin may run (key.list and key.show
- * narrowed to their own keys by gw_master_accounts_after). */
-static const char *const non_admin_commands[] = {"status", "key.list", "key.show"};
-
 /* Changes that go into the audit log when they succeed. */
 static const char *const audited_commands[] = {
-    "tenant.add",  "tenant.delete", "user.add",    "user.delete", "grant",      "revoke",
-    "key.create",  "key.disable",   "key.enable",  "key.delete",  "key.rotate", "limit.set",
-    "limit.clear", "quota.set",     "quota.clear", "reload"};
+    "tenant.add",  "tenant.delete", "user.add",    "user.delete", "grant",        "revoke",
+    "key.create",  "key.disable",   "key.enable",  "key.delete",  "key.rotate",   "limit.set",
+    "limit.clear", "quota.set",     "quota.clear", "reload",      "breaker.reset"};
 
 static bool
 in_list(const char *cmd, const char *const *list, size_t n)
@@ -644,13 +931,11 @@ struct json_object *
 gw_master_accounts_run(struct gw_master *m, const struct gw_caller *c, const char *cmd,
                        struct json_object *req, struct gw_arena *a, bool *handled)
 {
+    struct json_object *refusal;
+
     *handled = true;
-    if (!c->admin && !in_list(cmd, non_admin_commands,
-                              sizeof(non_admin_commands) / sizeof(non_admin_commands[0])))
-        return gw_master_reply_error(
-            "permission denied: user \"%s\" is not a gateway admin and may not "
-            "run %s",
-            c->name, cmd);
+    if ((refusal = permit(m, c, cmd, req, a)) != NULL)
+        return refusal;
     for (size_t i = 0; i < sizeof(accounts_commands) / sizeof(accounts_commands[0]); i++)
         if (strcmp(cmd, accounts_commands[i].name) == 0)
             return accounts_commands[i].run(m, c, req, a);
@@ -689,8 +974,13 @@ audit_record(struct gw_master *m, const struct gw_caller *c, const char *cmd,
     if (strcmp(cmd, "key.create") == 0 && json_object_object_get_ex(reply, "key", &key))
         json_object_object_add(args, "id", json_object_new_string(field(key, "id")));
     json_object_object_add(e, "time", json_object_new_int64(time(NULL)));
-    json_object_object_add(e, "uid", json_object_new_int64((int64_t)c->uid));
+    json_object_object_add(e, "uid",
+                           c->uid == (uid_t)-1 ? NULL : json_object_new_int64((int64_t)c->uid));
     json_object_object_add(e, "user", json_object_new_string(c->name));
+    if (c->http) {
+        json_object_object_add(e, "via", json_object_new_string("http"));
+        json_object_object_add(e, "key", json_object_new_string(c->key));
+    }
     json_object_object_add(e, "command", json_object_new_string(cmd));
     json_object_object_add(e, "args", args);
     if (gw_store_audit_add(m->store, json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN)) !=
@@ -699,28 +989,84 @@ audit_record(struct gw_master *m, const struct gw_caller *c, const char *cmd,
     json_object_put(e);
 }
 
+/*
+ * The entries of list (an array in reply) that a caller who is not a
+ * gateway admin may see: keys they own (key.list), overrides of models
+ * they may view and of their keys (limit.show), targets of models they
+ * may view (breaker.list).
+ */
+static void
+narrow(struct gw_master *m, const struct gw_caller *c, const char *cmd, struct json_object *reply)
+{
+    static const struct {
+        const char *cmd, *list;
+    } lists[] = {{"key.list", "keys"}, {"limit.show", "limits"}, {"breaker.list", "targets"}};
+    struct json_object *arr = NULL, *user;
+    struct gw_arena *a;
+    int rc;
+
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]) && arr == NULL; i++)
+        if (strcmp(cmd, lists[i].cmd) == 0 &&
+            !json_object_object_get_ex(reply, lists[i].list, &arr))
+            return;
+    if (arr == NULL || !json_object_is_type(arr, json_type_array) ||
+        (a = gw_arena_create(1024)) == NULL)
+        return;
+    user = rec_get(m, GW_DB_USERS, c->name, a, &rc);
+    for (size_t i = json_object_array_length(arr); i > 0; i--) {
+        struct json_object *e = json_object_array_get_idx(arr, i - 1), *refusal = NULL;
+        const char *scope = field(e, "scope");
+        bool keep;
+        if (strcmp(cmd, "key.list") == 0)
+            keep = strcmp(field(e, "owner"), c->name) == 0;
+        else if (strcmp(cmd, "breaker.list") == 0)
+            keep = holds(user, field(e, "model"), GW_CAP_VIEW);
+        else if (strncmp(scope, "model:", 6) == 0)
+            keep = holds(user, scope + 6, GW_CAP_VIEW);
+        else
+            keep = strncmp(scope, "key:", 4) == 0 && key_owned(m, c, scope + 4, a, &refusal) == 0;
+        json_object_put(refusal);
+        if (!keep)
+            json_object_array_del_idx(arr, i - 1, 1);
+    }
+    json_object_put(user);
+    gw_arena_destroy(a);
+}
+
+/* The "code" of an error reply that has none, from its message: what
+ * the HTTP admin API turns into a status. */
+static void
+error_classify(struct json_object *reply)
+{
+    struct json_object *v;
+    const char *msg, *code;
+
+    if (json_object_object_get_ex(reply, "code", &v))
+        return;
+    msg = field(reply, "error");
+    code = strncmp(msg, "permission denied", 17) == 0 ? "permission_denied"
+           : strncmp(msg, "unknown command", 15) == 0 ? "unknown_command"
+           : strncmp(msg, "no ", 3) == 0              ? "not_found"
+           : strncmp(msg, "could not", 9) == 0        ? "internal"
+                                                      : "invalid";
+    json_object_object_add(reply, "code", json_object_new_string(code));
+}
+
 struct json_object *
 gw_master_accounts_after(struct gw_master *m, const struct gw_caller *c, const char *cmd,
                          struct json_object *req, struct json_object *reply)
 {
-    struct json_object *ok, *keys, *key;
+    struct json_object *ok;
 
-    if (reply == NULL || !json_object_object_get_ex(reply, "ok", &ok) ||
-        !json_object_get_boolean(ok))
+    if (reply == NULL)
         return reply;
+    if (!json_object_object_get_ex(reply, "ok", &ok) || !json_object_get_boolean(ok)) {
+        error_classify(reply);
+        return reply;
+    }
     if (in_list(cmd, audited_commands, sizeof(audited_commands) / sizeof(audited_commands[0])))
         audit_record(m, c, cmd, req, reply);
-    if (c->admin)
-        return reply;
-    if (strcmp(cmd, "key.list") == 0 && json_object_object_get_ex(reply, "keys", &keys)) {
-        for (size_t i = json_object_array_length(keys); i > 0; i--)
-            if (strcmp(field(json_object_array_get_idx(keys, i - 1), "owner"), c->name) != 0)
-                json_object_array_del_idx(keys, i - 1, 1);
-    } else if (strcmp(cmd, "key.show") == 0 && json_object_object_get_ex(reply, "key", &key) &&
-               strcmp(field(key, "owner"), c->name) != 0) {
-        struct json_object *err = gw_master_reply_error("no key with id \"%s\"", field(key, "id"));
-        json_object_put(reply);
-        return err;
-    }
+    if (!c->admin)
+        narrow(m, c, cmd, reply);
     return reply;
 }

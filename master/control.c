@@ -1,7 +1,8 @@
 /*
  * control.c - the admin Unix socket and the management commands behind
- * it.  Every management operation exists once, here; aigwctl (and later
- * the HTTP admin API) are clients.
+ * it.  Every management operation exists once, here; aigwctl and the HTTP
+ * admin API (a worker forwards each call, acting for the API key's owner:
+ * see gw_master_accounts_act_as) are clients.
  *
  * Protocol: one JSON request per line, one JSON reply per line, then the
  * master closes.  Callers are checked with SO_PEERCRED: root and the
@@ -828,6 +829,8 @@ cmd_endpoint_test(struct gw_master *m, struct json_object *req, struct gw_arena 
         close(m->listeners.fds[i]);
     if (m->listeners.metrics_fd >= 0)
         close(m->listeners.metrics_fd);
+    for (size_t i = 0; i < m->listeners.nadmin; i++)
+        close(m->listeners.admin_fds[i]);
     close(m->master_fds[0]);
     close(m->master_fds[1]);
     bool all_ok;
@@ -899,11 +902,19 @@ dispatch(struct gw_master *m, const struct gw_caller *caller, const char *line, 
 {
     struct json_object *req = json_tokener_parse(line), *reply;
     const char *cmd = req != NULL ? gw_master_arg_string(req, "cmd") : NULL;
+    struct gw_caller acting;
     bool handled;
 
     if (cmd == NULL) {
         reply = gw_master_reply_error("malformed request: expected a JSON object with \"cmd\"");
         goto out;
+    }
+    /* A worker forwarding the HTTP admin API acts for a key's owner. */
+    if (json_object_object_get_ex(req, "as_user", NULL) ||
+        json_object_object_get_ex(req, "via_key", NULL)) {
+        if ((reply = gw_master_accounts_act_as(m, caller, req, &acting)) != NULL)
+            goto out;
+        caller = &acting;
     }
     /* Permissions and the accounts commands first (accounts.c). */
     reply = gw_master_accounts_run(m, caller, cmd, req, a, &handled);

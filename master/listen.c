@@ -1,7 +1,7 @@
 /*
- * listen.c - the client listening sockets (and the /metrics one).  The
- * master binds them, or takes them from systemd (socket activation); the
- * workers inherit them across fork and accept on them.
+ * listen.c - the client listening sockets (and the /metrics and admin API
+ * ones).  The master binds them, or takes them from systemd (socket
+ * activation); the workers inherit them across fork and accept on them.
  *
  * Every socket is matched to a configured address.  out->fds[i] always
  * belongs to cfg->listen[i], which is what lets a reload find the socket
@@ -355,6 +355,8 @@ listen_build(const struct gw_config *cfg, const struct gw_config *old,
     out->fds = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(int));
     out->n = 0;
     out->metrics_fd = -1;
+    out->admin_fds = NULL;
+    out->nadmin = 0;
     if (out->fds == NULL)
         return GW_ENOMEM;
     for (size_t i = 0; i < cfg->nlisten; i++) {
@@ -368,6 +370,21 @@ listen_build(const struct gw_config *cfg, const struct gw_config *old,
             goto fail;
         out->fds[out->n++] = fd;
         gw_log(GW_LOG_INFO, "listening on %s", cfg->listen[i]);
+    }
+    if (cfg->nadmin_listen > 0 &&
+        (out->admin_fds = calloc(cfg->nadmin_listen, sizeof(int))) == NULL)
+        goto fail;
+    for (size_t i = 0; i < cfg->nadmin_listen; i++) {
+        const char *text = cfg->admin_listen[i];
+        size_t nold_admin = old != NULL && old_l != NULL ? old_l->nadmin : 0;
+        int fd = listen_reuse((const char *const *)(nold_admin ? old->admin_listen : NULL),
+                              nold_admin ? old_l->admin_fds : NULL, nold_admin, text);
+        bool inherited = fd < 0 && (fd = inherited_claim(tab, ntab, text)) >= 0;
+        if (fd < 0 && (fd = listen_one(text)) < 0)
+            goto fail;
+        out->admin_fds[out->nadmin++] = fd;
+        if (!inherited)
+            gw_log(GW_LOG_INFO, "listening on %s (admin API)", text);
     }
     if (cfg->metrics_listen != NULL) {
         const char *old_text = old != NULL ? old->metrics_listen : NULL;
@@ -402,6 +419,8 @@ gw_master_listen_inherit(const struct gw_config *cfg, struct gw_listeners *out)
     out->fds = NULL;
     out->n = 0;
     out->metrics_fd = -1;
+    out->admin_fds = NULL;
+    out->nadmin = 0;
     if ((n = inherited_take(&tab, &names)) <= 0) {
         rc = n < 0 ? n : gw_master_listen_open(cfg, out);
         goto done;
@@ -436,4 +455,9 @@ gw_master_listen_close(struct gw_listeners *l)
     if (l->metrics_fd >= 0)
         close(l->metrics_fd);
     l->metrics_fd = -1;
+    for (size_t i = 0; i < l->nadmin; i++)
+        close(l->admin_fds[i]);
+    free(l->admin_fds);
+    l->admin_fds = NULL;
+    l->nadmin = 0;
 }

@@ -32,6 +32,8 @@ struct gw_listeners {
     int *fds;
     size_t n;
     int metrics_fd; /* the metrics.listen socket, or -1 */
+    int *admin_fds; /* admin_fds[i] belongs to cfg->admin_listen[i] */
+    size_t nadmin;
 };
 
 int gw_master_listen_open(const struct gw_config *cfg, struct gw_listeners *out);
@@ -43,14 +45,14 @@ void gw_master_listen_close(struct gw_listeners *l);
 /*
  * Socket activation: the same as gw_master_listen_open, but first takes
  * the sockets systemd passed (sd_listen_fds: LISTEN_FDS for this pid).
- * Each address of cfg->listen, and cfg->metrics_listen (into
- * out->metrics_fd), gets the passed socket bound to that address ("*" or
- * an empty host: a socket on that port bound to any address when none is
- * bound to the wildcard); addresses no passed socket serves are bound
- * here; passed sockets that serve none are logged and closed.  Without
- * LISTEN_FDS it is gw_master_listen_open.  Call it once, at start (a
- * later call finds nothing passed); reloads then reuse the sockets like
- * any other.  0 or GW_E*; on failure nothing is left open.
+ * Each address of cfg->listen, cfg->metrics_listen (into
+ * out->metrics_fd) and cfg->admin_listen (into out->admin_fds) gets the
+ * passed socket bound to that address ("*" or an empty host: a socket on
+ * that port bound to any address when none is bound to the wildcard);
+ * addresses no passed socket serves are bound here; passed sockets that serve none are logged and
+ * closed.  Without LISTEN_FDS it is gw_master_listen_open.  Call it once, at start (a later call
+ * finds nothing passed); reloads then reuse the sockets like any other.  0 or GW_E*; on failure
+ * nothing is left open.
  */
 int gw_master_listen_inherit(const struct gw_config *cfg, struct gw_listeners *out);
 
@@ -237,22 +239,39 @@ const char *gw_master_arg_string(struct json_object *req, const char *name);
  * admins; another uid is the user added with that --uid (an admin when
  * granted gateway-admin).  GW_EPERM when the uid maps to no one.
  *
+ * gw_master_accounts_act_as: a request that carries "as_user" (the HTTP
+ * admin API: a worker forwards it for the owner of the API key, named in
+ * "as_user", the key in "via_key") runs as that user, with that user's
+ * permissions, exactly as for an aigwctl caller mapped to the user.  Only
+ * a peer whose uid is root or the master's own effective uid (the
+ * workers' uid) may ask; the user must hold a role that may use the admin
+ * API (any but endpoint-user).  Fills *out, takes the two fields out of
+ * req and returns NULL, or returns the refusal (owned by the caller).
+ * peer is the socket caller.
+ *
  * gw_master_accounts_run: before control.c's own table: refuses what the
- * caller may not run, runs the accounts commands, and prepares key.create
- * (the owner's tenant).  Returns a reply (owned by the caller) and sets
- * *handled, or returns NULL with *handled false to let control.c run cmd.
+ * caller may not run (the permission table), runs the accounts commands,
+ * and prepares key.create (the owner's tenant).  Returns a reply (owned by
+ * the caller) and sets *handled, or returns NULL with *handled false to
+ * let control.c run cmd.
  *
  * gw_master_accounts_after: with every reply: records a successful change
- * in the audit log and narrows what a non-admin caller sees.  Returns the
+ * in the audit log, narrows what a non-admin caller sees, and gives an
+ * error reply its "code" (permission_denied, not_found, unknown_command,
+ * internal, invalid) for the HTTP admin API to answer with.  Returns the
  * reply to send (reply itself, or a replacement after releasing it).
  */
 struct gw_caller {
-    uid_t uid;
+    uid_t uid; /* the socket peer's uid; (uid_t)-1 for a user without --uid over HTTP */
     bool admin;
     char name[96]; /* the user's name, or the account name of the uid */
+    bool http;     /* acting for the owner of an API key (the HTTP admin API) */
+    char key[32];  /* that key's id */
 };
 
 int gw_master_accounts_caller(struct gw_master *m, uid_t uid, gid_t gid, struct gw_caller *out);
+struct json_object *gw_master_accounts_act_as(struct gw_master *m, const struct gw_caller *peer,
+                                              struct json_object *req, struct gw_caller *out);
 struct json_object *gw_master_accounts_run(struct gw_master *m, const struct gw_caller *c,
                                            const char *cmd, struct json_object *req,
                                            struct gw_arena *a, bool *handled);

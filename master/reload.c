@@ -56,6 +56,11 @@ listeners_equal(const struct gw_config *a, const struct gw_config *b)
     for (size_t i = 0; i < a->nlisten; i++)
         if (strcmp(a->listen[i], b->listen[i]) != 0)
             return false;
+    if (a->nadmin_listen != b->nadmin_listen)
+        return false;
+    for (size_t i = 0; i < a->nadmin_listen; i++)
+        if (strcmp(a->admin_listen[i], b->admin_listen[i]) != 0)
+            return false;
     return true;
 }
 

@@ -52,17 +52,17 @@ static const char *const provider_types[] = {
 
 /* -------------------------------------------------------------- listen */
 
+/* One "host:port" or a sequence of them, none listed twice, into *out. */
 static int
-parse_listen(struct load *ld, const struct node *n, const char *name, const struct field *f,
-             void *dst)
+parse_addresses(struct load *ld, const struct node *n, const char *name, char ***out, size_t *nout)
 {
-    struct gw_config *cfg = dst;
+    struct gw_config *cfg = ld->cfg;
     size_t count = n->kind == NODE_SEQUENCE ? n->nitems : 1;
+    char **list;
 
-    (void)f;
     if (n->kind == NODE_SEQUENCE && gw_master_confval_sequence(ld, n, name, "address") != 0)
         return GW_ECONFIG;
-    cfg->listen = gw_arena_zalloc(cfg->arena, count * sizeof(*cfg->listen));
+    list = gw_arena_zalloc(cfg->arena, (count ? count : 1) * sizeof(*list));
     for (size_t i = 0; i < count; i++) {
         const struct node *item = n->kind == NODE_SEQUENCE ? n->items[i] : n;
         const char *item_name =
@@ -71,13 +71,35 @@ parse_listen(struct load *ld, const struct node *n, const char *name, const stru
         if (gw_master_confval_address_check(ld, item, item_name) != 0)
             return GW_ECONFIG;
         for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->listen[j], item->value) == 0)
+            if (strcmp(list[j], item->value) == 0)
                 return gw_master_config_error(ld, item, "\"%s\": %s is listed twice", item_name,
                                               gw_master_config_show_node(ld, item));
-        cfg->listen[i] = gw_arena_strdup(cfg->arena, item->value);
+        list[i] = gw_arena_strdup(cfg->arena, item->value);
     }
-    cfg->nlisten = count;
+    *out = list;
+    *nout = count;
     return 0;
+}
+
+static int
+parse_listen(struct load *ld, const struct node *n, const char *name, const struct field *f,
+             void *dst)
+{
+    struct gw_config *cfg = dst;
+
+    (void)f;
+    return parse_addresses(ld, n, name, &cfg->listen, &cfg->nlisten);
+}
+
+/* admin.listen: where the HTTP admin API is served (none by default). */
+static int
+parse_admin_listen(struct load *ld, const struct node *n, const char *name, const struct field *f,
+                   void *dst)
+{
+    struct gw_config *cfg = dst;
+
+    (void)f;
+    return parse_addresses(ld, n, name, &cfg->admin_listen, &cfg->nadmin_listen);
 }
 
 /* A host:port, checked as listen takes it, into a char *. */
@@ -715,6 +737,7 @@ parse_sandboxes(struct load *ld, const struct node *n, const char *name, const s
 static const struct field admin_fields[] = {
     FIELD("socket", gw_master_confval_socket, offsetof(struct gw_config, admin_socket)),
     FIELD("mode", gw_master_confval_mode, offsetof(struct gw_config, admin_mode)),
+    FIELD("listen", parse_admin_listen, 0),
     {.key = NULL},
 };
 
@@ -958,10 +981,23 @@ gw_master_config_defaults(struct gw_config *cfg)
     cfg->timeouts.total_ms = 600 * SECOND_MS;
 }
 
+/* The node of section.listen (or of section itself), for an error. */
+static const struct node *
+listen_node(struct load *ld, const char *section, size_t i)
+{
+    const struct node *sec = map_value(ld->root, section);
+    const struct node *at = sec != NULL ? map_value(sec, "listen") : NULL;
+
+    if (at == NULL)
+        return sec != NULL ? sec : ld->root;
+    return at->kind == NODE_SEQUENCE && i < at->nitems ? at->items[i] : at;
+}
+
 /*
  * Checks across top-level keys that may come in any order: a group needs a
- * user, and the metrics listener an address no client listener takes.
- * Runs after the default listen address is in place.
+ * user, and the metrics and admin listeners addresses no client listener
+ * (and neither of them the other's) takes.  Runs after the default listen
+ * address is in place.
  */
 static int
 process_finish(struct load *ld)
@@ -972,19 +1008,33 @@ process_finish(struct load *ld)
         return gw_master_config_error(ld, map_key(ld->root, "group"),
                                       "\"group\" is set without \"user\"; name the user "
                                       "to run as too");
-    if (cfg->metrics_listen == NULL)
-        return 0;
-    for (size_t i = 0; i < cfg->nlisten; i++) {
+    for (size_t i = 0; cfg->metrics_listen != NULL && i < cfg->nlisten; i++) {
         if (!addresses_clash(cfg->metrics_listen, cfg->listen[i]))
             continue;
-        const struct node *m = map_value(ld->root, "metrics");
-        const struct node *at = map_value(m, "listen") != NULL ? map_value(m, "listen") : m;
         return gw_master_config_error(
-            ld, at,
+            ld, listen_node(ld, "metrics", 0),
             "\"metrics.listen\" %s clashes with the listen address %s; metrics need an "
             "address of their own",
             gw_master_config_show(ld, cfg->metrics_listen, strlen(cfg->metrics_listen)),
             gw_master_config_show(ld, cfg->listen[i], strlen(cfg->listen[i])));
+    }
+    for (size_t a = 0; a < cfg->nadmin_listen; a++) {
+        const char *addr = cfg->admin_listen[a], *other = NULL;
+        for (size_t i = 0; i < cfg->nlisten && other == NULL; i++)
+            if (addresses_clash(addr, cfg->listen[i]))
+                other = cfg->listen[i];
+        if (other == NULL && cfg->metrics_listen != NULL &&
+            addresses_clash(addr, cfg->metrics_listen))
+            other = cfg->metrics_listen;
+        if (other == NULL)
+            continue;
+        return gw_master_config_error(
+            ld, listen_node(ld, "admin", a),
+            "\"admin.listen\" %s clashes with the %s address %s; the admin API needs an "
+            "address of its own",
+            gw_master_config_show(ld, addr, strlen(addr)),
+            other == cfg->metrics_listen ? "metrics.listen" : "listen",
+            gw_master_config_show(ld, other, strlen(other)));
     }
     return 0;
 }
@@ -995,7 +1045,7 @@ process_finish(struct load *ld)
  * fallbacks, give models the top-level timeouts they did not set, listen
  * on 127.0.0.1:8080 when no address is given, and check the keys that
  * depend on each other across the top level (group and user,
- * metrics.listen and listen).
+ * metrics.listen, admin.listen and listen).
  */
 int
 gw_master_config_finish(struct load *ld)

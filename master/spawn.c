@@ -113,6 +113,8 @@ pool_fork(struct gw_master_pool *p, int i)
             .listen_fds = m->listeners.fds,
             .nlisten = m->listeners.n,
             .metrics_fd = m->listeners.metrics_fd,
+            .admin_fds = m->listeners.admin_fds,
+            .nadmin = m->listeners.nadmin,
             .secret = m->secret,
             .max_requests = m->cfg->max_requests,
             .master_fds = m->master_fds,

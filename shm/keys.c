@@ -148,11 +148,28 @@ gw_key_generate(char id[GW_KEY_ID_LEN + 1], char secret[GW_KEY_SECRET_LEN])
 const char *const gw_role_names[] = {"gateway-admin", "endpoint-admin",  "endpoint-operator",
                                      "endpoint-user", "endpoint-viewer", NULL};
 
+/* In the order of gw_role_names. */
+static const unsigned role_caps[] = {
+    GW_CAP_ALL,
+    GW_CAP_CALL | GW_CAP_VIEW | GW_CAP_OPERATE | GW_CAP_MANAGE,
+    GW_CAP_CALL | GW_CAP_VIEW | GW_CAP_OPERATE,
+    GW_CAP_CALL,
+    GW_CAP_VIEW,
+};
+
+unsigned
+gw_role_caps(const char *role)
+{
+    for (size_t i = 0; role != NULL && gw_role_names[i] != NULL; i++)
+        if (strcmp(role, gw_role_names[i]) == 0)
+            return role_caps[i];
+    return 0;
+}
+
 bool
 gw_role_calls(const char *role)
 {
-    return strcmp(role, "gateway-admin") == 0 || strcmp(role, "endpoint-admin") == 0 ||
-           strcmp(role, "endpoint-operator") == 0 || strcmp(role, "endpoint-user") == 0;
+    return (gw_role_caps(role) & GW_CAP_CALL) != 0;
 }
 
 bool

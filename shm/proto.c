@@ -1,7 +1,8 @@
 /*
  * proto.c - framing of the admin protocol: JSON objects, one per line.
- * The framing is checked: a line longer than GW_PROTO_MAX_LINE is refused
- * rather than buffered without bound.
+ * The framing is checked: a line longer than its limit (GW_PROTO_MAX_LINE
+ * for a request, GW_PROTO_MAX_REPLY for a reply) is refused rather than
+ * buffered without bound.
  */
 #include <errno.h>
 #include <string.h>
@@ -9,14 +10,16 @@
 
 #include "shm/shm.h"
 
-int
-gw_proto_line_take(struct gw_buf *b, char **line, size_t *consumed)
+/* gw_proto_line_take with a limit of max bytes, looking for the newline
+ * only from offset from on (the bytes before it were searched already). */
+static int
+line_take(struct gw_buf *b, size_t max, size_t from, char **line, size_t *consumed)
 {
-    char *nl = b->len > 0 ? memchr(b->data, '\n', b->len) : NULL;
+    char *nl = b->len > from ? memchr(b->data + from, '\n', b->len - from) : NULL;
 
     if (nl == NULL)
-        return b->len > GW_PROTO_MAX_LINE ? GW_ETOOBIG : GW_ENOENT;
-    if ((size_t)(nl - b->data) > GW_PROTO_MAX_LINE)
+        return b->len > max ? GW_ETOOBIG : GW_ENOENT;
+    if ((size_t)(nl - b->data) > max)
         return GW_ETOOBIG;
     *nl = '\0';
     *line = b->data;
@@ -25,13 +28,24 @@ gw_proto_line_take(struct gw_buf *b, char **line, size_t *consumed)
 }
 
 int
-gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed)
+gw_proto_line_take(struct gw_buf *b, char **line, size_t *consumed)
 {
+    return line_take(b, GW_PROTO_MAX_LINE, 0, line, consumed);
+}
+
+int
+gw_proto_read_line_max(int fd, struct gw_buf *b, size_t max, char **line, size_t *consumed)
+{
+    size_t searched = 0;
+
     for (;;) {
-        int rc = gw_proto_line_take(b, line, consumed);
+        int rc = line_take(b, max, searched, line, consumed);
         if (rc != GW_ENOENT)
             return rc;
-        if (gw_buf_reserve(b, 65536) != 0)
+        searched = b->len;
+        /* Grow geometrically: a reply of many megabytes takes a few
+         * dozen reads, not one per 64 KiB with a copy each time. */
+        if (gw_buf_reserve(b, b->len < 65536 ? 65536 : b->len) != 0)
             return GW_ENOMEM;
         ssize_t n = read(fd, b->data + b->len, b->cap - b->len - 1);
         if (n < 0 && errno == EINTR)
@@ -43,4 +57,10 @@ gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed)
         b->len += (size_t)n;
         b->data[b->len] = '\0';
     }
+}
+
+int
+gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed)
+{
+    return gw_proto_read_line_max(fd, b, GW_PROTO_MAX_LINE, line, consumed);
 }

@@ -304,6 +304,8 @@ struct gw_config {
     char *access_file;    /* JSON lines; NULL: stderr */
     bool access_journal;  /* access log to journald instead */
     char *metrics_listen; /* "host:port" of the /metrics listener, or NULL */
+    char **admin_listen;  /* admin.listen: the HTTP admin API's "host:port"s */
+    size_t nadmin_listen;
 
     struct gw_http_limits http;
     struct gw_timeouts timeouts; /* defaults for models */
@@ -419,9 +421,28 @@ int gw_store_rec_list(struct gw_store *st, enum gw_store_db db, bool newest_firs
                       struct gw_arena *a, char ***json, size_t *n);
 int gw_store_audit_add(struct gw_store *st, const char *json);
 
-/* Roles a user may be granted, and whether a role lets its holder call
- * the model it is granted on (gateway-admin: every model). */
+/*
+ * Roles a user may be granted, and what each lets its holder do with the
+ * model it is granted on (gateway-admin: everything, on every model):
+ *
+ *   endpoint-admin     call, view, operate, manage (grant roles on it)
+ *   endpoint-operator  call, view, operate (its limits and quotas)
+ *   endpoint-user      call
+ *   endpoint-viewer    view (metadata and usage)
+ *
+ * gw_role_caps: the GW_CAP_* bits of a role, 0 for an unknown one.
+ * gw_role_calls: whether the role lets its holder call the model.  The
+ * master's admin commands check the other bits (master/accounts.c).
+ */
+enum gw_role_cap {
+    GW_CAP_CALL = 1 << 0,
+    GW_CAP_VIEW = 1 << 1,
+    GW_CAP_OPERATE = 1 << 2,
+    GW_CAP_MANAGE = 1 << 3,
+    GW_CAP_ALL = GW_CAP_CALL | GW_CAP_VIEW | GW_CAP_OPERATE | GW_CAP_MANAGE,
+};
 extern const char *const gw_role_names[];
+unsigned gw_role_caps(const char *role);
 bool gw_role_calls(const char *role);
 
 /*
@@ -486,6 +507,15 @@ int gw_proto_line_take(struct gw_buf *b, char **line, size_t *consumed);
 
 /* Read from fd until one line arrives (blocking, with the fd's timeouts). */
 int gw_proto_read_line(int fd, struct gw_buf *b, char **line, size_t *consumed);
+
+/*
+ * The same for a line of up to max bytes.  Replies use GW_PROTO_MAX_REPLY:
+ * a list of every key or the whole audit log is many megabytes, and the
+ * master only sends what it was asked for.  Requests stay under
+ * GW_PROTO_MAX_LINE, which is what the master reads.
+ */
+#define GW_PROTO_MAX_REPLY (256 * 1024 * 1024)
+int gw_proto_read_line_max(int fd, struct gw_buf *b, size_t max, char **line, size_t *consumed);
 
 /* --------------------------------------------------- the shm segment */
 

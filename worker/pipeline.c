@@ -29,9 +29,11 @@ struct route {
     int (*handle)(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                   const struct route *rt);
     enum gw_endpoint endpoint;
-    bool any_method;                /* every method (the pass-through proxies) */
     enum gw_passthru_kind passthru; /* for handle_passthru */
 };
+
+/* A route's method when its handler checks the method itself. */
+#define ROUTE_ANY_METHOD ((enum http_method)0xff)
 
 static int handle_health(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                          const struct route *rt);
@@ -50,19 +52,34 @@ static int handle_metrics(struct gw_worker *w, struct gw_request *req, const str
 
 /* The metrics listener answers these and nothing else. */
 static const struct route metrics_routes[] = {
-    {"/metrics", false, HTTP_GET, false, handle_metrics, 0, false, 0},
-    {"/healthz", false, HTTP_GET, false, handle_health, 0, false, 0},
+    {"/metrics", false, HTTP_GET, false, handle_metrics, 0, 0},
+    {"/healthz", false, HTTP_GET, false, handle_health, 0, 0},
+};
+
+static int
+handle_admin(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+             const struct route *rt)
+{
+    (void)rt;
+    return gw_worker_admin_serve(w, req, key);
+}
+
+/* An admin.listen socket answers these and nothing else (worker/admin.c);
+ * /admin/v1 on a client listener is an unknown URL. */
+static const struct route admin_routes[] = {
+    {"/healthz", false, HTTP_GET, false, handle_health, 0, 0},
+    {"/admin/v1/", true, ROUTE_ANY_METHOD, true, handle_admin, 0, 0},
 };
 
 static const struct route routes[] = {
-    {"/healthz", false, HTTP_GET, false, handle_health, 0, false, 0},
-    {"/v1/models", false, HTTP_GET, true, handle_models, 0, false, 0},
-    {"/v1/models/", true, HTTP_GET, true, handle_model, 0, false, 0},
-    {"/v1/chat/completions", false, HTTP_POST, true, handle_proxy, GW_EP_CHAT, false, 0},
-    {"/v1/embeddings", false, HTTP_POST, true, handle_proxy, GW_EP_EMBEDDINGS, false, 0},
-    {"/v1/mcp/", true, HTTP_POST, true, handle_passthru, 0, true, GW_PASSTHRU_MCP},
-    {"/v1/agent/", true, HTTP_POST, true, handle_passthru, 0, true, GW_PASSTHRU_AGENT},
-    {"/v1/sandboxes/", true, HTTP_POST, true, handle_passthru, 0, true, GW_PASSTHRU_SANDBOX},
+    {"/healthz", false, HTTP_GET, false, handle_health, 0, 0},
+    {"/v1/models", false, HTTP_GET, true, handle_models, 0, 0},
+    {"/v1/models/", true, HTTP_GET, true, handle_model, 0, 0},
+    {"/v1/chat/completions", false, HTTP_POST, true, handle_proxy, GW_EP_CHAT, 0},
+    {"/v1/embeddings", false, HTTP_POST, true, handle_proxy, GW_EP_EMBEDDINGS, 0},
+    {"/v1/mcp/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_MCP},
+    {"/v1/agent/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_AGENT},
+    {"/v1/sandboxes/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_SANDBOX},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -658,7 +675,8 @@ account(struct gw_worker *w, struct gw_request *req)
         gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms, ttft);
     if ((st = stat_get(w, req->target_stat)) != NULL)
         gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms, ttft);
-    if (req->key_id != NULL) {
+    /* An admin API request is no use of a model: not usage. */
+    if (req->key_id != NULL && !w->on_admin) {
         char name[GW_SHM_NAME_LEN];
         snprintf(name, sizeof(name), "k:%s", req->key_id);
         if ((st = stat_get(w, (int32_t)gw_shm_stat_find(w->env->shm, name, true))) != NULL)
@@ -679,11 +697,15 @@ gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req)
     bool path_known = false;
     int rc;
 
+    if (w->on_admin) {
+        table = admin_routes;
+        n = sizeof(admin_routes) / sizeof(admin_routes[0]);
+    }
     for (size_t i = 0; i < n; i++) {
         if (!route_path_matches(&table[i], req->path))
             continue;
         path_known = true;
-        if (table[i].method == req->method || table[i].any_method ||
+        if (table[i].method == ROUTE_ANY_METHOD || table[i].method == req->method ||
             (table[i].method == HTTP_GET && req->method == HTTP_HEAD)) {
             rt = &table[i];
             break;

@@ -29,6 +29,8 @@ static volatile sig_atomic_t reopen_logs;
 static const int *listen_fds;
 static size_t nlisten_fds;
 static int metrics_fd = -1;
+static const int *admin_fds;
+static size_t nadmin_fds;
 
 /*
  * Stop: finish the request in hand, take no new one.  The listening
@@ -46,6 +48,8 @@ on_term(int sig)
             close(listen_fds[i]);
         if (metrics_fd >= 0)
             close(metrics_fd);
+        for (size_t i = 0; i < nadmin_fds; i++)
+            close(admin_fds[i]);
     }
     gw_worker_stopping = 1;
 }
@@ -182,12 +186,16 @@ no_idle_worker(void *ctx)
     return true;
 }
 
+/* Which listener a connection came in on. */
+enum listener_kind { LISTENER_CLIENT, LISTENER_METRICS, LISTENER_ADMIN };
+
 static void
-connection_serve(struct gw_worker *w, int fd, bool metrics)
+connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
 {
     int one = 1;
 
-    w->on_metrics = metrics;
+    w->on_metrics = kind == LISTENER_METRICS;
+    w->on_admin = kind == LISTENER_ADMIN;
     state_set(w, GW_WORKER_KEEPALIVE);
     limits_refresh(w);
     struct timeval tv = {.tv_sec = w->limits.write_timeout_ms / 1000,
@@ -261,6 +269,8 @@ gw_worker_main(const struct gw_worker_env *env)
     listen_fds = env->listen_fds;
     nlisten_fds = env->nlisten;
     metrics_fd = env->metrics_fd;
+    admin_fds = env->admin_fds;
+    nadmin_fds = env->nadmin;
     signals_setup();
     /* Die with the master; and if it is already gone, do not start. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -280,8 +290,10 @@ gw_worker_main(const struct gw_worker_env *env)
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         gw_fatal("epoll_create1: %s", strerror(errno));
-    for (size_t i = 0; i <= env->nlisten; i++) {
-        int fd = i < env->nlisten ? env->listen_fds[i] : env->metrics_fd;
+    for (size_t i = 0; i <= env->nlisten + env->nadmin; i++) {
+        int fd = i < env->nlisten    ? env->listen_fds[i]
+                 : i == env->nlisten ? env->metrics_fd
+                                     : env->admin_fds[i - env->nlisten - 1];
         if (fd < 0)
             continue;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = fd};
@@ -309,7 +321,12 @@ gw_worker_main(const struct gw_worker_env *env)
                     gw_log(GW_LOG_WARN, "accept: %s", strerror(errno));
                 continue;
             }
-            connection_serve(&w, fd, evs[i].data.fd == env->metrics_fd);
+            enum listener_kind kind =
+                evs[i].data.fd == env->metrics_fd ? LISTENER_METRICS : LISTENER_CLIENT;
+            for (size_t j = 0; j < env->nadmin; j++)
+                if (evs[i].data.fd == env->admin_fds[j])
+                    kind = LISTENER_ADMIN;
+            connection_serve(&w, fd, kind);
         }
     }
     state_set(&w, GW_WORKER_STOPPING);

@@ -23,7 +23,9 @@ struct gw_worker_env {
     const struct gw_shm *shm;
     const int *listen_fds;
     size_t nlisten;
-    int metrics_fd; /* the /metrics listener, or -1 */
+    int metrics_fd;       /* the /metrics listener, or -1 */
+    const int *admin_fds; /* the HTTP admin API's listeners (admin.listen) */
+    size_t nadmin;
     const unsigned char *secret;
     uint64_t max_requests; /* recycle after this many requests; 0: never */
     const int *master_fds; /* the master's own descriptors, closed at start */
@@ -208,6 +210,7 @@ struct gw_worker {
     struct gw_http_conn conn;
     struct gw_arena *arena; /* per request, reset after each */
     bool on_metrics;        /* this connection came in on the metrics listener */
+    bool on_admin;          /* ... on an admin API listener */
     struct gw_buf scratch;  /* reused per request (metrics page) */
     uint64_t served;
     unsigned id_prefix; /* random, makes request ids unique across workers */
@@ -219,6 +222,14 @@ struct gw_worker {
  * request, GW_ECLOSED when it must be closed.
  */
 int gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req);
+
+/*
+ * The HTTP admin API (worker/admin.c): answer a request for /admin/v1/...
+ * that came in on an admin.listen socket with key, by forwarding it to
+ * the master's admin socket as the key's owner.  Returns 0 when the
+ * connection may serve another request.
+ */
+int gw_worker_admin_serve(struct gw_worker *w, struct gw_request *req, const struct gw_key *key);
 
 /*
  * Rate limits (worker/limit.c).  A hold is what one request took from the

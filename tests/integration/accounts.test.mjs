@@ -1,11 +1,13 @@
 // accounts.test.mjs - tenants, users, grants and revokes through aigwctl;
 // keys owned by a user call only what the user may call, at once after a
 // grant or revoke; key rotate; the last gateway admin; the audit log;
-// a caller that is not root mapped to its user with --uid.
+// a caller that is not root mapped to its user with --uid; what each role
+// may and may not do, run as its own uid.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import { after } from 'node:test';
 
 import { AIGWCTL, assertError, run, startGateway, test, useGateway } from './lib/harness.mjs';
 
@@ -248,7 +250,11 @@ test('a caller that is not root is its --uid user: status and its own keys only'
       r = await asNobody(['tenant', 'add', uniq('t')]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /not a gateway admin/);
-      assert.equal((await asNobody(['key', 'disable', mine.id])).code, 1);
+      // Its own keys it manages; another's it may not touch.
+      assert.equal((await asNobody(['key', 'disable', mine.id])).code, 0);
+      r = await asNobody(['key', 'disable', theirs.id]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /permission denied: key \S+ is not one of user/);
 
       // Made a gateway admin, the same uid may manage, but not remove itself.
       await ok(gw, ['grant', user, 'gateway-admin']);
@@ -264,3 +270,170 @@ test('a caller that is not root is its --uid user: status and its own keys only'
       await gw.stop();
     }
   });
+
+// ------------------------------------------------ roles through aigwctl
+
+// A gateway whose socket other uids may reach (group 65534, mode 0660),
+// shared by the role tests below; each test maps fresh uids to its users.
+let rolesGw = null;
+let nextUid = 61000 + Math.floor(Math.random() * 1000) * 10;
+after(async () => { if (rolesGw) await rolesGw.stop(); });
+
+async function rolesGateway() {
+  if (!rolesGw) {
+    rolesGw = await startGateway({ workers: 1, adminMode: '0660' });
+    fs.chmodSync(rolesGw.dir, 0o755);
+    fs.chownSync(rolesGw.socket, 0, 65534);
+  }
+  return rolesGw;
+}
+
+// A user mapped to a uid of its own and granted roles ([role, model]...):
+// {user, uid, ctl(args) (aigwctl as that uid), json(args)}.
+async function mappedUser(gw, ...grants) {
+  const uid = nextUid++;
+  const { user } = await newUser(gw, ['--uid', String(uid)]);
+  for (const [role, model] of grants) {
+    await ok(gw, ['grant', user, role, ...(model ? ['--model', model] : [])]);
+  }
+  const ctl = (args) => run('setpriv',
+    [`--reuid=${uid}`, '--regid=65534', '--clear-groups', AIGWCTL, '-s', gw.socket, ...args]);
+  const json = async (args) => {
+    const r = await ctl([...args, '--json']);
+    assert.equal(r.code, 0, `aigwctl ${args.join(' ')} as ${user}: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  };
+  return { user, uid, ctl, json };
+}
+
+async function allowed(u, args) {
+  const r = await u.ctl(args);
+  assert.equal(r.code, 0, `aigwctl ${args.join(' ')} as ${u.user} should run: ${r.stderr}`);
+  return r;
+}
+
+async function denied(u, args, re = /permission denied/) {
+  const r = await u.ctl(args);
+  assert.equal(r.code, 1, `aigwctl ${args.join(' ')} as ${u.user} should be refused: ${r.stdout}`);
+  assert.match(r.stderr, re);
+  return r;
+}
+
+const rolesSkip = { skip: !canSwitchUid() && 'cannot run aigwctl as another uid here' };
+
+test('endpoint-viewer: sees its model, changes nothing, calls nothing', rolesSkip, async () => {
+  const gw = await rolesGateway();
+  const v = await mappedUser(gw, ['endpoint-viewer', 'demo']);
+  const shown = await v.json(['limit', 'show', '--model', 'demo']);
+  assert.equal(shown.limits[0].scope, 'model:demo');
+  await denied(v, ['limit', 'show', '--model', 'other'],
+    new RegExp(`user "${v.user}" holds no role on model other that allows limit.show`));
+  await denied(v, ['limit', 'set', '--model', 'demo', '--rpm', '5'],
+    new RegExp(`permission denied: user "${v.user}" holds no role on model demo that allows limit.set`));
+  const targets = await v.json(['breaker', 'list']);
+  assert.deepEqual([...new Set(targets.map((t) => t.model))], ['demo']);
+  await denied(v, ['tenant', 'add', uniq('t')], /not a gateway admin/);
+  await denied(v, ['endpoint', 'test', 'demo'], /allows endpoint.test/);
+  // A key for itself (for the admin API), one that can call nothing.
+  const k = await v.json(['key', 'create', '--name', 'view']);
+  assert.equal((await gw.ctlJson(['key', 'show', k.id])).owner, v.user);
+  assertError(assert, await gw.chat(k.key, { model: 'demo' }), 403, 'model_not_allowed');
+  await denied(v, ['key', 'create', '--name', 'x', '--models', 'demo'], /allows calling it/);
+});
+
+test('endpoint-user: calls its model with keys it creates and manages; nobody else\'s', rolesSkip, async () => {
+  const gw = await rolesGateway();
+  const u = await mappedUser(gw, ['endpoint-user', 'demo']);
+  const other = await mappedUser(gw, ['endpoint-user', 'demo']);
+  const k = await u.json(['key', 'create', '--name', 'mine', '--models', 'demo']);
+  assert.equal((await gw.chat(k.key, { model: 'demo' })).status, 200);
+  await denied(u, ['key', 'create', '--name', 'x', '--models', 'other'], /no role on model other/);
+  await denied(u, ['key', 'create', '--name', 'x', '--user', other.user], /only for themselves/);
+  await denied(u, ['limit', 'show', '--model', 'demo'], /allows limit.show/);
+  await allowed(u, ['key', 'disable', k.id]);
+  await allowed(u, ['key', 'enable', k.id]);
+  const rotated = await u.json(['key', 'rotate', k.id]);
+  assert.equal((await gw.chat(rotated.key, { model: 'demo' })).status, 200);
+  const theirs = await other.json(['key', 'create', '--name', 'theirs']);
+  for (const verb of ['show', 'disable', 'enable', 'rotate', 'delete']) {
+    await denied(u, ['key', verb, theirs.id], /is not one of user/);
+  }
+  assert.deepEqual((await u.json(['key', 'list'])).map((x) => x.id), [k.id]);
+  await allowed(u, ['key', 'delete', k.id]);
+  await denied(u, ['key', 'show', k.id], /no key/);
+});
+
+test('endpoint-operator: its model\'s limits, not another\'s, not a key\'s, no grants', rolesSkip, async () => {
+  const gw = await rolesGateway();
+  const op = await mappedUser(gw, ['endpoint-operator', 'demo']);
+  const k = await op.json(['key', 'create', '--name', 'op', '--models', 'demo']);
+  assert.equal((await gw.chat(k.key, { model: 'demo' })).status, 200);
+  await allowed(op, ['limit', 'set', '--model', 'demo', '--rpm', '1000']);
+  assert.equal((await gw.ctlJson(['limit', 'show', '--model', 'demo'])).limits[0].rpm, 1000);
+  const last = (await gw.ctlJson(['audit', '--limit', '1']))[0];
+  assert.deepEqual([last.command, last.user, last.uid], ['limit.set', op.user, op.uid]);
+  await denied(op, ['limit', 'set', '--model', 'other', '--rpm', '1'], /allows limit.set/);
+  await denied(op, ['limit', 'set', '--key', k.id, '--rpm', '1'], /not a gateway admin/);
+  // Its own overview holds only what it may see.
+  await ok(gw, ['limit', 'set', '--model', 'other', '--rpm', '7']);
+  const all = (await op.json(['limit', 'show'])).limits.map((l) => l.scope);
+  assert.ok(all.includes('model:demo') && !all.includes('model:other'), all.join(' '));
+  await allowed(op, ['limit', 'clear', '--model', 'demo']);
+  await ok(gw, ['limit', 'clear', '--model', 'other']);
+  const { user: bob } = await newUser(gw);
+  await denied(op, ['grant', bob, 'endpoint-user', '--model', 'demo'], /allows grant/);
+  await denied(op, ['user', 'list'], /not a gateway admin/);
+  await allowed(op, ['user', 'show', op.user]);
+  await denied(op, ['user', 'show', bob], /only for themselves/);
+});
+
+test('endpoint-admin: grants and revokes roles on its model for others only', rolesSkip, async () => {
+  const gw = await rolesGateway();
+  const boss = await mappedUser(gw, ['endpoint-admin', 'demo']);
+  const { user: bob } = await newUser(gw);
+  const bobKey = await gw.ctlJson(['key', 'create', '--name', 'bob', '--user', bob]);
+  await allowed(boss, ['grant', bob, 'endpoint-operator', '--model', 'demo']);
+  assert.equal((await gw.chat(bobKey.key, { model: 'demo' })).status, 200);
+  const last = (await gw.ctlJson(['audit', '--limit', '1']))[0];
+  assert.deepEqual([last.command, last.user], ['grant', boss.user]);
+  await denied(boss, ['grant', bob, 'endpoint-user', '--model', 'other'], /no role on model other that allows grant/);
+  await denied(boss, ['grant', bob, 'gateway-admin'], /may not grant gateway-admin/);
+  await denied(boss, ['grant', boss.user, 'endpoint-user', '--model', 'demo'], /their own roles/);
+  await denied(boss, ['revoke', boss.user, 'endpoint-admin', '--model', 'demo'], /their own roles/);
+  await allowed(boss, ['limit', 'set', '--model', 'demo', '--tpm', '100000']);
+  await allowed(boss, ['limit', 'clear', '--model', 'demo']);
+  await allowed(boss, ['revoke', bob, 'endpoint-operator', '--model', 'demo']);
+  assert.equal((await gw.chat(bobKey.key, { model: 'demo' })).status, 403);
+  await denied(boss, ['user', 'delete', bob], /not a gateway admin/);
+});
+
+test('gateway-admin by grant: everything but removing itself', rolesSkip, async () => {
+  const gw = await rolesGateway();
+  const root = await mappedUser(gw, ['gateway-admin']);
+  const { user: bob, tenant } = await newUser(gw);
+  await allowed(root, ['grant', bob, 'endpoint-user', '--model', 'other']);
+  await allowed(root, ['limit', 'set', '--model', 'other', '--rpm', '9']);
+  await allowed(root, ['limit', 'clear', '--model', 'other']);
+  await allowed(root, ['user', 'delete', bob]);
+  await allowed(root, ['tenant', 'delete', tenant]);
+  await denied(root, ['user', 'delete', root.user], /yourself/);
+  await denied(root, ['revoke', root.user, 'gateway-admin'], /your own grants/);
+});
+
+test('only the master\'s own uid (its workers) may act for another user', rolesSkip, async () => {
+  const gw = await rolesGateway();
+  const v = await mappedUser(gw, ['endpoint-viewer', 'demo']);
+  const { user: admin } = await newUser(gw);
+  await ok(gw, ['grant', admin, 'gateway-admin']);
+  // A raw request, as a worker would send it, from a uid that is not the master's.
+  const send = `const s = require('net').connect(process.argv[1]);
+s.on('connect', () => s.write(JSON.stringify({ cmd: 'tenant.list', as_user: process.argv[2] }) + '\\n'));
+let got = ''; s.on('data', (d) => { got += d; }); s.on('end', () => console.log(got.trim()));`;
+  const r = await run('setpriv', [`--reuid=${v.uid}`, '--regid=65534', '--clear-groups',
+    process.execPath, '-e', send, gw.socket, admin]);
+  assert.equal(r.code, 0, r.stderr);
+  const reply = JSON.parse(r.stdout);
+  assert.equal(reply.ok, false);
+  assert.match(reply.error, new RegExp(`uid ${v.uid} may not act for another user`));
+  assert.equal(reply.code, 'permission_denied');
+});

@@ -1247,6 +1247,46 @@ metrics_listen_must_not_be_a_listen_address(void **state)
                  "\"127.0.0.1:9000\"; metrics need an address of their own");
 }
 
+/* ----------------------------------------------------------- admin API */
+
+static void
+admin_listen_one_or_many_none_by_default(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok(MINIMAL);
+
+    assert_int_equal(cfg->nadmin_listen, 0);
+    gw_config_free(cfg);
+    cfg = load_ok("admin: { listen: \"127.0.0.1:8081\" }\n" MINIMAL);
+    assert_int_equal(cfg->nadmin_listen, 1);
+    assert_string_equal(cfg->admin_listen[0], "127.0.0.1:8081");
+    gw_config_free(cfg);
+    cfg = load_ok("admin:\n  listen: [\"127.0.0.1:8081\", \"[::1]:8081\"]\n" MINIMAL);
+    assert_int_equal(cfg->nadmin_listen, 2);
+    assert_string_equal(cfg->admin_listen[1], "[::1]:8081");
+    gw_config_free(cfg);
+}
+
+static void
+admin_listen_is_checked_and_needs_its_own_address(void **state)
+{
+    (void)state;
+    expect_error("admin: { listen: 8081 }\n" MINIMAL, 1, 18,
+                 "\"admin.listen\" must be host:port, such as 127.0.0.1:8080 (got \"8081\")");
+    expect_error("admin: { listen: [\"127.0.0.1:8081\", \"127.0.0.1:8081\"] }\n" MINIMAL, 1, 37,
+                 "\"admin.listen[1]\": \"127.0.0.1:8081\" is listed twice");
+    expect_error("listen: \"127.0.0.1:8080\"\n"
+                 "admin: { listen: [\"127.0.0.1:8081\", \"*:8080\"] }\n" MINIMAL,
+                 2, 37,
+                 "\"admin.listen\" \"*:8080\" clashes with the listen address "
+                 "\"127.0.0.1:8080\"; the admin API needs an address of its own");
+    expect_error("metrics: { listen: \"127.0.0.1:9464\" }\n"
+                 "admin: { listen: \"127.0.0.1:9464\" }\n" MINIMAL,
+                 2, 18,
+                 "\"admin.listen\" \"127.0.0.1:9464\" clashes with the metrics.listen address "
+                 "\"127.0.0.1:9464\"; the admin API needs an address of its own");
+}
+
 /* --------------------------------------------------------- shipped files */
 
 /* etc/ files load as they are; skipped when the tests run outside the repository. */
@@ -1364,6 +1404,8 @@ main(void)
         cmocka_unit_test(metrics_listen_and_its_default),
         cmocka_unit_test(metrics_listen_is_checked_like_listen),
         cmocka_unit_test(metrics_listen_must_not_be_a_listen_address),
+        cmocka_unit_test(admin_listen_one_or_many_none_by_default),
+        cmocka_unit_test(admin_listen_is_checked_and_needs_its_own_address),
         cmocka_unit_test(shipped_configs_load),
     };
 

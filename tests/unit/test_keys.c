@@ -152,6 +152,22 @@ a_key_with_no_model_list_allows_every_model(void **state)
     assert_true(gw_key_allows(&k, "anything"));
 }
 
+/* What each role may do on its model, as issue 6 says. */
+static void
+roles_have_the_documented_capabilities(void **state)
+{
+    (void)state;
+    assert_int_equal(gw_role_caps("gateway-admin"), GW_CAP_ALL);
+    assert_int_equal(gw_role_caps("endpoint-admin"), GW_CAP_ALL);
+    assert_int_equal(gw_role_caps("endpoint-operator"), GW_CAP_CALL | GW_CAP_VIEW | GW_CAP_OPERATE);
+    assert_int_equal(gw_role_caps("endpoint-user"), GW_CAP_CALL);
+    assert_int_equal(gw_role_caps("endpoint-viewer"), GW_CAP_VIEW);
+    assert_int_equal(gw_role_caps("superuser"), 0);
+    assert_int_equal(gw_role_caps(NULL), 0);
+    assert_true(gw_role_calls("endpoint-user"));
+    assert_false(gw_role_calls("endpoint-viewer"));
+}
+
 int
 main(void)
 {
@@ -161,6 +177,7 @@ main(void)
         cmocka_unit_test(secret_is_created_once_with_mode_0600),
         cmocka_unit_test(store_finds_a_key_by_hash_and_honours_disable_and_delete),
         cmocka_unit_test(a_key_with_no_model_list_allows_every_model),
+        cmocka_unit_test(roles_have_the_documented_capabilities),
     };
 
     gw_log_level = GW_LOG_ERROR;

@@ -216,14 +216,16 @@ function flow(obj) {
 // (nested values such as a provider's health or a model's routing are written
 // as flow mappings); workers: a
 // number or a mapping ({start, min_spare, max_spare, max, max_requests});
-// logFile, accessFile (log.file, log.access_file), shutdownTimeout and
-// metrics (the metrics.listen address) when given.
+// logFile, accessFile (log.file, log.access_file), shutdownTimeout,
+// metrics (the metrics.listen address) and adminListen (admin.listen, the
+// HTTP admin API's addresses) when given.
 export function configYaml(o) {
   const lines = [
     '# written by tests/integration/lib/harness.mjs',
     `listen: [${o.listen.map(q).join(', ')}]`,
     `state_dir: ${q(o.stateDir)}`,
-    `admin: { socket: ${q(o.socket)}, mode: ${q(o.adminMode ?? '0600')} }`,
+    `admin: { socket: ${q(o.socket)}, mode: ${q(o.adminMode ?? '0600')}` +
+      `${o.adminListen ? `, listen: [${o.adminListen.map(q).join(', ')}]` : ''} }`,
     `workers: ${o.workers !== null && typeof o.workers === 'object' ? flow(o.workers) : (o.workers ?? 2)}`,
     `log: { level: ${o.logLevel ?? 'info'}, access: ${o.access ?? true}` +
       `${o.logFile ? `, file: ${q(o.logFile)}` : ''}${o.accessFile ? `, access_file: ${q(o.accessFile)}` : ''} }`,
@@ -441,6 +443,15 @@ export class Gateway {
     return HttpConn.open(this.port);
   }
 
+  // A request to the HTTP admin API (the first admin.listen address, see
+  // startGateway's adminApi): method, path under /admin/v1, the API key,
+  // and a body (objects are sent as JSON).
+  admin(method, path, key, body) {
+    if (!this.adminPort) throw new Error('this gateway has no admin.listen (startGateway adminApi)');
+    const headers = key ? { Authorization: `Bearer ${key}` } : {};
+    return request(this.adminPort, { method, path: `/admin/v1${path}`, headers, body });
+  }
+
   // Has the master exited?  Resolves {code, signal}.
   get exited() {
     return this.p.exited;
@@ -475,7 +486,9 @@ export class Gateway {
 // status answers and every worker runs.
 //
 // opts: workers (a number or a mapping, see configYaml), http, timeouts, limits,
-// upstream, logFile, accessFile, shutdownTimeout, metrics, models (added to BASE_MODELS),
+// upstream, logFile, accessFile, shutdownTimeout, metrics, adminApi (true: an
+// admin.listen address on a free port, gw.adminPort; gw.admin() calls it),
+// models (added to BASE_MODELS),
 // providers (added to "local"), mock (an aigw-mock to use; else one is
 // started and owned), requireKey (for an owned mock), adminMode, pidfile
 // (true: -p DIR/aigwd.pid), env, listen (extra addresses); dir and port to
@@ -484,6 +497,7 @@ export async function startGateway(opts = {}) {
   const dir = opts.dir ?? tempDir();
   const mock = opts.mock ?? await startMock({ requireKey: opts.requireKey });
   const port = opts.port ?? await freePort();
+  const adminPort = opts.adminApi ? (opts.adminPort ?? await freePort()) : undefined;
   const socket = path.join(dir, 'aigw.sock');
   const stateDir = path.join(dir, 'state');
   const configPath = path.join(dir, 'aigw.yaml');
@@ -501,6 +515,7 @@ export async function startGateway(opts = {}) {
     accessFile: opts.accessFile,
     shutdownTimeout: opts.shutdownTimeout,
     metrics: opts.metrics,
+    adminListen: adminPort ? [`127.0.0.1:${adminPort}`] : undefined,
     http: opts.http,
     upstream: opts.upstream,
     timeouts: opts.timeouts,
@@ -521,7 +536,7 @@ export async function startGateway(opts = {}) {
   if (pidfile) args.push('-p', pidfile);
   const p = launch(AIGWD, args, { env: { [UPSTREAM_KEY_ENV]: UPSTREAM_KEY, ...(opts.env ?? {}) } });
   const gw = new Gateway({
-    dir, port, socket, stateDir, configPath, pidfile, workers, mock, ownMock: !opts.mock, p, cfg,
+    dir, port, adminPort, socket, stateDir, configPath, pidfile, workers, mock, ownMock: !opts.mock, p, cfg,
   });
   liveGateways.add(gw);
   try {
