@@ -622,8 +622,10 @@ static const struct accounts_command {
 };
 
 /* What a caller who is not a gateway admin may run (key.list and key.show
- * narrowed to their own keys by gw_master_accounts_after). */
-static const char *const non_admin_commands[] = {"status", "key.list", "key.show"};
+ * narrowed to their own keys by gw_master_accounts_after, the usage
+ * commands by usage_scoped). */
+static const char *const non_admin_commands[] = {"status", "key.list",    "key.show",
+                                                 "usage",  "usage.stats", "usage.detail"};
 
 /* Changes that go into the audit log when they succeed. */
 static const char *const audited_commands[] = {
@@ -640,6 +642,45 @@ in_list(const char *cmd, const char *const *list, size_t n)
     return false;
 }
 
+/*
+ * The usage commands of a caller who is not a gateway admin: the records
+ * of the keys they own and of the models they hold any grant on
+ * (endpoint-viewer included), narrowed here, before anything is added
+ * up, so that totals hold only what they may see.
+ */
+static struct json_object *
+usage_scoped(struct gw_master *m, const struct gw_caller *c, const char *cmd,
+             struct json_object *req, struct gw_arena *a)
+{
+    struct gw_stats_scope scope = {.user = c->name};
+    struct gw_key **keys;
+    size_t n;
+    int rc;
+    struct json_object *u = rec_get(m, GW_DB_USERS, c->name, a, &rc), *grants;
+
+    if (u == NULL)
+        return gw_master_reply_error("could not read user \"%s\": %s", c->name, gw_strerror(rc));
+    grants = user_grants(u);
+    scope.models = gw_arena_alloc(a, (json_object_array_length(grants) + 1) * sizeof(char *));
+    for (size_t i = 0; i < json_object_array_length(grants); i++) {
+        const char *model = field(json_object_array_get_idx(grants, i), "model");
+        if (model[0] != '\0')
+            scope.models[scope.nmodels++] = gw_arena_strdup(a, model);
+    }
+    json_object_put(u);
+    if ((rc = gw_store_key_list(m->store, a, &keys, &n)) != 0)
+        return gw_master_reply_error("could not list keys: %s", gw_strerror(rc));
+    scope.keys = gw_arena_alloc(a, (n + 1) * sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i]->owner, c->name) == 0)
+            scope.keys[scope.nkeys++] = keys[i]->id;
+    if (strcmp(cmd, "usage.stats") == 0)
+        return gw_master_stats_usage(m, req, a, &scope);
+    if (strcmp(cmd, "usage.detail") == 0)
+        return gw_master_stats_detail(m, req, a, &scope);
+    return gw_master_stats_totals(m, req, a, &scope);
+}
+
 struct json_object *
 gw_master_accounts_run(struct gw_master *m, const struct gw_caller *c, const char *cmd,
                        struct json_object *req, struct gw_arena *a, bool *handled)
@@ -654,6 +695,8 @@ gw_master_accounts_run(struct gw_master *m, const struct gw_caller *c, const cha
     for (size_t i = 0; i < sizeof(accounts_commands) / sizeof(accounts_commands[0]); i++)
         if (strcmp(cmd, accounts_commands[i].name) == 0)
             return accounts_commands[i].run(m, c, req, a);
+    if (!c->admin && strncmp(cmd, "usage", 5) == 0)
+        return usage_scoped(m, c, cmd, req, a);
     if (strcmp(cmd, "key.create") == 0) {
         /* The tenant of a key is its owner's, never the client's word. */
         const char *user = gw_master_arg_string(req, "user");

@@ -224,6 +224,7 @@ master_loop(struct gw_master *m, int sfd, int cfd)
         if (gw_now_ms() - last_maintain >= 1000) {
             gw_master_pool_sweep(&m->pool);
             gw_master_pool_maintain(&m->pool);
+            gw_master_usage_maintain(m);
             watchdog_ping();
             last_maintain = gw_now_ms();
         }
