@@ -234,6 +234,7 @@ export function configYaml(o) {
   if (o.upstream) lines.push(`upstream: ${flow(o.upstream)}`);
   if (o.timeouts) lines.push(`timeouts: ${flow(o.timeouts)}`);
   if (o.limits) lines.push(`limits: ${flow(o.limits)}`);
+  if (o.usage) lines.push(`usage: ${flow(o.usage)}`);
   lines.push('providers:');
   for (const p of o.providers) lines.push(`  - ${flow({ type: 'openai', ...p })}`);
   lines.push('models:');
@@ -471,7 +472,7 @@ export class Gateway {
 // status answers and every worker runs.
 //
 // opts: workers (a number or a mapping, see configYaml), http, timeouts, limits,
-// upstream, logFile, accessFile, shutdownTimeout, metrics, models (added to BASE_MODELS),
+// usage (retention: {detail_days, aggregate_days}), upstream, logFile, accessFile, shutdownTimeout, metrics, models (added to BASE_MODELS),
 // providers (added to "local"), mock (an aigw-mock to use; else one is
 // started and owned), requireKey (for an owned mock), adminMode, pidfile
 // (true: -p DIR/aigwd.pid), env, listen (extra addresses); dir and port to
@@ -501,6 +502,7 @@ export async function startGateway(opts = {}) {
     upstream: opts.upstream,
     timeouts: opts.timeouts,
     limits: opts.limits,
+    usage: opts.usage,
     providers: [
       { name: 'local', base_url: mock.base, api_key_env: UPSTREAM_KEY_ENV },
       ...(opts.providers ?? []),
