@@ -38,10 +38,14 @@ static const char usage_text[] =
     "  workers [--json]                      list the worker processes\n"
     "  reload [--json]                       re-read the configuration (like SIGHUP)\n"
     "  usage [--json]                        usage totals: requests, input and output tokens\n"
-    "  usage [--by DIM[,DIM...]] [--from DATE] [--to DATE] [--key ID] [--model M]\n"
-    "        [--target T] [--json | --csv | --xlsx FILE]\n"
-    "                                        usage statistics; DIM: key, model, target, status,\n"
-    "                                        day, month, hour\n"
+    "  usage [--by DIM[,DIM...]]... [--since T] [--until T] [--key ID] [--user U]\n"
+    "        [--tenant T] [--model M] [--target P/M] [--format table|json|csv|xlsx] [-o FILE]\n"
+    "                                        usage statistics with totals; DIM: key, user,\n"
+    "                                        tenant, model, target, status, day, month, hour;\n"
+    "                                        T: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS]Z, 24h, 7d, now\n"
+    "  usage --detail [--limit N] [filters and format as above]\n"
+    "                                        the requests themselves, newest first (N: 100,\n"
+    "                                        0: all); --json, --csv, --xlsx FILE: shorthands\n"
     "  key create --name NAME [--user U] [--models a,b] [--route STRATEGY] [--route-header]\n"
     "             [--json]                   create an API key; prints its secret once\n"
     "  key rotate ID [--json]                new secret for the key; the old one stops working\n"
@@ -341,18 +345,33 @@ cmd_reload(int argc, char **argv)
 
 /* ------------------------------------------------------ usage statistics */
 
-static const char *const stats_metrics[] = {"requests",      "errors",          "input_tokens",
-                                            "output_tokens", "avg_duration_ms", "avg_ttfb_ms"};
+static const char *const stats_metrics[] = {
+    "requests", "errors", "input_tokens",    "output_tokens",
+    "cached",   "cost",   "avg_duration_ms", "avg_ttfb_ms",
+};
 #define NMETRICS (sizeof(stats_metrics) / sizeof(stats_metrics[0]))
 
-/* A row's value of column name as text: averages with one decimal. */
+/* The columns of usage --detail, in order. */
+static const char *const detail_cols[] = {
+    "time",   "request_id",   "key",           "user",   "tenant",     "model", "target",
+    "status", "input_tokens", "output_tokens", "cached", "latency_ms", "cost",
+};
+#define NDETAIL (sizeof(detail_cols) / sizeof(detail_cols[0]))
+
+/* The detail totals: the stats metrics without the averages. */
+#define NDETAIL_TOTALS 6
+
+/* A row's value of column name as text: averages with one decimal, costs
+ * with six, "" when the row has no such field. */
 static void
 stats_value(struct json_object *row, const char *name, char *out, size_t len)
 {
     struct json_object *v;
 
-    if (!json_object_object_get_ex(row, name, &v))
+    if (row == NULL || !json_object_object_get_ex(row, name, &v))
         snprintf(out, len, "%s", "");
+    else if (strcmp(name, "cost") == 0)
+        snprintf(out, len, "%.6f", json_object_get_double(v));
     else if (json_object_is_type(v, json_type_double))
         snprintf(out, len, "%.1f", json_object_get_double(v));
     else
@@ -361,91 +380,86 @@ stats_value(struct json_object *row, const char *name, char *out, size_t len)
 
 /* One CSV field, quoted as RFC 4180 says when it must be. */
 static void
-csv_field(const char *s, bool last)
+csv_field(FILE *out, const char *s, bool last)
 {
     if (strpbrk(s, ",\"\r\n") == NULL && s[0] != ' ' && (s[0] == '\0' || s[strlen(s) - 1] != ' ')) {
-        fputs(s, stdout);
+        fputs(s, out);
     } else {
-        putchar('"');
+        fputc('"', out);
         for (; *s; s++) {
             if (*s == '"')
-                putchar('"');
-            putchar(*s);
+                fputc('"', out);
+            fputc(*s, out);
         }
-        putchar('"');
+        fputc('"', out);
     }
-    fputs(last ? "\r\n" : ",", stdout);
+    fputs(last ? "\r\n" : ",", out);
 }
 
+/* A header line, then one line per row: the rows alone, so that a column
+ * adds up to the total. */
 static void
-stats_csv(struct json_object *by, struct json_object *rows)
+emit_csv(FILE *out, const char *const *cols, size_t ncols, struct json_object *rows)
 {
-    size_t nby = json_object_array_length(by), nrows = json_object_array_length(rows);
-    char v[128];
+    char v[256];
 
-    for (size_t c = 0; c < nby; c++)
-        csv_field(json_object_get_string(json_object_array_get_idx(by, c)), false);
-    for (size_t c = 0; c < NMETRICS; c++)
-        csv_field(stats_metrics[c], c + 1 == NMETRICS);
-    for (size_t r = 0; r < nrows; r++) {
-        struct json_object *row = json_object_array_get_idx(rows, r);
-        for (size_t c = 0; c < nby; c++)
-            csv_field(field_str(row, json_object_get_string(json_object_array_get_idx(by, c))),
-                      false);
-        for (size_t c = 0; c < NMETRICS; c++) {
-            stats_value(row, stats_metrics[c], v, sizeof(v));
-            csv_field(v, c + 1 == NMETRICS);
+    for (size_t c = 0; c < ncols; c++)
+        csv_field(out, cols[c], c + 1 == ncols);
+    for (size_t r = 0; r < json_object_array_length(rows); r++) {
+        for (size_t c = 0; c < ncols; c++) {
+            stats_value(json_object_array_get_idx(rows, r), cols[c], v, sizeof(v));
+            csv_field(out, v, c + 1 == ncols);
         }
     }
 }
 
 /* One sheet: a bold header, then the rows, numbers as numbers. */
 static void
-xlsx_sheet(lxw_worksheet *ws, lxw_format *bold, struct json_object *by, struct json_object *rows)
+xlsx_sheet(lxw_worksheet *ws, lxw_format *bold, const char *const *cols, size_t ncols,
+           struct json_object *rows)
 {
-    size_t nby = json_object_array_length(by), nrows = json_object_array_length(rows);
-
-    for (size_t c = 0; c < nby; c++)
-        worksheet_write_string(ws, 0, (lxw_col_t)c,
-                               json_object_get_string(json_object_array_get_idx(by, c)), bold);
-    for (size_t c = 0; c < NMETRICS; c++)
-        worksheet_write_string(ws, 0, (lxw_col_t)(nby + c), stats_metrics[c], bold);
-    for (size_t r = 0; r < nrows; r++) {
+    for (size_t c = 0; c < ncols; c++)
+        worksheet_write_string(ws, 0, (lxw_col_t)c, cols[c], bold);
+    for (size_t r = 0; r < json_object_array_length(rows); r++) {
         struct json_object *row = json_object_array_get_idx(rows, r), *v;
-        for (size_t c = 0; c < nby; c++)
-            worksheet_write_string(
-                ws, (lxw_row_t)(r + 1), (lxw_col_t)c,
-                field_str(row, json_object_get_string(json_object_array_get_idx(by, c))), NULL);
-        for (size_t c = 0; c < NMETRICS; c++)
-            if (json_object_object_get_ex(row, stats_metrics[c], &v))
-                worksheet_write_number(ws, (lxw_row_t)(r + 1), (lxw_col_t)(nby + c),
-                                       json_object_get_double(v), NULL);
+        for (size_t c = 0; c < ncols; c++) {
+            if (!json_object_object_get_ex(row, cols[c], &v))
+                continue;
+            lxw_row_t y = (lxw_row_t)(r + 1);
+            lxw_col_t x = (lxw_col_t)c;
+            if (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double))
+                worksheet_write_number(ws, y, x, json_object_get_double(v), NULL);
+            else if (json_object_is_type(v, json_type_boolean))
+                worksheet_write_boolean(ws, y, x, json_object_get_boolean(v), NULL);
+            else
+                worksheet_write_string(ws, y, x, json_object_get_string(v), NULL);
+        }
     }
-    worksheet_set_column(ws, 0, (lxw_col_t)(nby + NMETRICS - 1), 16, NULL);
+    worksheet_set_column(ws, 0, (lxw_col_t)(ncols - 1), 16, NULL);
 }
 
-/* Sheet "usage" holds the rows, sheet "totals" the totals.  The file is
- * written here, with the caller's permissions, never by the master. */
+/* Sheet one ("usage" or "requests") holds the rows, sheet "totals" the
+ * totals.  The file is written here, with the caller's permissions, never
+ * by the master. */
 static int
-stats_xlsx(const char *path, struct json_object *by, struct json_object *rows,
-           struct json_object *totals)
+emit_xlsx(const char *path, const char *sheet, const char *const *cols, size_t ncols,
+          struct json_object *rows, const char *const *tcols, size_t ntcols,
+          struct json_object *totals)
 {
     lxw_workbook *wb = workbook_new(path);
-    struct json_object *nodims = json_object_new_array(), *one = json_object_new_array();
+    struct json_object *one = json_object_new_array();
 
     if (wb == NULL) {
         fprintf(stderr, "aigwctl: cannot create workbook %s\n", path);
-        json_object_put(nodims);
         json_object_put(one);
         return EXIT_REFUSED;
     }
     lxw_format *bold = workbook_add_format(wb);
     format_set_bold(bold);
-    xlsx_sheet(workbook_add_worksheet(wb, "usage"), bold, by, rows);
+    xlsx_sheet(workbook_add_worksheet(wb, sheet), bold, cols, ncols, rows);
     json_object_array_add(one, json_object_get(totals));
-    xlsx_sheet(workbook_add_worksheet(wb, "totals"), bold, nodims, one);
+    xlsx_sheet(workbook_add_worksheet(wb, "totals"), bold, tcols, ntcols, one);
     lxw_error err = workbook_close(wb);
-    json_object_put(nodims);
     json_object_put(one);
     if (err != LXW_NO_ERROR) {
         fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, lxw_strerror(err));
@@ -454,133 +468,342 @@ stats_xlsx(const char *path, struct json_object *by, struct json_object *rows,
     return 0;
 }
 
-/* A table for a person: the dimensions, the metrics, a total line. */
+/* A table for a person: the columns, then a total line, unless totals is
+ * NULL (its first tfirst columns say "total"; nlabel columns of labels
+ * are aligned left). */
 static void
-stats_table(struct json_object *by, struct json_object *rows, struct json_object *totals)
+emit_table(FILE *out, const char *const *cols, size_t ncols, size_t nlabel, size_t tfirst,
+           struct json_object *rows, struct json_object *totals)
 {
-    size_t nby = json_object_array_length(by), nrows = json_object_array_length(rows);
-    size_t ncols = nby + NMETRICS;
-    int width[GW_STATS_NDIMS + NMETRICS];
-    char v[128];
+    size_t nrows = json_object_array_length(rows);
+    int *width = calloc(ncols, sizeof(int));
+    char v[256];
 
+    if (width == NULL)
+        return;
     for (size_t c = 0; c < ncols; c++) {
-        const char *name = c < nby ? json_object_get_string(json_object_array_get_idx(by, c))
-                                   : stats_metrics[c - nby];
-        width[c] = (int)strlen(name);
-        if (c == 0 && nby > 0 && width[c] < 5)
+        width[c] = (int)strlen(cols[c]);
+        if (c == 0 && tfirst > 0 && width[c] < 5)
             width[c] = 5; /* "total" */
         for (size_t r = 0; r < nrows + 1; r++) {
             struct json_object *row = r < nrows ? json_object_array_get_idx(rows, r) : totals;
-            stats_value(row, name, v, sizeof(v));
+            stats_value(row, cols[c], v, sizeof(v));
             if ((int)strlen(v) > width[c])
                 width[c] = (int)strlen(v);
         }
     }
-    for (size_t r = 0; r < nrows + 2; r++) {
+    for (size_t r = 0; r < nrows + (totals != NULL ? 2 : 1); r++) {
         struct json_object *row = r == 0       ? NULL
                                   : r <= nrows ? json_object_array_get_idx(rows, r - 1)
                                                : totals;
-        if (nby == 0 && r > 0 && r <= nrows)
+        if (tfirst == 0 && totals != NULL && r > 0 && r <= nrows)
             continue; /* without dimensions the one row is the total */
         for (size_t c = 0; c < ncols; c++) {
-            const char *name = c < nby ? json_object_get_string(json_object_array_get_idx(by, c))
-                                       : stats_metrics[c - nby];
             if (row == NULL)
-                snprintf(v, sizeof(v), "%s", name);
-            else if (row == totals && c < nby)
+                snprintf(v, sizeof(v), "%s", cols[c]);
+            else if (row == totals && c < tfirst)
                 snprintf(v, sizeof(v), "%s", c == 0 ? "total" : "");
             else
-                stats_value(row, name, v, sizeof(v));
+                stats_value(row, cols[c], v, sizeof(v));
             if (v[0] == '\0')
                 snprintf(v, sizeof(v), "%s", "-");
-            /* Dimensions to the left, numbers to the right. */
-            printf(c < nby ? "%-*s%s" : "%*s%s", width[c], v, c + 1 < ncols ? "  " : "\n");
+            /* Labels to the left, numbers to the right. */
+            fprintf(out, c < nlabel ? "%-*s%s" : "%*s%s", width[c], v, c + 1 < ncols ? "  " : "\n");
         }
     }
+    free(width);
+}
+
+enum usage_format { FORMAT_TABLE, FORMAT_JSON, FORMAT_CSV, FORMAT_XLSX };
+
+struct usage_opts {
+    enum usage_format format;
+    const char *file; /* -o, --xlsx FILE; NULL: stdout */
+    bool detail;
+    long long limit; /* --detail: records; 0: all */
+};
+
+/* Where the answer goes: stdout, or the -o file (created, truncated). */
+static FILE *
+output_open(const struct usage_opts *o)
+{
+    FILE *f;
+
+    if (o->file == NULL)
+        return stdout;
+    if ((f = fopen(o->file, "w")) == NULL)
+        fprintf(stderr, "aigwctl: cannot write %s: %s\n", o->file, strerror(errno));
+    return f;
 }
 
 static int
-usage_stats(int argc, char **argv)
+output_close(const struct usage_opts *o, FILE *f)
 {
-    struct json_object *req = request_new("usage.stats"), *reply = NULL, *by, *rows, *totals;
-    char dims[256] = "";
-    const char *xlsx = NULL;
-    bool csv = false;
-    int rc;
+    if (f == stdout)
+        return fflush(f) == 0 ? 0 : EXIT_REFUSED;
+    if (fclose(f) != 0) {
+        fprintf(stderr, "aigwctl: cannot write %s: %s\n", o->file, strerror(errno));
+        return EXIT_REFUSED;
+    }
+    return 0;
+}
 
+static void
+emit_json(FILE *out, struct json_object *o)
+{
+    fprintf(out, "%s\n",
+            json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* Print or export the answer of usage.stats. */
+static int
+usage_stats_emit(const struct usage_opts *o, struct json_object *reply)
+{
+    struct json_object *by, *rows, *totals;
+    const char *cols[GW_STATS_NDIMS + NMETRICS];
+    size_t nby, ncols = 0;
+    FILE *out;
+    int rc = 0;
+
+    if (!json_object_object_get_ex(reply, "by", &by) ||
+        !json_object_object_get_ex(reply, "rows", &rows) ||
+        !json_object_object_get_ex(reply, "totals", &totals)) {
+        fprintf(stderr, "aigwctl: malformed reply to usage\n");
+        return EXIT_REFUSED;
+    }
+    nby = json_object_array_length(by);
+    for (size_t c = 0; c < nby && c < GW_STATS_NDIMS; c++)
+        cols[ncols++] = json_object_get_string(json_object_array_get_idx(by, c));
+    for (size_t c = 0; c < NMETRICS; c++)
+        cols[ncols++] = stats_metrics[c];
+    if (o->format == FORMAT_XLSX)
+        return emit_xlsx(o->file, "usage", cols, ncols, rows, stats_metrics, NMETRICS, totals);
+    if ((out = output_open(o)) == NULL)
+        return EXIT_REFUSED;
+    if (o->format == FORMAT_JSON) {
+        json_object_object_del(reply, "ok");
+        json_object_object_del(reply, "by");
+        emit_json(out, reply);
+    } else if (o->format == FORMAT_CSV) {
+        emit_csv(out, cols, ncols, rows);
+    } else {
+        emit_table(out, cols, ncols, nby, nby, rows, totals);
+    }
+    rc = output_close(o, out);
+    return rc;
+}
+
+/*
+ * usage --detail: ask for pages of at most 1,000 records, newest first,
+ * until the limit or the end, and add the totals of what was listed.
+ * req holds the range and filters.
+ */
+static int
+usage_detail(const struct usage_opts *o, struct json_object *req)
+{
+    struct json_object *rows = json_object_new_array(), *reply = NULL, *page, *more, *v;
+    struct json_object *totals = json_object_new_object(), *doc = NULL;
+    long long left = o->limit;
+    int64_t until_us = -1, skip = 0, input = 0, output = 0, cached = 0, errors = 0;
+    double cost = 0;
+    FILE *out;
+    int rc = 0;
+
+    for (;;) {
+        struct json_object *r = json_object_get(req);
+        long long n = left > 0 && left < 1000 ? left : 1000;
+        json_object_object_add(r, "limit", json_object_new_int64(n));
+        if (until_us >= 0) {
+            json_object_object_add(r, "until_us", json_object_new_int64(until_us));
+            json_object_object_add(r, "skip", json_object_new_int64(skip));
+        }
+        if ((rc = call(r, &reply)) != 0)
+            goto out;
+        if (!json_object_object_get_ex(reply, "rows", &page) ||
+            !json_object_object_get_ex(reply, "more", &more)) {
+            fprintf(stderr, "aigwctl: malformed reply to usage --detail\n");
+            rc = EXIT_REFUSED;
+            goto out;
+        }
+        size_t got = json_object_array_length(page);
+        for (size_t i = 0; i < got; i++) {
+            struct json_object *row = json_object_array_get_idx(page, i);
+            json_object_array_add(rows, json_object_get(row));
+            int64_t t =
+                json_object_object_get_ex(row, "time_us", &v) ? json_object_get_int64(v) : 0;
+            /* The next page ends after this microsecond and skips the
+             * rows of it already listed. */
+            skip = t == until_us - 1 ? skip + 1 : 1;
+            until_us = t + 1;
+        }
+        left -= (long long)got;
+        bool again = json_object_get_boolean(more) && got > 0 && (o->limit == 0 || left > 0);
+        json_object_put(reply);
+        reply = NULL;
+        if (!again)
+            break;
+    }
+    size_t nrows = json_object_array_length(rows);
+    for (size_t i = 0; i < nrows; i++) {
+        struct json_object *row = json_object_array_get_idx(rows, i);
+        if (json_object_object_get_ex(row, "input_tokens", &v))
+            input += json_object_get_int64(v);
+        if (json_object_object_get_ex(row, "output_tokens", &v))
+            output += json_object_get_int64(v);
+        if (json_object_object_get_ex(row, "cached", &v))
+            cached += json_object_get_boolean(v);
+        if (json_object_object_get_ex(row, "status", &v))
+            errors += json_object_get_int(v) >= 400;
+        if (json_object_object_get_ex(row, "cost", &v))
+            cost += json_object_get_double(v);
+    }
+    char text[48];
+    snprintf(text, sizeof(text), "%.6f", cost);
+    json_object_object_add(totals, "requests", json_object_new_int64((int64_t)nrows));
+    json_object_object_add(totals, "errors", json_object_new_int64(errors));
+    json_object_object_add(totals, "input_tokens", json_object_new_int64(input));
+    json_object_object_add(totals, "output_tokens", json_object_new_int64(output));
+    json_object_object_add(totals, "cached", json_object_new_int64(cached));
+    json_object_object_add(totals, "cost", json_object_new_double_s(atof(text), text));
+
+    if (o->format == FORMAT_XLSX) {
+        rc = emit_xlsx(o->file, "requests", detail_cols, NDETAIL, rows, stats_metrics,
+                       NDETAIL_TOTALS, totals);
+        goto out;
+    }
+    if ((out = output_open(o)) == NULL) {
+        rc = EXIT_REFUSED;
+        goto out;
+    }
+    if (o->format == FORMAT_JSON) {
+        doc = json_object_new_object();
+        json_object_object_add(doc, "rows", json_object_get(rows));
+        json_object_object_add(doc, "totals", json_object_get(totals));
+        emit_json(out, doc);
+    } else if (o->format == FORMAT_CSV) {
+        emit_csv(out, detail_cols, NDETAIL, rows);
+    } else {
+        emit_table(out, detail_cols, NDETAIL, 7, 0, rows, NULL);
+        fprintf(out,
+                "total: %zu requests, %lld errors, %lld input tokens, %lld output tokens, "
+                "%lld cached, cost %s\n",
+                nrows, (long long)errors, (long long)input, (long long)output, (long long)cached,
+                text);
+    }
+    rc = output_close(o, out);
+out:
+    json_object_put(reply);
+    json_object_put(doc);
+    json_object_put(rows);
+    json_object_put(totals);
+    return rc;
+}
+
+/* The usage command: totals alone (no argument but --json), statistics
+ * (--by and the rest), or the records themselves (--detail). */
+static int
+cmd_usage(int argc, char **argv)
+{
+    struct usage_opts o = {.format = FORMAT_TABLE, .limit = 100};
+    struct json_object *req = NULL, *reply = NULL;
+    char dims[256] = "";
+    int formats = 0, rc;
+
+    /* Without arguments (or with --json alone): the all-time totals. */
+    if (argc == 0 || (argc == 1 && strcmp(argv[0], "--json") == 0)) {
+        if ((rc = ask_simple("usage", "usage", argc, argv, &reply)) != 0)
+            return rc;
+        json_object_object_del(reply, "ok");
+        if (json_out)
+            print_json(reply, NULL);
+        else
+            printf("requests       %s\ninput_tokens   %s\noutput_tokens  %s\n",
+                   field_str(reply, "requests"), field_str(reply, "input_tokens"),
+                   field_str(reply, "output_tokens"));
+        json_object_put(reply);
+        return 0;
+    }
+    req = json_object_new_object();
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
+        bool has = i + 1 < argc;
         if (strcmp(opt, "--json") == 0) {
-            json_out = true;
+            o.format = FORMAT_JSON;
+            formats++;
         } else if (strcmp(opt, "--csv") == 0) {
-            csv = true;
-        } else if (strcmp(opt, "--xlsx") == 0 && i + 1 < argc) {
-            xlsx = argv[++i];
-        } else if (strcmp(opt, "--by") == 0 && i + 1 < argc) {
+            o.format = FORMAT_CSV;
+            formats++;
+        } else if (strcmp(opt, "--xlsx") == 0 && has) {
+            o.format = FORMAT_XLSX;
+            o.file = argv[++i];
+            formats++;
+        } else if (strcmp(opt, "--format") == 0 && has) {
+            const char *f = argv[++i];
+            formats++;
+            if (strcmp(f, "table") == 0)
+                o.format = FORMAT_TABLE;
+            else if (strcmp(f, "json") == 0)
+                o.format = FORMAT_JSON;
+            else if (strcmp(f, "csv") == 0)
+                o.format = FORMAT_CSV;
+            else if (strcmp(f, "xlsx") == 0)
+                o.format = FORMAT_XLSX;
+            else {
+                json_object_put(req);
+                return usage_error("usage: --format %s: expected table, json, csv or xlsx", f);
+            }
+        } else if (strcmp(opt, "-o") == 0 && has) {
+            o.file = argv[++i];
+        } else if (strcmp(opt, "--detail") == 0) {
+            o.detail = true;
+        } else if (strcmp(opt, "--limit") == 0 && has) {
+            char *end;
+            o.limit = strtoll(argv[++i], &end, 10);
+            if (*end != '\0' || end == argv[i] || o.limit < 0) {
+                json_object_put(req);
+                return usage_error("usage: --limit %s: expected a whole number (0: all)", argv[i]);
+            }
+        } else if (strcmp(opt, "--by") == 0 && has) {
             size_t used = strlen(dims);
             snprintf(dims + used, sizeof(dims) - used, "%s%s", used ? "," : "", argv[++i]);
-        } else if ((strcmp(opt, "--from") == 0 || strcmp(opt, "--to") == 0 ||
-                    strcmp(opt, "--key") == 0 || strcmp(opt, "--model") == 0 ||
+        } else if ((strcmp(opt, "--since") == 0 || strcmp(opt, "--until") == 0 ||
+                    strcmp(opt, "--from") == 0 || strcmp(opt, "--to") == 0 ||
+                    strcmp(opt, "--key") == 0 || strcmp(opt, "--user") == 0 ||
+                    strcmp(opt, "--tenant") == 0 || strcmp(opt, "--model") == 0 ||
                     strcmp(opt, "--target") == 0) &&
-                   i + 1 < argc) {
+                   has) {
+            /* --from and --to go as such, so that an error names them. */
             json_object_object_add(req, opt + 2, json_object_new_string(argv[++i]));
         } else {
             json_object_put(req);
             return usage_error("usage: unknown or incomplete argument %s", opt);
         }
     }
-    if ((csv ? 1 : 0) + (xlsx != NULL ? 1 : 0) + (json_out ? 1 : 0) > 1) {
+    const char *bad = formats > 1 ? "choose one of --format, --json, --csv and --xlsx FILE"
+                      : o.format == FORMAT_XLSX && o.file == NULL
+                          ? "an XLSX workbook needs a file: -o FILE"
+                      : o.detail && dims[0] != '\0' ? "--detail lists requests; leave --by out"
+                                                    : NULL;
+    if (bad != NULL) {
         json_object_put(req);
-        return usage_error("usage: %s", "choose one of --json, --csv and --xlsx FILE");
+        return usage_error("usage: %s", bad);
     }
+    json_out = o.format == FORMAT_JSON;
+    if (o.detail) {
+        json_object_object_add(req, "cmd", json_object_new_string("usage.detail"));
+        rc = usage_detail(&o, req);
+        json_object_put(req);
+        return rc;
+    }
+    json_object_object_add(req, "cmd", json_object_new_string("usage.stats"));
     if (dims[0] != '\0')
         json_object_object_add(req, "by", json_object_new_string(dims));
     if ((rc = call(req, &reply)) != 0)
         return rc;
-    if (!json_object_object_get_ex(reply, "by", &by) ||
-        !json_object_object_get_ex(reply, "rows", &rows) ||
-        !json_object_object_get_ex(reply, "totals", &totals)) {
-        fprintf(stderr, "aigwctl: malformed reply to usage\n");
-        json_object_put(reply);
-        return EXIT_REFUSED;
-    }
-    if (json_out) {
-        json_object_get(by);
-        json_object_object_del(reply, "ok");
-        json_object_object_del(reply, "by");
-        print_json(reply, NULL);
-        json_object_put(by);
-    } else if (csv) {
-        stats_csv(by, rows);
-    } else if (xlsx != NULL) {
-        rc = stats_xlsx(xlsx, by, rows, totals);
-    } else {
-        stats_table(by, rows, totals);
-    }
+    rc = usage_stats_emit(&o, reply);
     json_object_put(reply);
     return rc;
-}
-
-static int
-cmd_usage(int argc, char **argv)
-{
-    struct json_object *reply = NULL;
-    int rc;
-
-    /* Anything beyond --json asks for statistics; the totals stay as they were. */
-    if (argc > 1 || (argc == 1 && strcmp(argv[0], "--json") != 0))
-        return usage_stats(argc, argv);
-    if ((rc = ask_simple("usage", "usage", argc, argv, &reply)) != 0)
-        return rc;
-    json_object_object_del(reply, "ok");
-    if (json_out)
-        print_json(reply, NULL);
-    else
-        printf("requests       %s\ninput_tokens   %s\noutput_tokens  %s\n",
-               field_str(reply, "requests"), field_str(reply, "input_tokens"),
-               field_str(reply, "output_tokens"));
-    json_object_put(reply);
-    return 0;
 }
 
 static int

@@ -735,6 +735,16 @@ check_grant(struct gw_master *m, const struct gw_caller *c, struct json_object *
  * (tenant, model, key or user) are allowed on a model for operators and
  * above (set, clear) and viewers and above (show).
  */
+/* The usage commands: any filter may be asked for; what comes back is
+ * narrowed to the caller's own keys and models (usage_scoped). */
+static struct json_object *
+check_narrowed(struct gw_master *m, const struct gw_caller *c, struct json_object *user,
+               const char *cmd, struct json_object *req, struct gw_arena *a)
+{
+    (void)m, (void)c, (void)user, (void)cmd, (void)req, (void)a;
+    return NULL;
+}
+
 static const struct permission {
     const char *cmd;
     unsigned model_cap;
@@ -760,7 +770,10 @@ static const struct permission {
     {"quota.set", GW_CAP_OPERATE, NULL, NULL, false, NULL},
     {"quota.clear", GW_CAP_OPERATE, NULL, NULL, false, NULL},
     {"quota.show", GW_CAP_VIEW, "key", "user", false, NULL},
-    {"usage.stats", GW_CAP_VIEW, "key", NULL, false, NULL},
+    /* Anyone mapped to a user: usage_scoped narrows the records to theirs. */
+    {"usage", 0, NULL, NULL, true, check_narrowed},
+    {"usage.stats", 0, NULL, NULL, true, check_narrowed},
+    {"usage.detail", 0, NULL, NULL, true, check_narrowed},
     {"endpoint.test", GW_CAP_OPERATE, NULL, NULL, false, NULL},
     {"breaker.list", 0, NULL, NULL, true, NULL},
 };
@@ -927,6 +940,45 @@ in_list(const char *cmd, const char *const *list, size_t n)
     return false;
 }
 
+/*
+ * The usage commands of a caller who is not a gateway admin: the records
+ * of the keys they own and of the models they hold any grant on
+ * (endpoint-viewer included), narrowed here, before anything is added
+ * up, so that totals hold only what they may see.
+ */
+static struct json_object *
+usage_scoped(struct gw_master *m, const struct gw_caller *c, const char *cmd,
+             struct json_object *req, struct gw_arena *a)
+{
+    struct gw_stats_scope scope = {.user = c->name};
+    struct gw_key **keys;
+    size_t n;
+    int rc;
+    struct json_object *u = rec_get(m, GW_DB_USERS, c->name, a, &rc), *grants;
+
+    if (u == NULL)
+        return gw_master_reply_error("could not read user \"%s\": %s", c->name, gw_strerror(rc));
+    grants = user_grants(u);
+    scope.models = gw_arena_alloc(a, (json_object_array_length(grants) + 1) * sizeof(char *));
+    for (size_t i = 0; i < json_object_array_length(grants); i++) {
+        const char *model = field(json_object_array_get_idx(grants, i), "model");
+        if (model[0] != '\0')
+            scope.models[scope.nmodels++] = gw_arena_strdup(a, model);
+    }
+    json_object_put(u);
+    if ((rc = gw_store_key_list(m->store, a, &keys, &n)) != 0)
+        return gw_master_reply_error("could not list keys: %s", gw_strerror(rc));
+    scope.keys = gw_arena_alloc(a, (n + 1) * sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i]->owner, c->name) == 0)
+            scope.keys[scope.nkeys++] = keys[i]->id;
+    if (strcmp(cmd, "usage.stats") == 0)
+        return gw_master_stats_usage(m, req, a, &scope);
+    if (strcmp(cmd, "usage.detail") == 0)
+        return gw_master_stats_detail(m, req, a, &scope);
+    return gw_master_stats_totals(m, req, a, &scope);
+}
+
 struct json_object *
 gw_master_accounts_run(struct gw_master *m, const struct gw_caller *c, const char *cmd,
                        struct json_object *req, struct gw_arena *a, bool *handled)
@@ -939,6 +991,8 @@ gw_master_accounts_run(struct gw_master *m, const struct gw_caller *c, const cha
     for (size_t i = 0; i < sizeof(accounts_commands) / sizeof(accounts_commands[0]); i++)
         if (strcmp(cmd, accounts_commands[i].name) == 0)
             return accounts_commands[i].run(m, c, req, a);
+    if (!c->admin && strncmp(cmd, "usage", 5) == 0)
+        return usage_scoped(m, c, cmd, req, a);
     if (strcmp(cmd, "key.create") == 0) {
         /* The tenant of a key is its owner's, never the client's word. */
         const char *user = gw_master_arg_string(req, "user");

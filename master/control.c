@@ -261,6 +261,19 @@ cmd_usage(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     return o;
 }
 
+/* usage.stats and usage.detail of an admin: everything. */
+static struct json_object *
+cmd_usage_stats(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    return gw_master_stats_usage(m, req, a, NULL);
+}
+
+static struct json_object *
+cmd_usage_detail(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+{
+    return gw_master_stats_detail(m, req, a, NULL);
+}
+
 static struct json_object *
 cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
@@ -862,7 +875,8 @@ static const struct command {
     {"workers", cmd_workers, NULL},
     {"reload", cmd_reload, NULL},
     {"usage", cmd_usage, NULL},
-    {"usage.stats", gw_master_stats_usage, NULL},
+    {"usage.stats", cmd_usage_stats, NULL},
+    {"usage.detail", cmd_usage_detail, NULL},
     {"key.create", cmd_key_create, NULL},
     {"key.list", cmd_key_list, NULL},
     {"key.show", cmd_key_show, NULL},

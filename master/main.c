@@ -227,6 +227,7 @@ master_loop(struct gw_master *m, int sfd, int cfd)
             gw_master_pool_sweep(&m->pool);
             gw_master_pool_maintain(&m->pool);
             gw_master_quota_tick(m);
+            gw_master_usage_maintain(m);
             watchdog_ping();
             last_maintain = gw_now_ms();
         }

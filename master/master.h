@@ -100,6 +100,7 @@ struct gw_master {
     int master_fds[2]; /* admin socket, signalfd: closed in workers */
     /* Active health checks (health.c), or NULL. */
     struct gw_health *health;
+    bool usage_upgraded; /* no stored record of an older version is left */
 };
 
 /* A pool that starts start workers and may grow to max. */
@@ -142,6 +143,14 @@ int gw_master_publish(struct gw_master *m, const struct gw_config *cfg);
 size_t gw_master_usage_drain(struct gw_master *m);
 /* After attaching a segment: skip ring records LMDB already holds. */
 void gw_master_usage_reconcile(struct gw_master *m);
+/*
+ * Retention, from the master's maintenance tick: upgrade records of an
+ * older version, then delete detail records older than
+ * usage.detail_days and aggregates older than usage.aggregate_days (whole
+ * UTC days), in transactions of at most 1,000 deletions and for at most
+ * about 20 ms per call, so requests and the admin socket never wait long.
+ */
+void gw_master_usage_maintain(struct gw_master *m);
 
 /*
  * Active health checks (health.c), run by the master on a libcurl multi
@@ -172,19 +181,35 @@ const char *gw_master_health_state(const struct gw_master *m, const char *provid
 struct json_object;
 
 /*
- * Usage statistics (stats.c).  gw_master_stats_usage answers the admin
- * command "usage.stats": request fields from, to (YYYY-MM-DD or ISO 8601,
- * from inclusive, to exclusive), by (comma-separated dimensions), key,
- * model, target (filters).  It drains the ring, scans the stored records
- * of the range and returns a new reply object (owned by the caller):
- * {"ok", "by", "rows": [...], "totals": {...}}, rows sorted by the
- * dimensions, or {"ok": false, "error"} (bad arguments, a range or grouping
- * over its bounds).  time_parse gives unix microseconds; dims_parse fills
- * dims (room for GW_STATS_NDIMS) with enum gw_stats_dim values and returns
- * GW_EINVAL for an unknown name, GW_EEXIST for one named twice.
+ * Usage statistics (stats.c), for the admin commands "usage.stats" and
+ * "usage.detail" (and "usage" for a caller who is not an admin).
+ *
+ * Every request takes since (or from) and until (or to): YYYY-MM-DD,
+ * ISO 8601 or a time ago ("24h", "7d"; since inclusive, until exclusive),
+ * and the filters key, user, tenant, model, target.  stats_usage also
+ * takes by (comma-separated dimensions); it drains the ring, adds up the
+ * daily aggregates of whole days before the store's pruned_before and the
+ * records from then on, and returns {"ok", "by", "rows": [...], "totals"},
+ * rows sorted by the dimensions.  stats_detail takes limit (1..1000),
+ * until_us and skip (paging) and returns {"ok", "rows": [...], "more"},
+ * newest first.  stats_totals: {"ok", "requests", "input_tokens",
+ * "output_tokens"} of what scope sees.  Each returns a new reply (owned by
+ * the caller), or {"ok": false, "error"} (bad arguments, bounds).
+ *
+ * scope, when not NULL, narrows the answer to what a caller who is not a
+ * gateway admin may see: records of keys owned by user (when the request
+ * was made, or now: keys) and of the models the user holds any grant on.
+ *
+ * time_parse gives unix microseconds of an absolute time; when_parse also
+ * takes "now" and a time ago (N followed by s, m, h, d or w) before
+ * now_us.  dims_parse fills dims (room for GW_STATS_NDIMS) with enum
+ * gw_stats_dim values and returns GW_EINVAL for an unknown name, GW_EEXIST
+ * for one named twice.
  */
 enum gw_stats_dim {
     GW_STATS_KEY,
+    GW_STATS_USER,
+    GW_STATS_TENANT,
     GW_STATS_MODEL,
     GW_STATS_TARGET,
     GW_STATS_STATUS,
@@ -193,10 +218,22 @@ enum gw_stats_dim {
     GW_STATS_HOUR,
     GW_STATS_NDIMS
 };
+struct gw_stats_scope {
+    const char *user;
+    char **keys;
+    size_t nkeys;
+    char **models;
+    size_t nmodels;
+};
 struct gw_arena;
 struct json_object *gw_master_stats_usage(struct gw_master *m, struct json_object *req,
-                                          struct gw_arena *a);
+                                          struct gw_arena *a, const struct gw_stats_scope *scope);
+struct json_object *gw_master_stats_detail(struct gw_master *m, struct json_object *req,
+                                           struct gw_arena *a, const struct gw_stats_scope *scope);
+struct json_object *gw_master_stats_totals(struct gw_master *m, struct json_object *req,
+                                           struct gw_arena *a, const struct gw_stats_scope *scope);
 int gw_master_stats_time_parse(const char *s, int64_t *us);
+int gw_master_stats_when_parse(const char *s, int64_t now_us, int64_t *us);
 int gw_master_stats_dims_parse(const char *s, int *dims, size_t *n);
 const char *gw_master_stats_dim_name(int dim);
 

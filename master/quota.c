@@ -131,6 +131,10 @@ record_in_scope(const struct gw_usage *rec, const char *scope, const struct key_
         return strcmp(rec->key_id, id) == 0;
     if (strncmp(scope, "model:", 6) == 0)
         return strcmp(rec->model, id) == 0;
+    const char *rv = scope[0] == 'u' ? rec->user : rec->tenant;
+    if (rv[0] != '\0')
+        return strcmp(rv, id) == 0;
+    /* A record stored before records named their user: by its key. */
     for (size_t i = 0; i < km->n; i++) {
         if (strcmp(km->keys[i]->id, rec->key_id) != 0)
             continue;
@@ -180,7 +184,7 @@ quota_seed(struct gw_master *m, const struct gw_quota *q, const struct key_map *
         return GW_ETOOBIG;
     }
     rc = gw_store_usage_scan(m->store, gw_quota_period_start(q->period, now) * 1000000, INT64_MAX,
-                             seed_one, &s);
+                             false, seed_one, &s);
     if (rc != 0)
         return rc;
     atomic_store(&c->period, gw_quota_period_id(q->period, now));

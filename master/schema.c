@@ -42,9 +42,10 @@
 #define CONFIG_MAX_PRICE 1000000 /* USD per million tokens */
 #define CONFIG_MAX_RETRIES 10
 #define CONFIG_MAX_FAILURES 1000
-#define CONFIG_MAX_MIN_REQUESTS 100000 /* breaker.min_requests */
-#define CONFIG_MAX_RATE 1000000000LL   /* limits: rpm and tpm */
-#define CONFIG_MAX_PASSTHRU 256        /* mcp, agents and sandboxes together */
+#define CONFIG_MAX_MIN_REQUESTS 100000  /* breaker.min_requests */
+#define CONFIG_MAX_RATE 1000000000LL    /* limits: rpm and tpm */
+#define CONFIG_MAX_PASSTHRU 256         /* mcp, agents and sandboxes together */
+#define CONFIG_MAX_RETENTION_DAYS 36500 /* usage: a hundred years */
 
 static const char *const provider_types[] = {
     [GW_PROVIDER_OPENAI] = "openai",
@@ -910,6 +911,16 @@ static const struct field limits_fields[] = {
     {.key = NULL},
 };
 
+/* usage: retention (master/usage.c prunes). */
+static const struct field usage_fields[] = {
+    FIELD("detail_days", gw_master_confval_count, offsetof(struct gw_config, usage_detail_days),
+          .min = 0, .max = CONFIG_MAX_RETENTION_DAYS),
+    FIELD("aggregate_days", gw_master_confval_count,
+          offsetof(struct gw_config, usage_aggregate_days), .min = 0,
+          .max = CONFIG_MAX_RETENTION_DAYS),
+    {.key = NULL},
+};
+
 static const struct field model_fields[] = {
     FIELD("name", parse_model_name, offsetof(struct gw_model, name), .required = true),
     FIELD("timeouts", gw_master_confval_section, offsetof(struct gw_model, timeouts),
@@ -946,6 +957,7 @@ const struct field gw_master_config_fields[] = {
     FIELD("mcp", parse_mcp, 0, .sub = passthru_fields),
     FIELD("agents", parse_agents, 0, .sub = passthru_fields),
     FIELD("sandboxes", parse_sandboxes, 0, .sub = passthru_fields),
+    FIELD("usage", gw_master_confval_section, 0, .sub = usage_fields),
     {.key = NULL},
 };
 
@@ -979,6 +991,10 @@ gw_master_config_defaults(struct gw_config *cfg)
     cfg->timeouts.first_byte_ms = 120 * SECOND_MS;
     cfg->timeouts.idle_ms = 60 * SECOND_MS;
     cfg->timeouts.total_ms = 600 * SECOND_MS;
+    /* A month of requests one by one (about half a KiB each), two years
+     * of daily sums. */
+    cfg->usage_detail_days = 30;
+    cfg->usage_aggregate_days = 730;
 }
 
 /* The node of section.listen (or of section itself), for an error. */
@@ -1008,6 +1024,22 @@ process_finish(struct load *ld)
         return gw_master_config_error(ld, map_key(ld->root, "group"),
                                       "\"group\" is set without \"user\"; name the user "
                                       "to run as too");
+    /* Periods whose records are gone are answered from the aggregates:
+     * those must not go first.  Records kept forever keep the default
+     * aggregates forever too. */
+    const struct node *usage = map_value(ld->root, "usage");
+    const struct node *agg = usage != NULL ? map_value(usage, "aggregate_days") : NULL;
+    if (agg == NULL && cfg->usage_detail_days == 0)
+        cfg->usage_aggregate_days = 0;
+    if (agg != NULL && cfg->usage_aggregate_days != 0 &&
+        (cfg->usage_detail_days == 0 || cfg->usage_aggregate_days < cfg->usage_detail_days))
+        return gw_master_config_error(
+            ld, agg,
+            "\"usage.aggregate_days\" (%llu) must be 0 (forever) or at least "
+            "\"usage.detail_days\" (%llu%s)",
+            (unsigned long long)cfg->usage_aggregate_days,
+            (unsigned long long)cfg->usage_detail_days,
+            cfg->usage_detail_days == 0 ? ", forever" : "");
     for (size_t i = 0; cfg->metrics_listen != NULL && i < cfg->nlisten; i++) {
         if (!addresses_clash(cfg->metrics_listen, cfg->listen[i]))
             continue;

@@ -1,8 +1,19 @@
 /*
  * stats.c - usage statistics: the stored usage records of a time range,
- * filtered and grouped by key, model, target, status class or calendar
- * period, with their sums and averages.  The master computes them (it owns
- * the store and drains the ring first); aigwctl prints or exports the rows.
+ * filtered and grouped by key, user, tenant, model, target, status class
+ * or calendar period, with their sums and averages (usage.stats), and the
+ * records themselves, newest first (usage.detail).  The master computes
+ * them (it owns the store and drains the ring first); aigwctl prints or
+ * exports the rows.
+ *
+ * Detail records are kept for usage.detail_days; before the time the
+ * store says they were pruned, statistics come from the daily aggregates
+ * written with each record, so grouping by day, month or anything but the
+ * hour still answers for old periods, in whole UTC days.
+ *
+ * A scope narrows everything to what a caller who is not a gateway admin
+ * may see: the records of keys they own and of models they hold a grant
+ * on.  The master applies it; the client's word is never taken.
  *
  * The work is bounded: a range that holds more than STATS_MAX_RECORDS
  * records, or a grouping into more than STATS_MAX_GROUPS groups, is
@@ -26,11 +37,14 @@
 /* Separates the dimension values inside a group key; values never hold it
  * (control characters are replaced when a value is copied in). */
 #define STATS_SEP '\x1f'
+/* usage.detail answers at most this many records per request. */
+#define DETAIL_PAGE_MAX 1000
+#define DAY_US (86400LL * 1000000)
 
 static const char *const dim_names[GW_STATS_NDIMS] = {
-    [GW_STATS_KEY] = "key",       [GW_STATS_MODEL] = "model", [GW_STATS_TARGET] = "target",
-    [GW_STATS_STATUS] = "status", [GW_STATS_DAY] = "day",     [GW_STATS_MONTH] = "month",
-    [GW_STATS_HOUR] = "hour",
+    [GW_STATS_KEY] = "key",     [GW_STATS_USER] = "user",     [GW_STATS_TENANT] = "tenant",
+    [GW_STATS_MODEL] = "model", [GW_STATS_TARGET] = "target", [GW_STATS_STATUS] = "status",
+    [GW_STATS_DAY] = "day",     [GW_STATS_MONTH] = "month",   [GW_STATS_HOUR] = "hour",
 };
 
 const char *
@@ -125,6 +139,35 @@ gw_master_stats_time_parse(const char *s, int64_t *us)
 }
 
 int
+gw_master_stats_when_parse(const char *s, int64_t now_us, int64_t *us)
+{
+    static const struct {
+        char unit;
+        int64_t seconds;
+    } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}, {'w', 7 * 86400}};
+    const char *p = s;
+    int64_t n = 0;
+
+    if (strcmp(s, "now") == 0) {
+        *us = now_us;
+        return 0;
+    }
+    if (!isdigit((unsigned char)*p))
+        return GW_EINVAL;
+    for (; isdigit((unsigned char)*p); p++) {
+        n = n * 10 + (*p - '0');
+        if (n > 100LL * 366 * 86400)
+            return gw_master_stats_time_parse(s, us); /* a date, or nothing */
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (p[0] == units[i].unit && p[1] == '\0' && p - s <= 9) {
+            *us = now_us - n * units[i].seconds * 1000000;
+            return 0;
+        }
+    return gw_master_stats_time_parse(s, us);
+}
+
+int
 gw_master_stats_dims_parse(const char *s, int *dims, size_t *n)
 {
     const char *p = s;
@@ -154,17 +197,23 @@ gw_master_stats_dims_parse(const char *s, int *dims, size_t *n)
 struct group {
     char *key; /* NULL: free slot */
     uint64_t hash;
-    uint64_t requests, input_tokens, output_tokens, errors, duration_ms, ttfb_ms;
+    struct gw_usage_sums sums;
+};
+
+/* The filters of a request, and the caller's scope. */
+struct filter {
+    const char *key, *user, *tenant, *model, *target; /* NULL: any */
+    const struct gw_stats_scope *scope;               /* NULL: everything */
 };
 
 struct agg {
-    const char *key, *model, *target; /* filters; NULL: any */
+    struct filter f;
     int dims[GW_STATS_NDIMS];
     size_t ndims;
     struct group *slots; /* open addressing, cap a power of two */
     size_t cap, n;
     uint64_t scanned;
-    struct group total;
+    struct gw_usage_sums total;
     int why; /* GW_ENOMEM, or which bound was hit (1 records, 2 groups) */
 };
 
@@ -180,17 +229,79 @@ field_copy(char *out, const char *in, size_t inlen)
     out[i] = '\0';
 }
 
-#define FIELD(out, rec, f) field_copy(out, (rec)->f, sizeof((rec)->f))
+/* A record's text fields, NUL-terminated and clean. */
+struct fields {
+    char key_id[sizeof(((struct gw_usage *)0)->key_id) + 1];
+    char user[sizeof(((struct gw_usage *)0)->user) + 1];
+    char tenant[sizeof(((struct gw_usage *)0)->tenant) + 1];
+    char model[sizeof(((struct gw_usage *)0)->model) + 1];
+    char target[sizeof(((struct gw_usage *)0)->target) + 1];
+    char request_id[sizeof(((struct gw_usage *)0)->request_id) + 1];
+};
+
+#define FIELD(out, rec, f) field_copy((out)->f, (rec)->f, sizeof((rec)->f))
 
 static void
-group_add(struct group *g, const struct gw_usage *rec)
+fields_get(struct fields *fl, const struct gw_usage *rec)
 {
-    g->requests++;
-    g->input_tokens += (uint64_t)(rec->input_tokens > 0 ? rec->input_tokens : 0);
-    g->output_tokens += (uint64_t)(rec->output_tokens > 0 ? rec->output_tokens : 0);
-    g->errors += rec->status >= 400;
-    g->duration_ms += rec->duration_ms;
-    g->ttfb_ms += rec->ttfb_ms;
+    FIELD(fl, rec, key_id);
+    FIELD(fl, rec, user);
+    FIELD(fl, rec, tenant);
+    FIELD(fl, rec, model);
+    FIELD(fl, rec, target);
+    FIELD(fl, rec, request_id);
+}
+
+static bool
+in_names(char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], s) == 0)
+            return true;
+    return false;
+}
+
+/* Does the record pass the filters, and may the caller see it? */
+static bool
+filter_pass(const struct filter *f, const struct fields *fl)
+{
+    if ((f->key != NULL && strcmp(f->key, fl->key_id) != 0) ||
+        (f->user != NULL && strcmp(f->user, fl->user) != 0) ||
+        (f->tenant != NULL && strcmp(f->tenant, fl->tenant) != 0) ||
+        (f->model != NULL && strcmp(f->model, fl->model) != 0) ||
+        (f->target != NULL && strcmp(f->target, fl->target) != 0))
+        return false;
+    const struct gw_stats_scope *sc = f->scope;
+    return sc == NULL || (fl->user[0] != '\0' && strcmp(fl->user, sc->user) == 0) ||
+           in_names(sc->keys, sc->nkeys, fl->key_id) ||
+           in_names(sc->models, sc->nmodels, fl->model);
+}
+
+static void
+sums_add(struct gw_usage_sums *to, const struct gw_usage_sums *s)
+{
+    to->requests += s->requests;
+    to->errors += s->errors;
+    to->input_tokens += s->input_tokens;
+    to->output_tokens += s->output_tokens;
+    to->cached += s->cached;
+    to->duration_ms += s->duration_ms;
+    to->ttfb_ms += s->ttfb_ms;
+    to->cost_nano += s->cost_nano;
+}
+
+static void
+sums_of(struct gw_usage_sums *s, const struct gw_usage *rec)
+{
+    memset(s, 0, sizeof(*s));
+    s->requests = 1;
+    s->errors = rec->status >= 400;
+    s->input_tokens = (uint64_t)(rec->input_tokens > 0 ? rec->input_tokens : 0);
+    s->output_tokens = (uint64_t)(rec->output_tokens > 0 ? rec->output_tokens : 0);
+    s->cached = rec->cached != 0;
+    s->duration_ms = rec->duration_ms;
+    s->ttfb_ms = rec->ttfb_ms;
+    s->cost_nano = rec->cost_nano;
 }
 
 static int
@@ -215,26 +326,23 @@ agg_grow(struct agg *ag)
     return 0;
 }
 
+/* Add sums to the group of rec's dimensions (rec: a record, or the
+ * dimensions of a daily aggregate). */
 static int
-agg_record(const struct gw_usage *rec, void *ctx)
+agg_add(struct agg *ag, const struct gw_usage *rec, const struct gw_usage_sums *sums)
 {
-    struct agg *ag = ctx;
-    char key_id[sizeof(rec->key_id) + 1], model[sizeof(rec->model) + 1];
-    char target[sizeof(rec->target) + 1], k[512];
+    struct fields fl;
+    char k[1024];
     size_t klen = 0;
 
     if (++ag->scanned > STATS_MAX_RECORDS) {
         ag->why = 1;
         return GW_ETOOBIG;
     }
-    FIELD(key_id, rec, key_id);
-    FIELD(model, rec, model);
-    FIELD(target, rec, target);
-    if ((ag->key != NULL && strcmp(ag->key, key_id) != 0) ||
-        (ag->model != NULL && strcmp(ag->model, model) != 0) ||
-        (ag->target != NULL && strcmp(ag->target, target) != 0))
+    fields_get(&fl, rec);
+    if (!filter_pass(&ag->f, &fl))
         return 0;
-    group_add(&ag->total, rec);
+    sums_add(&ag->total, sums);
 
     time_t secs = (time_t)(rec->time_us / 1000000);
     struct tm tm;
@@ -243,9 +351,11 @@ agg_record(const struct gw_usage *rec, void *ctx)
         char v[128];
         const char *val = v;
         switch (ag->dims[i]) {
-        case GW_STATS_KEY: val = key_id; break;
-        case GW_STATS_MODEL: val = model; break;
-        case GW_STATS_TARGET: val = target; break;
+        case GW_STATS_KEY: val = fl.key_id; break;
+        case GW_STATS_USER: val = fl.user; break;
+        case GW_STATS_TENANT: val = fl.tenant; break;
+        case GW_STATS_MODEL: val = fl.model; break;
+        case GW_STATS_TARGET: val = fl.target; break;
         case GW_STATS_STATUS:
             if (rec->status >= 100 && rec->status <= 599)
                 snprintf(v, sizeof(v), "%dxx", rec->status / 100);
@@ -285,8 +395,23 @@ agg_record(const struct gw_usage *rec, void *ctx)
         g->hash = hash;
         ag->n++;
     }
-    group_add(g, rec);
+    sums_add(&g->sums, sums);
     return 0;
+}
+
+static int
+agg_record(const struct gw_usage *rec, void *ctx)
+{
+    struct gw_usage_sums one;
+
+    sums_of(&one, rec);
+    return agg_add(ctx, rec, &one);
+}
+
+static int
+agg_daily(const struct gw_usage *dims, const struct gw_usage_sums *sums, void *ctx)
+{
+    return agg_add(ctx, dims, sums);
 }
 
 static int
@@ -308,63 +433,149 @@ avg(uint64_t sum, uint64_t n)
     return json_object_new_double_s(v, text);
 }
 
+/* A cost in 1e-9 units as a number with six decimals. */
+static struct json_object *
+cost_json(int64_t nano)
+{
+    char text[48];
+
+    snprintf(text, sizeof(text), "%s%lld.%06lld", nano < 0 ? "-" : "",
+             (long long)(llabs(nano) / 1000000000), (long long)(llabs(nano) / 1000 % 1000000));
+    return json_object_new_double_s((double)nano / 1e9, text);
+}
+
 static void
-metrics_add(struct json_object *o, const struct group *g)
+metrics_add(struct json_object *o, const struct gw_usage_sums *g)
 {
     json_object_object_add(o, "requests", json_object_new_int64((int64_t)g->requests));
+    json_object_object_add(o, "errors", json_object_new_int64((int64_t)g->errors));
     json_object_object_add(o, "input_tokens", json_object_new_int64((int64_t)g->input_tokens));
     json_object_object_add(o, "output_tokens", json_object_new_int64((int64_t)g->output_tokens));
-    json_object_object_add(o, "errors", json_object_new_int64((int64_t)g->errors));
+    json_object_object_add(o, "cached", json_object_new_int64((int64_t)g->cached));
+    json_object_object_add(o, "cost", cost_json(g->cost_nano));
     json_object_object_add(o, "avg_duration_ms", avg(g->duration_ms, g->requests));
     json_object_object_add(o, "avg_ttfb_ms", avg(g->ttfb_ms, g->requests));
 }
 
-struct json_object *
-gw_master_stats_usage(struct gw_master *m, struct json_object *req, struct gw_arena *a)
+/*
+ * The time range and filters every usage command takes: since (or from)
+ * and until (or to), absolute or relative; key, user, tenant, model,
+ * target.  NULL, or an error reply (owned by the caller).
+ */
+static struct json_object *
+range_parse(struct json_object *req, int64_t *from_us, int64_t *to_us, struct filter *f)
 {
-    struct agg ag = {0};
+    static const char *const names[2][2] = {{"since", "from"}, {"until", "to"}};
+    struct timespec ts;
+    int64_t *out[2] = {from_us, to_us};
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    *from_us = 0;
+    *to_us = INT64_MAX;
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 2; j++) {
+            const char *v = gw_master_arg_string(req, names[i][j]);
+            if (v == NULL)
+                continue;
+            if (gw_master_stats_when_parse(v, now, out[i]) != 0)
+                return gw_master_reply_error(
+                    "--%s %s: expected YYYY-MM-DD, an ISO 8601 time such as "
+                    "2025-01-31T12:00:00Z, or a time ago such as 24h or 7d",
+                    names[i][j], v);
+            break;
+        }
+    }
+    f->key = gw_master_arg_string(req, "key");
+    f->user = gw_master_arg_string(req, "user");
+    f->tenant = gw_master_arg_string(req, "tenant");
+    f->model = gw_master_arg_string(req, "model");
+    f->target = gw_master_arg_string(req, "target");
+    return NULL;
+}
+
+static struct json_object *
+scan_error(int rc, int why)
+{
+    if (why == 1)
+        return gw_master_reply_error("the range holds more than %d usage records; narrow it with "
+                                     "--since and --until",
+                                     STATS_MAX_RECORDS);
+    if (why == 2)
+        return gw_master_reply_error(
+            "more than %d groups; group by fewer or coarser dimensions, or "
+            "narrow the range",
+            STATS_MAX_GROUPS);
+    return gw_master_reply_error("could not read usage: %s", gw_strerror(rc));
+}
+
+/* The reply is one protocol line: NULL when o fits, else an error reply
+ * (o released). */
+static struct json_object *
+reply_fits(struct json_object *o, const char *what)
+{
+    size_t len;
+
+    json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    if (len + 1 <= GW_PROTO_MAX_LINE)
+        return o;
+    json_object_put(o);
+    return gw_master_reply_error("the answer does not fit in one reply; %s", what);
+}
+
+struct json_object *
+gw_master_stats_usage(struct gw_master *m, struct json_object *req, struct gw_arena *a,
+                      const struct gw_stats_scope *scope)
+{
+    struct agg ag = {.f.scope = scope};
     struct json_object *o = NULL, *rows, *by;
     struct group *sorted = NULL;
-    const char *from = gw_master_arg_string(req, "from"), *to = gw_master_arg_string(req, "to"),
-               *dims = gw_master_arg_string(req, "by");
-    int64_t from_us = 0, to_us = INT64_MAX;
+    const char *dims = gw_master_arg_string(req, "by");
+    int64_t from_us, to_us, pruned = 0;
     int rc;
 
     (void)a;
-    if (from != NULL && gw_master_stats_time_parse(from, &from_us) != 0)
-        return gw_master_reply_error("--from %s: expected YYYY-MM-DD or an ISO 8601 time such as "
-                                     "2025-01-31T12:00:00Z",
-                                     from);
-    if (to != NULL && gw_master_stats_time_parse(to, &to_us) != 0)
-        return gw_master_reply_error("--to %s: expected YYYY-MM-DD or an ISO 8601 time such as "
-                                     "2025-01-31T12:00:00Z",
-                                     to);
+    if ((o = range_parse(req, &from_us, &to_us, &ag.f)) != NULL)
+        return o;
     if (dims != NULL && dims[0] != '\0' &&
         (rc = gw_master_stats_dims_parse(dims, ag.dims, &ag.ndims)) != 0)
         return gw_master_reply_error("--by %s: %s", dims,
                                      rc == GW_EEXIST
                                          ? "a dimension is named twice"
-                                         : "dimensions are key, model, target, status, day, "
-                                           "month, hour (comma-separated)");
-    ag.key = gw_master_arg_string(req, "key");
-    ag.model = gw_master_arg_string(req, "model");
-    ag.target = gw_master_arg_string(req, "target");
+                                         : "dimensions are key, user, tenant, model, target, "
+                                           "status, day, month, hour (comma-separated)");
 
     /* What workers accounted a moment ago is in the ring: store it first. */
     gw_master_usage_drain(m);
-    rc = gw_store_usage_scan(m->store, from_us, to_us, agg_record, &ag);
-    if (rc != 0) {
-        if (ag.why == 1)
-            o = gw_master_reply_error("the range holds more than %d usage records; narrow it with "
-                                      "--from and --to",
-                                      STATS_MAX_RECORDS);
-        else if (ag.why == 2)
-            o = gw_master_reply_error(
-                "more than %d groups; group by fewer or coarser dimensions, or "
-                "narrow the range",
-                STATS_MAX_GROUPS);
-        else
-            o = gw_master_reply_error("could not read usage: %s", gw_strerror(rc));
+    if ((rc = gw_store_usage_pruned_before(m->store, &pruned)) != 0)
+        return gw_master_reply_error("could not read usage: %s", gw_strerror(rc));
+    /* Before pruned_before the records may be gone: whole days from the
+     * aggregates there, the records from then on. */
+    if (from_us < pruned) {
+        for (size_t i = 0; i < ag.ndims; i++) {
+            if (ag.dims[i] != GW_STATS_HOUR)
+                continue;
+            time_t t = (time_t)(pruned / 1000000);
+            struct tm tm;
+            char when[32];
+            gmtime_r(&t, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%d", &tm);
+            return gw_master_reply_error("--by hour needs the records of each request, which are "
+                                         "kept from %s on (usage.detail_days); give --since %s "
+                                         "or later, or group by day",
+                                         when, when);
+        }
+        rc = gw_store_usage_agg_scan(m->store, from_us, to_us < pruned ? to_us : pruned, agg_daily,
+                                     &ag);
+        if (rc != 0) {
+            o = scan_error(rc, ag.why);
+            goto out;
+        }
+        from_us = pruned;
+    }
+    if (from_us < to_us &&
+        (rc = gw_store_usage_scan(m->store, from_us, to_us, false, agg_record, &ag)) != 0) {
+        o = scan_error(rc, ag.why);
         goto out;
     }
 
@@ -395,28 +606,142 @@ gw_master_stats_usage(struct gw_master *m, struct json_object *req, struct gw_ar
                                    json_object_new_string_len(p, (int)len));
             p += len + (p[len] != '\0');
         }
-        metrics_add(row, &sorted[i]);
+        metrics_add(row, &sorted[i].sums);
         json_object_array_add(rows, row);
     }
     json_object_object_add(o, "rows", rows);
     struct json_object *totals = json_object_new_object();
     metrics_add(totals, &ag.total);
     json_object_object_add(o, "totals", totals);
-
-    /* The reply is one protocol line: say so rather than send one the
-     * client refuses. */
-    size_t len;
-    json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
-    if (len + 1 > GW_PROTO_MAX_LINE) {
-        json_object_put(o);
-        o = gw_master_reply_error("%zu rows do not fit in one reply; group by fewer or coarser "
-                                  "dimensions, or narrow the range",
-                                  n);
-    }
+    o = reply_fits(o, "group by fewer or coarser dimensions, or narrow the range");
 out:
     free(sorted);
     for (size_t i = 0; i < ag.cap; i++)
         free(ag.slots[i].key);
     free(ag.slots);
+    return o;
+}
+
+/* ------------------------------------------------------------- detail */
+
+struct detail {
+    struct filter f;
+    struct json_object *rows;
+    int64_t skip;    /* matching records to pass over first (paging) */
+    int64_t limit;   /* rows to answer */
+    int64_t last_us; /* time of the last row answered */
+    uint64_t scanned;
+    bool more;
+};
+
+static struct json_object *
+detail_row(const struct gw_usage *rec, const struct fields *fl)
+{
+    struct json_object *o = json_object_new_object();
+    time_t secs = (time_t)(rec->time_us / 1000000);
+    struct tm tm;
+    char when[48], frac[8];
+
+    gmtime_r(&secs, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(frac, sizeof(frac), ".%03dZ", (int)(rec->time_us / 1000 % 1000));
+    strcat(when, frac);
+    json_object_object_add(o, "time", json_object_new_string(when));
+    json_object_object_add(o, "time_us", json_object_new_int64(rec->time_us));
+    json_object_object_add(o, "request_id", json_object_new_string(fl->request_id));
+    json_object_object_add(o, "key", json_object_new_string(fl->key_id));
+    json_object_object_add(o, "user", json_object_new_string(fl->user));
+    json_object_object_add(o, "tenant", json_object_new_string(fl->tenant));
+    json_object_object_add(o, "model", json_object_new_string(fl->model));
+    json_object_object_add(o, "target", json_object_new_string(fl->target));
+    json_object_object_add(o, "status", json_object_new_int(rec->status));
+    json_object_object_add(o, "input_tokens", json_object_new_int64(rec->input_tokens));
+    json_object_object_add(o, "output_tokens", json_object_new_int64(rec->output_tokens));
+    json_object_object_add(o, "cached", json_object_new_boolean(rec->cached));
+    json_object_object_add(o, "stream", json_object_new_boolean(rec->stream));
+    json_object_object_add(o, "latency_ms", json_object_new_int64(rec->duration_ms));
+    json_object_object_add(o, "ttfb_ms", json_object_new_int64(rec->ttfb_ms));
+    json_object_object_add(o, "cost", cost_json(rec->cost_nano));
+    return o;
+}
+
+static int
+detail_record(const struct gw_usage *rec, void *ctx)
+{
+    struct detail *d = ctx;
+    struct fields fl;
+
+    if (++d->scanned > STATS_MAX_RECORDS)
+        return GW_ETOOBIG;
+    fields_get(&fl, rec);
+    if (!filter_pass(&d->f, &fl))
+        return 0;
+    if (d->skip > 0) {
+        d->skip--;
+        return 0;
+    }
+    if ((int64_t)json_object_array_length(d->rows) >= d->limit) {
+        d->more = true;
+        return 1;
+    }
+    json_object_array_add(d->rows, detail_row(rec, &fl));
+    d->last_us = rec->time_us;
+    return 0;
+}
+
+struct json_object *
+gw_master_stats_detail(struct gw_master *m, struct json_object *req, struct gw_arena *a,
+                       const struct gw_stats_scope *scope)
+{
+    struct detail d = {.f.scope = scope, .limit = DETAIL_PAGE_MAX};
+    struct json_object *o, *v;
+    int64_t from_us, to_us;
+    int rc;
+
+    (void)a;
+    if ((o = range_parse(req, &from_us, &to_us, &d.f)) != NULL)
+        return o;
+    /* Paging: until_us (exclusive) and the matching records at its last
+     * microsecond already answered. */
+    if (json_object_object_get_ex(req, "until_us", &v))
+        to_us = json_object_get_int64(v);
+    if (json_object_object_get_ex(req, "skip", &v))
+        d.skip = json_object_get_int64(v);
+    if (json_object_object_get_ex(req, "limit", &v))
+        d.limit = json_object_get_int64(v);
+    if (d.limit <= 0 || d.limit > DETAIL_PAGE_MAX)
+        return gw_master_reply_error("limit must be from 1 to %d records per request",
+                                     DETAIL_PAGE_MAX);
+    gw_master_usage_drain(m);
+    d.rows = json_object_new_array();
+    rc = gw_store_usage_scan(m->store, from_us, to_us, true, detail_record, &d);
+    if (rc != 0 && rc != 1) {
+        json_object_put(d.rows);
+        return rc == GW_ETOOBIG ? scan_error(rc, 1) : scan_error(rc, 0);
+    }
+    o = gw_master_reply_ok();
+    json_object_object_add(o, "rows", d.rows);
+    json_object_object_add(o, "more", json_object_new_boolean(d.more));
+    return reply_fits(o, "ask for fewer records (limit)");
+}
+
+/* ------------------------------------------------------------- totals */
+
+struct json_object *
+gw_master_stats_totals(struct gw_master *m, struct json_object *req, struct gw_arena *a,
+                       const struct gw_stats_scope *scope)
+{
+    struct json_object *r = gw_master_stats_usage(m, req, a, scope), *ok, *totals, *v;
+
+    if (!json_object_object_get_ex(r, "ok", &ok) || !json_object_get_boolean(ok) ||
+        !json_object_object_get_ex(r, "totals", &totals))
+        return r;
+    struct json_object *o = gw_master_reply_ok();
+    for (size_t i = 0; i < 3; i++) {
+        static const char *const names[] = {"requests", "input_tokens", "output_tokens"};
+        if (json_object_object_get_ex(totals, names[i], &v))
+            json_object_object_add(o, names[i], json_object_get(v));
+    }
+    json_object_put(r);
     return o;
 }

@@ -1,5 +1,7 @@
 /*
- * usage.c - moving usage records from the shared-memory ring into LMDB.
+ * usage.c - moving usage records from the shared-memory ring into LMDB,
+ * and retention: pruning what is older than usage.detail_days and
+ * usage.aggregate_days.
  *
  * Records are copied out of the ring, stored with the ring position after
  * the last of them in one LMDB transaction, and only then released in the
@@ -7,9 +9,16 @@
  * (not yet committed) or finds the stored position telling it to skip them
  * (committed, not yet released): each record is stored exactly once.
  */
+#include <time.h>
+
 #include "master/master.h"
 
 #define DRAIN_BATCH 512
+/* Retention works in transactions of at most this many deletions, and
+ * stops for this turn of the loop after this long. */
+#define PRUNE_BATCH 1000
+#define PRUNE_BUDGET_MS 20
+#define DAY_S 86400
 /* A slot claimed and not written for this long lost its writer. */
 #define DRAIN_STALL_MS 5000
 
@@ -55,4 +64,38 @@ gw_master_usage_reconcile(struct gw_master *m)
                (unsigned long long)(stored - head));
         gw_shm_ring_release(&m->shm, stored);
     }
+}
+
+void
+gw_master_usage_maintain(struct gw_master *m)
+{
+    int64_t start = gw_now_ms();
+    int64_t today = (int64_t)time(NULL) / DAY_S * DAY_S;
+    const struct gw_config *cfg = m->cfg;
+    /* Whole UTC days go: a day's records once it is detail_days old. */
+    int64_t detail_before =
+        cfg->usage_detail_days ? (today - (int64_t)cfg->usage_detail_days * DAY_S) * 1000000 : 0;
+    int64_t agg_before = cfg->usage_aggregate_days
+                             ? (today - (int64_t)cfg->usage_aggregate_days * DAY_S) * 1000000
+                             : 0;
+    size_t n, total = 0;
+    bool done = m->usage_upgraded;
+
+    /* Records of an older version first get their aggregates. */
+    while (!done && gw_now_ms() - start < PRUNE_BUDGET_MS) {
+        if (gw_store_usage_upgrade(m->store, PRUNE_BATCH, &n, &done) != 0)
+            return;
+        if (n > 0)
+            gw_log(GW_LOG_INFO, "usage: %zu records of an older version upgraded", n);
+    }
+    m->usage_upgraded = done;
+    if (!done || (detail_before <= 0 && agg_before <= 0))
+        return;
+    do {
+        if (gw_store_usage_prune(m->store, detail_before, agg_before, PRUNE_BATCH, &n) != 0)
+            break;
+        total += n;
+    } while (n == PRUNE_BATCH && gw_now_ms() - start < PRUNE_BUDGET_MS);
+    if (total > 0)
+        gw_log(GW_LOG_DEBUG, "usage: pruned %zu records past their retention", total);
 }

@@ -322,6 +322,10 @@ struct gw_config {
     size_t npassthru;
     char *quota_webhook; /* quotas: webhook: POSTed a quota alert, or NULL */
     long quota_webhook_timeout_ms;
+    /* usage: retention of the per-request records and of the daily
+     * aggregates, in days; 0: kept forever. */
+    uint64_t usage_detail_days;
+    uint64_t usage_aggregate_days;
 };
 
 /* Loading and validation live in the master (gw_master_config_load); the
@@ -467,13 +471,47 @@ int gw_store_usage_head(struct gw_store *st, uint64_t incarnation, uint64_t *hea
 int gw_store_usage_totals(struct gw_store *st, struct gw_usage_totals *out);
 /*
  * Call fn(rec, ctx) for every stored record with from_us <= time_us <
- * to_us, in time order, inside one read transaction (a cursor range scan
- * over the time prefix of the keys).  rec is valid only during the call.
- * A non-zero return from fn ends the scan and is returned.
+ * to_us, in time order (newest first with newest_first), inside one read
+ * transaction (a cursor range scan over the time prefix of the keys).
+ * rec is valid only during the call.  A non-zero return from fn ends the
+ * scan and is returned.
  */
 typedef int (*gw_store_usage_fn)(const struct gw_usage *rec, void *ctx);
-int gw_store_usage_scan(struct gw_store *st, int64_t from_us, int64_t to_us, gw_store_usage_fn fn,
-                        void *ctx);
+int gw_store_usage_scan(struct gw_store *st, int64_t from_us, int64_t to_us, bool newest_first,
+                        gw_store_usage_fn fn, void *ctx);
+
+/*
+ * Daily aggregates.  gw_store_usage_add adds every record it stores to
+ * the aggregate of its UTC day, key, user, tenant, model, target and
+ * status, in the same transaction, so each record is in its aggregate
+ * exactly once.  agg_scan calls fn for the aggregates of the days whose
+ * start lies in [from_us, to_us): dims carries the day's start (time_us),
+ * key_id, user, tenant, model, target and status; sums the sums.  Both
+ * are valid only during the call.
+ */
+struct gw_usage_sums;
+typedef int (*gw_store_usage_agg_fn)(const struct gw_usage *dims, const struct gw_usage_sums *sums,
+                                     void *ctx);
+int gw_store_usage_agg_scan(struct gw_store *st, int64_t from_us, int64_t to_us,
+                            gw_store_usage_agg_fn fn, void *ctx);
+
+/*
+ * Retention.  pruned_before: the time (a UTC day's start) before which
+ * detail records may have been deleted and only aggregates answer; 0 when
+ * none ever were.  prune deletes, in one transaction and at most max
+ * records in all, the detail records older than detail_before_us (first
+ * raising pruned_before to it) and then the aggregates of days older than
+ * agg_before_us; a bound of 0 prunes nothing of that kind.  *deleted says
+ * how many went: max means there may be more.  upgrade rewrites at most
+ * max records stored by an older version (without their aggregates) in
+ * today's format and adds them to their aggregates, in one transaction;
+ * *done is set once none is left.  prune keeps older records until they
+ * are upgraded.
+ */
+int gw_store_usage_pruned_before(struct gw_store *st, int64_t *us);
+int gw_store_usage_prune(struct gw_store *st, int64_t detail_before_us, int64_t agg_before_us,
+                         size_t max, size_t *deleted);
+int gw_store_usage_upgrade(struct gw_store *st, size_t max, size_t *converted, bool *done);
 
 /*
  * Rate-limit overrides, by scope name ("key:ID", "model:NAME").  A field
@@ -634,20 +672,42 @@ struct gw_shm_bucket {
     _Atomic int64_t tat_us; /* monotonic microseconds */
 };
 
-/* One request's usage: what the ring carries and LMDB keeps. */
+/*
+ * One request's usage: what the ring carries and LMDB keeps.  Strings are
+ * NUL-padded and need not end in a NUL when they fill their field.
+ * Changing this struct changes GW_SHM_LAYOUT, and shm/store.c keeps
+ * reading the records an older version stored.
+ */
 struct gw_usage {
     int64_t time_us; /* wall clock, unix microseconds, at the end */
     int64_t input_tokens;
     int64_t output_tokens;
+    int64_t cost_nano; /* at the serving target's prices, in 1e-9 units; 0: no price */
     int32_t status;
     uint32_t duration_ms;
     uint32_t ttfb_ms;
     uint8_t stream;
-    uint8_t pad[3];
+    uint8_t cached; /* answered from the response cache */
+    uint8_t pad[2];
     char request_id[72];
     char key_id[24];
     char model[64];
     char target[96];
+    char user[72];   /* the key's owner, or "" */
+    char tenant[72]; /* the owner's tenant, or "" */
+};
+
+/* Sums of many records: one group of the statistics, or one stored daily
+ * aggregate. */
+struct gw_usage_sums {
+    uint64_t requests;
+    uint64_t errors; /* status >= 400 */
+    uint64_t input_tokens;
+    uint64_t output_tokens;
+    uint64_t cached;
+    uint64_t duration_ms;
+    uint64_t ttfb_ms;
+    int64_t cost_nano;
 };
 
 struct gw_shm_ring_slot {

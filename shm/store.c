@@ -6,6 +6,9 @@
  *            "disabled","created"}
  *   keyhash  HMAC of the secret (32 bytes) -> key id
  *   usage    time (8 bytes, big-endian us) + 8 unique bytes -> struct gw_usage
+ *            (older versions' smaller records are read and upgraded)
+ *   usage_daily  UTC day (4 bytes, big-endian) + status (2) + key id, user,
+ *            tenant, model, target (each NUL-ended) -> struct gw_usage_sums
  *   limits   "key:ID" / "model:NAME" -> JSON {"rpm","tpm"} (rate-limit
  *            overrides; a field left out is not overridden)
  *   tenants  name -> JSON {"name","created"}
@@ -13,7 +16,9 @@
  *            "grants":[{"role","model"}]}
  *   audit    time (8 bytes, big-endian us) + 8 random bytes -> JSON entry
  *   meta     "usage.totals" -> struct gw_usage_totals;
- *            "ring.head" -> {incarnation, head} of the last drained record
+ *            "ring.head" -> {incarnation, head} of the last drained record;
+ *            "usage.pruned_before" -> int64 us: detail before it may be gone;
+ *            "usage.format" -> uint32 2 once no older record is left
  *
  * The master is the only writer; workers look keys up on every request,
  * so reads reuse one read-only transaction per process (reset/renew), which
@@ -40,10 +45,13 @@ struct gw_store {
     MDB_dbi keys;
     MDB_dbi keyhash;
     MDB_dbi usage;
+    MDB_dbi usage_agg; /* usage_daily */
     MDB_dbi meta;
     MDB_dbi limits;
     MDB_dbi recs[GW_DB_COUNT]; /* enum gw_store_db: tenants, users, audit, quotas */
     MDB_txn *rtxn;             /* reused read transaction, reset between uses */
+    /* Where gw_store_usage_upgrade goes on (the key it looked at last). */
+    unsigned char upgrade_pos[16];
 };
 
 static int
@@ -82,6 +90,7 @@ gw_store_open(const char *state_dir, struct gw_store **out)
     if ((mrc = mdb_dbi_open(txn, "keys", MDB_CREATE, &st->keys)) != 0 ||
         (mrc = mdb_dbi_open(txn, "keyhash", MDB_CREATE, &st->keyhash)) != 0 ||
         (mrc = mdb_dbi_open(txn, "usage", MDB_CREATE, &st->usage)) != 0 ||
+        (mrc = mdb_dbi_open(txn, "usage_daily", MDB_CREATE, &st->usage_agg)) != 0 ||
         (mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
         (mrc = mdb_dbi_open(txn, "limits", MDB_CREATE, &st->limits)) != 0 ||
         (mrc = mdb_dbi_open(txn, "tenants", MDB_CREATE, &st->recs[GW_DB_TENANTS])) != 0 ||
@@ -213,6 +222,16 @@ time_key(unsigned char key[16], uint64_t when, uint64_t uniq)
     for (int b = 0; b < 8; b++)
         key[b] = (unsigned char)(when >> (56 - 8 * b));
     memcpy(key + 8, &uniq, 8);
+}
+
+static uint64_t
+key_time(const unsigned char *key)
+{
+    uint64_t when = 0;
+
+    for (int b = 0; b < 8; b++)
+        when = when << 8 | key[b];
+    return when;
 }
 
 /* Decode a JSON key record into a. */
@@ -688,11 +707,178 @@ gw_store_audit_add(struct gw_store *st, const char *json)
 
 static const char totals_key[] = "usage.totals";
 static const char head_key[] = "ring.head";
+static const char pruned_key[] = "usage.pruned_before";
+static const char format_key[] = "usage.format";
+
+#define DAY_US (86400LL * 1000000)
+/* usage.format once every record is in today's format and aggregated. */
+#define USAGE_FORMAT 2
+/* An upgrade step looks at no more than this many records per record it
+ * may convert: records already in today's format cost a read each. */
+#define UPGRADE_SCAN_FACTOR 8
 
 struct ring_head {
     uint64_t incarnation;
     uint64_t head;
 };
+
+/* A record as versions before user, tenant, cost and cached stored it:
+ * read, never written; gw_store_usage_upgrade rewrites them. */
+struct usage_v1 {
+    int64_t time_us;
+    int64_t input_tokens;
+    int64_t output_tokens;
+    int32_t status;
+    uint32_t duration_ms;
+    uint32_t ttfb_ms;
+    uint8_t stream;
+    uint8_t pad[3];
+    char request_id[72];
+    char key_id[24];
+    char model[64];
+    char target[96];
+};
+
+/* Decode a stored value into out: 0 for today's format, 1 for a record
+ * of an older version (converted), -1 for neither. */
+static int
+usage_decode(const MDB_val *v, struct gw_usage *out)
+{
+    struct usage_v1 old;
+
+    /* Copied out: LMDB's pages need not be aligned for the struct. */
+    if (v->mv_size == sizeof(*out)) {
+        memcpy(out, v->mv_data, sizeof(*out));
+        return 0;
+    }
+    if (v->mv_size != sizeof(old))
+        return -1;
+    memcpy(&old, v->mv_data, sizeof(old));
+    memset(out, 0, sizeof(*out));
+    out->time_us = old.time_us;
+    out->input_tokens = old.input_tokens;
+    out->output_tokens = old.output_tokens;
+    out->status = old.status;
+    out->duration_ms = old.duration_ms;
+    out->ttfb_ms = old.ttfb_ms;
+    out->stream = old.stream;
+    memcpy(out->request_id, old.request_id, sizeof(old.request_id));
+    memcpy(out->key_id, old.key_id, sizeof(old.key_id));
+    memcpy(out->model, old.model, sizeof(old.model));
+    memcpy(out->target, old.target, sizeof(old.target));
+    return 1;
+}
+
+static int64_t
+day_of(int64_t time_us)
+{
+    return time_us >= 0 ? time_us / DAY_US : 0;
+}
+
+static void
+be32_put(unsigned char *p, uint32_t v)
+{
+    for (int b = 0; b < 4; b++)
+        p[b] = (unsigned char)(v >> (24 - 8 * b));
+}
+
+static uint32_t
+be32_get(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/*
+ * The key of a record's daily aggregate: the day (4 bytes, big-endian, so
+ * keys sort by day), the status (2 bytes), then key id, user, tenant,
+ * model and target, each ended by a NUL.  At most AGG_KEY_MAX bytes,
+ * under LMDB's 511.
+ */
+#define AGG_KEY_MAX                                                                                \
+    (6 + sizeof(((struct gw_usage *)0)->key_id) + sizeof(((struct gw_usage *)0)->user) +           \
+     sizeof(((struct gw_usage *)0)->tenant) + sizeof(((struct gw_usage *)0)->model) +              \
+     sizeof(((struct gw_usage *)0)->target) + 5)
+
+static size_t
+agg_key(unsigned char key[AGG_KEY_MAX], const struct gw_usage *r)
+{
+    const char *const fields[] = {r->key_id, r->user, r->tenant, r->model, r->target};
+    const size_t sizes[] = {sizeof(r->key_id), sizeof(r->user), sizeof(r->tenant), sizeof(r->model),
+                            sizeof(r->target)};
+    uint32_t status = r->status < 0 ? 0 : r->status > 0xffff ? 0xffff : (uint32_t)r->status;
+    size_t len = 6;
+
+    be32_put(key, (uint32_t)day_of(r->time_us));
+    key[4] = (unsigned char)(status >> 8);
+    key[5] = (unsigned char)status;
+    for (size_t i = 0; i < 5; i++) {
+        size_t n = strnlen(fields[i], sizes[i]);
+        memcpy(key + len, fields[i], n);
+        len += n;
+        key[len++] = '\0';
+    }
+    return len;
+}
+
+/* The dimensions an aggregate key holds, into a record (time_us: the
+ * day's start).  -1 when the key is malformed. */
+static int
+agg_key_decode(const MDB_val *k, struct gw_usage *dims)
+{
+    const unsigned char *p = k->mv_data, *end = p + k->mv_size;
+    char *const fields[] = {dims->key_id, dims->user, dims->tenant, dims->model, dims->target};
+    const size_t sizes[] = {sizeof(dims->key_id), sizeof(dims->user), sizeof(dims->tenant),
+                            sizeof(dims->model), sizeof(dims->target)};
+
+    memset(dims, 0, sizeof(*dims));
+    if (k->mv_size < 6)
+        return -1;
+    dims->time_us = (int64_t)be32_get(p) * DAY_US;
+    dims->status = p[4] << 8 | p[5];
+    p += 6;
+    for (size_t i = 0; i < 5; i++) {
+        const unsigned char *nul = memchr(p, '\0', (size_t)(end - p));
+        if (nul == NULL || (size_t)(nul - p) > sizes[i])
+            return -1;
+        memcpy(fields[i], p, (size_t)(nul - p));
+        p = nul + 1;
+    }
+    return 0;
+}
+
+static void
+sums_add_record(struct gw_usage_sums *s, const struct gw_usage *r)
+{
+    s->requests++;
+    s->errors += r->status >= 400;
+    s->input_tokens += (uint64_t)(r->input_tokens > 0 ? r->input_tokens : 0);
+    s->output_tokens += (uint64_t)(r->output_tokens > 0 ? r->output_tokens : 0);
+    s->cached += r->cached != 0;
+    s->duration_ms += r->duration_ms;
+    s->ttfb_ms += r->ttfb_ms;
+    s->cost_nano += r->cost_nano;
+}
+
+/* Add r to its daily aggregate inside txn. */
+static int
+agg_add(struct gw_store *st, MDB_txn *txn, const struct gw_usage *r)
+{
+    unsigned char key[AGG_KEY_MAX];
+    struct gw_usage_sums s = {0};
+    MDB_val k = {agg_key(key, r), key}, v;
+    int mrc = mdb_get(txn, st->usage_agg, &k, &v);
+
+    if (mrc == 0 && v.mv_size == sizeof(s))
+        memcpy(&s, v.mv_data, sizeof(s));
+    else if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return store_fail("mdb_get", "usage_daily", mrc);
+    sums_add_record(&s, r);
+    v.mv_size = sizeof(s);
+    v.mv_data = &s;
+    if ((mrc = mdb_put(txn, st->usage_agg, &k, &v, 0)) != 0)
+        return store_fail("mdb_put", "usage_daily", mrc);
+    return 0;
+}
 
 int
 gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n, uint64_t incarnation,
@@ -717,8 +903,15 @@ gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n, u
             uniq = (uint64_t)gw_now_us();
         time_key(key, when, uniq);
         MDB_val uk = {sizeof(key), key}, uv = {sizeof(recs[i]), (void *)&recs[i]};
-        if ((mrc = mdb_put(txn, st->usage, &uk, &uv, 0)) != 0)
+        /* A record stored already is not counted again, in the totals or
+         * its aggregate. */
+        if ((mrc = mdb_put(txn, st->usage, &uk, &uv, MDB_NOOVERWRITE)) == MDB_KEYEXIST)
+            continue;
+        if (mrc != 0) {
             rc = store_fail("mdb_put", "usage", mrc);
+            break;
+        }
+        rc = agg_add(st, txn, &recs[i]);
         t.requests++;
         t.input_tokens += (uint64_t)(recs[i].input_tokens > 0 ? recs[i].input_tokens : 0);
         t.output_tokens += (uint64_t)(recs[i].output_tokens > 0 ? recs[i].output_tokens : 0);
@@ -760,53 +953,94 @@ gw_store_usage_head(struct gw_store *st, uint64_t incarnation, uint64_t *head)
     return rc;
 }
 
+/* A fixed-size meta value into out (left as it is when absent). */
+static int
+meta_get(struct gw_store *st, MDB_txn *txn, const char *name, void *out, size_t len)
+{
+    MDB_val k = {strlen(name), (void *)name}, v;
+    int mrc = mdb_get(txn, st->meta, &k, &v);
+
+    if (mrc == 0 && v.mv_size == len)
+        memcpy(out, v.mv_data, len);
+    else if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return store_fail("mdb_get", name, mrc);
+    return 0;
+}
+
+static int
+meta_put(struct gw_store *st, MDB_txn *txn, const char *name, const void *val, size_t len)
+{
+    MDB_val k = {strlen(name), (void *)name}, v = {len, (void *)val};
+    int mrc = mdb_put(txn, st->meta, &k, &v, 0);
+
+    return mrc != 0 ? store_fail("mdb_put", name, mrc) : 0;
+}
+
 int
 gw_store_usage_totals(struct gw_store *st, struct gw_usage_totals *out)
 {
     MDB_txn *txn;
-    MDB_val k = {sizeof(totals_key) - 1, (void *)totals_key}, v;
     int rc = store_read_begin(st, &txn);
 
     memset(out, 0, sizeof(*out));
     if (rc != 0)
         return rc;
-    int mrc = mdb_get(txn, st->meta, &k, &v);
-    if (mrc == 0 && v.mv_size == sizeof(*out))
-        memcpy(out, v.mv_data, sizeof(*out));
-    else if (mrc != MDB_NOTFOUND && mrc != 0)
-        rc = store_fail("mdb_get", totals_key, mrc);
+    rc = meta_get(st, txn, totals_key, out, sizeof(*out));
     store_read_end(st);
     return rc;
 }
 
 int
-gw_store_usage_scan(struct gw_store *st, int64_t from_us, int64_t to_us, gw_store_usage_fn fn,
-                    void *ctx)
+gw_store_usage_pruned_before(struct gw_store *st, int64_t *us)
+{
+    MDB_txn *txn;
+    int rc = store_read_begin(st, &txn);
+
+    *us = 0;
+    if (rc != 0)
+        return rc;
+    rc = meta_get(st, txn, pruned_key, us, sizeof(*us));
+    store_read_end(st);
+    return rc;
+}
+
+int
+gw_store_usage_scan(struct gw_store *st, int64_t from_us, int64_t to_us, bool newest_first,
+                    gw_store_usage_fn fn, void *ctx)
 {
     unsigned char start[8];
     uint64_t from = from_us > 0 ? (uint64_t)from_us : 0;
+    uint64_t to = to_us > 0 ? (uint64_t)to_us : 0;
     MDB_txn *txn;
     MDB_cursor *cur = NULL;
     MDB_val k = {sizeof(start), start}, v;
+    MDB_cursor_op next = newest_first ? MDB_PREV : MDB_NEXT;
     int rc = store_read_begin(st, &txn), mrc;
 
     if (rc != 0)
         return rc;
     for (int b = 0; b < 8; b++)
-        start[b] = (unsigned char)(from >> (56 - 8 * b));
+        start[b] = (unsigned char)((newest_first ? to : from) >> (56 - 8 * b));
     if ((mrc = mdb_cursor_open(txn, st->usage, &cur)) != 0) {
         rc = store_fail("mdb_cursor_open", "usage", mrc);
         goto out;
     }
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && rc == 0;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (newest_first) {
+        /* The first key at or after the end, or none: step back from it. */
+        if (mrc == MDB_NOTFOUND)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+        else if (mrc == 0)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    }
+    for (; mrc == 0 && rc == 0; mrc = mdb_cursor_get(cur, &k, &v, next)) {
         struct gw_usage rec;
-        if (v.mv_size != sizeof(rec))
+        if (usage_decode(&v, &rec) < 0)
             continue;
-        /* Copied out: LMDB's pages need not be aligned for the struct. */
-        memcpy(&rec, v.mv_data, sizeof(rec));
-        if (rec.time_us >= to_us)
+        if (newest_first ? rec.time_us < from_us : rec.time_us >= to_us)
             break;
+        if (rec.time_us >= to_us || rec.time_us < from_us)
+            continue;
         rc = fn(&rec, ctx);
     }
     if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
@@ -816,6 +1050,187 @@ out:
         mdb_cursor_close(cur);
     store_read_end(st);
     return rc;
+}
+
+int
+gw_store_usage_agg_scan(struct gw_store *st, int64_t from_us, int64_t to_us,
+                        gw_store_usage_agg_fn fn, void *ctx)
+{
+    /* The first day whose start is at or after from_us. */
+    int64_t first = from_us > 0 ? (from_us + DAY_US - 1) / DAY_US : 0;
+    unsigned char start[4];
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k = {sizeof(start), start}, v;
+    int rc = store_read_begin(st, &txn), mrc;
+
+    if (rc != 0)
+        return rc;
+    be32_put(start, (uint32_t)first);
+    if ((mrc = mdb_cursor_open(txn, st->usage_agg, &cur)) != 0) {
+        rc = store_fail("mdb_cursor_open", "usage_daily", mrc);
+        goto out;
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && rc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        struct gw_usage dims;
+        struct gw_usage_sums sums;
+        if (agg_key_decode(&k, &dims) != 0 || v.mv_size != sizeof(sums))
+            continue;
+        if (dims.time_us >= to_us)
+            break;
+        memcpy(&sums, v.mv_data, sizeof(sums));
+        rc = fn(&dims, &sums, ctx);
+    }
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = store_fail("mdb_cursor_get", "usage_daily", mrc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    store_read_end(st);
+    return rc;
+}
+
+int
+gw_store_usage_prune(struct gw_store *st, int64_t detail_before_us, int64_t agg_before_us,
+                     size_t max, size_t *deleted)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int64_t pruned = 0;
+    int mrc, rc = 0;
+
+    *deleted = 0;
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", "usage prune", mrc);
+    if (detail_before_us > 0) {
+        /* Queries take what lies before this from the aggregates from now
+         * on, before the first record goes. */
+        if ((rc = meta_get(st, txn, pruned_key, &pruned, sizeof(pruned))) != 0)
+            goto done;
+        if (detail_before_us > pruned &&
+            (rc = meta_put(st, txn, pruned_key, &detail_before_us, sizeof(detail_before_us))) != 0)
+            goto done;
+        if ((mrc = mdb_cursor_open(txn, st->usage, &cur)) != 0) {
+            rc = store_fail("mdb_cursor_open", "usage", mrc);
+            goto done;
+        }
+        /* The oldest record each time: a delete moves the cursor on. */
+        while (*deleted < max && (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+            struct gw_usage rec;
+            if (k.mv_size < 8 || key_time(k.mv_data) >= (uint64_t)detail_before_us)
+                break;
+            if (usage_decode(&v, &rec) == 1)
+                break; /* not in its aggregate yet: upgrade first */
+            if ((mrc = mdb_cursor_del(cur, 0)) != 0)
+                break;
+            (*deleted)++;
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+        if (mrc != 0 && mrc != MDB_NOTFOUND) {
+            rc = store_fail("mdb_cursor_del", "usage", mrc);
+            goto done;
+        }
+    }
+    if (agg_before_us > 0) {
+        if ((mrc = mdb_cursor_open(txn, st->usage_agg, &cur)) != 0) {
+            rc = store_fail("mdb_cursor_open", "usage_daily", mrc);
+            goto done;
+        }
+        while (*deleted < max && (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+            if (k.mv_size < 4 || (int64_t)be32_get(k.mv_data) * DAY_US + DAY_US > agg_before_us)
+                break;
+            if ((mrc = mdb_cursor_del(cur, 0)) != 0)
+                break;
+            (*deleted)++;
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+        if (mrc != 0 && mrc != MDB_NOTFOUND)
+            rc = store_fail("mdb_cursor_del", "usage_daily", mrc);
+    }
+done:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return store_commit(txn, rc);
+}
+
+int
+gw_store_usage_upgrade(struct gw_store *st, size_t max, size_t *converted, bool *done)
+{
+    uint32_t format = 0;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    unsigned char(*keys)[16] = NULL;
+    size_t nkeys = 0, looked = 0;
+    int mrc, rc;
+
+    *converted = 0;
+    *done = false;
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+        return store_fail("mdb_txn_begin", "usage upgrade", mrc);
+    if ((rc = meta_get(st, txn, format_key, &format, sizeof(format))) != 0 ||
+        format >= USAGE_FORMAT) {
+        *done = rc == 0;
+        goto out;
+    }
+    if ((keys = calloc(max > 0 ? max : 1, sizeof(*keys))) == NULL) {
+        rc = GW_ENOMEM;
+        goto out;
+    }
+    if ((mrc = mdb_cursor_open(txn, st->usage, &cur)) != 0) {
+        rc = store_fail("mdb_cursor_open", "usage", mrc);
+        goto out;
+    }
+    /* Resume after the last record the previous step looked at. */
+    k.mv_size = sizeof(st->upgrade_pos);
+    k.mv_data = st->upgrade_pos;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         mrc == 0 && nkeys < max && looked < max * UPGRADE_SCAN_FACTOR;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), looked++) {
+        if (v.mv_size == sizeof(struct usage_v1) && k.mv_size == sizeof(keys[0]))
+            memcpy(keys[nkeys++], k.mv_data, sizeof(keys[0]));
+        if (k.mv_size == sizeof(st->upgrade_pos))
+            memcpy(st->upgrade_pos, k.mv_data, sizeof(st->upgrade_pos));
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (mrc != 0 && mrc != MDB_NOTFOUND) {
+        rc = store_fail("mdb_cursor_get", "usage", mrc);
+        goto out;
+    }
+    bool at_end = mrc == MDB_NOTFOUND;
+    for (size_t i = 0; i < nkeys && rc == 0; i++) {
+        struct gw_usage rec;
+        MDB_val ok = {sizeof(keys[i]), keys[i]}, ov;
+        if ((mrc = mdb_get(txn, st->usage, &ok, &ov)) != 0) {
+            rc = store_fail("mdb_get", "usage", mrc);
+            break;
+        }
+        if (usage_decode(&ov, &rec) != 1)
+            continue;
+        MDB_val nv = {sizeof(rec), &rec};
+        if ((mrc = mdb_put(txn, st->usage, &ok, &nv, 0)) != 0)
+            rc = store_fail("mdb_put", "usage", mrc);
+        else if ((rc = agg_add(st, txn, &rec)) == 0)
+            (*converted)++;
+    }
+    if (rc == 0 && at_end) {
+        /* The end was reached: every record is in today's format. */
+        format = USAGE_FORMAT;
+        rc = meta_put(st, txn, format_key, &format, sizeof(format));
+        *done = rc == 0;
+    }
+out:
+    free(keys);
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (rc != 0)
+        *converted = 0, *done = false;
+    return store_commit(txn, rc);
 }
 
 /* ----------------------------------------------------------------- limits */

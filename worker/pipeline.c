@@ -9,6 +9,7 @@
  * with an error in OpenAI's shape.  Limits, safety, caching and routing
  * strategies join this chain in their own steps as they are built.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -191,6 +192,7 @@ authenticate(struct gw_worker *w, struct gw_request *req)
     }
     req->key_id = key->id;
     req->tenant = key->tenant != NULL && key->tenant[0] != '\0' ? key->tenant : NULL;
+    req->user = key->owner != NULL && key->owner[0] != '\0' ? key->owner : NULL;
     return key;
 }
 
@@ -605,6 +607,12 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     req->prompt_tokens = call.prompt_tokens;
     req->completion_tokens = call.completion_tokens;
     req->first_byte_us = call.first_byte_us;
+    /* Prices are per million tokens: a token costs price * 1000 in 1e-9
+     * units.  The target that answered last is the one that served. */
+    if (call.target != NULL)
+        req->cost_nano =
+            llround((double)call.prompt_tokens * call.target->price_input * 1000.0 +
+                    (double)call.completion_tokens * call.target->price_output * 1000.0);
     gw_worker_limit_settle(w, req, &hold);
     gw_worker_quota_settle(w, req, &qhold);
 out:
@@ -637,6 +645,8 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
         .duration_ms = (uint32_t)ms,
         .ttfb_ms = (uint32_t)(req->first_byte_us / 1000),
         .stream = req->stream,
+        .cost_nano = req->cost_nano,
+        .cached = req->cached,
     };
     struct timespec ts;
 
@@ -646,6 +656,8 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
     snprintf(u.key_id, sizeof(u.key_id), "%s", req->key_id);
     snprintf(u.model, sizeof(u.model), "%s", req->model ? req->model : "");
     snprintf(u.target, sizeof(u.target), "%s", req->target ? req->target : "");
+    snprintf(u.user, sizeof(u.user), "%s", req->user ? req->user : "");
+    snprintf(u.tenant, sizeof(u.tenant), "%s", req->tenant ? req->tenant : "");
 
     for (int tries = 0; tries < USAGE_RING_WAIT_TRIES; tries++) {
         if (gw_shm_ring_push(w->env->shm, &u) == 0)

@@ -77,6 +77,7 @@ struct gw_request {
     const char *quota_headers; /* x-aigw-quota-* lines, the same way (worker/quota.c) */
     const char *key_id;
     const char *tenant; /* the key owner's tenant, or NULL */
+    const char *user;   /* the key's owner, or NULL */
     const char *model;
     const char *target; /* "provider/model" */
     int32_t model_stat; /* stat table entries, -1 when none */
@@ -86,6 +87,8 @@ struct gw_request {
     int64_t prompt_tokens;
     int64_t completion_tokens;
     int64_t first_byte_us;
+    int64_t cost_nano; /* at the serving target's prices, 1e-9 units */
+    bool cached;       /* answered from the response cache */
 };
 
 #define GW_HTTP_MAX_YIELD_FDS 16

@@ -123,3 +123,45 @@ test('a master killed with SIGKILL mid-load loses no usage and counts none twice
     await gw.stop();
   }
 });
+
+test('usage equals what the mock reported, streaming and not, across a reload and a worker killed with SIGKILL', { timeout: 60000 }, async () => {
+  const gw = await startGateway({ workers: 2, mock, usage: { detail_days: 1, aggregate_days: 1 } });
+  try {
+    const { key } = await gw.createKey();
+    const want = tally();
+    const round = async (n) => {
+      for (let i = 0; i < n; i++) {
+        const stream = i % 2 === 1;
+        const res = await gw.chat(key, stream ? STREAM : {}, { 'x-mock-chunks': String(2 + i) });
+        const u = usageOf(res, stream);
+        assert.ok(u, `a complete answer: ${res.status} ${res.text}`);
+        add(want, u, stream);
+      }
+    };
+    await round(4);
+    const r = await gw.ctl(['reload']);
+    assert.equal(r.code, 0, r.stderr);
+    await round(4);
+    // Between requests: a worker dies hard; the master replaces it.
+    const [victim] = gw.workerPids();
+    process.kill(victim, 'SIGKILL');
+    await eventually(() => !pidAlive(victim), { timeoutMs: 5000, what: 'the worker is gone' });
+    await gw.waitWorkers(2);
+    await round(4);
+    assert.equal(want.streams, 6);
+    await eventually(async () => (await gw.ctlJson(['usage'])).requests >= want.requests,
+      { timeoutMs: 3000, what: `usage counts the ${want.requests} requests` });
+    assert.deepEqual(await gw.ctlJson(['usage']), totals(want));
+    // The statistics and the records say the same, and nothing of today
+    // is pruned by a retention of one day.
+    await sleep(1200);
+    const byDay = await gw.ctlJson(['usage', '--by', 'day']);
+    assert.deepEqual({ requests: byDay.totals.requests, input_tokens: byDay.totals.input_tokens,
+      output_tokens: byDay.totals.output_tokens }, totals(want));
+    const detail = await gw.ctlJson(['usage', '--detail', '--limit', '0']);
+    assert.equal(detail.rows.length, want.requests);
+    assert.equal(detail.rows.filter((x) => x.status === 200).length, want.requests);
+  } finally {
+    await gw.stop();
+  }
+});

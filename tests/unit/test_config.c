@@ -429,7 +429,69 @@ unknown_top_level_key(void **state)
     expect_error(MINIMAL "listn: 127.0.0.1:8080\n", 10, 1,
                  "unknown key \"listn\" (expected one of: listen, state_dir, admin, user, group, "
                  "workers, shutdown_timeout, log, metrics, http, upstream, timeouts, providers, "
-                 "models, limits, quotas, mcp, agents, sandboxes)");
+                 "models, limits, quotas, mcp, agents, sandboxes, usage)");
+}
+
+/* ------------------------------------------------------- usage retention */
+
+static void
+usage_retention_defaults(void **state)
+{
+    struct gw_config *cfg = load_ok(MINIMAL);
+
+    (void)state;
+    assert_int_equal(cfg->usage_detail_days, 30);
+    assert_int_equal(cfg->usage_aggregate_days, 730);
+    gw_config_free(cfg);
+}
+
+static void
+usage_retention_values(void **state)
+{
+    struct gw_config *cfg = load_ok(MINIMAL "usage: { detail_days: 7, aggregate_days: 0 }\n");
+
+    (void)state;
+    assert_int_equal(cfg->usage_detail_days, 7);
+    assert_int_equal(cfg->usage_aggregate_days, 0);
+    gw_config_free(cfg);
+    cfg = load_ok(MINIMAL "usage:\n  detail_days: 1\n  aggregate_days: 1\n");
+    assert_int_equal(cfg->usage_detail_days, 1);
+    assert_int_equal(cfg->usage_aggregate_days, 1);
+    gw_config_free(cfg);
+}
+
+static void
+usage_detail_forever_keeps_default_aggregates_forever(void **state)
+{
+    struct gw_config *cfg = load_ok(MINIMAL "usage: { detail_days: 0 }\n");
+
+    (void)state;
+    assert_int_equal(cfg->usage_detail_days, 0);
+    assert_int_equal(cfg->usage_aggregate_days, 0);
+    gw_config_free(cfg);
+}
+
+static void
+usage_retention_errors(void **state)
+{
+    (void)state;
+    expect_error(MINIMAL "usage: { detail_days: -1 }\n", 10, 23,
+                 "\"usage.detail_days\" must be a whole number (got \"-1\")");
+    expect_error(MINIMAL "usage: { detail_days: 36501 }\n", 10, 23,
+                 "\"usage.detail_days\" must be between 0 and 36500 (got 36501)");
+    expect_error(MINIMAL "usage: { detail_days: 7, aggregate_days: 3 }\n", 10, 42,
+                 "\"usage.aggregate_days\" (3) must be 0 (forever) or at least "
+                 "\"usage.detail_days\" (7)");
+    expect_error(MINIMAL "usage:\n  aggregate_days: 10\n", 11, 19,
+                 "\"usage.aggregate_days\" (10) must be 0 (forever) or at least "
+                 "\"usage.detail_days\" (30)");
+    expect_error(MINIMAL "usage: { detail_days: 0, aggregate_days: 5 }\n", 10, 42,
+                 "\"usage.aggregate_days\" (5) must be 0 (forever) or at least "
+                 "\"usage.detail_days\" (0, forever)");
+    expect_error(MINIMAL "usage: { keep: 3 }\n", 10, 10,
+                 "unknown key \"keep\" in usage (expected one of: detail_days, aggregate_days)");
+    expect_error(MINIMAL "usage: 30\n", 10, 8,
+                 "\"usage\" must be a mapping of keys (detail_days, aggregate_days)");
 }
 
 static void
@@ -1319,6 +1381,10 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_example_loads_every_value),
         cmocka_unit_test(defaults_fill_unset_keys),
+        cmocka_unit_test(usage_retention_defaults),
+        cmocka_unit_test(usage_retention_values),
+        cmocka_unit_test(usage_detail_forever_keeps_default_aggregates_forever),
+        cmocka_unit_test(usage_retention_errors),
         cmocka_unit_test(listen_accepts_a_single_string),
         cmocka_unit_test(listen_accepts_every_host_form),
         cmocka_unit_test(admin_mode_is_octal_quoted_or_not),

@@ -240,6 +240,7 @@ export function configYaml(o) {
   for (const kind of ['mcp', 'agents', 'sandboxes']) {
     if (o[kind]) lines.push(`${kind}: [${o[kind].map(flow).join(', ')}]`);
   }
+  if (o.usage) lines.push(`usage: ${flow(o.usage)}`);
   lines.push('providers:');
   for (const p of o.providers) lines.push(`  - ${flow({ type: 'openai', ...p })}`);
   lines.push('models:');
@@ -488,7 +489,7 @@ export class Gateway {
 // opts: workers (a number or a mapping, see configYaml), http, timeouts, limits,
 // upstream, logFile, accessFile, shutdownTimeout, metrics, adminApi (true: an
 // admin.listen address on a free port, gw.adminPort; gw.admin() calls it),
-// models (added to BASE_MODELS),
+// usage (retention: {detail_days, aggregate_days}), models (added to BASE_MODELS),
 // providers (added to "local"), mock (an aigw-mock to use; else one is
 // started and owned), requireKey (for an owned mock), adminMode, pidfile
 // (true: -p DIR/aigwd.pid), env, listen (extra addresses); dir and port to
@@ -524,6 +525,7 @@ export async function startGateway(opts = {}) {
     mcp: opts.mcp,
     agents: opts.agents,
     sandboxes: opts.sandboxes,
+    usage: opts.usage,
     providers: [
       { name: 'local', base_url: mock.base, api_key_env: UPSTREAM_KEY_ENV },
       ...(opts.providers ?? []),
