@@ -789,6 +789,7 @@ static const struct field model_fields[] = {
     FIELD("fallbacks", gw_master_confroute_fallbacks, 0),
     FIELD("limits", gw_master_confval_section, offsetof(struct gw_model, limits),
           .sub = limit_fields),
+    FIELD("safety", gw_master_confsafety_model, 0),
     {.key = NULL},
 };
 
@@ -811,6 +812,7 @@ const struct field gw_master_config_fields[] = {
     FIELD("providers", parse_providers, 0, .sub = provider_fields, .required = true),
     FIELD("models", parse_models, 0, .sub = model_fields, .required = true),
     FIELD("limits", gw_master_confval_section, 0, .sub = limits_fields),
+    FIELD("safety", gw_master_confsafety_section, 0),
     {.key = NULL},
 };
 
@@ -906,7 +908,7 @@ gw_master_config_finish(struct load *ld)
         }
         *r->slot = i;
     }
-    if (gw_master_confroute_finish(ld) != 0)
+    if (gw_master_confroute_finish(ld) != 0 || gw_master_confsafety_finish(ld) != 0)
         return GW_ECONFIG;
     for (size_t i = 0; i < cfg->nmodels; i++) {
         struct gw_timeouts *t = &cfg->models[i].timeouts;

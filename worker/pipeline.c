@@ -2,7 +2,7 @@
  * pipeline.c - what a worker does with one parsed request:
  *
  *   route -> authenticate -> parse body -> find model -> authorize ->
- *   rate limits -> choose target -> provider adapter + upstream call ->
+ *   rate limits -> input safety -> choose target -> provider adapter + upstream call ->
  *   settle the token estimate -> account
  *
  * Each step is a function that either passes the request on or answers it
@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "worker/worker.h"
+#include "worker/safety.h"
 
 /* How long a worker waits for room in a full usage ring before it writes
  * the record through to LMDB itself (tries of 1 ms). */
@@ -567,6 +567,11 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     rc = gw_worker_limit_admit(w, req, key, call.model, call.json, &hold, &refused);
     if (refused)
         goto out;
+    rc = gw_worker_safety_input(w, req, key, &call, &refused);
+    if (refused) {
+        gw_worker_limit_settle(w, req, &hold);
+        goto out;
+    }
     rc = attempts_run(w, req, key, &call, call.model);
     req->upstream_status = call.status;
     req->stream = call.stream;
