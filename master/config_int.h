@@ -62,6 +62,8 @@ struct load {
     struct ref **refs_tail;
     struct ref *fallbacks; /* model -> fallback model references, in file order */
     struct ref **fallbacks_tail;
+    struct ref *safety_refs; /* model -> safety rule names (confsafety.c) */
+    struct ref **safety_refs_tail;
     const struct node **provider_names; /* name nodes, to point at duplicates */
     const struct node **model_names;
 };
@@ -225,6 +227,17 @@ int gw_master_confroute_model_finish(struct load *ld, struct gw_model *m, const 
 
 /* Resolve the models' fallbacks once every model is known. */
 int gw_master_confroute_finish(struct load *ld);
+
+/* ------------------------------------- confsafety.c: content safety */
+
+/* safety: at the top level (dst: struct gw_config), a model's safety:
+ * list of rule names (dst: struct gw_model), and the names resolved once
+ * the whole file is read. */
+int gw_master_confsafety_section(struct load *ld, const struct node *n, const char *name,
+                                 const struct field *f, void *dst);
+int gw_master_confsafety_model(struct load *ld, const struct node *n, const char *name,
+                               const struct field *f, void *dst);
+int gw_master_confsafety_finish(struct load *ld);
 
 /* ----------------------------------------------- schema.c: the schema */
 

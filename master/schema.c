@@ -931,6 +931,7 @@ static const struct field model_fields[] = {
     FIELD("fallbacks", gw_master_confroute_fallbacks, 0),
     FIELD("limits", gw_master_confval_section, offsetof(struct gw_model, limits),
           .sub = limit_fields),
+    FIELD("safety", gw_master_confsafety_model, 0),
     {.key = NULL},
 };
 
@@ -958,6 +959,7 @@ const struct field gw_master_config_fields[] = {
     FIELD("agents", parse_agents, 0, .sub = passthru_fields),
     FIELD("sandboxes", parse_sandboxes, 0, .sub = passthru_fields),
     FIELD("usage", gw_master_confval_section, 0, .sub = usage_fields),
+    FIELD("safety", gw_master_confsafety_section, 0),
     {.key = NULL},
 };
 
@@ -1101,7 +1103,7 @@ gw_master_config_finish(struct load *ld)
         }
         *r->slot = i;
     }
-    if (gw_master_confroute_finish(ld) != 0)
+    if (gw_master_confroute_finish(ld) != 0 || gw_master_confsafety_finish(ld) != 0)
         return GW_ECONFIG;
     for (size_t i = 0; i < cfg->nmodels; i++) {
         struct gw_timeouts *t = &cfg->models[i].timeouts;

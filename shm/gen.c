@@ -49,6 +49,89 @@ gen_str(struct gen_writer *w, const char *s)
     return off;
 }
 
+/* n strings one after another; returns the offset of the first. */
+static uint32_t
+gen_strs(struct gen_writer *w, char *const *v, size_t n)
+{
+    size_t total = 0;
+
+    for (size_t i = 0; i < n; i++)
+        total += strlen(v[i]) + 1;
+    if (total == 0)
+        return 0;
+    uint32_t off = gen_alloc(w, total);
+    if (off == 0)
+        return 0;
+    for (size_t i = 0, at = off; i < n; i++) {
+        size_t len = strlen(v[i]) + 1;
+        memcpy(w->base + at, v[i], len);
+        at += len;
+    }
+    return off;
+}
+
+/*
+ * The safety rules, with a stat entry per rule and direction it applies
+ * to ("s:input:block:NAME"), claimed here so that /metrics lists every
+ * rule from the start.
+ */
+static void
+safety_write(struct gen_writer *w, const struct gw_shm *shm, const struct gw_safety *sf,
+             struct gw_gen *g)
+{
+    static const char *const dirs[2] = {"input", "output"};
+
+    g->nsafety = (uint32_t)sf->nrules;
+    g->safety_window = (uint32_t)sf->stream_window;
+    g->nallow_keys = (uint32_t)sf->nallow_keys;
+    g->allow_keys = gen_strs(w, sf->allow_keys, sf->nallow_keys);
+    g->nallow_tenants = (uint32_t)sf->nallow_tenants;
+    g->allow_tenants = gen_strs(w, sf->allow_tenants, sf->nallow_tenants);
+    g->nallow_models = (uint32_t)sf->nallow_models;
+    g->allow_models = gen_strs(w, sf->allow_models, sf->nallow_models);
+    if (sf->nrules == 0)
+        return;
+    g->safety = gen_alloc(w, sf->nrules * sizeof(struct gw_gen_safety_rule));
+    for (size_t i = 0; i < sf->nrules && !w->overflow; i++) {
+        const struct gw_safety_rule *r = &sf->rules[i];
+        struct gw_gen_safety_rule gr = {
+            .name = gen_str(w, r->name),
+            .type = (uint8_t)r->type,
+            .action = (uint8_t)r->action,
+            .detector = (uint8_t)r->detector,
+            .on = (uint8_t)r->on,
+            .whole_word = r->whole_word,
+            .restore = r->restore,
+            .pattern = gen_str(w, r->pattern),
+            .words = gen_strs(w, r->words, r->nwords),
+            .nwords = (uint32_t)r->nwords,
+            .mask = gen_str(w, r->mask),
+            .stat = {-1, -1},
+        };
+        for (int d = 0; d < 2; d++) {
+            char stat[GW_SHM_NAME_LEN];
+            if (!(r->on & (1u << d)))
+                continue;
+            snprintf(stat, sizeof(stat), "s:%s:%s:%s", dirs[d], gw_safety_action_names[r->action],
+                     r->name);
+            gr.stat[d] = (int32_t)gw_shm_stat_find(shm, stat, true);
+        }
+        if (!w->overflow)
+            memcpy(w->base + g->safety + i * sizeof(gr), &gr, sizeof(gr));
+    }
+}
+
+bool
+gw_gen_list_has(const struct gw_gen *g, uint32_t off, uint32_t n, const char *s)
+{
+    const char *p = gw_gen_str(g, off);
+
+    for (uint32_t i = 0; i < n && p != NULL; i++, p += strlen(p) + 1)
+        if (strcmp(p, s) == 0)
+            return true;
+    return false;
+}
+
 static unsigned
 gcd(unsigned a, unsigned b)
 {
@@ -150,6 +233,7 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
     g.targets = gen_alloc(&w, ntargets * sizeof(struct gw_gen_target));
     g.npassthru = (uint32_t)cfg->npassthru;
     g.passthru = gen_alloc(&w, cfg->npassthru * sizeof(struct gw_gen_passthru));
+    safety_write(&w, shm, &cfg->safety, &g);
     if (w.overflow)
         return GW_ETOOBIG;
 
@@ -195,6 +279,7 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
             .breaker_min_requests = m->routing.breaker_min_requests,
             .session_header = gen_str(&w, m->routing.session_header),
             .limits = m->limits,
+            .safety_rules = m->safety_rules,
         };
         if (m->nfallbacks > 0) {
             gm.fallbacks = gen_alloc(&w, m->nfallbacks * sizeof(uint32_t));

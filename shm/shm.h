@@ -259,6 +259,76 @@ struct gw_limits {
     uint64_t tpm;
 };
 
+/*
+ * Content safety (safety: in the file).  A rule finds text by keywords,
+ * a regular expression or a built-in PII detector, on the input, the
+ * output or both, and blocks, masks or flags what it finds.  The master
+ * checks every rule (shm/safety.c compiles it, as workers will); workers
+ * compile the rules of each generation again, after fork (worker/safety.c).
+ */
+enum gw_safety_type {
+    GW_SAFETY_KEYWORDS = 0,
+    GW_SAFETY_REGEX,
+    GW_SAFETY_PII,
+    GW_SAFETY_NTYPES,
+};
+
+enum gw_safety_action {
+    GW_SAFETY_BLOCK = 0,
+    GW_SAFETY_MASK,
+    GW_SAFETY_FLAG,
+    GW_SAFETY_NACTIONS,
+};
+
+enum gw_safety_detector {
+    GW_DETECT_EMAIL = 0,
+    GW_DETECT_PHONE,
+    GW_DETECT_CREDIT_CARD,
+    GW_DETECT_IBAN,
+    GW_DETECT_CN_ID,
+    GW_DETECT_IPV4,
+    GW_DETECT_IPV6,
+    GW_DETECT_API_KEY,
+    GW_DETECT_BEARER,
+    GW_DETECT_NDETECTORS,
+};
+
+/* "keywords" ..., "block" ..., "email" ...: the names the file uses. */
+extern const char *const gw_safety_type_names[GW_SAFETY_NTYPES];
+extern const char *const gw_safety_action_names[GW_SAFETY_NACTIONS];
+extern const char *const gw_safety_detector_names[GW_DETECT_NDETECTORS];
+
+#define GW_SAFETY_MAX_RULES 64 /* a model's rule set is a 64-bit mask */
+#define GW_SAFETY_ON_INPUT 1u
+#define GW_SAFETY_ON_OUTPUT 2u
+
+struct gw_safety_rule {
+    char *name;
+    enum gw_safety_type type;
+    enum gw_safety_action action;
+    enum gw_safety_detector detector; /* pii */
+    unsigned on;                      /* GW_SAFETY_ON_* */
+    bool whole_word;                  /* keywords */
+    bool restore;                     /* mask: put the values back in the answer */
+    char *pattern;                    /* regex */
+    char *file;                       /* keywords: one per line, or NULL */
+    char **words;                     /* keywords: the file's and the inline ones */
+    size_t nwords;
+    char *mask; /* mask: fixed replacement; NULL: numbered placeholders [NAME_1] */
+};
+
+struct gw_safety {
+    struct gw_safety_rule *rules;
+    size_t nrules;
+    size_t stream_window; /* most output text held back in a stream, bytes */
+    char **allow_keys;    /* key ids, tenants and models never inspected */
+    size_t nallow_keys;
+    char **allow_tenants;
+    size_t nallow_tenants;
+    char **allow_models;
+    size_t nallow_models;
+};
+
 struct gw_model {
     char *name; /* the name clients send */
     struct gw_target *targets;
@@ -268,6 +338,12 @@ struct gw_model {
     char **fallbacks; /* other models to try, in order, when every target failed */
     size_t nfallbacks;
     struct gw_limits limits; /* the whole model, all keys together */
+    /* Safety rules that apply (bit i: safety.rules[i]); every rule when
+     * the model has no safety: key. */
+    uint64_t safety_rules;
+    bool safety_set;
+    char **safety_names; /* as written, resolved at the end of the load */
+    size_t nsafety_names;
 };
 
 struct gw_http_limits {
@@ -326,6 +402,7 @@ struct gw_config {
      * aggregates, in days; 0: kept forever. */
     uint64_t usage_detail_days;
     uint64_t usage_aggregate_days;
+    struct gw_safety safety;
 };
 
 /* Loading and validation live in the master (gw_master_config_load); the
@@ -336,6 +413,41 @@ const struct gw_model *gw_config_model_find(const struct gw_config *cfg, const c
 bool gw_config_callable(const struct gw_config *cfg, const char *name);
 /* Release a configuration and everything in its arena; NULL is fine. */
 void gw_config_free(struct gw_config *cfg);
+
+/* ------------------------------------------------------- content safety */
+
+/*
+ * The matching half of a safety rule, shared by the master (which checks
+ * a rule by compiling it) and the workers (which compile it for use):
+ * every rule becomes one PCRE2 pattern, and a PII detector adds a check of
+ * each candidate (a Luhn sum, an IBAN's mod 97, ...).
+ */
+struct gw_safety_spec {
+    enum gw_safety_type type;
+    enum gw_safety_detector detector;
+    bool whole_word;
+    const char *pattern;      /* regex */
+    const char *const *words; /* keywords */
+    size_t nwords;
+};
+
+/*
+ * Compile spec into a new PCRE2 pattern (a pcre2_code_8 *, owned by the
+ * caller: pcre2_code_free), JIT-compiled for complete and hard-partial
+ * matches when jit is set.  *maxlen is the longest text a match can span
+ * (0: unbounded).  On failure returns NULL and writes why into err, with
+ * *erroffset the offset in the pattern the problem was found at (regex).
+ */
+void *gw_safety_compile(const struct gw_safety_spec *spec, bool jit, size_t *maxlen, char *err,
+                        size_t errlen, size_t *erroffset);
+
+/* Does the candidate text a detector's pattern found pass its check? */
+bool gw_safety_detector_check(enum gw_safety_detector d, const char *s, size_t len);
+
+/* The check sums alone, for tests: digits (with blanks or dashes). */
+bool gw_safety_luhn_ok(const char *s, size_t len);
+bool gw_safety_iban_ok(const char *s, size_t len);
+bool gw_safety_cn_id_ok(const char *s, size_t len);
 
 /* ------------------------------------------------------------- API keys */
 
@@ -940,6 +1052,23 @@ struct gw_gen_target {
     double price_output;
 };
 
+/* One safety rule; the worker compiles it from these (shm/safety.c). */
+struct gw_gen_safety_rule {
+    uint32_t name;
+    uint8_t type;     /* enum gw_safety_type */
+    uint8_t action;   /* enum gw_safety_action */
+    uint8_t detector; /* enum gw_safety_detector */
+    uint8_t on;       /* GW_SAFETY_ON_* */
+    uint8_t whole_word;
+    uint8_t restore;
+    uint8_t pad[2];
+    uint32_t pattern; /* regex text */
+    uint32_t words;   /* keywords: nwords strings, one after another */
+    uint32_t nwords;
+    uint32_t mask;   /* 0: numbered placeholders */
+    int32_t stat[2]; /* "s:input:ACTION:NAME", "s:output:..." in the stat table */
+};
+
 struct gw_gen_model {
     uint32_t name;
     uint32_t first_target;
@@ -960,6 +1089,7 @@ struct gw_gen_model {
     uint32_t schedule; /* offset of uint16_t target indexes: smooth weighted round-robin */
     uint32_t nschedule;
     struct gw_limits limits; /* the whole model; 0 fields: unlimited */
+    uint64_t safety_rules;   /* bit i: safety rule i applies */
 };
 
 struct gw_gen {
@@ -982,7 +1112,23 @@ struct gw_gen {
     struct gw_limits user_limits;   /* every user's default (all their keys) */
     struct gw_limits tenant_limits; /* every tenant's default (all its keys) */
     uint32_t npassthru, passthru;
+    /* Content safety: rules, and the allowlists as strings one after
+     * another (a count and the offset of the first). */
+    uint32_t nsafety, safety;
+    uint32_t safety_window;
+    uint32_t nallow_keys, allow_keys;
+    uint32_t nallow_tenants, allow_tenants;
+    uint32_t nallow_models, allow_models;
 };
+
+static inline const struct gw_gen_safety_rule *
+gw_gen_safety_rule(const struct gw_gen *g, size_t i)
+{
+    return (const struct gw_gen_safety_rule *)((const char *)g + g->safety) + i;
+}
+
+/* Is s one of the n strings laid one after another at offset off? */
+bool gw_gen_list_has(const struct gw_gen *g, uint32_t off, uint32_t n, const char *s);
 
 static inline const char *
 gw_gen_str(const struct gw_gen *g, uint32_t off)

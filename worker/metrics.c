@@ -133,6 +133,20 @@ gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b)
     histogram(b, shm, "aigw_time_to_first_token_seconds", true,
               "Time from the request to the first byte from the upstream.");
 
+    /* "s:DIRECTION:ACTION:RULE", claimed for each rule by shm/gen.c. */
+    help_type(b, "aigw_safety_matches_total", "counter",
+              "Requests in which a content safety rule matched, by rule, direction and action.");
+    FOR_EACH_STAT(shm, "s:", st, label)
+    {
+        const char *a = strchr(label, ':'), *r = a != NULL ? strchr(a + 1, ':') : NULL;
+        if (r == NULL)
+            continue;
+        gw_buf_printf(b, "aigw_safety_matches_total{rule=\"");
+        label_put(b, r + 1);
+        gw_buf_printf(b, "\",direction=\"%.*s\",action=\"%.*s\"} %llu\n", (int)(a - label), label,
+                      (int)(r - a - 1), a + 1, (unsigned long long)atomic_load(&st->requests));
+    }
+
     help_type(b, "aigw_upstream_in_flight", "gauge", "Requests in flight to each target.");
     FOR_EACH_STAT(shm, "t:", st, label)
     {

@@ -2,7 +2,7 @@
  * pipeline.c - what a worker does with one parsed request:
  *
  *   route -> authenticate -> parse body -> find model -> authorize ->
- *   rate limits -> choose target -> provider adapter + upstream call ->
+ *   rate limits -> input safety -> choose target -> provider adapter + upstream call ->
  *   settle the token estimate -> account
  *
  * Each step is a function that either passes the request on or answers it
@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "worker/worker.h"
+#include "worker/safety.h"
 
 /* How long a worker waits for room in a full usage ring before it writes
  * the record through to LMDB itself (tries of 1 ms). */
@@ -598,6 +598,12 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     rc = gw_worker_limit_admit(w, req, key, call.model, call.json, &hold, &refused);
     if (refused) {
         gw_worker_quota_release(w, &qhold);
+        goto out;
+    }
+    rc = gw_worker_safety_input(w, req, key, &call, &refused);
+    if (refused) {
+        gw_worker_limit_settle(w, req, &hold);
+        gw_worker_quota_settle(w, req, &qhold);
         goto out;
     }
     rc = attempts_run(w, req, key, &call, call.model);

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "worker/worker.h"
+#include "worker/safety.h"
 
 /* Client headers that are about this hop only, or that the gateway owns. */
 static const char *const skip_headers[] = {
@@ -33,6 +33,7 @@ struct upstream_io {
     bool streaming;   /* relaying to the client (headers sent) */
     bool client_gone; /* a write to the client failed */
     bool too_big;
+    bool blocked;   /* a safety rule ended the stream */
     bool timed_out; /* first_byte or idle timeout */
     int64_t last_io_ms;
     int64_t start_ms;
@@ -137,6 +138,17 @@ emit_to_client(void *ctx, const char *data, size_t len)
 
     if (rc != 0)
         io->client_gone = true;
+    return rc;
+}
+
+/* Between the SSE relay and the client when the answer is inspected. */
+static int
+emit_inspected(void *ctx, const char *data, size_t len)
+{
+    struct upstream_io *io = ctx;
+    int rc = gw_worker_safety_stream(io->call->safety, data, len, emit_to_client, io);
+
+    io->blocked |= rc == GW_EPERM;
     return rc;
 }
 
@@ -339,7 +351,8 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
                                   NULL, "The gateway could not build the upstream request.");
         goto out;
     }
-    gw_worker_sse_init(&io.sse, emit_to_client, &io, call->stream && !call->client_usage);
+    gw_worker_sse_init(&io.sse, call->safety != NULL ? emit_inspected : emit_to_client, &io,
+                       call->stream && !call->client_usage);
     io.start_ms = io.last_io_ms = gw_now_ms();
     call->attempt_start_us = gw_now_us();
     call->attempt_first_byte_us = 0;
@@ -368,7 +381,12 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
         /* Headers are out: an error can only be told inside the stream. */
         if (cc == CURLE_OK)
             rc = gw_worker_sse_finish(&io.sse);
-        if (rc == 0 && cc != CURLE_OK) {
+        if (rc == 0 && cc == CURLE_OK && call->safety != NULL)
+            io.blocked |=
+                (rc = gw_worker_safety_stream_end(call->safety, emit_to_client, &io)) == GW_EPERM;
+        if (io.blocked)
+            rc = 0; /* the error event is out: the stream ends here */
+        if (rc == 0 && cc != CURLE_OK && !io.blocked) {
             (void)gw_worker_sse_finish(&io.sse);
             bool timeout = io.timed_out || cc == CURLE_OPERATION_TIMEDOUT;
             rc = stream_error_event(call, io.timed_out ? "idle timeout" : curl_easy_strerror(cc),
@@ -396,11 +414,17 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
         rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL,
                                     io.body.data ? io.body.data : "", io.body.len);
     } else {
-        call->have_usage = gw_worker_usage_parse(io.body.data ? io.body.data : "", io.body.len,
-                                                 &call->prompt_tokens, &call->completion_tokens);
+        const char *body = io.body.data ? io.body.data : "";
+        size_t len = io.body.len;
+        bool answered = false;
+        call->have_usage =
+            gw_worker_usage_parse(body, len, &call->prompt_tokens, &call->completion_tokens);
+        if (call->safety != NULL)
+            rc = gw_worker_safety_response(call, &body, &len, &answered);
         const char *ctype = io.ctype[0] ? io.ctype : "application/json";
-        rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL,
-                                    io.body.data ? io.body.data : "", io.body.len);
+        if (!answered)
+            rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL, body,
+                                        len);
     }
 out:
     gw_worker_sse_fini(&io.sse);

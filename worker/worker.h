@@ -337,6 +337,8 @@ void gw_worker_route_result(const struct gw_worker *w, const struct gw_gen *g,
 
 /* ------------------------------------------------- upstream call */
 
+struct gw_safety_req;
+
 enum gw_endpoint {
     GW_EP_CHAT = 0,
     GW_EP_EMBEDDINGS,
@@ -372,7 +374,8 @@ struct gw_call {
     struct gw_timeouts timeouts; /* for this attempt (provider, model, deadline) */
     struct json_object *json;    /* the client's body, parsed; the adapter may edit it */
     bool stream;
-    bool client_usage; /* the client asked for stream_options.include_usage */
+    bool client_usage;            /* the client asked for stream_options.include_usage */
+    struct gw_safety_req *safety; /* the answer is inspected (worker/safety.c), or NULL */
 
     /* Built by the adapter. */
     char *url;

@@ -9,6 +9,7 @@
  * chunk when stream_options.include_usage asks for it, then [DONE].
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -24,7 +25,30 @@ struct chat {
     unsigned long long id;
     long long created;
     const char *echo; /* JSON text of the echoed request, or NULL */
+    /* x-mock-content: the completion's text instead of tokens; streamed
+     * in pieces cut at the byte offsets of x-mock-split ("3,10"), one
+     * piece per event (the whole text in one event without it). */
+    const char *content;
+    const char *split;
 };
+
+/* The length of the next streamed piece of content from at, by split. */
+static size_t
+piece_len(const char *content, const char *split, size_t at)
+{
+    size_t len = strlen(content), end = len;
+
+    for (const char *p = split; p != NULL && *p != '\0';) {
+        char *next;
+        unsigned long cut = strtoul(p, &next, 10);
+        if (next == p)
+            break;
+        if (cut > at && cut < end)
+            end = cut;
+        p = *next == ',' ? next + 1 : NULL;
+    }
+    return end - at;
+}
 
 static size_t
 prompt_tokens(struct json_object *messages)
@@ -143,8 +167,9 @@ chat_full(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_fa
     (void)gw_mock_json_str(b, ch->model, ch->model_len);
     (void)gw_buf_printf(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
                            "\"content\":");
-    if (ch->echo != NULL) {
-        (void)gw_mock_json_str(b, ch->echo, strlen(ch->echo));
+    if (ch->echo != NULL || ch->content != NULL) {
+        const char *text = ch->echo != NULL ? ch->echo : ch->content;
+        (void)gw_mock_json_str(b, text, strlen(text));
     } else {
         (void)GW_MOCK_APPEND(b, "\"");
         for (size_t i = 0; i < ch->completion; i++)
@@ -207,7 +232,22 @@ chat_stream(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_
             return rc;
         role = false;
     }
-    for (size_t i = 0; i < ch->completion; i++) {
+    for (size_t at = 0, n; ch->content != NULL && ch->echo == NULL && ch->content[at]; at += n) {
+        n = piece_len(ch->content, ch->split, at);
+        event_start(c);
+        (void)GW_MOCK_APPEND(&c->ev, "{\"index\":0,\"delta\":{");
+        if (role)
+            (void)GW_MOCK_APPEND(&c->ev, "\"role\":\"assistant\",");
+        role = false;
+        (void)GW_MOCK_APPEND(&c->ev, "\"content\":");
+        (void)gw_mock_json_str(&c->ev, ch->content + at, n);
+        (void)GW_MOCK_APPEND(&c->ev, "},\"finish_reason\":null}");
+        if (gw_buf_append(&c->ev, tail, tail_len) != 0)
+            return GW_ENOMEM;
+        if ((rc = event_send(c, f, &nsent, false)) != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < ch->completion && ch->content == NULL; i++) {
         if ((long)i == f->drop_after)
             goto drop;
         event_start(c);
@@ -261,7 +301,8 @@ drop:
 /*
  * POST /v1/chat/completions.  See the top of this file; x-mock-* headers
  * apply (fault.c), x-mock-echo makes the content a JSON string of the
- * request the mock received.
+ * request the mock received, x-mock-content makes it the given text
+ * (streamed in the pieces x-mock-split cuts).
  */
 int
 gw_mock_chat_handle(struct gw_mock_conn *c)
@@ -291,6 +332,8 @@ gw_mock_chat_handle(struct gw_mock_conn *c)
                        json_object_object_get_ex(opts, "include_usage", &v) && is_true(v);
     ch.prompt = prompt_tokens(messages);
     ch.completion = (size_t)f.chunks;
+    ch.content = gw_mock_header(c, "x-mock-content");
+    ch.split = gw_mock_header(c, "x-mock-split");
     ch.id = gw_mock_next_id();
     ch.created = (long long)time(NULL);
     if (f.echo) {

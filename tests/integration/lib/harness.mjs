@@ -212,7 +212,8 @@ function flow(obj) {
 
 // The YAML text of a configuration.  providers: [{name, base_url, ...}];
 // models: [{name, targets: [{provider, model, weight}], timeouts, routing,
-// fallbacks, limits}]; limits (top level: {key: {rpm, tpm}, model: {...}})
+// fallbacks, limits, safety}]; limits (top level: {key: {rpm, tpm}, model: {...}});
+// safety (top level: {rules: [...], allow: {...}})
 // (nested values such as a provider's health or a model's routing are written
 // as flow mappings); workers: a
 // number or a mapping ({start, min_spare, max_spare, max, max_requests});
@@ -241,6 +242,7 @@ export function configYaml(o) {
     if (o[kind]) lines.push(`${kind}: [${o[kind].map(flow).join(', ')}]`);
   }
   if (o.usage) lines.push(`usage: ${flow(o.usage)}`);
+  if (o.safety) lines.push(`safety: ${flow(o.safety)}`);
   lines.push('providers:');
   for (const p of o.providers) lines.push(`  - ${flow({ type: 'openai', ...p })}`);
   lines.push('models:');
@@ -250,6 +252,7 @@ export function configYaml(o) {
     if (m.routing) lines.push(`    routing: ${flow(m.routing)}`);
     if (m.fallbacks) lines.push(`    fallbacks: ${flowValue(m.fallbacks)}`);
     if (m.limits) lines.push(`    limits: ${flow(m.limits)}`);
+    if (m.safety) lines.push(`    safety: ${flowValue(m.safety)}`);
     lines.push('    targets:');
     for (const t of m.targets) lines.push(`      - ${flow(t)}`);
   }
@@ -526,6 +529,7 @@ export async function startGateway(opts = {}) {
     agents: opts.agents,
     sandboxes: opts.sandboxes,
     usage: opts.usage,
+    safety: opts.safety,
     providers: [
       { name: 'local', base_url: mock.base, api_key_env: UPSTREAM_KEY_ENV },
       ...(opts.providers ?? []),
