@@ -42,8 +42,9 @@
 #define CONFIG_MAX_PRICE 1000000 /* USD per million tokens */
 #define CONFIG_MAX_RETRIES 10
 #define CONFIG_MAX_FAILURES 1000
-#define CONFIG_MAX_MIN_REQUESTS 100000 /* breaker.min_requests */
-#define CONFIG_MAX_RATE 1000000000LL   /* limits: rpm and tpm */
+#define CONFIG_MAX_MIN_REQUESTS 100000  /* breaker.min_requests */
+#define CONFIG_MAX_RATE 1000000000LL    /* limits: rpm and tpm */
+#define CONFIG_MAX_CONTEXT 1000000000LL /* models: context_length, tokens */
 
 static const char *const provider_types[] = {
     [GW_PROVIDER_OPENAI] = "openai",
@@ -790,8 +791,33 @@ static const struct field limits_fields[] = {
     {.key = NULL},
 };
 
+/* A model's type: one of gw_model_type_names. */
+static int
+parse_model_type(struct load *ld, const struct node *n, const char *name, const struct field *f,
+                 void *dst)
+{
+    const char *s = gw_master_confval_scalar(ld, n, name, "a model type");
+
+    (void)f;
+    if (s == NULL)
+        return GW_ECONFIG;
+    for (int i = 0; i < GW_MODEL_NTYPES; i++) {
+        if (strcmp(s, gw_model_type_names[i]) == 0) {
+            *(enum gw_model_type *)dst = (enum gw_model_type)i;
+            return 0;
+        }
+    }
+    return gw_master_config_error(ld, n,
+                                  "\"%s\": unknown model type %s (chat, completions, embeddings, "
+                                  "images, audio, moderations, responses, video)",
+                                  name, gw_master_config_show_node(ld, n));
+}
+
 static const struct field model_fields[] = {
     FIELD("name", parse_model_name, offsetof(struct gw_model, name), .required = true),
+    FIELD("type", parse_model_type, offsetof(struct gw_model, type)),
+    FIELD("context_length", gw_master_confval_count, offsetof(struct gw_model, context_length),
+          .min = 1, .max = CONFIG_MAX_CONTEXT),
     FIELD("timeouts", gw_master_confval_section, offsetof(struct gw_model, timeouts),
           .sub = timeouts_fields),
     FIELD("targets", parse_targets, 0, .sub = target_fields, .required = true),
@@ -800,6 +826,13 @@ static const struct field model_fields[] = {
     FIELD("fallbacks", gw_master_confroute_fallbacks, 0),
     FIELD("limits", gw_master_confval_section, offsetof(struct gw_model, limits),
           .sub = limit_fields),
+    {.key = NULL},
+};
+
+/* secrets: where the keys that protect stored secrets come from. */
+static const struct field secrets_fields[] = {
+    FIELD("provider_key_file", gw_master_confval_string,
+          offsetof(struct gw_config, provider_key_file)),
     {.key = NULL},
 };
 
@@ -823,6 +856,7 @@ const struct field gw_master_config_fields[] = {
     FIELD("models", parse_models, 0, .sub = model_fields, .required = true),
     FIELD("limits", gw_master_confval_section, 0, .sub = limits_fields),
     FIELD("quotas", gw_master_confval_section, 0, .sub = quotas_fields),
+    FIELD("secrets", gw_master_confval_section, 0, .sub = secrets_fields),
     {.key = NULL},
 };
 

@@ -114,6 +114,7 @@ pool_fork(struct gw_master_pool *p, int i)
             .nlisten = m->listeners.n,
             .metrics_fd = m->listeners.metrics_fd,
             .secret = m->secret,
+            .provider_key = m->provider_key,
             .max_requests = m->cfg->max_requests,
             .master_fds = m->master_fds,
             .nmaster_fds = 2,

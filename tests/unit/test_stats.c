@@ -73,7 +73,8 @@ test_bad_times_are_refused(void **state)
 static void
 test_dims_in_order(void **state)
 {
-    static const char *const names[] = {"key", "model", "target", "status", "day", "month", "hour"};
+    static const char *const names[] = {"key", "model", "target", "status",
+                                        "day", "month", "hour",   "byok"};
     int dims[GW_STATS_NDIMS];
     size_t n;
 
@@ -82,8 +83,8 @@ test_dims_in_order(void **state)
     assert_int_equal(n, 2);
     assert_int_equal(dims[0], GW_STATS_MODEL);
     assert_int_equal(dims[1], GW_STATS_DAY);
-    assert_int_equal(gw_master_stats_dims_parse("key,model,target,status,day,month,hour", dims, &n),
-                     0);
+    assert_int_equal(
+        gw_master_stats_dims_parse("key,model,target,status,day,month,hour,byok", dims, &n), 0);
     assert_int_equal(n, GW_STATS_NDIMS);
     for (size_t i = 0; i < n; i++)
         assert_string_equal(gw_master_stats_dim_name(dims[i]), names[i]);
