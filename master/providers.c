@@ -149,6 +149,12 @@ gw_master_provider_add(struct gw_master *m, struct json_object *req, struct gw_a
         reply = gw_master_reply_error("could not read tenant: %s", gw_strerror(rc));
         goto out;
     }
+    if (gw_store_rec_get(m->store, GW_DB_PROVIDERS, name, a, &tjson) == 0) {
+        reply = gw_master_reply_error("provider credential \"%s\" exists (delete it first to "
+                                      "replace it)",
+                                      name);
+        goto out;
+    }
     if (target == NULL)
         target = name;
     const struct gw_provider *p = config_provider(m->cfg, target);
@@ -324,7 +330,12 @@ provider_probe(struct gw_master *m, const struct gw_byok *b)
     reply = gw_master_reply_ok();
     json_object_object_add(reply, "name", json_object_new_string(b->name));
     json_object_object_add(reply, "passed", json_object_new_boolean(ok));
-    json_object_object_foreach(r, k, val) json_object_object_add(reply, k, json_object_get(val));
+    json_object_object_foreach(r, k, val)
+    {
+        /* The call's own "ok" is "passed" here; "ok" is the command's. */
+        if (strcmp(k, "ok") != 0)
+            json_object_object_add(reply, k, json_object_get(val));
+    }
     json_object_put(results);
 out:
     free(providers);
