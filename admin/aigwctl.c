@@ -19,6 +19,7 @@
 
 #include <xlsxwriter.h>
 
+#include "admin/admin.h"
 #include "master/master.h"
 #include "shm/shm.h"
 
@@ -41,8 +42,9 @@ static const char usage_text[] =
     "  usage [--by DIM[,DIM...]]... [--since T] [--until T] [--key ID] [--user U]\n"
     "        [--tenant T] [--model M] [--target P/M] [--format table|json|csv|xlsx] [-o FILE]\n"
     "                                        usage statistics with totals; DIM: key, user,\n"
-    "                                        tenant, model, target, status, day, month, hour;\n"
-    "                                        T: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS]Z, 24h, 7d, now\n"
+    "                                        tenant, model, target, status, day, month, hour,\n"
+    "                                        byok; T: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS]Z, 24h, 7d, "
+    "now\n"
     "  usage --detail [--limit N] [filters and format as above]\n"
     "                                        the requests themselves, newest first (N: 100,\n"
     "                                        0: all); --json, --csv, --xlsx FILE: shorthands\n"
@@ -76,6 +78,16 @@ static const char usage_text[] =
     "  breaker reset TARGET|all [--json]     close a target's breaker (TARGET: provider/model)\n"
     "  endpoint test MODEL [--target PROVIDER/MODEL] [--json]\n"
     "                                        make a minimal real call through each target\n"
+    "  provider add NAME --type TYPE --tenant T --api-key-file F [--base-url URL]\n"
+    "               [--for PROVIDER] [--json]\n"
+    "                                        a tenant's own credential for a configured provider\n"
+    "  provider list [--tenant T] [--json]   BYOK credentials (never their secrets)\n"
+    "  provider test NAME [--json]           a minimal real call with the credential\n"
+    "  provider delete NAME                  delete a credential: the provider's applies again\n"
+    "  model list [--json]                   the model catalogue: type, targets, prices, status\n"
+    "  model show MODEL [--json]             one model of the catalogue\n"
+    "  model example MODEL --lang curl|python|node\n"
+    "                                        print a ready call of the model\n"
     "\n"
     "The socket is -s PATH, else $AIGW_SOCKET, else " GW_DEFAULT_SOCKET ".\n"
     "See aigwctl(8).\n";
@@ -1589,6 +1601,68 @@ cmd_key_rotate(int argc, char **argv)
     return 0;
 }
 
+/* ------------------------------------------- for the other files (admin.h) */
+
+int
+gw_admin_call(struct json_object *req, struct json_object **reply)
+{
+    return call(req, reply);
+}
+
+struct json_object *
+gw_admin_request(const char *cmd)
+{
+    return request_new(cmd);
+}
+
+int
+gw_admin_usage_error(const char *fmt, const char *arg)
+{
+    return usage_error(fmt, arg);
+}
+
+void
+gw_admin_json_set(void)
+{
+    json_out = true;
+}
+
+bool
+gw_admin_json(void)
+{
+    return json_out;
+}
+
+void
+gw_admin_timeout_set(long s)
+{
+    call_timeout_s = s;
+}
+
+void
+gw_admin_print_json(struct json_object *o, const char *field)
+{
+    print_json(o, field);
+}
+
+const char *
+gw_admin_field(struct json_object *o, const char *name)
+{
+    return field_str(o, name);
+}
+
+int
+gw_admin_column_width(struct json_object *arr, const char *field, int min)
+{
+    return column_width(arr, field, min);
+}
+
+void
+gw_admin_time_format(struct json_object *o, char *out, size_t len)
+{
+    time_format(o, out, len);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1641,5 +1715,9 @@ main(int argc, char **argv)
         return cmd_quota(argc - i, argv + i);
     if (strcmp(cmd, "endpoint") == 0)
         return cmd_endpoint(argc - i, argv + i);
+    if (strcmp(cmd, "provider") == 0)
+        return gw_admin_provider(argc - i, argv + i);
+    if (strcmp(cmd, "model") == 0)
+        return gw_admin_model(argc - i, argv + i);
     return usage_error("unknown command %s", cmd);
 }

@@ -927,9 +927,10 @@ static const struct accounts_command {
 
 /* Changes that go into the audit log when they succeed. */
 static const char *const audited_commands[] = {
-    "tenant.add",  "tenant.delete", "user.add",    "user.delete", "grant",        "revoke",
-    "key.create",  "key.disable",   "key.enable",  "key.delete",  "key.rotate",   "limit.set",
-    "limit.clear", "quota.set",     "quota.clear", "reload",      "breaker.reset"};
+    "tenant.add", "tenant.delete", "user.add",     "user.delete",    "grant",
+    "revoke",     "key.create",    "key.disable",  "key.enable",     "key.delete",
+    "key.rotate", "limit.set",     "limit.clear",  "quota.set",      "quota.clear",
+    "reload",     "breaker.reset", "provider.add", "provider.delete"};
 
 static bool
 in_list(const char *cmd, const char *const *list, size_t n)
@@ -1022,7 +1023,7 @@ audit_record(struct gw_master *m, const struct gw_caller *c, const char *cmd,
     {
         /* Requests carry no secrets; replies do (key create, rotate):
          * nothing of a reply goes in but the id of a new key. */
-        if (strcmp(k, "cmd") != 0)
+        if (strcmp(k, "cmd") != 0 && strcmp(k, "api_key") != 0)
             json_object_object_add(args, k, json_object_get(v));
     }
     if (strcmp(cmd, "key.create") == 0 && json_object_object_get_ex(reply, "key", &key))

@@ -892,6 +892,12 @@ static const struct command {
     {"breaker.list", cmd_breaker_list, NULL},
     {"breaker.reset", cmd_breaker_reset, NULL},
     {"endpoint.test", NULL, cmd_endpoint_test},
+    {"provider.add", gw_master_provider_add, NULL},
+    {"provider.list", gw_master_provider_list, NULL},
+    {"provider.delete", gw_master_provider_delete, NULL},
+    {"provider.test", NULL, gw_master_provider_test},
+    {"model.list", gw_master_model_list, NULL},
+    {"model.show", gw_master_model_show, NULL},
 };
 
 /* ------------------------------------------------------------- serving */
@@ -989,6 +995,9 @@ gw_master_control_serve(int lfd, struct gw_master *m)
 out:
     json_object_put(reply);
     gw_arena_destroy(a);
+    /* A request may carry a secret (provider.add): leave no copy behind. */
+    if (in.data != NULL)
+        explicit_bzero(in.data, in.cap);
     gw_buf_free(&in);
     close(fd);
 }

@@ -388,9 +388,13 @@ main(int argc, char **argv)
         gw_master_privs_drop(m.cfg) != 0)
         goto out;
 
+    char key_from[4096];
     if (gw_secret_load(m.cfg->state_dir, true, m.secret) != 0 ||
+        gw_seal_key_load(m.cfg->provider_key_file, m.cfg->state_dir, m.provider_key, key_from,
+                         sizeof(key_from)) != 0 ||
         gw_store_open(m.cfg->state_dir, &m.store) != 0)
         goto out;
+    gw_log(GW_LOG_INFO, "provider credentials are sealed with the key in %s", key_from);
     /* Reader slots of processes of an earlier run that died. */
     gw_store_reader_check(m.store);
     if (shm_setup(&m) != 0)
@@ -442,6 +446,7 @@ out:
     curl_global_cleanup();
     gw_config_free(m.cfg);
     explicit_bzero(m.secret, sizeof(m.secret));
+    explicit_bzero(m.provider_key, sizeof(m.provider_key));
     free(pidcopy);
     free(conf);
     return status;

@@ -95,7 +95,8 @@ struct gw_master {
     struct gw_listeners listeners;
     struct gw_master_pool pool;
     unsigned char secret[GW_SECRET_LEN];
-    int64_t started; /* unix seconds */
+    unsigned char provider_key[GW_SEAL_KEY_LEN]; /* seals BYOK credentials (shm/seal.c) */
+    int64_t started;                             /* unix seconds */
     pid_t pid;
     int master_fds[2]; /* admin socket, signalfd: closed in workers */
     /* Active health checks (health.c), or NULL. */
@@ -216,6 +217,7 @@ enum gw_stats_dim {
     GW_STATS_DAY,
     GW_STATS_MONTH,
     GW_STATS_HOUR,
+    GW_STATS_BYOK, /* "yes": served with the tenant's own credential, "no": the platform's */
     GW_STATS_NDIMS
 };
 struct gw_stats_scope {
@@ -240,6 +242,32 @@ const char *gw_master_stats_dim_name(int dim);
 struct json_object *gw_master_endpoint_test(const struct gw_config *cfg,
                                             const struct gw_model *model, long only_target,
                                             bool *all_ok);
+
+/*
+ * BYOK provider credentials (providers.c): the commands provider.add
+ * (name, type, tenant, for, base_url, api_key: the secret, scrubbed from
+ * req once read), provider.list (tenant: only its), provider.delete
+ * (name), and provider.test (name), which answers on fd from a child of
+ * the master and returns NULL when the child took the connection over.
+ */
+struct json_object *gw_master_provider_add(struct gw_master *m, struct json_object *req,
+                                           struct gw_arena *a);
+struct json_object *gw_master_provider_list(struct gw_master *m, struct json_object *req,
+                                            struct gw_arena *a);
+struct json_object *gw_master_provider_delete(struct gw_master *m, struct json_object *req,
+                                              struct gw_arena *a);
+struct json_object *gw_master_provider_test(struct gw_master *m, struct json_object *req,
+                                            struct gw_arena *a, int fd);
+
+/*
+ * The model catalogue (catalogue.c): model.list, every model of the
+ * running generation as GET /v1/models gives it; model.show (model), one
+ * of them with "url", where clients reach the gateway.
+ */
+struct json_object *gw_master_model_list(struct gw_master *m, struct json_object *req,
+                                         struct gw_arena *a);
+struct json_object *gw_master_model_show(struct gw_master *m, struct json_object *req,
+                                         struct gw_arena *a);
 
 /*
  * The admin Unix socket.  Binds cfg->admin_socket with cfg->admin_mode,

@@ -81,6 +81,9 @@ unchangeable(const struct gw_master *m, const struct gw_config *new)
     if (!same_string(old->user, new->user) || !same_string(old->group, new->group))
         return "user and group cannot change on reload (privileges are dropped once, at "
                "start); restart aigwd";
+    if (!same_string(old->provider_key_file, new->provider_key_file))
+        return "secrets.provider_key_file cannot change on reload (the key is read at start); "
+               "restart aigwd";
     return NULL;
 }
 

@@ -46,6 +46,7 @@
 #define CONFIG_MAX_RATE 1000000000LL    /* limits: rpm and tpm */
 #define CONFIG_MAX_PASSTHRU 256         /* mcp, agents and sandboxes together */
 #define CONFIG_MAX_RETENTION_DAYS 36500 /* usage: a hundred years */
+#define CONFIG_MAX_CONTEXT 1000000000LL /* models: context_length, tokens */
 
 static const char *const provider_types[] = {
     [GW_PROVIDER_OPENAI] = "openai",
@@ -920,9 +921,33 @@ static const struct field usage_fields[] = {
           .max = CONFIG_MAX_RETENTION_DAYS),
     {.key = NULL},
 };
+/* A model's type: one of gw_model_type_names. */
+static int
+parse_model_type(struct load *ld, const struct node *n, const char *name, const struct field *f,
+                 void *dst)
+{
+    const char *s = gw_master_confval_scalar(ld, n, name, "a model type");
+
+    (void)f;
+    if (s == NULL)
+        return GW_ECONFIG;
+    for (int i = 0; i < GW_MODEL_NTYPES; i++) {
+        if (strcmp(s, gw_model_type_names[i]) == 0) {
+            *(enum gw_model_type *)dst = (enum gw_model_type)i;
+            return 0;
+        }
+    }
+    return gw_master_config_error(ld, n,
+                                  "\"%s\": unknown model type %s (chat, completions, embeddings, "
+                                  "images, audio, moderations, responses, video)",
+                                  name, gw_master_config_show_node(ld, n));
+}
 
 static const struct field model_fields[] = {
     FIELD("name", parse_model_name, offsetof(struct gw_model, name), .required = true),
+    FIELD("type", parse_model_type, offsetof(struct gw_model, type)),
+    FIELD("context_length", gw_master_confval_count, offsetof(struct gw_model, context_length),
+          .min = 1, .max = CONFIG_MAX_CONTEXT),
     FIELD("timeouts", gw_master_confval_section, offsetof(struct gw_model, timeouts),
           .sub = timeouts_fields),
     FIELD("targets", parse_targets, 0, .sub = target_fields, .required = true),
@@ -932,6 +957,13 @@ static const struct field model_fields[] = {
     FIELD("limits", gw_master_confval_section, offsetof(struct gw_model, limits),
           .sub = limit_fields),
     FIELD("safety", gw_master_confsafety_model, 0),
+    {.key = NULL},
+};
+
+/* secrets: where the keys that protect stored secrets come from. */
+static const struct field secrets_fields[] = {
+    FIELD("provider_key_file", gw_master_confval_string,
+          offsetof(struct gw_config, provider_key_file)),
     {.key = NULL},
 };
 
@@ -960,6 +992,7 @@ const struct field gw_master_config_fields[] = {
     FIELD("sandboxes", parse_sandboxes, 0, .sub = passthru_fields),
     FIELD("usage", gw_master_confval_section, 0, .sub = usage_fields),
     FIELD("safety", gw_master_confsafety_section, 0),
+    FIELD("secrets", gw_master_confval_section, 0, .sub = secrets_fields),
     {.key = NULL},
 };
 

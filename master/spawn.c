@@ -116,6 +116,7 @@ pool_fork(struct gw_master_pool *p, int i)
             .admin_fds = m->listeners.admin_fds,
             .nadmin = m->listeners.nadmin,
             .secret = m->secret,
+            .provider_key = m->provider_key,
             .max_requests = m->cfg->max_requests,
             .master_fds = m->master_fds,
             .nmaster_fds = 2,

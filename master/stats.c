@@ -45,6 +45,7 @@ static const char *const dim_names[GW_STATS_NDIMS] = {
     [GW_STATS_KEY] = "key",     [GW_STATS_USER] = "user",     [GW_STATS_TENANT] = "tenant",
     [GW_STATS_MODEL] = "model", [GW_STATS_TARGET] = "target", [GW_STATS_STATUS] = "status",
     [GW_STATS_DAY] = "day",     [GW_STATS_MONTH] = "month",   [GW_STATS_HOUR] = "hour",
+    [GW_STATS_BYOK] = "byok",
 };
 
 const char *
@@ -364,6 +365,7 @@ agg_add(struct agg *ag, const struct gw_usage *rec, const struct gw_usage_sums *
             break;
         case GW_STATS_DAY: strftime(v, sizeof(v), "%Y-%m-%d", &tm); break;
         case GW_STATS_MONTH: strftime(v, sizeof(v), "%Y-%m", &tm); break;
+        case GW_STATS_BYOK: val = rec->byok ? "yes" : "no"; break;
         default: /* GW_STATS_HOUR */ strftime(v, sizeof(v), "%Y-%m-%dT%H:00:00Z", &tm); break;
         }
         int w = snprintf(k + klen, sizeof(k) - klen, "%s%s", i ? "\x1f" : "", val);

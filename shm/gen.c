@@ -280,6 +280,8 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
             .session_header = gen_str(&w, m->routing.session_header),
             .limits = m->limits,
             .safety_rules = m->safety_rules,
+            .type = m->type,
+            .context_length = m->context_length,
         };
         if (m->nfallbacks > 0) {
             gm.fallbacks = gen_alloc(&w, m->nfallbacks * sizeof(uint32_t));
@@ -336,6 +338,15 @@ gw_shm_gen_acquire(const struct gw_shm *shm, struct gw_shm_worker *me)
         if (atomic_load(&h->gen_current) == slot)
             return (const struct gw_gen *)((const char *)h + h->gen_off[slot]);
     }
+}
+
+const struct gw_gen *
+gw_shm_gen_current(const struct gw_shm *shm)
+{
+    int slot = atomic_load(&shm->hdr->gen_current);
+
+    return slot < 0 ? NULL
+                    : (const struct gw_gen *)((const char *)shm->hdr + shm->hdr->gen_off[slot]);
 }
 
 void

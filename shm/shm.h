@@ -328,9 +328,27 @@ struct gw_safety {
     char **allow_models;
     size_t nallow_models;
 };
+/* What a model does (models: type), for the catalogue and its examples. */
+enum gw_model_type {
+    GW_MODEL_CHAT = 0,
+    GW_MODEL_COMPLETIONS,
+    GW_MODEL_EMBEDDINGS,
+    GW_MODEL_IMAGES,
+    GW_MODEL_AUDIO,
+    GW_MODEL_MODERATIONS,
+    GW_MODEL_RESPONSES,
+    GW_MODEL_VIDEO,
+    GW_MODEL_NTYPES,
+};
+
+/* "chat", "completions", "embeddings", "images", "audio", "moderations",
+ * "responses", "video" */
+extern const char *const gw_model_type_names[GW_MODEL_NTYPES];
 
 struct gw_model {
     char *name; /* the name clients send */
+    enum gw_model_type type;
+    int64_t context_length; /* tokens, 0: not said */
     struct gw_target *targets;
     size_t ntargets;
     struct gw_timeouts timeouts;
@@ -403,6 +421,7 @@ struct gw_config {
     uint64_t usage_detail_days;
     uint64_t usage_aggregate_days;
     struct gw_safety safety;
+    char *provider_key_file; /* secrets: provider_key_file, or NULL (see shm/seal.c) */
 };
 
 /* Loading and validation live in the master (gw_master_config_load); the
@@ -471,6 +490,84 @@ void gw_key_hash(const unsigned char secret[GW_SECRET_LEN], const char *key, siz
 /* Make a new random key id ("key_xxxxxxxxxxxx") and secret ("sk-aigw-..."). */
 int gw_key_generate(char id[GW_KEY_ID_LEN + 1], char secret[GW_KEY_SECRET_LEN]);
 
+/* ------------------------------------------------- sealed secrets */
+
+/*
+ * BYOK provider credentials are kept in LMDB sealed with AES-256-GCM
+ * (shm/seal.c): a random 96-bit nonce per record, the record's identity
+ * as associated data, so a sealed value cannot be moved to another
+ * record.  Sealed bytes: nonce (12) | ciphertext (len) | tag (16).
+ */
+#define GW_SEAL_KEY_LEN 32
+#define GW_SEAL_NONCE_LEN 12
+#define GW_SEAL_TAG_LEN 16
+#define GW_SEAL_OVERHEAD (GW_SEAL_NONCE_LEN + GW_SEAL_TAG_LEN)
+
+/* Seal len bytes of in into out (len + GW_SEAL_OVERHEAD bytes).  0 or
+ * GW_EIO (no randomness, OpenSSL failed). */
+int gw_seal_encrypt(const unsigned char key[GW_SEAL_KEY_LEN], const void *ad, size_t adlen,
+                    const void *in, size_t len, unsigned char *out);
+/* Open sealed bytes in (inlen) into out (inlen - GW_SEAL_OVERHEAD bytes);
+ * GW_EINVAL when they are short, were changed, or belong to other
+ * associated data or another key: nothing is written to out then. */
+int gw_seal_decrypt(const unsigned char key[GW_SEAL_KEY_LEN], const void *ad, size_t adlen,
+                    const unsigned char *in, size_t inlen, unsigned char *out, size_t *outlen);
+
+/*
+ * Load the key that seals provider credentials, the first found of: the
+ * configured file (path, when not NULL), the systemd credential
+ * $CREDENTIALS_DIRECTORY/aigw-provider-key, STATE_DIR/provider.key.  A
+ * file (not the credential) that does not exist is created with 32
+ * random bytes, mode 0600.  A file that others than its owner may read
+ * or write is refused (GW_EPERM), as is one that holds neither 32 bytes
+ * nor 64 hex digits (GW_EINVAL).  *from names what was used (static or
+ * path; for messages).  Logs every failure, never the key.
+ */
+int gw_seal_key_load(const char *path, const char *state_dir, unsigned char key[GW_SEAL_KEY_LEN],
+                     char *from, size_t fromlen);
+
+/*
+ * A BYOK credential (shm/byok.c): a tenant's own secret for a configured
+ * provider ("for").  Requests of that tenant routed to that provider send
+ * this secret instead of the provider's, and base_url (when set) instead
+ * of the provider's.  Stored as JSON with the secret sealed; the
+ * associated data is the record's identity: tenant, name, for, type and
+ * base_url.  type is the provider type the secret is for
+ * (gw_byok_type_names).
+ */
+struct gw_byok {
+    char *name;
+    char *tenant;
+    char *type;
+    char *provider;       /* "for": the configured provider it stands in for */
+    char *base_url;       /* or NULL: the provider's */
+    char fingerprint[24]; /* "sha256:" and 12 hex digits of the secret's hash */
+    int64_t created;      /* unix seconds */
+    char *secret;         /* heap, NUL-terminated; NULL unless opened */
+};
+
+/* "openai", "azure", "anthropic", "gemini", "bedrock": by enum
+ * gw_provider_type value; NULL-terminated. */
+extern const char *const gw_byok_type_names[];
+/* The name of provider type t, or NULL when unknown here. */
+const char *gw_byok_type_name(unsigned t);
+
+/*
+ * Seal b->secret under key and return the record as JSON text (heap,
+ * the caller frees), fingerprint filled in.  NULL when sealing failed.
+ */
+char *gw_byok_encode(const unsigned char key[GW_SEAL_KEY_LEN], struct gw_byok *b);
+/*
+ * Decode a stored record into out (strings in a).  With key, also open
+ * the secret into out->secret (heap; release it with gw_byok_secret_free).
+ * GW_EINVAL when the record is not one, or its secret does not open (a
+ * wrong key, a changed record).
+ */
+int gw_byok_decode(const unsigned char *key, const char *json, struct gw_arena *a,
+                   struct gw_byok *out);
+/* Wipe and free a secret opened by gw_byok_decode; NULL is fine. */
+void gw_byok_secret_free(char *secret);
+
 /* ----------------------------------------------------------- LMDB store */
 
 /*
@@ -526,7 +623,14 @@ int gw_store_key_rotate(struct gw_store *st, const char *id,
  * or newest (last) first.  audit_add stores one entry under the current
  * time.
  */
-enum gw_store_db { GW_DB_TENANTS, GW_DB_USERS, GW_DB_AUDIT, GW_DB_QUOTAS, GW_DB_COUNT };
+enum gw_store_db {
+    GW_DB_TENANTS,
+    GW_DB_USERS,
+    GW_DB_AUDIT,
+    GW_DB_QUOTAS,
+    GW_DB_PROVIDERS, /* BYOK credentials by name, sealed (master/providers.c) */
+    GW_DB_COUNT
+};
 
 int gw_store_rec_put(struct gw_store *st, enum gw_store_db db, const char *name, const char *json,
                      bool create_only);
@@ -680,7 +784,7 @@ int gw_proto_read_line_max(int fd, struct gw_buf *b, size_t max, char **line, si
  *   generations
  */
 #define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
-#define GW_SHM_LAYOUT 5
+#define GW_SHM_LAYOUT 7
 #define GW_SHM_GEN_SLOTS 8
 #define GW_SHM_NAME_LEN 96
 
@@ -800,7 +904,8 @@ struct gw_usage {
     uint32_t ttfb_ms;
     uint8_t stream;
     uint8_t cached; /* answered from the response cache */
-    uint8_t pad[2];
+    uint8_t byok;   /* served with the tenant's own credential: not billed by the platform */
+    uint8_t pad[1];
     char request_id[72];
     char key_id[24];
     char model[64];
@@ -861,6 +966,7 @@ struct gw_shm_header {
     _Atomic uint64_t requests;        /* requests served since the segment was made */
     _Atomic uint64_t keys_generation; /* bumped by the master on every key or limit change */
     _Atomic uint64_t ring_written_through;
+    _Atomic uint64_t byok_generation; /* bumped by the master on every BYOK credential change */
 };
 
 struct gw_shm {
@@ -1090,6 +1196,9 @@ struct gw_gen_model {
     uint32_t nschedule;
     struct gw_limits limits; /* the whole model; 0 fields: unlimited */
     uint64_t safety_rules;   /* bit i: safety rule i applies */
+    uint32_t type;           /* enum gw_model_type */
+    uint32_t pad;
+    int64_t context_length; /* 0: not said */
 };
 
 struct gw_gen {
@@ -1176,5 +1285,18 @@ int gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, ui
  */
 const struct gw_gen *gw_shm_gen_acquire(const struct gw_shm *shm, struct gw_shm_worker *me);
 void gw_shm_gen_release(struct gw_shm_worker *me);
+/* Master: the current generation, which only the master replaces. */
+const struct gw_gen *gw_shm_gen_current(const struct gw_shm *shm);
+
+/*
+ * The model catalogue (shm/catalogue.c): OpenAI's model object for m of
+ * generation g ({"id","object","created","owned_by"}) with an "aigw"
+ * member: type, context_length, pricing, targets with their status, and
+ * the model's status ("ok", "degraded", "down") from health checks and
+ * breakers in shm.  A new object, owned by the caller.
+ */
+struct json_object;
+struct json_object *gw_shm_catalogue_model(const struct gw_shm *shm, const struct gw_gen *g,
+                                           const struct gw_gen_model *m);
 
 #endif

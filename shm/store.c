@@ -15,6 +15,9 @@
  *   users    name -> JSON {"name","tenant","uid","created",
  *            "grants":[{"role","model"}]}
  *   audit    time (8 bytes, big-endian us) + 8 random bytes -> JSON entry
+ *   providers  BYOK credential name -> JSON {"name","tenant","type","for",
+ *            "base_url","created","fingerprint","sealed"} (master/providers.c;
+ *            "sealed" is the AES-256-GCM sealed secret, base64)
  *   meta     "usage.totals" -> struct gw_usage_totals;
  *            "ring.head" -> {incarnation, head} of the last drained record;
  *            "usage.pruned_before" -> int64 us: detail before it may be gone;
@@ -48,7 +51,7 @@ struct gw_store {
     MDB_dbi usage_agg; /* usage_daily */
     MDB_dbi meta;
     MDB_dbi limits;
-    MDB_dbi recs[GW_DB_COUNT]; /* enum gw_store_db: tenants, users, audit, quotas */
+    MDB_dbi recs[GW_DB_COUNT]; /* enum gw_store_db: tenants, users, audit, quotas, providers */
     MDB_txn *rtxn;             /* reused read transaction, reset between uses */
     /* Where gw_store_usage_upgrade goes on (the key it looked at last). */
     unsigned char upgrade_pos[16];
@@ -96,7 +99,8 @@ gw_store_open(const char *state_dir, struct gw_store **out)
         (mrc = mdb_dbi_open(txn, "tenants", MDB_CREATE, &st->recs[GW_DB_TENANTS])) != 0 ||
         (mrc = mdb_dbi_open(txn, "users", MDB_CREATE, &st->recs[GW_DB_USERS])) != 0 ||
         (mrc = mdb_dbi_open(txn, "audit", MDB_CREATE, &st->recs[GW_DB_AUDIT])) != 0 ||
-        (mrc = mdb_dbi_open(txn, "quotas", MDB_CREATE, &st->recs[GW_DB_QUOTAS])) != 0) {
+        (mrc = mdb_dbi_open(txn, "quotas", MDB_CREATE, &st->recs[GW_DB_QUOTAS])) != 0 ||
+        (mrc = mdb_dbi_open(txn, "providers", MDB_CREATE, &st->recs[GW_DB_PROVIDERS])) != 0) {
         rc = store_fail("mdb_dbi_open", state_dir, mrc);
         goto fail;
     }

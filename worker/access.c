@@ -78,12 +78,12 @@ journal_send(const struct gw_request *req, long ms, uint64_t bytes)
                     req->id, "PRIORITY=6", "SYSLOG_IDENTIFIER=aigwd-access", "AIGW_REQUEST_ID=%s",
                     req->id, "AIGW_KEY_ID=%s", req->key_id ? req->key_id : "", "AIGW_TENANT=%s",
                     req->tenant ? req->tenant : "", "AIGW_MODEL=%s", req->model ? req->model : "",
-                    "AIGW_TARGET=%s", req->target ? req->target : "", "AIGW_STATUS=%d", req->status,
-                    "AIGW_UPSTREAM_STATUS=%d", req->upstream_status, "AIGW_INPUT_TOKENS=%lld",
-                    (long long)req->prompt_tokens, "AIGW_OUTPUT_TOKENS=%lld",
-                    (long long)req->completion_tokens, "AIGW_TTFB_MS=%lld",
-                    (long long)(req->first_byte_us / 1000), "AIGW_DURATION_MS=%ld", ms,
-                    "AIGW_BYTES=%llu", (unsigned long long)bytes, NULL);
+                    "AIGW_TARGET=%s", req->target ? req->target : "", "AIGW_BYOK=%d", req->byok,
+                    "AIGW_STATUS=%d", req->status, "AIGW_UPSTREAM_STATUS=%d", req->upstream_status,
+                    "AIGW_INPUT_TOKENS=%lld", (long long)req->prompt_tokens,
+                    "AIGW_OUTPUT_TOKENS=%lld", (long long)req->completion_tokens,
+                    "AIGW_TTFB_MS=%lld", (long long)(req->first_byte_us / 1000),
+                    "AIGW_DURATION_MS=%ld", ms, "AIGW_BYTES=%llu", (unsigned long long)bytes, NULL);
 }
 
 void
@@ -125,12 +125,14 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
     LIT(b, ",\"target\":");
     json_str(b, req->target);
     gw_buf_printf(b,
-                  ",\"status\":%d,\"upstream_status\":%d,\"stream\":%s,\"input_tokens\":%lld,"
+                  ",\"status\":%d,\"upstream_status\":%d,\"stream\":%s,\"byok\":%s,"
+                  "\"input_tokens\":%lld,"
                   "\"output_tokens\":%lld,"
                   "\"ttfb_ms\":%lld,\"duration_ms\":%ld,\"bytes\":%llu}\n",
                   req->status, req->upstream_status, req->stream ? "true" : "false",
-                  (long long)req->prompt_tokens, (long long)req->completion_tokens,
-                  (long long)(req->first_byte_us / 1000), ms, (unsigned long long)bytes);
+                  req->byok ? "true" : "false", (long long)req->prompt_tokens,
+                  (long long)req->completion_tokens, (long long)(req->first_byte_us / 1000), ms,
+                  (unsigned long long)bytes);
     if (b->data != NULL && gw_write_all(access_fd, b->data, b->len) != 0)
         gw_log(GW_LOG_WARN, "req=%s access log write failed: %s", req->id, strerror(errno));
 }

@@ -220,18 +220,6 @@ handle_metrics(struct gw_worker *w, struct gw_request *req, const struct gw_key 
                                   NULL, w->scratch.data, w->scratch.len);
 }
 
-static struct json_object *
-model_object(const char *name)
-{
-    struct json_object *o = json_object_new_object();
-
-    json_object_object_add(o, "id", json_object_new_string(name));
-    json_object_object_add(o, "object", json_object_new_string("model"));
-    json_object_object_add(o, "created", json_object_new_int64(0));
-    json_object_object_add(o, "owned_by", json_object_new_string("aigw"));
-    return o;
-}
-
 static int
 respond_json(struct gw_worker *w, struct gw_request *req, struct json_object *o)
 {
@@ -252,9 +240,9 @@ handle_models(struct gw_worker *w, struct gw_request *req, const struct gw_key *
 
     (void)rt;
     for (uint32_t i = 0; i < g->nmodels; i++) {
-        const char *name = gw_gen_str(g, gw_gen_model_at(g, i)->name);
-        if (gw_key_allows(key, name))
-            json_object_array_add(data, model_object(name));
+        const struct gw_gen_model *m = gw_gen_model_at(g, i);
+        if (gw_key_allows(key, gw_gen_str(g, m->name)))
+            json_object_array_add(data, gw_shm_catalogue_model(w->env->shm, g, m));
     }
     json_object_object_add(list, "object", json_object_new_string("list"));
     json_object_object_add(list, "data", data);
@@ -309,7 +297,7 @@ handle_model(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     /* A model the key may not use is as invisible as one that is absent. */
     if (m == NULL || !gw_key_allows(key, name))
         return model_not_found(w, req, name);
-    return respond_json(w, req, model_object(name));
+    return respond_json(w, req, gw_shm_catalogue_model(w->env->shm, w->gen, m));
 }
 
 /* Parse the body as a JSON object; answers 400 and returns NULL if not. */
@@ -506,6 +494,7 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
             any_target = true;
             attempts++;
             call_target(call, g, m, (uint32_t)i, deadline);
+            gw_worker_byok_apply(w, call, gw_gen_provider(g, call->target->provider));
             req->target =
                 gw_arena_printf(req->arena, "%s/%s", call->provider_name, call->target_model);
             req->target_stat = call->target->stat;
@@ -653,6 +642,7 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
         .stream = req->stream,
         .cost_nano = req->cost_nano,
         .cached = req->cached,
+        .byok = req->byok,
     };
     struct timespec ts;
 

@@ -27,8 +27,9 @@ struct gw_worker_env {
     const int *admin_fds; /* the HTTP admin API's listeners (admin.listen) */
     size_t nadmin;
     const unsigned char *secret;
-    uint64_t max_requests; /* recycle after this many requests; 0: never */
-    const int *master_fds; /* the master's own descriptors, closed at start */
+    const unsigned char *provider_key; /* opens BYOK credentials (worker/byok.c) */
+    uint64_t max_requests;             /* recycle after this many requests; 0: never */
+    const int *master_fds;             /* the master's own descriptors, closed at start */
     size_t nmaster_fds;
 };
 
@@ -78,6 +79,7 @@ struct gw_request {
     const char *key_id;
     const char *tenant; /* the key owner's tenant, or NULL */
     const char *user;   /* the key's owner, or NULL */
+    bool byok;          /* the attempt that answered used the tenant's own credential */
     const char *model;
     const char *target; /* "provider/model" */
     int32_t model_stat; /* stat table entries, -1 when none */
@@ -431,6 +433,16 @@ int gw_worker_upstream_fail_answer(struct gw_call *call);
  */
 int gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len, const char *model,
                            bool add_usage, const char **out, size_t *out_len);
+
+/*
+ * BYOK (worker/byok.c): when the request's tenant has its own credential
+ * for provider p, put it (and its base URL, if it has one) into call
+ * instead of the provider's and set req->byok.  A credential that cannot
+ * be used (it does not open, or is of another provider type) sends none:
+ * the platform's is never used for a tenant that has its own.
+ */
+void gw_worker_byok_apply(struct gw_worker *w, struct gw_call *call,
+                          const struct gw_gen_provider *p);
 
 /* Set the options of the worker's easy handle that never change. */
 void gw_worker_upstream_init(CURL *curl);

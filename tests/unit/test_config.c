@@ -422,6 +422,39 @@ alias_is_refused(void **state)
                  2, 18, "YAML aliases (*dir) are not supported; write the value out");
 }
 
+/* models: type and context_length, and secrets: provider_key_file. */
+static void
+model_type_context_and_secrets(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok(PROVIDERS "secrets: { provider_key_file: /etc/aigw/p.key }\n"
+                                              "models:\n"
+                                              "  - name: demo\n"
+                                              "    targets: [{ provider: local, model: m }]\n"
+                                              "  - name: vec\n"
+                                              "    type: embeddings\n"
+                                              "    context_length: 8192\n"
+                                              "    targets: [{ provider: local, model: e }]\n");
+    assert_int_equal(cfg->models[0].type, GW_MODEL_CHAT);
+    assert_int_equal(cfg->models[0].context_length, 0);
+    assert_int_equal(cfg->models[1].type, GW_MODEL_EMBEDDINGS);
+    assert_int_equal(cfg->models[1].context_length, 8192);
+    assert_string_equal(cfg->provider_key_file, "/etc/aigw/p.key");
+    gw_config_free(cfg);
+    expect_error(PROVIDERS "models:\n"
+                           "  - name: demo\n"
+                           "    type: chatbot\n"
+                           "    targets: [{ provider: local, model: m }]\n",
+                 7, 11,
+                 "\"models[0].type\": unknown model type \"chatbot\" (chat, completions, "
+                 "embeddings, images, audio, moderations, responses, video)");
+    expect_error(PROVIDERS "models:\n"
+                           "  - name: demo\n"
+                           "    context_length: 0\n"
+                           "    targets: [{ provider: local, model: m }]\n",
+                 7, 21, "\"models[0].context_length\" must be between 1 and 1000000000 (got 0)");
+}
+
 static void
 unknown_top_level_key(void **state)
 {
@@ -429,7 +462,7 @@ unknown_top_level_key(void **state)
     expect_error(MINIMAL "listn: 127.0.0.1:8080\n", 10, 1,
                  "unknown key \"listn\" (expected one of: listen, state_dir, admin, user, group, "
                  "workers, shutdown_timeout, log, metrics, http, upstream, timeouts, providers, "
-                 "models, limits, quotas, mcp, agents, sandboxes, usage, safety)");
+                 "models, limits, quotas, mcp, agents, sandboxes, usage, safety, secrets)");
 }
 
 /* ------------------------------------------------------- usage retention */
@@ -1406,6 +1439,7 @@ main(void)
         cmocka_unit_test(two_documents_are_refused),
         cmocka_unit_test(alias_is_refused),
         cmocka_unit_test(unknown_top_level_key),
+        cmocka_unit_test(model_type_context_and_secrets),
         cmocka_unit_test(unknown_key_in_provider),
         cmocka_unit_test(unknown_key_in_model_timeouts),
         cmocka_unit_test(workers_must_be_an_integer),

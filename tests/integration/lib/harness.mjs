@@ -243,11 +243,14 @@ export function configYaml(o) {
   }
   if (o.usage) lines.push(`usage: ${flow(o.usage)}`);
   if (o.safety) lines.push(`safety: ${flow(o.safety)}`);
+  if (o.secrets) lines.push(`secrets: ${flow(o.secrets)}`);
   lines.push('providers:');
   for (const p of o.providers) lines.push(`  - ${flow({ type: 'openai', ...p })}`);
   lines.push('models:');
   for (const m of o.models) {
     lines.push(`  - name: ${q(m.name)}`);
+    if (m.type) lines.push(`    type: ${m.type}`);
+    if (m.context_length) lines.push(`    context_length: ${m.context_length}`);
     if (m.timeouts) lines.push(`    timeouts: ${flow(m.timeouts)}`);
     if (m.routing) lines.push(`    routing: ${flow(m.routing)}`);
     if (m.fallbacks) lines.push(`    fallbacks: ${flowValue(m.fallbacks)}`);
@@ -280,7 +283,7 @@ export function parseAccessLine(line) {
       id: j.request_id, method: j.method, path: j.path, status: j.status,
       key: j.key_id ?? null, model: j.model ?? null, target: j.target ?? null,
       stream: j.stream ? 1 : 0, in: j.input_tokens, out: j.output_tokens,
-      ttfb_ms: j.ttfb_ms, ms: j.duration_ms, reason: j.reason, line,
+      ttfb_ms: j.ttfb_ms, ms: j.duration_ms, reason: j.reason, byok: j.byok, line,
     };
   }
   const short = /\breq=(\S+) status=(\d+) \((.*)\)$/.exec(line);
@@ -489,7 +492,7 @@ export class Gateway {
 // Write a configuration and start aigwd on it; resolves once aigwctl
 // status answers and every worker runs.
 //
-// opts: workers (a number or a mapping, see configYaml), http, timeouts, limits,
+// opts: workers (a number or a mapping, see configYaml), http, timeouts, limits, secrets,
 // upstream, logFile, accessFile, shutdownTimeout, metrics, adminApi (true: an
 // admin.listen address on a free port, gw.adminPort; gw.admin() calls it),
 // usage (retention: {detail_days, aggregate_days}), models (added to BASE_MODELS),
@@ -530,6 +533,7 @@ export async function startGateway(opts = {}) {
     sandboxes: opts.sandboxes,
     usage: opts.usage,
     safety: opts.safety,
+    secrets: opts.secrets,
     providers: [
       { name: 'local', base_url: mock.base, api_key_env: UPSTREAM_KEY_ENV },
       ...(opts.providers ?? []),

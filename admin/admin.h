@@ -1,0 +1,44 @@
+/*
+ * admin.h - what the files of aigwctl share: the call to the master and
+ * the helpers every command uses to read arguments and print replies.
+ * They live in admin/aigwctl.c; each command family may have a file of
+ * its own (admin/providers.c, admin/models.c).
+ */
+#ifndef GW_ADMIN_H
+#define GW_ADMIN_H
+
+#include <stdbool.h>
+
+#include <json-c/json.h>
+
+#define GW_ADMIN_EXIT_REFUSED 1
+#define GW_ADMIN_EXIT_USAGE 2
+
+/* Send req (consumed) to the master, wait for the reply; returns the exit
+ * status, and on success *reply owns the parsed reply.  A refusal has
+ * been printed already. */
+int gw_admin_call(struct json_object *req, struct json_object **reply);
+/* A new request {"cmd": cmd}, owned by the caller. */
+struct json_object *gw_admin_request(const char *cmd);
+/* Print "aigwctl: " fmt (with arg) and the usage hint; returns
+ * GW_ADMIN_EXIT_USAGE. */
+int gw_admin_usage_error(const char *fmt, const char *arg);
+/* --json given: print replies as JSON. */
+void gw_admin_json_set(void);
+bool gw_admin_json(void);
+/* Wait up to s seconds for the reply of the next call. */
+void gw_admin_timeout_set(long s);
+/* Pretty JSON of o, or of its member field, on stdout. */
+void gw_admin_print_json(struct json_object *o, const char *field);
+/* The member name of o as text, "" when absent. */
+const char *gw_admin_field(struct json_object *o, const char *name);
+/* The widest value of field in the objects of arr, at least min. */
+int gw_admin_column_width(struct json_object *arr, const char *field, int min);
+/* "created" of o as an ISO 8601 UTC time. */
+void gw_admin_time_format(struct json_object *o, char *out, size_t len);
+
+/* The command families of their own files: argv after the family name. */
+int gw_admin_provider(int argc, char **argv);
+int gw_admin_model(int argc, char **argv);
+
+#endif
