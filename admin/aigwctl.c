@@ -48,8 +48,9 @@ static const char usage_text[] =
     "  usage --detail [--limit N] [filters and format as above]\n"
     "                                        the requests themselves, newest first (N: 100,\n"
     "                                        0: all); --json, --csv, --xlsx FILE: shorthands\n"
-    "  key create --name NAME [--user U] [--models a,b] [--route STRATEGY] [--route-header]\n"
-    "             [--json]                   create an API key; prints its secret once\n"
+    "  key create --name NAME [--user U] [--models a,b] [--expires WHEN] [--route STRATEGY]\n"
+    "             [--route-header] [--json]  create an API key; prints its secret once;\n"
+    "                                        WHEN: a date or 30s, 12h, 90d, 2w from now\n"
     "  key rotate ID [--json]                new secret for the key; the old one stops working\n"
     "  key list [--json]                     list keys (never their secrets)\n"
     "  key show ID [--json]                  show one key\n"
@@ -235,9 +236,13 @@ key_print_row(struct json_object *k)
 
     models_format(k, models, sizeof(models));
     time_format(k, created, sizeof(created));
+    struct json_object *e;
+    bool expired = json_object_object_get_ex(k, "expires", &e) && e != NULL &&
+                   json_object_get_int64(e) <= (int64_t)time(NULL);
     printf("%-16s  %-20s  %-16s  %-8s  %-20s  %s\n", field_str(k, "id"), field_str(k, "name"),
            field_str(k, "prefix"),
            json_object_object_get_ex(k, "disabled", &d) && json_object_get_boolean(d) ? "disabled"
+           : expired                                                                  ? "expired"
                                                                                       : "active",
            created, models);
 }
@@ -836,6 +841,8 @@ cmd_key_create(int argc, char **argv)
             json_object_object_add(req, "route_header", json_object_new_boolean(1));
         } else if (strcmp(argv[i], "--user") == 0 && i + 1 < argc) {
             json_object_object_add(req, "user", json_object_new_string(argv[++i]));
+        } else if (strcmp(argv[i], "--expires") == 0 && i + 1 < argc) {
+            json_object_object_add(req, "expires", json_object_new_string(argv[++i]));
         } else if (strcmp(argv[i], "--models") == 0 && i + 1 < argc) {
             struct json_object *models = json_object_new_array();
             char *list = strdup(argv[++i]), *save = NULL;

@@ -122,6 +122,7 @@ key_json(const struct gw_key *k)
     json_object_object_add(o, "models", models);
     json_object_object_add(o, "disabled", json_object_new_boolean(k->disabled));
     json_object_object_add(o, "created", json_object_new_int64(k->created));
+    json_object_object_add(o, "expires", k->expires > 0 ? json_object_new_int64(k->expires) : NULL);
     json_object_object_add(o, "route", json_object_new_string(k->route ? k->route : ""));
     json_object_object_add(o, "route_header", json_object_new_boolean(k->route_header));
     json_object_object_add(o, "owner", json_object_new_string(k->owner ? k->owner : ""));
@@ -274,6 +275,32 @@ cmd_usage_detail(struct gw_master *m, struct json_object *req, struct gw_arena *
     return gw_master_stats_detail(m, req, a, NULL);
 }
 
+/* When a key made now with --expires s stops working: a date, or a time
+ * from now ("30s", "12h", "90d", "2w"); it must be in the future. */
+static int
+expires_parse(const char *s, int64_t *out)
+{
+    int64_t now = time(NULL), us;
+    char *end;
+    long long n = strtoll(s, &end, 10);
+
+    if (end != s && n > 0 && end[0] != '\0' && end[1] == '\0' && strchr("smhdw", end[0])) {
+        static const int64_t unit[] = {['s' - 'a'] = 1,
+                                       ['m' - 'a'] = 60,
+                                       ['h' - 'a'] = 3600,
+                                       ['d' - 'a'] = 86400,
+                                       ['w' - 'a'] = 604800};
+        if (n > 100LL * 366 * 86400 / unit[end[0] - 'a'])
+            return GW_EINVAL;
+        *out = now + (int64_t)n * unit[end[0] - 'a'];
+        return 0;
+    }
+    if (gw_master_stats_time_parse(s, &us) != 0 || us / 1000000 <= now)
+        return GW_EINVAL;
+    *out = us / 1000000;
+    return 0;
+}
+
 static struct json_object *
 cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
@@ -318,6 +345,12 @@ cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     struct json_object *rh;
     if (json_object_object_get_ex(req, "route_header", &rh))
         key.route_header = json_object_get_boolean(rh);
+    const char *expires = gw_master_arg_string(req, "expires");
+    if (expires != NULL && expires_parse(expires, &key.expires) != 0)
+        return gw_master_reply_error("--expires %s: expected a date (YYYY-MM-DD or "
+                                     "YYYY-MM-DDTHH:MM[:SS]Z) or a time from now (30s, 12h, "
+                                     "90d, 2w) in the future",
+                                     expires);
     if (gw_key_generate(id, secret) != 0)
         return gw_master_reply_error("could not generate a key: no randomness");
     key.id = id;

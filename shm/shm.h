@@ -585,6 +585,7 @@ struct gw_key {
     size_t nmodels;
     bool disabled;
     int64_t created;   /* unix seconds */
+    int64_t expires;   /* unix seconds after which the key is refused; 0: never */
     char *route;       /* routing strategy bound to the key, or "" */
     bool route_header; /* may choose a strategy with x-aigw-route */
     char *owner;       /* user owning the key, or "" (no owner: the key's list alone) */

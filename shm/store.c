@@ -271,6 +271,8 @@ key_decode(const char *data, size_t len, struct gw_arena *a, struct gw_key **out
         k->disabled = json_object_get_boolean(v);
     if (json_object_object_get_ex(o, "created", &v))
         k->created = json_object_get_int64(v);
+    if (json_object_object_get_ex(o, "expires", &v))
+        k->expires = json_object_get_int64(v);
     if (json_object_object_get_ex(o, "models", &v) && json_object_is_type(v, json_type_array)) {
         k->nmodels = json_object_array_length(v);
         k->models = gw_arena_alloc(a, (k->nmodels + 1) * sizeof(char *));
@@ -301,6 +303,8 @@ key_encode(const struct gw_key *k, const char *hash_hex)
     json_object_object_add(o, "models", models);
     json_object_object_add(o, "disabled", json_object_new_boolean(k->disabled));
     json_object_object_add(o, "created", json_object_new_int64(k->created));
+    if (k->expires > 0)
+        json_object_object_add(o, "expires", json_object_new_int64(k->expires));
     json_object_object_add(o, "route", json_object_new_string(k->route ? k->route : ""));
     json_object_object_add(o, "route_header", json_object_new_boolean(k->route_header));
     json_object_object_add(o, "owner", json_object_new_string(k->owner ? k->owner : ""));

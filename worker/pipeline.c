@@ -190,6 +190,16 @@ authenticate(struct gw_worker *w, struct gw_request *req)
                              "This API key (%s) is disabled.", key->id);
         return NULL;
     }
+    if (key->expires > 0 && time(NULL) >= key->expires) {
+        time_t t = (time_t)key->expires;
+        struct tm tm;
+        char when[32];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "api_key_expired", NULL,
+                             "This API key (%s) expired at %s.", key->id, when);
+        return NULL;
+    }
     req->key_id = key->id;
     req->tenant = key->tenant != NULL && key->tenant[0] != '\0' ? key->tenant : NULL;
     req->user = key->owner != NULL && key->owner[0] != '\0' ? key->owner : NULL;

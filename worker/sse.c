@@ -6,10 +6,13 @@
  * than it takes the rest of its own event to arrive.  Events that arrive
  * together leave together, in one emit (one write(2) to the client).
  *
- * The relay reads one thing from the stream: the usage the upstream puts
- * in a chunk of its own at the end ("choices": [], "usage": {...}).  Only
- * an event that carries a usage object is parsed as JSON; for the others a
- * byte search decides, so a long stream costs no JSON work per chunk.
+ * The relay reads two things from the stream: the usage the upstream puts
+ * in a chunk of its own at the end ("choices": [], "usage": {...}), and
+ * how many chunks carried generated text or tool arguments, which stands
+ * for the completion tokens when the usage never comes (an upstream that
+ * does not send it, a client gone mid-stream).  Only an event that
+ * carries a usage object is parsed as JSON; for the others a byte search
+ * decides, so a long stream costs no JSON work per chunk.
  */
 #include <string.h>
 
@@ -71,6 +74,25 @@ event_has_usage(const char *p, size_t len)
             if (q < end && *q == '{')
                 return true;
         }
+    }
+    return false;
+}
+
+/* Does this event carry generated text or tool-call arguments?  A
+ * non-empty "content" or "arguments" string in a delta. */
+static bool
+event_generated(const char *p, size_t len)
+{
+    static const char *const keys[] = {"\"content\":\"", "\"arguments\":\""};
+
+    if (memmem(p, len, "\"delta\"", 7) == NULL)
+        return false;
+    for (size_t k = 0; k < 2; k++) {
+        size_t kl = strlen(keys[k]);
+        for (const char *f = memmem(p, len, keys[k], kl); f != NULL;
+             f = memmem(f + 1, len - (size_t)(f + 1 - p), keys[k], kl))
+            if (f + kl < p + len && f[kl] != '"')
+                return true;
     }
     return false;
 }
@@ -198,6 +220,8 @@ relay_events(struct gw_sse *s, const char *p, size_t len, size_t *consumed)
         if (n == 0)
             break;
         s->events++;
+        if (event_generated(p + off, n))
+            s->generated++;
         if (event_has_usage(p + off, n) && event_take_usage(s, p + off, n)) {
             /* Flush what precedes the dropped event, then skip it. */
             if (off > run && (rc = s->emit(s->ctx, p + run, off - run)) != 0)

@@ -325,6 +325,32 @@ transfer_run(CURLM *multi, CURL *curl, struct upstream_io *io)
     return cc;
 }
 
+/*
+ * The usage of a stream: what the upstream reported, else (it sent none,
+ * or the stream was cut short) what it was seen to produce: one token per
+ * chunk of generated text or tool arguments, and the prompt estimated as
+ * the rate limits do (a quarter of the body's bytes).  Counted once
+ * either way: nothing else adds a stream's tokens.
+ */
+static void
+stream_usage(struct upstream_io *io)
+{
+    struct gw_call *call = io->call;
+
+    call->have_usage = io->sse.have_usage;
+    call->prompt_tokens = io->sse.prompt_tokens;
+    call->completion_tokens = io->sse.completion_tokens;
+    if (io->sse.have_usage || io->sse.generated == 0)
+        return;
+    call->have_usage = true;
+    call->prompt_tokens = (int64_t)(call->req->body_len / 4);
+    call->completion_tokens = io->sse.generated;
+    gw_log(GW_LOG_INFO,
+           "req=%s the stream ended without usage: counted %lld chunks as completion tokens, "
+           "%lld prompt tokens estimated",
+           call->req->id, (long long)call->completion_tokens, (long long)call->prompt_tokens);
+}
+
 void
 gw_worker_upstream_init(CURL *curl)
 {
@@ -376,6 +402,9 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
     call->status = (int)io.status;
 
     if (io.client_gone) {
+        /* The transfer was stopped with the client: count what came. */
+        if (io.streaming)
+            stream_usage(&io);
         rc = GW_ECLOSED;
     } else if (io.streaming) {
         /* Headers are out: an error can only be told inside the stream. */
@@ -395,9 +424,7 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
         }
         if (rc == 0)
             rc = gw_worker_http_stream_end(call->conn);
-        call->have_usage = io.sse.have_usage;
-        call->prompt_tokens = io.sse.prompt_tokens;
-        call->completion_tokens = io.sse.completion_tokens;
+        stream_usage(&io);
         if (rc != 0)
             rc = GW_ECLOSED;
     } else if (cc != CURLE_OK || io.status == 0) {

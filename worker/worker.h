@@ -185,6 +185,7 @@ struct gw_sse {
     int64_t prompt_tokens;
     int64_t completion_tokens;
     size_t events;
+    int64_t generated; /* chunks that carried content or tool arguments */
 };
 
 void gw_worker_sse_init(struct gw_sse *s, gw_sse_emit_fn emit, void *ctx, bool drop_usage);

@@ -367,3 +367,26 @@ test('aigwctl -s takes precedence over AIGW_SOCKET', async () => {
   const bad = await gw.ctl(['status'], { socket: bogus, env: { AIGW_SOCKET: gw.socket } });
   assert.equal(bad.code, 3);
 });
+
+test('a key made with --expires works until then, and is refused with api_key_expired after', async () => {
+  const { gw } = ctx;
+  const k = await gw.ctlJson(['key', 'create', '--name', 'short-lived', '--expires', '2s']);
+  const shown = await gw.ctlJson(['key', 'show', k.id]);
+  const now = Date.now() / 1000;
+  assert.ok(shown.expires > now && shown.expires <= now + 3, `expires ${shown.expires}`);
+  assert.equal((await gw.chat(k.key, {})).status, 200);
+  await new Promise((r) => setTimeout(r, 2200));
+  const r = await gw.chat(k.key, {});
+  const err = assertError(assert, r, 401, 'api_key_expired');
+  assert.match(err.message, new RegExp(`This API key \\(${k.id}\\) expired at \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ`));
+  const list = await gw.ctl(['key', 'list']);
+  assert.match(list.stdout, new RegExp(`${k.id}\\s+short-lived\\s+\\S+\\s+expired`));
+  // A date: accepted when in the future, refused in the past or malformed.
+  const later = await gw.ctlJson(['key', 'create', '--name', 'dated', '--expires', '2999-01-01']);
+  assert.equal((await gw.ctlJson(['key', 'show', later.id])).expires, 32472144000);
+  for (const bad of ['2001-01-01', 'soon', '0d']) {
+    const res = await gw.ctl(['key', 'create', '--name', 'x', '--expires', bad]);
+    assert.equal(res.code, 1, bad);
+    assert.match(res.stderr, /--expires .*: expected a date .* in the future/);
+  }
+});

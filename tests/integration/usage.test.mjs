@@ -165,3 +165,56 @@ test('usage equals what the mock reported, streaming and not, across a reload an
     await gw.stop();
   }
 });
+
+// The usage the master stored for one key: {requests, input_tokens, output_tokens}.
+async function usageOfKey(gw, id) {
+  const r = await gw.ctlJson(['usage', '--by', 'key', '--key', id]);
+  return r.totals;
+}
+
+test('a stream whose upstream sends no usage is counted once, by what it generated', async () => {
+  const gw = await startGateway({ workers: 2, mock });
+  try {
+    const k = await gw.createKey();
+    const body = { ...STREAM, messages: [{ role: 'user', content: 'count these words please' }] };
+    const res = await gw.chat(k.key, body, { 'x-mock-no-usage': '1', 'x-mock-chunks': '7' });
+    assert.equal(res.status, 200);
+    assert.equal(res.events.at(-1).data, '[DONE]');
+    assert.ok(!res.events.some((e) => e.json?.usage), 'the upstream sent no usage');
+    const sent = Buffer.byteLength(JSON.stringify({ model: 'demo', ...body }));
+    await eventually(async () => (await usageOfKey(gw, k.id)).requests === 1, { what: 'the record' });
+    const u = await usageOfKey(gw, k.id);
+    assert.equal(u.output_tokens, 7, 'one token per generated chunk');
+    // Estimated as a quarter of the body the gateway sent on (a little
+    // longer than the client's: stream_options is added).
+    assert.ok(u.input_tokens >= Math.floor(sent / 4) && u.input_tokens <= Math.floor(sent / 4) + 10,
+      `input_tokens ${u.input_tokens} for a ${sent}-byte body`);
+    await gw.waitLog(/the stream ended without usage: counted 7 chunks/);
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('a client gone mid-stream: the upstream is stopped and what it produced is counted once', async () => {
+  const gw = await startGateway({ workers: 2, mock });
+  try {
+    const k = await gw.createKey();
+    const conn = await gw.conn();
+    await conn.send({
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { Authorization: `Bearer ${k.key}`, 'x-mock-chunks': '200', 'x-mock-chunk-delay-ms': '20' },
+      body: { model: 'demo', stream: true, messages: [{ role: 'user', content: 'hi' }] },
+    });
+    await conn.waitFor(() => (conn.buf?.toString() ?? '').split('"content":"tok').length > 5, 5000, 'five chunks');
+    conn.close();
+    await eventually(async () => (await usageOfKey(gw, k.id)).requests === 1, { what: 'the record', timeoutMs: 8000 });
+    const u = await usageOfKey(gw, k.id);
+    assert.ok(u.output_tokens >= 5 && u.output_tokens < 200, `output_tokens ${u.output_tokens}: what came before the client left`);
+    // Counted once: a moment later, still one request with the same tokens.
+    await sleep(500);
+    assert.deepEqual(await usageOfKey(gw, k.id), u);
+  } finally {
+    await gw.stop();
+  }
+});

@@ -329,7 +329,8 @@ gw_mock_chat_handle(struct gw_mock_conn *c)
     }
     ch.stream = json_object_object_get_ex(req, "stream", &v) && is_true(v);
     ch.include_usage = ch.stream && json_object_object_get_ex(req, "stream_options", &opts) &&
-                       json_object_object_get_ex(opts, "include_usage", &v) && is_true(v);
+                       json_object_object_get_ex(opts, "include_usage", &v) && is_true(v) &&
+                       !f.no_usage;
     ch.prompt = prompt_tokens(messages);
     ch.completion = (size_t)f.chunks;
     ch.content = gw_mock_header(c, "x-mock-content");

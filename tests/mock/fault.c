@@ -23,6 +23,7 @@ static const struct fault_header {
     {"x-mock-chunks", offsetof(struct gw_mock_fault, chunks), 0, 100000},
     {"x-mock-drop-after", offsetof(struct gw_mock_fault, drop_after), 0, 100000000},
     {"x-mock-echo", offsetof(struct gw_mock_fault, echo), 0, 1},
+    {"x-mock-no-usage", offsetof(struct gw_mock_fault, no_usage), 0, 1},
 };
 
 /*

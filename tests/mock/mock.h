@@ -71,6 +71,7 @@ struct gw_mock_fault {
     long chunks;         /* x-mock-chunks: completion tokens, default 5 */
     long drop_after;     /* x-mock-drop-after, -1 when absent */
     long echo;           /* x-mock-echo: 1 to echo the request */
+    long no_usage;       /* x-mock-no-usage: 1 to send no usage, even when asked */
 };
 
 /* The key every /v1 request must present as a bearer token, or NULL. */
