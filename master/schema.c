@@ -659,6 +659,34 @@ static const struct field quotas_fields[] = {
     {.key = NULL},
 };
 
+/* cache: and capture: fill struct gw_config itself. */
+static const struct field cache_fields[] = {
+    FIELD("max_size", gw_master_confval_size, offsetof(struct gw_config, cache_max_size),
+          .min = MIB, .max = 1024 * GIB),
+    {.key = NULL},
+};
+
+static const struct field capture_fields[] = {
+    FIELD("dir", gw_master_confval_string, offsetof(struct gw_config, capture_dir)),
+    FIELD("journal", gw_master_confval_bool, offsetof(struct gw_config, capture_journal)),
+    FIELD("rotate", gw_master_confcache_rotate, offsetof(struct gw_config, capture_rotate)),
+    FIELD("max_size", gw_master_confval_size, offsetof(struct gw_config, capture_max_size),
+          .min = 64 * KIB, .max = 1024 * GIB),
+    FIELD("max_record", gw_master_confval_size, offsetof(struct gw_config, capture_max_record),
+          .min = 4 * KIB, .max = GIB),
+    FIELD("keys", gw_master_confcache_names, offsetof(struct gw_config, capture_keys)),
+    FIELD("tenants", gw_master_confcache_names, offsetof(struct gw_config, capture_tenants)),
+    {.key = NULL},
+};
+
+/* A model's cache: fills struct gw_model itself. */
+static const struct field model_cache_fields[] = {
+    FIELD("ttl", gw_master_confval_duration, offsetof(struct gw_model, cache_ttl_ms), .min = 1,
+          .max = 365 * DAY_MS, .required = true),
+    FIELD("when", gw_master_confcache_when, offsetof(struct gw_model, cache_deterministic)),
+    {.key = NULL},
+};
+
 static const struct field metrics_fields[] = {
     FIELD("listen", parse_address, offsetof(struct gw_config, metrics_listen)),
     {.key = NULL},
@@ -800,6 +828,8 @@ static const struct field model_fields[] = {
     FIELD("fallbacks", gw_master_confroute_fallbacks, 0),
     FIELD("limits", gw_master_confval_section, offsetof(struct gw_model, limits),
           .sub = limit_fields),
+    FIELD("cache", gw_master_confval_section, 0, .sub = model_cache_fields),
+    FIELD("capture", gw_master_confval_bool, offsetof(struct gw_model, capture)),
     {.key = NULL},
 };
 
@@ -823,6 +853,8 @@ const struct field gw_master_config_fields[] = {
     FIELD("models", parse_models, 0, .sub = model_fields, .required = true),
     FIELD("limits", gw_master_confval_section, 0, .sub = limits_fields),
     FIELD("quotas", gw_master_confval_section, 0, .sub = quotas_fields),
+    FIELD("cache", gw_master_confval_section, 0, .sub = cache_fields),
+    FIELD("capture", gw_master_confcache_capture, 0, .sub = capture_fields),
     {.key = NULL},
 };
 
@@ -856,6 +888,9 @@ gw_master_config_defaults(struct gw_config *cfg)
     cfg->timeouts.first_byte_ms = 120 * SECOND_MS;
     cfg->timeouts.idle_ms = 60 * SECOND_MS;
     cfg->timeouts.total_ms = 600 * SECOND_MS;
+    cfg->cache_max_size = GIB;
+    cfg->capture_max_size = 100 * MIB;
+    cfg->capture_max_record = 16 * MIB;
 }
 
 /*

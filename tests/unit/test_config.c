@@ -429,7 +429,7 @@ unknown_top_level_key(void **state)
     expect_error(MINIMAL "listn: 127.0.0.1:8080\n", 10, 1,
                  "unknown key \"listn\" (expected one of: listen, state_dir, admin, user, group, "
                  "workers, shutdown_timeout, log, metrics, http, upstream, timeouts, providers, "
-                 "models, limits, quotas)");
+                 "models, limits, quotas, cache, capture)");
 }
 
 static void
