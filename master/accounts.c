@@ -629,7 +629,7 @@ static const char *const non_admin_commands[] = {"status", "key.list", "key.show
 static const char *const audited_commands[] = {
     "tenant.add",  "tenant.delete", "user.add",    "user.delete", "grant",      "revoke",
     "key.create",  "key.disable",   "key.enable",  "key.delete",  "key.rotate", "limit.set",
-    "limit.clear", "quota.set",     "quota.clear", "reload"};
+    "limit.clear", "quota.set",     "quota.clear", "reload",      "cache.purge"};
 
 static bool
 in_list(const char *cmd, const char *const *list, size_t n)

@@ -875,6 +875,9 @@ static const struct command {
     {"breaker.list", cmd_breaker_list, NULL},
     {"breaker.reset", cmd_breaker_reset, NULL},
     {"endpoint.test", NULL, cmd_endpoint_test},
+    {"cache.stats", gw_master_cache_stats, NULL},
+    {"cache.purge", gw_master_cache_purge, NULL},
+    {"capture.info", gw_master_capture_info, NULL},
 };
 
 /* ------------------------------------------------------------- serving */
