@@ -137,6 +137,8 @@ emit_to_client(void *ctx, const char *data, size_t len)
 
     if (rc != 0)
         io->client_gone = true;
+    else if (io->call->answer != NULL)
+        gw_worker_answer_feed(io->call->answer, data, len);
     return rc;
 }
 
@@ -401,6 +403,8 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
         const char *ctype = io.ctype[0] ? io.ctype : "application/json";
         rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL,
                                     io.body.data ? io.body.data : "", io.body.len);
+        if (rc == 0 && call->answer != NULL)
+            gw_worker_answer_body(call->answer, io.body.data ? io.body.data : "", io.body.len);
     }
 out:
     gw_worker_sse_fini(&io.sse);
