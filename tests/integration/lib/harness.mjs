@@ -212,7 +212,8 @@ function flow(obj) {
 
 // The YAML text of a configuration.  providers: [{name, base_url, ...}];
 // models: [{name, targets: [{provider, model, weight}], timeouts, routing,
-// fallbacks, limits}]; limits (top level: {key: {rpm, tpm}, model: {...}})
+// fallbacks, limits, cache, capture}]; limits (top level: {key: {rpm, tpm}, model: {...}});
+// cache and capture (the top-level mappings)
 // (nested values such as a provider's health or a model's routing are written
 // as flow mappings); workers: a
 // number or a mapping ({start, min_spare, max_spare, max, max_requests});
@@ -235,6 +236,8 @@ export function configYaml(o) {
   if (o.timeouts) lines.push(`timeouts: ${flow(o.timeouts)}`);
   if (o.limits) lines.push(`limits: ${flow(o.limits)}`);
   if (o.quotas) lines.push(`quotas: ${flow(o.quotas)}`);
+  if (o.cache) lines.push(`cache: ${flow(o.cache)}`);
+  if (o.capture) lines.push(`capture: ${flow(o.capture)}`);
   lines.push('providers:');
   for (const p of o.providers) lines.push(`  - ${flow({ type: 'openai', ...p })}`);
   lines.push('models:');
@@ -244,6 +247,8 @@ export function configYaml(o) {
     if (m.routing) lines.push(`    routing: ${flow(m.routing)}`);
     if (m.fallbacks) lines.push(`    fallbacks: ${flowValue(m.fallbacks)}`);
     if (m.limits) lines.push(`    limits: ${flow(m.limits)}`);
+    if (m.cache) lines.push(`    cache: ${flow(m.cache)}`);
+    if (m.capture !== undefined) lines.push(`    capture: ${m.capture}`);
     lines.push('    targets:');
     for (const t of m.targets) lines.push(`      - ${flow(t)}`);
   }
@@ -471,7 +476,7 @@ export class Gateway {
 // Write a configuration and start aigwd on it; resolves once aigwctl
 // status answers and every worker runs.
 //
-// opts: workers (a number or a mapping, see configYaml), http, timeouts, limits,
+// opts: workers (a number or a mapping, see configYaml), http, timeouts, limits, cache, capture,
 // upstream, logFile, accessFile, shutdownTimeout, metrics, models (added to BASE_MODELS),
 // providers (added to "local"), mock (an aigw-mock to use; else one is
 // started and owned), requireKey (for an owned mock), adminMode, pidfile
@@ -503,6 +508,8 @@ export async function startGateway(opts = {}) {
     timeouts: opts.timeouts,
     limits: opts.limits,
     quotas: opts.quotas,
+    cache: opts.cache,
+    capture: opts.capture,
     providers: [
       { name: 'local', base_url: mock.base, api_key_env: UPSTREAM_KEY_ENV },
       ...(opts.providers ?? []),
