@@ -224,7 +224,7 @@ hit_answer(struct gw_worker *w, struct gw_request *req, struct gw_call *call,
     req->cache_hit = true;
     req->cache_headers = "x-aigw-cache: hit\r\n";
     call->first_byte_us = gw_now_us() - req->start_us;
-    if (req->answer != NULL)
+    if (req->capture)
         gw_worker_answer_body(req->answer, e->body, e->body_len);
     if (!call->stream)
         return gw_worker_http_respond(&w->conn, req, 200,
