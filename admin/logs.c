@@ -91,7 +91,8 @@ files_list(const char *dir, const char *after, char ***out, size_t *n)
             (*n)++;
     }
     closedir(d);
-    qsort(v, *n, sizeof(*v), name_cmp);
+    if (*n > 1)
+        qsort(v, *n, sizeof(*v), name_cmp);
     *out = v;
     return 0;
 }
