@@ -89,6 +89,11 @@ static const char usage_text[] =
     "  model show MODEL [--json]             one model of the catalogue\n"
     "  model example MODEL --lang curl|python|node\n"
     "                                        print a ready call of the model\n"
+    "  cache stats [--json]                  response cache: entries, bytes, hits, misses\n"
+    "  cache purge [--model M] [--json]      remove every cached answer, or the model's\n"
+    "  logs [--key ID] [--model M] [--since T] [--follow] [--json] [--dir DIR]\n"
+    "                                        the captured requests; T: 2025-01-31[T13:00],\n"
+    "                                        or back from now: 30m, 2h, 7d\n"
     "\n"
     "The socket is -s PATH, else $AIGW_SOCKET, else " GW_DEFAULT_SOCKET ".\n"
     "See aigwctl(8).\n";
@@ -1670,6 +1675,113 @@ gw_admin_time_format(struct json_object *o, char *out, size_t len)
     time_format(o, out, len);
 }
 
+static void
+cache_row(struct json_object *o, const char *name)
+{
+    printf("%-24s %8s %12s %8s %8s %8s %9s %8s\n", name, field_str(o, "entries"),
+           field_str(o, "bytes"), field_str(o, "hits"), field_str(o, "misses"),
+           field_str(o, "stores"), field_str(o, "evictions"), field_str(o, "expired"));
+}
+
+/* cache stats [--json] | cache purge [--model M] [--json] */
+static int
+cmd_cache(int argc, char **argv)
+{
+    struct json_object *req, *reply = NULL, *models;
+    const char *model = NULL;
+    int rc;
+
+    if (argc < 1 || (strcmp(argv[0], "stats") != 0 && strcmp(argv[0], "purge") != 0))
+        return usage_error("cache: %s", "give stats or purge");
+    bool purge = strcmp(argv[0], "purge") == 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json_out = true;
+        else if (purge && strcmp(argv[i], "--model") == 0 && i + 1 < argc)
+            model = argv[++i];
+        else
+            return usage_error("cache: unknown or incomplete argument %s", argv[i]);
+    }
+    req = request_new(purge ? "cache.purge" : "cache.stats");
+    if (model != NULL)
+        json_object_object_add(req, "model", json_object_new_string(model));
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    json_object_object_del(reply, "ok");
+    if (json_out) {
+        print_json(reply, NULL);
+    } else if (purge) {
+        printf("removed %s cached answers%s%s\n", field_str(reply, "removed"),
+               model ? " of model " : "", model ? model : "");
+    } else {
+        printf("cache %s, max_size %s bytes\n",
+               strcmp(field_str(reply, "enabled"), "true") == 0 ? "on" : "off (no model caches)",
+               field_str(reply, "max_size"));
+        printf("%-24s %8s %12s %8s %8s %8s %9s %8s\n", "MODEL", "ENTRIES", "BYTES", "HITS",
+               "MISSES", "STORES", "EVICTIONS", "EXPIRED");
+        json_object_object_get_ex(reply, "models", &models);
+        for (size_t i = 0; i < json_object_array_length(models); i++) {
+            struct json_object *m = json_object_array_get_idx(models, i);
+            cache_row(m, field_str(m, "model"));
+        }
+        cache_row(reply, "total");
+    }
+    json_object_put(reply);
+    return 0;
+}
+
+/* logs [--key ID] [--model M] [--since T] [--follow] [--json] [--dir DIR] */
+static int
+cmd_logs(int argc, char **argv)
+{
+    struct gw_admin_logs_filter f = {0};
+    struct json_object *reply = NULL, *v;
+    const char *dir = NULL;
+    char since[32];
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            f.json = true;
+        else if (strcmp(argv[i], "--follow") == 0 || strcmp(argv[i], "-f") == 0)
+            f.follow = true;
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            f.key = argv[++i];
+        else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
+            f.model = argv[++i];
+        else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
+            if (gw_admin_logs_since(argv[++i], since, sizeof(since)) != 0)
+                return usage_error("--since %s: give YYYY-MM-DD[THH:MM[:SS]] or 30m, 2h, 7d",
+                                   argv[i]);
+            f.since = since;
+        } else
+            return usage_error("logs: unknown or incomplete argument %s", argv[i]);
+    }
+    f.json |= json_out;
+    if (dir == NULL) {
+        if ((rc = call(request_new("capture.info"), &reply)) != 0)
+            return rc;
+        if (json_object_object_get_ex(reply, "journal", &v) && json_object_get_boolean(v)) {
+            fprintf(stderr, "aigwctl: capture goes to journald: journalctl -t aigwd-capture -o "
+                            "cat (add AIGW_MODEL=M or AIGW_KEY_ID=K to filter)\n");
+            json_object_put(reply);
+            return EXIT_REFUSED;
+        }
+        if (!json_object_object_get_ex(reply, "dir", &v) ||
+            !json_object_is_type(v, json_type_string)) {
+            fprintf(stderr, "aigwctl: capture is not configured (capture: in aigw.yaml)\n");
+            json_object_put(reply);
+            return EXIT_REFUSED;
+        }
+        dir = json_object_get_string(v);
+    }
+    rc = gw_admin_logs(dir, &f) == 0 ? 0 : EXIT_REFUSED;
+    json_object_put(reply);
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1726,5 +1838,9 @@ main(int argc, char **argv)
         return gw_admin_provider(argc - i, argv + i);
     if (strcmp(cmd, "model") == 0)
         return gw_admin_model(argc - i, argv + i);
+    if (strcmp(cmd, "cache") == 0)
+        return cmd_cache(argc - i, argv + i);
+    if (strcmp(cmd, "logs") == 0)
+        return cmd_logs(argc - i, argv + i);
     return usage_error("unknown command %s", cmd);
 }

@@ -927,10 +927,10 @@ static const struct accounts_command {
 
 /* Changes that go into the audit log when they succeed. */
 static const char *const audited_commands[] = {
-    "tenant.add", "tenant.delete", "user.add",     "user.delete",    "grant",
-    "revoke",     "key.create",    "key.disable",  "key.enable",     "key.delete",
-    "key.rotate", "limit.set",     "limit.clear",  "quota.set",      "quota.clear",
-    "reload",     "breaker.reset", "provider.add", "provider.delete"};
+    "tenant.add", "tenant.delete", "user.add",     "user.delete",     "grant",
+    "revoke",     "key.create",    "key.disable",  "key.enable",      "key.delete",
+    "key.rotate", "limit.set",     "limit.clear",  "quota.set",       "quota.clear",
+    "reload",     "breaker.reset", "provider.add", "provider.delete", "cache.purge"};
 
 static bool
 in_list(const char *cmd, const char *const *list, size_t n)

@@ -238,6 +238,16 @@ int gw_master_confsafety_section(struct load *ld, const struct node *n, const ch
 int gw_master_confsafety_model(struct load *ld, const struct node *n, const char *name,
                                const struct field *f, void *dst);
 int gw_master_confsafety_finish(struct load *ld);
+/* ------------------------ confcache.c: the cache and capture keys */
+
+int gw_master_confcache_rotate(struct load *ld, const struct node *n, const char *name,
+                               const struct field *f, void *dst); /* int, gw_capture_rotate */
+int gw_master_confcache_names(struct load *ld, const struct node *n, const char *name,
+                              const struct field *f, void *dst); /* struct gw_names */
+int gw_master_confcache_capture(struct load *ld, const struct node *n, const char *name,
+                                const struct field *f, void *dst); /* struct gw_config */
+int gw_master_confcache_when(struct load *ld, const struct node *n, const char *name,
+                             const struct field *f, void *dst); /* bool, deterministic */
 
 /* ----------------------------------------------- schema.c: the schema */
 

@@ -931,6 +931,9 @@ static const struct command {
     {"provider.test", NULL, gw_master_provider_test},
     {"model.list", gw_master_model_list, NULL},
     {"model.show", gw_master_model_show, NULL},
+    {"cache.stats", gw_master_cache_stats, NULL},
+    {"cache.purge", gw_master_cache_purge, NULL},
+    {"capture.info", gw_master_capture_info, NULL},
 };
 
 /* ------------------------------------------------------------- serving */

@@ -194,6 +194,7 @@ master_loop(struct gw_master *m, int sfd, int cfd)
             switch (si.ssi_signo) {
             case SIGCHLD:
                 if (gw_master_pool_reap(&m->pool) > 0) {
+                    gw_master_cache_reader_check(m);
                     int dead = gw_store_reader_check(m->store);
                     if (dead > 0)
                         gw_log(GW_LOG_DEBUG, "cleared %d stale LMDB readers", dead);
@@ -228,6 +229,7 @@ master_loop(struct gw_master *m, int sfd, int cfd)
             gw_master_pool_maintain(&m->pool);
             gw_master_quota_tick(m);
             gw_master_usage_maintain(m);
+            gw_master_cache_tick(m);
             watchdog_ping();
             last_maintain = gw_now_ms();
         }
@@ -385,6 +387,8 @@ main(int argc, char **argv)
         gw_master_privs_chown(m.cfg, shm_path) != 0 ||
         (m.cfg->log_file != NULL && gw_master_privs_chown(m.cfg, m.cfg->log_file) != 0) ||
         (m.cfg->access_file != NULL && gw_master_privs_chown(m.cfg, m.cfg->access_file) != 0) ||
+        gw_master_capture_prepare(m.cfg) != 0 ||
+        (m.cfg->capture_dir != NULL && gw_master_privs_chown(m.cfg, m.cfg->capture_dir) != 0) ||
         gw_master_privs_drop(m.cfg) != 0)
         goto out;
 
@@ -397,7 +401,7 @@ main(int argc, char **argv)
     gw_log(GW_LOG_INFO, "provider credentials are sealed with the key in %s", key_from);
     /* Reader slots of processes of an earlier run that died. */
     gw_store_reader_check(m.store);
-    if (shm_setup(&m) != 0)
+    if (shm_setup(&m) != 0 || gw_master_cache_start(&m) != 0)
         goto out;
     /* Initialise libcurl (and OpenSSL) once here; each worker still makes
      * its own handles after fork. */
@@ -442,6 +446,7 @@ out:
         gw_shm_close(&m.shm);
     }
     gw_store_close(m.store);
+    gw_master_cache_stop(&m);
     gw_master_health_destroy(&m);
     curl_global_cleanup();
     gw_config_free(m.cfg);

@@ -102,6 +102,8 @@ struct gw_master {
     /* Active health checks (health.c), or NULL. */
     struct gw_health *health;
     bool usage_upgraded; /* no stored record of an older version is left */
+    /* The response cache (cache.c), or NULL while no model caches. */
+    struct gw_cache *cache;
 };
 
 /* A pool that starts start workers and may grow to max. */
@@ -358,6 +360,26 @@ struct json_object *gw_master_quota_clear(struct gw_master *m, struct json_objec
                                           struct gw_arena *a);
 int gw_master_quota_seed_all(struct gw_master *m);
 void gw_master_quota_tick(struct gw_master *m);
+
+/*
+ * The response cache and request capture (cache.c).  start: at start and
+ * after each reload: open the cache when a model caches, make the capture
+ * directory (capture_prepare, also before privileges are dropped).  tick
+ * (once a second): remove expired entries, sync the cache to disk every
+ * few seconds.  reader_check: after a worker died.  stop: sync and close.
+ * The commands cache.stats, cache.purge and capture.info.
+ */
+int gw_master_cache_start(struct gw_master *m);
+int gw_master_capture_prepare(const struct gw_config *cfg);
+void gw_master_cache_tick(struct gw_master *m);
+void gw_master_cache_reader_check(struct gw_master *m);
+void gw_master_cache_stop(struct gw_master *m);
+struct json_object *gw_master_cache_stats(struct gw_master *m, struct json_object *req,
+                                          struct gw_arena *a);
+struct json_object *gw_master_cache_purge(struct gw_master *m, struct json_object *req,
+                                          struct gw_arena *a);
+struct json_object *gw_master_capture_info(struct gw_master *m, struct json_object *req,
+                                           struct gw_arena *a);
 
 /*
  * Privileges (privs.c).  cfg->user (and cfg->group, default the user's

@@ -136,6 +136,7 @@ gw_master_reload(struct gw_master *m, char *err, size_t errlen)
     m->cfg = cfg;
     gw_log_level = cfg->log_level;
     gw_master_health_reload(m);
+    gw_master_cache_start(m);
     if ((cfg->log_file || old_log_file) &&
         (!cfg->log_file || !old_log_file || strcmp(cfg->log_file, old_log_file) != 0)) {
         gw_log_open(cfg->log_file);

@@ -781,6 +781,34 @@ static const struct field quotas_fields[] = {
     {.key = NULL},
 };
 
+/* cache: and capture: fill struct gw_config itself. */
+static const struct field cache_fields[] = {
+    FIELD("max_size", gw_master_confval_size, offsetof(struct gw_config, cache_max_size),
+          .min = MIB, .max = 1024 * GIB),
+    {.key = NULL},
+};
+
+static const struct field capture_fields[] = {
+    FIELD("dir", gw_master_confval_string, offsetof(struct gw_config, capture_dir)),
+    FIELD("journal", gw_master_confval_bool, offsetof(struct gw_config, capture_journal)),
+    FIELD("rotate", gw_master_confcache_rotate, offsetof(struct gw_config, capture_rotate)),
+    FIELD("max_size", gw_master_confval_size, offsetof(struct gw_config, capture_max_size),
+          .min = 64 * KIB, .max = 1024 * GIB),
+    FIELD("max_record", gw_master_confval_size, offsetof(struct gw_config, capture_max_record),
+          .min = 4 * KIB, .max = GIB),
+    FIELD("keys", gw_master_confcache_names, offsetof(struct gw_config, capture_keys)),
+    FIELD("tenants", gw_master_confcache_names, offsetof(struct gw_config, capture_tenants)),
+    {.key = NULL},
+};
+
+/* A model's cache: fills struct gw_model itself. */
+static const struct field model_cache_fields[] = {
+    FIELD("ttl", gw_master_confval_duration, offsetof(struct gw_model, cache_ttl_ms), .min = 1,
+          .max = 365 * DAY_MS, .required = true),
+    FIELD("when", gw_master_confcache_when, offsetof(struct gw_model, cache_deterministic)),
+    {.key = NULL},
+};
+
 static const struct field metrics_fields[] = {
     FIELD("listen", parse_address, offsetof(struct gw_config, metrics_listen)),
     {.key = NULL},
@@ -956,6 +984,8 @@ static const struct field model_fields[] = {
     FIELD("fallbacks", gw_master_confroute_fallbacks, 0),
     FIELD("limits", gw_master_confval_section, offsetof(struct gw_model, limits),
           .sub = limit_fields),
+    FIELD("cache", gw_master_confval_section, 0, .sub = model_cache_fields),
+    FIELD("capture", gw_master_confval_bool, offsetof(struct gw_model, capture)),
     FIELD("safety", gw_master_confsafety_model, 0),
     {.key = NULL},
 };
@@ -993,6 +1023,8 @@ const struct field gw_master_config_fields[] = {
     FIELD("usage", gw_master_confval_section, 0, .sub = usage_fields),
     FIELD("safety", gw_master_confsafety_section, 0),
     FIELD("secrets", gw_master_confval_section, 0, .sub = secrets_fields),
+    FIELD("cache", gw_master_confval_section, 0, .sub = cache_fields),
+    FIELD("capture", gw_master_confcache_capture, 0, .sub = capture_fields),
     {.key = NULL},
 };
 
@@ -1030,6 +1062,9 @@ gw_master_config_defaults(struct gw_config *cfg)
      * of daily sums. */
     cfg->usage_detail_days = 30;
     cfg->usage_aggregate_days = 730;
+    cfg->cache_max_size = GIB;
+    cfg->capture_max_size = 100 * MIB;
+    cfg->capture_max_record = 16 * MIB;
 }
 
 /* The node of section.listen (or of section itself), for an error. */

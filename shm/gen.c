@@ -132,6 +132,25 @@ gw_gen_list_has(const struct gw_gen *g, uint32_t off, uint32_t n, const char *s)
     return false;
 }
 
+/* A list of names as an array of string offsets; returns its offset. */
+static uint32_t
+gen_names(struct gen_writer *w, const struct gw_names *l, uint32_t *n)
+{
+    uint32_t off;
+
+    *n = 0;
+    if (l->n == 0 || (off = gen_alloc(w, l->n * sizeof(uint32_t))) == 0)
+        return 0;
+    for (size_t i = 0; i < l->n; i++) {
+        uint32_t s = gen_str(w, l->v[i]);
+        if (w->overflow)
+            return 0;
+        memcpy(w->base + off + i * sizeof(uint32_t), &s, sizeof(s));
+    }
+    *n = (uint32_t)l->n;
+    return off;
+}
+
 static unsigned
 gcd(unsigned a, unsigned b)
 {
@@ -219,6 +238,11 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
         .key_limits = cfg->key_limits,
         .user_limits = cfg->user_limits,
         .tenant_limits = cfg->tenant_limits,
+        .cache_max_size = cfg->cache_max_size,
+        .capture_journal = cfg->capture_journal,
+        .capture_rotate = (uint8_t)cfg->capture_rotate,
+        .capture_max_size = cfg->capture_max_size,
+        .capture_max_record = cfg->capture_max_record,
     };
     size_t ntargets = 0;
     for (size_t i = 0; i < cfg->nmodels; i++)
@@ -228,6 +252,9 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
     g.log_file = gen_str(&w, cfg->log_file);
     g.access_file = gen_str(&w, cfg->access_file);
     g.access_journal = cfg->access_journal;
+    g.capture_dir = gen_str(&w, cfg->capture_dir);
+    g.capture_keys = gen_names(&w, &cfg->capture_keys, &g.ncapture_keys);
+    g.capture_tenants = gen_names(&w, &cfg->capture_tenants, &g.ncapture_tenants);
     g.providers = gen_alloc(&w, cfg->nproviders * sizeof(struct gw_gen_provider));
     g.models = gen_alloc(&w, cfg->nmodels * sizeof(struct gw_gen_model));
     g.targets = gen_alloc(&w, ntargets * sizeof(struct gw_gen_target));
@@ -282,6 +309,9 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
             .safety_rules = m->safety_rules,
             .type = m->type,
             .context_length = m->context_length,
+            .cache_ttl_ms = m->cache_ttl_ms,
+            .cache_deterministic = m->cache_deterministic,
+            .capture = m->capture,
         };
         if (m->nfallbacks > 0) {
             gm.fallbacks = gen_alloc(&w, m->nfallbacks * sizeof(uint32_t));
@@ -381,4 +411,15 @@ gw_gen_passthru_find(const struct gw_gen *g, enum gw_passthru_kind kind, const c
             return &p[i];
     }
     return NULL;
+}
+
+bool
+gw_gen_names_has(const struct gw_gen *g, uint32_t off, uint32_t n, const char *name)
+{
+    const uint32_t *v = (const uint32_t *)((const char *)g + off);
+
+    for (uint32_t i = 0; i < n && name != NULL; i++)
+        if (strcmp(gw_gen_str(g, v[i]), name) == 0)
+            return true;
+    return false;
 }

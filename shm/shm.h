@@ -362,6 +362,15 @@ struct gw_model {
     bool safety_set;
     char **safety_names; /* as written, resolved at the end of the load */
     size_t nsafety_names;
+    long cache_ttl_ms;        /* cache: ttl; 0: answers of this model are not cached */
+    bool cache_deterministic; /* cache: when: deterministic (temperature 0 or a seed) */
+    bool capture;             /* capture: true: every request is captured */
+};
+
+/* A list of names from the configuration (key ids, tenants). */
+struct gw_names {
+    char **v;
+    size_t n;
 };
 
 struct gw_http_limits {
@@ -422,7 +431,21 @@ struct gw_config {
     uint64_t usage_aggregate_days;
     struct gw_safety safety;
     char *provider_key_file; /* secrets: provider_key_file, or NULL (see shm/seal.c) */
+
+    size_t cache_max_size; /* cache: max_size: bytes of cached answers (state_dir/cache) */
+    /* capture: (worker/capture.c): to files in capture_dir or to journald;
+     * requests of models with capture: true, of these keys and tenants. */
+    char *capture_dir;
+    bool capture_journal;
+    int capture_rotate; /* enum gw_capture_rotate */
+    size_t capture_max_size;
+    size_t capture_max_record;
+    struct gw_names capture_keys;    /* key ids */
+    struct gw_names capture_tenants; /* tenant names */
 };
+
+/* capture: rotate: a file per UTC day, or a new file past max_size. */
+enum gw_capture_rotate { GW_CAPTURE_DAILY = 0, GW_CAPTURE_SIZE };
 
 /* Loading and validation live in the master (gw_master_config_load); the
  * lookups below are what workers need. */
@@ -745,6 +768,66 @@ int gw_store_limit_list(struct gw_store *st, struct gw_arena *a, char ***scopes,
  * the key has an owner, by the owner's grants. */
 bool gw_key_allows(const struct gw_key *key, const char *model);
 
+/* ------------------------------------------------- response cache */
+
+/*
+ * The response cache (shm/cache.c): its own LMDB environment in
+ * state_dir/cache, opened by each process after fork.  Entries are keyed
+ * by the client's model name and the SHA-256 of the canonical request
+ * (worker/cache.c); each holds the answer's content type and body (a
+ * whole chat.completion or embeddings object), its usage and its expiry.
+ */
+#define GW_CACHE_HASH_LEN 32
+#define GW_CACHE_MODEL_MAX 256 /* longer model names are not cached */
+
+struct gw_cache;
+
+struct gw_cache_entry {
+    int64_t created_us; /* wall clock, unix microseconds */
+    int64_t expires_us;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    const char *ctype;
+    const char *body;
+    size_t body_len;
+};
+
+struct gw_cache_count {
+    uint64_t entries;
+    uint64_t bytes; /* keys and values */
+};
+
+/* Told of each entry removed to make room (expired false) or past its
+ * expiry (true), after the removal is committed. */
+typedef void (*gw_cache_gone_fn)(void *ctx, const char *model, bool expired);
+/* Called with the totals (model NULL) and each model's counts. */
+typedef void (*gw_cache_count_fn)(void *ctx, const char *model, const struct gw_cache_count *c);
+
+/*
+ * Open (creating) the environment in dir.  owner: the master, which
+ * removes a cache a system crash left unsynced and syncs it at close.
+ */
+int gw_cache_open(const char *dir, bool owner, struct gw_cache **out);
+void gw_cache_close(struct gw_cache *c);
+int gw_cache_sync(struct gw_cache *c);
+void gw_cache_reader_check(struct gw_cache *c);
+/* The entry of model and hash that has not expired at now_us, copied into
+ * a (body NUL-terminated); GW_ENOENT when there is none. */
+int gw_cache_get(struct gw_cache *c, const char *model, const unsigned char hash[GW_CACHE_HASH_LEN],
+                 int64_t now_us, struct gw_arena *a, struct gw_cache_entry *out);
+/* Store e, first removing the entries that expire soonest while the cache
+ * would hold more than max_size bytes (a bounded number: GW_ETOOBIG when
+ * they are not enough, or e alone is too big; nothing changes then). */
+int gw_cache_put(struct gw_cache *c, const char *model, const unsigned char hash[GW_CACHE_HASH_LEN],
+                 const struct gw_cache_entry *e, uint64_t max_size, gw_cache_gone_fn gone,
+                 void *ctx);
+/* Remove up to max entries expired at now_us, in one transaction. */
+int gw_cache_sweep(struct gw_cache *c, int64_t now_us, size_t max, gw_cache_gone_fn gone, void *ctx,
+                   size_t *removed);
+/* Remove every entry, or those of model, in short transactions. */
+int gw_cache_purge(struct gw_cache *c, const char *model, size_t *removed);
+int gw_cache_counts(struct gw_cache *c, gw_cache_count_fn fn, void *ctx);
+
 /* ---------------------------------------------------- admin protocol */
 
 /*
@@ -785,7 +868,7 @@ int gw_proto_read_line_max(int fd, struct gw_buf *b, size_t max, char **line, si
  *   generations
  */
 #define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
-#define GW_SHM_LAYOUT 7
+#define GW_SHM_LAYOUT 8
 #define GW_SHM_GEN_SLOTS 8
 #define GW_SHM_NAME_LEN 96
 
@@ -871,6 +954,12 @@ struct gw_shm_stat {
     _Atomic uint64_t window_failures;
     /* Models: the weighted round-robin position shared by all workers. */
     _Atomic uint64_t rr;
+    /* Models: the response cache (worker/cache.c, master/cache.c). */
+    _Atomic uint64_t cache_hits;
+    _Atomic uint64_t cache_misses;
+    _Atomic uint64_t cache_stores;
+    _Atomic uint64_t cache_evictions; /* removed to make room (cache.max_size) */
+    _Atomic uint64_t cache_expired;   /* removed by the master past their ttl */
 };
 
 enum gw_breaker_state {
@@ -968,6 +1057,9 @@ struct gw_shm_header {
     _Atomic uint64_t keys_generation; /* bumped by the master on every key or limit change */
     _Atomic uint64_t ring_written_through;
     _Atomic uint64_t byok_generation; /* bumped by the master on every BYOK credential change */
+    /* Capture files with rotate: size: the unix second the current file
+     * was begun, which names it; moved on by the worker that fills it. */
+    _Atomic int64_t capture_file;
 };
 
 struct gw_shm {
@@ -1200,6 +1292,10 @@ struct gw_gen_model {
     uint32_t type;           /* enum gw_model_type */
     uint32_t pad;
     int64_t context_length; /* 0: not said */
+    int64_t cache_ttl_ms;   /* 0: not cached */
+    uint8_t cache_deterministic;
+    uint8_t capture;
+    uint8_t pad3[6];
 };
 
 struct gw_gen {
@@ -1229,6 +1325,17 @@ struct gw_gen {
     uint32_t nallow_keys, allow_keys;
     uint32_t nallow_tenants, allow_tenants;
     uint32_t nallow_models, allow_models;
+    uint64_t cache_max_size;
+    uint32_t capture_dir; /* 0: no capture files */
+    uint8_t capture_journal;
+    uint8_t capture_rotate; /* enum gw_capture_rotate */
+    uint8_t pad2[2];
+    uint64_t capture_max_size;
+    uint64_t capture_max_record;
+    uint32_t capture_keys; /* offset of uint32_t string offsets */
+    uint32_t ncapture_keys;
+    uint32_t capture_tenants;
+    uint32_t ncapture_tenants;
 };
 
 static inline const struct gw_gen_safety_rule *
@@ -1265,6 +1372,8 @@ gw_gen_target(const struct gw_gen *g, size_t i)
 }
 
 const struct gw_gen_model *gw_gen_model_find(const struct gw_gen *g, const char *name);
+/* Whether the list of names at off (n string offsets) holds name. */
+bool gw_gen_names_has(const struct gw_gen *g, uint32_t off, uint32_t n, const char *name);
 
 /* The pass-through upstream of kind called name, or NULL. */
 const struct gw_gen_passthru *gw_gen_passthru_find(const struct gw_gen *g,

@@ -126,13 +126,12 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
     json_str(b, req->target);
     gw_buf_printf(b,
                   ",\"status\":%d,\"upstream_status\":%d,\"stream\":%s,\"byok\":%s,"
-                  "\"input_tokens\":%lld,"
-                  "\"output_tokens\":%lld,"
+                  "\"cached\":%s,\"input_tokens\":%lld,\"output_tokens\":%lld,"
                   "\"ttfb_ms\":%lld,\"duration_ms\":%ld,\"bytes\":%llu}\n",
                   req->status, req->upstream_status, req->stream ? "true" : "false",
-                  req->byok ? "true" : "false", (long long)req->prompt_tokens,
-                  (long long)req->completion_tokens, (long long)(req->first_byte_us / 1000), ms,
-                  (unsigned long long)bytes);
+                  req->byok ? "true" : "false", req->cache_hit ? "true" : "false",
+                  (long long)req->prompt_tokens, (long long)req->completion_tokens,
+                  (long long)(req->first_byte_us / 1000), ms, (unsigned long long)bytes);
     if (b->data != NULL && gw_write_all(access_fd, b->data, b->len) != 0)
         gw_log(GW_LOG_WARN, "req=%s access log write failed: %s", req->id, strerror(errno));
 }

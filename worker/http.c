@@ -455,9 +455,10 @@ head_format(struct gw_http_conn *c, struct gw_request *req, int status, const ch
         req->keep_alive = false;
     return gw_buf_printf(&c->out,
                          "HTTP/1.1 %d %s\r\nServer: aigw\r\nDate: %s\r\nContent-Type: %s\r\n"
-                         "x-request-id: %s\r\n%s%s%s%s%s",
+                         "x-request-id: %s\r\n%s%s%s%s%s%s",
                          status, gw_worker_http_reason(status), http_date(), ctype, req->id,
                          req->extra_headers ? req->extra_headers : "",
+                         req->cache_headers ? req->cache_headers : "",
                          req->limit_headers ? req->limit_headers : "",
                          req->quota_headers ? req->quota_headers : "", extra ? extra : "",
                          close                  ? "Connection: close\r\n"

@@ -113,6 +113,44 @@ histogram(struct gw_buf *b, const struct gw_shm *shm, const char *metric, bool t
     }
 }
 
+/* The response cache's counters, by model (every model, as tokens are). */
+static void
+cache_counters(struct gw_buf *b, const struct gw_shm *shm)
+{
+    static const struct {
+        const char *name, *help, *reason;
+    } figures[] = {
+        {"aigw_cache_hits_total", "Requests answered from the response cache.", NULL},
+        {"aigw_cache_misses_total", "Cacheable requests not found in the response cache.", NULL},
+        {"aigw_cache_stores_total", "Answers stored in the response cache.", NULL},
+        {"aigw_cache_evictions_total",
+         "Entries removed from the response cache: to make room (size) or past their ttl "
+         "(expired).",
+         "size"},
+        {"aigw_cache_evictions_total", NULL, "expired"},
+    };
+    struct gw_shm_stat *st;
+    const char *label;
+
+    for (size_t f = 0; f < sizeof(figures) / sizeof(figures[0]); f++) {
+        if (figures[f].help != NULL)
+            help_type(b, figures[f].name, "counter", figures[f].help);
+        FOR_EACH_STAT(shm, "m:", st, label)
+        {
+            uint64_t v = f == 0   ? atomic_load(&st->cache_hits)
+                         : f == 1 ? atomic_load(&st->cache_misses)
+                         : f == 2 ? atomic_load(&st->cache_stores)
+                         : f == 3 ? atomic_load(&st->cache_evictions)
+                                  : atomic_load(&st->cache_expired);
+            gw_buf_printf(b, "%s{model=\"", figures[f].name);
+            label_put(b, label);
+            if (figures[f].reason != NULL)
+                gw_buf_printf(b, "\",reason=\"%s", figures[f].reason);
+            gw_buf_printf(b, "\"} %llu\n", (unsigned long long)v);
+        }
+    }
+}
+
 int
 gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b)
 {
@@ -128,6 +166,7 @@ gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b)
                       "Requests sent to an upstream target, by status class.");
     tokens(b, shm, "m:", "model");
     tokens(b, shm, "k:", "key");
+    cache_counters(b, shm);
     histogram(b, shm, "aigw_request_duration_seconds", false,
               "Time from the request to the end of the response.");
     histogram(b, shm, "aigw_time_to_first_token_seconds", true,

@@ -2,8 +2,9 @@
  * pipeline.c - what a worker does with one parsed request:
  *
  *   route -> authenticate -> parse body -> find model -> authorize ->
- *   rate limits -> input safety -> choose target -> provider adapter + upstream call ->
- *   settle the token estimate -> account
+ *   rate limits -> input safety -> cache lookup -> choose target ->
+ *   provider adapter + upstream call -> settle the token estimate ->
+ *   cache store -> account (and capture)
  *
  * Each step is a function that either passes the request on or answers it
  * with an error in OpenAI's shape.  Limits, safety, caching and routing
@@ -605,7 +606,10 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
         gw_worker_quota_settle(w, req, &qhold);
         goto out;
     }
-    rc = attempts_run(w, req, key, &call, call.model);
+    struct gw_cache_step cache;
+    gw_worker_capture_begin(w, req, key, &call);
+    if (!gw_worker_cache_lookup(w, req, &call, &cache, &rc))
+        rc = attempts_run(w, req, key, &call, call.model);
     req->upstream_status = call.status;
     req->stream = call.stream;
     req->have_usage = call.have_usage;
@@ -620,6 +624,7 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                     (double)call.completion_tokens * call.target->price_output * 1000.0);
     gw_worker_limit_settle(w, req, &hold);
     gw_worker_quota_settle(w, req, &qhold);
+    gw_worker_cache_store(w, req, &call, &cache, rc);
 out:
     json_object_put(call.json);
     return rc;
@@ -651,7 +656,7 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
         .ttfb_ms = (uint32_t)(req->first_byte_us / 1000),
         .stream = req->stream,
         .cost_nano = req->cost_nano,
-        .cached = req->cached,
+        .cached = req->cache_hit,
         .byok = req->byok,
     };
     struct timespec ts;
@@ -702,6 +707,7 @@ account(struct gw_worker *w, struct gw_request *req)
                                 ttft);
         usage_record(w, req, ms);
     }
+    gw_worker_capture_write(w, req, ms);
     gw_worker_access_write(w, req, ms);
 }
 

@@ -138,6 +138,8 @@ emit_to_client(void *ctx, const char *data, size_t len)
 
     if (rc != 0)
         io->client_gone = true;
+    else if (io->call->answer != NULL)
+        gw_worker_answer_feed(io->call->answer, data, len);
     return rc;
 }
 
@@ -452,6 +454,10 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
         if (!answered)
             rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL, body,
                                         len);
+        /* What the client got (masked, when safety masked it) is what a
+         * cache stores and a capture records; a blocked answer neither. */
+        if (rc == 0 && !answered && call->answer != NULL)
+            gw_worker_answer_body(call->answer, body, len);
     }
 out:
     gw_worker_sse_fini(&io.sse);

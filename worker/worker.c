@@ -73,6 +73,7 @@ logs_reopen(struct gw_worker *w)
         gw_log_open(gw_gen_str(g, g->log_file));
     gw_shm_gen_release(w->me);
     gw_worker_access_reopen();
+    gw_worker_capture_reopen();
 }
 
 static void
@@ -338,5 +339,6 @@ gw_worker_main(const struct gw_worker_env *env)
     curl_multi_cleanup(w.multi);
     curl_global_cleanup();
     gw_store_close(w.store);
+    gw_cache_close(w.cache);
     exit(0);
 }

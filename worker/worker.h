@@ -90,7 +90,12 @@ struct gw_request {
     int64_t completion_tokens;
     int64_t first_byte_us;
     int64_t cost_nano; /* at the serving target's prices, 1e-9 units */
-    bool cached;       /* answered from the response cache */
+
+    /* Response cache and capture (worker/cache.c, worker/capture.c). */
+    const char *cache_headers; /* "x-aigw-cache: hit|miss|bypass\r\n", or NULL */
+    bool cache_hit;            /* answered from the cache, without an upstream call */
+    bool capture;              /* account() writes a capture record */
+    struct gw_answer *answer;  /* the answer as the client got it, or NULL */
 };
 
 #define GW_HTTP_MAX_YIELD_FDS 16
@@ -218,6 +223,7 @@ struct gw_worker {
     bool on_metrics;        /* this connection came in on the metrics listener */
     bool on_admin;          /* ... on an admin API listener */
     struct gw_buf scratch;  /* reused per request (metrics page) */
+    struct gw_cache *cache; /* the response cache, opened at its first use */
     uint64_t served;
     unsigned id_prefix; /* random, makes request ids unique across workers */
 };
@@ -379,6 +385,7 @@ struct gw_call {
     bool stream;
     bool client_usage;            /* the client asked for stream_options.include_usage */
     struct gw_safety_req *safety; /* the answer is inspected (worker/safety.c), or NULL */
+    struct gw_answer *answer;     /* sees the answer as it goes out (worker/answer.c), or NULL */
 
     /* Built by the adapter. */
     char *url;
@@ -447,5 +454,75 @@ void gw_worker_byok_apply(struct gw_worker *w, struct gw_call *call,
 
 /* Set the options of the worker's easy handle that never change. */
 void gw_worker_upstream_init(CURL *curl);
+
+/* ------------------------------------------- answers, cache and capture */
+
+/*
+ * The answer as the client got it (worker/answer.c), kept for the response
+ * cache and for capture: a non-streamed body as it was sent, or a stream
+ * read event by event and put back together as one chat.completion
+ * object (content, tool calls, finish reasons, usage).  Lives in the
+ * request's arena; the upstream call feeds it (call->answer).
+ */
+struct gw_answer;
+
+struct gw_answer *gw_worker_answer_create(struct gw_arena *a);
+/* A successful non-streamed answer, whole. */
+void gw_worker_answer_body(struct gw_answer *an, const char *body, size_t len);
+/* Bytes of a stream as they were relayed to the client. */
+void gw_worker_answer_feed(struct gw_answer *an, const char *data, size_t len);
+/*
+ * The answer as one JSON text (in the arena), or NULL when none came.
+ * *complete says whether it is whole: a body, or a stream that ended with
+ * [DONE], no error, and a finish reason for every choice.  usage (when
+ * have_usage) fills in a stream's usage when the client did not see it.
+ */
+const char *gw_worker_answer_text(struct gw_answer *an, bool have_usage, int64_t prompt,
+                                  int64_t completion, size_t *len, bool *complete);
+/*
+ * Turn a stored chat.completion object into the events of a stream
+ * (OpenAI's chunks: the role, the content in pieces, tool calls, the
+ * finish reason, a usage chunk when include_usage, then [DONE]) in out.
+ * GW_EINVAL when body is not such an object.
+ */
+int gw_worker_answer_replay(const char *body, size_t len, bool include_usage, struct gw_buf *out);
+/* Append s (len bytes) to b as a JSON string. */
+int gw_worker_json_str(struct gw_buf *b, const char *s, size_t len);
+
+/*
+ * The response cache step (worker/cache.c), after limits and quotas,
+ * before the upstream: lookup answers a hit (returns true, *rc the
+ * answer's result) or notes what store needs after the upstream answered.
+ */
+struct gw_cache_step {
+    bool applies; /* the model caches and the request is cacheable */
+    bool store;   /* store the answer when it is complete */
+    unsigned char hash[GW_CACHE_HASH_LEN];
+};
+
+bool gw_worker_cache_lookup(struct gw_worker *w, struct gw_request *req, struct gw_call *call,
+                            struct gw_cache_step *cs, int *rc);
+void gw_worker_cache_store(struct gw_worker *w, struct gw_request *req, const struct gw_call *call,
+                           const struct gw_cache_step *cs, int rc);
+/*
+ * The cache key of a request body: SHA-256 of its canonical form (object
+ * keys sorted, numbers in one notation) with endpoint, leaving out what
+ * does not change the answer: stream, stream_options and user.
+ */
+void gw_worker_cache_key(struct json_object *body, enum gw_endpoint ep,
+                         unsigned char out[GW_CACHE_HASH_LEN]);
+/* Whether the request asks for a repeatable answer: temperature 0 or a seed. */
+bool gw_worker_cache_deterministic(struct json_object *body);
+
+/*
+ * Request capture (worker/capture.c).  begin decides, once the model and
+ * key are known, whether the request is captured (and makes the answer
+ * collector); write puts its record out from account(); reopen after
+ * SIGUSR1.
+ */
+void gw_worker_capture_begin(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                             struct gw_call *call);
+void gw_worker_capture_write(struct gw_worker *w, const struct gw_request *req, long ms);
+void gw_worker_capture_reopen(void);
 
 #endif

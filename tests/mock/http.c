@@ -359,15 +359,45 @@ handle_health(struct gw_mock_conn *c)
     return gw_mock_respond(c, 200, NULL, health_body, sizeof(health_body) - 1);
 }
 
+/* Requests served per route (GET /mock/stats), for tests that check
+ * whether the gateway called the upstream at all. */
+static unsigned long long served_chat, served_embeddings;
+
+static int
+handle_stats(struct gw_mock_conn *c)
+{
+    char body[160];
+    int n = snprintf(body, sizeof(body), "{\"chat\":%llu,\"embeddings\":%llu}",
+                     __atomic_load_n(&served_chat, __ATOMIC_RELAXED),
+                     __atomic_load_n(&served_embeddings, __ATOMIC_RELAXED));
+
+    return gw_mock_respond(c, 200, NULL, body, (size_t)n);
+}
+
+static int
+handle_chat(struct gw_mock_conn *c)
+{
+    __atomic_add_fetch(&served_chat, 1, __ATOMIC_RELAXED);
+    return gw_mock_chat_handle(c);
+}
+
+static int
+handle_embeddings(struct gw_mock_conn *c)
+{
+    __atomic_add_fetch(&served_embeddings, 1, __ATOMIC_RELAXED);
+    return gw_mock_embed_handle(c);
+}
+
 static const struct route {
     const char *path;
     enum http_method method;
     int (*handle)(struct gw_mock_conn *c);
 } routes[] = {
-    {"/v1/chat/completions", HTTP_POST, gw_mock_chat_handle},
-    {"/v1/embeddings", HTTP_POST, gw_mock_embed_handle},
+    {"/v1/chat/completions", HTTP_POST, handle_chat},
+    {"/v1/embeddings", HTTP_POST, handle_embeddings},
     {"/v1/models", HTTP_GET, handle_models},
     {"/healthz", HTTP_GET, handle_health},
+    {"/mock/stats", HTTP_GET, handle_stats},
 };
 
 static int

@@ -10,7 +10,8 @@
  * Files: mock.c (command line, listener, signals), http.c (connections,
  * request parsing, routing, response writing), fault.c (the x-mock-*
  * request headers), chat.c (/v1/chat/completions), embed.c
- * (/v1/embeddings).
+ * (/v1/embeddings).  GET /mock/stats counts the chat and embeddings
+ * requests served: {"chat": N, "embeddings": N}.
  */
 #ifndef GW_MOCK_H
 #define GW_MOCK_H

@@ -459,10 +459,11 @@ static void
 unknown_top_level_key(void **state)
 {
     (void)state;
-    expect_error(MINIMAL "listn: 127.0.0.1:8080\n", 10, 1,
-                 "unknown key \"listn\" (expected one of: listen, state_dir, admin, user, group, "
-                 "workers, shutdown_timeout, log, metrics, http, upstream, timeouts, providers, "
-                 "models, limits, quotas, mcp, agents, sandboxes, usage, safety, secrets)");
+    expect_error(
+        MINIMAL "listn: 127.0.0.1:8080\n", 10, 1,
+        "unknown key \"listn\" (expected one of: listen, state_dir, admin, user, group, "
+        "workers, shutdown_timeout, log, metrics, http, upstream, timeouts, providers, "
+        "models, limits, quotas, mcp, agents, sandboxes, usage, safety, secrets, cache, capture)");
 }
 
 /* ------------------------------------------------------- usage retention */

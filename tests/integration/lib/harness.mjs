@@ -214,6 +214,8 @@ function flow(obj) {
 // models: [{name, targets: [{provider, model, weight}], timeouts, routing,
 // fallbacks, limits, safety}]; limits (top level: {key: {rpm, tpm}, model: {...}});
 // safety (top level: {rules: [...], allow: {...}})
+// fallbacks, limits, cache, capture}]; limits (top level: {key: {rpm, tpm}, model: {...}});
+// cache and capture (the top-level mappings)
 // (nested values such as a provider's health or a model's routing are written
 // as flow mappings); workers: a
 // number or a mapping ({start, min_spare, max_spare, max, max_requests});
@@ -244,6 +246,8 @@ export function configYaml(o) {
   if (o.usage) lines.push(`usage: ${flow(o.usage)}`);
   if (o.safety) lines.push(`safety: ${flow(o.safety)}`);
   if (o.secrets) lines.push(`secrets: ${flow(o.secrets)}`);
+  if (o.cache) lines.push(`cache: ${flow(o.cache)}`);
+  if (o.capture) lines.push(`capture: ${flow(o.capture)}`);
   lines.push('providers:');
   for (const p of o.providers) lines.push(`  - ${flow({ type: 'openai', ...p })}`);
   lines.push('models:');
@@ -256,6 +260,8 @@ export function configYaml(o) {
     if (m.fallbacks) lines.push(`    fallbacks: ${flowValue(m.fallbacks)}`);
     if (m.limits) lines.push(`    limits: ${flow(m.limits)}`);
     if (m.safety) lines.push(`    safety: ${flowValue(m.safety)}`);
+    if (m.cache) lines.push(`    cache: ${flow(m.cache)}`);
+    if (m.capture !== undefined) lines.push(`    capture: ${m.capture}`);
     lines.push('    targets:');
     for (const t of m.targets) lines.push(`      - ${flow(t)}`);
   }
@@ -496,6 +502,8 @@ export class Gateway {
 // upstream, logFile, accessFile, shutdownTimeout, metrics, adminApi (true: an
 // admin.listen address on a free port, gw.adminPort; gw.admin() calls it),
 // usage (retention: {detail_days, aggregate_days}), models (added to BASE_MODELS),
+// opts: workers (a number or a mapping, see configYaml), http, timeouts, limits, cache, capture,
+// upstream, logFile, accessFile, shutdownTimeout, metrics, models (added to BASE_MODELS),
 // providers (added to "local"), mock (an aigw-mock to use; else one is
 // started and owned), requireKey (for an owned mock), adminMode, pidfile
 // (true: -p DIR/aigwd.pid), env, listen (extra addresses); dir and port to
@@ -534,6 +542,8 @@ export async function startGateway(opts = {}) {
     usage: opts.usage,
     safety: opts.safety,
     secrets: opts.secrets,
+    cache: opts.cache,
+    capture: opts.capture,
     providers: [
       { name: 'local', base_url: mock.base, api_key_env: UPSTREAM_KEY_ENV },
       ...(opts.providers ?? []),
