@@ -32,6 +32,7 @@
 
 #include <systemd/sd-journal.h>
 
+#include "worker/safety.h"
 #include "worker/worker.h"
 
 /* The record buffer is kept between requests up to this size. */
@@ -130,8 +131,7 @@ str_or_null(struct gw_buf *b, const char *s)
 static void
 safety_verdicts(struct gw_buf *b, const struct gw_request *req)
 {
-    (void)req;
-    gw_buf_append(b, "[]", 2);
+    gw_worker_safety_verdicts(req->safety, b);
 }
 
 /* The record of req, one line, into rec. */

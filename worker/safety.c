@@ -260,6 +260,27 @@ gw_worker_safety_rule_name(const struct gw_safety_req *st, int i)
     return i >= 0 && (size_t)i < st->e->n ? st->e->rules[i].name : "?";
 }
 
+void
+gw_worker_safety_verdicts(const struct gw_safety_req *st, struct gw_buf *b)
+{
+    bool first = true;
+
+    gw_buf_append(b, "[", 1);
+    for (int dir = 0; st != NULL && dir < 2; dir++) {
+        for (size_t i = 0; i < st->e->n; i++) {
+            if (!(st->hit[dir] & (UINT64_C(1) << i)))
+                continue;
+            gw_buf_printf(b, "%s{\"rule\":", first ? "" : ",");
+            gw_worker_json_str(b, st->e->rules[i].name, strlen(st->e->rules[i].name));
+            gw_buf_printf(b, ",\"direction\":\"%s\",\"action\":\"%s\"}",
+                          dir == GW_SAFETY_INPUT ? "input" : "output",
+                          gw_safety_action_names[st->e->rules[i].action]);
+            first = false;
+        }
+    }
+    gw_buf_append(b, "]", 1);
+}
+
 /* A rule matched: count it and log it, once per request and direction. */
 static void
 hit(struct gw_safety_req *st, int i, enum gw_safety_dir dir)
@@ -563,6 +584,7 @@ gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct
     }
     st =
         gw_worker_safety_req_create(e, call->model->safety_rules, req->arena, w->env->shm, req->id);
+    req->safety = st; /* its verdicts go into the capture record */
     if (st->dir_rules[GW_SAFETY_INPUT] != 0) {
         messages = get(call->json, "messages");
         if (messages != NULL && json_object_is_type(messages, json_type_array))

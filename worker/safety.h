@@ -68,6 +68,14 @@ bool gw_worker_safety_req_wants(const struct gw_safety_req *st, enum gw_safety_d
 int gw_worker_safety_scan(struct gw_safety_req *st, enum gw_safety_dir dir, const char *text,
                           size_t len, const char **out, size_t *out_len);
 
+/*
+ * The rules that matched the request so far, as a JSON array of
+ * {"rule", "direction", "action"} (never the matched text), appended to
+ * b: what a capture record calls its safety verdicts.  st may be NULL
+ * (nothing inspected): [].
+ */
+void gw_worker_safety_verdicts(const struct gw_safety_req *st, struct gw_buf *b);
+
 /* The name of rule i, for messages. */
 const char *gw_worker_safety_rule_name(const struct gw_safety_req *st, int i);
 

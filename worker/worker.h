@@ -92,10 +92,11 @@ struct gw_request {
     int64_t cost_nano; /* at the serving target's prices, 1e-9 units */
 
     /* Response cache and capture (worker/cache.c, worker/capture.c). */
-    const char *cache_headers; /* "x-aigw-cache: hit|miss|bypass\r\n", or NULL */
-    bool cache_hit;            /* answered from the cache, without an upstream call */
-    bool capture;              /* account() writes a capture record */
-    struct gw_answer *answer;  /* the answer as the client got it, or NULL */
+    const char *cache_headers;    /* "x-aigw-cache: hit|miss|bypass\r\n", or NULL */
+    bool cache_hit;               /* answered from the cache, without an upstream call */
+    struct gw_safety_req *safety; /* the content-safety inspection, or NULL */
+    bool capture;                 /* account() writes a capture record */
+    struct gw_answer *answer;     /* the answer as the client got it, or NULL */
 };
 
 #define GW_HTTP_MAX_YIELD_FDS 16

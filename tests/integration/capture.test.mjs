@@ -299,3 +299,37 @@ test('capture: journal, dir and rotate are checked', async () => {
   assert.equal((await runProc(AIGWD, ['-t', '-c', cfg])).code, 0);
   fs.rmSync(d, { recursive: true, force: true });
 });
+
+test('safety verdicts are in the record, and a masked value never reaches a capture file', async () => {
+  const capDir = path.join(tempDir('aigw-capture-safety-'), 'capture');
+  const gw = await startGateway({
+    workers: 2,
+    capture: { dir: capDir },
+    safety: {
+      rules: [
+        { name: 'email', type: 'pii', detector: 'email', on: ['input'], action: 'mask' },
+        { name: 'watch', type: 'keywords', words: ['quarterly'], on: ['input'], action: 'flag' },
+      ],
+    },
+    models: [{ name: 'capsafe', capture: true, targets: [{ provider: 'local', model: 'mock-small' }] }],
+  });
+  try {
+    const k = await gw.createKey();
+    const id = rid('safety');
+    const r = await gw.post('/v1/chat/completions', k.key,
+      { model: 'capsafe', messages: [{ role: 'user', content: 'mail the quarterly report to ana.lopez@example.com' }] },
+      { 'x-request-id': id });
+    assert.equal(r.status, 200);
+    const rec = await recordOf(id, capDir);
+    assert.deepEqual(rec.safety.map((v) => `${v.rule}/${v.direction}/${v.action}`).sort(),
+      ['email/input/mask', 'watch/input/flag']);
+    for (const f of files(capDir)) {
+      const text = fs.readFileSync(path.join(capDir, f), 'utf8');
+      assert.ok(!text.includes('ana.lopez@example.com'), `${f} holds the masked address`);
+      assert.ok(!text.includes(k.key) && !text.includes(UPSTREAM_KEY), `${f} holds a secret`);
+    }
+    assert.match(JSON.stringify(rec.request), /\[EMAIL_1\]/);
+  } finally {
+    await gw.stop();
+  }
+});
