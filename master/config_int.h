@@ -226,6 +226,15 @@ int gw_master_confroute_model_finish(struct load *ld, struct gw_model *m, const 
 /* Resolve the models' fallbacks once every model is known. */
 int gw_master_confroute_finish(struct load *ld);
 
+/* ------------------------------------ confprov.c: type-dependent keys */
+
+int gw_master_confprov_preset(struct load *ld, const struct node *n, const char *name,
+                              const struct field *f, void *dst); /* char *, a known preset */
+int gw_master_confprov_stream_usage(struct load *ld, const struct node *n, const char *name,
+                                    const struct field *f, void *dst); /* unsigned quirks */
+/* Defaults and checks of provider p by its type, once map is walked. */
+int gw_master_confprov_finish(struct load *ld, struct gw_provider *p, const struct node *map);
+
 /* ----------------------------------------------- schema.c: the schema */
 
 /* The table of the top level, which fills struct gw_config. */
