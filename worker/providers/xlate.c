@@ -295,7 +295,7 @@ gw_worker_xstream_init(struct gw_xstream *xs, struct gw_call *call, gw_sse_emit_
     xs->call = call;
     xs->emit = emit;
     xs->ctx = ctx;
-    xs->id = "chatcmpl-aigw";
+    xs->id = gw_arena_printf(call->req->arena, "chatcmpl-%s", call->req->id);
     xs->model = call->target_model;
     for (size_t i = 0; i < GW_XSTREAM_BLOCKS; i++)
         xs->block_tool[i] = -1;
