@@ -383,7 +383,15 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
     gw_worker_sse_init(&io.sse, emit_to_client, &io, call->stream && !call->client_usage);
     if (call->created == 0)
         call->created = (int64_t)time(NULL);
-    if (ad == NULL || ad->request(call) != 0 || headers_build(call) != 0) {
+    int built = ad != NULL ? ad->request(call) : GW_EINVAL;
+    if (built == GW_ENOENT) {
+        rc = gw_worker_http_error(call->conn, call->req, 400, "invalid_request_error",
+                                  "unsupported_endpoint", NULL,
+                                  "The provider \"%s\" (%s) of this model does not serve %s.",
+                                  call->provider_name, ad->type, call->req->path);
+        goto out;
+    }
+    if (built != 0 || headers_build(call) != 0) {
         rc = gw_worker_http_error(call->conn, call->req, 500, "server_error", "internal_error",
                                   NULL, "The gateway could not build the upstream request.");
         goto out;

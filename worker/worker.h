@@ -376,7 +376,8 @@ struct gw_xstream {
  */
 struct gw_provider_adapter {
     const char *type;
-    /* Fill call->url, call->body and provider headers into call->headers. */
+    /* Fill call->url, call->body and provider headers into call->headers;
+     * GW_ENOENT when the provider does not serve call->endpoint. */
     int (*request)(struct gw_call *call);
     /* A 2xx answer into a chat.completion (*out in the request's arena). */
     int (*response)(struct gw_call *call, const char *body, size_t len, const char **out,

@@ -238,3 +238,11 @@ test('usage through every adapter is recorded by model', async () => {
     assert.ok(rows[m].input_tokens >= 6, `${m}: ${JSON.stringify(rows[m])}`);
   }
 });
+
+test('embeddings of a model whose provider has none are refused with 400', async () => {
+  await assert.rejects(client.embeddings.create({ model: 'claude', input: 'x' }), (err) => {
+    assert.ok(err instanceof OpenAI.BadRequestError, String(err));
+    assert.equal(err.code, 'unsupported_endpoint');
+    return true;
+  });
+});

@@ -193,7 +193,7 @@ anthropic_request(struct gw_call *call)
     int rc;
 
     if (call->endpoint != GW_EP_CHAT)
-        return GW_EINVAL;
+        return GW_ENOENT; /* no embeddings */
     if (max_tokens <= 0)
         max_tokens = call->provider != NULL && call->provider->max_tokens > 0
                          ? call->provider->max_tokens

@@ -308,7 +308,7 @@ bedrock_request(struct gw_call *call)
     int rc;
 
     if (call->endpoint != GW_EP_CHAT)
-        return GW_EINVAL;
+        return GW_ENOENT; /* no embeddings */
     call->url = gw_arena_printf(a, "%s/model/%s/%s", call->base_url,
                                 gw_worker_prov_path_escape(a, call->target_model),
                                 call->stream ? "converse-stream" : "converse");

@@ -232,7 +232,7 @@ gemini_request(struct gw_call *call)
     int rc;
 
     if (call->endpoint != GW_EP_CHAT)
-        return GW_EINVAL;
+        return GW_ENOENT; /* no embeddings */
     out = json_object_new_object();
     contents = json_object_new_array();
     for (size_t i = 0; msgs != NULL && i < json_object_array_length(msgs); i++) {
