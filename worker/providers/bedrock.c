@@ -298,6 +298,8 @@ sign(struct gw_call *call)
     if (rc == 0)
         rc = gw_worker_prov_header_add(call, "Authorization: %s", auth);
     explicit_bzero(auth, sizeof(auth));
+    if (token != NULL)
+        explicit_bzero(token, strlen(token));
     return rc;
 }
 
