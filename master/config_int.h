@@ -248,6 +248,14 @@ int gw_master_confcache_capture(struct load *ld, const struct node *n, const cha
                                 const struct field *f, void *dst); /* struct gw_config */
 int gw_master_confcache_when(struct load *ld, const struct node *n, const char *name,
                              const struct field *f, void *dst); /* bool, deterministic */
+/* ------------------------------------ confprov.c: type-dependent keys */
+
+int gw_master_confprov_preset(struct load *ld, const struct node *n, const char *name,
+                              const struct field *f, void *dst); /* char *, a known preset */
+int gw_master_confprov_stream_usage(struct load *ld, const struct node *n, const char *name,
+                                    const struct field *f, void *dst); /* unsigned quirks */
+/* Defaults and checks of provider p by its type, once map is walked. */
+int gw_master_confprov_finish(struct load *ld, struct gw_provider *p, const struct node *map);
 
 /* ----------------------------------------------- schema.c: the schema */
 

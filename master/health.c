@@ -37,7 +37,8 @@ enum health_state {
 struct health_check {
     char *provider; /* name, for the log and to match across reloads */
     char *url;
-    char *auth; /* "Authorization: Bearer ..." or NULL; never logged */
+    char *auth;    /* the credential's header line, or NULL; never logged */
+    char *version; /* anthropic: its "anthropic-version: V" line, or NULL */
     long interval_ms;
     long timeout_ms;
     long *stats; /* stat entries of the provider's targets */
@@ -80,6 +81,7 @@ check_free(struct gw_health *h, struct health_check *c)
     if (c->auth != NULL)
         explicit_bzero(c->auth, strlen(c->auth));
     free(c->auth);
+    free(c->version);
     free(c->provider);
     free(c->url);
     free(c->stats);
@@ -152,13 +154,26 @@ check_new(const struct gw_master *m, const struct gw_config *cfg, size_t p)
     c->provider = strdup(prov->name);
     if (asprintf(&c->url, "%s%s", prov->base_url, prov->health_path ? prov->health_path : "") < 0)
         c->url = NULL;
-    if (prov->api_key != NULL && asprintf(&c->auth, "Authorization: Bearer %s", prov->api_key) < 0)
+    /* Each type's own header; a Bedrock access key is for signing only. */
+    const char *header = prov->type == GW_PROVIDER_AZURE       ? "api-key"
+                         : prov->type == GW_PROVIDER_ANTHROPIC ? "x-api-key"
+                         : prov->type == GW_PROVIDER_GEMINI    ? "x-goog-api-key"
+                                                               : "Authorization: Bearer";
+    bool send = prov->api_key != NULL &&
+                !(prov->type == GW_PROVIDER_BEDROCK && strchr(prov->api_key, ':') != NULL);
+    if (send &&
+        asprintf(&c->auth, "%s%s %s", header, strchr(header, ':') ? "" : ":", prov->api_key) < 0)
         c->auth = NULL;
-    if (c->provider == NULL || c->url == NULL || (prov->api_key != NULL && c->auth == NULL) ||
+    if (prov->type == GW_PROVIDER_ANTHROPIC &&
+        asprintf(&c->version, "anthropic-version: %s", prov->api_version) < 0)
+        c->version = NULL;
+    if (c->provider == NULL || c->url == NULL || (send && c->auth == NULL) ||
+        (prov->type == GW_PROVIDER_ANTHROPIC && c->version == NULL) ||
         provider_stats(m, cfg, p, &c->stats, &c->nstats) != 0) {
         free(c->provider);
         free(c->url);
         free(c->auth);
+        free(c->version);
         free(c);
         return NULL;
     }
@@ -192,6 +207,12 @@ check_start(struct gw_health *h, struct health_check *c, int64_t now)
         goto fail;
     if (c->auth != NULL && (c->headers = curl_slist_append(NULL, c->auth)) == NULL)
         goto fail;
+    if (c->version != NULL) {
+        struct curl_slist *more = curl_slist_append(c->headers, c->version);
+        if (more == NULL)
+            goto fail;
+        c->headers = more;
+    }
     curl_easy_setopt(c->easy, CURLOPT_URL, c->url);
     curl_easy_setopt(c->easy, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);

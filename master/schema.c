@@ -49,7 +49,9 @@
 #define CONFIG_MAX_CONTEXT 1000000000LL /* models: context_length, tokens */
 
 static const char *const provider_types[] = {
-    [GW_PROVIDER_OPENAI] = "openai",
+    [GW_PROVIDER_OPENAI] = "openai",       [GW_PROVIDER_AZURE] = "azure",
+    [GW_PROVIDER_ANTHROPIC] = "anthropic", [GW_PROVIDER_GEMINI] = "gemini",
+    [GW_PROVIDER_BEDROCK] = "bedrock",
 };
 
 /* -------------------------------------------------------------- listen */
@@ -489,6 +491,8 @@ provider_finish(struct load *ld, struct gw_provider *p, const struct node *map)
 {
     const struct node *env = map_key(map, "api_key_env"), *file = map_key(map, "api_key_file");
 
+    if (gw_master_confprov_finish(ld, p, map) != 0)
+        return GW_ECONFIG;
     if (env != NULL && file != NULL) {
         const struct node *later =
             (file->line > env->line || (file->line == env->line && file->column > env->column))
@@ -860,7 +864,13 @@ static const struct field health_fields[] = {
 static const struct field provider_fields[] = {
     FIELD("name", parse_provider_name, offsetof(struct gw_provider, name), .required = true),
     FIELD("type", parse_provider_type, offsetof(struct gw_provider, type), .required = true),
-    FIELD("base_url", parse_url, offsetof(struct gw_provider, base_url), .required = true),
+    FIELD("base_url", parse_url, offsetof(struct gw_provider, base_url)),
+    FIELD("preset", gw_master_confprov_preset, offsetof(struct gw_provider, preset)),
+    FIELD("stream_usage", gw_master_confprov_stream_usage, offsetof(struct gw_provider, quirks)),
+    FIELD("api_version", gw_master_confroute_label, offsetof(struct gw_provider, api_version)),
+    FIELD("region", gw_master_confroute_label, offsetof(struct gw_provider, region)),
+    FIELD("max_tokens", gw_master_confval_uint, offsetof(struct gw_provider, max_tokens), .min = 1,
+          .max = 10000000),
     FIELD("api_key_env", parse_env_name, offsetof(struct gw_provider, api_key_env)),
     FIELD("api_key_file", gw_master_confval_string, offsetof(struct gw_provider, api_key_file)),
     FIELD("health", gw_master_confroute_health, 0, .sub = health_fields),
@@ -887,6 +897,8 @@ static const struct field target_fields[] = {
     FIELD("price", gw_master_confval_section, 0, .sub = price_fields),
     FIELD("region", gw_master_confroute_label, offsetof(struct gw_target, region)),
     FIELD("tags", gw_master_confroute_tags, 0),
+    FIELD("deployment", gw_master_confroute_label, offsetof(struct gw_target, deployment)),
+    FIELD("api_version", gw_master_confroute_label, offsetof(struct gw_target, api_version)),
     {.key = NULL},
 };
 

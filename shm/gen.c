@@ -282,6 +282,10 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
             .api_key = gen_str(&w, p->api_key),
             .type = p->type,
             .timeouts = p->timeouts,
+            .quirks = p->quirks,
+            .api_version = gen_str(&w, p->api_version),
+            .region = gen_str(&w, p->region),
+            .max_tokens = p->max_tokens,
         };
         memcpy(w.base + g.providers + i * sizeof(gp), &gp, sizeof(gp));
     }
@@ -336,6 +340,8 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
                 .weight = tg->weight ? tg->weight : 1,
                 .price_input = tg->price_input,
                 .price_output = tg->price_output,
+                .deployment = gen_str(&w, tg->deployment),
+                .api_version = gen_str(&w, tg->api_version),
             };
             memcpy(w.base + g.targets + t * sizeof(gt), &gt, sizeof(gt));
         }

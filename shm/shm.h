@@ -166,7 +166,16 @@ int gw_mkdir_p(const char *path, mode_t mode);
  */
 enum gw_provider_type {
     GW_PROVIDER_OPENAI = 0,
+    GW_PROVIDER_AZURE,
+    GW_PROVIDER_ANTHROPIC,
+    GW_PROVIDER_GEMINI,
+    GW_PROVIDER_BEDROCK,
 };
+
+/* What an openai-type server does differently (from its preset, or the
+ * provider's own keys). */
+#define GW_QUIRK_NO_STREAM_USAGE 0x1 /* refuses stream_options: do not ask for usage */
+#define GW_QUIRK_MAX_TOKENS 0x2      /* knows max_tokens, not max_completion_tokens */
 
 struct gw_timeouts {
     long connect_ms;    /* TCP (+TLS) connect to the upstream */
@@ -188,6 +197,11 @@ struct gw_provider {
     char *health_path; /* appended to base_url, e.g. "/models" */
     /* Timeouts for this provider; a field 0 means "the model's". */
     struct gw_timeouts timeouts;
+    char *preset;        /* openai: the preset that filled in defaults, or NULL */
+    unsigned quirks;     /* GW_QUIRK_* */
+    char *api_version;   /* azure: api-version; anthropic: anthropic-version */
+    char *region;        /* bedrock: the AWS region signed for */
+    unsigned max_tokens; /* anthropic, bedrock: when the request names none; 0: default */
 };
 
 /*
@@ -217,6 +231,8 @@ struct gw_target {
     char *region;        /* or NULL */
     char **tags;
     size_t ntags;
+    char *deployment;  /* azure: the deployment called (default: model) */
+    char *api_version; /* azure: this target's api-version, or NULL: the provider's */
 };
 
 enum gw_route_strategy {
@@ -1233,6 +1249,10 @@ struct gw_gen_provider {
     uint32_t api_key;            /* 0: no credential */
     uint32_t type;               /* enum gw_provider_type */
     struct gw_timeouts timeouts; /* 0 fields: the model's */
+    uint32_t quirks;             /* GW_QUIRK_* */
+    uint32_t api_version;        /* azure, anthropic; 0: none */
+    uint32_t region;             /* bedrock */
+    uint32_t max_tokens;         /* anthropic, bedrock; 0: the adapter's default */
 };
 
 struct gw_gen_passthru {
@@ -1249,6 +1269,8 @@ struct gw_gen_target {
     uint32_t weight;
     double price_input;
     double price_output;
+    uint32_t deployment;  /* azure; 0: model */
+    uint32_t api_version; /* azure; 0: the provider's */
 };
 
 /* One safety rule; the worker compiles it from these (shm/safety.c). */

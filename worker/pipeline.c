@@ -445,6 +445,8 @@ call_target(struct gw_call *call, const struct gw_gen *g, const struct gw_gen_mo
     call->base_url = gw_gen_str(g, p->base_url);
     call->api_key = gw_gen_str(g, p->api_key);
     call->target_model = gw_gen_str(g, t->model);
+    call->gen = g;
+    call->provider = p;
     call->timeouts = attempt_timeouts(m, p, deadline);
     memset(&call->fail, 0, sizeof(call->fail));
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "worker/safety.h"
 
@@ -25,8 +26,11 @@ static const char *const skip_headers[] = {
 
 struct upstream_io {
     struct gw_call *call;
+    const struct gw_provider_adapter *ad;
     size_t max_response_size;
     struct gw_sse sse;
+    struct gw_xstream xs; /* the provider's stream into OpenAI's, when ad translates */
+    bool xlate;
     struct gw_buf body; /* non-streamed answer, or an error body */
     char ctype[128];
     long status;
@@ -154,6 +158,13 @@ emit_inspected(void *ctx, const char *data, size_t len)
     return rc;
 }
 
+/* The translated stream's OpenAI events go through the SSE relay. */
+static int
+relay_feed(void *ctx, const char *data, size_t len)
+{
+    return gw_worker_sse_feed(ctx, data, len);
+}
+
 static size_t
 on_data(char *data, size_t size, size_t n, void *ctx)
 {
@@ -180,6 +191,8 @@ on_data(char *data, size_t size, size_t n, void *ctx)
             io->streaming = true;
         }
     }
+    if (io->streaming && io->xlate)
+        return io->ad->stream_feed(&io->xs, data, len) == 0 ? len : 0;
     if (io->streaming)
         return gw_worker_sse_feed(&io->sse, data, len) == 0 ? len : 0;
     if (io->body.len + len > io->max_response_size) {
@@ -225,20 +238,52 @@ fail_transfer(struct upstream_io *io, CURLcode cc, const char *errbuf)
     }
 }
 
+/*
+ * An error answer of the provider in OpenAI's shape, when its adapter
+ * translates them: *body and *len replaced, *status the one to answer.
+ */
+static void
+error_translate(struct upstream_io *io, int *status, const char **body, size_t *len,
+                const char **ctype)
+{
+    const char *out;
+    size_t out_len;
+
+    if (io->ad->error == NULL || io->ad->error(io->call, status, *body, *len, &out, &out_len) != 0)
+        return;
+    *body = out;
+    *len = out_len;
+    *ctype = "application/json";
+}
+
 /* The upstream answered 5xx or 429: keep its answer for a last resort. */
 static void
 fail_status(struct upstream_io *io)
 {
     struct gw_call *call = io->call;
     struct gw_call_failure *f = &call->fail;
+    const char *body = io->body.data ? io->body.data : "", *ctype = io->ctype;
+    size_t len = io->body.len;
+    int status = (int)io->status;
 
+    error_translate(io, &status, &body, &len, &ctype);
     f->status = (int)io->status;
     f->code = io->status == 429 ? "upstream_rate_limited" : "upstream_error";
     snprintf(f->message, sizeof(f->message), "The upstream provider \"%s\" answered HTTP %d.",
              call->provider_name, (int)io->status);
-    f->body = gw_arena_strndup(call->req->arena, io->body.data ? io->body.data : "", io->body.len);
-    f->body_len = io->body.len;
-    snprintf(f->ctype, sizeof(f->ctype), "%s", io->ctype[0] ? io->ctype : "application/json");
+    if (io->ad->error != NULL) {
+        /* A translated error says what the provider said. */
+        struct json_object *o = json_tokener_parse(body), *e, *m;
+        if (o != NULL && json_object_object_get_ex(o, "error", &e) &&
+            json_object_object_get_ex(e, "message", &m))
+            snprintf(f->message, sizeof(f->message),
+                     "The upstream provider \"%s\" answered HTTP %d: %.300s", call->provider_name,
+                     (int)io->status, json_object_get_string(m));
+        json_object_put(o);
+    }
+    f->body = gw_arena_strndup(call->req->arena, body, len);
+    f->body_len = len;
+    snprintf(f->ctype, sizeof(f->ctype), "%s", ctype[0] ? ctype : "application/json");
 }
 
 int
@@ -374,13 +419,28 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
     int rc = 0;
 
     const struct gw_provider_adapter *ad = gw_worker_provider_adapter(call->type);
-    if (ad == NULL || ad->request(call) != 0 || headers_build(call) != 0) {
+    io.ad = ad;
+    gw_worker_sse_init(&io.sse, call->safety != NULL ? emit_inspected : emit_to_client, &io,
+                       call->stream && !call->client_usage);
+    if (call->created == 0)
+        call->created = (int64_t)time(NULL);
+    int built = ad != NULL ? ad->request(call) : GW_EINVAL;
+    if (built == GW_ENOENT) {
+        rc = gw_worker_http_error(call->conn, call->req, 400, "invalid_request_error",
+                                  "unsupported_endpoint", NULL,
+                                  "The provider \"%s\" (%s) of this model does not serve %s.",
+                                  call->provider_name, ad->type, call->req->path);
+        goto out;
+    }
+    if (built != 0 || headers_build(call) != 0) {
         rc = gw_worker_http_error(call->conn, call->req, 500, "server_error", "internal_error",
                                   NULL, "The gateway could not build the upstream request.");
         goto out;
     }
-    gw_worker_sse_init(&io.sse, call->safety != NULL ? emit_inspected : emit_to_client, &io,
-                       call->stream && !call->client_usage);
+    if (call->stream && ad->stream_feed != NULL) {
+        gw_worker_xstream_init(&io.xs, call, relay_feed, &io.sse);
+        io.xlate = true;
+    }
     io.start_ms = io.last_io_ms = gw_now_ms();
     call->attempt_start_us = gw_now_us();
     call->attempt_first_byte_us = 0;
@@ -410,8 +470,14 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
         rc = GW_ECLOSED;
     } else if (io.streaming) {
         /* Headers are out: an error can only be told inside the stream. */
-        if (cc == CURLE_OK)
+        if (cc == CURLE_OK && io.xlate && io.ad->stream_finish(&io.xs) == GW_EPROTO) {
+            (void)gw_worker_sse_finish(&io.sse);
+            rc =
+                stream_error_event(call, "it ended before its last event", "upstream_disconnected");
+            call->status = 502;
+        } else if (cc == CURLE_OK) {
             rc = gw_worker_sse_finish(&io.sse);
+        }
         if (rc == 0 && cc == CURLE_OK && call->safety != NULL)
             io.blocked |=
                 (rc = gw_worker_safety_stream_end(call->safety, emit_to_client, &io)) == GW_EPERM;
@@ -440,17 +506,31 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
     } else if (io.status >= 400) {
         /* The client's own mistake, as the provider worded it: not retried. */
         const char *ctype = io.ctype[0] ? io.ctype : "application/json";
-        rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL,
-                                    io.body.data ? io.body.data : "", io.body.len);
+        const char *body = io.body.data ? io.body.data : "";
+        size_t len = io.body.len;
+        int status = (int)io.status;
+        error_translate(&io, &status, &body, &len, &ctype);
+        rc = gw_worker_http_respond(call->conn, call->req, status, ctype, NULL, body, len);
     } else {
+        const char *ctype = io.ctype[0] ? io.ctype : "application/json";
         const char *body = io.body.data ? io.body.data : "";
         size_t len = io.body.len;
         bool answered = false;
+        if (ad->response != NULL && ad->response(call, body, len, &body, &len) != 0) {
+            rc = gw_worker_http_error(call->conn, call->req, 502, "upstream_error",
+                                      "upstream_bad_response", NULL,
+                                      "The upstream provider \"%s\" sent an answer the gateway "
+                                      "could not read.",
+                                      call->provider_name);
+            call->status = 502;
+            goto out;
+        }
+        if (ad->response != NULL)
+            ctype = "application/json";
         call->have_usage =
             gw_worker_usage_parse(body, len, &call->prompt_tokens, &call->completion_tokens);
         if (call->safety != NULL)
             rc = gw_worker_safety_response(call, &body, &len, &answered);
-        const char *ctype = io.ctype[0] ? io.ctype : "application/json";
         if (!answered)
             rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL, body,
                                         len);
@@ -460,6 +540,8 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
             gw_worker_answer_body(call->answer, body, len);
     }
 out:
+    if (io.xlate)
+        gw_worker_xstream_fini(&io.xs);
     gw_worker_sse_fini(&io.sse);
     gw_buf_free(&io.body);
     curl_slist_free_all(call->headers);

@@ -387,6 +387,9 @@ struct gw_call {
     bool client_usage;            /* the client asked for stream_options.include_usage */
     struct gw_safety_req *safety; /* the answer is inspected (worker/safety.c), or NULL */
     struct gw_answer *answer;     /* sees the answer as it goes out (worker/answer.c), or NULL */
+    const struct gw_gen *gen;     /* the generation of model and target */
+    const struct gw_gen_provider *provider; /* the target's provider, for its type's keys */
+    int64_t created;                        /* unix seconds, for translated answers */
 
     /* Built by the adapter. */
     char *url;
@@ -406,18 +409,122 @@ struct gw_call {
 };
 
 /*
+ * A provider stream being translated into OpenAI's chat.completion.chunk
+ * events (worker/providers/stream.c).  The adapter feeds it the
+ * provider's bytes; the OpenAI events it makes go to emit (the SSE
+ * relay, which reads and, unless asked for, drops the usage chunk).
+ */
+#define GW_XSTREAM_BLOCKS 128 /* content blocks of one answer mapped to tool calls */
+
+struct gw_xstream {
+    struct gw_call *call;
+    gw_sse_emit_fn emit;
+    void *ctx;
+    struct gw_buf in;  /* provider bytes not framed yet */
+    struct gw_buf out; /* OpenAI events made, not emitted yet */
+    const char *id;    /* of the chunks (arena) */
+    const char *model;
+    bool started;  /* the role chunk is out */
+    bool finished; /* the finish_reason chunk is out */
+    bool ended;    /* [DONE] or an error event is out: ignore the rest */
+    bool saw_tool; /* a tool call was made (gemini: finish_reason tool_calls) */
+    const char *finish_reason;
+    int ntools;                            /* tool calls begun */
+    int16_t block_tool[GW_XSTREAM_BLOCKS]; /* provider block index -> tool index, -1: none */
+    bool have_usage;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t cached_tokens;
+};
+
+/*
  * A provider adapter turns the canonical (OpenAI) request into the
- * provider's and, where the wire formats differ, the answer back.  One per
- * wire format in worker/providers/.
+ * provider's and, where the wire formats differ, the answer back: a whole
+ * answer, an error, a stream.  One per wire format in worker/providers/;
+ * a NULL member means the provider's answer is OpenAI's already.
  */
 struct gw_provider_adapter {
     const char *type;
-    /* Fill call->url, call->body and provider headers into call->headers. */
+    /* Fill call->url, call->body and provider headers into call->headers;
+     * GW_ENOENT when the provider does not serve call->endpoint. */
     int (*request)(struct gw_call *call);
+    /* A 2xx answer into a chat.completion (*out in the request's arena). */
+    int (*response)(struct gw_call *call, const char *body, size_t len, const char **out,
+                    size_t *out_len);
+    /* An error answer (4xx, 5xx) into OpenAI's error shape, with the
+     * status the client should see in *status. */
+    int (*error)(struct gw_call *call, int *status, const char *body, size_t len, const char **out,
+                 size_t *out_len);
+    /* A 2xx stream: bytes as they come, then the end of the transfer.
+     * finish returns GW_EPROTO when the stream stopped before its end. */
+    int (*stream_feed)(struct gw_xstream *xs, const char *data, size_t len);
+    int (*stream_finish)(struct gw_xstream *xs);
 };
 
 const struct gw_provider_adapter *gw_worker_provider_adapter(enum gw_provider_type type);
 extern const struct gw_provider_adapter gw_worker_provider_openai;
+extern const struct gw_provider_adapter gw_worker_provider_azure;
+extern const struct gw_provider_adapter gw_worker_provider_anthropic;
+extern const struct gw_provider_adapter gw_worker_provider_gemini;
+extern const struct gw_provider_adapter gw_worker_provider_bedrock;
+
+void gw_worker_xstream_init(struct gw_xstream *xs, struct gw_call *call, gw_sse_emit_fn emit,
+                            void *ctx);
+void gw_worker_xstream_fini(struct gw_xstream *xs);
+
+/*
+ * AWS Signature Version 4 (worker/providers/sigv4.c) of one request:
+ * the value of its Authorization header into auth (at least 256 + the
+ * length of access_key and scope bytes; GW_SIGV4_AUTH_MAX is plenty).
+ * headers are "name:value" lines with lowercase names, sorted by name,
+ * values trimmed: the headers signed, host and x-amz-date among them.
+ * path is the request's path as sent (already percent-encoded); query
+ * without '?', its parameters in any order.  amz_date is
+ * "YYYYMMDDTHHMMSSZ".  Returns 0 or GW_EINVAL.
+ */
+#define GW_SIGV4_AUTH_MAX 1024
+struct gw_sigv4 {
+    const char *access_key;
+    const char *secret_key;
+    const char *region;
+    const char *service;
+    const char *amz_date;
+};
+int gw_worker_sigv4_sign(const struct gw_sigv4 *k, const char *method, const char *path,
+                         const char *query, const char *const *headers, size_t nheaders,
+                         const char *payload, size_t payload_len, char *auth, size_t auth_size);
+/* The canonical request and the signing key, for the tests. */
+char *gw_worker_sigv4_canonical(struct gw_arena *a, const char *method, const char *path,
+                                const char *query, const char *const *headers, size_t nheaders,
+                                const char *payload_hash);
+void gw_worker_sigv4_key(const char *secret, const char *date, const char *region,
+                         const char *service, unsigned char key[32]);
+
+/*
+ * One message of AWS's binary event stream (application/vnd.amazon.
+ * eventstream): the string headers that matter and the payload, pointing
+ * into the buffer decoded.
+ */
+struct gw_evstream_msg {
+    const char *event_type; /* :event-type, or NULL */
+    size_t event_type_len;
+    const char *message_type; /* :message-type: event, exception, error */
+    size_t message_type_len;
+    const char *exception_type; /* :exception-type or :error-code */
+    size_t exception_type_len;
+    const char *payload;
+    size_t payload_len;
+};
+
+/*
+ * Decode the message at the start of p.  Returns its length when whole
+ * and valid, 0 when more bytes are needed, GW_EPROTO when the framing or
+ * a CRC is wrong.
+ */
+long gw_worker_evstream_decode(const char *p, size_t len, struct gw_evstream_msg *m);
+/* Encode one message with string headers (names[i]: values[i]) into b. */
+int gw_worker_evstream_encode(struct gw_buf *b, const char *const *names, const char *const *values,
+                              size_t nheaders, const char *payload, size_t payload_len);
 
 /*
  * Call the upstream with the per-worker curl handle (connections are kept

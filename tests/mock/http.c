@@ -307,12 +307,18 @@ fail:
 void
 gw_mock_stream_begin(struct gw_mock_conn *c)
 {
+    gw_mock_stream_begin_as(c, "text/event-stream");
+}
+
+/* The same, for a stream of another content type (Bedrock's event stream). */
+void
+gw_mock_stream_begin_as(struct gw_mock_conn *c, const char *ctype)
+{
     c->chunked = c->parser.http_major == 1 && c->parser.http_minor >= 1;
     if (!c->chunked)
         c->keep_alive = false;
     put_status_line(c, 200);
-    (void)gw_buf_printf(&c->out,
-                        "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n%s\r\n",
+    (void)gw_buf_printf(&c->out, "Content-Type: %s\r\nCache-Control: no-cache\r\n%s\r\n", ctype,
                         c->chunked ? "Transfer-Encoding: chunked\r\n" : "");
 }
 
@@ -407,7 +413,11 @@ dispatch(struct gw_mock_conn *c)
     size_t plen;
     const char *path = gw_mock_path(c, &plen);
     enum http_method method = (enum http_method)c->parser.method;
+    int rc;
 
+    /* The other providers' formats check their own credentials. */
+    if ((rc = gw_mock_provider_dispatch(c)) != 1)
+        return rc;
     if (plen >= 3 && memcmp(path, "/v1", 3) == 0 && (plen == 3 || path[3] == '/') && !auth_ok(c))
         return gw_mock_respond_error(c, 401, "invalid_request_error", "invalid_api_key",
                                      "Incorrect API key provided.");

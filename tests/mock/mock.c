@@ -30,11 +30,14 @@
 #define BACKLOG 4096
 
 static const char usage_text[] =
-    "usage: aigw-mock [--host ADDR] --port N [--require-key KEY]\n"
+    "usage: aigw-mock [--host ADDR] --port N [--require-key KEY] [--aws-key ID:SECRET]\n"
     "\n"
     "  --host ADDR         address to listen on (default 127.0.0.1)\n"
     "  --port N            port to listen on; 0 picks a free one\n"
-    "  --require-key KEY   /v1 requests must send Authorization: Bearer KEY\n"
+    "  --require-key KEY   requests must send KEY (Authorization: Bearer, or the\n"
+    "                      header of the provider format: api-key, x-api-key,\n"
+    "                      x-goog-api-key)\n"
+    "  --aws-key ID:SECRET Bedrock requests must be signed (SigV4) with it\n"
     "\n"
     "Prints \"listening HOST:PORT\" on stdout once it accepts connections.\n";
 
@@ -143,6 +146,7 @@ main(int argc, char **argv)
         {"host", required_argument, NULL, 'H'},
         {"port", required_argument, NULL, 'p'},
         {"require-key", required_argument, NULL, 'k'},
+        {"aws-key", required_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -158,6 +162,7 @@ main(int argc, char **argv)
         case 'H': host = optarg; break;
         case 'p': port = optarg; break;
         case 'k': gw_mock_require_key = optarg; break;
+        case 'a': gw_mock_aws_key = optarg; break;
         case 'h': usage(stdout, 0); break;
         default: usage(stderr, 1);
         }

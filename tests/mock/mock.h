@@ -96,6 +96,7 @@ int gw_mock_respond_error(struct gw_mock_conn *c, int status, const char *type, 
 int gw_mock_body_json(struct gw_mock_conn *c, struct json_object **out);
 
 void gw_mock_stream_begin(struct gw_mock_conn *c);
+void gw_mock_stream_begin_as(struct gw_mock_conn *c, const char *ctype);
 int gw_mock_stream_event(struct gw_mock_conn *c, const char *data, size_t len, bool last);
 int gw_mock_flush(struct gw_mock_conn *c);
 
@@ -105,5 +106,51 @@ int gw_mock_fault_apply(struct gw_mock_conn *c, const struct gw_mock_fault *f);
 int gw_mock_chat_handle(struct gw_mock_conn *c);
 int gw_mock_embed_handle(struct gw_mock_conn *c);
 int gw_mock_passthru_handle(struct gw_mock_conn *c);
+
+/*
+ * The provider formats other than OpenAI's (provider.c): Azure OpenAI,
+ * Anthropic, Gemini and Bedrock on their own paths, each checking its
+ * own credential header.  Returns 1 when the path is none of theirs.
+ */
+int gw_mock_provider_dispatch(struct gw_mock_conn *c);
+
+/* "ACCESS_KEY_ID:SECRET" Bedrock requests must be signed with, or NULL. */
+extern const char *gw_mock_aws_key;
+
+/*
+ * What a provider-format mock answers, read from the request: the words
+ * of its text (prompt tokens), the first tool it offers, the text of a
+ * tool result in its last turn.  See provider.c.
+ */
+struct gw_mock_turn {
+    struct gw_mock_fault f;
+    const char *model;
+    bool stream;
+    size_t prompt;
+    size_t completion;
+    const char *tool;   /* call this tool (the request offers it, no result yet), or NULL */
+    const char *result; /* a tool result to answer about, or NULL */
+    const char *echo;   /* x-mock-echo: the body as received */
+};
+
+/* The answer's text: "got RESULT", or tokens "tok0 tok1 ..."; into b. */
+void gw_mock_turn_text(const struct gw_mock_turn *t, struct gw_buf *b);
+/* Token i of the answer, or the whole text as token 0 of a tool result. */
+void gw_mock_turn_token(const struct gw_mock_turn *t, size_t i, struct gw_buf *b);
+size_t gw_mock_turn_ntokens(const struct gw_mock_turn *t);
+/* Helpers of the provider formats: a JSON answer (o is put), one SSE
+ * event (named, or data only when event is NULL; after the chunk delay),
+ * the end of a stream, a stream cut short, the words of a content. */
+int gw_mock_send_json(struct gw_mock_conn *c, int status, struct json_object *o);
+int gw_mock_send_event(struct gw_mock_conn *c, const struct gw_mock_fault *f, size_t *nsent,
+                       const char *event, struct json_object *o, bool last);
+int gw_mock_stream_close(struct gw_mock_conn *c);
+int gw_mock_stream_drop(struct gw_mock_conn *c);
+size_t gw_mock_content_words(struct json_object *content);
+#define GW_MOCK_TOOL_ARGS "{\"city\":\"Paris\"}"
+
+int gw_mock_anthropic_handle(struct gw_mock_conn *c, const char *path, size_t plen);
+int gw_mock_gemini_handle(struct gw_mock_conn *c, const char *path, size_t plen);
+int gw_mock_bedrock_handle(struct gw_mock_conn *c, const char *path, size_t plen);
 
 #endif

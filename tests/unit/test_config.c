@@ -534,7 +534,8 @@ unknown_key_in_provider(void **state)
     (void)state;
     expect_error(PROVIDERS "    colour: red\n" MODELS, 5, 5,
                  "unknown key \"colour\" in providers[0] (expected one of: name, type, "
-                 "base_url, api_key_env, api_key_file, health, timeouts)");
+                 "base_url, preset, stream_usage, api_version, region, max_tokens, "
+                 "api_key_env, api_key_file, health, timeouts)");
 }
 
 static void
@@ -674,9 +675,11 @@ unsupported_provider_type(void **state)
     (void)state;
     expect_error("providers:\n"
                  "  - name: local\n"
-                 "    type: anthropic\n"
+                 "    type: cohere\n"
                  "    base_url: http://127.0.0.1:9090/v1\n" MODELS,
-                 3, 11, "provider type \"anthropic\" is not supported (supported: openai)");
+                 3, 11,
+                 "provider type \"cohere\" is not supported (supported: openai, azure, "
+                 "anthropic, gemini, bedrock)");
 }
 
 static void

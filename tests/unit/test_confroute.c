@@ -347,7 +347,7 @@ target_region_and_tags_are_checked(void **state)
                  "(got \"a b\")");
     expect_error(TARGET("colour: red"), 8, 38,
                  "unknown key \"colour\" in models[0].targets[0] (expected one of: provider, "
-                 "model, weight, price, region, tags)");
+                 "model, weight, price, region, tags, deployment, api_version)");
 }
 
 static void

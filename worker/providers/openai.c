@@ -1,34 +1,46 @@
 /*
  * openai.c - the OpenAI wire format: OpenAI itself and every compatible
- * server (vLLM, SGLang, TGI, Ollama, DeepSeek, Qwen, Doubao, ...).
+ * server (vLLM, SGLang, TGI, Ollama, DeepSeek, Qwen, Doubao, ...), and
+ * Azure OpenAI, which speaks it at other URLs with another header.
  *
  * The canonical request is already OpenAI's, so the adapter only names the
  * provider's model (by splicing it into the client's bytes), asks a stream
- * for its usage, and sets the credential.
+ * for its usage, and sets the credential; the answer goes back as it came.
+ * Only a quirk of the server (its preset's, see master/confprov.c) sends
+ * the body through json-c: a server that refuses stream_options is not
+ * asked for usage, one that knows only max_tokens gets it renamed.
  */
 #include <string.h>
 
-#include "worker/worker.h"
+#include "worker/providers/providers.h"
 
 static const char *const endpoint_paths[] = {
     [GW_EP_CHAT] = "/chat/completions",
     [GW_EP_EMBEDDINGS] = "/embeddings",
 };
 
+/* call->body: the client's body for this provider, model named. */
 static int
-openai_request(struct gw_call *call)
+openai_body(struct gw_call *call)
 {
     struct gw_request *req = call->req;
-    struct json_object *so;
+    unsigned quirks = call->provider != NULL ? call->provider->quirks : 0;
+    bool ask_usage = call->stream && !(quirks & GW_QUIRK_NO_STREAM_USAGE);
+    struct json_object *so, *mct;
 
-    call->url = gw_arena_printf(req->arena, "%s%s", call->base_url, endpoint_paths[call->endpoint]);
+    bool rename = (quirks & GW_QUIRK_MAX_TOKENS) &&
+                  json_object_object_get_ex(call->json, "max_completion_tokens", &mct);
     /* The client's bytes with the model swapped in, when the shape allows;
      * else through json-c. */
-    if (gw_worker_body_rewrite(req->arena, req->body, req->body_len, call->target_model,
-                               call->stream, &call->body, &call->body_len) == 0)
-        goto credential;
+    if (!rename && gw_worker_body_rewrite(req->arena, req->body, req->body_len, call->target_model,
+                                          ask_usage, &call->body, &call->body_len) == 0)
+        return 0;
     json_object_object_add(call->json, "model", json_object_new_string(call->target_model));
-    if (call->stream) {
+    if (rename) {
+        json_object_object_add(call->json, "max_tokens", json_object_get(mct));
+        json_object_object_del(call->json, "max_completion_tokens");
+    }
+    if (ask_usage) {
         /* Usage comes only if asked for; the relay drops it again when the
          * client itself did not ask. */
         if (!json_object_object_get_ex(call->json, "stream_options", &so) ||
@@ -37,19 +49,25 @@ openai_request(struct gw_call *call)
             json_object_object_add(call->json, "stream_options", so);
         }
         json_object_object_add(so, "include_usage", json_object_new_boolean(1));
+    } else if (quirks & GW_QUIRK_NO_STREAM_USAGE) {
+        json_object_object_del(call->json, "stream_options");
     }
     call->body = json_object_to_json_string_length(
         call->json, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &call->body_len);
-credential:
-    if (call->api_key != NULL) {
-        char *auth = gw_arena_printf(req->arena, "Authorization: Bearer %s", call->api_key);
-        struct curl_slist *h = curl_slist_append(call->headers, auth);
-        /* Leave no copy of the secret in the arena for a later dump. */
-        memset(auth, 0, strlen(auth));
-        if (h == NULL)
-            return GW_ENOMEM;
-        call->headers = h;
-    }
+    return call->body != NULL ? 0 : GW_ENOMEM;
+}
+
+static int
+openai_request(struct gw_call *call)
+{
+    int rc;
+
+    call->url =
+        gw_arena_printf(call->req->arena, "%s%s", call->base_url, endpoint_paths[call->endpoint]);
+    if ((rc = openai_body(call)) != 0)
+        return rc;
+    if (call->api_key != NULL)
+        return gw_worker_prov_header_add(call, "Authorization: Bearer %s", call->api_key);
     return 0;
 }
 
@@ -58,11 +76,38 @@ const struct gw_provider_adapter gw_worker_provider_openai = {
     .request = openai_request,
 };
 
-const struct gw_provider_adapter *
-gw_worker_provider_adapter(enum gw_provider_type type)
+/*
+ * Azure OpenAI: {base}/openai/deployments/{deployment}/chat/completions
+ * ?api-version=V, the key in an api-key header.  The deployment is the
+ * target's (its model name unless it says otherwise), the version the
+ * target's or else the provider's.
+ */
+static int
+azure_request(struct gw_call *call)
 {
-    switch (type) {
-    case GW_PROVIDER_OPENAI: return &gw_worker_provider_openai;
+    const char *deployment = NULL, *version = NULL;
+    int rc;
+
+    if (call->target != NULL && call->gen != NULL) {
+        deployment = gw_gen_str(call->gen, call->target->deployment);
+        version = gw_gen_str(call->gen, call->target->api_version);
     }
-    return NULL;
+    if (version == NULL && call->provider != NULL && call->gen != NULL)
+        version = gw_gen_str(call->gen, call->provider->api_version);
+    if (deployment == NULL)
+        deployment = call->target_model;
+    call->url = gw_arena_printf(
+        call->req->arena, "%s/openai/deployments/%s%s?api-version=%s", call->base_url,
+        gw_worker_prov_path_escape(call->req->arena, deployment), endpoint_paths[call->endpoint],
+        gw_worker_prov_path_escape(call->req->arena, version != NULL ? version : "2024-10-21"));
+    if ((rc = openai_body(call)) != 0)
+        return rc;
+    if (call->api_key != NULL)
+        return gw_worker_prov_header_add(call, "api-key: %s", call->api_key);
+    return 0;
 }
+
+const struct gw_provider_adapter gw_worker_provider_azure = {
+    .type = "azure",
+    .request = azure_request,
+};

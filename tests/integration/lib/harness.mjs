@@ -165,10 +165,13 @@ export function tempDir(prefix = 'aigw-it-') {
 // ------------------------------------------------------------------ mock
 
 // Start aigw-mock on a free port (or on port, to start one again where
-// a stopped one was): {port, base, log(), stop()}.
-export async function startMock({ requireKey, port = 0 } = {}) {
+// a stopped one was): {port, base, log(), stop()}.  requireKey: the
+// credential every request must carry; awsKey: "ID:SECRET" that Bedrock
+// requests must be signed with.
+export async function startMock({ requireKey, awsKey, port = 0 } = {}) {
   const args = ['--port', String(port)];
   if (requireKey) args.push('--require-key', requireKey);
+  if (awsKey) args.push('--aws-key', awsKey);
   const p = launch(MOCK, args);
   const m = await within(new Promise((resolve, reject) => {
     const check = () => {
