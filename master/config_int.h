@@ -62,7 +62,8 @@ struct load {
     struct ref **refs_tail;
     struct ref *fallbacks; /* model -> fallback model references, in file order */
     struct ref **fallbacks_tail;
-    struct ref *safety_refs; /* model -> safety rule names (confsafety.c) */
+    struct ref *safety_refs;            /* model -> safety rule names (confsafety.c) */
+    const struct node *moderation_node; /* safety.moderation.model, for errors */
     struct ref **safety_refs_tail;
     const struct node **provider_names; /* name nodes, to point at duplicates */
     const struct node **model_names;

@@ -194,8 +194,71 @@ static int parse_rules(struct load *ld, const struct node *n, const char *name,
 static int parse_allow(struct load *ld, const struct node *n, const char *name,
                        const struct field *f, void *dst);
 
+/* moderation: block or flag only (mask needs a span, which a moderation
+ * model does not give). */
+static int
+parse_moderation_action(struct load *ld, const struct node *n, const char *name,
+                        const struct field *f, void *dst)
+{
+    if (parse_action(ld, n, name, f, dst) != 0)
+        return GW_ECONFIG;
+    if (*(enum gw_safety_action *)dst == GW_SAFETY_MASK)
+        return gw_master_config_error(ld, n, "\"%s\" must be block or flag (got mask)", name);
+    return 0;
+}
+
+/* on_error: allow (the request goes on) or block. */
+static int
+parse_on_error(struct load *ld, const struct node *n, const char *name, const struct field *f,
+               void *dst)
+{
+    static const char *const names[] = {"allow", "block"};
+    int v = 0;
+
+    (void)f;
+    if (parse_enum(ld, n, name, names, 2, "choice", &v) != 0)
+        return GW_ECONFIG;
+    *(bool *)dst = v == 1;
+    return 0;
+}
+
+struct moderation_spec {
+    char *model;
+    struct strlist categories;
+    enum gw_safety_action action;
+    bool fail_closed;
+};
+
+static const struct field moderation_fields[] = {
+    FIELD("model", gw_master_confval_string, offsetof(struct moderation_spec, model),
+          .required = true),
+    FIELD("categories", parse_strlist, offsetof(struct moderation_spec, categories)),
+    FIELD("action", parse_moderation_action, offsetof(struct moderation_spec, action)),
+    FIELD("on_error", parse_on_error, offsetof(struct moderation_spec, fail_closed)),
+    {.key = NULL},
+};
+
+static int
+parse_moderation(struct load *ld, const struct node *n, const char *name, const struct field *f,
+                 void *dst)
+{
+    struct gw_safety *sf = dst;
+    struct moderation_spec m = {.action = GW_SAFETY_BLOCK};
+
+    if (gw_master_config_walk(ld, n, name, f->sub, &m) != 0)
+        return GW_ECONFIG;
+    sf->moderation_model = m.model;
+    sf->moderation_categories = m.categories.v;
+    sf->nmoderation_categories = m.categories.n;
+    sf->moderation_action = m.action;
+    sf->moderation_fail_closed = m.fail_closed;
+    ld->moderation_node = map_value(n, "model");
+    return 0;
+}
+
 static const struct field safety_fields[] = {
     FIELD("rules", parse_rules, 0, .sub = rule_fields),
+    FIELD("moderation", parse_moderation, 0, .sub = moderation_fields),
     FIELD("allow", parse_allow, 0, .sub = allow_fields),
     FIELD("stream_window", gw_master_confval_size, offsetof(struct gw_safety, stream_window),
           .min = SAFETY_WINDOW_MIN, .max = SAFETY_WINDOW_MAX),
@@ -470,10 +533,26 @@ gw_master_confsafety_finish(struct load *ld)
 
     if (sf->stream_window == 0)
         sf->stream_window = SAFETY_WINDOW;
-    for (size_t i = 0; i < cfg->nmodels; i++)
+    for (size_t i = 0; i < cfg->nmodels; i++) {
         cfg->models[i].safety_rules = cfg->models[i].safety_set ? 0 : all;
+        cfg->models[i].safety_moderation = !cfg->models[i].safety_set;
+    }
+    if (sf->moderation_model != NULL) {
+        const struct gw_model *mm = gw_config_model_find(cfg, sf->moderation_model);
+        if (mm == NULL)
+            return gw_master_config_error(ld, ld->moderation_node,
+                                          "no model named %s for safety.moderation",
+                                          gw_master_config_show_node(ld, ld->moderation_node));
+        sf->moderation_index = (size_t)(mm - cfg->models);
+        /* The moderation model is not asked about its own input. */
+        cfg->models[sf->moderation_index].safety_moderation = false;
+    }
     for (struct ref *r = ld->safety_refs; r != NULL; r = r->next) {
         size_t j;
+        if (strcmp(r->node->value, "moderation") == 0 && sf->moderation_model != NULL) {
+            ((struct gw_model *)r->from)->safety_moderation = true;
+            continue;
+        }
         for (j = 0; j < sf->nrules; j++)
             if (strcmp(sf->rules[j].name, r->node->value) == 0)
                 break;

@@ -89,6 +89,14 @@ safety_write(struct gen_writer *w, const struct gw_shm *shm, const struct gw_saf
     g->allow_tenants = gen_strs(w, sf->allow_tenants, sf->nallow_tenants);
     g->nallow_models = (uint32_t)sf->nallow_models;
     g->allow_models = gen_strs(w, sf->allow_models, sf->nallow_models);
+    if (sf->moderation_model != NULL) {
+        g->moderation_model = (uint32_t)sf->moderation_index + 1;
+        g->nmoderation_categories = (uint32_t)sf->nmoderation_categories;
+        g->moderation_categories =
+            gen_strs(w, sf->moderation_categories, sf->nmoderation_categories);
+        g->moderation_action = (uint8_t)sf->moderation_action;
+        g->moderation_fail_closed = sf->moderation_fail_closed;
+    }
     if (sf->nrules == 0)
         return;
     g->safety = gen_alloc(w, sf->nrules * sizeof(struct gw_gen_safety_rule));
@@ -315,6 +323,7 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
             .context_length = m->context_length,
             .cache_ttl_ms = m->cache_ttl_ms,
             .cache_deterministic = m->cache_deterministic,
+            .moderation = m->safety_moderation,
             .capture = m->capture,
         };
         if (m->nfallbacks > 0) {

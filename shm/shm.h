@@ -343,6 +343,14 @@ struct gw_safety {
     size_t nallow_tenants;
     char **allow_models;
     size_t nallow_models;
+    /* moderation: an OpenAI-compatible moderations model asked about the
+     * input (worker/moderation.c); model NULL: none. */
+    char *moderation_model;
+    size_t moderation_index;      /* into cfg->models, resolved at the end */
+    char **moderation_categories; /* none: any flagged category */
+    size_t nmoderation_categories;
+    enum gw_safety_action moderation_action; /* block or flag */
+    bool moderation_fail_closed;             /* on_error: block */
 };
 /* What a model does (models: type), for the catalogue and its examples. */
 enum gw_model_type {
@@ -376,7 +384,8 @@ struct gw_model {
      * the model has no safety: key. */
     uint64_t safety_rules;
     bool safety_set;
-    char **safety_names; /* as written, resolved at the end of the load */
+    bool safety_moderation; /* the moderation model is asked about its input */
+    char **safety_names;    /* as written, resolved at the end of the load */
     size_t nsafety_names;
     long cache_ttl_ms;        /* cache: ttl; 0: answers of this model are not cached */
     bool cache_deterministic; /* cache: when: deterministic (temperature 0 or a seed) */
@@ -1317,7 +1326,8 @@ struct gw_gen_model {
     int64_t cache_ttl_ms;   /* 0: not cached */
     uint8_t cache_deterministic;
     uint8_t capture;
-    uint8_t pad3[6];
+    uint8_t moderation; /* the moderation model is asked about the input */
+    uint8_t pad3[5];
 };
 
 struct gw_gen {
@@ -1347,6 +1357,13 @@ struct gw_gen {
     uint32_t nallow_keys, allow_keys;
     uint32_t nallow_tenants, allow_tenants;
     uint32_t nallow_models, allow_models;
+    /* Moderation: the model asked (index + 1; 0: none), its categories as
+     * strings one after another, the action and what a failed call does. */
+    uint32_t moderation_model;
+    uint32_t nmoderation_categories, moderation_categories;
+    uint8_t moderation_action; /* enum gw_safety_action */
+    uint8_t moderation_fail_closed;
+    uint8_t pad4[2];
     uint64_t cache_max_size;
     uint32_t capture_dir; /* 0: no capture files */
     uint8_t capture_journal;

@@ -131,7 +131,7 @@ str_or_null(struct gw_buf *b, const char *s)
 static void
 safety_verdicts(struct gw_buf *b, const struct gw_request *req)
 {
-    gw_worker_safety_verdicts(req->safety, b);
+    gw_worker_safety_verdicts(req, b);
 }
 
 /* The record of req, one line, into rec. */

@@ -261,11 +261,19 @@ gw_worker_safety_rule_name(const struct gw_safety_req *st, int i)
 }
 
 void
-gw_worker_safety_verdicts(const struct gw_safety_req *st, struct gw_buf *b)
+gw_worker_safety_verdicts(const struct gw_request *req, struct gw_buf *b)
 {
+    const struct gw_safety_req *st = req->safety;
     bool first = true;
 
     gw_buf_append(b, "[", 1);
+    if (req->moderation_action != NULL) {
+        gw_buf_printf(b,
+                      "{\"rule\":\"moderation\",\"direction\":\"input\",\"action\":\"%s\","
+                      "\"categories\":%s}",
+                      req->moderation_action, req->moderation_categories);
+        first = false;
+    }
     for (int dir = 0; st != NULL && dir < 2; dir++) {
         for (size_t i = 0; i < st->e->n; i++) {
             if (!(st->hit[dir] & (UINT64_C(1) << i)))
@@ -573,8 +581,13 @@ gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct
 
     *answered = false;
     call->safety = NULL;
-    if (g->nsafety == 0 || call->model->safety_rules == 0 || allowed(g, req, key))
+    bool moderate = g->moderation_model != 0 && call->model->moderation;
+    if ((g->nsafety == 0 || call->model->safety_rules == 0) && !moderate)
         return 0;
+    if (allowed(g, req, key))
+        return 0;
+    if (g->nsafety == 0 || call->model->safety_rules == 0)
+        return gw_worker_moderation(w, req, call, answered);
     if ((e = engine_get(g)) == NULL) {
         *answered = true;
         return gw_worker_http_error(&w->conn, req, 500, "server_error", "internal_error", NULL,
@@ -613,7 +626,8 @@ gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct
     }
     if (gw_worker_safety_req_wants(st, GW_SAFETY_OUTPUT))
         call->safety = st;
-    return 0;
+    /* The moderation model sees the input as the provider will: masked. */
+    return moderate ? gw_worker_moderation(w, req, call, answered) : 0;
 }
 
 /* -------------------------------------------------------------- output */

@@ -70,11 +70,11 @@ int gw_worker_safety_scan(struct gw_safety_req *st, enum gw_safety_dir dir, cons
 
 /*
  * The rules that matched the request so far, as a JSON array of
- * {"rule", "direction", "action"} (never the matched text), appended to
- * b: what a capture record calls its safety verdicts.  st may be NULL
- * (nothing inspected): [].
+ * {"rule", "direction", "action"} (never the matched text; the
+ * moderation model's verdict adds its "categories"), appended to b: what
+ * a capture record calls its safety verdicts.  [] when nothing matched.
  */
-void gw_worker_safety_verdicts(const struct gw_safety_req *st, struct gw_buf *b);
+void gw_worker_safety_verdicts(const struct gw_request *req, struct gw_buf *b);
 
 /* The name of rule i, for messages. */
 const char *gw_worker_safety_rule_name(const struct gw_safety_req *st, int i);
@@ -101,6 +101,17 @@ int gw_worker_safety_stream_end(struct gw_safety_req *st, gw_sse_emit_fn emit, v
  */
 int gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                            struct gw_call *call, bool *answered);
+
+/*
+ * The external moderation step (worker/moderation.c), run by
+ * gw_worker_safety_input for models it applies to: the text of the
+ * request is sent to safety.moderation's model (an OpenAI-compatible
+ * /moderations); when it flags a configured category the request is
+ * blocked (400 content_blocked) or flagged.  Returns 0 to go on;
+ * otherwise the request was answered (*answered set).
+ */
+int gw_worker_moderation(struct gw_worker *w, struct gw_request *req, struct gw_call *call,
+                         bool *answered);
 
 /*
  * Upstream step, non-streamed answer: inspect choices[].message.content;

@@ -95,8 +95,12 @@ struct gw_request {
     const char *cache_headers;    /* "x-aigw-cache: hit|miss|bypass\r\n", or NULL */
     bool cache_hit;               /* answered from the cache, without an upstream call */
     struct gw_safety_req *safety; /* the content-safety inspection, or NULL */
-    bool capture;                 /* account() writes a capture record */
-    struct gw_answer *answer;     /* the answer as the client got it, or NULL */
+    /* The moderation model's verdict: the action taken ("block", "flag")
+     * and the categories it matched, or NULL. */
+    const char *moderation_action;
+    const char *moderation_categories; /* a JSON array */
+    bool capture;                      /* account() writes a capture record */
+    struct gw_answer *answer;          /* the answer as the client got it, or NULL */
 };
 
 #define GW_HTTP_MAX_YIELD_FDS 16

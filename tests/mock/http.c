@@ -401,6 +401,7 @@ static const struct route {
 } routes[] = {
     {"/v1/chat/completions", HTTP_POST, handle_chat},
     {"/v1/embeddings", HTTP_POST, handle_embeddings},
+    {"/v1/moderations", HTTP_POST, gw_mock_moderation_handle},
     {"/v1/models", HTTP_GET, handle_models},
     {"/healthz", HTTP_GET, handle_health},
     {"/mock/stats", HTTP_GET, handle_stats},

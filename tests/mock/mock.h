@@ -106,6 +106,7 @@ int gw_mock_fault_apply(struct gw_mock_conn *c, const struct gw_mock_fault *f);
 int gw_mock_chat_handle(struct gw_mock_conn *c);
 int gw_mock_embed_handle(struct gw_mock_conn *c);
 int gw_mock_passthru_handle(struct gw_mock_conn *c);
+int gw_mock_moderation_handle(struct gw_mock_conn *c);
 
 /*
  * The provider formats other than OpenAI's (provider.c): Azure OpenAI,
