@@ -786,9 +786,18 @@ static const struct field quotas_fields[] = {
 };
 
 /* cache: and capture: fill struct gw_config itself. */
+/* cache: bypass: and capture: bypass: (dst: struct gw_bypass). */
+static const struct field bypass_fields[] = {
+    FIELD("keys", gw_master_confcache_names, offsetof(struct gw_bypass, keys)),
+    FIELD("tenants", gw_master_confcache_names, offsetof(struct gw_bypass, tenants)),
+    {.key = NULL},
+};
+
 static const struct field cache_fields[] = {
     FIELD("max_size", gw_master_confval_size, offsetof(struct gw_config, cache_max_size),
           .min = MIB, .max = 1024 * GIB),
+    FIELD("bypass", gw_master_confval_section, offsetof(struct gw_config, cache_bypass),
+          .sub = bypass_fields),
     {.key = NULL},
 };
 
@@ -802,6 +811,8 @@ static const struct field capture_fields[] = {
           .min = 4 * KIB, .max = GIB),
     FIELD("keys", gw_master_confcache_names, offsetof(struct gw_config, capture_keys)),
     FIELD("tenants", gw_master_confcache_names, offsetof(struct gw_config, capture_tenants)),
+    FIELD("bypass", gw_master_confval_section, offsetof(struct gw_config, capture_bypass),
+          .sub = bypass_fields),
     {.key = NULL},
 };
 

@@ -263,6 +263,11 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
     g.capture_dir = gen_str(&w, cfg->capture_dir);
     g.capture_keys = gen_names(&w, &cfg->capture_keys, &g.ncapture_keys);
     g.capture_tenants = gen_names(&w, &cfg->capture_tenants, &g.ncapture_tenants);
+    g.cache_bypass_keys = gen_names(&w, &cfg->cache_bypass.keys, &g.ncache_bypass_keys);
+    g.cache_bypass_tenants = gen_names(&w, &cfg->cache_bypass.tenants, &g.ncache_bypass_tenants);
+    g.capture_bypass_keys = gen_names(&w, &cfg->capture_bypass.keys, &g.ncapture_bypass_keys);
+    g.capture_bypass_tenants =
+        gen_names(&w, &cfg->capture_bypass.tenants, &g.ncapture_bypass_tenants);
     g.providers = gen_alloc(&w, cfg->nproviders * sizeof(struct gw_gen_provider));
     g.models = gen_alloc(&w, cfg->nmodels * sizeof(struct gw_gen_model));
     g.targets = gen_alloc(&w, ntargets * sizeof(struct gw_gen_target));

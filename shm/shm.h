@@ -398,6 +398,12 @@ struct gw_names {
     size_t n;
 };
 
+/* Keys and tenants a feature leaves alone (cache: bypass:, capture: bypass:). */
+struct gw_bypass {
+    struct gw_names keys;
+    struct gw_names tenants;
+};
+
 struct gw_http_limits {
     size_t max_header_size;    /* request line + headers; over it: 431 */
     size_t max_body_size;      /* decoded body; over it: 413 */
@@ -467,6 +473,10 @@ struct gw_config {
     size_t capture_max_record;
     struct gw_names capture_keys;    /* key ids */
     struct gw_names capture_tenants; /* tenant names */
+    /* cache: bypass: and capture: bypass: the keys and tenants whose
+     * requests are never cached or captured. */
+    struct gw_bypass cache_bypass;
+    struct gw_bypass capture_bypass;
 };
 
 /* capture: rotate: a file per UTC day, or a new file past max_size. */
@@ -1375,6 +1385,11 @@ struct gw_gen {
     uint32_t ncapture_keys;
     uint32_t capture_tenants;
     uint32_t ncapture_tenants;
+    /* cache.bypass and capture.bypass: offsets of uint32_t string offsets */
+    uint32_t cache_bypass_keys, ncache_bypass_keys;
+    uint32_t cache_bypass_tenants, ncache_bypass_tenants;
+    uint32_t capture_bypass_keys, ncapture_bypass_keys;
+    uint32_t capture_bypass_tenants, ncapture_bypass_tenants;
 };
 
 static inline const struct gw_gen_safety_rule *

@@ -16,8 +16,9 @@
  * Cache-Control: no-cache skips the lookup but stores; no-store skips
  * both (x-aigw-cache: bypass).
  *
- * The store is the worker's own short LMDB write transaction, after the
- * answer reached the client.
+ * The store is the worker's own short LMDB write transaction, made right
+ * before the answer's last byte goes to the client (gw_call.on_complete):
+ * a client that has the answer finds it stored.
  */
 #include <math.h>
 #include <stdio.h>
@@ -257,6 +258,12 @@ gw_worker_cache_lookup(struct gw_worker *w, struct gw_request *req, struct gw_ca
     memset(cs, 0, sizeof(*cs));
     if (m->cache_ttl_ms <= 0 || strlen(req->model) > GW_CACHE_MODEL_MAX)
         return false;
+    const struct gw_gen *g = w->gen;
+    if (gw_gen_names_has(g, g->cache_bypass_keys, g->ncache_bypass_keys, req->key_id) ||
+        gw_gen_names_has(g, g->cache_bypass_tenants, g->ncache_bypass_tenants, req->tenant)) {
+        req->cache_headers = "x-aigw-cache: bypass\r\n";
+        return false;
+    }
     if (m->cache_deterministic && !gw_worker_cache_deterministic(call->json))
         return false;
     cache_control(req, &no_cache, &no_store);

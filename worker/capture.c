@@ -60,6 +60,10 @@ gw_worker_capture_begin(struct gw_worker *w, struct gw_request *req, const struc
         !gw_gen_names_has(g, g->capture_keys, g->ncapture_keys, req->key_id) &&
         !gw_gen_names_has(g, g->capture_tenants, g->ncapture_tenants, req->tenant))
         return;
+    /* Trusted keys and tenants are never captured, whatever else says so. */
+    if (gw_gen_names_has(g, g->capture_bypass_keys, g->ncapture_bypass_keys, req->key_id) ||
+        gw_gen_names_has(g, g->capture_bypass_tenants, g->ncapture_bypass_tenants, req->tenant))
+        return;
     req->capture = true;
     if (req->answer == NULL)
         req->answer = gw_worker_answer_create(req->arena);

@@ -555,6 +555,25 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     return gw_worker_upstream_fail_answer(call);
 }
 
+/* A whole answer, before its last byte goes out (gw_call.on_complete):
+ * its tokens counted into the quotas and the answer stored in the cache,
+ * so that a client that has the answer finds both done. */
+struct answer_done {
+    struct gw_worker *w;
+    struct gw_request *req;
+    const struct gw_cache_step *cs;
+    struct gw_quota_hold *qhold;
+};
+
+static void
+answer_complete(struct gw_call *call, void *ctx)
+{
+    struct answer_done *d = ctx;
+
+    gw_worker_quota_count(d->qhold, call->prompt_tokens + call->completion_tokens);
+    gw_worker_cache_store(d->w, d->req, call, d->cs, 0);
+}
+
 static int
 handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
              const struct route *rt)
@@ -609,7 +628,10 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
         goto out;
     }
     struct gw_cache_step cache;
+    struct answer_done done = {.w = w, .req = req, .cs = &cache, .qhold = &qhold};
     gw_worker_capture_begin(w, req, key, &call);
+    call.on_complete = answer_complete;
+    call.on_complete_ctx = &done;
     if (!gw_worker_cache_lookup(w, req, &call, &cache, &rc))
         rc = attempts_run(w, req, key, &call, call.model);
     req->upstream_status = call.status;
@@ -626,7 +648,6 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                     (double)call.completion_tokens * call.target->price_output * 1000.0);
     gw_worker_limit_settle(w, req, &hold);
     gw_worker_quota_settle(w, req, &qhold);
-    gw_worker_cache_store(w, req, &call, &cache, rc);
 out:
     json_object_put(call.json);
     return rc;

@@ -138,6 +138,7 @@ gw_worker_quota_admit(struct gw_worker *w, struct gw_request *req, const struct 
     char name[GW_SHM_NAME_LEN + 8];
 
     hold->n = 0;
+    hold->counted = false;
     *refused = false;
     quotas_load(w);
     for (size_t i = 0; i < quotas.n && out == NULL; i++) {
@@ -206,6 +207,15 @@ gw_worker_quota_admit(struct gw_worker *w, struct gw_request *req, const struct 
 }
 
 void
+gw_worker_quota_count(struct gw_quota_hold *hold, int64_t tokens)
+{
+    for (int i = 0; i < hold->n && !hold->counted; i++)
+        if (tokens > 0)
+            atomic_fetch_add(&hold->s[i].counter->tokens, tokens);
+    hold->counted = true;
+}
+
+void
 gw_worker_quota_settle(struct gw_worker *w, const struct gw_request *req,
                        struct gw_quota_hold *hold)
 {
@@ -214,7 +224,7 @@ gw_worker_quota_settle(struct gw_worker *w, const struct gw_request *req,
 
     (void)w;
     for (int i = 0; i < hold->n; i++) {
-        if (used > 0)
+        if (used > 0 && !hold->counted)
             atomic_fetch_add(&hold->s[i].counter->tokens, used);
         if (failed && hold->s[i].took_call)
             atomic_fetch_sub(&hold->s[i].counter->calls, 1);

@@ -490,9 +490,12 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
                                     timeout ? "upstream_timeout" : "upstream_disconnected");
             call->status = timeout ? 504 : 502;
         }
+        stream_usage(&io);
+        if (rc == 0 && cc == CURLE_OK && !io.blocked && call->status == 200 &&
+            call->on_complete != NULL)
+            call->on_complete(call, call->on_complete_ctx);
         if (rc == 0)
             rc = gw_worker_http_stream_end(call->conn);
-        stream_usage(&io);
         if (rc != 0)
             rc = GW_ECLOSED;
     } else if (cc != CURLE_OK || io.status == 0) {
@@ -531,13 +534,15 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
             gw_worker_usage_parse(body, len, &call->prompt_tokens, &call->completion_tokens);
         if (call->safety != NULL)
             rc = gw_worker_safety_response(call, &body, &len, &answered);
+        /* What the client gets (masked, when safety masked it) is what a
+         * cache stores and a capture records; a blocked answer neither. */
+        if (!answered && call->answer != NULL)
+            gw_worker_answer_body(call->answer, body, len);
+        if (!answered && io.status == 200 && call->on_complete != NULL)
+            call->on_complete(call, call->on_complete_ctx);
         if (!answered)
             rc = gw_worker_http_respond(call->conn, call->req, (int)io.status, ctype, NULL, body,
                                         len);
-        /* What the client got (masked, when safety masked it) is what a
-         * cache stores and a capture records; a blocked answer neither. */
-        if (rc == 0 && !answered && call->answer != NULL)
-            gw_worker_answer_body(call->answer, body, len);
     }
 out:
     if (io.xlate)

@@ -286,6 +286,7 @@ void gw_worker_limit_settle(struct gw_worker *w, const struct gw_request *req,
 
 struct gw_quota_hold {
     int n;
+    bool counted; /* the tokens are in (gw_worker_quota_count) */
     struct {
         struct gw_shm_quota *counter;
         bool took_call;
@@ -301,6 +302,10 @@ struct gw_quota_hold {
  */
 int gw_worker_quota_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                           const char *model, struct gw_quota_hold *hold, bool *refused);
+/* Count a whole answer's tokens now, before its last byte goes out, so
+ * that a client that has the answer sees them counted; settle then adds
+ * them no more. */
+void gw_worker_quota_count(struct gw_quota_hold *hold, int64_t tokens);
 /* Give back the calls a hold reserved (the request was not sent). */
 void gw_worker_quota_release(struct gw_worker *w, struct gw_quota_hold *hold);
 /* After the response: count its tokens; a failed request's call is given
@@ -391,7 +396,12 @@ struct gw_call {
     bool client_usage;            /* the client asked for stream_options.include_usage */
     struct gw_safety_req *safety; /* the answer is inspected (worker/safety.c), or NULL */
     struct gw_answer *answer;     /* sees the answer as it goes out (worker/answer.c), or NULL */
-    const struct gw_gen *gen;     /* the generation of model and target */
+    /* Called once with a whole, successful answer, right before its last
+     * byte goes to the client (the cache stores it there, so that a
+     * client that got the answer finds it stored), or NULL. */
+    void (*on_complete)(struct gw_call *call, void *ctx);
+    void *on_complete_ctx;
+    const struct gw_gen *gen;               /* the generation of model and target */
     const struct gw_gen_provider *provider; /* the target's provider, for its type's keys */
     int64_t created;                        /* unix seconds, for translated answers */
 

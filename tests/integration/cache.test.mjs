@@ -277,3 +277,26 @@ test('aigwctl cache stats and purge, by model and all; /metrics counts', async (
   await chat(body);
   assert.equal((await chat(body)).headers['x-aigw-cache'], 'hit', 'the cache works after a purge');
 });
+
+test('a key or tenant in cache.bypass is never answered from the cache, nor stored', async () => {
+  const { gw } = ctx;
+  const trusted = await gw.createKey();
+  gw.rewriteConfig({ cache: { max_size: '64m', bypass: { keys: [trusted.id], tenants: ['nobody'] } } });
+  assert.equal((await gw.ctl(['reload'])).code, 0);
+  try {
+    const body = fresh();
+    const before = await upstreamCalls();
+    for (let i = 0; i < 2; i++) {
+      const r = await gw.post('/v1/chat/completions', trusted.key, body);
+      assert.equal(r.status, 200);
+      assert.equal(r.headers['x-aigw-cache'], 'bypass');
+    }
+    assert.equal(await upstreamCalls(), before + 2, 'both went upstream');
+    // Nothing was stored for it: another key misses, then hits.
+    assert.equal((await chat(body)).headers['x-aigw-cache'], 'miss');
+    assert.equal((await chat(body)).headers['x-aigw-cache'], 'hit');
+  } finally {
+    gw.rewriteConfig({ cache: { max_size: '64m' } });
+    assert.equal((await gw.ctl(['reload'])).code, 0);
+  }
+});

@@ -333,3 +333,21 @@ test('safety verdicts are in the record, and a masked value never reaches a capt
     await gw.stop();
   }
 });
+
+test('capture.bypass: a trusted key or tenant is never captured, even on a capture: true model', async () => {
+  const { gw } = ctx;
+  const trusted = await gw.createKey();
+  gw.rewriteConfig({ capture: { dir, bypass: { keys: [trusted.id], tenants: ['vip'] } } });
+  assert.equal((await gw.ctl(['reload'])).code, 0);
+  try {
+    const skipped = rid('bypassed');
+    assert.equal((await chat({}, { 'x-request-id': skipped }, trusted.key)).status, 200);
+    const seen = rid('seen');
+    await chat({}, { 'x-request-id': seen });
+    await recordOf(seen); // written after the bypassed one would have been
+    assert.equal(records().find((r) => r.request_id === skipped), undefined);
+  } finally {
+    gw.rewriteConfig({ capture: { dir } });
+    assert.equal((await gw.ctl(['reload'])).code, 0);
+  }
+});
