@@ -59,8 +59,8 @@ gw_worker_media_capability(enum gw_endpoint ep)
     case GW_EP_TRANSLATIONS: return GW_CAP_TRANSCRIPTION;
     case GW_EP_VIDEOS:
     case GW_EP_VIDEO_GET: return GW_CAP_VIDEO;
+    default: return GW_CAP_CHAT; /* the other text endpoints count tokens */
     }
-    return GW_CAP_CHAT; /* the text endpoints count tokens */
 }
 
 bool
