@@ -43,8 +43,8 @@ static const char usage_text[] =
     "        [--tenant T] [--model M] [--target P/M] [--format table|json|csv|xlsx] [-o FILE]\n"
     "                                        usage statistics with totals; DIM: key, user,\n"
     "                                        tenant, model, target, status, day, month, hour,\n"
-    "                                        byok; T: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS]Z, 24h, 7d, "
-    "now\n"
+    "                                        byok, capability, tier; T: YYYY-MM-DD,\n"
+    "                                        YYYY-MM-DDTHH:MM[:SS]Z, 24h, 7d, now\n"
     "  usage --detail [--limit N] [filters and format as above]\n"
     "                                        the requests themselves, newest first (N: 100,\n"
     "                                        0: all); --json, --csv, --xlsx FILE: shorthands\n"
@@ -368,15 +368,16 @@ cmd_reload(int argc, char **argv)
 /* ------------------------------------------------------ usage statistics */
 
 static const char *const stats_metrics[] = {
-    "requests", "errors", "input_tokens",    "output_tokens",
-    "cached",   "cost",   "avg_duration_ms", "avg_ttfb_ms",
+    "requests",        "errors",      "input_tokens",  "output_tokens", "cached", "cost",
+    "avg_duration_ms", "avg_ttfb_ms", "audio_seconds", "characters",    "images", "videos",
 };
 #define NMETRICS (sizeof(stats_metrics) / sizeof(stats_metrics[0]))
 
 /* The columns of usage --detail, in order. */
 static const char *const detail_cols[] = {
-    "time",   "request_id",   "key",           "user",   "tenant",     "model", "target",
-    "status", "input_tokens", "output_tokens", "cached", "latency_ms", "cost",
+    "time",   "request_id", "key",          "user",          "tenant", "model",
+    "target", "status",     "input_tokens", "output_tokens", "cached", "latency_ms",
+    "cost",   "capability", "units",        "tier",
 };
 #define NDETAIL (sizeof(detail_cols) / sizeof(detail_cols[0]))
 
@@ -394,6 +395,8 @@ stats_value(struct json_object *row, const char *name, char *out, size_t len)
         snprintf(out, len, "%s", "");
     else if (strcmp(name, "cost") == 0)
         snprintf(out, len, "%.6f", json_object_get_double(v));
+    else if (strcmp(name, "audio_seconds") == 0)
+        snprintf(out, len, "%.3f", json_object_get_double(v));
     else if (json_object_is_type(v, json_type_double))
         snprintf(out, len, "%.1f", json_object_get_double(v));
     else

@@ -219,7 +219,9 @@ enum gw_stats_dim {
     GW_STATS_DAY,
     GW_STATS_MONTH,
     GW_STATS_HOUR,
-    GW_STATS_BYOK, /* "yes": served with the tenant's own credential, "no": the platform's */
+    GW_STATS_BYOK,       /* "yes": served with the tenant's own credential, "no": the platform's */
+    GW_STATS_CAPABILITY, /* chat, embeddings, transcription, speech, images, video */
+    GW_STATS_TIER,       /* images: "SIZE/QUALITY"; "" for the others */
     GW_STATS_NDIMS
 };
 struct gw_stats_scope {

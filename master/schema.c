@@ -834,6 +834,8 @@ static const struct field http_fields[] = {
           offsetof(struct gw_http_limits, max_header_size), .min = KIB, .max = MIB),
     FIELD("max_body_size", gw_master_confval_size, offsetof(struct gw_http_limits, max_body_size),
           .min = KIB, .max = GIB),
+    FIELD("max_upload_size", gw_master_confval_size,
+          offsetof(struct gw_http_limits, max_upload_size), .min = KIB, .max = 64 * GIB),
     FIELD("keepalive_timeout", gw_master_confval_duration,
           offsetof(struct gw_http_limits, keepalive_timeout_ms), .min = 1, .max = DAY_MS),
     FIELD("read_timeout", gw_master_confval_duration,
@@ -1073,6 +1075,7 @@ gw_master_config_defaults(struct gw_config *cfg)
     cfg->access_log = true;
     cfg->http.max_header_size = 16 * KIB;
     cfg->http.max_body_size = 8 * MIB;
+    cfg->http.max_upload_size = 25 * MIB;
     cfg->http.keepalive_timeout_ms = 75 * SECOND_MS;
     cfg->http.read_timeout_ms = 30 * SECOND_MS;
     cfg->http.write_timeout_ms = 30 * SECOND_MS;

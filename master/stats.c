@@ -42,10 +42,18 @@
 #define DAY_US (86400LL * 1000000)
 
 static const char *const dim_names[GW_STATS_NDIMS] = {
-    [GW_STATS_KEY] = "key",     [GW_STATS_USER] = "user",     [GW_STATS_TENANT] = "tenant",
-    [GW_STATS_MODEL] = "model", [GW_STATS_TARGET] = "target", [GW_STATS_STATUS] = "status",
-    [GW_STATS_DAY] = "day",     [GW_STATS_MONTH] = "month",   [GW_STATS_HOUR] = "hour",
+    [GW_STATS_KEY] = "key",
+    [GW_STATS_USER] = "user",
+    [GW_STATS_TENANT] = "tenant",
+    [GW_STATS_MODEL] = "model",
+    [GW_STATS_TARGET] = "target",
+    [GW_STATS_STATUS] = "status",
+    [GW_STATS_DAY] = "day",
+    [GW_STATS_MONTH] = "month",
+    [GW_STATS_HOUR] = "hour",
     [GW_STATS_BYOK] = "byok",
+    [GW_STATS_CAPABILITY] = "capability",
+    [GW_STATS_TIER] = "tier",
 };
 
 const char *
@@ -238,6 +246,7 @@ struct fields {
     char model[sizeof(((struct gw_usage *)0)->model) + 1];
     char target[sizeof(((struct gw_usage *)0)->target) + 1];
     char request_id[sizeof(((struct gw_usage *)0)->request_id) + 1];
+    char tier[sizeof(((struct gw_usage *)0)->tier) + 1];
 };
 
 #define FIELD(out, rec, f) field_copy((out)->f, (rec)->f, sizeof((rec)->f))
@@ -251,6 +260,17 @@ fields_get(struct fields *fl, const struct gw_usage *rec)
     FIELD(fl, rec, model);
     FIELD(fl, rec, target);
     FIELD(fl, rec, request_id);
+    FIELD(fl, rec, tier);
+}
+
+/* A record's capability by name; records older than capabilities were
+ * text (chat or embeddings: their tokens tell). */
+static const char *
+capability_name(const struct gw_usage *rec)
+{
+    if (rec->capability == GW_CAP_NONE || rec->capability >= GW_CAP_COUNT)
+        return "text";
+    return gw_usage_capability_names[rec->capability];
 }
 
 static bool
@@ -289,6 +309,10 @@ sums_add(struct gw_usage_sums *to, const struct gw_usage_sums *s)
     to->duration_ms += s->duration_ms;
     to->ttfb_ms += s->ttfb_ms;
     to->cost_nano += s->cost_nano;
+    to->audio_ms += s->audio_ms;
+    to->characters += s->characters;
+    to->images += s->images;
+    to->videos += s->videos;
 }
 
 static void
@@ -303,6 +327,15 @@ sums_of(struct gw_usage_sums *s, const struct gw_usage *rec)
     s->duration_ms = rec->duration_ms;
     s->ttfb_ms = rec->ttfb_ms;
     s->cost_nano = rec->cost_nano;
+    uint64_t units = (uint64_t)(rec->units > 0 ? rec->units : 0);
+    if (rec->capability == GW_CAP_TRANSCRIPTION)
+        s->audio_ms = units;
+    else if (rec->capability == GW_CAP_SPEECH)
+        s->characters = units;
+    else if (rec->capability == GW_CAP_IMAGES)
+        s->images = units;
+    else if (rec->capability == GW_CAP_VIDEO)
+        s->videos = units;
 }
 
 static int
@@ -366,6 +399,8 @@ agg_add(struct agg *ag, const struct gw_usage *rec, const struct gw_usage_sums *
         case GW_STATS_DAY: strftime(v, sizeof(v), "%Y-%m-%d", &tm); break;
         case GW_STATS_MONTH: strftime(v, sizeof(v), "%Y-%m", &tm); break;
         case GW_STATS_BYOK: val = rec->byok ? "yes" : "no"; break;
+        case GW_STATS_CAPABILITY: val = capability_name(rec); break;
+        case GW_STATS_TIER: val = fl.tier; break;
         default: /* GW_STATS_HOUR */ strftime(v, sizeof(v), "%Y-%m-%dT%H:00:00Z", &tm); break;
         }
         int w = snprintf(k + klen, sizeof(k) - klen, "%s%s", i ? "\x1f" : "", val);
@@ -446,6 +481,17 @@ cost_json(int64_t nano)
     return json_object_new_double_s((double)nano / 1e9, text);
 }
 
+/* Milliseconds as seconds with three decimals. */
+static struct json_object *
+seconds_json(uint64_t ms)
+{
+    char text[32];
+
+    snprintf(text, sizeof(text), "%llu.%03llu", (unsigned long long)(ms / 1000),
+             (unsigned long long)(ms % 1000));
+    return json_object_new_double_s((double)ms / 1000.0, text);
+}
+
 static void
 metrics_add(struct json_object *o, const struct gw_usage_sums *g)
 {
@@ -457,6 +503,10 @@ metrics_add(struct json_object *o, const struct gw_usage_sums *g)
     json_object_object_add(o, "cost", cost_json(g->cost_nano));
     json_object_object_add(o, "avg_duration_ms", avg(g->duration_ms, g->requests));
     json_object_object_add(o, "avg_ttfb_ms", avg(g->ttfb_ms, g->requests));
+    json_object_object_add(o, "audio_seconds", seconds_json(g->audio_ms));
+    json_object_object_add(o, "characters", json_object_new_int64((int64_t)g->characters));
+    json_object_object_add(o, "images", json_object_new_int64((int64_t)g->images));
+    json_object_object_add(o, "videos", json_object_new_int64((int64_t)g->videos));
 }
 
 /*
@@ -545,7 +595,8 @@ gw_master_stats_usage(struct gw_master *m, struct json_object *req, struct gw_ar
                                      rc == GW_EEXIST
                                          ? "a dimension is named twice"
                                          : "dimensions are key, user, tenant, model, target, "
-                                           "status, day, month, hour (comma-separated)");
+                                           "status, day, month, hour, byok, capability, tier "
+                                           "(comma-separated)");
 
     /* What workers accounted a moment ago is in the ring: store it first. */
     gw_master_usage_drain(m);
@@ -664,6 +715,9 @@ detail_row(const struct gw_usage *rec, const struct fields *fl)
     json_object_object_add(o, "latency_ms", json_object_new_int64(rec->duration_ms));
     json_object_object_add(o, "ttfb_ms", json_object_new_int64(rec->ttfb_ms));
     json_object_object_add(o, "cost", cost_json(rec->cost_nano));
+    json_object_object_add(o, "capability", json_object_new_string(capability_name(rec)));
+    json_object_object_add(o, "units", json_object_new_int64(rec->units));
+    json_object_object_add(o, "tier", json_object_new_string(fl->tier));
     return o;
 }
 

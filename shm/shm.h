@@ -410,6 +410,7 @@ struct gw_http_limits {
     long keepalive_timeout_ms; /* idle between requests; then close */
     long read_timeout_ms;      /* silence inside a request; then 408 */
     long write_timeout_ms;     /* a client that stops reading; then close */
+    size_t max_upload_size;    /* a body streamed to the upstream (uploads); over it: 413 */
 };
 
 struct gw_config {
@@ -903,7 +904,7 @@ int gw_proto_read_line_max(int fd, struct gw_buf *b, size_t max, char **line, si
  *   generations
  */
 #define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
-#define GW_SHM_LAYOUT 8
+#define GW_SHM_LAYOUT 9
 #define GW_SHM_GEN_SLOTS 8
 #define GW_SHM_NAME_LEN 96
 
@@ -1028,16 +1029,41 @@ struct gw_usage {
     uint32_t duration_ms;
     uint32_t ttfb_ms;
     uint8_t stream;
-    uint8_t cached; /* answered from the response cache */
-    uint8_t byok;   /* served with the tenant's own credential: not billed by the platform */
-    uint8_t pad[1];
+    uint8_t cached;     /* answered from the response cache */
+    uint8_t byok;       /* served with the tenant's own credential: not billed by the platform */
+    uint8_t capability; /* enum gw_usage_capability; 0 in records older than it */
     char request_id[72];
     char key_id[24];
     char model[64];
     char target[96];
     char user[72];   /* the key's owner, or "" */
     char tenant[72]; /* the owner's tenant, or "" */
+    /* What the capability counts besides tokens (see gw_usage_capability):
+     * audio milliseconds, characters, images or videos; 0 for text. */
+    int64_t units;
+    char tier[24]; /* images: "SIZE/QUALITY" such as "1024x1024/standard"; else "" */
 };
+
+/*
+ * What a request used, for usage per capability: text capabilities count
+ * tokens (input_tokens, output_tokens); the others count units as well:
+ * transcription audio milliseconds, speech input characters, images the
+ * images made (and tier their resolution), video the videos created.
+ * Every record is a call.  GW_CAP_NONE: a record older than capabilities.
+ */
+enum gw_usage_capability {
+    GW_CAP_NONE = 0,
+    GW_CAP_CHAT,
+    GW_CAP_EMBEDDINGS,
+    GW_CAP_TRANSCRIPTION, /* and translation: audio in */
+    GW_CAP_SPEECH,        /* audio out */
+    GW_CAP_IMAGES,
+    GW_CAP_VIDEO,
+    GW_CAP_COUNT,
+};
+
+/* "", "chat", "embeddings", "transcription", "speech", "images", "video" */
+extern const char *const gw_usage_capability_names[GW_CAP_COUNT];
 
 /* Sums of many records: one group of the statistics, or one stored daily
  * aggregate. */
@@ -1050,6 +1076,12 @@ struct gw_usage_sums {
     uint64_t duration_ms;
     uint64_t ttfb_ms;
     int64_t cost_nano;
+    /* Units by capability (added after the fields above: a stored
+     * aggregate of an older version is the prefix of this struct). */
+    uint64_t audio_ms;   /* transcription */
+    uint64_t characters; /* speech */
+    uint64_t images;
+    uint64_t videos;
 };
 
 struct gw_shm_ring_slot {

@@ -6,9 +6,12 @@
  *            "disabled","created"}
  *   keyhash  HMAC of the secret (32 bytes) -> key id
  *   usage    time (8 bytes, big-endian us) + 8 unique bytes -> struct gw_usage
- *            (older versions' smaller records are read and upgraded)
+ *            (older versions' smaller records are read, and upgraded when
+ *            they are not in an aggregate yet)
  *   usage_daily  UTC day (4 bytes, big-endian) + status (2) + key id, user,
- *            tenant, model, target (each NUL-ended) -> struct gw_usage_sums
+ *            tenant, model, target (each NUL-ended) [+ capability (1) +
+ *            tier (NUL-ended), for records that have them] ->
+ *            struct gw_usage_sums (an older, shorter one is its prefix)
  *   limits   "key:ID" / "model:NAME" -> JSON {"rpm","tpm"} (rate-limit
  *            overrides; a field left out is not overridden)
  *   tenants  name -> JSON {"name","created"}
@@ -730,6 +733,23 @@ struct ring_head {
     uint64_t head;
 };
 
+const char *const gw_usage_capability_names[GW_CAP_COUNT] = {
+    [GW_CAP_NONE] = "",
+    [GW_CAP_CHAT] = "chat",
+    [GW_CAP_EMBEDDINGS] = "embeddings",
+    [GW_CAP_TRANSCRIPTION] = "transcription",
+    [GW_CAP_SPEECH] = "speech",
+    [GW_CAP_IMAGES] = "images",
+    [GW_CAP_VIDEO] = "video",
+};
+
+/* A record as versions before capabilities stored it: today's without
+ * units and tier at the end (capability was a zero pad byte).  It is in
+ * its aggregate already, so it needs no upgrade. */
+#define USAGE_V2_SIZE offsetof(struct gw_usage, units)
+/* The sums as versions before capabilities stored them. */
+#define SUMS_V1_SIZE offsetof(struct gw_usage_sums, audio_ms)
+
 /* A record as versions before user, tenant, cost and cached stored it:
  * read, never written; gw_store_usage_upgrade rewrites them. */
 struct usage_v1 {
@@ -757,6 +777,11 @@ usage_decode(const MDB_val *v, struct gw_usage *out)
     /* Copied out: LMDB's pages need not be aligned for the struct. */
     if (v->mv_size == sizeof(*out)) {
         memcpy(out, v->mv_data, sizeof(*out));
+        return 0;
+    }
+    if (v->mv_size == USAGE_V2_SIZE) {
+        memset(out, 0, sizeof(*out));
+        memcpy(out, v->mv_data, USAGE_V2_SIZE);
         return 0;
     }
     if (v->mv_size != sizeof(old))
@@ -805,7 +830,7 @@ be32_get(const unsigned char *p)
 #define AGG_KEY_MAX                                                                                \
     (6 + sizeof(((struct gw_usage *)0)->key_id) + sizeof(((struct gw_usage *)0)->user) +           \
      sizeof(((struct gw_usage *)0)->tenant) + sizeof(((struct gw_usage *)0)->model) +              \
-     sizeof(((struct gw_usage *)0)->target) + 5)
+     sizeof(((struct gw_usage *)0)->target) + 5 + 1 + sizeof(((struct gw_usage *)0)->tier) + 1)
 
 static size_t
 agg_key(unsigned char key[AGG_KEY_MAX], const struct gw_usage *r)
@@ -823,6 +848,15 @@ agg_key(unsigned char key[AGG_KEY_MAX], const struct gw_usage *r)
         size_t n = strnlen(fields[i], sizes[i]);
         memcpy(key + len, fields[i], n);
         len += n;
+        key[len++] = '\0';
+    }
+    /* A record without capability keeps the key older versions wrote, so
+     * that it adds to the same aggregate. */
+    size_t tn = strnlen(r->tier, sizeof(r->tier));
+    if (r->capability != GW_CAP_NONE || tn > 0) {
+        key[len++] = r->capability;
+        memcpy(key + len, r->tier, tn);
+        len += tn;
         key[len++] = '\0';
     }
     return len;
@@ -851,6 +885,13 @@ agg_key_decode(const MDB_val *k, struct gw_usage *dims)
         memcpy(fields[i], p, (size_t)(nul - p));
         p = nul + 1;
     }
+    if (p < end) {
+        const unsigned char *nul = memchr(p + 1, '\0', (size_t)(end - p - 1));
+        if (nul == NULL || (size_t)(nul - p - 1) > sizeof(dims->tier))
+            return -1;
+        dims->capability = *p < GW_CAP_COUNT ? *p : GW_CAP_NONE;
+        memcpy(dims->tier, p + 1, (size_t)(nul - p - 1));
+    }
     return 0;
 }
 
@@ -865,6 +906,25 @@ sums_add_record(struct gw_usage_sums *s, const struct gw_usage *r)
     s->duration_ms += r->duration_ms;
     s->ttfb_ms += r->ttfb_ms;
     s->cost_nano += r->cost_nano;
+    uint64_t units = (uint64_t)(r->units > 0 ? r->units : 0);
+    switch (r->capability) {
+    case GW_CAP_TRANSCRIPTION: s->audio_ms += units; break;
+    case GW_CAP_SPEECH: s->characters += units; break;
+    case GW_CAP_IMAGES: s->images += units; break;
+    case GW_CAP_VIDEO: s->videos += units; break;
+    default: break;
+    }
+}
+
+/* A stored aggregate into s: today's size, or an older version's prefix. */
+static bool
+sums_decode(const MDB_val *v, struct gw_usage_sums *s)
+{
+    if (v->mv_size < SUMS_V1_SIZE || v->mv_size > sizeof(*s))
+        return false;
+    memset(s, 0, sizeof(*s));
+    memcpy(s, v->mv_data, v->mv_size);
+    return true;
 }
 
 /* Add r to its daily aggregate inside txn. */
@@ -876,8 +936,8 @@ agg_add(struct gw_store *st, MDB_txn *txn, const struct gw_usage *r)
     MDB_val k = {agg_key(key, r), key}, v;
     int mrc = mdb_get(txn, st->usage_agg, &k, &v);
 
-    if (mrc == 0 && v.mv_size == sizeof(s))
-        memcpy(&s, v.mv_data, sizeof(s));
+    if (mrc == 0)
+        (void)sums_decode(&v, &s);
     else if (mrc != 0 && mrc != MDB_NOTFOUND)
         return store_fail("mdb_get", "usage_daily", mrc);
     sums_add_record(&s, r);
@@ -1083,11 +1143,10 @@ gw_store_usage_agg_scan(struct gw_store *st, int64_t from_us, int64_t to_us,
          mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         struct gw_usage dims;
         struct gw_usage_sums sums;
-        if (agg_key_decode(&k, &dims) != 0 || v.mv_size != sizeof(sums))
+        if (agg_key_decode(&k, &dims) != 0 || !sums_decode(&v, &sums))
             continue;
         if (dims.time_us >= to_us)
             break;
-        memcpy(&sums, v.mv_data, sizeof(sums));
         rc = fn(&dims, &sums, ctx);
     }
     if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)

@@ -34,6 +34,9 @@
 /* An idle keep-alive connection is given up for a waiting new client only
  * after this much idleness. */
 #define HTTP_YIELD_AFTER_MS 1000
+/* How long a connection closed on a client still sending (an upload
+ * refused) reads and drops what comes, at most. */
+#define HTTP_LINGER_MS 2000
 
 const char *
 gw_worker_http_reason(int status)
@@ -181,7 +184,9 @@ on_headers_complete(http_parser *p)
     r->path = url;
 
     /* A declared length over the limit is refused before any body is read. */
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->limits->max_body_size) {
+    c->body_streamed = c->stream_body != NULL && c->stream_body(r);
+    size_t limit = c->body_streamed ? c->limits->max_upload_size : c->limits->max_body_size;
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > limit) {
         c->error = 413;
         return -1;
     }
@@ -201,6 +206,16 @@ on_body(http_parser *p, const char *at, size_t len)
 {
     struct gw_http_conn *c = conn_of(p);
 
+    /* A streamed body is handed out as it is parsed: the buffer holds no
+     * more than one read's worth of it. */
+    if (c->body_streamed) {
+        c->body_seen += len;
+        if (c->body_seen > c->limits->max_upload_size) {
+            c->error = 413;
+            return 1;
+        }
+        return gw_buf_append(&c->body, at, len) == 0 ? 0 : 1;
+    }
     if (c->body.len + len > c->limits->max_body_size) {
         c->error = 413;
         return 1;
@@ -322,6 +337,9 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
     c->headers_cap = 0;
     c->bytes_out = 0;
     c->in_value = c->done = c->headers_done = false;
+    c->body_streamed = false;
+    c->body_off = 0;
+    c->body_seen = 0;
     c->error = 0;
     /* Bytes of this request may already be buffered (pipelining). */
     c->header_deadline = gw_now_ms() + c->limits->read_timeout_ms;
@@ -336,11 +354,14 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
 
             c->in_off += n;
             c->msg_bytes += n;
-            if (e == HPE_PAUSED || c->done) {
+            bool streamed = c->body_streamed && c->headers_done && c->error == 0 &&
+                            (e == HPE_OK || e == HPE_PAUSED);
+            if (e == HPE_PAUSED || c->done || streamed) {
                 http_parser_pause(&c->parser, 0);
                 c->served++;
-                req->body = c->body.len ? c->body.data : "";
-                req->body_len = c->body.len;
+                /* A streamed body stays in c->body for body_read. */
+                req->body = c->body_streamed ? NULL : c->body.len ? c->body.data : "";
+                req->body_len = c->body_streamed ? 0 : c->body.len;
                 return 0;
             }
             if (c->error != 0)
@@ -387,6 +408,75 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
         if (c->msg_bytes == 0 && c->in_off == c->in_len)
             c->header_deadline = gw_now_ms() + c->limits->read_timeout_ms;
         c->in_len += (size_t)r;
+    }
+}
+
+int
+gw_worker_http_body_read(struct gw_http_conn *c, const char **data, size_t *len)
+{
+    *len = 0;
+    for (;;) {
+        if (c->body_off < c->body.len) {
+            *data = c->body.data + c->body_off;
+            *len = c->body.len - c->body_off;
+            c->body_off = c->body.len;
+            return 0;
+        }
+        c->body.len = c->body_off = 0;
+        if (c->done)
+            return 0;
+        if (c->error != 0)
+            return GW_EPROTO;
+        if (c->in_off < c->in_len) {
+            size_t n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off,
+                                           c->in_len - c->in_off);
+            enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+            c->in_off += n;
+            if (e == HPE_PAUSED)
+                http_parser_pause(&c->parser, 0); /* the message is complete */
+            else if (c->error == 0 && e != HPE_OK)
+                c->error = 400;
+            if (c->error != 0)
+                return GW_EPROTO;
+            continue;
+        }
+        c->in_off = c->in_len = 0;
+        int w = wait_readable(c, c->limits->read_timeout_ms, false);
+        if (w == GW_ECLOSED)
+            return GW_ECLOSED;
+        if (w == 0) {
+            c->error = 408;
+            return GW_EPROTO;
+        }
+        ssize_t r = read(c->fd, c->in, c->in_cap);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return GW_ECLOSED;
+        c->in_len = (size_t)r;
+    }
+}
+
+bool
+gw_worker_http_body_unread(const struct gw_http_conn *c)
+{
+    return c->body_streamed && !c->done;
+}
+
+void
+gw_worker_http_linger(struct gw_http_conn *c)
+{
+    int64_t end = gw_now_ms() + HTTP_LINGER_MS;
+
+    if (shutdown(c->fd, SHUT_WR) != 0)
+        return;
+    for (;;) {
+        int64_t left = end - gw_now_ms();
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            break;
+        if (read(c->fd, c->in, c->in_cap) <= 0)
+            break;
     }
 }
 
@@ -447,7 +537,8 @@ static int
 head_format(struct gw_http_conn *c, struct gw_request *req, int status, const char *ctype,
             const char *extra)
 {
-    bool close = !req->keep_alive || gw_worker_stopping;
+    /* A body left unread cannot be skipped to the next request. */
+    bool close = !req->keep_alive || gw_worker_stopping || gw_worker_http_body_unread(c);
 
     req->status = status;
     c->out.len = 0;

@@ -48,6 +48,10 @@ static int handle_proxy(struct gw_worker *w, struct gw_request *req, const struc
 
 static int handle_passthru(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                            const struct route *rt);
+static int handle_upload(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                         const struct route *rt);
+static int handle_video_get(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                            const struct route *rt);
 
 static int handle_metrics(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                           const struct route *rt);
@@ -79,6 +83,13 @@ static const struct route routes[] = {
     {"/v1/models/", true, HTTP_GET, true, handle_model, 0, 0},
     {"/v1/chat/completions", false, HTTP_POST, true, handle_proxy, GW_EP_CHAT, 0},
     {"/v1/embeddings", false, HTTP_POST, true, handle_proxy, GW_EP_EMBEDDINGS, 0},
+    /* Media (worker/media.c). */
+    {"/v1/images/generations", false, HTTP_POST, true, handle_proxy, GW_EP_IMAGES, 0},
+    {"/v1/audio/speech", false, HTTP_POST, true, handle_proxy, GW_EP_SPEECH, 0},
+    {"/v1/audio/transcriptions", false, HTTP_POST, true, handle_upload, GW_EP_TRANSCRIPTIONS, 0},
+    {"/v1/audio/translations", false, HTTP_POST, true, handle_upload, GW_EP_TRANSLATIONS, 0},
+    {"/v1/videos", false, HTTP_POST, true, handle_upload, GW_EP_VIDEOS, 0},
+    {"/v1/videos/", true, HTTP_GET, true, handle_video_get, GW_EP_VIDEO_GET, 0},
     {"/v1/mcp/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_MCP},
     {"/v1/agent/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_AGENT},
     {"/v1/sandboxes/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_SANDBOX},
@@ -469,9 +480,10 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     int attempts = 0, rc = GW_EUPSTREAM;
     bool any_target = false;
 
-    /* The model, then its fallbacks (and theirs), each once. */
+    /* The model, then its fallbacks (and theirs), each once; a pinned
+     * target is the only one. */
     chain[nchain++] = first;
-    for (size_t c = 0; c < nchain && nchain < 16; c++) {
+    for (size_t c = 0; c < nchain && nchain < 16 && call->pin_target == 0; c++) {
         const uint32_t *fb = (const uint32_t *)((const char *)g + chain[c]->fallbacks);
         for (uint32_t f = 0; f < chain[c]->nfallbacks && nchain < 16; f++) {
             const struct gw_gen_model *next = gw_gen_model_at(g, fb[f]);
@@ -500,7 +512,10 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
             bool probe = false;
             if (deadline > 0 && gw_now_ms() >= deadline)
                 break;
-            int i = gw_worker_route_pick(w, g, m, strategy, session, tried, &probe);
+            int i = call->pin_target == 0
+                        ? gw_worker_route_pick(w, g, m, strategy, session, tried, &probe)
+                    : a == 0 ? call->pin_target - 1
+                             : -1;
             if (i < 0)
                 break;
             gw_worker_route_tried_add(tried, (uint32_t)i);
@@ -574,12 +589,26 @@ answer_complete(struct gw_call *call, void *ctx)
     gw_worker_cache_store(d->w, d->req, call, d->cs, 0);
 }
 
+int
+gw_worker_pipeline_attempts(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                            struct gw_call *call, const struct gw_gen_model *first)
+{
+    return attempts_run(w, req, key, call, first);
+}
+
 static int
 handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
              const struct route *rt)
 {
+    return gw_worker_pipeline_proxy(w, req, key, rt->endpoint);
+}
+
+int
+gw_worker_pipeline_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                         enum gw_endpoint ep)
+{
     const struct gw_gen *g = w->gen;
-    struct gw_call call = {.req = req, .conn = &w->conn, .endpoint = rt->endpoint};
+    struct gw_call call = {.req = req, .conn = &w->conn, .endpoint = ep};
     const char *name = NULL;
     struct json_object *v, *so;
     struct gw_limit_hold hold;
@@ -589,7 +618,7 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
 
     if ((call.json = body_parse(w, req)) == NULL)
         return 0;
-    if ((rc = body_check(w, req, call.json, rt->endpoint, &name)) != 0) {
+    if ((rc = body_check(w, req, call.json, ep, &name)) != 0) {
         /* Answered: keep the connection unless the answer failed. */
         rc = rc == -1 ? 0 : rc;
         goto out;
@@ -605,7 +634,12 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                                   "model", "This API key may not use the model `%s`.", req->model);
         goto out;
     }
-    if (rt->endpoint == GW_EP_CHAT) {
+    req->capability = gw_worker_media_capability(ep);
+    if (gw_worker_media_endpoint(ep) && (rc = gw_worker_media_prepare(w, req, &call)) != 0) {
+        rc = rc == -1 ? 0 : rc;
+        goto out;
+    }
+    if (ep == GW_EP_CHAT) {
         call.stream =
             json_object_object_get_ex(call.json, "stream", &v) && json_object_get_boolean(v);
         call.client_usage = json_object_object_get_ex(call.json, "stream_options", &so) &&
@@ -627,12 +661,13 @@ handle_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
         gw_worker_quota_settle(w, req, &qhold);
         goto out;
     }
-    struct gw_cache_step cache;
+    struct gw_cache_step cache = {0};
     struct answer_done done = {.w = w, .req = req, .cs = &cache, .qhold = &qhold};
     gw_worker_capture_begin(w, req, key, &call);
     call.on_complete = answer_complete;
     call.on_complete_ctx = &done;
-    if (!gw_worker_cache_lookup(w, req, &call, &cache, &rc))
+    /* Media answers (audio, images, videos) are not cached. */
+    if (gw_worker_media_endpoint(ep) || !gw_worker_cache_lookup(w, req, &call, &cache, &rc))
         rc = attempts_run(w, req, key, &call, call.model);
     req->upstream_status = call.status;
     req->stream = call.stream;
@@ -660,6 +695,21 @@ handle_passthru(struct gw_worker *w, struct gw_request *req, const struct gw_key
     return gw_worker_passthru(w, req, key, rt->passthru, rt->path);
 }
 
+static int
+handle_upload(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+              const struct route *rt)
+{
+    return gw_worker_media_upload(w, req, key, rt->endpoint);
+}
+
+static int
+handle_video_get(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                 const struct route *rt)
+{
+    (void)rt;
+    return gw_worker_media_video_get(w, req, key);
+}
+
 /* ---------------------------------------------------------- accounting */
 
 /*
@@ -681,6 +731,9 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
         .cost_nano = req->cost_nano,
         .cached = req->cache_hit,
         .byok = req->byok,
+        .capability = req->capability,
+        /* Units are what a successful answer made. */
+        .units = req->status >= 200 && req->status < 300 ? req->units : 0,
     };
     struct timespec ts;
 
@@ -692,6 +745,8 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
     snprintf(u.target, sizeof(u.target), "%s", req->target ? req->target : "");
     snprintf(u.user, sizeof(u.user), "%s", req->user ? req->user : "");
     snprintf(u.tenant, sizeof(u.tenant), "%s", req->tenant ? req->tenant : "");
+    if (req->tier != NULL)
+        memcpy(u.tier, req->tier, strnlen(req->tier, sizeof(u.tier)));
 
     for (int tries = 0; tries < USAGE_RING_WAIT_TRIES; tries++) {
         if (gw_shm_ring_push(w->env->shm, &u) == 0)

@@ -90,7 +90,9 @@ headers_build(struct gw_call *call)
             goto fail;                                                                             \
         h = n_;                                                                                    \
     } while (0)
-    ADD("Content-Type: application/json");
+    if (!call->method_get)
+        ADD(gw_arena_printf(req->arena, "Content-Type: %s",
+                            call->content_type != NULL ? call->content_type : "application/json"));
     /* libcurl would send "Expect: 100-continue" for large bodies. */
     ADD("Expect:");
     ADD(gw_arena_printf(req->arena, "x-request-id: %s", req->id));
@@ -179,9 +181,20 @@ on_data(char *data, size_t size, size_t n, void *ctx)
         call->first_byte_us = now - call->req->start_us;
         call->attempt_first_byte_us = now - call->attempt_start_us;
         curl_easy_getinfo(io->curl, CURLINFO_RESPONSE_CODE, &io->status);
+        /* A raw answer (audio, video) goes out with the upstream's own
+         * content type, its bytes as they come. */
+        if (call->raw && io->status >= 200 && io->status < 300) {
+            if (gw_worker_http_stream_begin(call->conn, call->req, (int)io->status,
+                                            io->ctype[0] ? io->ctype : "application/octet-stream",
+                                            NULL) != 0) {
+                io->client_gone = true;
+                return 0;
+            }
+            io->streaming = true;
+        }
         /* Relay only a successful stream; anything else is collected so
          * that it can be answered whole with its own status. */
-        if (call->stream && io->status >= 200 && io->status < 300) {
+        if (call->stream && !call->raw && io->status >= 200 && io->status < 300) {
             if (gw_worker_http_stream_begin(call->conn, call->req, (int)io->status,
                                             "text/event-stream",
                                             "Cache-Control: no-cache\r\n") != 0) {
@@ -190,6 +203,13 @@ on_data(char *data, size_t size, size_t n, void *ctx)
             }
             io->streaming = true;
         }
+    }
+    if (io->streaming && call->raw) {
+        if (gw_worker_http_stream_write(call->conn, data, len) != 0) {
+            io->client_gone = true;
+            return 0;
+        }
+        return len;
     }
     if (io->streaming && io->xlate)
         return io->ad->stream_feed(&io->xs, data, len) == 0 ? len : 0;
@@ -355,7 +375,12 @@ transfer_run(CURLM *multi, CURL *curl, struct upstream_io *io)
             break;
         int64_t now = gw_now_ms();
         long limit = io->got_bytes ? io->to->idle_ms : io->to->first_byte_ms;
-        int64_t left = io->last_io_ms + limit - now;
+        int64_t last = io->last_io_ms;
+        /* While an upload is being sent, the wait for an answer has not
+         * begun: it counts from the last bytes curl took. */
+        if (io->call->upload != NULL && atomic_load(&io->call->upload->last_read_ms) > last)
+            last = atomic_load(&io->call->upload->last_read_ms);
+        int64_t left = last + limit - now;
         if (left <= 0) {
             io->timed_out = true;
             cc = CURLE_OPERATION_TIMEDOUT;
@@ -437,7 +462,7 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
                                   NULL, "The gateway could not build the upstream request.");
         goto out;
     }
-    if (call->stream && ad->stream_feed != NULL) {
+    if (call->stream && !call->raw && ad->stream_feed != NULL) {
         gw_worker_xstream_init(&io.xs, call, relay_feed, &io.sse);
         io.xlate = true;
     }
@@ -448,8 +473,21 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
     /* The options that never change were set once (upstream_init): no
      * reset, so the handle keeps its buffers from request to request. */
     curl_easy_setopt(curl, CURLOPT_URL, call->url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
+    if (call->method_get) {
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    } else if (call->upload != NULL) {
+        /* The spooled upload, read from its file as curl sends it. */
+        uint64_t size = gw_worker_media_upload_rewind(call->upload, call->target_model);
+        curl_easy_setopt(curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
+        curl_easy_setopt(curl, CURLOPT_READFUNCTION, gw_worker_media_upload_read);
+        curl_easy_setopt(curl, CURLOPT_READDATA, call->upload);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)size);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
+    }
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, call->headers);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, call->timeouts.connect_ms);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, call->timeouts.total_ms);
@@ -459,6 +497,10 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
 
     CURLcode cc = transfer_run(multi, curl, &io);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL); /* errbuf is on this stack */
+    if (call->upload != NULL) {
+        curl_easy_setopt(curl, CURLOPT_READFUNCTION, NULL);
+        curl_easy_setopt(curl, CURLOPT_READDATA, NULL);
+    }
     if (!io.got_bytes)
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &io.status);
     call->status = (int)io.status;
@@ -468,6 +510,16 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
         if (io.streaming)
             stream_usage(&io);
         rc = GW_ECLOSED;
+    } else if (io.streaming && call->raw) {
+        /* Bytes have no error event: a broken transfer ends the
+         * connection without the last chunk, so the client sees it cut. */
+        if (cc == CURLE_OK) {
+            rc = gw_worker_http_stream_end(call->conn) != 0 ? GW_ECLOSED : 0;
+        } else {
+            call->status = io.timed_out || cc == CURLE_OPERATION_TIMEDOUT ? 504 : 502;
+            call->req->keep_alive = false;
+            rc = GW_ECLOSED;
+        }
     } else if (io.streaming) {
         /* Headers are out: an error can only be told inside the stream. */
         if (cc == CURLE_OK && io.xlate && io.ad->stream_finish(&io.xs) == GW_EPROTO) {
@@ -532,6 +584,15 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
             ctype = "application/json";
         call->have_usage =
             gw_worker_usage_parse(body, len, &call->prompt_tokens, &call->completion_tokens);
+        if (call->answer_hook != NULL && call->answer_hook(call, &body, &len) != 0) {
+            rc = gw_worker_http_error(call->conn, call->req, 502, "upstream_error",
+                                      "upstream_bad_response", NULL,
+                                      "The upstream provider \"%s\" sent an answer the gateway "
+                                      "could not read.",
+                                      call->provider_name);
+            call->status = 502;
+            goto out;
+        }
         if (call->safety != NULL)
             rc = gw_worker_safety_response(call, &body, &len, &answered);
         /* What the client gets (masked, when safety masked it) is what a

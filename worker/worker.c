@@ -161,7 +161,9 @@ protocol_error(struct gw_worker *w, struct gw_request *req)
                          : status == 408 ? "request_timeout"
                                          : "bad_request",
                          NULL, "%s",
-                         status == 413   ? "The request body exceeds http.max_body_size."
+                         status == 413 && w->conn.body_streamed
+                             ? "The upload exceeds http.max_upload_size."
+                         : status == 413 ? "The request body exceeds http.max_body_size."
                          : status == 431 ? "The request headers exceed http.max_header_size."
                          : status == 408 ? "The request was not received in time."
                                          : "The request is not valid HTTP/1.1.");
@@ -207,6 +209,8 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
     w->conn.yield_fds = w->env->listen_fds;
     w->conn.nyield_fds = w->env->nlisten;
     w->conn.should_yield = no_idle_worker;
+    if (kind == LISTENER_CLIENT)
+        w->conn.stream_body = gw_worker_media_body_streamed;
     w->conn.yield_ctx = w;
 
     for (;;) {
@@ -223,6 +227,8 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
         request_id_set(w, &req);
         if (rc != 0) {
             protocol_error(w, &req);
+            if (w->conn.error == 413)
+                gw_worker_http_linger(&w->conn);
             gw_arena_reset(w->arena);
             break;
         }
@@ -239,7 +245,10 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
         w->gen = NULL;
         atomic_fetch_add(&w->me->requests, 1);
         atomic_fetch_add(&w->env->shm->hdr->requests, 1);
-        bool again = rc == 0 && req.keep_alive && !gw_worker_stopping;
+        bool unread = gw_worker_http_body_unread(&w->conn);
+        bool again = rc == 0 && req.keep_alive && !gw_worker_stopping && !unread;
+        if (unread && rc == 0)
+            gw_worker_http_linger(&w->conn);
         logs_reopen(w);
         gw_arena_reset(w->arena);
         state_set(w, gw_worker_stopping ? GW_WORKER_STOPPING

@@ -101,6 +101,11 @@ struct gw_request {
     const char *moderation_categories; /* a JSON array */
     bool capture;                      /* account() writes a capture record */
     struct gw_answer *answer;          /* the answer as the client got it, or NULL */
+
+    /* Usage per capability (worker/media.c): what units counts. */
+    uint8_t capability; /* enum gw_usage_capability; 0: from the endpoint */
+    int64_t units;
+    const char *tier;
 };
 
 #define GW_HTTP_MAX_YIELD_FDS 16
@@ -127,6 +132,15 @@ struct gw_http_conn {
     size_t nyield_fds;
     bool (*should_yield)(void *ctx);
     void *yield_ctx;
+    /* A request whose route takes its body as a stream (uploads, see
+     * worker/media.c): stream_body, asked once the headers are in, says
+     * so; then gw_worker_http_read returns without the body, which is
+     * read piece by piece with gw_worker_http_body_read, bounded by
+     * max_upload_size instead of max_body_size. */
+    bool (*stream_body)(const struct gw_request *req);
+    bool body_streamed; /* the request in hand is such a request */
+    size_t body_off;    /* body.data[body_off..body.len) not handed out yet */
+    uint64_t body_seen; /* its body bytes parsed so far */
     int error;          /* HTTP status to answer when parsing failed */
     bool response_open; /* headers sent, body (chunked) in progress */
     bool chunked;       /* response uses chunked transfer coding */
@@ -146,6 +160,25 @@ void gw_worker_http_fini(struct gw_http_conn *c);
  * gw_worker_http_error before closing.
  */
 int gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req);
+
+/*
+ * The next piece of a streamed request body (c->body_streamed): *data
+ * and *len point into the connection's buffer, valid until the next
+ * call; *len is 0 at the end of the body.  Returns 0; GW_EPROTO when
+ * the body is too big, malformed or too slow (c->error holds the status
+ * to answer: 413, 400 or 408); GW_ECLOSED when the client went away.
+ */
+int gw_worker_http_body_read(struct gw_http_conn *c, const char **data, size_t *len);
+/* Whether the request in hand has body bytes not read yet (a streamed
+ * body its handler did not read to the end): the connection cannot
+ * serve another request. */
+bool gw_worker_http_body_unread(const struct gw_http_conn *c);
+/*
+ * Before closing a connection whose client may still be sending (an
+ * upload refused early): stop writing, and read and drop what comes for
+ * a little while, so that the client reads the answer instead of a reset.
+ */
+void gw_worker_http_linger(struct gw_http_conn *c);
 
 /* Header value by lowercase name, or NULL. */
 const char *gw_worker_http_header(const struct gw_request *req, const char *name);
@@ -361,6 +394,13 @@ struct gw_safety_req;
 enum gw_endpoint {
     GW_EP_CHAT = 0,
     GW_EP_EMBEDDINGS,
+    /* Media (worker/media.c). */
+    GW_EP_IMAGES,         /* POST /v1/images/generations */
+    GW_EP_SPEECH,         /* POST /v1/audio/speech: audio bytes relayed as they come */
+    GW_EP_TRANSCRIPTIONS, /* POST /v1/audio/transcriptions: a multipart upload, spooled */
+    GW_EP_TRANSLATIONS,   /* POST /v1/audio/translations: the same */
+    GW_EP_VIDEOS,         /* POST /v1/videos: JSON or multipart */
+    GW_EP_VIDEO_GET,      /* GET /v1/videos/{id}[/content]: to the target that made it */
 };
 
 /* Why an attempt failed, kept until the pipeline retries or answers it. */
@@ -404,6 +444,18 @@ struct gw_call {
     const struct gw_gen *gen;               /* the generation of model and target */
     const struct gw_gen_provider *provider; /* the target's provider, for its type's keys */
     int64_t created;                        /* unix seconds, for translated answers */
+
+    /* Media endpoints (worker/media.c). */
+    const char *upstream_path; /* below base_url instead of the endpoint's (GET /videos/ID) */
+    bool method_get;           /* a GET without body */
+    const char *content_type;  /* of the body sent; NULL: application/json */
+    struct gw_upload *upload;  /* the body is the client's upload, spooled (not body) */
+    bool raw;                  /* a 2xx answer is relayed as it comes, with its content type */
+    int pin_target; /* 1 + the index of the only target to call (no fallbacks); 0: none */
+    /* A whole 2xx answer before it goes out: may read it (usage) and
+     * replace it (*body in the arena); nonzero: the answer is unusable. */
+    int (*answer_hook)(struct gw_call *call, const char **body, size_t *len);
+    void *hook_ctx;
 
     /* Built by the adapter. */
     char *url;
@@ -573,6 +625,100 @@ int gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len, con
  */
 void gw_worker_byok_apply(struct gw_worker *w, struct gw_call *call,
                           const struct gw_gen_provider *p);
+
+/* -------------------------------------------------------------- media */
+
+/*
+ * multipart/form-data read as it streams (worker/multipart.c).  Each part
+ * is reported when it ends: its field name, whether it is a file, the
+ * offsets of its value in the body and the first bytes of the value.
+ */
+#define GW_MULTIPART_VALUE_MAX 256
+
+struct gw_multipart_part {
+    char name[64];       /* the form field's name (cut to fit) */
+    bool file;           /* it has a filename */
+    uint64_t start, end; /* the value is body[start..end) */
+    const char *value;   /* its first bytes (valid during the call) */
+    size_t value_len;    /* min(end - start, GW_MULTIPART_VALUE_MAX) */
+};
+
+typedef void (*gw_multipart_part_fn)(void *ctx, const struct gw_multipart_part *p);
+
+struct gw_multipart {
+    char delim[80]; /* "\r\n--" boundary */
+    size_t dlen;
+    uint8_t fail[80]; /* KMP failure function of delim */
+    size_t match;     /* bytes of delim matched so far */
+    int state;
+    bool closed;  /* the closing delimiter was seen */
+    uint64_t pos; /* body bytes fed */
+    char line[1024];
+    size_t line_len;
+    struct gw_multipart_part part;
+    char value[GW_MULTIPART_VALUE_MAX + 80];
+    size_t vlen;
+    size_t nparts;
+    gw_multipart_part_fn fn;
+    void *ctx;
+};
+
+/* The boundary of a multipart/form-data content type into out; GW_EINVAL
+ * when the type is another or has no valid boundary. */
+int gw_worker_multipart_boundary(const char *ctype, char *out, size_t size);
+/* Start reading a body of content type ctype; fn gets each part. */
+int gw_worker_multipart_init(struct gw_multipart *mp, const char *ctype, gw_multipart_part_fn fn,
+                             void *ctx);
+/* Feed the next len bytes; GW_EPROTO when the body is malformed. */
+int gw_worker_multipart_feed(struct gw_multipart *mp, const char *data, size_t len);
+/* Whether the closing delimiter came: the body is complete. */
+bool gw_worker_multipart_done(const struct gw_multipart *mp);
+
+/*
+ * An upload spooled to an unlinked file (worker/media.c) and sent to each
+ * attempt from there, its model field's value replaced by the target's
+ * model name on the way (curl's read callback).
+ */
+struct gw_upload {
+    int fd;
+    uint64_t size;                   /* bytes spooled */
+    uint64_t model_start, model_end; /* the model value; equal: none */
+    const char *model;               /* what replaces it */
+    uint64_t pos;                    /* of the body sent (rewritten) */
+    _Atomic int64_t last_read_ms;    /* curl last took bytes (upstream.c timeouts) */
+};
+
+/* Whether the request's body is read as a stream (gw_http_conn.stream_body). */
+bool gw_worker_media_body_streamed(const struct gw_request *req);
+/* POST /v1/audio/transcriptions, /translations, /v1/videos: a multipart
+ * upload spooled and routed by its model field, or a JSON body. */
+int gw_worker_media_upload(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                           enum gw_endpoint ep);
+/* GET /v1/videos/{id}[/content]: to the target that made the video. */
+int gw_worker_media_video_get(struct gw_worker *w, struct gw_request *req,
+                              const struct gw_key *key);
+/* Checks and settings of a JSON media request before its attempts
+ * (required fields, raw relay, usage units); nonzero when it answered
+ * (-1: answered, keep the connection). */
+int gw_worker_media_prepare(struct gw_worker *w, struct gw_request *req, struct gw_call *call);
+/* Whether ep is a media endpoint (no response cache). */
+bool gw_worker_media_endpoint(enum gw_endpoint ep);
+/* The usage capability of a request to endpoint ep. */
+uint8_t gw_worker_media_capability(enum gw_endpoint ep);
+/* Rewind an upload for a new attempt to a target whose model is model;
+ * the size of the body it will send. */
+uint64_t gw_worker_media_upload_rewind(struct gw_upload *u, const char *model);
+/* curl's read callback over an upload. */
+size_t gw_worker_media_upload_read(char *buf, size_t size, size_t n, void *ctx);
+
+/* The pipeline's steps that media.c reuses (worker/pipeline.c): a JSON
+ * body's whole path from its parse on, and the attempts over a model's
+ * targets (call->pin_target honoured). */
+int gw_worker_pipeline_proxy(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                             enum gw_endpoint ep);
+int gw_worker_pipeline_attempts(struct gw_worker *w, struct gw_request *req,
+                                const struct gw_key *key, struct gw_call *call,
+                                const struct gw_gen_model *first);
 
 /* Set the options of the worker's easy handle that never change. */
 void gw_worker_upstream_init(CURL *curl);

@@ -214,7 +214,7 @@ test('usage --csv parses back to the same numbers', async () => {
   assert.equal(r.code, 0, r.stderr);
   const [header, ...rows] = parseCsv(r.stdout);
   assert.deepEqual(header, ['key', 'model', 'requests', 'errors', 'input_tokens', 'output_tokens',
-    'cached', 'cost', 'avg_duration_ms', 'avg_ttfb_ms']);
+    'cached', 'cost', 'avg_duration_ms', 'avg_ttfb_ms', 'audio_seconds', 'characters', 'images', 'videos']);
   const json = await gw.ctlJson(['usage', '--by', 'key,model']);
   assert.equal(rows.length, json.rows.length);
   rows.forEach((f, i) => {
@@ -339,7 +339,7 @@ test('usage --detail --format csv and xlsx -o FILE hold the same requests and ad
   await ok(['usage', '--detail', '--limit', '0', '--format', 'csv', '-o', csvFile]);
   const [header, ...rows] = parseCsv(fs.readFileSync(csvFile, 'utf8'));
   assert.deepEqual(header, ['time', 'request_id', 'key', 'user', 'tenant', 'model', 'target', 'status',
-    'input_tokens', 'output_tokens', 'cached', 'latency_ms', 'cost']);
+    'input_tokens', 'output_tokens', 'cached', 'latency_ms', 'cost', 'capability', 'units', 'tier']);
   assert.equal(rows.length, sent.length);
   const col = (name) => rows.map((f) => f[header.indexOf(name)]);
   assert.deepEqual(col('request_id').sort(), sent.map((x) => x.id).sort());

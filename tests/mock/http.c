@@ -424,6 +424,8 @@ dispatch(struct gw_mock_conn *c)
                                      "Incorrect API key provided.");
     if (plen > 4 && memcmp(path, "/pt/", 4) == 0)
         return gw_mock_passthru_handle(c);
+    if ((rc = gw_mock_media_dispatch(c, path, plen)) != 1)
+        return rc;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const struct route *r = &routes[i];
         if (strlen(r->path) != plen || memcmp(r->path, path, plen) != 0)

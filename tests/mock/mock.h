@@ -10,8 +10,8 @@
  * Files: mock.c (command line, listener, signals), http.c (connections,
  * request parsing, routing, response writing), fault.c (the x-mock-*
  * request headers), chat.c (/v1/chat/completions), embed.c
- * (/v1/embeddings).  GET /mock/stats counts the chat and embeddings
- * requests served: {"chat": N, "embeddings": N}.
+ * (/v1/embeddings), media.c (audio, images, videos).  GET /mock/stats counts the chat and
+ * embeddings requests served: {"chat": N, "embeddings": N}.
  */
 #ifndef GW_MOCK_H
 #define GW_MOCK_H
@@ -107,6 +107,8 @@ int gw_mock_chat_handle(struct gw_mock_conn *c);
 int gw_mock_embed_handle(struct gw_mock_conn *c);
 int gw_mock_passthru_handle(struct gw_mock_conn *c);
 int gw_mock_moderation_handle(struct gw_mock_conn *c);
+/* The media endpoints (media.c); 1 when path is none of theirs. */
+int gw_mock_media_dispatch(struct gw_mock_conn *c, const char *path, size_t plen);
 
 /*
  * The provider formats other than OpenAI's (provider.c): Azure OpenAI,

@@ -572,7 +572,7 @@ section_must_be_a_mapping(void **state)
     (void)state;
     expect_error("http: 8m\n" MINIMAL, 1, 7,
                  "\"http\" must be a mapping of keys (max_header_size, max_body_size, "
-                 "keepalive_timeout, read_timeout, write_timeout)");
+                 "max_upload_size, keepalive_timeout, read_timeout, write_timeout)");
 }
 
 static void

@@ -803,7 +803,7 @@ config_build(const char *tag, size_t url_pad)
     cfg->path = gw_arena_strdup(a, "/etc/aigw/test.yaml");
     cfg->log_level = GW_LOG_DEBUG;
     cfg->access_log = true;
-    cfg->http = (struct gw_http_limits){8192, 1 << 20, 5000, 10000, 15000};
+    cfg->http = (struct gw_http_limits){8192, 1 << 20, 5000, 10000, 15000, 1 << 22};
     cfg->max_response_size = 4 << 20;
 
     cfg->nproviders = 2;

@@ -115,8 +115,8 @@ test_relative_times_count_back_from_now(void **state)
 static void
 test_dims_in_order(void **state)
 {
-    static const char *const names[] = {"key",    "user", "tenant", "model", "target",
-                                        "status", "day",  "month",  "hour",  "byok"};
+    static const char *const names[] = {"key", "user",  "tenant", "model", "target",     "status",
+                                        "day", "month", "hour",   "byok",  "capability", "tier"};
     int dims[GW_STATS_NDIMS];
     size_t n;
 
@@ -128,9 +128,10 @@ test_dims_in_order(void **state)
     assert_int_equal(gw_master_stats_dims_parse("user,tenant", dims, &n), 0);
     assert_int_equal(dims[0], GW_STATS_USER);
     assert_int_equal(dims[1], GW_STATS_TENANT);
-    assert_int_equal(gw_master_stats_dims_parse(
-                         "key,user,tenant,model,target,status,day,month,hour,byok", dims, &n),
-                     0);
+    assert_int_equal(
+        gw_master_stats_dims_parse(
+            "key,user,tenant,model,target,status,day,month,hour,byok,capability,tier", dims, &n),
+        0);
     assert_int_equal(n, GW_STATS_NDIMS);
     for (size_t i = 0; i < n; i++)
         assert_string_equal(gw_master_stats_dim_name(dims[i]), names[i]);

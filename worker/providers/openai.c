@@ -17,7 +17,25 @@
 static const char *const endpoint_paths[] = {
     [GW_EP_CHAT] = "/chat/completions",
     [GW_EP_EMBEDDINGS] = "/embeddings",
+    /* Media (worker/media.c); GW_EP_VIDEO_GET has call->upstream_path. */
+    [GW_EP_IMAGES] = "/images/generations",
+    [GW_EP_SPEECH] = "/audio/speech",
+    [GW_EP_TRANSCRIPTIONS] = "/audio/transcriptions",
+    [GW_EP_TRANSLATIONS] = "/audio/translations",
+    [GW_EP_VIDEOS] = "/videos",
 };
+
+/* The path below the base URL. */
+static const char *
+endpoint_path(const struct gw_call *call)
+{
+    if (call->upstream_path != NULL)
+        return call->upstream_path;
+    if ((size_t)call->endpoint < sizeof(endpoint_paths) / sizeof(endpoint_paths[0]) &&
+        endpoint_paths[call->endpoint] != NULL)
+        return endpoint_paths[call->endpoint];
+    return NULL;
+}
 
 /* call->body: the client's body for this provider, model named. */
 static int
@@ -28,6 +46,9 @@ openai_body(struct gw_call *call)
     bool ask_usage = call->stream && !(quirks & GW_QUIRK_NO_STREAM_USAGE);
     struct json_object *so, *mct;
 
+    /* An upload or a GET has no JSON body to name the model in. */
+    if (call->upload != NULL || call->method_get)
+        return 0;
     bool rename = (quirks & GW_QUIRK_MAX_TOKENS) &&
                   json_object_object_get_ex(call->json, "max_completion_tokens", &mct);
     /* The client's bytes with the model swapped in, when the shape allows;
@@ -60,10 +81,12 @@ openai_body(struct gw_call *call)
 static int
 openai_request(struct gw_call *call)
 {
+    const char *path = endpoint_path(call);
     int rc;
 
-    call->url =
-        gw_arena_printf(call->req->arena, "%s%s", call->base_url, endpoint_paths[call->endpoint]);
+    if (path == NULL)
+        return GW_ENOENT;
+    call->url = gw_arena_printf(call->req->arena, "%s%s", call->base_url, path);
     if ((rc = openai_body(call)) != 0)
         return rc;
     if (call->api_key != NULL)
@@ -85,9 +108,11 @@ const struct gw_provider_adapter gw_worker_provider_openai = {
 static int
 azure_request(struct gw_call *call)
 {
-    const char *deployment = NULL, *version = NULL;
+    const char *deployment = NULL, *version = NULL, *path = endpoint_path(call);
     int rc;
 
+    if (path == NULL)
+        return GW_ENOENT;
     if (call->target != NULL && call->gen != NULL) {
         deployment = gw_gen_str(call->gen, call->target->deployment);
         version = gw_gen_str(call->gen, call->target->api_version);
@@ -98,7 +123,7 @@ azure_request(struct gw_call *call)
         deployment = call->target_model;
     call->url = gw_arena_printf(
         call->req->arena, "%s/openai/deployments/%s%s?api-version=%s", call->base_url,
-        gw_worker_prov_path_escape(call->req->arena, deployment), endpoint_paths[call->endpoint],
+        gw_worker_prov_path_escape(call->req->arena, deployment), path,
         gw_worker_prov_path_escape(call->req->arena, version != NULL ? version : "2024-10-21"));
     if ((rc = openai_body(call)) != 0)
         return rc;
