@@ -33,6 +33,10 @@
 static const char *const endpoint_names[] = {
     [GW_EP_CHAT] = "chat/completions",
     [GW_EP_EMBEDDINGS] = "embeddings",
+    /* text APIs (branch textapi) */
+    [GW_EP_COMPLETIONS] = "completions",
+    [GW_EP_MODERATIONS] = "moderations",
+    [GW_EP_RESPONSES] = "responses",
 };
 
 /* ------------------------------------------------------ canonical key */
@@ -256,6 +260,9 @@ gw_worker_cache_lookup(struct gw_worker *w, struct gw_request *req, struct gw_ca
 
     memset(cs, 0, sizeof(*cs));
     if (m->cache_ttl_ms <= 0 || strlen(req->model) > GW_CACHE_MODEL_MAX)
+        return false;
+    /* Only chat streams are put back together and replayed (answer.c). */
+    if (call->stream && call->endpoint != GW_EP_CHAT)
         return false;
     if (m->cache_deterministic && !gw_worker_cache_deterministic(call->json))
         return false;

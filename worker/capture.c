@@ -45,6 +45,10 @@ static struct gw_buf rec;
 static const char *const endpoint_paths[] = {
     [GW_EP_CHAT] = "/v1/chat/completions",
     [GW_EP_EMBEDDINGS] = "/v1/embeddings",
+    /* text APIs (branch textapi) */
+    [GW_EP_COMPLETIONS] = "/v1/completions",
+    [GW_EP_MODERATIONS] = "/v1/moderations",
+    [GW_EP_RESPONSES] = "/v1/responses",
 };
 
 void

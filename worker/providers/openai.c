@@ -17,7 +17,19 @@
 static const char *const endpoint_paths[] = {
     [GW_EP_CHAT] = "/chat/completions",
     [GW_EP_EMBEDDINGS] = "/embeddings",
+    /* text APIs (branch textapi) */
+    [GW_EP_COMPLETIONS] = "/completions",
+    [GW_EP_MODERATIONS] = "/moderations",
+    [GW_EP_RESPONSES] = "/responses",
 };
+
+/* The endpoint's path, or NULL when the wire format has none. */
+static const char *
+endpoint_path(enum gw_endpoint ep)
+{
+    return (size_t)ep < sizeof(endpoint_paths) / sizeof(endpoint_paths[0]) ? endpoint_paths[ep]
+                                                                           : NULL;
+}
 
 /* call->body: the client's body for this provider, model named. */
 static int
@@ -25,7 +37,10 @@ openai_body(struct gw_call *call)
 {
     struct gw_request *req = call->req;
     unsigned quirks = call->provider != NULL ? call->provider->quirks : 0;
-    bool ask_usage = call->stream && !(quirks & GW_QUIRK_NO_STREAM_USAGE);
+    /* Chat and completions streams tell their usage only when asked;
+     * a Responses stream always does (response.completed). */
+    bool ask_usage = call->stream && !(quirks & GW_QUIRK_NO_STREAM_USAGE) &&
+                     (call->endpoint == GW_EP_CHAT || call->endpoint == GW_EP_COMPLETIONS);
     struct json_object *so, *mct;
 
     bool rename = (quirks & GW_QUIRK_MAX_TOKENS) &&
@@ -60,10 +75,12 @@ openai_body(struct gw_call *call)
 static int
 openai_request(struct gw_call *call)
 {
+    const char *path = endpoint_path(call->endpoint);
     int rc;
 
-    call->url =
-        gw_arena_printf(call->req->arena, "%s%s", call->base_url, endpoint_paths[call->endpoint]);
+    if (path == NULL)
+        return GW_ENOENT;
+    call->url = gw_arena_printf(call->req->arena, "%s%s", call->base_url, path);
     if ((rc = openai_body(call)) != 0)
         return rc;
     if (call->api_key != NULL)
@@ -85,9 +102,13 @@ const struct gw_provider_adapter gw_worker_provider_openai = {
 static int
 azure_request(struct gw_call *call)
 {
-    const char *deployment = NULL, *version = NULL;
+    const char *deployment = NULL, *version = NULL, *path = endpoint_path(call->endpoint);
     int rc;
 
+    /* Azure's deployments serve chat, completions and embeddings; its
+     * moderations and Responses API are elsewhere or absent. */
+    if (path == NULL || call->endpoint == GW_EP_MODERATIONS || call->endpoint == GW_EP_RESPONSES)
+        return GW_ENOENT;
     if (call->target != NULL && call->gen != NULL) {
         deployment = gw_gen_str(call->gen, call->target->deployment);
         version = gw_gen_str(call->gen, call->target->api_version);
@@ -98,7 +119,7 @@ azure_request(struct gw_call *call)
         deployment = call->target_model;
     call->url = gw_arena_printf(
         call->req->arena, "%s/openai/deployments/%s%s?api-version=%s", call->base_url,
-        gw_worker_prov_path_escape(call->req->arena, deployment), endpoint_paths[call->endpoint],
+        gw_worker_prov_path_escape(call->req->arena, deployment), path,
         gw_worker_prov_path_escape(call->req->arena, version != NULL ? version : "2024-10-21"));
     if ((rc = openai_body(call)) != 0)
         return rc;
