@@ -1,7 +1,9 @@
 /*
- * endpoint.c - the connectivity test behind "aigwctl endpoint test": a
- * minimal real chat completion (max_tokens 1) through each target of a
- * model, reporting the status, the latency and the error, if any.
+ * endpoint.c - the connectivity test behind "aigwctl endpoint test" and
+ * "aigwctl provider test": a minimal real call through each target of a
+ * model (a chat completion with max_tokens 1, or the smallest request of
+ * the model's type), in the target's provider's own format, reporting the
+ * status, the latency and the error, if any.
  *
  * The calls run side by side on a libcurl multi handle, so the test takes
  * as long as its slowest target, at most ENDPOINT_TIMEOUT_MAX_MS.  It
@@ -10,11 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
 
 #include "master/master.h"
+#include "worker/worker.h"
 
 /* No test call waits longer than this, whatever the model's timeouts. */
 #define ENDPOINT_TIMEOUT_MAX_MS 10000L
@@ -28,9 +32,14 @@ struct probe {
     const struct gw_target *target;
     CURL *easy;
     struct curl_slist *headers;
-    char *body;
+    struct gw_arena *arena; /* the request the adapter built, and its pieces */
+    struct gw_buf gen;      /* the strings the adapter reads through call.gen */
+    struct gw_gen_provider gp;
+    struct gw_gen_target gt;
+    struct json_object *json;
     struct gw_buf answer;
     char errbuf[CURL_ERROR_SIZE];
+    char why[256]; /* why the call was not made, or "" */
     CURLcode result;
     bool done;
 };
@@ -57,38 +66,126 @@ timeout_pick(long provider_ms, long model_ms)
     return ms > 0 && ms < ENDPOINT_TIMEOUT_MAX_MS ? ms : ENDPOINT_TIMEOUT_MAX_MS;
 }
 
+/*
+ * The smallest request of the model's capability, in OpenAI's form: the
+ * provider's adapter makes it the provider's own.  Capabilities without
+ * an endpoint of their own here are tested with a chat completion.
+ */
+static enum gw_endpoint
+probe_endpoint(const struct gw_model *model, const char **body_fmt)
+{
+    switch (model->type) {
+    case GW_MODEL_COMPLETIONS:
+        *body_fmt = "{\"model\":%s,\"prompt\":\"ping\",\"max_tokens\":1}";
+        return GW_EP_COMPLETIONS;
+    case GW_MODEL_EMBEDDINGS:
+        *body_fmt = "{\"model\":%s,\"input\":\"ping\"}";
+        return GW_EP_EMBEDDINGS;
+    case GW_MODEL_MODERATIONS:
+        *body_fmt = "{\"model\":%s,\"input\":\"ping\"}";
+        return GW_EP_MODERATIONS;
+    case GW_MODEL_RESPONSES:
+        /* OpenAI takes no fewer than 16 output tokens here. */
+        *body_fmt = "{\"model\":%s,\"input\":\"ping\",\"max_output_tokens\":16}";
+        return GW_EP_RESPONSES;
+    default:
+        *body_fmt = "{\"model\":%s,\"messages\":[{\"role\":\"user\",\"content\":\"ping\"}],\"max_"
+                    "tokens\":1}";
+        return GW_EP_CHAT;
+    }
+}
+
+/* s into the probe's string table; its offset (0: none). */
+static uint32_t
+gen_str(struct gw_buf *b, const char *s)
+{
+    uint32_t off = (uint32_t)b->len;
+
+    if (s == NULL || gw_buf_append(b, s, strlen(s) + 1) != 0)
+        return 0;
+    return off;
+}
+
+/*
+ * Build the provider's request with its worker adapter (worker/providers/,
+ * linked into aigwd whole), as a worker would for this target: URL, body,
+ * credential header or SigV4 signature.  The adapter reads the provider's
+ * and target's keys through a routing generation; the probe lays out the
+ * few strings it needs (api_version, region, deployment) in a table of its
+ * own for that.
+ */
+static int
+probe_build(const struct gw_model *model, struct probe *p, struct gw_call *call)
+{
+    const struct gw_provider *pr = p->provider;
+    const struct gw_provider_adapter *ad = gw_worker_provider_adapter(pr->type);
+    struct gw_request *req;
+    const char *fmt;
+    int rc;
+
+    if (ad == NULL || (p->arena = gw_arena_create(4096)) == NULL)
+        return GW_ENOMEM;
+    req = gw_arena_zalloc(p->arena, sizeof(*req));
+    req->arena = p->arena;
+    snprintf(req->id, sizeof(req->id), "endpoint-test");
+    call->endpoint = probe_endpoint(model, &fmt);
+    struct json_object *name = json_object_new_string(p->target->model);
+    req->body = gw_arena_printf(p->arena, fmt, json_object_to_json_string(name));
+    json_object_put(name);
+    req->body_len = strlen(req->body);
+    if ((p->json = json_tokener_parse(req->body)) == NULL)
+        return GW_ENOMEM;
+
+    gw_buf_append(&p->gen, "", 1); /* offset 0 is "none" */
+    p->gp = (struct gw_gen_provider){
+        .type = (uint32_t)pr->type,
+        .quirks = pr->quirks,
+        .max_tokens = pr->max_tokens,
+        .api_version = gen_str(&p->gen, pr->api_version),
+        .region = gen_str(&p->gen, pr->region),
+    };
+    p->gt = (struct gw_gen_target){
+        .deployment = gen_str(&p->gen, p->target->deployment),
+        .api_version = gen_str(&p->gen, p->target->api_version),
+    };
+    if (p->gen.data == NULL)
+        return GW_ENOMEM;
+    call->req = req;
+    call->type = pr->type;
+    call->provider_name = pr->name;
+    call->base_url = pr->base_url;
+    call->api_key = pr->api_key;
+    call->target_model = p->target->model;
+    call->json = p->json;
+    call->provider = &p->gp;
+    call->target = &p->gt;
+    call->gen = (const struct gw_gen *)(const void *)p->gen.data;
+    call->created = (int64_t)time(NULL);
+    rc = ad->request(call);
+    if (rc == GW_ENOENT)
+        snprintf(p->why, sizeof(p->why), "the provider type %s does not serve %s", ad->type,
+                 call->endpoint == GW_EP_CHAT ? "chat completions" : "this model's capability");
+    return rc;
+}
+
 static int
 probe_start(CURLM *multi, const struct gw_model *model, struct probe *p)
 {
-    struct json_object *req = json_object_new_object(), *msgs = json_object_new_array(),
-                       *msg = json_object_new_object();
-    char *url = NULL, *auth = NULL;
-    int rc = GW_ENOMEM;
+    struct gw_call call = {0};
+    int rc = probe_build(model, p, &call);
 
-    json_object_object_add(msg, "role", json_object_new_string("user"));
-    json_object_object_add(msg, "content", json_object_new_string("ping"));
-    json_object_array_add(msgs, msg);
-    json_object_object_add(req, "model", json_object_new_string(p->target->model));
-    json_object_object_add(req, "messages", msgs);
-    json_object_object_add(req, "max_tokens", json_object_new_int(1));
-    p->body = strdup(json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN));
-    if (p->body == NULL || asprintf(&url, "%s/chat/completions", p->provider->base_url) < 0 ||
-        (p->easy = curl_easy_init()) == NULL)
+    p->headers = call.headers; /* freed with the probe, built or not */
+    if (rc != 0)
         goto out;
-    p->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    if (p->headers != NULL && p->provider->api_key != NULL) {
-        if (asprintf(&auth, "Authorization: Bearer %s", p->provider->api_key) < 0)
-            goto out;
-        struct curl_slist *more = curl_slist_append(p->headers, auth);
-        if (more == NULL)
-            goto out;
-        p->headers = more;
-    }
-    if (p->headers == NULL)
+    rc = GW_ENOMEM;
+    struct curl_slist *more = curl_slist_append(p->headers, "Content-Type: application/json");
+    if (more == NULL || (p->easy = curl_easy_init()) == NULL)
         goto out;
-    curl_easy_setopt(p->easy, CURLOPT_URL, url);
+    p->headers = more;
+    curl_easy_setopt(p->easy, CURLOPT_URL, call.url);
     curl_easy_setopt(p->easy, CURLOPT_POST, 1L);
-    curl_easy_setopt(p->easy, CURLOPT_POSTFIELDS, p->body);
+    curl_easy_setopt(p->easy, CURLOPT_POSTFIELDS, call.body);
+    curl_easy_setopt(p->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call.body_len);
     curl_easy_setopt(p->easy, CURLOPT_HTTPHEADER, p->headers);
     curl_easy_setopt(p->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(p->easy, CURLOPT_CONNECTTIMEOUT_MS,
@@ -104,12 +201,6 @@ probe_start(CURLM *multi, const struct gw_model *model, struct probe *p)
         goto out;
     rc = 0;
 out:
-    if (auth != NULL) {
-        explicit_bzero(auth, strlen(auth));
-        free(auth);
-    }
-    free(url);
-    json_object_put(req);
     return rc;
 }
 
@@ -164,7 +255,8 @@ probe_result(const struct probe *p, bool *ok)
         curl_easy_getinfo(p->easy, CURLINFO_TOTAL_TIME_T, &us);
     }
     if (!p->done)
-        snprintf(error, sizeof(error), "the test call could not be started");
+        snprintf(error, sizeof(error), "%s",
+                 p->why[0] ? p->why : "the test call could not be started");
     else if (p->result != CURLE_OK)
         snprintf(error, sizeof(error), "%s",
                  p->errbuf[0] ? p->errbuf : curl_easy_strerror(p->result));
@@ -240,7 +332,10 @@ out:
             curl_easy_cleanup(p->easy);
         }
         curl_slist_free_all(p->headers);
-        free(p->body);
+        json_object_put(p->json);
+        if (p->arena != NULL)
+            gw_arena_destroy(p->arena);
+        gw_buf_free(&p->gen);
         gw_buf_free(&p->answer);
     }
     free(probes);

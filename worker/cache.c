@@ -34,6 +34,10 @@
 static const char *const endpoint_names[] = {
     [GW_EP_CHAT] = "chat/completions",
     [GW_EP_EMBEDDINGS] = "embeddings",
+    /* text APIs */
+    [GW_EP_COMPLETIONS] = "completions",
+    [GW_EP_MODERATIONS] = "moderations",
+    [GW_EP_RESPONSES] = "responses",
 };
 
 /* ------------------------------------------------------ canonical key */
@@ -140,8 +144,9 @@ gw_worker_cache_key(struct json_object *body, enum gw_endpoint ep,
         gw_fatal("EVP_MD_CTX_new failed");
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     put(md, "aigw-cache-1\n", 13);
-    put_len(md, 'e', strlen(endpoint_names[ep]));
-    put(md, endpoint_names[ep], strlen(endpoint_names[ep]));
+    const char *name = endpoint_names[ep] != NULL ? endpoint_names[ep] : "?";
+    put_len(md, 'e', strlen(name));
+    put(md, name, strlen(name));
     canon(md, body, true);
     EVP_DigestFinal_ex(md, out, &len);
 }
@@ -264,6 +269,9 @@ gw_worker_cache_lookup(struct gw_worker *w, struct gw_request *req, struct gw_ca
         req->cache_headers = "x-aigw-cache: bypass\r\n";
         return false;
     }
+    /* Only chat streams are put back together and replayed (answer.c). */
+    if (call->stream && call->endpoint != GW_EP_CHAT)
+        return false;
     if (m->cache_deterministic && !gw_worker_cache_deterministic(call->json))
         return false;
     cache_control(req, &no_cache, &no_store);

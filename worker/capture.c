@@ -45,6 +45,15 @@ static struct gw_buf rec;
 static const char *const endpoint_paths[] = {
     [GW_EP_CHAT] = "/v1/chat/completions",
     [GW_EP_EMBEDDINGS] = "/v1/embeddings",
+    [GW_EP_IMAGES] = "/v1/images/generations",
+    [GW_EP_SPEECH] = "/v1/audio/speech",
+    [GW_EP_TRANSCRIPTIONS] = "/v1/audio/transcriptions",
+    [GW_EP_TRANSLATIONS] = "/v1/audio/translations",
+    [GW_EP_VIDEOS] = "/v1/videos",
+    [GW_EP_VIDEO_GET] = "/v1/videos/",
+    [GW_EP_COMPLETIONS] = "/v1/completions",
+    [GW_EP_MODERATIONS] = "/v1/moderations",
+    [GW_EP_RESPONSES] = "/v1/responses",
 };
 
 void
@@ -276,7 +285,7 @@ gw_worker_capture_write(struct gw_worker *w, const struct gw_request *req, long 
     if (g == NULL || !req->capture)
         return;
     for (size_t i = 0; i < sizeof(endpoint_paths) / sizeof(endpoint_paths[0]); i++)
-        if (strcmp(req->path, endpoint_paths[i]) == 0)
+        if (endpoint_paths[i] != NULL && strcmp(req->path, endpoint_paths[i]) == 0)
             endpoint = endpoint_paths[i];
     record_build(req, ms, endpoint, true);
     if (rec.len > g->capture_max_record)

@@ -557,10 +557,22 @@ head_format(struct gw_http_conn *c, struct gw_request *req, int status, const ch
                                                 : "");
 }
 
+/* Run one call of the request's filter (see struct gw_http_filter). */
+#define FILTERED(c, call)                                                                          \
+    do {                                                                                           \
+        if ((c)->filter != NULL && !(c)->filtering) {                                              \
+            (c)->filtering = true;                                                                 \
+            int rc_ = (c)->filter->call;                                                           \
+            (c)->filtering = false;                                                                \
+            return rc_;                                                                            \
+        }                                                                                          \
+    } while (0)
+
 int
 gw_worker_http_respond(struct gw_http_conn *c, struct gw_request *req, int status,
                        const char *ctype, const char *extra, const char *body, size_t len)
 {
+    FILTERED(c, respond(c, req, status, ctype, extra, body, len));
     if (head_format(c, req, status, ctype, extra) != 0 ||
         gw_buf_printf(&c->out, "Content-Length: %zu\r\n\r\n", len) != 0)
         return GW_ENOMEM;
@@ -605,6 +617,7 @@ int
 gw_worker_http_stream_begin(struct gw_http_conn *c, struct gw_request *req, int status,
                             const char *ctype, const char *extra)
 {
+    FILTERED(c, stream_begin(c, req, status, ctype, extra));
     /* HTTP/1.0 has no chunked coding: the end of the body is the close. */
     c->chunked = req->http_minor >= 1;
     if (!c->chunked)
@@ -622,6 +635,7 @@ gw_worker_http_stream_write(struct gw_http_conn *c, const char *data, size_t len
 {
     char size[24];
 
+    FILTERED(c, stream_write(c, data, len));
     if (len == 0)
         return 0;
     if (!c->chunked) {
@@ -637,6 +651,7 @@ gw_worker_http_stream_write(struct gw_http_conn *c, const char *data, size_t len
 int
 gw_worker_http_stream_end(struct gw_http_conn *c)
 {
+    FILTERED(c, stream_end(c));
     c->response_open = false;
     if (!c->chunked)
         return 0;

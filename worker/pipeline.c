@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "worker/messages.h"
 #include "worker/safety.h"
 
 /* How long a worker waits for room in a full usage ring before it writes
@@ -52,6 +53,8 @@ static int handle_upload(struct gw_worker *w, struct gw_request *req, const stru
                          const struct route *rt);
 static int handle_video_get(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                             const struct route *rt);
+static int handle_messages(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                           const struct route *rt);
 
 static int handle_metrics(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                           const struct route *rt);
@@ -90,6 +93,11 @@ static const struct route routes[] = {
     {"/v1/audio/translations", false, HTTP_POST, true, handle_upload, GW_EP_TRANSLATIONS, 0},
     {"/v1/videos", false, HTTP_POST, true, handle_upload, GW_EP_VIDEOS, 0},
     {"/v1/videos/", true, HTTP_GET, true, handle_video_get, GW_EP_VIDEO_GET, 0},
+    /* text APIs */
+    {"/v1/completions", false, HTTP_POST, true, handle_proxy, GW_EP_COMPLETIONS, 0},
+    {"/v1/moderations", false, HTTP_POST, true, handle_proxy, GW_EP_MODERATIONS, 0},
+    {"/v1/responses", false, HTTP_POST, true, handle_proxy, GW_EP_RESPONSES, 0},
+    {"/v1/messages", false, HTTP_POST, true, handle_messages, GW_EP_CHAT, 0},
     {"/v1/mcp/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_MCP},
     {"/v1/agent/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_AGENT},
     {"/v1/sandboxes/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_SANDBOX},
@@ -166,23 +174,30 @@ key_cache_lookup(struct gw_worker *w, const unsigned char hash[GW_KEY_HASH_LEN],
 }
 
 /*
- * Find the key presented as "Authorization: Bearer KEY".  Answers 401 and
- * returns NULL when it is missing, unknown or disabled.
+ * Find the key presented as "Authorization: Bearer KEY" (or, where
+ * x_api_key, as Anthropic's SDKs send it: "x-api-key: KEY").  Answers 401
+ * and returns NULL when it is missing, unknown or disabled.
  */
 static const struct gw_key *
-authenticate(struct gw_worker *w, struct gw_request *req)
+authenticate(struct gw_worker *w, struct gw_request *req, bool x_api_key)
 {
     const char *auth = gw_worker_http_header(req, "authorization");
+    const char *xkey = x_api_key ? gw_worker_http_header(req, "x-api-key") : NULL;
     unsigned char hash[GW_KEY_HASH_LEN];
     struct gw_key *key = NULL;
+    const char *secret;
 
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) {
+    if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0) {
+        secret = auth + 7;
+    } else if (xkey != NULL && xkey[0] != '\0') {
+        secret = xkey;
+    } else {
         gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "missing_api_key", NULL,
                              "You didn't provide an API key. Send it in the Authorization "
-                             "header as \"Authorization: Bearer YOUR_KEY\".");
+                             "header as \"Authorization: Bearer YOUR_KEY\"%s.",
+                             x_api_key ? " or as \"x-api-key: YOUR_KEY\"" : "");
         return NULL;
     }
-    const char *secret = auth + 7;
     while (*secret == ' ')
         secret++;
     gw_key_hash(w->env->secret, secret, strlen(secret), hash);
@@ -362,31 +377,84 @@ body_parse(struct gw_worker *w, struct gw_request *req)
     return o;
 }
 
-/* Required fields per endpoint, checked before anything goes upstream. */
+/* The text APIs' own fields: completions' prompt, responses' input. */
 static int
-body_check(struct gw_worker *w, struct gw_request *req, struct json_object *o, enum gw_endpoint ep,
-           const char **model)
+body_check_text(struct gw_worker *w, struct gw_request *req, struct json_object *o,
+                enum gw_endpoint ep)
 {
     struct json_object *v;
+    bool has = false;
 
-    if (!json_object_object_get_ex(o, "model", &v) || !json_object_is_type(v, json_type_string) ||
-        json_object_get_string_len(v) == 0)
+    if (ep == GW_EP_COMPLETIONS) {
+        has = json_object_object_get_ex(o, "prompt", &v);
+        if (!has ||
+            (!json_object_is_type(v, json_type_string) && !json_object_is_type(v, json_type_array)))
+            return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
+                                        has ? "invalid_type" : "missing_required_parameter",
+                                        "prompt",
+                                        "You must provide a prompt parameter (a string or an "
+                                        "array).")
+                       ?: -1;
+    }
+    if (ep == GW_EP_MODERATIONS && json_object_object_get_ex(o, "input", &v) &&
+        !json_object_is_type(v, json_type_string) && !json_object_is_type(v, json_type_array))
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_type",
+                                    "input", "input must be a string or an array.")
+                   ?: -1;
+    if (ep == GW_EP_RESPONSES && json_object_object_get_ex(o, "input", &v) &&
+        !json_object_is_type(v, json_type_string) && !json_object_is_type(v, json_type_array))
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_type",
+                                    "input", "input must be a string or an array of items.")
+                   ?: -1;
+    return 0;
+}
+
+/* Required fields per endpoint, checked before anything goes upstream. */
+static int
+body_check(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+           struct json_object *o, enum gw_endpoint ep, const char **model)
+{
+    struct json_object *v;
+    int rc;
+
+    /* OpenAI's moderations default their model: aigw's is the first
+     * moderations model of the configuration that the key may use. */
+    if (ep == GW_EP_MODERATIONS && !json_object_object_get_ex(o, "model", &v)) {
+        *model = NULL;
+        for (uint32_t i = 0; i < w->gen->nmodels && *model == NULL; i++) {
+            const struct gw_gen_model *m = gw_gen_model_at(w->gen, i);
+            if (m->type == GW_MODEL_MODERATIONS && gw_key_allows(key, gw_gen_str(w->gen, m->name)))
+                *model = gw_gen_str(w->gen, m->name);
+        }
+        if (*model == NULL)
+            return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
+                                        "missing_required_parameter", "model",
+                                        "No moderations model is configured for this key: name "
+                                        "one with the model parameter.")
+                       ?: -1;
+    } else if (!json_object_object_get_ex(o, "model", &v) ||
+               !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0) {
         return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
                                     "missing_required_parameter", "model",
                                     "You must provide a model parameter (a string).")
                    ?: -1;
-    *model = json_object_get_string(v);
+    } else {
+        *model = json_object_get_string(v);
+    }
     if (ep == GW_EP_CHAT &&
         (!json_object_object_get_ex(o, "messages", &v) || !json_object_is_type(v, json_type_array)))
         return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
                                     "missing_required_parameter", "messages",
                                     "You must provide a messages parameter (an array).")
                    ?: -1;
-    if (ep == GW_EP_EMBEDDINGS && !json_object_object_get_ex(o, "input", &v))
+    if ((ep == GW_EP_EMBEDDINGS || ep == GW_EP_MODERATIONS) &&
+        !json_object_object_get_ex(o, "input", &v))
         return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
                                     "missing_required_parameter", "input",
                                     "You must provide an input parameter.")
                    ?: -1;
+    if ((rc = body_check_text(w, req, o, ep)) != 0)
+        return rc;
     if (json_object_object_get_ex(o, "stream", &v) && !json_object_is_type(v, json_type_boolean) &&
         !json_object_is_type(v, json_type_null))
         return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_type",
@@ -618,7 +686,7 @@ gw_worker_pipeline_proxy(struct gw_worker *w, struct gw_request *req, const stru
 
     if ((call.json = body_parse(w, req)) == NULL)
         return 0;
-    if ((rc = body_check(w, req, call.json, ep, &name)) != 0) {
+    if ((rc = body_check(w, req, key, call.json, ep, &name)) != 0) {
         /* Answered: keep the connection unless the answer failed. */
         rc = rc == -1 ? 0 : rc;
         goto out;
@@ -639,12 +707,16 @@ gw_worker_pipeline_proxy(struct gw_worker *w, struct gw_request *req, const stru
         rc = rc == -1 ? 0 : rc;
         goto out;
     }
-    if (ep == GW_EP_CHAT) {
+    if (ep == GW_EP_CHAT || ep == GW_EP_COMPLETIONS || ep == GW_EP_RESPONSES) {
         call.stream =
             json_object_object_get_ex(call.json, "stream", &v) && json_object_get_boolean(v);
         call.client_usage = json_object_object_get_ex(call.json, "stream_options", &so) &&
                             json_object_object_get_ex(so, "include_usage", &v) &&
                             json_object_get_boolean(v);
+        /* A Responses stream tells its usage in response.completed, which
+         * the client must see: nothing is dropped. */
+        if (ep == GW_EP_RESPONSES)
+            call.client_usage = true;
     }
     req->model_stat = call.model->stat;
     rc = gw_worker_quota_admit(w, req, key, req->model, &qhold, &refused);
@@ -669,6 +741,12 @@ gw_worker_pipeline_proxy(struct gw_worker *w, struct gw_request *req, const stru
     /* Media answers (audio, images, videos) are not cached. */
     if (gw_worker_media_endpoint(ep) || !gw_worker_cache_lookup(w, req, &call, &cache, &rc))
         rc = attempts_run(w, req, key, &call, call.model);
+    /* Moderations answer no usage: their input is counted as the limits
+     * estimate it, a token per four bytes of the body. */
+    if (ep == GW_EP_MODERATIONS && call.status == 200 && !call.have_usage && !req->cache_hit) {
+        call.have_usage = true;
+        call.prompt_tokens = (int64_t)(req->body_len + 3) / 4;
+    }
     req->upstream_status = call.status;
     req->stream = call.stream;
     req->have_usage = call.have_usage;
@@ -708,6 +786,24 @@ handle_video_get(struct gw_worker *w, struct gw_request *req, const struct gw_ke
 {
     (void)rt;
     return gw_worker_media_video_get(w, req, key);
+}
+
+/*
+ * Anthropic's Messages API (worker/messages.c): the request made a chat
+ * request, then the chat pipeline; the answers were made Anthropic's by
+ * the filter set before authentication.
+ */
+static int
+handle_messages(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                const struct route *rt)
+{
+    static const struct route chat = {"/v1/chat/completions", false,      HTTP_POST, true,
+                                      handle_proxy,           GW_EP_CHAT, 0};
+    bool answered;
+    int rc = gw_worker_messages_begin(&w->conn, req, &answered);
+
+    (void)rt;
+    return answered ? rc : handle_proxy(w, req, key, &chat);
 }
 
 /* ---------------------------------------------------------- accounting */
@@ -826,11 +922,15 @@ gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req)
         }
     } else {
         const struct gw_key *key = NULL;
-        if (rt->auth && (key = authenticate(w, req)) == NULL)
+        bool anthropic = rt->handle == handle_messages;
+        if (anthropic)
+            gw_worker_messages_filter_set(&w->conn, req);
+        if (rt->auth && (key = authenticate(w, req, anthropic)) == NULL)
             rc = 0;
         else
             rc = rt->handle(w, req, key, rt);
     }
+    w->conn.filter = NULL;
     account(w, req);
     return rc;
 }

@@ -511,15 +511,22 @@ inspect_string(struct gw_safety_req *st, struct json_object *s, bool *changed)
     return blocked;
 }
 
-/* A string, or an array of strings (input, prompt); token arrays are not text. */
+static int inspect_message(struct gw_safety_req *st, struct json_object *msg, bool *changed);
+
+/* A string, or an array of strings (input, prompt) or of the Responses
+ * API's message items; token arrays are not text. */
 static int
 inspect_strings(struct gw_safety_req *st, struct json_object *v, bool *changed)
 {
     int blocked = -1;
 
     if (v != NULL && json_object_is_type(v, json_type_array))
-        for (size_t i = 0; i < json_object_array_length(v) && blocked < 0; i++)
-            blocked = inspect_string(st, json_object_array_get_idx(v, i), changed);
+        for (size_t i = 0; i < json_object_array_length(v) && blocked < 0; i++) {
+            struct json_object *item = json_object_array_get_idx(v, i);
+            blocked = json_object_is_type(item, json_type_object)
+                          ? inspect_message(st, item, changed)
+                          : inspect_string(st, item, changed);
+        }
     else
         blocked = inspect_string(st, v, changed);
     return blocked;
@@ -607,6 +614,8 @@ gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct
             blocked = inspect_strings(st, get(call->json, "input"), &changed);
         if (blocked < 0)
             blocked = inspect_strings(st, get(call->json, "prompt"), &changed);
+        if (blocked < 0)
+            blocked = inspect_string(st, get(call->json, "instructions"), &changed);
     }
     if (blocked >= 0) {
         *answered = true;

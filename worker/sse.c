@@ -144,13 +144,32 @@ usage_slice(const char *json, size_t len, size_t *slice_len)
     return NULL;
 }
 
+/* OpenAI's usage: prompt and completion tokens, or the Responses API's
+ * input and output tokens. */
+static void
+usage_read(struct json_object *usage, int64_t *prompt, int64_t *completion)
+{
+    struct json_object *v;
+
+    if (json_object_object_get_ex(usage, "prompt_tokens", &v) ||
+        json_object_object_get_ex(usage, "input_tokens", &v))
+        *prompt = json_object_get_int64(v);
+    else
+        *prompt = 0;
+    if (json_object_object_get_ex(usage, "completion_tokens", &v) ||
+        json_object_object_get_ex(usage, "output_tokens", &v))
+        *completion = json_object_get_int64(v);
+    else
+        *completion = 0;
+}
+
 bool
 gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_t *completion)
 {
     size_t slen;
     const char *slice = usage_slice(json, len, &slen);
     struct json_tokener *tok;
-    struct json_object *usage, *v;
+    struct json_object *usage;
     bool found = false;
 
     if (slice == NULL || (tok = json_tokener_new()) == NULL)
@@ -158,11 +177,7 @@ gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_t *co
     usage = json_tokener_parse_ex(tok, slice, (int)slen);
     if (usage != NULL && json_object_is_type(usage, json_type_object)) {
         found = true;
-        *prompt =
-            json_object_object_get_ex(usage, "prompt_tokens", &v) ? json_object_get_int64(v) : 0;
-        *completion = json_object_object_get_ex(usage, "completion_tokens", &v)
-                          ? json_object_get_int64(v)
-                          : 0;
+        usage_read(usage, prompt, completion);
     }
     json_object_put(usage);
     json_tokener_free(tok);
@@ -184,7 +199,7 @@ event_take_usage(struct gw_sse *s, const char *p, size_t len)
     size_t dlen = len - (size_t)(d - p);
 
     struct json_tokener *tok = json_tokener_new();
-    struct json_object *o, *usage, *choices, *v;
+    struct json_object *o, *usage, *choices, *resp;
     bool drop = false;
 
     if (tok == NULL)
@@ -193,12 +208,16 @@ event_take_usage(struct gw_sse *s, const char *p, size_t len)
     if (o != NULL && json_object_object_get_ex(o, "usage", &usage) &&
         json_object_is_type(usage, json_type_object)) {
         s->have_usage = true;
-        if (json_object_object_get_ex(usage, "prompt_tokens", &v))
-            s->prompt_tokens = json_object_get_int64(v);
-        if (json_object_object_get_ex(usage, "completion_tokens", &v))
-            s->completion_tokens = json_object_get_int64(v);
+        usage_read(usage, &s->prompt_tokens, &s->completion_tokens);
         drop = s->drop_usage && (!json_object_object_get_ex(o, "choices", &choices) ||
                                  json_object_array_length(choices) == 0);
+    } else if (o != NULL && json_object_object_get_ex(o, "response", &resp) &&
+               json_object_object_get_ex(resp, "usage", &usage) &&
+               json_object_is_type(usage, json_type_object)) {
+        /* The Responses API's response.completed (and .incomplete): never
+         * dropped, it is the stream's last word. */
+        s->have_usage = true;
+        usage_read(usage, &s->prompt_tokens, &s->completion_tokens);
     }
     json_object_put(o);
     json_tokener_free(tok);

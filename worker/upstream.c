@@ -17,11 +17,27 @@
 
 /* Client headers that are about this hop only, or that the gateway owns. */
 static const char *const skip_headers[] = {
-    "host",       "content-length",   "authorization",       "connection",
-    "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
-    "te",         "trailer",          "transfer-encoding",   "upgrade",
-    "expect",     "accept-encoding",  "x-request-id",        "api-key",
-    "x-api-key",  "cookie",           "content-type",
+    "host",
+    "content-length",
+    "authorization",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "accept-encoding",
+    "x-request-id",
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "content-type",
+    "anthropic-version",
+    "anthropic-beta",
 };
 
 struct upstream_io {

@@ -110,6 +110,26 @@ struct gw_request {
 
 #define GW_HTTP_MAX_YIELD_FDS 16
 
+struct gw_http_conn;
+
+/*
+ * Rewrites every answer of one request on its way out, for a route that
+ * speaks another API than OpenAI's (worker/messages.c: Anthropic's).  The
+ * pipeline answers in OpenAI's shapes as always; while c->filter is set,
+ * gw_worker_http_respond and the stream calls hand their arguments to it
+ * instead, and the filter's own calls of them go straight out.  ctx is the
+ * filter's, in the request's arena.
+ */
+struct gw_http_filter {
+    int (*respond)(struct gw_http_conn *c, struct gw_request *req, int status, const char *ctype,
+                   const char *extra, const char *body, size_t len);
+    int (*stream_begin)(struct gw_http_conn *c, struct gw_request *req, int status,
+                        const char *ctype, const char *extra);
+    int (*stream_write)(struct gw_http_conn *c, const char *data, size_t len);
+    int (*stream_end)(struct gw_http_conn *c);
+    void *ctx;
+};
+
 struct gw_http_conn {
     int fd;
     const struct gw_http_limits *limits;
@@ -146,6 +166,8 @@ struct gw_http_conn {
     bool chunked;       /* response uses chunked transfer coding */
     uint64_t bytes_out; /* bytes written to the client, for the access log */
     struct gw_buf out;
+    const struct gw_http_filter *filter; /* this request's answers are rewritten, or NULL */
+    bool filtering;                      /* inside the filter: write as asked */
 };
 
 void gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits *limits);
@@ -401,6 +423,10 @@ enum gw_endpoint {
     GW_EP_TRANSLATIONS,   /* POST /v1/audio/translations: the same */
     GW_EP_VIDEOS,         /* POST /v1/videos: JSON or multipart */
     GW_EP_VIDEO_GET,      /* GET /v1/videos/{id}[/content]: to the target that made it */
+    /* text APIs: /v1/completions, /v1/moderations, /v1/responses */
+    GW_EP_COMPLETIONS,
+    GW_EP_MODERATIONS,
+    GW_EP_RESPONSES,
 };
 
 /* Why an attempt failed, kept until the pipeline retries or answers it. */

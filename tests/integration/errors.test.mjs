@@ -127,7 +127,7 @@ test('an unknown model is refused with 404 model_not_found', async () => {
 });
 
 test('an unknown path is refused with 404 unknown_url', async () => {
-  for (const [method, path] of [['GET', '/v1/nothing'], ['POST', '/v1/completions'], ['GET', '/'], ['GET', '/v1/chat/completions/extra']]) {
+  for (const [method, path] of [['GET', '/v1/nothing'], ['POST', '/v1/fine_tuning/jobs'], ['GET', '/'], ['GET', '/v1/chat/completions/extra']]) {
     const res = await gw.request({ method, path, headers: auth() });
     assertError(assert, res, 404, 'unknown_url');
   }

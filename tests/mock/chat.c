@@ -7,6 +7,12 @@
  * moment it is made, in the order and shape OpenAI uses: content chunks
  * (the first with the role), a chunk with finish_reason "stop", a usage
  * chunk when stream_options.include_usage asks for it, then [DONE].
+ *
+ * Tools as the other formats' mocks do them (provider.c): a request that
+ * offers tools (tool_choice not "none") and whose last message is no tool
+ * result gets a call of the first tool with GW_MOCK_TOOL_ARGS (streamed
+ * in two pieces of arguments); one whose last message is a tool result
+ * gets "got RESULT".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +36,8 @@ struct chat {
      * piece per event (the whole text in one event without it). */
     const char *content;
     const char *split;
+    const char *tool;  /* call this tool, or NULL */
+    struct gw_buf got; /* "got RESULT" */
 };
 
 /* The length of the next streamed piece of content from at, by split. */
@@ -80,6 +88,32 @@ prompt_tokens(struct json_object *messages)
         }
     }
     return n > 0 ? n : 1;
+}
+
+/* The tool to call, or the tool result to answer about (see the top). */
+static void
+tools_read(struct json_object *req, struct json_object *messages, struct chat *ch)
+{
+    struct json_object *tools, *v, *last, *fn;
+    size_t n = json_object_array_length(messages);
+
+    last = n > 0 ? json_object_array_get_idx(messages, n - 1) : NULL;
+    if (last != NULL && json_object_object_get_ex(last, "role", &v) &&
+        strcmp(json_object_get_string(v), "tool") == 0) {
+        json_object_object_get_ex(last, "content", &v);
+        (void)gw_buf_printf(&ch->got, "got %s", v != NULL ? json_object_get_string(v) : "");
+        ch->content = ch->got.data;
+        ch->completion = 1;
+        return;
+    }
+    if (json_object_object_get_ex(req, "tool_choice", &v) &&
+        json_object_is_type(v, json_type_string) && strcmp(json_object_get_string(v), "none") == 0)
+        return;
+    if (json_object_object_get_ex(req, "tools", &tools) &&
+        json_object_is_type(tools, json_type_array) && json_object_array_length(tools) > 0 &&
+        json_object_object_get_ex(json_object_array_get_idx(tools, 0), "function", &fn) &&
+        json_object_object_get_ex(fn, "name", &v) && json_object_is_type(v, json_type_string))
+        ch->tool = json_object_get_string(v);
 }
 
 /* Only JSON true is true: json-c would also take "false" and 1. */
@@ -154,10 +188,53 @@ tok_append(struct gw_buf *b, size_t i)
     return gw_buf_append(b, tmp + n, sizeof(tmp) - n);
 }
 
+/* The tool call of a tool answer: whole, or its pieces of a stream. */
+static void
+tool_call_append(struct gw_buf *b, const struct chat *ch, bool head, const char *args,
+                 size_t args_len)
+{
+    (void)GW_MOCK_APPEND(b, "{\"index\":0,");
+    if (head) {
+        (void)gw_buf_printf(b, "\"id\":\"call_mock_%llu\",\"type\":\"function\",", ch->id);
+        (void)GW_MOCK_APPEND(b, "\"function\":{\"name\":");
+        (void)gw_mock_json_str(b, ch->tool, strlen(ch->tool));
+        (void)GW_MOCK_APPEND(b, ",\"arguments\":");
+    } else {
+        (void)GW_MOCK_APPEND(b, "\"function\":{\"arguments\":");
+    }
+    (void)gw_mock_json_str(b, args, args_len);
+    (void)GW_MOCK_APPEND(b, "}}");
+}
+
+static int
+chat_tool_full(struct gw_mock_conn *c, const struct chat *ch)
+{
+    struct gw_buf *b = &c->ev;
+
+    b->len = 0;
+    (void)gw_buf_printf(b,
+                        "{\"id\":\"chatcmpl-mock-%llu\",\"object\":\"chat.completion\","
+                        "\"created\":%lld,\"model\":",
+                        ch->id, ch->created);
+    (void)gw_mock_json_str(b, ch->model, ch->model_len);
+    (void)GW_MOCK_APPEND(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                            "\"content\":null,\"tool_calls\":[");
+    tool_call_append(b, ch, true, GW_MOCK_TOOL_ARGS, sizeof(GW_MOCK_TOOL_ARGS) - 1);
+    if (gw_buf_printf(b,
+                      "]},\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":%zu,"
+                      "\"completion_tokens\":%zu,\"total_tokens\":%zu}}",
+                      ch->prompt, ch->completion, ch->prompt + ch->completion) != 0)
+        return GW_ENOMEM;
+    return gw_mock_respond(c, 200, NULL, b->data, b->len);
+}
+
 static int
 chat_full(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_fault *f)
 {
     struct gw_buf *b = &c->ev;
+
+    if (ch->tool != NULL)
+        return chat_tool_full(c, ch);
 
     b->len = 0;
     (void)gw_buf_printf(b,
@@ -222,6 +299,30 @@ chat_stream(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_
         return GW_ENOMEM;
 
     gw_mock_stream_begin(c);
+    if (ch->tool != NULL) {
+        /* The call's head with the role, then its arguments in two pieces. */
+        size_t half = (sizeof(GW_MOCK_TOOL_ARGS) - 1) / 2;
+        for (int piece = 0; piece < 3; piece++) {
+            event_start(c);
+            (void)GW_MOCK_APPEND(&c->ev, "{\"index\":0,\"delta\":{");
+            if (piece == 0)
+                (void)GW_MOCK_APPEND(&c->ev, "\"role\":\"assistant\",\"content\":null,");
+            (void)GW_MOCK_APPEND(&c->ev, "\"tool_calls\":[");
+            tool_call_append(&c->ev, ch, piece == 0,
+                             piece == 1   ? GW_MOCK_TOOL_ARGS
+                             : piece == 2 ? GW_MOCK_TOOL_ARGS + half
+                                          : "",
+                             piece == 1   ? half
+                             : piece == 2 ? sizeof(GW_MOCK_TOOL_ARGS) - 1 - half
+                                          : 0);
+            (void)GW_MOCK_APPEND(&c->ev, "]},\"finish_reason\":null}");
+            if (gw_buf_append(&c->ev, tail, tail_len) != 0)
+                return GW_ENOMEM;
+            if ((rc = event_send(c, f, &nsent, false)) != 0)
+                return rc;
+        }
+        role = false;
+    }
     if (ch->echo != NULL) {
         event_start(c);
         (void)GW_MOCK_APPEND(&c->ev, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":");
@@ -247,7 +348,7 @@ chat_stream(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_
         if ((rc = event_send(c, f, &nsent, false)) != 0)
             return rc;
     }
-    for (size_t i = 0; i < ch->completion && ch->content == NULL; i++) {
+    for (size_t i = 0; i < ch->completion && ch->content == NULL && ch->tool == NULL; i++) {
         if ((long)i == f->drop_after)
             goto drop;
         event_start(c);
@@ -267,7 +368,10 @@ chat_stream(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_
         goto drop;
 
     event_start(c);
-    (void)GW_MOCK_APPEND(&c->ev, "{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}");
+    if (ch->tool != NULL)
+        (void)GW_MOCK_APPEND(&c->ev, "{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}");
+    else
+        (void)GW_MOCK_APPEND(&c->ev, "{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}");
     if (gw_buf_append(&c->ev, tail, tail_len) != 0)
         return GW_ENOMEM;
     if ((rc = event_send(c, f, &nsent, false)) != 0)
@@ -335,6 +439,7 @@ gw_mock_chat_handle(struct gw_mock_conn *c)
     ch.completion = (size_t)f.chunks;
     ch.content = gw_mock_header(c, "x-mock-content");
     ch.split = gw_mock_header(c, "x-mock-split");
+    tools_read(req, messages, &ch);
     ch.id = gw_mock_next_id();
     ch.created = (long long)time(NULL);
     if (f.echo) {
@@ -349,6 +454,7 @@ gw_mock_chat_handle(struct gw_mock_conn *c)
     rc = ch.stream ? chat_stream(c, &ch, &f) : chat_full(c, &ch, &f);
 
 done:
+    gw_buf_free(&ch.got);
     json_object_put(echo);
     json_object_put(req);
     return rc;

@@ -367,15 +367,16 @@ handle_health(struct gw_mock_conn *c)
 
 /* Requests served per route (GET /mock/stats), for tests that check
  * whether the gateway called the upstream at all. */
-static unsigned long long served_chat, served_embeddings;
+static unsigned long long served_chat, served_embeddings, served_text;
 
 static int
 handle_stats(struct gw_mock_conn *c)
 {
     char body[160];
-    int n = snprintf(body, sizeof(body), "{\"chat\":%llu,\"embeddings\":%llu}",
+    int n = snprintf(body, sizeof(body), "{\"chat\":%llu,\"embeddings\":%llu,\"text\":%llu}",
                      __atomic_load_n(&served_chat, __ATOMIC_RELAXED),
-                     __atomic_load_n(&served_embeddings, __ATOMIC_RELAXED));
+                     __atomic_load_n(&served_embeddings, __ATOMIC_RELAXED),
+                     __atomic_load_n(&served_text, __ATOMIC_RELAXED));
 
     return gw_mock_respond(c, 200, NULL, body, (size_t)n);
 }
@@ -394,6 +395,21 @@ handle_embeddings(struct gw_mock_conn *c)
     return gw_mock_embed_handle(c);
 }
 
+/* completions, moderations, responses: counted together as "text" */
+static int
+handle_text(struct gw_mock_conn *c)
+{
+    size_t plen;
+    const char *path = gw_mock_path(c, &plen);
+
+    __atomic_add_fetch(&served_text, 1, __ATOMIC_RELAXED);
+    if (plen == 15 && memcmp(path, "/v1/completions", 15) == 0)
+        return gw_mock_completions_handle(c);
+    if (plen == 15 && memcmp(path, "/v1/moderations", 15) == 0)
+        return gw_mock_moderations_handle(c);
+    return gw_mock_responses_handle(c);
+}
+
 static const struct route {
     const char *path;
     enum http_method method;
@@ -401,7 +417,9 @@ static const struct route {
 } routes[] = {
     {"/v1/chat/completions", HTTP_POST, handle_chat},
     {"/v1/embeddings", HTTP_POST, handle_embeddings},
-    {"/v1/moderations", HTTP_POST, gw_mock_moderation_handle},
+    {"/v1/completions", HTTP_POST, handle_text},
+    {"/v1/moderations", HTTP_POST, handle_text},
+    {"/v1/responses", HTTP_POST, handle_text},
     {"/v1/models", HTTP_GET, handle_models},
     {"/healthz", HTTP_GET, handle_health},
     {"/mock/stats", HTTP_GET, handle_stats},

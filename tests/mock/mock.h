@@ -12,6 +12,9 @@
  * request headers), chat.c (/v1/chat/completions), embed.c
  * (/v1/embeddings), media.c (audio, images, videos).  GET /mock/stats counts the chat and
  * embeddings requests served: {"chat": N, "embeddings": N}.
+ * (/v1/embeddings), text.c (/v1/completions, /v1/moderations,
+ * /v1/responses).  GET /mock/stats counts the chat, embeddings and text
+ * requests served: {"chat": N, "embeddings": N, "text": N}.
  */
 #ifndef GW_MOCK_H
 #define GW_MOCK_H
@@ -106,9 +109,12 @@ int gw_mock_fault_apply(struct gw_mock_conn *c, const struct gw_mock_fault *f);
 int gw_mock_chat_handle(struct gw_mock_conn *c);
 int gw_mock_embed_handle(struct gw_mock_conn *c);
 int gw_mock_passthru_handle(struct gw_mock_conn *c);
-int gw_mock_moderation_handle(struct gw_mock_conn *c);
 /* The media endpoints (media.c); 1 when path is none of theirs. */
 int gw_mock_media_dispatch(struct gw_mock_conn *c, const char *path, size_t plen);
+/* text.c: /v1/completions, /v1/moderations, /v1/responses */
+int gw_mock_completions_handle(struct gw_mock_conn *c);
+int gw_mock_moderations_handle(struct gw_mock_conn *c);
+int gw_mock_responses_handle(struct gw_mock_conn *c);
 
 /*
  * The provider formats other than OpenAI's (provider.c): Azure OpenAI,

@@ -23,6 +23,10 @@ static const char *const endpoint_paths[] = {
     [GW_EP_TRANSCRIPTIONS] = "/audio/transcriptions",
     [GW_EP_TRANSLATIONS] = "/audio/translations",
     [GW_EP_VIDEOS] = "/videos",
+    /* text APIs */
+    [GW_EP_COMPLETIONS] = "/completions",
+    [GW_EP_MODERATIONS] = "/moderations",
+    [GW_EP_RESPONSES] = "/responses",
 };
 
 /* The path below the base URL. */
@@ -43,7 +47,10 @@ openai_body(struct gw_call *call)
 {
     struct gw_request *req = call->req;
     unsigned quirks = call->provider != NULL ? call->provider->quirks : 0;
-    bool ask_usage = call->stream && !(quirks & GW_QUIRK_NO_STREAM_USAGE);
+    /* Chat and completions streams tell their usage only when asked;
+     * a Responses stream always does (response.completed). */
+    bool ask_usage = call->stream && !(quirks & GW_QUIRK_NO_STREAM_USAGE) &&
+                     (call->endpoint == GW_EP_CHAT || call->endpoint == GW_EP_COMPLETIONS);
     struct json_object *so, *mct;
 
     /* An upload or a GET has no JSON body to name the model in. */
@@ -111,7 +118,9 @@ azure_request(struct gw_call *call)
     const char *deployment = NULL, *version = NULL, *path = endpoint_path(call);
     int rc;
 
-    if (path == NULL)
+    /* Azure's deployments serve chat, completions and embeddings; its
+     * moderations and Responses API are elsewhere or absent. */
+    if (path == NULL || call->endpoint == GW_EP_MODERATIONS || call->endpoint == GW_EP_RESPONSES)
         return GW_ENOENT;
     if (call->target != NULL && call->gen != NULL) {
         deployment = gw_gen_str(call->gen, call->target->deployment);
