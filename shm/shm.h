@@ -777,6 +777,9 @@ int gw_store_usage_upgrade(struct gw_store *st, size_t max, size_t *converted, b
 int gw_store_limit_set(struct gw_store *st, const char *scope, const struct gw_limits *l);
 int gw_store_limit_get(struct gw_store *st, const char *scope, struct gw_limits *out);
 int gw_store_limit_del(struct gw_store *st, const char *scope);
+/* How many overrides are stored: lets a worker skip looking up each
+ * scope of each request when there are none. */
+int gw_store_limit_count(struct gw_store *st, size_t *n);
 int gw_store_limit_list(struct gw_store *st, struct gw_arena *a, char ***scopes,
                         struct gw_limits **limits, size_t *n);
 
