@@ -442,28 +442,41 @@ writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
     return 0;
 }
 
-/* Status line and the headers every response carries. */
+/* Status line and the headers every response carries.  Built with
+ * appends rather than printf: it is written for every response. */
 static int
 head_format(struct gw_http_conn *c, struct gw_request *req, int status, const char *ctype,
             const char *extra)
 {
     bool close = !req->keep_alive || gw_worker_stopping;
+    const char *const optional[] = {req->extra_headers, req->cache_headers, req->limit_headers,
+                                    req->quota_headers, extra};
+    struct gw_buf *b = &c->out;
+    int rc = 0;
 
     req->status = status;
-    c->out.len = 0;
+    b->len = 0;
     if (close)
         req->keep_alive = false;
-    return gw_buf_printf(&c->out,
-                         "HTTP/1.1 %d %s\r\nServer: aigw\r\nDate: %s\r\nContent-Type: %s\r\n"
-                         "x-request-id: %s\r\n%s%s%s%s%s%s",
-                         status, gw_worker_http_reason(status), http_date(), ctype, req->id,
-                         req->extra_headers ? req->extra_headers : "",
-                         req->cache_headers ? req->cache_headers : "",
-                         req->limit_headers ? req->limit_headers : "",
-                         req->quota_headers ? req->quota_headers : "", extra ? extra : "",
-                         close                  ? "Connection: close\r\n"
-                         : req->http_minor == 0 ? "Connection: keep-alive\r\n"
-                                                : "");
+    rc |= GW_BUF_LIT(b, "HTTP/1.1 ");
+    rc |= gw_buf_append_u64(b, (uint64_t)(status > 0 ? status : 0));
+    rc |= GW_BUF_LIT(b, " ");
+    rc |= gw_buf_append_str(b, gw_worker_http_reason(status));
+    rc |= GW_BUF_LIT(b, "\r\nServer: aigw\r\nDate: ");
+    rc |= gw_buf_append_str(b, http_date());
+    rc |= GW_BUF_LIT(b, "\r\nContent-Type: ");
+    rc |= gw_buf_append_str(b, ctype);
+    rc |= GW_BUF_LIT(b, "\r\nx-request-id: ");
+    rc |= gw_buf_append_str(b, req->id);
+    rc |= GW_BUF_LIT(b, "\r\n");
+    for (size_t i = 0; i < sizeof(optional) / sizeof(optional[0]); i++)
+        if (optional[i] != NULL)
+            rc |= gw_buf_append_str(b, optional[i]);
+    if (close)
+        rc |= GW_BUF_LIT(b, "Connection: close\r\n");
+    else if (req->http_minor == 0)
+        rc |= GW_BUF_LIT(b, "Connection: keep-alive\r\n");
+    return rc != 0 ? GW_ENOMEM : 0;
 }
 
 int
@@ -471,7 +484,8 @@ gw_worker_http_respond(struct gw_http_conn *c, struct gw_request *req, int statu
                        const char *ctype, const char *extra, const char *body, size_t len)
 {
     if (head_format(c, req, status, ctype, extra) != 0 ||
-        gw_buf_printf(&c->out, "Content-Length: %zu\r\n\r\n", len) != 0)
+        GW_BUF_LIT(&c->out, "Content-Length: ") != 0 || gw_buf_append_u64(&c->out, len) != 0 ||
+        GW_BUF_LIT(&c->out, "\r\n\r\n") != 0)
         return GW_ENOMEM;
     struct iovec iov[2] = {{c->out.data, c->out.len}, {(void *)body, len}};
     return writev_all(c, iov, req->method == HTTP_HEAD || len == 0 ? 1 : 2);

@@ -641,6 +641,20 @@ handle_passthru(struct gw_worker *w, struct gw_request *req, const struct gw_key
 
 /* ---------------------------------------------------------- accounting */
 
+/* Copy src (NULL: "") into dst of size bytes, cut short if need be, as
+ * snprintf "%s" would, without formatting. */
+static void
+text_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = 0;
+
+    while (src != NULL && n < size - 1 && src[n] != '\0')
+        n++;
+    if (n > 0)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /*
  * Put one authenticated request's usage into the ring for the master to
  * store.  The ring never drops: when it is full the worker waits a
@@ -665,12 +679,12 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     u.time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-    snprintf(u.request_id, sizeof(u.request_id), "%s", req->id);
-    snprintf(u.key_id, sizeof(u.key_id), "%s", req->key_id);
-    snprintf(u.model, sizeof(u.model), "%s", req->model ? req->model : "");
-    snprintf(u.target, sizeof(u.target), "%s", req->target ? req->target : "");
-    snprintf(u.user, sizeof(u.user), "%s", req->user ? req->user : "");
-    snprintf(u.tenant, sizeof(u.tenant), "%s", req->tenant ? req->tenant : "");
+    text_copy(u.request_id, sizeof(u.request_id), req->id);
+    text_copy(u.key_id, sizeof(u.key_id), req->key_id);
+    text_copy(u.model, sizeof(u.model), req->model);
+    text_copy(u.target, sizeof(u.target), req->target);
+    text_copy(u.user, sizeof(u.user), req->user);
+    text_copy(u.tenant, sizeof(u.tenant), req->tenant);
 
     for (int tries = 0; tries < USAGE_RING_WAIT_TRIES; tries++) {
         if (gw_shm_ring_push(w->env->shm, &u) == 0)
