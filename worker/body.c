@@ -6,7 +6,8 @@
  * already parsed and checked by json-c; here the top-level members are
  * walked by bytes to find where the "model" value sits, and the new body
  * is the old one with that value replaced: the prompt is copied once, not
- * rebuilt from a tree.
+ * rebuilt from a tree.  The same walk reads a few integer members of an
+ * answer's usage object without parsing it.
  */
 #include <string.h>
 
@@ -127,4 +128,49 @@ gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len, const c
     *out = o;
     *out_len = (size_t)(w - o);
     return 0;
+}
+
+int
+gw_worker_body_int_members(const char *obj, size_t len, const char *const *keys, size_t nkeys,
+                           int64_t *vals)
+{
+    const char *p = obj, *end = obj + len;
+
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return GW_EINVAL;
+    p = skip_ws(p + 1, end);
+    while (p < end && *p != '}') {
+        if (*p != '"')
+            return GW_EINVAL;
+        const char *ks = p + 1, *ke = skip_string(p, end);
+        if (ke == NULL)
+            return GW_EINVAL;
+        p = skip_ws(ke, end);
+        if (p >= end || *p != ':')
+            return GW_EINVAL;
+        p = skip_ws(p + 1, end);
+        const char *v = p;
+        if ((p = skip_value(p, end)) == NULL || p == v)
+            return GW_EINVAL;
+        size_t klen = (size_t)(ke - 1 - ks);
+        for (size_t i = 0; i < nkeys; i++) {
+            if (strlen(keys[i]) != klen || memcmp(ks, keys[i], klen) != 0)
+                continue;
+            /* A number (json-c reads a quoted one and cuts a fraction
+             * too); anything else counts as 0, as json-c's get_int64. */
+            const char *d = *v == '"' ? v + 1 : v;
+            int64_t n = 0;
+            bool neg = d < end && *d == '-';
+            for (d += neg; d < end && *d >= '0' && *d <= '9'; d++)
+                n = n < INT64_MAX / 10 ? n * 10 + (*d - '0') : INT64_MAX;
+            vals[i] = neg ? -n : n;
+        }
+        p = skip_ws(p, end);
+        if (p < end && *p == ',')
+            p = skip_ws(p + 1, end);
+        else if (p < end && *p != '}')
+            return GW_EINVAL;
+    }
+    return p < end ? 0 : GW_EINVAL;
 }

@@ -311,13 +311,19 @@ handle_model(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     return respond_json(w, req, gw_shm_catalogue_model(w->env->shm, w->gen, m));
 }
 
-/* Parse the body as a JSON object; answers 400 and returns NULL if not. */
+/* Parse the body as a JSON object; answers 400 and returns NULL if not.
+ * The tokener is the worker's, reset for each body: making one allocates
+ * its parse stack. */
 static struct json_object *
 body_parse(struct gw_worker *w, struct gw_request *req)
 {
-    struct json_tokener *tok = json_tokener_new_ex(64);
+    static struct json_tokener *tok;
     struct json_object *o = NULL;
 
+    if (tok == NULL)
+        tok = json_tokener_new_ex(64);
+    else
+        json_tokener_reset(tok);
     if (tok == NULL) {
         gw_worker_http_error(&w->conn, req, 500, "server_error", "internal_error", NULL,
                              "Out of memory.");
@@ -347,7 +353,6 @@ body_parse(struct gw_worker *w, struct gw_request *req)
         json_object_put(o);
         o = NULL;
     }
-    json_tokener_free(tok);
     return o;
 }
 

@@ -147,26 +147,17 @@ usage_slice(const char *json, size_t len, size_t *slice_len)
 bool
 gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_t *completion)
 {
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens"};
+    int64_t vals[2] = {0, 0};
     size_t slen;
     const char *slice = usage_slice(json, len, &slen);
-    struct json_tokener *tok;
-    struct json_object *usage, *v;
-    bool found = false;
 
-    if (slice == NULL || (tok = json_tokener_new()) == NULL)
+    /* Two integers of a small object: read by bytes, not parsed. */
+    if (slice == NULL || gw_worker_body_int_members(slice, slen, keys, 2, vals) != 0)
         return false;
-    usage = json_tokener_parse_ex(tok, slice, (int)slen);
-    if (usage != NULL && json_object_is_type(usage, json_type_object)) {
-        found = true;
-        *prompt =
-            json_object_object_get_ex(usage, "prompt_tokens", &v) ? json_object_get_int64(v) : 0;
-        *completion = json_object_object_get_ex(usage, "completion_tokens", &v)
-                          ? json_object_get_int64(v)
-                          : 0;
-    }
-    json_object_put(usage);
-    json_tokener_free(tok);
-    return found;
+    *prompt = vals[0];
+    *completion = vals[1];
+    return true;
 }
 
 /*

@@ -540,6 +540,16 @@ int gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call,
                             size_t max_response_size);
 int gw_worker_upstream_fail_answer(struct gw_call *call);
 /*
+ * Read the integer members named keys[0..nkeys) of the JSON object in
+ * obj[0..len), top level only, by bytes (no parse, no allocation); vals[i]
+ * is left as it was for a key that is absent.  Returns 0, or GW_EINVAL
+ * when obj is not an object.  A member named twice: the last one wins, as
+ * in json-c.
+ */
+int gw_worker_body_int_members(const char *obj, size_t len, const char *const *keys, size_t nkeys,
+                               int64_t *vals);
+
+/*
  * The request body with the top-level "model" value replaced by model
  * (and, with add_usage, stream_options.include_usage added), made by
  * copying the bytes around it rather than re-serializing a parsed tree.

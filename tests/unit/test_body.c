@@ -106,6 +106,38 @@ shapes_for_the_general_path_are_refused(void **state)
     assert_int_equal(rc, GW_EINVAL);
 }
 
+static void
+int_members_are_read_from_the_top_level_only(void **state)
+{
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens", "absent"};
+    const char *o = "{ \"prompt_tokens_details\": {\"prompt_tokens\": 99, \"s\": \"}\\\"\"},\n"
+                    "  \"prompt_tokens\" : 12, \"completion_tokens\":\"7\", \"x\":[1,{\"a\":2}],"
+                    " \"completion_tokens\": 30.9 }";
+    int64_t v[3] = {-1, -1, -1};
+
+    (void)state;
+    assert_int_equal(gw_worker_body_int_members(o, strlen(o), keys, 3, v), 0);
+    assert_int_equal(v[0], 12);
+    assert_int_equal(v[1], 30); /* the last one, its fraction cut */
+    assert_int_equal(v[2], -1); /* absent: untouched */
+    const char *neg = "{\"prompt_tokens\":-4}";
+    assert_int_equal(gw_worker_body_int_members(neg, strlen(neg), keys, 1, v), 0);
+    assert_int_equal(v[0], -4);
+}
+
+static void
+int_members_refuse_what_is_not_an_object(void **state)
+{
+    static const char *const keys[] = {"a"};
+    const char *bad[] = {"",          "[1]",      "null",  "{\"a\":1",
+                         "{\"a\" 1}", "{\"a\":}", "{a:1}", "{\"a\":1 \"b\":2}"};
+    int64_t v[1];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(gw_worker_body_int_members(bad[i], strlen(bad[i]), keys, 1, v), GW_EINVAL);
+}
+
 int
 main(void)
 {
@@ -116,6 +148,8 @@ main(void)
         cmocka_unit_test(quotes_in_the_new_name_are_escaped),
         cmocka_unit_test(the_last_of_duplicate_model_keys_is_replaced_as_json_c_reads_it),
         cmocka_unit_test(shapes_for_the_general_path_are_refused),
+        cmocka_unit_test(int_members_are_read_from_the_top_level_only),
+        cmocka_unit_test(int_members_refuse_what_is_not_an_object),
     };
 
     return cmocka_run_group_tests_name("body", tests, NULL, NULL);
