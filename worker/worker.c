@@ -301,6 +301,7 @@ gw_worker_main(const struct gw_worker_env *env)
         (w.curl_passthru = curl_easy_init()) == NULL || (w.multi = curl_multi_init()) == NULL)
         gw_fatal("curl_easy_init failed");
     gw_worker_upstream_init(w.curl);
+    gw_worker_transfer_init(w.multi);
     w.arena = gw_arena_create(16384);
     if (gw_random_bytes(&w.id_prefix, sizeof(w.id_prefix)) != 0)
         exit(GW_EXIT_FATAL);

@@ -539,6 +539,28 @@ int gw_worker_evstream_encode(struct gw_buf *b, const char *const *names, const 
 int gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call,
                             size_t max_response_size);
 int gw_worker_upstream_fail_answer(struct gw_call *call);
+
+/*
+ * Driving a transfer on the worker's multi handle, for the provider calls
+ * and the pass-through proxies alike.  The multi handle reports the
+ * sockets and the timer it needs (gw_worker_transfer_init sets the
+ * callbacks, once per worker); gw_worker_transfer_run waits for them with
+ * one poll(2) and hands curl exactly what became ready
+ * (curl_multi_socket_action), so curl does not poll again before each
+ * read: one wait, one read, one write per streamed event.  The transfer
+ * is cut, *timed_out set and CURLE_OPERATION_TIMEDOUT returned when the
+ * upstream stays silent past first_byte (before *got_bytes) or idle
+ * (after) since *last_io_ms, which the transfer's callbacks move.
+ */
+struct gw_transfer_clock {
+    const int64_t *last_io_ms;
+    const bool *got_bytes;
+    const struct gw_timeouts *to;
+};
+
+void gw_worker_transfer_init(CURLM *multi);
+CURLcode gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock *clock,
+                                bool *timed_out);
 /*
  * Read the integer members named keys[0..nkeys) of the JSON object in
  * obj[0..len), top level only, by bytes (no parse, no allocation); vals[i]
