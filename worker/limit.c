@@ -187,9 +187,9 @@ headers_text(struct gw_arena *a, const struct limit_view *rq, const struct limit
 
 /* Prompt bytes / 4 plus the completion asked for (or a default). */
 static double
-tokens_estimate(const struct gw_request *req, struct json_object *body)
+tokens_estimate(const struct gw_request *req, struct gw_call *call)
 {
-    struct json_object *v;
+    struct json_object *v, *body = gw_worker_call_json(call);
     int64_t out = LIMIT_DEFAULT_COMPLETION;
 
     if ((json_object_object_get_ex(body, "max_completion_tokens", &v) ||
@@ -254,7 +254,7 @@ limit_scopes(struct gw_worker *w, const struct gw_key *key, const struct gw_gen_
 
 int
 gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
-                      const struct gw_gen_model *m, struct json_object *body,
+                      const struct gw_gen_model *m, struct gw_call *call,
                       struct gw_limit_hold *hold, bool *refused)
 {
     const struct gw_shm *shm = w->env->shm;
@@ -270,7 +270,7 @@ gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct 
     *refused = false;
     if ((n = limit_scopes(w, key, m, sc)) == 0)
         return 0;
-    estimate = tokens_estimate(req, body);
+    estimate = tokens_estimate(req, call);
 
     /* Requests first: a request refused by its RPM takes no tokens. */
     for (int i = 0; i < n && refused_at < 0; i++) {

@@ -258,6 +258,8 @@ struct gw_limit_hold {
     } s[4];
 };
 
+struct gw_call;
+
 /*
  * Check the RPM and TPM limits of the request's key, its owner, the
  * owner's tenant and model m before
@@ -267,7 +269,7 @@ struct gw_limit_hold {
  * taken), *refused is set and the result is the answer's.
  */
 int gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
-                          const struct gw_gen_model *m, struct json_object *body,
+                          const struct gw_gen_model *m, struct gw_call *call,
                           struct gw_limit_hold *hold, bool *refused);
 /* After the response: move the token buckets from the estimate to the
  * real usage (given back, or charged without refusing). */
@@ -385,6 +387,7 @@ struct gw_call {
     struct json_object *json;    /* the client's body, parsed; the adapter may edit it */
     bool stream;
     bool client_usage;            /* the client asked for stream_options.include_usage */
+    const char *user;             /* the body's "user" (session affinity), or NULL */
     struct gw_safety_req *safety; /* the answer is inspected (worker/safety.c), or NULL */
     struct gw_answer *answer;     /* sees the answer as it goes out (worker/answer.c), or NULL */
     const struct gw_gen *gen;     /* the generation of model and target */
@@ -561,6 +564,35 @@ struct gw_transfer_clock {
 void gw_worker_transfer_init(CURLM *multi);
 CURLcode gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock *clock,
                                 bool *timed_out);
+/*
+ * A request body checked by bytes: gw_worker_body_scan returns 0 when
+ * body is one valid JSON object (strict RFC 8259, nesting well inside
+ * json-c's limit, no escaped top-level key), with where the top-level
+ * members the pipeline reads sit (the last of a repeated key, as json-c
+ * reads it); v NULL: absent.  Otherwise GW_EINVAL, and json-c decides
+ * (its own leniencies, its error message).  No allocation, no tree: a
+ * request that needs nothing more than these never builds one.
+ */
+struct gw_body_member {
+    const char *v; /* the value's bytes in the body, quotes included */
+    size_t len;
+    bool escaped; /* a string holding a backslash escape */
+};
+
+struct gw_body_scan {
+    struct gw_body_member model, messages, input, stream, stream_options, user;
+};
+
+int gw_worker_body_scan(const char *body, size_t len, struct gw_body_scan *out);
+
+/*
+ * The client's body as a json-c tree (call->json), parsed from req->body
+ * at the first use: by a provider adapter that translates, a quirk, the
+ * safety rules, the cache key, the token estimate of a rate limit.  The
+ * tree belongs to the call (the pipeline puts it); never NULL.
+ */
+struct json_object *gw_worker_call_json(struct gw_call *call);
+
 /*
  * Read the integer members named keys[0..nkeys) of the JSON object in
  * obj[0..len), top level only, by bytes (no parse, no allocation); vals[i]
