@@ -499,6 +499,20 @@ gw_worker_upstream_init(CURL *curl)
     curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+    /* libcurl looks the proxy variables up in the environment for every
+     * transfer (five getenv a request).  A process's environment does not
+     * change under it: when none is set, say so once ("" is no proxy and
+     * no exception), which is what curl would find each time. */
+    static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
+                                             "all_proxy",  "ALL_PROXY",   "no_proxy",
+                                             "NO_PROXY"};
+    bool any = false;
+    for (size_t i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
+        any |= getenv(proxy_vars[i]) != NULL;
+    if (!any) {
+        curl_easy_setopt(curl, CURLOPT_PROXY, "");
+        curl_easy_setopt(curl, CURLOPT_NOPROXY, "");
+    }
 }
 
 int
