@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -241,6 +242,16 @@ gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits 
     c->in = malloc(c->in_cap);
     if (c->in == NULL)
         gw_fatal("malloc(%zu): out of memory", c->in_cap);
+    /* A read may block this long by itself (see gw_worker_http_read): no
+     * longer than a poll slice or than any deadline a wait can have. */
+    long t = HTTP_POLL_SLICE_MS;
+    if ((long)limits->read_timeout_ms < t)
+        t = (long)limits->read_timeout_ms;
+    if ((long)limits->keepalive_timeout_ms < t)
+        t = (long)limits->keepalive_timeout_ms;
+    struct timeval tv = {.tv_sec = t / 1000, .tv_usec = (t % 1000) * 1000};
+    if (t > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0)
+        c->rcvtimeo_ms = t;
 }
 
 void
@@ -256,16 +267,17 @@ gw_worker_http_fini(struct gw_http_conn *c)
 }
 
 /*
- * Wait until the client's socket is readable or timeout_ms passes.
+ * Wait until the client's socket is readable or timeout_ms after start
+ * (the wait may have begun in a read that timed out) passes.
  * Returns 1 readable, 0 timed out, GW_ECLOSED when an idle connection
  * should be let go: the worker is stopping, or a new client is waiting on
  * a listening socket and the worker should serve it instead (the
  * connection's yield hook decides; see worker.c).
  */
 static int
-wait_readable(struct gw_http_conn *c, long timeout_ms, bool idle)
+wait_readable(struct gw_http_conn *c, int64_t start, long timeout_ms, bool idle)
 {
-    int64_t start = gw_now_ms(), deadline = start + timeout_ms;
+    int64_t deadline = start + timeout_ms;
     /* A connection idle this long may give way; a client reusing it sends
      * sooner than that, so it will not meet a connection just closed. */
     int64_t yield_from = start + HTTP_YIELD_AFTER_MS;
@@ -367,17 +379,28 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
             long left = (long)(c->header_deadline - gw_now_ms());
             wait = left < wait ? (left > 0 ? left : 0) : wait;
         }
-        int w = wait_readable(c, wait, idle);
-        if (w == GW_ECLOSED)
-            return GW_ECLOSED;
-        if (w == 0) {
-            if (idle)
+        /* The bytes nearly always come within the socket's receive
+         * time-out: then one blocking read is the wait and the read, and
+         * the poll (with its deadlines, stop flag and giving way to new
+         * clients) is only for when they do not. */
+        int64_t since = gw_now_ms();
+        ssize_t r = -1;
+        errno = EAGAIN;
+        if (c->rcvtimeo_ms > 0 && wait >= c->rcvtimeo_ms && !(idle && gw_worker_stopping))
+            r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            int w = wait_readable(c, since, wait, idle);
+            if (w == GW_ECLOSED)
                 return GW_ECLOSED;
-            c->error = 408;
-            return GW_EPROTO;
+            if (w == 0) {
+                if (idle)
+                    return GW_ECLOSED;
+                c->error = 408;
+                return GW_EPROTO;
+            }
+            r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
         }
-        ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
-        if (r < 0 && errno == EINTR)
+        if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
         if (r <= 0) {
             /* EOF: the parser may need to see it (a body delimited by close

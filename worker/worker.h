@@ -128,6 +128,7 @@ struct gw_http_conn {
     bool chunked;       /* response uses chunked transfer coding */
     uint64_t bytes_out; /* bytes written to the client, for the access log */
     struct gw_buf out;
+    long rcvtimeo_ms; /* SO_RCVTIMEO on fd: a read blocks no longer (0: none) */
 };
 
 void gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits *limits);
