@@ -189,7 +189,8 @@ headers_text(struct gw_arena *a, const struct limit_view *rq, const struct limit
 static double
 tokens_estimate(const struct gw_request *req, struct gw_call *call)
 {
-    struct json_object *v, *body = gw_worker_call_json(call);
+    /* A pass-through request has no call: its prompt is its bytes. */
+    struct json_object *v, *body = call != NULL ? gw_worker_call_json(call) : NULL;
     int64_t out = LIMIT_DEFAULT_COMPLETION;
 
     if ((json_object_object_get_ex(body, "max_completion_tokens", &v) ||

@@ -267,7 +267,9 @@ struct gw_call;
  * the upstream call, taking one request and an estimate of its tokens
  * from each limited scope, and set req->limit_headers.  Returns 0 when
  * admitted; otherwise the request is answered with a 429 (nothing stays
- * taken), *refused is set and the result is the answer's.
+ * taken), *refused is set and the result is the answer's.  call (NULL
+ * for a pass-through request) gives the body's max_tokens, read only
+ * when a token limit applies.
  */
 int gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                           const struct gw_gen_model *m, struct gw_call *call,
