@@ -121,13 +121,24 @@ gw_arena_strdup(struct gw_arena *a, const char *s)
 char *
 gw_arena_printf(struct gw_arena *a, const char *fmt, ...)
 {
+    struct arena_chunk *c = a->head;
+    char *room = (char *)c->data + c->used;
+    size_t left = c->size - c->used;
     va_list ap;
 
+    /* Format once, into the free end of the current chunk; only text that
+     * does not fit there is formatted a second time. */
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(room, left, fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (n < 0) {
         n = 0;
+        if (left > 0)
+            room[0] = '\0';
+    }
+    const size_t align = sizeof(max_align_t);
+    if ((((size_t)n + 1 + align - 1) & ~(align - 1)) <= left)
+        return gw_arena_alloc(a, (size_t)n + 1); /* room itself: it fits */
     char *p = gw_arena_alloc(a, (size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(p, (size_t)n + 1, fmt, ap);

@@ -40,21 +40,58 @@ gw_buf_append(struct gw_buf *b, const void *data, size_t len)
 }
 
 int
+gw_buf_append_str(struct gw_buf *b, const char *s)
+{
+    return gw_buf_append(b, s, strlen(s));
+}
+
+int
+gw_buf_append_u64(struct gw_buf *b, uint64_t v)
+{
+    char digits[20], *p = digits + sizeof(digits);
+
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return gw_buf_append(b, p, (size_t)(digits + sizeof(digits) - p));
+}
+
+int
+gw_buf_append_i64(struct gw_buf *b, int64_t v)
+{
+    if (v >= 0)
+        return gw_buf_append_u64(b, (uint64_t)v);
+    int rc = gw_buf_append(b, "-", 1);
+    return rc != 0 ? rc : gw_buf_append_u64(b, -(uint64_t)v);
+}
+
+int
 gw_buf_printf(struct gw_buf *b, const char *fmt, ...)
 {
+    size_t room = b->data != NULL ? b->cap - b->len : 0;
     va_list ap;
 
+    /* Most text fits in the room the buffer has: format once, there. */
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(room > 0 ? b->data + b->len : NULL, room, fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (n < 0) {
+        if (b->data != NULL)
+            b->data[b->len] = '\0';
         return GW_EINVAL;
-    int rc = gw_buf_reserve(b, (size_t)n);
-    if (rc != 0)
-        return rc;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    }
+    if ((size_t)n >= room) {
+        int rc = gw_buf_reserve(b, (size_t)n);
+        if (rc != 0) {
+            if (b->data != NULL)
+                b->data[b->len] = '\0';
+            return rc;
+        }
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
     return 0;
 }

@@ -82,8 +82,9 @@ fail:
 
 /*
  * The MAC, keyed with the server secret, is set up once per process and
- * copied for each key: fetching the algorithm and setting the key cost
- * far more than hashing a 51-byte key.
+ * restarted for each key (EVP_MAC_init without a key keeps the one set):
+ * fetching the algorithm, setting the key, or even copying the keyed
+ * context (a dozen allocations) cost far more than hashing a 51-byte key.
  */
 void
 gw_key_hash(const unsigned char secret[GW_SECRET_LEN], const char *key, size_t len,
@@ -106,11 +107,10 @@ gw_key_hash(const unsigned char secret[GW_SECRET_LEN], const char *key, size_t l
             gw_fatal("HMAC-SHA-256 is not available from OpenSSL");
         memcpy(keyed_with, secret, GW_SECRET_LEN);
     }
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(keyed);
-    if (ctx == NULL || !EVP_MAC_update(ctx, (const unsigned char *)key, len) ||
-        !EVP_MAC_final(ctx, out, &outlen, GW_KEY_HASH_LEN))
+    if (!EVP_MAC_init(keyed, NULL, 0, NULL) ||
+        !EVP_MAC_update(keyed, (const unsigned char *)key, len) ||
+        !EVP_MAC_final(keyed, out, &outlen, GW_KEY_HASH_LEN))
         gw_fatal("HMAC-SHA-256 failed");
-    EVP_MAC_CTX_free(ctx);
 }
 
 int

@@ -126,6 +126,13 @@ struct gw_buf {
 int gw_buf_reserve(struct gw_buf *b, size_t extra);
 int gw_buf_append(struct gw_buf *b, const void *data, size_t len);
 int gw_buf_printf(struct gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Without printf, for the per-request paths: a C string, a number in
+ * decimal. */
+int gw_buf_append_str(struct gw_buf *b, const char *s);
+int gw_buf_append_u64(struct gw_buf *b, uint64_t v);
+int gw_buf_append_i64(struct gw_buf *b, int64_t v);
+/* Append a string literal: its length is counted by the compiler. */
+#define GW_BUF_LIT(b, s) gw_buf_append((b), (s), sizeof(s) - 1)
 /* Drops the first n bytes. */
 void gw_buf_consume(struct gw_buf *b, size_t n);
 void gw_buf_free(struct gw_buf *b);
@@ -152,6 +159,8 @@ void gw_hex_encode(const unsigned char *in, size_t len, char *out);
  */
 void gw_proctitle_init(int argc, char **argv);
 void gw_proctitle_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same with a title already formatted. */
+void gw_proctitle_put(const char *title);
 
 /* mkdir -p with mode for created components. */
 int gw_mkdir_p(const char *path, mode_t mode);
@@ -797,6 +806,9 @@ int gw_store_usage_upgrade(struct gw_store *st, size_t max, size_t *converted, b
 int gw_store_limit_set(struct gw_store *st, const char *scope, const struct gw_limits *l);
 int gw_store_limit_get(struct gw_store *st, const char *scope, struct gw_limits *out);
 int gw_store_limit_del(struct gw_store *st, const char *scope);
+/* How many overrides are stored: lets a worker skip looking up each
+ * scope of each request when there are none. */
+int gw_store_limit_count(struct gw_store *st, size_t *n);
 int gw_store_limit_list(struct gw_store *st, struct gw_arena *a, char ***scopes,
                         struct gw_limits **limits, size_t *n);
 

@@ -1370,6 +1370,23 @@ gw_store_limit_get(struct gw_store *st, const char *scope, struct gw_limits *out
 }
 
 int
+gw_store_limit_count(struct gw_store *st, size_t *n)
+{
+    MDB_txn *txn;
+    MDB_stat ms;
+    int rc = store_read_begin(st, &txn), mrc;
+
+    if (rc != 0)
+        return rc;
+    if ((mrc = mdb_stat(txn, st->limits, &ms)) != 0)
+        rc = store_fail("mdb_stat", "limits", mrc);
+    else
+        *n = ms.ms_entries;
+    store_read_end(st);
+    return rc;
+}
+
+int
 gw_store_limit_del(struct gw_store *st, const char *scope)
 {
     MDB_txn *txn;

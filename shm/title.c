@@ -19,6 +19,7 @@ static char *title_area;
 static char **env_copy;   /* the environment moved out of the title area */
 static char *env_strings; /* its strings, in one block */
 static size_t title_len;
+static size_t title_dirty; /* bytes from the start that may not be NUL */
 
 void
 gw_proctitle_init(int argc, char **argv)
@@ -56,6 +57,7 @@ gw_proctitle_init(int argc, char **argv)
     environ = env;
     title_area = argv[0];
     title_len = (size_t)(end - argv[0]);
+    title_dirty = title_len;
     /* Later argv[] entries point into the area: they are no longer valid. */
     for (int i = 1; i < argc; i++)
         argv[i] = NULL;
@@ -70,11 +72,22 @@ gw_proctitle_set(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    gw_proctitle_put(buf);
+}
+
+void
+gw_proctitle_put(const char *buf)
+{
     if (title_area == NULL || title_len < 2)
         return;
     size_t n = strlen(buf);
     if (n > title_len - 1)
         n = title_len - 1;
     memcpy(title_area, buf, n);
-    memset(title_area + n, '\0', title_len - n);
+    /* Clear only what the last title left behind: a worker sets its
+     * title twice per request, and the area may be kilobytes long. */
+    if (title_dirty > n)
+        memset(title_area + n, '\0', title_dirty - n);
+    title_area[n] = '\0';
+    title_dirty = n;
 }

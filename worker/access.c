@@ -18,27 +18,74 @@
 static int access_fd = STDERR_FILENO;
 static char access_path[4096]; /* what access_fd is open on; "" for stderr */
 
-/* Append a string literal: its length is counted by the compiler. */
-#define LIT(b, s) gw_buf_append((b), (s), sizeof(s) - 1)
+#define LIT(b, s) GW_BUF_LIT(b, s)
 
-/* JSON string value: quotes, backslashes and control characters escaped. */
+/* JSON string value: quotes, backslashes and control characters escaped;
+ * the runs between them copied whole. */
 static void
 json_str(struct gw_buf *b, const char *s)
 {
+    static const char hex[] = "0123456789abcdef";
+
     if (s == NULL) {
-        gw_buf_append(b, "null", 4);
+        LIT(b, "null");
         return;
     }
-    gw_buf_append(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            gw_buf_printf(b, "\\%c", *p);
-        else if (*p < 0x20)
-            gw_buf_printf(b, "\\u%04x", *p);
-        else
-            gw_buf_append(b, p, 1);
+    LIT(b, "\"");
+    const unsigned char *p = (const unsigned char *)s, *run = p;
+    for (; *p; p++) {
+        if (*p != '"' && *p != '\\' && *p >= 0x20)
+            continue;
+        gw_buf_append(b, run, (size_t)(p - run));
+        if (*p == '"' || *p == '\\') {
+            char esc[2] = {'\\', (char)*p};
+            gw_buf_append(b, esc, 2);
+        } else {
+            char esc[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]};
+            gw_buf_append(b, esc, 6);
+        }
+        run = p + 1;
     }
-    gw_buf_append(b, "\"", 1);
+    gw_buf_append(b, run, (size_t)(p - run));
+    LIT(b, "\"");
+}
+
+static void
+json_truth(struct gw_buf *b, bool v)
+{
+    if (v)
+        LIT(b, "true");
+    else
+        LIT(b, "false");
+}
+
+/* "2026-11-22T19:10:46.087Z": the part up to the seconds is formatted
+ * once a second. */
+static void
+json_time(struct gw_buf *b)
+{
+    static char when[32];
+    static time_t last = -1;
+    struct timespec ts;
+    char ms[5];
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != last) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+        last = ts.tv_sec;
+    }
+    long m = ts.tv_nsec / 1000000;
+    ms[0] = '.';
+    ms[1] = (char)('0' + m / 100);
+    ms[2] = (char)('0' + m / 10 % 10);
+    ms[3] = (char)('0' + m % 10);
+    ms[4] = 'Z';
+    LIT(b, "\"");
+    gw_buf_append_str(b, when);
+    gw_buf_append(b, ms, sizeof(ms));
+    LIT(b, "\"");
 }
 
 /* Open (or reopen, after logrotate) the file this generation names. */
@@ -91,9 +138,6 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
 {
     const struct gw_gen *g = w->gen;
     struct gw_buf *b = &w->scratch;
-    struct timespec ts;
-    struct tm tm;
-    char when[40];
 
     if (g == NULL || !g->access_log)
         return;
@@ -106,11 +150,11 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
     if (strcmp(path ? path : "", access_path) != 0)
         access_open(path);
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    /* Appends, not printf: this runs for every request. */
     b->len = 0;
-    gw_buf_printf(b, "{\"time\":\"%s.%03ldZ\",\"request_id\":", when, ts.tv_nsec / 1000000);
+    LIT(b, "{\"time\":");
+    json_time(b);
+    LIT(b, ",\"request_id\":");
     json_str(b, req->id);
     LIT(b, ",\"key_id\":");
     json_str(b, req->key_id);
@@ -124,14 +168,27 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
     json_str(b, req->model);
     LIT(b, ",\"target\":");
     json_str(b, req->target);
-    gw_buf_printf(b,
-                  ",\"status\":%d,\"upstream_status\":%d,\"stream\":%s,\"byok\":%s,"
-                  "\"cached\":%s,\"input_tokens\":%lld,\"output_tokens\":%lld,"
-                  "\"ttfb_ms\":%lld,\"duration_ms\":%ld,\"bytes\":%llu}\n",
-                  req->status, req->upstream_status, req->stream ? "true" : "false",
-                  req->byok ? "true" : "false", req->cache_hit ? "true" : "false",
-                  (long long)req->prompt_tokens, (long long)req->completion_tokens,
-                  (long long)(req->first_byte_us / 1000), ms, (unsigned long long)bytes);
+    LIT(b, ",\"status\":");
+    gw_buf_append_i64(b, req->status);
+    LIT(b, ",\"upstream_status\":");
+    gw_buf_append_i64(b, req->upstream_status);
+    LIT(b, ",\"stream\":");
+    json_truth(b, req->stream);
+    LIT(b, ",\"byok\":");
+    json_truth(b, req->byok);
+    LIT(b, ",\"cached\":");
+    json_truth(b, req->cache_hit);
+    LIT(b, ",\"input_tokens\":");
+    gw_buf_append_i64(b, req->prompt_tokens);
+    LIT(b, ",\"output_tokens\":");
+    gw_buf_append_i64(b, req->completion_tokens);
+    LIT(b, ",\"ttfb_ms\":");
+    gw_buf_append_i64(b, req->first_byte_us / 1000);
+    LIT(b, ",\"duration_ms\":");
+    gw_buf_append_i64(b, ms);
+    LIT(b, ",\"bytes\":");
+    gw_buf_append_u64(b, bytes);
+    LIT(b, "}\n");
     if (b->data != NULL && gw_write_all(access_fd, b->data, b->len) != 0)
         gw_log(GW_LOG_WARN, "req=%s access log write failed: %s", req->id, strerror(errno));
 }

@@ -6,8 +6,10 @@
  * already parsed and checked by json-c; here the top-level members are
  * walked by bytes to find where the "model" value sits, and the new body
  * is the old one with that value replaced: the prompt is copied once, not
- * rebuilt from a tree.
+ * rebuilt from a tree.  The same walk reads a few integer members of an
+ * answer's usage object without parsing it.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "worker/worker.h"
@@ -127,4 +129,276 @@ gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len, const c
     *out = o;
     *out_len = (size_t)(w - o);
     return 0;
+}
+
+int
+gw_worker_body_int_members(const char *obj, size_t len, const char *const *keys, size_t nkeys,
+                           int64_t *vals)
+{
+    const char *p = obj, *end = obj + len;
+
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return GW_EINVAL;
+    p = skip_ws(p + 1, end);
+    while (p < end && *p != '}') {
+        if (*p != '"')
+            return GW_EINVAL;
+        const char *ks = p + 1, *ke = skip_string(p, end);
+        if (ke == NULL)
+            return GW_EINVAL;
+        p = skip_ws(ke, end);
+        if (p >= end || *p != ':')
+            return GW_EINVAL;
+        p = skip_ws(p + 1, end);
+        const char *v = p;
+        if ((p = skip_value(p, end)) == NULL || p == v)
+            return GW_EINVAL;
+        size_t klen = (size_t)(ke - 1 - ks);
+        for (size_t i = 0; i < nkeys; i++) {
+            if (strlen(keys[i]) != klen || memcmp(ks, keys[i], klen) != 0)
+                continue;
+            /* A number (json-c reads a quoted one and cuts a fraction
+             * too); anything else counts as 0, as json-c's get_int64. */
+            const char *d = *v == '"' ? v + 1 : v;
+            int64_t n = 0;
+            bool neg = d < end && *d == '-';
+            for (d += neg; d < end && *d >= '0' && *d <= '9'; d++)
+                n = n < INT64_MAX / 10 ? n * 10 + (*d - '0') : INT64_MAX;
+            vals[i] = neg ? -n : n;
+        }
+        p = skip_ws(p, end);
+        if (p < end && *p == ',')
+            p = skip_ws(p + 1, end);
+        else if (p < end && *p != '}')
+            return GW_EINVAL;
+    }
+    return p < end ? 0 : GW_EINVAL;
+}
+
+/* ------------------------------------------------- validating scanner */
+
+/* The scanner gives up (and json-c decides) past this nesting: json-c's
+ * own limit in the worker is 64. */
+#define SCAN_MAX_DEPTH 32
+
+static bool
+is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* p at an opening quote; past the closing one when the string is valid
+ * JSON (escapes checked, no raw control character), else NULL.
+ * *escaped: it holds a backslash. */
+static const char *
+scan_string(const char *p, const char *end, bool *escaped)
+{
+    for (p++; p < end; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20)
+            return NULL;
+        if (c != '\\')
+            continue;
+        *escaped = true;
+        if (++p >= end)
+            return NULL;
+        switch (*p) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't': break;
+        case 'u':
+            if (end - p < 5 || !is_hex(p[1]) || !is_hex(p[2]) || !is_hex(p[3]) || !is_hex(p[4]))
+                return NULL;
+            p += 4;
+            break;
+        default: return NULL;
+        }
+    }
+    return NULL;
+}
+
+static const char *
+scan_digits(const char *p, const char *end)
+{
+    const char *start = p;
+
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    return p > start ? p : NULL;
+}
+
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static const char *
+scan_number(const char *p, const char *end)
+{
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0')
+        p++;
+    else if ((p = scan_digits(p, end)) == NULL)
+        return NULL;
+    if (p < end && *p == '.' && (p = scan_digits(p + 1, end)) == NULL)
+        return NULL;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if ((p = scan_digits(p, end)) == NULL)
+            return NULL;
+    }
+    return p;
+}
+
+static const char *
+scan_literal(const char *p, const char *end, const char *word, size_t n)
+{
+    return (size_t)(end - p) >= n && memcmp(p, word, n) == 0 ? p + n : NULL;
+}
+
+static const char *scan_value(const char *p, const char *end, int depth);
+
+/* p at '{' or '['; past the matching close, or NULL. */
+static const char *
+scan_container(const char *p, const char *end, int depth)
+{
+    bool object = *p == '{';
+    char close = object ? '}' : ']';
+
+    if (depth >= SCAN_MAX_DEPTH)
+        return NULL;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == close)
+        return p + 1;
+    for (;;) {
+        if (object) {
+            bool escaped = false;
+            if (p >= end || *p != '"' || (p = scan_string(p, end, &escaped)) == NULL)
+                return NULL;
+            p = skip_ws(p, end);
+            if (p >= end || *p != ':')
+                return NULL;
+            p = skip_ws(p + 1, end);
+        }
+        if ((p = scan_value(p, end, depth + 1)) == NULL)
+            return NULL;
+        p = skip_ws(p, end);
+        if (p < end && *p == close)
+            return p + 1;
+        if (p >= end || *p != ',')
+            return NULL;
+        p = skip_ws(p + 1, end);
+    }
+}
+
+static const char *
+scan_value(const char *p, const char *end, int depth)
+{
+    bool escaped = false;
+
+    if (p >= end)
+        return NULL;
+    switch (*p) {
+    case '"': return scan_string(p, end, &escaped);
+    case '{':
+    case '[': return scan_container(p, end, depth);
+    case 't': return scan_literal(p, end, "true", 4);
+    case 'f': return scan_literal(p, end, "false", 5);
+    case 'n': return scan_literal(p, end, "null", 4);
+    default: return scan_number(p, end);
+    }
+}
+
+int
+gw_worker_body_scan(const char *body, size_t len, struct gw_body_scan *out)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } wanted[] = {
+        {"model", offsetof(struct gw_body_scan, model)},
+        {"messages", offsetof(struct gw_body_scan, messages)},
+        {"input", offsetof(struct gw_body_scan, input)},
+        {"stream", offsetof(struct gw_body_scan, stream)},
+        {"stream_options", offsetof(struct gw_body_scan, stream_options)},
+        {"user", offsetof(struct gw_body_scan, user)},
+    };
+    const char *p = body, *end = body + len;
+
+    memset(out, 0, sizeof(*out));
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return GW_EINVAL;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}') {
+        p++;
+        return skip_ws(p, end) == end ? 0 : GW_EINVAL;
+    }
+    for (;;) {
+        bool key_escaped = false, escaped = false;
+        const char *ks = p;
+        if (p >= end || *p != '"' || (p = scan_string(p, end, &key_escaped)) == NULL || key_escaped)
+            return GW_EINVAL; /* a key spelled with escapes: json-c's reading */
+        size_t klen = (size_t)(p - ks) - 2;
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':')
+            return GW_EINVAL;
+        p = skip_ws(p + 1, end);
+        const char *v = p;
+        if (p < end && *p == '"')
+            p = scan_string(p, end, &escaped);
+        else
+            p = scan_value(p, end, 1);
+        if (p == NULL)
+            return GW_EINVAL;
+        for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+            if (strlen(wanted[i].name) != klen || memcmp(ks + 1, wanted[i].name, klen) != 0)
+                continue;
+            /* The last of a key named twice wins, as in json-c. */
+            struct gw_body_member *m = (struct gw_body_member *)((char *)out + wanted[i].off);
+            m->v = v;
+            m->len = (size_t)(p - v);
+            m->escaped = escaped;
+        }
+        p = skip_ws(p, end);
+        if (p < end && *p == '}') {
+            p++;
+            break;
+        }
+        if (p >= end || *p != ',')
+            return GW_EINVAL;
+        p = skip_ws(p + 1, end);
+    }
+    /* Nothing but whitespace after the object. */
+    return skip_ws(p, end) == end ? 0 : GW_EINVAL;
+}
+
+struct json_object *
+gw_worker_call_json(struct gw_call *call)
+{
+    static struct json_tokener *tok;
+    const struct gw_request *req = call->req;
+
+    if (call->json != NULL)
+        return call->json;
+    if (tok == NULL)
+        tok = json_tokener_new_ex(64);
+    else
+        json_tokener_reset(tok);
+    if (tok != NULL && req->body_len > 0)
+        call->json = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
+    if (call->json == NULL || !json_object_is_type(call->json, json_type_object)) {
+        /* The body was checked before: only memory can be missing. */
+        gw_log(GW_LOG_ERROR, "req=%s the request body could not be parsed again", req->id);
+        json_object_put(call->json);
+        call->json = json_object_new_object();
+    }
+    return call->json;
 }

@@ -272,7 +272,7 @@ gw_worker_cache_lookup(struct gw_worker *w, struct gw_request *req, struct gw_ca
     /* Only chat streams are put back together and replayed (answer.c). */
     if (call->stream && call->endpoint != GW_EP_CHAT)
         return false;
-    if (m->cache_deterministic && !gw_worker_cache_deterministic(call->json))
+    if (m->cache_deterministic && !gw_worker_cache_deterministic(gw_worker_call_json(call)))
         return false;
     cache_control(req, &no_cache, &no_store);
     if (no_store) {
@@ -283,7 +283,7 @@ gw_worker_cache_lookup(struct gw_worker *w, struct gw_request *req, struct gw_ca
         return false;
     cs->applies = true;
     cs->store = true;
-    gw_worker_cache_key(call->json, call->endpoint, cs->hash);
+    gw_worker_cache_key(gw_worker_call_json(call), call->endpoint, cs->hash);
     if (req->answer == NULL)
         req->answer = gw_worker_answer_create(req->arena);
     call->answer = req->answer;

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -256,6 +257,16 @@ gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits 
     c->in = malloc(c->in_cap);
     if (c->in == NULL)
         gw_fatal("malloc(%zu): out of memory", c->in_cap);
+    /* A read may block this long by itself (see gw_worker_http_read): no
+     * longer than a poll slice or than any deadline a wait can have. */
+    long t = HTTP_POLL_SLICE_MS;
+    if ((long)limits->read_timeout_ms < t)
+        t = (long)limits->read_timeout_ms;
+    if ((long)limits->keepalive_timeout_ms < t)
+        t = (long)limits->keepalive_timeout_ms;
+    struct timeval tv = {.tv_sec = t / 1000, .tv_usec = (t % 1000) * 1000};
+    if (t > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0)
+        c->rcvtimeo_ms = t;
 }
 
 void
@@ -271,16 +282,17 @@ gw_worker_http_fini(struct gw_http_conn *c)
 }
 
 /*
- * Wait until the client's socket is readable or timeout_ms passes.
+ * Wait until the client's socket is readable or timeout_ms after start
+ * (the wait may have begun in a read that timed out) passes.
  * Returns 1 readable, 0 timed out, GW_ECLOSED when an idle connection
  * should be let go: the worker is stopping, or a new client is waiting on
  * a listening socket and the worker should serve it instead (the
  * connection's yield hook decides; see worker.c).
  */
 static int
-wait_readable(struct gw_http_conn *c, long timeout_ms, bool idle)
+wait_readable(struct gw_http_conn *c, int64_t start, long timeout_ms, bool idle)
 {
-    int64_t start = gw_now_ms(), deadline = start + timeout_ms;
+    int64_t deadline = start + timeout_ms;
     /* A connection idle this long may give way; a client reusing it sends
      * sooner than that, so it will not meet a connection just closed. */
     int64_t yield_from = start + HTTP_YIELD_AFTER_MS;
@@ -388,17 +400,28 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
             long left = (long)(c->header_deadline - gw_now_ms());
             wait = left < wait ? (left > 0 ? left : 0) : wait;
         }
-        int w = wait_readable(c, wait, idle);
-        if (w == GW_ECLOSED)
-            return GW_ECLOSED;
-        if (w == 0) {
-            if (idle)
+        /* The bytes nearly always come within the socket's receive
+         * time-out: then one blocking read is the wait and the read, and
+         * the poll (with its deadlines, stop flag and giving way to new
+         * clients) is only for when they do not. */
+        int64_t since = gw_now_ms();
+        ssize_t r = -1;
+        errno = EAGAIN;
+        if (c->rcvtimeo_ms > 0 && wait >= c->rcvtimeo_ms && !(idle && gw_worker_stopping))
+            r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            int w = wait_readable(c, since, wait, idle);
+            if (w == GW_ECLOSED)
                 return GW_ECLOSED;
-            c->error = 408;
-            return GW_EPROTO;
+            if (w == 0) {
+                if (idle)
+                    return GW_ECLOSED;
+                c->error = 408;
+                return GW_EPROTO;
+            }
+            r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
         }
-        ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
-        if (r < 0 && errno == EINTR)
+        if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
         if (r <= 0) {
             /* EOF: the parser may need to see it (a body delimited by close
@@ -441,7 +464,7 @@ gw_worker_http_body_read(struct gw_http_conn *c, const char **data, size_t *len)
             continue;
         }
         c->in_off = c->in_len = 0;
-        int w = wait_readable(c, c->limits->read_timeout_ms, false);
+        int w = wait_readable(c, gw_now_ms(), c->limits->read_timeout_ms, false);
         if (w == GW_ECLOSED)
             return GW_ECLOSED;
         if (w == 0) {
@@ -532,29 +555,42 @@ writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
     return 0;
 }
 
-/* Status line and the headers every response carries. */
+/* Status line and the headers every response carries.  Built with
+ * appends rather than printf: it is written for every response. */
 static int
 head_format(struct gw_http_conn *c, struct gw_request *req, int status, const char *ctype,
             const char *extra)
 {
     /* A body left unread cannot be skipped to the next request. */
     bool close = !req->keep_alive || gw_worker_stopping || gw_worker_http_body_unread(c);
+    const char *const optional[] = {req->extra_headers, req->cache_headers, req->limit_headers,
+                                    req->quota_headers, extra};
+    struct gw_buf *b = &c->out;
+    int rc = 0;
 
     req->status = status;
-    c->out.len = 0;
+    b->len = 0;
     if (close)
         req->keep_alive = false;
-    return gw_buf_printf(&c->out,
-                         "HTTP/1.1 %d %s\r\nServer: aigw\r\nDate: %s\r\nContent-Type: %s\r\n"
-                         "x-request-id: %s\r\n%s%s%s%s%s%s",
-                         status, gw_worker_http_reason(status), http_date(), ctype, req->id,
-                         req->extra_headers ? req->extra_headers : "",
-                         req->cache_headers ? req->cache_headers : "",
-                         req->limit_headers ? req->limit_headers : "",
-                         req->quota_headers ? req->quota_headers : "", extra ? extra : "",
-                         close                  ? "Connection: close\r\n"
-                         : req->http_minor == 0 ? "Connection: keep-alive\r\n"
-                                                : "");
+    rc |= GW_BUF_LIT(b, "HTTP/1.1 ");
+    rc |= gw_buf_append_u64(b, (uint64_t)(status > 0 ? status : 0));
+    rc |= GW_BUF_LIT(b, " ");
+    rc |= gw_buf_append_str(b, gw_worker_http_reason(status));
+    rc |= GW_BUF_LIT(b, "\r\nServer: aigw\r\nDate: ");
+    rc |= gw_buf_append_str(b, http_date());
+    rc |= GW_BUF_LIT(b, "\r\nContent-Type: ");
+    rc |= gw_buf_append_str(b, ctype);
+    rc |= GW_BUF_LIT(b, "\r\nx-request-id: ");
+    rc |= gw_buf_append_str(b, req->id);
+    rc |= GW_BUF_LIT(b, "\r\n");
+    for (size_t i = 0; i < sizeof(optional) / sizeof(optional[0]); i++)
+        if (optional[i] != NULL)
+            rc |= gw_buf_append_str(b, optional[i]);
+    if (close)
+        rc |= GW_BUF_LIT(b, "Connection: close\r\n");
+    else if (req->http_minor == 0)
+        rc |= GW_BUF_LIT(b, "Connection: keep-alive\r\n");
+    return rc != 0 ? GW_ENOMEM : 0;
 }
 
 /* Run one call of the request's filter (see struct gw_http_filter). */
@@ -574,7 +610,8 @@ gw_worker_http_respond(struct gw_http_conn *c, struct gw_request *req, int statu
 {
     FILTERED(c, respond(c, req, status, ctype, extra, body, len));
     if (head_format(c, req, status, ctype, extra) != 0 ||
-        gw_buf_printf(&c->out, "Content-Length: %zu\r\n\r\n", len) != 0)
+        GW_BUF_LIT(&c->out, "Content-Length: ") != 0 || gw_buf_append_u64(&c->out, len) != 0 ||
+        GW_BUF_LIT(&c->out, "\r\n\r\n") != 0)
         return GW_ENOMEM;
     struct iovec iov[2] = {{c->out.data, c->out.len}, {(void *)body, len}};
     return writev_all(c, iov, req->method == HTTP_HEAD || len == 0 ? 1 : 2);

@@ -69,6 +69,31 @@ limit_override(struct gw_worker *w, const char *scope, struct gw_limits *out)
     return e->found;
 }
 
+/*
+ * Whether any override is stored at all, read again when keys_generation
+ * moves (every override change bumps it).  With none, a scope without a
+ * configured default is not limited, and a request whose scopes have no
+ * default costs no lookup and no name formatting: rate limits that are
+ * not in use cost next to nothing.
+ */
+static bool
+limit_overrides_exist(struct gw_worker *w)
+{
+    static uint64_t generation;
+    static bool known, exist;
+    uint64_t gen = atomic_load(&w->env->shm->hdr->keys_generation);
+    size_t n = 0;
+
+    if (known && generation == gen)
+        return exist;
+    int rc = gw_store_limit_count(w->store, &n);
+    /* Unsure is the same as some: look each scope up as before. */
+    exist = rc != 0 || n > 0;
+    known = rc == 0;
+    generation = gen;
+    return exist;
+}
+
 /* The limits in force: the override's fields where it sets them. */
 static struct gw_limits
 limit_effective(struct gw_worker *w, const char *scope, struct gw_limits def)
@@ -162,9 +187,10 @@ headers_text(struct gw_arena *a, const struct limit_view *rq, const struct limit
 
 /* Prompt bytes / 4 plus the completion asked for (or a default). */
 static double
-tokens_estimate(const struct gw_request *req, struct json_object *body)
+tokens_estimate(const struct gw_request *req, struct gw_call *call)
 {
-    struct json_object *v;
+    /* A pass-through request has no call: its prompt is its bytes. */
+    struct json_object *v, *body = call != NULL ? gw_worker_call_json(call) : NULL;
     int64_t out = LIMIT_DEFAULT_COMPLETION;
 
     if ((json_object_object_get_ex(body, "max_completion_tokens", &v) ||
@@ -203,13 +229,19 @@ limit_scopes(struct gw_worker *w, const struct gw_key *key, const struct gw_gen_
          m != NULL ? m->limits : (struct gw_limits){0}},
     };
     char scope[GW_SHM_NAME_LEN + 8];
+    bool overrides = limit_overrides_exist(w);
     int n = 0;
 
     for (int i = 0; i < LIMIT_SCOPES; i++) {
         if (all[i].id == NULL || all[i].id[0] == '\0')
             continue; /* a key without an owner has no user or tenant */
-        snprintf(scope, sizeof(scope), "%s:%s", all[i].kind, all[i].id);
-        sc[n].l = limit_effective(w, scope, all[i].def);
+        if (!overrides && all[i].def.rpm == 0 && all[i].def.tpm == 0)
+            continue; /* not limited: no name to build, nothing to look up */
+        sc[n].l = all[i].def;
+        if (overrides) {
+            snprintf(scope, sizeof(scope), "%s:%s", all[i].kind, all[i].id);
+            sc[n].l = limit_effective(w, scope, all[i].def);
+        }
         if (sc[n].l.rpm == 0 && sc[n].l.tpm == 0)
             continue;
         sc[n].kind = all[i].kind;
@@ -223,7 +255,7 @@ limit_scopes(struct gw_worker *w, const struct gw_key *key, const struct gw_gen_
 
 int
 gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
-                      const struct gw_gen_model *m, struct json_object *body,
+                      const struct gw_gen_model *m, struct gw_call *call,
                       struct gw_limit_hold *hold, bool *refused)
 {
     const struct gw_shm *shm = w->env->shm;
@@ -239,7 +271,7 @@ gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct 
     *refused = false;
     if ((n = limit_scopes(w, key, m, sc)) == 0)
         return 0;
-    estimate = tokens_estimate(req, body);
+    estimate = tokens_estimate(req, call);
 
     /* Requests first: a request refused by its RPM takes no tokens. */
     for (int i = 0; i < n && refused_at < 0; i++) {

@@ -371,7 +371,7 @@ utf8_chars(const char *s)
 int
 gw_worker_media_prepare(struct gw_worker *w, struct gw_request *req, struct gw_call *call)
 {
-    struct json_object *o = call->json, *v;
+    struct json_object *o = gw_worker_call_json(call), *v;
     const char *s;
 
     switch (call->endpoint) {
@@ -449,9 +449,7 @@ admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key, con
     if (refused)
         return NULL;
     /* No JSON body to estimate tokens from: the limits count the call. */
-    struct json_object *none = json_object_new_object();
-    *rc = gw_worker_limit_admit(w, req, key, m, none, hold, &refused);
-    json_object_put(none);
+    *rc = gw_worker_limit_admit(w, req, key, m, NULL, hold, &refused);
     if (refused) {
         gw_worker_quota_release(w, qhold);
         return NULL;

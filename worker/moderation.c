@@ -164,7 +164,7 @@ gw_worker_moderation(struct gw_worker *w, struct gw_request *req, struct gw_call
     int rc = 0;
 
     *answered = false;
-    request_text(call->json, &text);
+    request_text(gw_worker_call_json(call), &text);
     if (text.len == 0 || mm->ntargets == 0 || curl == NULL)
         goto out;
     const struct gw_gen_target *t = gw_gen_target(g, mm->first_target);

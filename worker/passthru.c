@@ -148,36 +148,10 @@ on_data(char *data, size_t size, size_t n, void *ctx)
 static CURLcode
 relay_run(struct relay *r, const struct gw_timeouts *to, bool *timed_out)
 {
-    CURLM *multi = r->w->multi;
-    CURL *curl = r->w->curl_passthru;
-    CURLcode cc = CURLE_OK;
-    int running = 1;
+    struct gw_transfer_clock clock = {
+        .last_io_ms = &r->last_io_ms, .got_bytes = &r->got_bytes, .to = to};
 
-    if (curl_multi_add_handle(multi, curl) != CURLM_OK)
-        return CURLE_FAILED_INIT;
-    while (running) {
-        if (curl_multi_perform(multi, &running) != CURLM_OK) {
-            cc = CURLE_FAILED_INIT;
-            break;
-        }
-        if (!running)
-            break;
-        long limit = r->got_bytes ? to->idle_ms : to->first_byte_ms;
-        int64_t left = r->last_io_ms + limit - gw_now_ms();
-        if (left <= 0) {
-            *timed_out = true;
-            cc = CURLE_OPERATION_TIMEDOUT;
-            break;
-        }
-        curl_multi_poll(multi, NULL, 0, (int)(left < 1000 ? left : 1000), NULL);
-    }
-    CURLMsg *msg;
-    int queued;
-    while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
-        if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl && cc == CURLE_OK)
-            cc = msg->data.result;
-    curl_multi_remove_handle(multi, curl);
-    return cc;
+    return gw_worker_transfer_run(r->w->multi, r->w->curl_passthru, &clock, timed_out);
 }
 
 /* The upstream request headers: the client's, less the hop's and its

@@ -337,13 +337,19 @@ handle_model(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     return respond_json(w, req, gw_shm_catalogue_model(w->env->shm, w->gen, m));
 }
 
-/* Parse the body as a JSON object; answers 400 and returns NULL if not. */
+/* Parse the body as a JSON object; answers 400 and returns NULL if not.
+ * The tokener is the worker's, reset for each body: making one allocates
+ * its parse stack. */
 static struct json_object *
 body_parse(struct gw_worker *w, struct gw_request *req)
 {
-    struct json_tokener *tok = json_tokener_new_ex(64);
+    static struct json_tokener *tok;
     struct json_object *o = NULL;
 
+    if (tok == NULL)
+        tok = json_tokener_new_ex(64);
+    else
+        json_tokener_reset(tok);
     if (tok == NULL) {
         gw_worker_http_error(&w->conn, req, 500, "server_error", "internal_error", NULL,
                              "Out of memory.");
@@ -373,7 +379,6 @@ body_parse(struct gw_worker *w, struct gw_request *req)
         json_object_put(o);
         o = NULL;
     }
-    json_tokener_free(tok);
     return o;
 }
 
@@ -460,6 +465,95 @@ body_check(struct gw_worker *w, struct gw_request *req, const struct gw_key *key
         return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_type",
                                     "stream", "stream must be a boolean.")
                    ?: -1;
+    return 0;
+}
+
+/* Is the member's value exactly this literal? */
+static bool
+member_is(const struct gw_body_member *m, const char *literal)
+{
+    return m->v != NULL && m->len == strlen(literal) && memcmp(m->v, literal, m->len) == 0;
+}
+
+/* stream_options.include_usage, read by bytes: scan_is_plain let through
+ * only an object whose include_usage, if any, is a literal. */
+static bool
+include_usage_of(const struct gw_body_scan *bs)
+{
+    const char *p = bs->stream_options.v, *end = p + bs->stream_options.len;
+    const char *k = memmem(p, (size_t)(end - p), "\"include_usage\"", 15);
+
+    if (k == NULL)
+        return false;
+    k += 15;
+    while (k < end && (*k == ' ' || *k == '\t' || *k == '\r' || *k == '\n' || *k == ':'))
+        k++;
+    return (size_t)(end - k) >= 4 && memcmp(k, "true", 4) == 0;
+}
+
+/*
+ * Can the request go on with what the scan found, as it would with the
+ * tree?  A model or user string with escapes, a stream that is no
+ * literal, stream_options of another shape than a flat object: no, those
+ * are read from the tree (rare, and the tree reads them as ever).
+ */
+static bool
+scan_is_plain(const struct gw_body_scan *bs)
+{
+    if (bs->model.v != NULL && bs->model.v[0] == '"' && bs->model.escaped)
+        return false;
+    if (bs->user.v != NULL && (bs->user.v[0] != '"' || bs->user.escaped))
+        return false;
+    if (bs->stream.v != NULL && !member_is(&bs->stream, "true") &&
+        !member_is(&bs->stream, "false") && !member_is(&bs->stream, "null"))
+        return false;
+    if (bs->stream_options.v != NULL) {
+        const struct gw_body_member *so = &bs->stream_options;
+        /* Flat (no nested value), one include_usage at most, and that
+         * one a literal true or false. */
+        if (so->v[0] != '{' || memchr(so->v + 1, '{', so->len - 1) != NULL ||
+            memchr(so->v, '[', so->len) != NULL || memchr(so->v, '\\', so->len) != NULL)
+            return false;
+        const char *k = memmem(so->v, so->len, "\"include_usage\"", 15);
+        if (k != NULL) {
+            if (memmem(k + 15, so->len - (size_t)(k + 15 - so->v), "\"include_usage\"", 15))
+                return false;
+            k += 15;
+            const char *end = so->v + so->len;
+            while (k < end && (*k == ' ' || *k == '\t' || *k == '\r' || *k == '\n' || *k == ':'))
+                k++;
+            if (!((size_t)(end - k) >= 4 && memcmp(k, "true", 4) == 0) &&
+                !((size_t)(end - k) >= 5 && memcmp(k, "false", 5) == 0))
+                return false;
+        }
+    }
+    return true;
+}
+
+/* body_check on the scan: the same answers, from the bytes. */
+static int
+body_check_scanned(struct gw_worker *w, struct gw_request *req, const struct gw_body_scan *bs,
+                   enum gw_endpoint ep, const char **model)
+{
+    const struct gw_body_member *m = &bs->model;
+
+    if (m->v == NULL || m->v[0] != '"' || m->len <= 2)
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
+                                    "missing_required_parameter", "model",
+                                    "You must provide a model parameter (a string).")
+                   ?: -1;
+    *model = gw_arena_strndup(req->arena, m->v + 1, m->len - 2);
+    if (ep == GW_EP_CHAT && (bs->messages.v == NULL || bs->messages.v[0] != '['))
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
+                                    "missing_required_parameter", "messages",
+                                    "You must provide a messages parameter (an array).")
+                   ?: -1;
+    if (ep == GW_EP_EMBEDDINGS && bs->input.v == NULL)
+        return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error",
+                                    "missing_required_parameter", "input",
+                                    "You must provide an input parameter.")
+                   ?: -1;
+    /* scan_is_plain: stream, when present, is true, false or null. */
     return 0;
 }
 
@@ -565,11 +659,8 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
     const char *session_header = gw_gen_str(g, first->session_header);
     if (session_header != NULL)
         session = gw_worker_http_header(req, session_header);
-    if (session == NULL) {
-        struct json_object *u;
-        if (json_object_object_get_ex(call->json, "user", &u))
-            session = json_object_get_string(u);
-    }
+    if (session == NULL)
+        session = call->user;
 
     for (size_t c = 0; c < nchain && rc == GW_EUPSTREAM; c++) {
         const struct gw_gen_model *m = chain[c];
@@ -684,9 +775,19 @@ gw_worker_pipeline_proxy(struct gw_worker *w, struct gw_request *req, const stru
     bool refused = false;
     int rc;
 
-    if ((call.json = body_parse(w, req)) == NULL)
-        return 0;
-    if ((rc = body_check(w, req, key, call.json, ep, &name)) != 0) {
+    /* A chat or embeddings body checked by bytes, else parsed (another
+     * endpoint, an unusual shape, or not valid: json-c then words the
+     * error). */
+    struct gw_body_scan bs = {0};
+    if ((ep == GW_EP_CHAT || ep == GW_EP_EMBEDDINGS) &&
+        gw_worker_body_scan(req->body, req->body_len, &bs) == 0 && scan_is_plain(&bs)) {
+        rc = body_check_scanned(w, req, &bs, ep, &name);
+    } else {
+        if ((call.json = body_parse(w, req)) == NULL)
+            return 0;
+        rc = body_check(w, req, key, call.json, ep, &name);
+    }
+    if (rc != 0) {
         /* Answered: keep the connection unless the answer failed. */
         rc = rc == -1 ? 0 : rc;
         goto out;
@@ -707,22 +808,34 @@ gw_worker_pipeline_proxy(struct gw_worker *w, struct gw_request *req, const stru
         rc = rc == -1 ? 0 : rc;
         goto out;
     }
-    if (ep == GW_EP_CHAT || ep == GW_EP_COMPLETIONS || ep == GW_EP_RESPONSES) {
-        call.stream =
-            json_object_object_get_ex(call.json, "stream", &v) && json_object_get_boolean(v);
-        call.client_usage = json_object_object_get_ex(call.json, "stream_options", &so) &&
-                            json_object_object_get_ex(so, "include_usage", &v) &&
-                            json_object_get_boolean(v);
-        /* A Responses stream tells its usage in response.completed, which
-         * the client must see: nothing is dropped. */
-        if (ep == GW_EP_RESPONSES)
-            call.client_usage = true;
+    if (call.json == NULL) {
+        /* scan_is_plain: stream is a literal; stream_options and user are
+         * absent or simple enough to read here. */
+        call.stream = ep == GW_EP_CHAT && member_is(&bs.stream, "true");
+        call.client_usage =
+            ep == GW_EP_CHAT && bs.stream_options.v != NULL && include_usage_of(&bs);
+        if (bs.user.v != NULL)
+            call.user = gw_arena_strndup(req->arena, bs.user.v + 1, bs.user.len - 2);
+    } else {
+        if (ep == GW_EP_CHAT || ep == GW_EP_COMPLETIONS || ep == GW_EP_RESPONSES) {
+            call.stream =
+                json_object_object_get_ex(call.json, "stream", &v) && json_object_get_boolean(v);
+            call.client_usage = json_object_object_get_ex(call.json, "stream_options", &so) &&
+                                json_object_object_get_ex(so, "include_usage", &v) &&
+                                json_object_get_boolean(v);
+            /* A Responses stream tells its usage in response.completed,
+             * which the client must see: nothing is dropped. */
+            if (ep == GW_EP_RESPONSES)
+                call.client_usage = true;
+        }
+        if (json_object_object_get_ex(call.json, "user", &v))
+            call.user = json_object_get_string(v);
     }
     req->model_stat = call.model->stat;
     rc = gw_worker_quota_admit(w, req, key, req->model, &qhold, &refused);
     if (refused)
         goto out;
-    rc = gw_worker_limit_admit(w, req, key, call.model, call.json, &hold, &refused);
+    rc = gw_worker_limit_admit(w, req, key, call.model, &call, &hold, &refused);
     if (refused) {
         gw_worker_quota_release(w, &qhold);
         goto out;
@@ -808,6 +921,20 @@ handle_messages(struct gw_worker *w, struct gw_request *req, const struct gw_key
 
 /* ---------------------------------------------------------- accounting */
 
+/* Copy src (NULL: "") into dst of size bytes, cut short if need be, as
+ * snprintf "%s" would, without formatting. */
+static void
+text_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = 0;
+
+    while (src != NULL && n < size - 1 && src[n] != '\0')
+        n++;
+    if (n > 0)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /*
  * Put one authenticated request's usage into the ring for the master to
  * store.  The ring never drops: when it is full the worker waits a
@@ -835,12 +962,12 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     u.time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-    snprintf(u.request_id, sizeof(u.request_id), "%s", req->id);
-    snprintf(u.key_id, sizeof(u.key_id), "%s", req->key_id);
-    snprintf(u.model, sizeof(u.model), "%s", req->model ? req->model : "");
-    snprintf(u.target, sizeof(u.target), "%s", req->target ? req->target : "");
-    snprintf(u.user, sizeof(u.user), "%s", req->user ? req->user : "");
-    snprintf(u.tenant, sizeof(u.tenant), "%s", req->tenant ? req->tenant : "");
+    text_copy(u.request_id, sizeof(u.request_id), req->id);
+    text_copy(u.key_id, sizeof(u.key_id), req->key_id);
+    text_copy(u.model, sizeof(u.model), req->model);
+    text_copy(u.target, sizeof(u.target), req->target);
+    text_copy(u.user, sizeof(u.user), req->user);
+    text_copy(u.tenant, sizeof(u.tenant), req->tenant);
     if (req->tier != NULL)
         memcpy(u.tier, req->tier, strnlen(req->tier, sizeof(u.tier)));
 

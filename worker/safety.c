@@ -580,7 +580,7 @@ gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct
                        struct gw_call *call, bool *answered)
 {
     const struct gw_gen *g = w->gen;
-    struct json_object *messages;
+    struct json_object *messages, *json = NULL;
     struct gw_safety_engine *e;
     struct gw_safety_req *st;
     bool changed = false;
@@ -606,16 +606,17 @@ gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct
         gw_worker_safety_req_create(e, call->model->safety_rules, req->arena, w->env->shm, req->id);
     req->safety = st; /* its verdicts go into the capture record */
     if (st->dir_rules[GW_SAFETY_INPUT] != 0) {
-        messages = get(call->json, "messages");
+        json = gw_worker_call_json(call);
+        messages = get(json, "messages");
         if (messages != NULL && json_object_is_type(messages, json_type_array))
             for (size_t i = 0; i < json_object_array_length(messages) && blocked < 0; i++)
                 blocked = inspect_message(st, json_object_array_get_idx(messages, i), &changed);
         if (blocked < 0)
-            blocked = inspect_strings(st, get(call->json, "input"), &changed);
+            blocked = inspect_strings(st, get(json, "input"), &changed);
         if (blocked < 0)
-            blocked = inspect_strings(st, get(call->json, "prompt"), &changed);
+            blocked = inspect_strings(st, get(json, "prompt"), &changed);
         if (blocked < 0)
-            blocked = inspect_string(st, get(call->json, "instructions"), &changed);
+            blocked = inspect_string(st, get(json, "instructions"), &changed);
     }
     if (blocked >= 0) {
         *answered = true;
@@ -629,7 +630,7 @@ gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct
          * the masked text. */
         size_t len;
         const char *s = json_object_to_json_string_length(
-            call->json, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+            json, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
         req->body = gw_arena_strndup(req->arena, s, len);
         req->body_len = len;
     }

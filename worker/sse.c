@@ -166,22 +166,19 @@ usage_read(struct json_object *usage, int64_t *prompt, int64_t *completion)
 bool
 gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_t *completion)
 {
+    /* OpenAI's chat names, then the Responses API's. */
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens", "input_tokens",
+                                       "output_tokens"};
+    int64_t vals[4] = {-1, -1, -1, -1};
     size_t slen;
     const char *slice = usage_slice(json, len, &slen);
-    struct json_tokener *tok;
-    struct json_object *usage;
-    bool found = false;
 
-    if (slice == NULL || (tok = json_tokener_new()) == NULL)
+    /* A few integers of a small object: read by bytes, not parsed. */
+    if (slice == NULL || gw_worker_body_int_members(slice, slen, keys, 4, vals) != 0)
         return false;
-    usage = json_tokener_parse_ex(tok, slice, (int)slen);
-    if (usage != NULL && json_object_is_type(usage, json_type_object)) {
-        found = true;
-        usage_read(usage, prompt, completion);
-    }
-    json_object_put(usage);
-    json_tokener_free(tok);
-    return found;
+    *prompt = vals[0] >= 0 ? vals[0] : vals[2] >= 0 ? vals[2] : 0;
+    *completion = vals[1] >= 0 ? vals[1] : vals[3] >= 0 ? vals[3] : 0;
+    return true;
 }
 
 /*

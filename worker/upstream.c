@@ -7,6 +7,8 @@
  * curl's write callback as it arrives; a non-streamed one is collected,
  * its usage read, and sent as it came (no re-serialization).
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -369,40 +371,129 @@ stream_error_event(struct gw_call *call, const char *why, const char *code)
 }
 
 /*
- * Run the transfer on the worker's multi handle (which keeps the
- * connections for reuse), waking at least every few milliseconds before a
- * first-byte or idle deadline so that those fire on time: curl's own
- * progress callback comes only about once a second on a silent transfer.
+ * The sockets and the timer libcurl asks the worker to watch, through the
+ * multi handle's socket and timer callbacks.  One transfer runs at a time,
+ * but it may have more than one socket (both address families while it
+ * connects, the resolver's).
  */
-static CURLcode
-transfer_run(CURLM *multi, CURL *curl, struct upstream_io *io)
+#define WATCH_MAX 8
+
+static struct {
+    curl_socket_t fd[WATCH_MAX];
+    int what[WATCH_MAX]; /* CURL_POLL_IN, _OUT, _INOUT */
+    size_t n;
+    int64_t timer_at_ms; /* when curl wants its timeout handled; -1 none */
+} watch = {.timer_at_ms = -1};
+
+static int
+on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    size_t i;
+
+    (void)easy, (void)userp, (void)socketp;
+    for (i = 0; i < watch.n && watch.fd[i] != fd; i++)
+        ;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < watch.n) {
+            watch.n--;
+            watch.fd[i] = watch.fd[watch.n];
+            watch.what[i] = watch.what[watch.n];
+        }
+        return 0;
+    }
+    if (i == watch.n) {
+        if (watch.n == WATCH_MAX)
+            return -1; /* fails the transfer rather than hang it */
+        watch.fd[watch.n++] = fd;
+    }
+    watch.what[i] = what;
+    return 0;
+}
+
+static int
+on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi, (void)userp;
+    watch.timer_at_ms = timeout_ms < 0 ? -1 : gw_now_ms() + timeout_ms;
+    return 0;
+}
+
+void
+gw_worker_transfer_init(CURLM *multi)
+{
+    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer);
+}
+
+CURLcode
+gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock *clock,
+                       bool *timed_out)
 {
     CURLcode cc = CURLE_OK;
     int running = 1;
 
+    *timed_out = false;
     if (curl_multi_add_handle(multi, curl) != CURLM_OK)
         return CURLE_FAILED_INIT;
+    /* Adding the handle set curl's timer to now: that starts the transfer
+     * (connect or reuse, send the request) in the first turn below. */
     while (running) {
-        if (curl_multi_perform(multi, &running) != CURLM_OK) {
-            cc = CURLE_FAILED_INIT;
-            break;
-        }
-        if (!running)
-            break;
         int64_t now = gw_now_ms();
-        long limit = io->got_bytes ? io->to->idle_ms : io->to->first_byte_ms;
-        int64_t last = io->last_io_ms;
+        if (watch.timer_at_ms >= 0 && watch.timer_at_ms <= now) {
+            watch.timer_at_ms = -1;
+            if (curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running) != CURLM_OK) {
+                cc = CURLE_FAILED_INIT;
+                break;
+            }
+            continue;
+        }
+        long limit = *clock->got_bytes ? clock->to->idle_ms : clock->to->first_byte_ms;
+        int64_t last = *clock->last_io_ms;
         /* While an upload is being sent, the wait for an answer has not
          * begun: it counts from the last bytes curl took. */
-        if (io->call->upload != NULL && atomic_load(&io->call->upload->last_read_ms) > last)
-            last = atomic_load(&io->call->upload->last_read_ms);
+        if (clock->upload_read_ms != NULL && atomic_load(clock->upload_read_ms) > last)
+            last = atomic_load(clock->upload_read_ms);
         int64_t left = last + limit - now;
         if (left <= 0) {
-            io->timed_out = true;
+            *timed_out = true;
             cc = CURLE_OPERATION_TIMEDOUT;
             break;
         }
-        curl_multi_poll(multi, NULL, 0, (int)(left < 1000 ? left : 1000), NULL);
+        if (left > 1000)
+            left = 1000;
+        if (watch.timer_at_ms >= 0 && watch.timer_at_ms - now < left)
+            left = watch.timer_at_ms - now;
+
+        /* One wait on what curl watches; what became ready goes straight
+         * to curl, which then reads or writes without polling again. */
+        struct pollfd pfd[WATCH_MAX];
+        nfds_t nfds = 0;
+        for (size_t i = 0; i < watch.n; i++) {
+            short ev = (short)((watch.what[i] & CURL_POLL_IN ? POLLIN : 0) |
+                               (watch.what[i] & CURL_POLL_OUT ? POLLOUT : 0));
+            pfd[nfds++] = (struct pollfd){.fd = watch.fd[i], .events = ev};
+        }
+        int n = poll(pfd, nfds, (int)left);
+        if (n < 0 && errno != EINTR) {
+            cc = CURLE_RECV_ERROR;
+            break;
+        }
+        for (nfds_t i = 0; n > 0 && i < nfds && running; i++) {
+            short re = pfd[i].revents;
+            if (re & POLLNVAL) {
+                on_socket(NULL, pfd[i].fd, CURL_POLL_REMOVE, NULL, NULL); /* closed under us */
+                continue;
+            }
+            if (re == 0)
+                continue;
+            int mask = (re & (POLLIN | POLLHUP | POLLERR) ? CURL_CSELECT_IN : 0) |
+                       (re & POLLOUT ? CURL_CSELECT_OUT : 0) |
+                       (re & POLLERR ? CURL_CSELECT_ERR : 0);
+            if (curl_multi_socket_action(multi, pfd[i].fd, mask, &running) != CURLM_OK) {
+                cc = CURLE_FAILED_INIT;
+                running = 0;
+            }
+        }
     }
     CURLMsg *msg;
     int queued;
@@ -449,6 +540,20 @@ gw_worker_upstream_init(CURL *curl)
     curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+    /* libcurl looks the proxy variables up in the environment for every
+     * transfer (five getenv a request).  A process's environment does not
+     * change under it: when none is set, say so once ("" is no proxy and
+     * no exception), which is what curl would find each time. */
+    static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
+                                             "all_proxy",  "ALL_PROXY",   "no_proxy",
+                                             "NO_PROXY"};
+    bool any = false;
+    for (size_t i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
+        any |= getenv(proxy_vars[i]) != NULL;
+    if (!any) {
+        curl_easy_setopt(curl, CURLOPT_PROXY, "");
+        curl_easy_setopt(curl, CURLOPT_NOPROXY, "");
+    }
 }
 
 int
@@ -511,7 +616,12 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &io);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &io);
 
-    CURLcode cc = transfer_run(multi, curl, &io);
+    struct gw_transfer_clock clock = {
+        .last_io_ms = &io.last_io_ms,
+        .got_bytes = &io.got_bytes,
+        .to = io.to,
+        .upload_read_ms = call->upload != NULL ? &call->upload->last_read_ms : NULL};
+    CURLcode cc = gw_worker_transfer_run(multi, curl, &clock, &io.timed_out);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL); /* errbuf is on this stack */
     if (call->upload != NULL) {
         curl_easy_setopt(curl, CURLOPT_READFUNCTION, NULL);

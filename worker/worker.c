@@ -124,8 +124,19 @@ request_id_set(struct gw_worker *w, struct gw_request *req)
         memcpy(req->id, given, n + 1);
         return;
     }
-    snprintf(req->id, sizeof(req->id), "%08x%02x%010llx", w->id_prefix,
-             (unsigned)w->env->index & 0xff, (unsigned long long)w->served);
+    /* "%08x%02x%010llx" of prefix, worker index and count, without printf */
+    static const char hex[] = "0123456789abcdef";
+    char *p = req->id + 20;
+    uint64_t served = w->served;
+    uint32_t index = (uint32_t)w->env->index & 0xff, prefix = w->id_prefix;
+
+    *p = '\0';
+    for (int i = 0; i < 10; i++, served >>= 4)
+        *--p = hex[served & 15];
+    for (int i = 0; i < 2; i++, index >>= 4)
+        *--p = hex[index & 15];
+    for (int i = 0; i < 8; i++, prefix >>= 4)
+        *--p = hex[prefix & 15];
 }
 
 /* Copy the HTTP limits of the current generation for a new connection. */
@@ -144,8 +155,14 @@ state_set(struct gw_worker *w, enum gw_worker_state state)
 {
     if (atomic_load(&w->me->state) == (int32_t)state)
         return;
+    /* Formatted once per state: a worker changes state twice a request. */
+    static char titles[GW_WORKER_NSTATES][64];
+
     atomic_store(&w->me->state, state);
-    gw_proctitle_set("aigwd: worker[%d] (%s)", w->env->index, gw_shm_worker_state_names[state]);
+    if (titles[state][0] == '\0')
+        snprintf(titles[state], sizeof(titles[state]), "aigwd: worker[%d] (%s)", w->env->index,
+                 gw_shm_worker_state_names[state]);
+    gw_proctitle_put(titles[state]);
 }
 
 /* Answer a request the parser refused (bad, too large, too slow). */
@@ -293,6 +310,7 @@ gw_worker_main(const struct gw_worker_env *env)
         (w.curl_passthru = curl_easy_init()) == NULL || (w.multi = curl_multi_init()) == NULL)
         gw_fatal("curl_easy_init failed");
     gw_worker_upstream_init(w.curl);
+    gw_worker_transfer_init(w.multi);
     w.arena = gw_arena_create(16384);
     if (gw_random_bytes(&w.id_prefix, sizeof(w.id_prefix)) != 0)
         exit(GW_EXIT_FATAL);

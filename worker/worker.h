@@ -168,6 +168,7 @@ struct gw_http_conn {
     struct gw_buf out;
     const struct gw_http_filter *filter; /* this request's answers are rewritten, or NULL */
     bool filtering;                      /* inside the filter: write as asked */
+    long rcvtimeo_ms;                    /* SO_RCVTIMEO on fd: a read blocks no longer (0: none) */
 };
 
 void gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits *limits);
@@ -317,16 +318,20 @@ struct gw_limit_hold {
     } s[4];
 };
 
+struct gw_call;
+
 /*
  * Check the RPM and TPM limits of the request's key, its owner, the
  * owner's tenant and model m before
  * the upstream call, taking one request and an estimate of its tokens
  * from each limited scope, and set req->limit_headers.  Returns 0 when
  * admitted; otherwise the request is answered with a 429 (nothing stays
- * taken), *refused is set and the result is the answer's.
+ * taken), *refused is set and the result is the answer's.  call (NULL
+ * for a pass-through request) gives the body's max_tokens, read only
+ * when a token limit applies.
  */
 int gw_worker_limit_admit(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
-                          const struct gw_gen_model *m, struct json_object *body,
+                          const struct gw_gen_model *m, struct gw_call *call,
                           struct gw_limit_hold *hold, bool *refused);
 /* After the response: move the token buckets from the estimate to the
  * real usage (given back, or charged without refusing). */
@@ -460,6 +465,7 @@ struct gw_call {
     struct json_object *json;    /* the client's body, parsed; the adapter may edit it */
     bool stream;
     bool client_usage;            /* the client asked for stream_options.include_usage */
+    const char *user;             /* the body's "user" (session affinity), or NULL */
     struct gw_safety_req *safety; /* the answer is inspected (worker/safety.c), or NULL */
     struct gw_answer *answer;     /* sees the answer as it goes out (worker/answer.c), or NULL */
     /* Called once with a whole, successful answer, right before its last
@@ -631,6 +637,68 @@ int gw_worker_evstream_encode(struct gw_buf *b, const char *const *names, const 
 int gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call,
                             size_t max_response_size);
 int gw_worker_upstream_fail_answer(struct gw_call *call);
+
+/*
+ * Driving a transfer on the worker's multi handle, for the provider calls
+ * and the pass-through proxies alike.  The multi handle reports the
+ * sockets and the timer it needs (gw_worker_transfer_init sets the
+ * callbacks, once per worker); gw_worker_transfer_run waits for them with
+ * one poll(2) and hands curl exactly what became ready
+ * (curl_multi_socket_action), so curl does not poll again before each
+ * read: one wait, one read, one write per streamed event.  The transfer
+ * is cut, *timed_out set and CURLE_OPERATION_TIMEDOUT returned when the
+ * upstream stays silent past first_byte (before *got_bytes) or idle
+ * (after) since *last_io_ms, which the transfer's callbacks move.
+ */
+struct gw_transfer_clock {
+    const int64_t *last_io_ms;
+    const bool *got_bytes;
+    const struct gw_timeouts *to;
+    const _Atomic int64_t *upload_read_ms; /* an upload's last read, or NULL */
+};
+
+void gw_worker_transfer_init(CURLM *multi);
+CURLcode gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock *clock,
+                                bool *timed_out);
+/*
+ * A request body checked by bytes: gw_worker_body_scan returns 0 when
+ * body is one valid JSON object (strict RFC 8259, nesting well inside
+ * json-c's limit, no escaped top-level key), with where the top-level
+ * members the pipeline reads sit (the last of a repeated key, as json-c
+ * reads it); v NULL: absent.  Otherwise GW_EINVAL, and json-c decides
+ * (its own leniencies, its error message).  No allocation, no tree: a
+ * request that needs nothing more than these never builds one.
+ */
+struct gw_body_member {
+    const char *v; /* the value's bytes in the body, quotes included */
+    size_t len;
+    bool escaped; /* a string holding a backslash escape */
+};
+
+struct gw_body_scan {
+    struct gw_body_member model, messages, input, stream, stream_options, user;
+};
+
+int gw_worker_body_scan(const char *body, size_t len, struct gw_body_scan *out);
+
+/*
+ * The client's body as a json-c tree (call->json), parsed from req->body
+ * at the first use: by a provider adapter that translates, a quirk, the
+ * safety rules, the cache key, the token estimate of a rate limit.  The
+ * tree belongs to the call (the pipeline puts it); never NULL.
+ */
+struct json_object *gw_worker_call_json(struct gw_call *call);
+
+/*
+ * Read the integer members named keys[0..nkeys) of the JSON object in
+ * obj[0..len), top level only, by bytes (no parse, no allocation); vals[i]
+ * is left as it was for a key that is absent.  Returns 0, or GW_EINVAL
+ * when obj is not an object.  A member named twice: the last one wins, as
+ * in json-c.
+ */
+int gw_worker_body_int_members(const char *obj, size_t len, const char *const *keys, size_t nkeys,
+                               int64_t *vals);
+
 /*
  * The request body with the top-level "model" value replaced by model
  * (and, with add_usage, stream_options.include_usage added), made by

@@ -106,6 +106,115 @@ shapes_for_the_general_path_are_refused(void **state)
     assert_int_equal(rc, GW_EINVAL);
 }
 
+static void
+int_members_are_read_from_the_top_level_only(void **state)
+{
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens", "absent"};
+    const char *o = "{ \"prompt_tokens_details\": {\"prompt_tokens\": 99, \"s\": \"}\\\"\"},\n"
+                    "  \"prompt_tokens\" : 12, \"completion_tokens\":\"7\", \"x\":[1,{\"a\":2}],"
+                    " \"completion_tokens\": 30.9 }";
+    int64_t v[3] = {-1, -1, -1};
+
+    (void)state;
+    assert_int_equal(gw_worker_body_int_members(o, strlen(o), keys, 3, v), 0);
+    assert_int_equal(v[0], 12);
+    assert_int_equal(v[1], 30); /* the last one, its fraction cut */
+    assert_int_equal(v[2], -1); /* absent: untouched */
+    const char *neg = "{\"prompt_tokens\":-4}";
+    assert_int_equal(gw_worker_body_int_members(neg, strlen(neg), keys, 1, v), 0);
+    assert_int_equal(v[0], -4);
+}
+
+static void
+int_members_refuse_what_is_not_an_object(void **state)
+{
+    static const char *const keys[] = {"a"};
+    const char *bad[] = {"",          "[1]",      "null",  "{\"a\":1",
+                         "{\"a\" 1}", "{\"a\":}", "{a:1}", "{\"a\":1 \"b\":2}"};
+    int64_t v[1];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(gw_worker_body_int_members(bad[i], strlen(bad[i]), keys, 1, v), GW_EINVAL);
+}
+
+static void
+scan_finds_the_top_level_members_the_pipeline_reads(void **state)
+{
+    const char *b =
+        " {\"messages\":[{\"role\":\"user\",\"model\":\"inner\"}],\"model\":\"gpt\","
+        "\"stream\":true,\"user\":\"u\\\"1\",\"stream_options\":{\"include_usage\":false},"
+        "\"model\":\"last\",\"n\":-1.5e+3} \n";
+    struct gw_body_scan bs;
+
+    (void)state;
+    assert_int_equal(gw_worker_body_scan(b, strlen(b), &bs), 0);
+    assert_int_equal(bs.model.len, 6);
+    assert_memory_equal(bs.model.v, "\"last\"", 6); /* the last one, as json-c */
+    assert_false(bs.model.escaped);
+    assert_int_equal(bs.messages.v[0], '[');
+    assert_memory_equal(bs.stream.v, "true", bs.stream.len);
+    assert_true(bs.user.escaped);
+    assert_memory_equal(bs.stream_options.v, "{\"include_usage\":false}", bs.stream_options.len);
+    assert_null(bs.input.v);
+}
+
+/* Whatever the scanner accepts, json-c accepts too (the other way round
+ * it may refuse, and json-c decides). */
+static void
+scan_accepts_only_what_json_c_accepts(void **state)
+{
+    const char *cases[] = {
+        "{}",
+        "{\"a\":1}",
+        "{\"a\":[1,2,{\"b\":null}],\"c\":\"\\u00e9\\n\\\"\"}",
+        "{\"a\":-0.5E-7,\"b\":true,\"c\":false}",
+        " \t\r\n{ \"a\" : [ ] , \"b\" : { } } \n",
+        "{\"a\":1,}",
+        "{\"a\":01}",
+        "{\"a\":1.}",
+        "{\"a\":.5}",
+        "{\"a\":tru}",
+        "{\"a\":\"x\ty\"}",
+        "{\"a\":\"\\x\"}",
+        "{\"a\":\"\\u12g4\"}",
+        "{\"a\":1}x",
+        "{\"a\":1} {}",
+        "[1]",
+        "{\"a\" 1}",
+        "{\"a\":[1,]}",
+        "{\"a\":[1 2]}",
+        "{'a':1}",
+        "{\"a\":NaN}",
+        "{\"a\":\"unterminated}",
+        "{\"a\":",
+        "{\"\\u0061\":1}",
+        "",
+        "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+    };
+    struct json_tokener *tok = json_tokener_new_ex(64);
+    int accepted = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gw_body_scan bs;
+        size_t len = strlen(cases[i]);
+        if (gw_worker_body_scan(cases[i], len, &bs) != 0)
+            continue;
+        accepted++;
+        json_tokener_reset(tok);
+        struct json_object *o = json_tokener_parse_ex(tok, cases[i], (int)len);
+        size_t end = json_tokener_get_parse_end(tok);
+        while (end < len && strchr(" \t\r\n", cases[i][end]) != NULL)
+            end++;
+        if (o == NULL || !json_object_is_type(o, json_type_object) || end != len)
+            fail_msg("the scanner accepts what json-c does not: %s", cases[i]);
+        json_object_put(o);
+    }
+    assert_int_equal(accepted, 5); /* the five valid ones, and nothing else */
+    json_tokener_free(tok);
+}
+
 int
 main(void)
 {
@@ -116,6 +225,10 @@ main(void)
         cmocka_unit_test(quotes_in_the_new_name_are_escaped),
         cmocka_unit_test(the_last_of_duplicate_model_keys_is_replaced_as_json_c_reads_it),
         cmocka_unit_test(shapes_for_the_general_path_are_refused),
+        cmocka_unit_test(int_members_are_read_from_the_top_level_only),
+        cmocka_unit_test(int_members_refuse_what_is_not_an_object),
+        cmocka_unit_test(scan_finds_the_top_level_members_the_pipeline_reads),
+        cmocka_unit_test(scan_accepts_only_what_json_c_accepts),
     };
 
     return cmocka_run_group_tests_name("body", tests, NULL, NULL);

@@ -49,6 +49,13 @@ hash_is_hmac_sha256_under_the_secret(void **state)
     gw_key_hash(secret, "sk-aigw-test-key", 16, out);
     gw_hex_encode(out, sizeof(out), hex);
     assert_string_equal(hex, "4b4afc6dafeff8b97fffbee340782b43ab2e1d8845dbf8782096c7250792f4c6");
+    /* The keyed context is restarted for each key: nothing of one hash
+     * may leak into the next. */
+    unsigned char again[GW_KEY_HASH_LEN];
+    gw_key_hash(secret, "sk-aigw-other-key-longer-than-that", 34, again);
+    assert_memory_not_equal(again, out, sizeof(out));
+    gw_key_hash(secret, "sk-aigw-test-key", 16, again);
+    assert_memory_equal(again, out, sizeof(out));
 }
 
 static void

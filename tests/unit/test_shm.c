@@ -1212,10 +1212,83 @@ usage_totals_add_up_across_calls_and_write_through(void **state)
 #define SHM_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 #define STORE_TEST(f) cmocka_unit_test_setup_teardown(f, store_setup, store_teardown)
 
+/* ------------------------------------------------ buffers and arenas */
+
+static void
+buf_appends_numbers_and_text_as_printf_would(void **state)
+{
+    struct gw_buf b = {0};
+    char want[128];
+
+    (void)state;
+    assert_int_equal(GW_BUF_LIT(&b, "n="), 0);
+    assert_int_equal(gw_buf_append_u64(&b, 0), 0);
+    assert_int_equal(gw_buf_append_str(&b, " "), 0);
+    assert_int_equal(gw_buf_append_u64(&b, UINT64_MAX), 0);
+    assert_int_equal(gw_buf_append_str(&b, " "), 0);
+    assert_int_equal(gw_buf_append_i64(&b, INT64_MIN), 0);
+    assert_int_equal(gw_buf_append_str(&b, " "), 0);
+    assert_int_equal(gw_buf_append_i64(&b, -42), 0);
+    snprintf(want, sizeof(want), "n=0 %llu %lld -42", (unsigned long long)UINT64_MAX,
+             (long long)INT64_MIN);
+    assert_string_equal(b.data, want);
+    assert_int_equal(b.len, strlen(want));
+    gw_buf_free(&b);
+}
+
+static void
+buf_printf_grows_past_its_room_and_keeps_what_was_there(void **state)
+{
+    struct gw_buf b = {0};
+    char big[1000];
+
+    (void)state;
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(gw_buf_printf(&b, "%s", "head "), 0);
+    size_t cap = b.cap;
+    assert_int_equal(gw_buf_printf(&b, "%d:%s", 7, big), 0); /* past the room it had */
+    assert_true(b.cap > cap);
+    assert_int_equal(b.len, 5 + 2 + strlen(big));
+    assert_memory_equal(b.data, "head 7:xxx", 10);
+    assert_int_equal(b.data[b.len], '\0');
+    assert_int_equal(gw_buf_printf(&b, "%s", ""), 0);
+    assert_int_equal(b.len, 5 + 2 + strlen(big));
+    gw_buf_free(&b);
+}
+
+static void
+arena_printf_formats_in_place_or_in_a_new_chunk(void **state)
+{
+    struct gw_arena *a = gw_arena_create(256);
+    char big[600];
+
+    (void)state;
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    char *s1 = gw_arena_printf(a, "%s-%d", "small", 1);
+    char *s2 = gw_arena_printf(a, "%s", big); /* larger than a chunk */
+    char *s3 = gw_arena_printf(a, "%s-%d", "small", 3);
+    assert_string_equal(s1, "small-1");
+    assert_string_equal(s2, big);
+    assert_string_equal(s3, "small-3");
+    assert_string_equal(s1, "small-1"); /* not overwritten by what followed */
+    /* Fill the chunk to its last bytes: text that does not fit moves on. */
+    for (int i = 0; i < 100; i++) {
+        char *p = gw_arena_printf(a, "%031d", i);
+        assert_int_equal(strlen(p), 31);
+        assert_int_equal(atoi(p), i);
+    }
+    gw_arena_destroy(a);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(buf_appends_numbers_and_text_as_printf_would),
+        cmocka_unit_test(buf_printf_grows_past_its_room_and_keeps_what_was_there),
+        cmocka_unit_test(arena_printf_formats_in_place_or_in_a_new_chunk),
         SHM_TEST(open_creates_a_fresh_segment_with_header_and_geometry),
         SHM_TEST(open_again_with_the_same_geometry_attaches_and_keeps_the_data),
         SHM_TEST(open_with_another_geometry_recreates_the_segment),

@@ -186,7 +186,7 @@ static int
 anthropic_request(struct gw_call *call)
 {
     struct gw_arena *a = call->req->arena;
-    struct json_object *req = call->json, *out, *messages, *v;
+    struct json_object *req = gw_worker_call_json(call), *out, *messages, *v;
     struct gw_buf system = {0};
     int64_t max_tokens = gw_worker_prov_max_tokens(req);
     const char *version = NULL;

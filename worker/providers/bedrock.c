@@ -183,7 +183,7 @@ static struct json_object *
 converse_body(struct gw_call *call)
 {
     struct gw_arena *a = call->req->arena;
-    struct json_object *req = call->json, *out = json_object_new_object();
+    struct json_object *req = gw_worker_call_json(call), *out = json_object_new_object();
     struct json_object *messages = json_object_new_array(), *system = json_object_new_array(), *v;
     struct json_object *msgs = gw_worker_prov_get(req, "messages");
 

@@ -226,7 +226,7 @@ static int
 gemini_request(struct gw_call *call)
 {
     struct gw_arena *a = call->req->arena;
-    struct json_object *req = call->json, *out, *contents, *v;
+    struct json_object *req = gw_worker_call_json(call), *out, *contents, *v;
     struct json_object *msgs = gw_worker_prov_get(req, "messages");
     struct gw_buf system = {0};
     int rc;

@@ -56,32 +56,34 @@ openai_body(struct gw_call *call)
     /* An upload or a GET has no JSON body to name the model in. */
     if (call->upload != NULL || call->method_get)
         return 0;
-    bool rename = (quirks & GW_QUIRK_MAX_TOKENS) &&
-                  json_object_object_get_ex(call->json, "max_completion_tokens", &mct);
+    bool rename =
+        (quirks & GW_QUIRK_MAX_TOKENS) &&
+        json_object_object_get_ex(gw_worker_call_json(call), "max_completion_tokens", &mct);
     /* The client's bytes with the model swapped in, when the shape allows;
      * else through json-c. */
     if (!rename && gw_worker_body_rewrite(req->arena, req->body, req->body_len, call->target_model,
                                           ask_usage, &call->body, &call->body_len) == 0)
         return 0;
-    json_object_object_add(call->json, "model", json_object_new_string(call->target_model));
+    struct json_object *json = gw_worker_call_json(call);
+    json_object_object_add(json, "model", json_object_new_string(call->target_model));
     if (rename) {
-        json_object_object_add(call->json, "max_tokens", json_object_get(mct));
-        json_object_object_del(call->json, "max_completion_tokens");
+        json_object_object_add(json, "max_tokens", json_object_get(mct));
+        json_object_object_del(json, "max_completion_tokens");
     }
     if (ask_usage) {
         /* Usage comes only if asked for; the relay drops it again when the
          * client itself did not ask. */
-        if (!json_object_object_get_ex(call->json, "stream_options", &so) ||
+        if (!json_object_object_get_ex(json, "stream_options", &so) ||
             !json_object_is_type(so, json_type_object)) {
             so = json_object_new_object();
-            json_object_object_add(call->json, "stream_options", so);
+            json_object_object_add(json, "stream_options", so);
         }
         json_object_object_add(so, "include_usage", json_object_new_boolean(1));
     } else if (quirks & GW_QUIRK_NO_STREAM_USAGE) {
-        json_object_object_del(call->json, "stream_options");
+        json_object_object_del(json, "stream_options");
     }
     call->body = json_object_to_json_string_length(
-        call->json, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &call->body_len);
+        json, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &call->body_len);
     return call->body != NULL ? 0 : GW_ENOMEM;
 }
 
