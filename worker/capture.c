@@ -253,7 +253,22 @@ file_for(struct gw_worker *w, const struct gw_gen *g, size_t len)
     return 0;
 }
 
+/* /metrics: "c:capture" counts the records written (requests) and those
+ * that could not be (failures). */
 static void
+count(struct gw_worker *w, bool written)
+{
+    static long entry = -1;
+
+    if (entry < 0)
+        entry = gw_shm_stat_find(w->env->shm, "c:capture", true);
+    if (entry < 0)
+        return;
+    struct gw_shm_stat *st = gw_shm_stat_at(w->env->shm, (size_t)entry);
+    atomic_fetch_add(written ? &st->requests : &st->failures, 1);
+}
+
+static int
 journal_write(const struct gw_request *req, const char *record, size_t len)
 {
     char f[6][160];
@@ -273,7 +288,7 @@ journal_write(const struct gw_request *req, const char *record, size_t len)
     snprintf(f[5], sizeof(f[5]), "AIGW_TENANT=%.140s", req->tenant ? req->tenant : "");
     for (int i = 0; i < 6; i++)
         iov[n++] = (struct iovec){.iov_base = f[i], .iov_len = strlen(f[i])};
-    sd_journal_sendv(iov, n);
+    return sd_journal_sendv(iov, n);
 }
 
 void
@@ -294,16 +309,19 @@ gw_worker_capture_write(struct gw_worker *w, const struct gw_request *req, long 
         gw_log(GW_LOG_ERROR, "req=%s capture record: out of memory", req->id);
         return;
     }
+    bool written = false;
     if (g->capture_journal) {
-        journal_write(req, rec.data, rec.len);
+        written = journal_write(req, rec.data, rec.len) >= 0;
     } else if (file_for(w, g, rec.len) == 0) {
         /* One write: a short one (disk full) leaves a partial line, which
          * readers skip; it is not retried, so no line is ever split. */
         ssize_t n = write(capture_fd, rec.data, rec.len);
-        if (n != (ssize_t)rec.len)
+        written = n == (ssize_t)rec.len;
+        if (!written)
             gw_log(GW_LOG_WARN, "req=%s capture write to %s: %s", req->id, capture_path,
                    n < 0 ? strerror(errno) : "short write");
     }
+    count(w, written);
     if (rec.cap > CAPTURE_KEEP)
         gw_buf_free(&rec);
 }

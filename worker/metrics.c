@@ -186,6 +186,18 @@ gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b)
                       (int)(r - a - 1), a + 1, (unsigned long long)atomic_load(&st->requests));
     }
 
+    help_type(b, "aigw_capture_records_total", "counter",
+              "Request capture records written, and those that could not be (result=\"error\").");
+    FOR_EACH_STAT(shm, "c:", st, label)
+    {
+        if (strcmp(label, "capture") != 0)
+            continue;
+        gw_buf_printf(b, "aigw_capture_records_total{result=\"written\"} %llu\n",
+                      (unsigned long long)atomic_load(&st->requests));
+        gw_buf_printf(b, "aigw_capture_records_total{result=\"error\"} %llu\n",
+                      (unsigned long long)atomic_load(&st->failures));
+    }
+
     help_type(b, "aigw_upstream_in_flight", "gauge", "Requests in flight to each target.");
     FOR_EACH_STAT(shm, "t:", st, label)
     {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  AIGWCTL, UPSTREAM_KEY, eventually, sleep, startGateway, tempDir, test, useGateway,
+  AIGWCTL, UPSTREAM_KEY, eventually, freePort, request, sleep, startGateway, tempDir, test, useGateway,
 } from './lib/harness.mjs';
 
 const dir = path.join(tempDir('aigw-capture-'), 'capture');
@@ -349,5 +349,29 @@ test('capture.bypass: a trusted key or tenant is never captured, even on a captu
   } finally {
     gw.rewriteConfig({ capture: { dir } });
     assert.equal((await gw.ctl(['reload'])).code, 0);
+  }
+});
+
+test('/metrics counts the capture records written', async () => {
+  const capDir = path.join(tempDir('aigw-capture-metrics-'), 'capture');
+  const metricsPort = await freePort();
+  const gw = await startGateway({
+    workers: 2,
+    metrics: `127.0.0.1:${metricsPort}`,
+    capture: { dir: capDir },
+    models: [{ name: 'capm', capture: true, targets: [{ provider: 'local', model: 'mock-small' }] }],
+  });
+  try {
+    const k = await gw.createKey();
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await gw.post('/v1/chat/completions', k.key, { model: 'capm', messages: [{ role: 'user', content: 'm' }] })).status, 200);
+    }
+    await eventually(async () => {
+      const m = await request(metricsPort, { method: 'GET', path: '/metrics' });
+      return /aigw_capture_records_total\{result="written"\} 3\n/.test(m.text) &&
+        /aigw_capture_records_total\{result="error"\} 0\n/.test(m.text);
+    }, { what: 'three written capture records in /metrics' });
+  } finally {
+    await gw.stop();
   }
 });

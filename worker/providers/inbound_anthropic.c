@@ -619,11 +619,10 @@ typed(const char *type)
 static int
 message_start(struct gw_messages_stream *s, struct gw_buf *out)
 {
-    struct json_object *o = typed("message_start"), *m = typed("message");
-
     if (s->started)
         return 0;
     s->started = true;
+    struct json_object *o = typed("message_start"), *m = typed("message");
     if (s->id == NULL)
         s->id = message_id(s->a, NULL);
     json_object_object_add(m, "id", json_object_new_string(s->id));
