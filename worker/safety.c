@@ -634,8 +634,18 @@ gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct
         req->body = gw_arena_strndup(req->arena, s, len);
         req->body_len = len;
     }
-    if (gw_worker_safety_req_wants(st, GW_SAFETY_OUTPUT))
+    if (gw_worker_safety_req_wants(st, GW_SAFETY_OUTPUT)) {
+        /* Only chat streams are read chunk by chunk; another stream of a
+         * model with output rules would pass uninspected: refused. */
+        if (call->stream && call->endpoint != GW_EP_CHAT) {
+            *answered = true;
+            return gw_worker_http_error(
+                &w->conn, req, 400, "invalid_request_error", "stream_not_inspected", "stream",
+                "This model's answers are inspected by content safety rules, which read only "
+                "chat completion streams: ask for this answer without stream.");
+        }
         call->safety = st;
+    }
     /* The moderation model sees the input as the provider will: masked. */
     return moderate ? gw_worker_moderation(w, req, call, answered) : 0;
 }
@@ -649,6 +659,26 @@ blocked_answer(struct gw_call *call, int rule)
                                 "content_blocked", NULL,
                                 "The response was blocked by the content safety rule \"%s\".",
                                 gw_worker_safety_rule_name(call->safety, rule));
+}
+
+/* Scan one string of an answer; a masked or restored text replaces it. */
+static int
+output_string(struct gw_safety_req *st, struct json_object *c, bool *changed)
+{
+    const char *out;
+    size_t out_len;
+    int blocked;
+
+    if (c == NULL || !json_object_is_type(c, json_type_string))
+        return -1;
+    const char *t = json_object_get_string(c);
+    blocked = gw_worker_safety_scan(st, GW_SAFETY_OUTPUT, t, (size_t)json_object_get_string_len(c),
+                                    &out, &out_len);
+    if (blocked < 0 && out != t) {
+        json_object_set_string_len(c, out, (int)out_len);
+        *changed = true;
+    }
+    return blocked;
 }
 
 int
@@ -665,23 +695,26 @@ gw_worker_safety_response(struct gw_call *call, const char **body, size_t *len, 
         return 0;
     o = json_tokener_parse_ex(tok, *body, (int)*len);
     json_tokener_free(tok);
+    /* Chat: choices[].message.content; completions: choices[].text. */
     choices = get(o, "choices");
-    if (choices != NULL && json_object_is_type(choices, json_type_array)) {
-        for (size_t i = 0; i < json_object_array_length(choices) && blocked < 0; i++) {
-            struct json_object *c =
-                get(get(json_object_array_get_idx(choices, i), "message"), "content");
-            const char *out;
-            size_t out_len;
-            if (c == NULL || !json_object_is_type(c, json_type_string))
-                continue;
-            const char *t = json_object_get_string(c);
-            blocked = gw_worker_safety_scan(st, GW_SAFETY_OUTPUT, t,
-                                            (size_t)json_object_get_string_len(c), &out, &out_len);
-            if (blocked < 0 && out != t) {
-                json_object_set_string_len(c, out, (int)out_len);
-                changed = true;
-            }
-        }
+    for (size_t i = 0; choices != NULL && json_object_is_type(choices, json_type_array) &&
+                       i < json_object_array_length(choices) && blocked < 0;
+         i++) {
+        struct json_object *choice = json_object_array_get_idx(choices, i);
+        blocked = output_string(st, get(get(choice, "message"), "content"), &changed);
+        if (blocked < 0)
+            blocked = output_string(st, get(choice, "text"), &changed);
+    }
+    /* The Responses API: output[].content[].text. */
+    struct json_object *items = get(o, "output");
+    for (size_t i = 0; items != NULL && json_object_is_type(items, json_type_array) &&
+                       i < json_object_array_length(items) && blocked < 0;
+         i++) {
+        struct json_object *parts = get(json_object_array_get_idx(items, i), "content");
+        for (size_t j = 0; parts != NULL && json_object_is_type(parts, json_type_array) &&
+                           j < json_object_array_length(parts) && blocked < 0;
+             j++)
+            blocked = output_string(st, get(json_object_array_get_idx(parts, j), "text"), &changed);
     }
     if (blocked >= 0) {
         *answered = true;

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import OpenAI from 'openai';
 
-import { freePort, request, test, useGateway } from './lib/harness.mjs';
+import { assertError, freePort, request, startGateway, test, useGateway } from './lib/harness.mjs';
 
 const RULES = [
   { name: 'blocklist', type: 'keywords', words: ['secret plan'], whole_word: true, on: ['input', 'output'], action: 'block' },
@@ -207,4 +207,26 @@ test('/metrics counts matches per rule, direction and action', async () => {
   assert.ok((await metric('ip', 'output', 'mask')) >= 1);
   assert.ok((await metric('email', 'input', 'mask')) >= 1);
   assert.equal(await metric('email', 'output', 'mask'), undefined, 'an input-only rule has no output counter');
+});
+
+test('output rules also read completions and Responses answers; their streams are refused, not let through', async () => {
+  const gw = await startGateway({
+    workers: 2,
+    safety: { rules: [{ name: 'third', type: 'regex', pattern: 'tok3', on: ['output'], action: 'block' }] },
+  });
+  try {
+    const k = (await gw.createKey()).key;
+    const done = await gw.post('/v1/completions', k, { model: 'demo', prompt: 'say it', 'max_tokens': 2 }, { 'x-mock-chunks': '2' });
+    assert.equal(done.status, 200, 'tok0 tok1: nothing to block');
+    let r = await gw.post('/v1/completions', k, { model: 'demo', prompt: 'say it' });
+    let err = assertError(assert, r, 400, 'content_blocked');
+    assert.match(err.message, /The response was blocked by the content safety rule "third"/);
+    r = await gw.post('/v1/responses', k, { model: 'demo', input: 'say it' });
+    assertError(assert, r, 400, 'content_blocked');
+    r = await gw.post('/v1/completions', k, { model: 'demo', prompt: 'say it', stream: true });
+    err = assertError(assert, r, 400, 'stream_not_inspected');
+    assert.match(err.message, /read only chat completion streams/);
+  } finally {
+    await gw.stop();
+  }
 });
