@@ -91,4 +91,13 @@ int gw_worker_messages_stream_finish(struct gw_messages_stream *s, struct gw_buf
 void gw_worker_messages_filter_set(struct gw_http_conn *c, struct gw_request *req);
 int gw_worker_messages_begin(struct gw_http_conn *c, struct gw_request *req, bool *answered);
 
+/*
+ * POST /v1/messages/count_tokens: the request's input tokens, estimated
+ * without a call (four bytes of text a token, a few per message, the tool
+ * definitions), as {"input_tokens": N}; errors in Anthropic's shape (the
+ * request's filter is set).
+ */
+int gw_worker_messages_count_tokens(struct gw_http_conn *c, struct gw_request *req,
+                                    const struct gw_key *key, const struct gw_gen *g);
+
 #endif

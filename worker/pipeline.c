@@ -55,6 +55,8 @@ static int handle_video_get(struct gw_worker *w, struct gw_request *req, const s
                             const struct route *rt);
 static int handle_messages(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                            const struct route *rt);
+static int handle_count_tokens(struct gw_worker *w, struct gw_request *req,
+                               const struct gw_key *key, const struct route *rt);
 
 static int handle_metrics(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                           const struct route *rt);
@@ -98,6 +100,7 @@ static const struct route routes[] = {
     {"/v1/moderations", false, HTTP_POST, true, handle_proxy, GW_EP_MODERATIONS, 0},
     {"/v1/responses", false, HTTP_POST, true, handle_proxy, GW_EP_RESPONSES, 0},
     {"/v1/messages", false, HTTP_POST, true, handle_messages, GW_EP_CHAT, 0},
+    {"/v1/messages/count_tokens", false, HTTP_POST, true, handle_count_tokens, GW_EP_CHAT, 0},
     {"/v1/mcp/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_MCP},
     {"/v1/agent/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_AGENT},
     {"/v1/sandboxes/", true, ROUTE_ANY_METHOD, true, handle_passthru, 0, GW_PASSTHRU_SANDBOX},
@@ -907,6 +910,14 @@ handle_video_get(struct gw_worker *w, struct gw_request *req, const struct gw_ke
  * the filter set before authentication.
  */
 static int
+handle_count_tokens(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
+                    const struct route *rt)
+{
+    (void)rt;
+    return gw_worker_messages_count_tokens(&w->conn, req, key, w->gen);
+}
+
+static int
 handle_messages(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                 const struct route *rt)
 {
@@ -1049,7 +1060,7 @@ gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req)
         }
     } else {
         const struct gw_key *key = NULL;
-        bool anthropic = rt->handle == handle_messages;
+        bool anthropic = rt->handle == handle_messages || rt->handle == handle_count_tokens;
         if (anthropic)
             gw_worker_messages_filter_set(&w->conn, req);
         if (rt->auth && (key = authenticate(w, req, anthropic)) == NULL)

@@ -292,6 +292,32 @@ test('messages: errors come in Anthropic\'s shape with Anthropic\'s status codes
   shape(await messages({ ...body, model: 'claude' }, { 'x-mock-status': '400' }), 400, 'invalid_request_error');
 });
 
+test('messages/count_tokens: an estimate of the input tokens, with Anthropic\'s errors', async () => {
+  const count = (body, auth = { 'x-api-key': key }) => gw.request({
+    method: 'POST',
+    path: '/v1/messages/count_tokens',
+    headers: { 'anthropic-version': '2023-06-01', 'content-type': 'application/json', ...auth },
+    body,
+  });
+  const short = await count({ model: 'demo', messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(short.status, 200, short.text);
+  const a = short.json().input_tokens;
+  assert.ok(Number.isInteger(a) && a > 0, `input_tokens ${a}`);
+  // Four bytes a token: 4000 more bytes of text are about 1000 more tokens.
+  const long = await count({ model: 'demo', system: 'be brief', messages: [{ role: 'user', content: `hi ${'x'.repeat(4000)}` }] });
+  const b = long.json().input_tokens;
+  assert.ok(b >= a + 1000 && b <= a + 1010, `${a} then ${b}`);
+  const tools = await count({ model: 'demo', messages: [{ role: 'user', content: 'hi' }], tools: [weatherTool] });
+  assert.ok(tools.json().input_tokens > a, 'tool definitions count');
+  let r = await count({ model: 'no-such-model', messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(r.status, 404);
+  assert.equal(r.json().type, 'error');
+  assert.equal(r.json().error.type, 'not_found_error');
+  r = await count({ model: 'demo', messages: [{ role: 'user', content: 'hi' }] }, {});
+  assert.equal(r.status, 401);
+  assert.equal(r.json().error.type, 'authentication_error');
+});
+
 // ------------------------------------------- endpoint test, provider test
 
 test('endpoint test speaks each provider type\'s own format, and each model type\'s endpoint', async () => {
