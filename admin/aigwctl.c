@@ -1125,24 +1125,63 @@ limit_print(struct json_object *l)
            limit_text(def, "tpm", f, sizeof(f)));
 }
 
+/* The command of FAMILY SUB for set|show|clear families ("limit.set"),
+ * or NULL when sub is none of those. */
+static const char *
+family_command(const char *family, const char *sub)
+{
+    static const char *const subs[] = {"set", "show", "clear"};
+    static char cmd[64];
+
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        if (strcmp(sub, subs[i]) == 0) {
+            snprintf(cmd, sizeof(cmd), "%s.%s", family, sub);
+            return cmd;
+        }
+    }
+    return NULL;
+}
+
+/* Call req (consumed) and print the reply of a set|show|clear family: the
+ * list under plural (none when it is empty), the object under singular,
+ * else cleared. */
+static int
+family_call(struct json_object *req, const char *plural, const char *singular,
+            void (*print)(struct json_object *), const char *none, const char *cleared)
+{
+    struct json_object *reply = NULL, *arr;
+    int rc;
+
+    if ((rc = call(req, &reply)) != 0)
+        return rc;
+    if (json_out) {
+        json_object_object_del(reply, "ok");
+        print_json(reply, NULL);
+    } else if (json_object_object_get_ex(reply, plural, &arr)) {
+        if (json_object_array_length(arr) == 0)
+            printf("%s\n", none);
+        for (size_t i = 0; i < json_object_array_length(arr); i++)
+            print(json_object_array_get_idx(arr, i));
+    } else if (json_object_object_get_ex(reply, singular, &arr)) {
+        print(arr);
+    } else {
+        printf("%s\n", cleared);
+    }
+    json_object_put(reply);
+    return 0;
+}
+
 /* limit set|show|clear: --key, --user, --tenant or --model names the scope. */
 static int
 cmd_limit(int argc, char **argv)
 {
-    struct json_object *req, *reply = NULL, *arr;
+    struct json_object *req;
     const char *sub, *what;
-    int rc;
 
     if (argc < 1)
         return usage_error("limit: %s", "which subcommand? set, show, clear");
     sub = argv[0];
-    if (strcmp(sub, "set") == 0)
-        what = "limit.set";
-    else if (strcmp(sub, "show") == 0)
-        what = "limit.show";
-    else if (strcmp(sub, "clear") == 0)
-        what = "limit.clear";
-    else
+    if ((what = family_command("limit", sub)) == NULL)
         return usage_error("limit: unknown subcommand %s", sub);
     req = request_new(what);
     for (int i = 1; i < argc; i++) {
@@ -1169,23 +1208,8 @@ cmd_limit(int argc, char **argv)
             return usage_error("limit: unexpected or incomplete argument %s", argv[i]);
         }
     }
-    if ((rc = call(req, &reply)) != 0)
-        return rc;
-    if (json_out) {
-        json_object_object_del(reply, "ok");
-        print_json(reply, NULL);
-    } else if (json_object_object_get_ex(reply, "limits", &arr)) {
-        if (json_object_array_length(arr) == 0)
-            printf("no limit overrides\n");
-        for (size_t i = 0; i < json_object_array_length(arr); i++)
-            limit_print(json_object_array_get_idx(arr, i));
-    } else if (json_object_object_get_ex(reply, "limit", &arr)) {
-        limit_print(arr);
-    } else {
-        printf("limit override cleared\n");
-    }
-    json_object_put(reply);
-    return 0;
+    return family_call(req, "limits", "limit", limit_print, "no limit overrides",
+                       "limit override cleared");
 }
 
 /* One side (tokens or calls) of a quota: "used/limit", or "-". */
@@ -1227,20 +1251,13 @@ static int
 cmd_quota(int argc, char **argv)
 {
     static const char *const scopes[] = {"--tenant", "--user", "--key", "--model", "--period"};
-    struct json_object *req, *reply = NULL, *arr;
+    struct json_object *req;
     const char *sub, *what;
-    int rc;
 
     if (argc < 1)
         return usage_error("quota: %s", "which subcommand? set, show, clear");
     sub = argv[0];
-    if (strcmp(sub, "set") == 0)
-        what = "quota.set";
-    else if (strcmp(sub, "show") == 0)
-        what = "quota.show";
-    else if (strcmp(sub, "clear") == 0)
-        what = "quota.clear";
-    else
+    if ((what = family_command("quota", sub)) == NULL)
         return usage_error("quota: unknown subcommand %s", sub);
     req = request_new(what);
     for (int i = 1; i < argc; i++) {
@@ -1279,23 +1296,7 @@ cmd_quota(int argc, char **argv)
             return usage_error("quota: unexpected or incomplete argument %s", argv[i]);
         }
     }
-    if ((rc = call(req, &reply)) != 0)
-        return rc;
-    if (json_out) {
-        json_object_object_del(reply, "ok");
-        print_json(reply, NULL);
-    } else if (json_object_object_get_ex(reply, "quotas", &arr)) {
-        if (json_object_array_length(arr) == 0)
-            printf("no quotas\n");
-        for (size_t i = 0; i < json_object_array_length(arr); i++)
-            quota_print(json_object_array_get_idx(arr, i));
-    } else if (json_object_object_get_ex(reply, "quota", &arr)) {
-        quota_print(arr);
-    } else {
-        printf("quota cleared\n");
-    }
-    json_object_put(reply);
-    return 0;
+    return family_call(req, "quotas", "quota", quota_print, "no quotas", "quota cleared");
 }
 
 /* endpoint test MODEL [--target PROVIDER/MODEL]: exits 1 unless every

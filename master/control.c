@@ -455,15 +455,15 @@ cmd_key_delete(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 /* ------------------------------------------------------- rate limits */
 
 /*
- * The scope a limit command names: "key:ID" (a key that exists),
- * "user:NAME", "tenant:NAME" (that exist) or "model:NAME" (a model of the
- * running configuration), in a.  With check false the thing need not
- * exist (clearing what a deleted key left).  NULL with *err set when not
- * exactly one is given, or the thing is not there.
+ * The scope a limit or quota command names: "key:ID" (a key that
+ * exists), "user:NAME", "tenant:NAME" (that exist) or "model:NAME" (a
+ * model of the running configuration), in a.  With check false the thing
+ * need not exist (clearing what a deleted key left).  NULL with *err set
+ * when not exactly one is given, or the thing is not there.
  */
-static const char *
-limit_scope(struct gw_master *m, struct json_object *req, struct gw_arena *a, bool check,
-            struct json_object **err)
+const char *
+gw_master_scope_arg(struct gw_master *m, struct json_object *req, struct gw_arena *a, bool check,
+                    struct json_object **err)
 {
     static const char *const kinds[] = {"key", "user", "tenant", "model"};
     const char *kind = NULL, *name = NULL;
@@ -476,8 +476,8 @@ limit_scope(struct gw_master *m, struct json_object *req, struct gw_arena *a, bo
         if (v == NULL)
             continue;
         if (kind != NULL) {
-            kind = NULL;
-            break;
+            *err = gw_master_reply_error("name one scope only, not --%s and --%s", kind, kinds[i]);
+            return NULL;
         }
         kind = kinds[i];
         name = v;
@@ -485,6 +485,11 @@ limit_scope(struct gw_master *m, struct json_object *req, struct gw_arena *a, bo
     if (kind == NULL) {
         *err = gw_master_reply_error(
             "name one scope: --key ID, --user NAME, --tenant NAME or --model NAME");
+        return NULL;
+    }
+    /* Bucket and counter names in shm hold the scope and a little more. */
+    if (strlen(kind) + 1 + strlen(name) >= GW_SHM_NAME_LEN - 8) {
+        *err = gw_master_reply_error("%s name too long", kind);
         return NULL;
     }
     if (!check)
@@ -578,7 +583,7 @@ static struct json_object *
 cmd_limit_set(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct json_object *err = NULL;
-    const char *scope = limit_scope(m, req, a, true, &err);
+    const char *scope = gw_master_scope_arg(m, req, a, true, &err);
     struct gw_limits l, old;
     int rc;
 
@@ -619,7 +624,7 @@ cmd_limit_show(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 
     if (gw_master_arg_string(req, "key") != NULL || gw_master_arg_string(req, "model") != NULL ||
         gw_master_arg_string(req, "user") != NULL || gw_master_arg_string(req, "tenant") != NULL) {
-        const char *scope = limit_scope(m, req, a, true, &err);
+        const char *scope = gw_master_scope_arg(m, req, a, true, &err);
         if (scope == NULL) {
             json_object_put(arr);
             return err;
@@ -650,7 +655,7 @@ cmd_limit_clear(struct gw_master *m, struct json_object *req, struct gw_arena *a
     struct json_object *err = NULL;
     /* A deleted key or a model gone from the configuration may still have
      * an override to clear: name the scope without checking it exists. */
-    const char *scope = limit_scope(m, req, a, false, &err);
+    const char *scope = gw_master_scope_arg(m, req, a, false, &err);
     int rc;
 
     if (scope == NULL)

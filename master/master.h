@@ -354,6 +354,11 @@ struct json_object *gw_master_accounts_after(struct gw_master *m, const struct g
  * stored for its current period (a fresh segment); gw_master_quota_tick
  * (once a second) raises the alerts of quotas over their threshold.
  */
+/* The scope a limit or quota command names (--key, --user, --tenant or
+ * --model, exactly one) as "kind:name" in a; with check, the thing must
+ * exist.  NULL with *err set otherwise (control.c). */
+const char *gw_master_scope_arg(struct gw_master *m, struct json_object *req, struct gw_arena *a,
+                                bool check, struct json_object **err);
 struct json_object *gw_master_quota_set(struct gw_master *m, struct json_object *req,
                                         struct gw_arena *a);
 struct json_object *gw_master_quota_show(struct gw_master *m, struct json_object *req,

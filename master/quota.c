@@ -30,65 +30,6 @@
 
 #define QUOTA_MAX 1000000000000000LL /* 10^15: more than any bill */
 
-static const char *const scope_kinds[] = {"tenant", "user", "key", "model"};
-
-/*
- * The scope a command names (exactly one of --tenant, --user, --key,
- * --model), "kind:name" in a; with check, the thing must exist.
- */
-static const char *
-quota_scope(struct gw_master *m, struct json_object *req, struct gw_arena *a, bool check,
-            struct json_object **err)
-{
-    const char *kind = NULL, *name = NULL;
-    struct gw_key *k;
-    char *json;
-    int rc = 0;
-
-    for (size_t i = 0; i < sizeof(scope_kinds) / sizeof(scope_kinds[0]); i++) {
-        const char *v = gw_master_arg_string(req, scope_kinds[i]);
-        if (v == NULL)
-            continue;
-        if (kind != NULL) {
-            *err = gw_master_reply_error("name one scope only, not --%s and --%s", kind,
-                                         scope_kinds[i]);
-            return NULL;
-        }
-        kind = scope_kinds[i];
-        name = v;
-    }
-    if (kind == NULL) {
-        *err = gw_master_reply_error(
-            "name one scope: --tenant NAME, --user NAME, --key ID or --model NAME");
-        return NULL;
-    }
-    if (strlen(kind) + 1 + strlen(name) >= GW_SHM_NAME_LEN - 8) {
-        *err = gw_master_reply_error("%s name too long", kind);
-        return NULL;
-    }
-    if (check) {
-        if (strcmp(kind, "model") == 0)
-            rc = gw_config_model_find(m->cfg, name) != NULL ? 0 : GW_ENOENT;
-        else if (strcmp(kind, "key") == 0)
-            rc = gw_store_key_get(m->store, name, a, &k);
-        else
-            rc = gw_store_rec_get(m->store, kind[0] == 'u' ? GW_DB_USERS : GW_DB_TENANTS, name, a,
-                                  &json);
-        if (rc == GW_ENOENT) {
-            *err = strcmp(kind, "model") == 0
-                       ? gw_master_reply_error("no model named \"%s\" in the running configuration",
-                                               name)
-                       : gw_master_reply_error("no %s \"%s\"", kind, name);
-            return NULL;
-        }
-        if (rc != 0) {
-            *err = gw_master_reply_error("could not read %s %s: %s", kind, name, gw_strerror(rc));
-            return NULL;
-        }
-    }
-    return gw_arena_printf(a, "%s:%s", kind, name);
-}
-
 /* --period: day, month or total; month when absent. */
 static int
 quota_period(struct json_object *req, struct json_object **err)
@@ -282,7 +223,7 @@ struct json_object *
 gw_master_quota_set(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
     struct json_object *err = NULL, *o;
-    const char *scope = quota_scope(m, req, a, true, &err);
+    const char *scope = gw_master_scope_arg(m, req, a, true, &err);
     struct gw_quota q = {0}, old;
     char name[GW_SHM_NAME_LEN + 8], *json;
     struct key_map km = {0};
@@ -346,10 +287,10 @@ gw_master_quota_show(struct gw_master *m, struct json_object *req, struct gw_are
     size_t n;
     int rc;
 
-    for (size_t i = 0; i < sizeof(scope_kinds) / sizeof(scope_kinds[0]); i++)
-        if (gw_master_arg_string(req, scope_kinds[i]) != NULL &&
-            (scope = quota_scope(m, req, a, false, &err)) == NULL)
-            return err;
+    if ((gw_master_arg_string(req, "tenant") != NULL || gw_master_arg_string(req, "user") != NULL ||
+         gw_master_arg_string(req, "key") != NULL || gw_master_arg_string(req, "model") != NULL) &&
+        (scope = gw_master_scope_arg(m, req, a, false, &err)) == NULL)
+        return err;
     if ((rc = gw_store_rec_list(m->store, GW_DB_QUOTAS, false, 0, a, &json, &n)) != 0)
         return gw_master_reply_error("could not list quotas: %s", gw_strerror(rc));
     arr = json_object_new_array();
@@ -369,7 +310,7 @@ gw_master_quota_clear(struct gw_master *m, struct json_object *req, struct gw_ar
 {
     struct json_object *err = NULL;
     /* A deleted key or tenant may still have a quota to clear. */
-    const char *scope = quota_scope(m, req, a, false, &err);
+    const char *scope = gw_master_scope_arg(m, req, a, false, &err);
     int cleared = 0, rc;
 
     if (scope == NULL)

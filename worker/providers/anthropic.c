@@ -27,17 +27,7 @@
 static void
 block_add(struct json_object *messages, const char *role, struct json_object *block)
 {
-    size_t n = json_object_array_length(messages);
-    struct json_object *last = n > 0 ? json_object_array_get_idx(messages, n - 1) : NULL;
-    const char *last_role = gw_worker_prov_str(last, "role");
-
-    if (last_role == NULL || strcmp(last_role, role) != 0) {
-        last = json_object_new_object();
-        json_object_object_add(last, "role", json_object_new_string(role));
-        json_object_object_add(last, "content", json_object_new_array());
-        json_object_array_add(messages, last);
-    }
-    json_object_array_add(gw_worker_prov_get(last, "content"), block);
+    gw_worker_prov_turn_add(messages, role, "content", block);
 }
 
 static struct json_object *

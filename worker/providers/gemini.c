@@ -56,17 +56,7 @@ text_part(const char *text)
 static void
 part_add(struct json_object *contents, const char *role, struct json_object *part)
 {
-    size_t n = json_object_array_length(contents);
-    struct json_object *last = n > 0 ? json_object_array_get_idx(contents, n - 1) : NULL;
-    const char *last_role = gw_worker_prov_str(last, "role");
-
-    if (last_role == NULL || strcmp(last_role, role) != 0) {
-        last = json_object_new_object();
-        json_object_object_add(last, "role", json_object_new_string(role));
-        json_object_object_add(last, "parts", json_object_new_array());
-        json_object_array_add(contents, last);
-    }
-    json_object_array_add(gw_worker_prov_get(last, "parts"), part);
+    gw_worker_prov_turn_add(contents, role, "parts", part);
 }
 
 static void

@@ -26,6 +26,14 @@ char *gw_worker_prov_path_escape(struct gw_arena *a, const char *s);
 struct json_object *gw_worker_prov_get(struct json_object *o, const char *key);
 /* o's member key when it is a string, else NULL. */
 const char *gw_worker_prov_str(struct json_object *o, const char *key);
+/*
+ * Append item to the list named list_key ("content", "parts") of the last
+ * turn of turns when that turn is role's, else of a new turn {"role":
+ * role, list_key: [item]}: the providers whose formats want one turn per
+ * role in a row (anthropic, bedrock, gemini).  item is taken.
+ */
+void gw_worker_prov_turn_add(struct json_object *turns, const char *role, const char *list_key,
+                             struct json_object *item);
 /* A copy of v (json_object_get would share it between two trees). */
 struct json_object *gw_worker_prov_copy(struct json_object *v);
 /*

@@ -96,6 +96,23 @@ gw_worker_prov_str(struct json_object *o, const char *key)
     return v != NULL && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 }
 
+void
+gw_worker_prov_turn_add(struct json_object *turns, const char *role, const char *list_key,
+                        struct json_object *item)
+{
+    size_t n = json_object_array_length(turns);
+    struct json_object *last = n > 0 ? json_object_array_get_idx(turns, n - 1) : NULL;
+    const char *last_role = gw_worker_prov_str(last, "role");
+
+    if (last_role == NULL || strcmp(last_role, role) != 0) {
+        last = json_object_new_object();
+        json_object_object_add(last, "role", json_object_new_string(role));
+        json_object_object_add(last, list_key, json_object_new_array());
+        json_object_array_add(turns, last);
+    }
+    json_object_array_add(gw_worker_prov_get(last, list_key), item);
+}
+
 struct json_object *
 gw_worker_prov_copy(struct json_object *v)
 {
