@@ -795,7 +795,7 @@ static const struct field bypass_fields[] = {
 
 static const struct field cache_fields[] = {
     FIELD("max_size", gw_master_confval_size, offsetof(struct gw_config, cache_max_size),
-          .min = MIB, .max = 1024 * GIB),
+          .min = MIB, .max = 32 * GIB),
     FIELD("bypass", gw_master_confval_section, offsetof(struct gw_config, cache_bypass),
           .sub = bypass_fields),
     {.key = NULL},

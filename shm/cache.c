@@ -34,8 +34,11 @@
 
 #include "shm/shm.h"
 
-/* Address space, not memory: the file grows only with what is stored. */
-#define CACHE_MAP_SIZE ((size_t)256 << 30)
+/* Address space, not memory: the file grows only with what is stored.
+ * Twice the largest cache.max_size (32g), for LMDB's own pages; every
+ * worker maps it, so it stays well below what a thousand workers can
+ * reserve together. */
+#define CACHE_MAP_SIZE ((size_t)64 << 30)
 #define CACHE_MAX_READERS 4096
 /* Evictions one store may make before it gives up storing. */
 #define CACHE_EVICT_MAX 256

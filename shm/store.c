@@ -43,7 +43,10 @@
 
 #include "shm/shm.h"
 
-#define STORE_MAP_SIZE ((size_t)1 << 30)
+/* Address space, not memory or disk: the file grows with what is stored.
+ * 16 GiB holds some 30 million usage records; every process maps it, so
+ * it is kept well below what a thousand workers can reserve together. */
+#define STORE_MAP_SIZE ((size_t)16 << 30)
 #define STORE_MAX_READERS 4096
 
 struct gw_store {
