@@ -24,6 +24,11 @@ struct json_object *gw_admin_request(const char *cmd);
 /* Print "aigwctl: " fmt (with arg) and the usage hint; returns
  * GW_ADMIN_EXIT_USAGE. */
 int gw_admin_usage_error(const char *fmt, const char *arg);
+/* The operand of a command that takes one and --json into *out; 0, or a
+ * usage error naming cmd ("provider test") and, when it is missing, what
+ * it should be. */
+int gw_admin_one_operand(int argc, char **argv, const char *cmd, const char *missing,
+                         const char **out);
 /* --json given: print replies as JSON. */
 void gw_admin_json_set(void);
 bool gw_admin_json(void);

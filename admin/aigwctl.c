@@ -920,24 +920,42 @@ cmd_key_list(int argc, char **argv)
     return 0;
 }
 
+/*
+ * The arguments of a command that takes one operand and --json: the
+ * operand in *out, or a usage error naming cmd ("key rotate: unexpected
+ * argument -x", "key rotate: which key? give its ID").
+ */
+static int
+one_operand(int argc, char **argv, const char *cmd, const char *missing, const char **out)
+{
+    char what[64], unexpected[96];
+
+    *out = NULL;
+    snprintf(what, sizeof(what), "%s: %%s", cmd);
+    snprintf(unexpected, sizeof(unexpected), "%s: unexpected argument %%s", cmd);
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json_out = true;
+        else if (*out == NULL && argv[i][0] != '-')
+            *out = argv[i];
+        else
+            return usage_error(unexpected, argv[i]);
+    }
+    return *out == NULL ? usage_error(what, missing) : 0;
+}
+
 /* show, disable, enable, delete: one key id, one command. */
 static int
 cmd_key_id(const char *cmd, int argc, char **argv)
 {
     struct json_object *req, *reply = NULL;
-    const char *id = NULL;
+    const char *id;
+    char name[32];
     int rc;
 
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json_out = true;
-        else if (id == NULL && argv[i][0] != '-')
-            id = argv[i];
-        else
-            return usage_error("key: unexpected argument %s", argv[i]);
-    }
-    if (id == NULL)
-        return usage_error("key %s: which key? give its ID", strchr(cmd, '.') + 1);
+    snprintf(name, sizeof(name), "key %s", strchr(cmd, '.') + 1);
+    if ((rc = one_operand(argc, argv, name, "which key? give its ID", &id)) != 0)
+        return rc;
     req = request_new(cmd);
     json_object_object_add(req, "id", json_object_new_string(id));
     if ((rc = call(req, &reply)) != 0)
@@ -1055,19 +1073,12 @@ static int
 cmd_breaker_reset(int argc, char **argv)
 {
     struct json_object *req, *reply = NULL, *done;
-    const char *target = NULL;
+    const char *target;
     int rc;
 
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json_out = true;
-        else if (target == NULL && argv[i][0] != '-')
-            target = argv[i];
-        else
-            return usage_error("breaker reset: unexpected argument %s", argv[i]);
-    }
-    if (target == NULL)
-        return usage_error("breaker reset: %s", "which target? give PROVIDER/MODEL, or all");
+    if ((rc = one_operand(argc, argv, "breaker reset", "which target? give PROVIDER/MODEL, or all",
+                          &target)) != 0)
+        return rc;
     req = request_new("breaker.reset");
     json_object_object_add(req, "target", json_object_new_string(target));
     if ((rc = call(req, &reply)) != 0)
@@ -1585,19 +1596,11 @@ static int
 cmd_key_rotate(int argc, char **argv)
 {
     struct json_object *req, *reply = NULL;
-    const char *id = NULL;
+    const char *id;
     int rc;
 
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json_out = true;
-        else if (id == NULL && argv[i][0] != '-')
-            id = argv[i];
-        else
-            return usage_error("key rotate: unexpected argument %s", argv[i]);
-    }
-    if (id == NULL)
-        return usage_error("key rotate: %s", "which key? give its ID");
+    if ((rc = one_operand(argc, argv, "key rotate", "which key? give its ID", &id)) != 0)
+        return rc;
     req = request_new("key.rotate");
     json_object_object_add(req, "id", json_object_new_string(id));
     if ((rc = call(req, &reply)) != 0)
@@ -1635,6 +1638,12 @@ int
 gw_admin_usage_error(const char *fmt, const char *arg)
 {
     return usage_error(fmt, arg);
+}
+
+int
+gw_admin_one_operand(int argc, char **argv, const char *cmd, const char *missing, const char **out)
+{
+    return one_operand(argc, argv, cmd, missing, out);
 }
 
 void

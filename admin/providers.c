@@ -167,20 +167,14 @@ static int
 provider_named(const char *cmd, int argc, char **argv)
 {
     struct json_object *req, *reply = NULL, *v;
-    const char *name = NULL;
+    const char *name;
+    char what[32];
     int rc;
 
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            gw_admin_json_set();
-        else if (name == NULL && argv[i][0] != '-')
-            name = argv[i];
-        else
-            return gw_admin_usage_error("provider: unexpected argument %s", argv[i]);
-    }
-    if (name == NULL)
-        return gw_admin_usage_error("provider %s: which credential? give its NAME",
-                                    strchr(cmd, '.') + 1);
+    snprintf(what, sizeof(what), "provider %s", strchr(cmd, '.') + 1);
+    if ((rc = gw_admin_one_operand(argc, argv, what, "which credential? give its NAME", &name)) !=
+        0)
+        return rc;
     req = gw_admin_request(cmd);
     json_object_object_add(req, "name", json_object_new_string(name));
     if (strcmp(cmd, "provider.test") == 0)

@@ -335,6 +335,17 @@ test('aigwctl exits 2 on a usage error', async () => {
     assert.equal(r.code, 2, `aigwctl ${args.join(' ')}: ${r.code} ${r.stderr}`);
     assert.match(r.stderr, /usage/);
   }
+  // Commands of one operand name what is missing, or what is extra.
+  for (const [args, re] of [
+    [['key', 'rotate'], /key rotate: which key\? give its ID/],
+    [['key', 'show', 'a', 'b'], /key show: unexpected argument b/],
+    [['breaker', 'reset', '--bad'], /breaker reset: unexpected argument --bad/],
+    [['provider', 'test'], /provider test: which credential\? give its NAME/],
+  ]) {
+    const r = await ctx.gw.ctl(args);
+    assert.equal(r.code, 2, `aigwctl ${args.join(' ')}: ${r.code} ${r.stderr}`);
+    assert.match(r.stderr, re);
+  }
 });
 
 test('aigwctl exits 3 when the master cannot be reached', async () => {
