@@ -494,56 +494,62 @@ gw_store_key_list(struct gw_store *st, struct gw_arena *a, struct gw_key ***out,
     return rc;
 }
 
+/*
+ * In txn: key id's record, parsed (*o, the caller's), with the entry of
+ * its hash in keyhash removed when unhash: what a delete and a rotation
+ * both start with.  GW_ENOENT when there is no such key.
+ */
+static int
+key_take(struct gw_store *st, MDB_txn *txn, const char *id, bool unhash, struct json_object **o)
+{
+    MDB_val k = {strlen(id), (void *)id}, v;
+    struct json_tokener *tok;
+    struct json_object *h;
+    unsigned char hash[GW_KEY_HASH_LEN] = {0};
+    int mrc = mdb_get(txn, st->keys, &k, &v);
+
+    *o = NULL;
+    if (mrc != 0)
+        return mrc == MDB_NOTFOUND ? GW_ENOENT : store_fail("mdb_get", id, mrc);
+    if ((tok = json_tokener_new()) == NULL)
+        return GW_ENOMEM;
+    *o = json_tokener_parse_ex(tok, v.mv_data, (int)v.mv_size);
+    json_tokener_free(tok);
+    if (*o == NULL || !json_object_object_get_ex(*o, "hash", &h)) {
+        gw_log(GW_LOG_ERROR, "key record %s is corrupt", id);
+        return GW_ESTORE;
+    }
+    if (!unhash)
+        return 0;
+    const char *hex = json_object_get_string(h);
+    for (size_t i = 0; i < GW_KEY_HASH_LEN && hex[2 * i] && hex[2 * i + 1]; i++)
+        sscanf(hex + 2 * i, "%2hhx", &hash[i]);
+    MDB_val hk = {GW_KEY_HASH_LEN, hash};
+    if ((mrc = mdb_del(txn, st->keyhash, &hk, NULL)) != 0 && mrc != MDB_NOTFOUND)
+        return store_fail("mdb_del", "keyhash", mrc);
+    return 0;
+}
+
 /* Read-modify-write of one record, or its deletion (with its hash entry). */
 static int
 key_update(struct gw_store *st, const char *id, bool disabled, bool del)
 {
-    struct json_tokener *tok = NULL;
-    struct json_object *o = NULL, *h;
+    struct json_object *o = NULL;
     MDB_txn *txn;
-    MDB_val k = {strlen(id), (void *)id}, v;
-    int mrc, rc = GW_ESTORE;
+    MDB_val k = {strlen(id), (void *)id};
+    int mrc, rc;
 
     if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
         return store_fail("mdb_txn_begin", id, mrc);
-    mrc = mdb_get(txn, st->keys, &k, &v);
-    if (mrc != 0) {
-        rc = mrc == MDB_NOTFOUND ? GW_ENOENT : store_fail("mdb_get", id, mrc);
-        goto done;
-    }
-    if ((tok = json_tokener_new()) == NULL) {
-        rc = GW_ENOMEM;
-        goto done;
-    }
-    o = json_tokener_parse_ex(tok, v.mv_data, (int)v.mv_size);
-    if (o == NULL || !json_object_object_get_ex(o, "hash", &h)) {
-        gw_log(GW_LOG_ERROR, "key record %s is corrupt", id);
-        goto done;
-    }
-    if (del) {
-        unsigned char hash[GW_KEY_HASH_LEN];
-        const char *hex = json_object_get_string(h);
-
-        for (size_t i = 0; i < GW_KEY_HASH_LEN && hex[2 * i] && hex[2 * i + 1]; i++)
-            sscanf(hex + 2 * i, "%2hhx", &hash[i]);
-        MDB_val hk = {GW_KEY_HASH_LEN, hash};
-        if ((mrc = mdb_del(txn, st->keyhash, &hk, NULL)) != 0 && mrc != MDB_NOTFOUND) {
-            rc = store_fail("mdb_del", "keyhash", mrc);
-            goto done;
-        }
-        if ((mrc = mdb_del(txn, st->keys, &k, NULL)) != 0) {
+    if ((rc = key_take(st, txn, id, del, &o)) == 0) {
+        if (!del) {
+            json_object_object_add(o, "disabled", json_object_new_boolean(disabled));
+            rc = store_put_json(txn, st->keys, id, o, 0);
+        } else if ((mrc = mdb_del(txn, st->keys, &k, NULL)) != 0) {
             rc = store_fail("mdb_del", id, mrc);
-            goto done;
         }
-        rc = 0;
-    } else {
-        json_object_object_add(o, "disabled", json_object_new_boolean(disabled));
-        rc = store_put_json(txn, st->keys, id, o, 0);
     }
-done:
     json_object_put(o);
-    if (tok != NULL)
-        json_tokener_free(tok);
     return store_commit(txn, rc);
 }
 
@@ -563,37 +569,15 @@ int
 gw_store_key_rotate(struct gw_store *st, const char *id, const unsigned char hash[GW_KEY_HASH_LEN],
                     const char *prefix)
 {
-    struct json_tokener *tok = NULL;
-    struct json_object *o = NULL, *h;
-    unsigned char old[GW_KEY_HASH_LEN] = {0};
+    struct json_object *o = NULL;
     char hex[2 * GW_KEY_HASH_LEN + 1];
     MDB_txn *txn;
-    MDB_val k = {strlen(id), (void *)id}, v;
-    int mrc, rc = GW_ESTORE;
+    int mrc, rc;
 
     if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
         return store_fail("mdb_txn_begin", id, mrc);
-    if ((mrc = mdb_get(txn, st->keys, &k, &v)) != 0) {
-        rc = mrc == MDB_NOTFOUND ? GW_ENOENT : store_fail("mdb_get", id, mrc);
+    if ((rc = key_take(st, txn, id, true, &o)) != 0)
         goto done;
-    }
-    if ((tok = json_tokener_new()) == NULL) {
-        rc = GW_ENOMEM;
-        goto done;
-    }
-    o = json_tokener_parse_ex(tok, v.mv_data, (int)v.mv_size);
-    if (o == NULL || !json_object_object_get_ex(o, "hash", &h)) {
-        gw_log(GW_LOG_ERROR, "key record %s is corrupt", id);
-        goto done;
-    }
-    const char *oldhex = json_object_get_string(h);
-    for (size_t i = 0; i < GW_KEY_HASH_LEN && oldhex[2 * i] && oldhex[2 * i + 1]; i++)
-        sscanf(oldhex + 2 * i, "%2hhx", &old[i]);
-    MDB_val ok = {GW_KEY_HASH_LEN, old};
-    if ((mrc = mdb_del(txn, st->keyhash, &ok, NULL)) != 0 && mrc != MDB_NOTFOUND) {
-        rc = store_fail("mdb_del", "keyhash", mrc);
-        goto done;
-    }
     MDB_val nk = {GW_KEY_HASH_LEN, (void *)hash}, nv = {strlen(id), (void *)id};
     if ((mrc = mdb_put(txn, st->keyhash, &nk, &nv, MDB_NOOVERWRITE)) != 0) {
         rc = mrc == MDB_KEYEXIST ? GW_EEXIST : store_fail("mdb_put", "keyhash", mrc);
@@ -605,8 +589,6 @@ gw_store_key_rotate(struct gw_store *st, const char *id, const unsigned char has
     rc = store_put_json(txn, st->keys, id, o, 0);
 done:
     json_object_put(o);
-    if (tok != NULL)
-        json_tokener_free(tok);
     return store_commit(txn, rc);
 }
 
