@@ -64,32 +64,7 @@ static void
 content_add(struct gw_arena *a, struct json_object *messages, const char *role,
             struct json_object *content)
 {
-    if (content == NULL)
-        return;
-    if (json_object_is_type(content, json_type_string)) {
-        if (json_object_get_string_len(content) > 0)
-            block_add(messages, role, text_block(json_object_get_string(content)));
-        return;
-    }
-    if (!json_object_is_type(content, json_type_array))
-        return;
-    for (size_t i = 0; i < json_object_array_length(content); i++) {
-        struct json_object *part = json_object_array_get_idx(content, i);
-        const char *type = gw_worker_prov_str(part, "type");
-        if (type == NULL)
-            continue;
-        if (strcmp(type, "text") == 0 && gw_worker_prov_str(part, "text") != NULL &&
-            gw_worker_prov_str(part, "text")[0] != '\0')
-            block_add(messages, role, text_block(gw_worker_prov_str(part, "text")));
-        else if (strcmp(type, "image_url") == 0) {
-            struct json_object *iu = gw_worker_prov_get(part, "image_url");
-            const char *url = iu != NULL && json_object_is_type(iu, json_type_string)
-                                  ? json_object_get_string(iu)
-                                  : gw_worker_prov_str(iu, "url");
-            if (url != NULL)
-                block_add(messages, role, image_block(a, url));
-        }
-    }
+    gw_worker_prov_content_add(a, messages, role, "content", content, text_block, image_block);
 }
 
 /* An assistant's tool calls as tool_use blocks. */

@@ -39,42 +39,28 @@ text_block(const char *text)
     return b;
 }
 
+/* Bedrock takes image bytes only, not URLs: a data URL's, else none. */
+static struct json_object *
+image_block(struct gw_arena *a, const char *url)
+{
+    const char *media, *data;
+
+    if (!gw_worker_prov_data_url(a, url, &media, &data) || strncmp(media, "image/", 6) != 0)
+        return NULL;
+    struct json_object *b = json_object_new_object(), *img = json_object_new_object(),
+                       *src = json_object_new_object();
+    json_object_object_add(img, "format", json_object_new_string(media + 6));
+    json_object_object_add(src, "bytes", json_object_new_string(data));
+    json_object_object_add(img, "source", src);
+    json_object_object_add(b, "image", img);
+    return b;
+}
+
 static void
 content_add(struct gw_arena *a, struct json_object *messages, const char *role,
             struct json_object *content)
 {
-    if (content == NULL)
-        return;
-    if (json_object_is_type(content, json_type_string)) {
-        if (json_object_get_string_len(content) > 0)
-            block_add(messages, role, text_block(json_object_get_string(content)));
-        return;
-    }
-    for (size_t i = 0;
-         json_object_is_type(content, json_type_array) && i < json_object_array_length(content);
-         i++) {
-        struct json_object *part = json_object_array_get_idx(content, i);
-        const char *type = gw_worker_prov_str(part, "type"), *text, *media, *data;
-        if (type == NULL)
-            continue;
-        if (strcmp(type, "text") == 0 && (text = gw_worker_prov_str(part, "text")) != NULL &&
-            text[0] != '\0') {
-            block_add(messages, role, text_block(text));
-        } else if (strcmp(type, "image_url") == 0 &&
-                   gw_worker_prov_data_url(
-                       a, gw_worker_prov_str(gw_worker_prov_get(part, "image_url"), "url"), &media,
-                       &data) &&
-                   strncmp(media, "image/", 6) == 0) {
-            /* Bedrock takes image bytes only, not URLs. */
-            struct json_object *b = json_object_new_object(), *img = json_object_new_object(),
-                               *src = json_object_new_object();
-            json_object_object_add(img, "format", json_object_new_string(media + 6));
-            json_object_object_add(src, "bytes", json_object_new_string(data));
-            json_object_object_add(img, "source", src);
-            json_object_object_add(b, "image", img);
-            block_add(messages, role, b);
-        }
-    }
+    gw_worker_prov_content_add(a, messages, role, "content", content, text_block, image_block);
 }
 
 static struct json_object *

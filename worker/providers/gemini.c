@@ -59,50 +59,29 @@ part_add(struct json_object *contents, const char *role, struct json_object *par
     gw_worker_prov_turn_add(contents, role, "parts", part);
 }
 
+/* An image as a part: inline bytes for a data URL, else the file's URI. */
+static struct json_object *
+image_part(struct gw_arena *a, const char *url)
+{
+    struct json_object *p = json_object_new_object(), *d = json_object_new_object();
+    const char *media, *data;
+
+    if (gw_worker_prov_data_url(a, url, &media, &data)) {
+        json_object_object_add(d, "mimeType", json_object_new_string(media));
+        json_object_object_add(d, "data", json_object_new_string(data));
+        json_object_object_add(p, "inlineData", d);
+    } else {
+        json_object_object_add(d, "fileUri", json_object_new_string(url));
+        json_object_object_add(p, "fileData", d);
+    }
+    return p;
+}
+
 static void
 content_add(struct gw_arena *a, struct json_object *contents, const char *role,
             struct json_object *content)
 {
-    if (content == NULL)
-        return;
-    if (json_object_is_type(content, json_type_string)) {
-        if (json_object_get_string_len(content) > 0)
-            part_add(contents, role, text_part(json_object_get_string(content)));
-        return;
-    }
-    for (size_t i = 0;
-         json_object_is_type(content, json_type_array) && i < json_object_array_length(content);
-         i++) {
-        struct json_object *part = json_object_array_get_idx(content, i);
-        const char *type = gw_worker_prov_str(part, "type"), *text;
-        if (type == NULL)
-            continue;
-        if (strcmp(type, "text") == 0 && (text = gw_worker_prov_str(part, "text")) != NULL &&
-            text[0] != '\0') {
-            part_add(contents, role, text_part(text));
-        } else if (strcmp(type, "image_url") == 0) {
-            struct json_object *iu = gw_worker_prov_get(part, "image_url");
-            const char *url = iu != NULL && json_object_is_type(iu, json_type_string)
-                                  ? json_object_get_string(iu)
-                                  : gw_worker_prov_str(iu, "url");
-            const char *media, *data;
-            struct json_object *p = json_object_new_object(), *d = json_object_new_object();
-            if (url == NULL) {
-                json_object_put(p);
-                json_object_put(d);
-                continue;
-            }
-            if (gw_worker_prov_data_url(a, url, &media, &data)) {
-                json_object_object_add(d, "mimeType", json_object_new_string(media));
-                json_object_object_add(d, "data", json_object_new_string(data));
-                json_object_object_add(p, "inlineData", d);
-            } else {
-                json_object_object_add(d, "fileUri", json_object_new_string(url));
-                json_object_object_add(p, "fileData", d);
-            }
-            part_add(contents, role, p);
-        }
-    }
+    gw_worker_prov_content_add(a, contents, role, "parts", content, text_part, image_part);
 }
 
 /* The name of the function whose call id the tool message answers. */

@@ -34,6 +34,17 @@ const char *gw_worker_prov_str(struct json_object *o, const char *key);
  */
 void gw_worker_prov_turn_add(struct json_object *turns, const char *role, const char *list_key,
                              struct json_object *item);
+/*
+ * The parts of an OpenAI message content (a string, or text and
+ * image_url parts, the URL a string or {"url"}) as items of role's turn of
+ * turns under list_key (gw_worker_prov_turn_add): text(s) makes the item
+ * of each non-empty text, image(a, url) that of each image, NULL when the
+ * provider cannot take it.
+ */
+void gw_worker_prov_content_add(struct gw_arena *a, struct json_object *turns, const char *role,
+                                const char *list_key, struct json_object *content,
+                                struct json_object *(*text)(const char *s),
+                                struct json_object *(*image)(struct gw_arena *a, const char *url));
 /* A copy of v (json_object_get would share it between two trees). */
 struct json_object *gw_worker_prov_copy(struct json_object *v);
 /*

@@ -113,6 +113,42 @@ gw_worker_prov_turn_add(struct json_object *turns, const char *role, const char 
     json_object_array_add(gw_worker_prov_get(last, list_key), item);
 }
 
+void
+gw_worker_prov_content_add(struct gw_arena *a, struct json_object *turns, const char *role,
+                           const char *list_key, struct json_object *content,
+                           struct json_object *(*text)(const char *s),
+                           struct json_object *(*image)(struct gw_arena *a, const char *url))
+{
+    struct json_object *item;
+
+    if (content != NULL && json_object_is_type(content, json_type_string)) {
+        if (json_object_get_string_len(content) > 0)
+            gw_worker_prov_turn_add(turns, role, list_key, text(json_object_get_string(content)));
+        return;
+    }
+    for (size_t i = 0; content != NULL && json_object_is_type(content, json_type_array) &&
+                       i < json_object_array_length(content);
+         i++) {
+        struct json_object *part = json_object_array_get_idx(content, i);
+        const char *type = gw_worker_prov_str(part, "type"), *s;
+        item = NULL;
+        if (type == NULL)
+            continue;
+        if (strcmp(type, "text") == 0 && (s = gw_worker_prov_str(part, "text")) != NULL &&
+            s[0] != '\0') {
+            item = text(s);
+        } else if (strcmp(type, "image_url") == 0) {
+            struct json_object *iu = gw_worker_prov_get(part, "image_url");
+            s = iu != NULL && json_object_is_type(iu, json_type_string)
+                    ? json_object_get_string(iu)
+                    : gw_worker_prov_str(iu, "url");
+            item = s != NULL ? image(a, s) : NULL;
+        }
+        if (item != NULL)
+            gw_worker_prov_turn_add(turns, role, list_key, item);
+    }
+}
+
 struct json_object *
 gw_worker_prov_copy(struct json_object *v)
 {
