@@ -289,6 +289,9 @@ test('capture: journal, dir and rotate are checked', async () => {
     ['capture: { rotate: daily }\n', /"capture" needs dir/],
     ['capture: { dir: /tmp/x, journal: true }\n', /set dir \(files\) or journal: true \(journald\), not both/],
     ['capture: { dir: /tmp/x, rotate: hourly }\n', /"capture.rotate" must be daily or size/],
+    ['capture: { dir: /tmp/x, bypass: { keys: key_1 } }\n', /bad\.yaml:1:\d+: "capture.bypass.keys" must be a list of names/],
+    ['capture: { dir: /tmp/x, bypass: { users: [a] } }\n', /unknown key "users" in capture.bypass \(expected one of: keys, tenants\)/],
+    ['cache: { bypass: { tenants: ["a b"] } }\n', /"cache.bypass.tenants\[0\]" must not contain blanks/],
   ]) {
     fs.writeFileSync(cfg, text + base);
     const r = await runProc(AIGWD, ['-t', '-c', cfg]);

@@ -316,6 +316,12 @@ test('messages/count_tokens: an estimate of the input tokens, with Anthropic\'s 
   r = await count({ model: 'demo', messages: [{ role: 'user', content: 'hi' }] }, {});
   assert.equal(r.status, 401);
   assert.equal(r.json().error.type, 'authentication_error');
+  r = await count('{"model":');
+  assert.equal(r.status, 400);
+  assert.equal(r.json().error.type, 'invalid_request_error');
+  r = await count({ model: 'demo' });
+  assert.equal(r.status, 400, 'messages are required');
+  assert.equal(r.json().error.type, 'invalid_request_error');
 });
 
 // ------------------------------------------- endpoint test, provider test
