@@ -13,7 +13,7 @@ endif
 
 BUILD   ?= build
 CC      ?= cc
-PKGS    := libcurl json-c yaml-0.1 libssl libcrypto libsystemd lmdb xlsxwriter libpcre2-8 zlib
+PKGS    := libcurl json-c yaml-0.1 libssl libcrypto libsystemd lmdb xlsxwriter libpcre2-8 zlib st
 
 OPT     ?= -O2 -g
 CFLAGS  += $(OPT) -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \

@@ -336,11 +336,13 @@ cmd_workers(int argc, char **argv)
     if (json_out) {
         print_json(reply, "workers");
     } else {
-        printf("%-5s  %-8s  %-9s  %10s  %8s\n", "SLOT", "PID", "STATE", "REQUESTS", "BUSY_MS");
+        printf("%-5s  %-8s  %-9s  %10s  %11s  %8s\n", "SLOT", "PID", "STATE", "REQUESTS",
+               "CONNECTIONS", "BUSY_MS");
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
             struct json_object *w = json_object_array_get_idx(arr, i);
-            printf("%-5s  %-8s  %-9s  %10s  %8s\n", field_str(w, "slot"), field_str(w, "pid"),
-                   field_str(w, "state"), field_str(w, "requests"), field_str(w, "busy_ms"));
+            printf("%-5s  %-8s  %-9s  %10s  %11s  %8s\n", field_str(w, "slot"), field_str(w, "pid"),
+                   field_str(w, "state"), field_str(w, "requests"), field_str(w, "connections"),
+                   field_str(w, "busy_ms"));
         }
     }
     json_object_put(reply);

@@ -144,12 +144,12 @@ gw_master_arg_string(struct json_object *req, const char *name)
 
 /* Workers by state, from the scoreboard. */
 static void
-workers_count(struct gw_master *m, int counts[GW_WORKER_NSTATES], uint64_t *served)
+workers_count(struct gw_master *m, int counts[GW_WORKER_NSTATES], int64_t *in_flight)
 {
     const struct gw_shm *shm = &m->shm;
 
     memset(counts, 0, GW_WORKER_NSTATES * sizeof(int));
-    *served = 0;
+    *in_flight = 0;
     for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
         struct gw_shm_worker *w = gw_shm_worker(shm, i);
         if (atomic_load(&w->pid) == 0)
@@ -157,7 +157,7 @@ workers_count(struct gw_master *m, int counts[GW_WORKER_NSTATES], uint64_t *serv
         int state = atomic_load(&w->state);
         if (state >= 0 && state < GW_WORKER_NSTATES)
             counts[state]++;
-        *served += atomic_load(&w->requests);
+        *in_flight += atomic_load(&w->busy); /* requests a worker has in hand */
     }
 }
 
@@ -167,10 +167,10 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     struct gw_shm_header *h = m->shm.hdr;
     struct json_object *o = gw_master_reply_ok(), *workers = json_object_new_object();
     int counts[GW_WORKER_NSTATES];
-    uint64_t served;
+    int64_t in_flight;
 
     (void)req, (void)a;
-    workers_count(m, counts, &served);
+    workers_count(m, counts, &in_flight);
     json_object_object_add(o, "version", json_object_new_string(GW_VERSION));
     json_object_object_add(o, "pid", json_object_new_int64(getpid()));
     json_object_object_add(o, "config", json_object_new_string(m->conf_path));
@@ -187,10 +187,9 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         json_object_object_add(workers, gw_shm_worker_state_names[st],
                                json_object_new_int(counts[st]));
     json_object_object_add(o, "workers", workers);
-    (void)served;
     json_object_object_add(o, "requests",
                            json_object_new_int64((int64_t)atomic_load(&h->requests)));
-    json_object_object_add(o, "in_flight", json_object_new_int(counts[GW_WORKER_BUSY]));
+    json_object_object_add(o, "in_flight", json_object_new_int64(in_flight));
     json_object_object_add(o, "models", json_object_new_int64((int64_t)m->cfg->nmodels));
     json_object_object_add(o, "providers", json_object_new_int64((int64_t)m->cfg->nproviders));
     return o;
@@ -220,6 +219,7 @@ cmd_workers(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         json_object_object_add(e, "requests",
                                json_object_new_int64((int64_t)atomic_load(&w->requests)));
         json_object_object_add(e, "started", json_object_new_int64(atomic_load(&w->started)));
+        json_object_object_add(e, "connections", json_object_new_int(atomic_load(&w->conns)));
         json_object_object_add(e, "busy_ms",
                                json_object_new_int64(state == GW_WORKER_BUSY
                                                          ? now_ms - atomic_load(&w->busy_since)

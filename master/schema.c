@@ -35,6 +35,7 @@
 
 #define CONFIG_MAX_SECRET (64 * 1024) /* bytes of an api_key_file */
 #define CONFIG_MAX_WORKERS 1024
+#define CONFIG_MAX_WORKER_CONNECTIONS 65536
 #define CONFIG_POOL_MAX 256 /* default workers.max of a pool with spares */
 #define CONFIG_MAX_REQUESTS 1000000000LL
 #define CONFIG_METRICS_LISTEN "127.0.0.1:9464"
@@ -235,7 +236,7 @@ parse_access_file(struct load *ld, const struct node *n, const char *name, const
 /* workers: as a mapping, read whole before its defaults, which depend on
  * each other, are settled. */
 struct workers_spec {
-    int start, min_spare, max_spare, max;
+    int start, min_spare, max_spare, max, connections;
     uint64_t max_requests;
 };
 
@@ -251,7 +252,7 @@ workers_mapping(struct load *ld, const struct node *n, const char *name, const s
 {
     const struct node *start = map_key(n, "start"), *max = map_key(n, "max");
     const struct node *min_spare = map_key(n, "min_spare"), *max_spare = map_key(n, "max_spare");
-    struct workers_spec w = {0};
+    struct workers_spec w = {.connections = 1};
 
     if (gw_master_config_walk(ld, n, name, f->sub, &w) != 0)
         return GW_ECONFIG;
@@ -295,6 +296,7 @@ workers_mapping(struct load *ld, const struct node *n, const char *name, const s
     cfg->workers_max_spare = w.min_spare == 0 ? 0 : w.max_spare;
     cfg->workers_max = w.max;
     cfg->max_requests = w.max_requests;
+    cfg->worker_connections = w.connections;
     return 0;
 }
 
@@ -316,6 +318,7 @@ parse_workers(struct load *ld, const struct node *n, const char *name, const str
         cfg->workers_min_spare = cfg->workers_max_spare = 0;
         cfg->workers_max = cfg->workers;
         cfg->max_requests = 0;
+        cfg->worker_connections = 1;
         return 0;
     }
     for (const struct field *k = f->sub; k->key != NULL; k++)
@@ -767,6 +770,8 @@ static const struct field workers_fields[] = {
           .max = CONFIG_MAX_WORKERS),
     FIELD("max_requests", gw_master_confval_count, offsetof(struct workers_spec, max_requests),
           .min = 0, .max = CONFIG_MAX_REQUESTS),
+    FIELD("connections", gw_master_confval_int, offsetof(struct workers_spec, connections),
+          .min = 1, .max = CONFIG_MAX_WORKER_CONNECTIONS),
     {.key = NULL},
 };
 
@@ -1070,6 +1075,7 @@ gw_master_config_defaults(struct gw_config *cfg)
     cfg->quota_webhook_timeout_ms = 5000;
     cfg->workers = cpus < 2 ? 2 : cpus > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (int)cpus;
     cfg->workers_max = cfg->workers; /* a fixed pool: no spares, no recycling */
+    cfg->worker_connections = 1;
     cfg->shutdown_timeout_ms = 30 * SECOND_MS;
     cfg->log_level = GW_LOG_INFO;
     cfg->access_log = true;

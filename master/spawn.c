@@ -52,6 +52,19 @@ gw_master_pool_destroy(struct gw_master_pool *p)
 }
 
 /* A scoreboard entry no live process holds. */
+/* A worker that died during upstream calls never took itself off the
+ * targets' in-flight counts: do it for it. */
+static void
+calls_clear(struct gw_master_pool *p, struct gw_shm_worker *w)
+{
+    for (size_t i = 0; i < GW_SHM_WORKER_CALLS; i++) {
+        int32_t n = atomic_exchange(&w->calls[i].n, 0);
+        int32_t stat = atomic_load(&w->calls[i].stat);
+        if (n > 0 && stat >= 0 && (uint64_t)stat < p->m->shm.hdr->nstats)
+            atomic_fetch_sub(&gw_shm_stat_at(&p->m->shm, (size_t)stat)->in_flight, n);
+    }
+}
+
 static int
 scoreboard_take(struct gw_master_pool *p)
 {
@@ -62,9 +75,12 @@ scoreboard_take(struct gw_master_pool *p)
         pid_t pid = atomic_load(&w->pid);
         if (pid == 0 || (kill(pid, 0) != 0 && errno == ESRCH)) {
             atomic_store(&w->pid, -1); /* reserved until the child writes its pid */
-            atomic_store(&w->calling, -1);
+            calls_clear(p, w);
             atomic_store(&w->state, GW_WORKER_STARTING);
-            atomic_store(&w->gen_slot, -1);
+            atomic_store(&w->gen_slots, 0);
+            atomic_store(&w->conns, 0);
+            atomic_store(&w->room, 0);
+            atomic_store(&w->busy, 0);
             atomic_store(&w->requests, 0);
             return (int)i;
         }
@@ -78,12 +94,11 @@ scoreboard_clear(struct gw_master_pool *p, int sb)
     if (sb < 0)
         return;
     struct gw_shm_worker *w = gw_shm_worker(&p->m->shm, (size_t)sb);
-    /* A worker that died during an upstream call never took itself off
-     * the target's in-flight count: do it for it. */
-    int32_t calling = atomic_exchange(&w->calling, -1);
-    if (calling >= 0 && (uint64_t)calling < p->m->shm.hdr->nstats)
-        atomic_fetch_sub(&gw_shm_stat_at(&p->m->shm, (size_t)calling)->in_flight, 1);
-    atomic_store(&w->gen_slot, -1);
+    calls_clear(p, w);
+    atomic_store(&w->gen_slots, 0);
+    atomic_store(&w->conns, 0);
+    atomic_store(&w->room, 0);
+    atomic_store(&w->busy, 0);
     atomic_store(&w->state, GW_WORKER_EMPTY);
     atomic_store(&w->pid, 0);
 }
@@ -118,6 +133,7 @@ pool_fork(struct gw_master_pool *p, int i)
             .secret = m->secret,
             .provider_key = m->provider_key,
             .max_requests = m->cfg->max_requests,
+            .connections = m->cfg->worker_connections,
             .master_fds = m->master_fds,
             .nmaster_fds = 2,
         };
@@ -290,10 +306,14 @@ gw_master_pool_maintain(struct gw_master_pool *p)
         if (!s->wanted)
             continue;
         wanted++;
-        if (s->pid > 0 && s->sb >= 0 &&
-            atomic_load(&gw_shm_worker(&p->m->shm, (size_t)s->sb)->state) == GW_WORKER_IDLE) {
+        const struct gw_shm_worker *e =
+            s->pid > 0 && s->sb >= 0 ? gw_shm_worker(&p->m->shm, (size_t)s->sb) : NULL;
+        /* A spare is a worker that can take a connection; only one with
+         * none open is retired. */
+        if (e != NULL && atomic_load(&e->room) > 0) {
             idle++;
-            victim = i;
+            if (atomic_load(&e->state) == GW_WORKER_IDLE)
+                victim = i;
         } else if (s->pid == 0) {
             idle++; /* about to start: counts as spare already */
         }

@@ -16,9 +16,16 @@ struct arena_chunk {
     max_align_t data[];
 };
 
+struct arena_cleanup {
+    struct arena_cleanup *next;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
 struct gw_arena {
     struct arena_chunk *head; /* the chunk being filled; the first one is last */
     size_t chunk_size;
+    struct arena_cleanup *cleanups; /* latest first */
 };
 
 static struct arena_chunk *
@@ -43,7 +50,30 @@ gw_arena_create(size_t chunk_size)
         gw_fatal("malloc(%zu): out of memory", sizeof(*a));
     a->chunk_size = chunk_size < 256 ? 256 : chunk_size;
     a->head = chunk_new(a->chunk_size);
+    a->cleanups = NULL;
     return a;
+}
+
+void
+gw_arena_on_reset(struct gw_arena *a, void (*fn)(void *arg), void *arg)
+{
+    struct arena_cleanup *c = gw_arena_alloc(a, sizeof(*c));
+
+    c->fn = fn;
+    c->arg = arg;
+    c->next = a->cleanups;
+    a->cleanups = c;
+}
+
+/* The cleanups run before the memory they live in goes. */
+static void
+cleanups_run(struct gw_arena *a)
+{
+    while (a->cleanups != NULL) {
+        struct arena_cleanup *c = a->cleanups;
+        a->cleanups = c->next;
+        c->fn(c->arg);
+    }
 }
 
 void
@@ -51,6 +81,7 @@ gw_arena_destroy(struct gw_arena *a)
 {
     if (a == NULL)
         return;
+    cleanups_run(a);
     for (struct arena_chunk *c = a->head, *next; c != NULL; c = next) {
         next = c->next;
         free(c);
@@ -61,6 +92,7 @@ gw_arena_destroy(struct gw_arena *a)
 void
 gw_arena_reset(struct gw_arena *a)
 {
+    cleanups_run(a);
     struct arena_chunk *c = a->head;
 
     /* The first chunk allocated is at the tail of the list: keep it. */

@@ -211,7 +211,8 @@ slot_held(const struct gw_shm *shm, int slot)
     for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
         struct gw_shm_worker *wk = gw_shm_worker(shm, i);
         pid_t pid = atomic_load(&wk->pid);
-        if (pid > 0 && atomic_load(&wk->gen_slot) == slot && (kill(pid, 0) == 0 || errno == EPERM))
+        if (pid > 0 && (atomic_load(&wk->gen_slots) & (1u << slot)) != 0 &&
+            (kill(pid, 0) == 0 || errno == EPERM))
             return true;
     }
     return false;
@@ -372,10 +373,24 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
     return 0;
 }
 
-const struct gw_gen *
-gw_shm_gen_acquire(const struct gw_shm *shm, struct gw_shm_worker *me)
+static void
+slot_hold(struct gw_gen_refs *refs, int slot)
 {
-    struct gw_shm_header *h = shm->hdr;
+    if (refs->n[slot]++ == 0)
+        atomic_fetch_or(&refs->me->gen_slots, 1u << slot);
+}
+
+static void
+slot_drop(struct gw_gen_refs *refs, int slot)
+{
+    if (refs->n[slot] > 0 && --refs->n[slot] == 0)
+        atomic_fetch_and(&refs->me->gen_slots, ~(1u << slot));
+}
+
+const struct gw_gen *
+gw_shm_gen_acquire(struct gw_gen_refs *refs)
+{
+    struct gw_shm_header *h = refs->shm->hdr;
 
     /* Announce the slot, then check it is still current: the master looks
      * at announcements before it reuses a slot, so either it sees ours or
@@ -384,9 +399,10 @@ gw_shm_gen_acquire(const struct gw_shm *shm, struct gw_shm_worker *me)
         int slot = atomic_load(&h->gen_current);
         if (slot < 0)
             return NULL;
-        atomic_store(&me->gen_slot, slot);
+        slot_hold(refs, slot);
         if (atomic_load(&h->gen_current) == slot)
             return (const struct gw_gen *)((const char *)h + h->gen_off[slot]);
+        slot_drop(refs, slot);
     }
 }
 
@@ -400,9 +416,13 @@ gw_shm_gen_current(const struct gw_shm *shm)
 }
 
 void
-gw_shm_gen_release(struct gw_shm_worker *me)
+gw_shm_gen_release(struct gw_gen_refs *refs, const struct gw_gen *g)
 {
-    atomic_store(&me->gen_slot, -1);
+    const struct gw_shm_header *h = refs->shm->hdr;
+
+    for (int s = 0; g != NULL && s < GW_SHM_GEN_SLOTS; s++)
+        if ((const char *)g == (const char *)h + h->gen_off[s])
+            slot_drop(refs, s);
 }
 
 const struct gw_gen_model *

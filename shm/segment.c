@@ -123,10 +123,6 @@ segment_init(struct gw_shm *shm, const struct gw_shm_geometry *geo)
     h->layout = GW_SHM_LAYOUT;
     if (gw_random_bytes(&h->incarnation, sizeof(h->incarnation)) != 0)
         return GW_EIO;
-    for (uint64_t i = 0; i < h->nworkers; i++) {
-        atomic_store(&gw_shm_worker(shm, i)->gen_slot, -1);
-        atomic_store(&gw_shm_worker(shm, i)->calling, -1);
-    }
     struct gw_shm_ring_slot *ring = (struct gw_shm_ring_slot *)((char *)h + h->ring_off);
     for (uint64_t i = 0; i < h->nring; i++)
         atomic_store(&ring[i].seq, i);

@@ -108,6 +108,9 @@ struct gw_arena *gw_arena_create(size_t chunk_size);
 void gw_arena_destroy(struct gw_arena *a);
 /* Keeps the first chunk, frees the others. */
 void gw_arena_reset(struct gw_arena *a);
+/* Call fn(arg) at the next reset or destroy (latest first): for what an
+ * arena's user holds outside it (heap buffers, references). */
+void gw_arena_on_reset(struct gw_arena *a, void (*fn)(void *arg), void *arg);
 /* Never NULL for a live arena: allocation failure is fatal (exits). */
 void *gw_arena_alloc(struct gw_arena *a, size_t size);
 void *gw_arena_zalloc(struct gw_arena *a, size_t size);
@@ -439,7 +442,8 @@ struct gw_config {
     int workers_min_spare;
     int workers_max_spare;
     int workers_max;
-    uint64_t max_requests; /* recycle a worker after this many; 0: never */
+    uint64_t max_requests;  /* recycle a worker after this many; 0: never */
+    int worker_connections; /* connections one worker serves at once (workers.connections) */
     long shutdown_timeout_ms;
 
     int log_level;
@@ -916,7 +920,7 @@ int gw_proto_read_line_max(int fd, struct gw_buf *b, size_t max, char **line, si
  *   generations
  */
 #define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
-#define GW_SHM_LAYOUT 9
+#define GW_SHM_LAYOUT 10
 #define GW_SHM_GEN_SLOTS 8
 #define GW_SHM_NAME_LEN 96
 
@@ -934,15 +938,27 @@ enum gw_worker_state {
 extern const char *const gw_shm_worker_state_names[GW_WORKER_NSTATES];
 
 /* One scoreboard slot; each worker writes only its own. */
+/* Upstream calls a worker can have in progress to distinct targets and
+ * still be accounted for if it dies (more run, but are not taken off the
+ * targets' in-flight figures by the master after a crash). */
+#define GW_SHM_WORKER_CALLS 16
+
 struct gw_shm_worker {
     _Atomic int32_t pid;
-    _Atomic int32_t state;    /* enum gw_worker_state */
-    _Atomic int32_t gen_slot; /* generation slot in use, -1 when none */
+    _Atomic int32_t state;      /* enum gw_worker_state */
+    _Atomic uint32_t gen_slots; /* bit s: a request here reads generation slot s */
+    _Atomic int32_t conns;      /* client connections open */
+    _Atomic int32_t room;       /* connections it can still take (workers.connections) */
+    _Atomic int32_t busy;       /* requests in progress */
     _Atomic uint64_t requests;
     _Atomic int64_t started;    /* unix seconds */
-    _Atomic int64_t busy_since; /* unix ms of the request in hand */
-    _Atomic int32_t calling;    /* stat index of the target being called, -1 none */
-    char pad[20];
+    _Atomic int64_t busy_since; /* unix ms of the request in hand (the latest one) */
+    /* Upstream calls in progress by target stat index, so that the
+     * master can take a dead worker's calls off the in-flight figures. */
+    struct {
+        _Atomic int32_t stat;
+        _Atomic int32_t n;
+    } calls[GW_SHM_WORKER_CALLS];
 };
 
 /* Histogram bucket bounds (ms) for durations and time to first token. */
@@ -1487,12 +1503,23 @@ const struct gw_gen_passthru *gw_gen_passthru_find(const struct gw_gen *g,
 int gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64_t gen);
 
 /*
- * Worker: take the current generation for one request, recording the slot
- * in the worker's scoreboard entry so the master will not overwrite it;
- * gw_shm_gen_release when the request is done.
+ * Worker: the generation slots its requests hold.  A worker may serve
+ * requests that started on different generations at once (a reload
+ * between them); each slot counts its requests, and the scoreboard entry
+ * has a bit for every slot in use, so the master will not overwrite it.
  */
-const struct gw_gen *gw_shm_gen_acquire(const struct gw_shm *shm, struct gw_shm_worker *me);
-void gw_shm_gen_release(struct gw_shm_worker *me);
+struct gw_gen_refs {
+    const struct gw_shm *shm;
+    struct gw_shm_worker *me;
+    uint32_t n[GW_SHM_GEN_SLOTS];
+};
+
+/*
+ * Take the current generation for one request; NULL when none was ever
+ * published.  gw_shm_gen_release(refs, g) when the request is done.
+ */
+const struct gw_gen *gw_shm_gen_acquire(struct gw_gen_refs *refs);
+void gw_shm_gen_release(struct gw_gen_refs *refs, const struct gw_gen *g);
 /* Master: the current generation, which only the master replaces. */
 const struct gw_gen *gw_shm_gen_current(const struct gw_shm *shm);
 

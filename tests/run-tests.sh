@@ -1,6 +1,7 @@
 #!/bin/sh
 # run-tests.sh BUILD_DIR - run every unit test, then the integration tests
-# against the binaries in BUILD_DIR.  Ends with the node test runner's
+# against the binaries in BUILD_DIR, twice: with one connection per worker
+# and with workers.connections 16.  Ends with the node test runner's
 # summary; exits non-zero if anything failed.
 set -u
 build=${1:-build}
@@ -32,4 +33,10 @@ conc=""
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=10)?0:1)' &&
     conc="--test-concurrency=1"
 AIGW_BUILD="$top/$build" node --test $conc ./*.test.mjs || failed=1
+
+# Once more with every gateway's workers serving 16 connections at once
+# (workers.connections; see lib/harness.mjs), where the tests do not pin
+# it: the same behaviour is expected of both process models.
+echo "== integration tests ($build), workers.connections 16"
+AIGW_TEST_CONNECTIONS=16 AIGW_BUILD="$top/$build" node --test $conc ./*.test.mjs || failed=1
 exit $failed

@@ -254,6 +254,13 @@ master_call(struct gw_worker *w, struct gw_request *req, struct json_object *cmd
     /* A refusal may come before the request is read: read either way. */
     bool sent = gw_write_all(fd, s, len) == 0 && gw_write_all(fd, "\n", 1) == 0;
     int werr = errno;
+    /* The master may take a while (a usage export): wait for its first
+     * bytes here, where the worker's other connections run meanwhile. */
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int64_t until = gw_now_ms() + ADMIN_REPLY_TIMEOUT_S * 1000;
+    while (gw_worker_poll(&pfd, 1, (long)(until - gw_now_ms())) < 0 && errno == EINTR &&
+           gw_now_ms() < until)
+        ;
     rc = gw_proto_read_line_max(fd, &in, GW_PROTO_MAX_REPLY, &line, &used);
     if (rc < 0) {
         gw_log(GW_LOG_ERROR, "req=%s admin API: no reply from %s: %s", req->id, path,

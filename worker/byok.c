@@ -135,9 +135,11 @@ gw_worker_byok_apply(struct gw_worker *w, struct gw_call *call, const struct gw_
                    req->id, req->tenant, name, c->type, type ? type : "?");
             return;
         }
-        call->api_key = c->secret;
+        /* Copies: another connection of this worker may reload the
+         * cache while this request's upstream call runs. */
+        call->api_key = gw_arena_strdup(req->arena, c->secret);
         if (c->base_url != NULL)
-            call->base_url = c->base_url;
+            call->base_url = gw_arena_strdup(req->arena, c->base_url);
         return;
     }
 }

@@ -199,16 +199,16 @@ cache_get(struct gw_worker *w)
     static int64_t failed_at;
     char dir[4200];
 
-    if (w->cache != NULL)
-        return w->cache;
+    if (w->proc->cache != NULL)
+        return w->proc->cache;
     if (failed_at != 0 && gw_now_ms() - failed_at < 10000)
         return NULL; /* logged; try again later, not on every request */
     snprintf(dir, sizeof(dir), "%s/cache", w->env->cfg->state_dir);
-    if (gw_cache_open(dir, false, &w->cache) != 0) {
+    if (gw_cache_open(dir, false, &w->proc->cache) != 0) {
         failed_at = gw_now_ms();
-        w->cache = NULL;
+        w->proc->cache = NULL;
     }
-    return w->cache;
+    return w->proc->cache;
 }
 
 static int64_t
@@ -332,7 +332,7 @@ gw_worker_cache_store(struct gw_worker *w, struct gw_request *req, const struct 
     bool complete;
     size_t len;
 
-    if (!cs->store || req->cache_hit || rc != 0 || call->status != 200 || w->cache == NULL)
+    if (!cs->store || req->cache_hit || rc != 0 || call->status != 200 || w->proc->cache == NULL)
         return;
     const char *text = gw_worker_answer_text(req->answer, call->have_usage, call->prompt_tokens,
                                              call->completion_tokens, &len, &complete);
@@ -345,7 +345,8 @@ gw_worker_cache_store(struct gw_worker *w, struct gw_request *req, const struct 
     e.ctype = "application/json";
     e.body = text;
     e.body_len = len;
-    if (gw_cache_put(w->cache, req->model, cs->hash, &e, w->gen->cache_max_size, evicted, w) == 0) {
+    if (gw_cache_put(w->proc->cache, req->model, cs->hash, &e, w->gen->cache_max_size, evicted,
+                     w) == 0) {
         struct gw_shm_stat *st = model_stat(w, req);
         if (st != NULL)
             atomic_fetch_add(&st->cache_stores, 1);

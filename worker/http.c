@@ -278,6 +278,8 @@ gw_worker_http_fini(struct gw_http_conn *c)
     gw_buf_free(&c->value);
     gw_buf_free(&c->body);
     gw_buf_free(&c->out);
+    gw_buf_free(&c->filter_in);
+    gw_buf_free(&c->filter_out);
     c->in = NULL;
 }
 
@@ -326,7 +328,7 @@ wait_readable(struct gw_http_conn *c, int64_t start, long timeout_ms, bool idle)
         } else {
             nfds = nwatch;
         }
-        int n = poll(pfd, (nfds_t)nfds, (int)left);
+        int n = gw_worker_poll(pfd, nfds, (long)left);
         if (n < 0 && errno != EINTR)
             return 1; /* let read(2) report the error */
         if (n <= 0)
@@ -472,7 +474,7 @@ gw_worker_http_body_read(struct gw_http_conn *c, const char **data, size_t *len)
             return GW_EPROTO;
         }
         ssize_t r = read(c->fd, c->in, c->in_cap);
-        if (r < 0 && errno == EINTR)
+        if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
         if (r <= 0)
             return GW_ECLOSED;
@@ -496,7 +498,7 @@ gw_worker_http_linger(struct gw_http_conn *c)
     for (;;) {
         int64_t left = end - gw_now_ms();
         struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+        if (left <= 0 || gw_worker_poll(&pfd, 1, (long)left) <= 0)
             break;
         if (read(c->fd, c->in, c->in_cap) <= 0)
             break;
@@ -531,16 +533,31 @@ http_date(void)
     return date;
 }
 
+/* Write it all, waiting for the client to take it no longer than
+ * write_timeout between two writes that made progress. */
 static int
 writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
 {
+    int64_t deadline = 0;
+
     while (n > 0) {
         ssize_t w = writev(c->fd, iov, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return errno == EAGAIN || errno == EWOULDBLOCK ? GW_ETIMEDOUT : GW_EIO;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return GW_EIO;
+            int64_t now = gw_now_ms();
+            if (deadline == 0)
+                deadline = now + (int64_t)c->limits->write_timeout_ms;
+            if (now >= deadline)
+                return GW_ETIMEDOUT;
+            struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+            if (gw_worker_poll(&pfd, 1, (long)(deadline - now)) < 0 && errno != EINTR)
+                return GW_EIO;
+            continue;
         }
+        deadline = 0;
         c->bytes_out += (uint64_t)w;
         while (n > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;

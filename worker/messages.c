@@ -21,9 +21,6 @@ struct filter {
     struct gw_messages_stream st;
 };
 
-/* A worker serves one request at a time: these keep their memory. */
-static struct gw_buf stream_in, stream_out;
-
 static int
 filter_respond(struct gw_http_conn *c, struct gw_request *req, int status, const char *ctype,
                const char *extra, const char *body, size_t len)
@@ -55,7 +52,7 @@ filter_stream_begin(struct gw_http_conn *c, struct gw_request *req, int status, 
 {
     struct filter *fl = c->filter->ctx;
 
-    gw_worker_messages_stream_init(&fl->st, req->arena, &stream_in, req->model);
+    gw_worker_messages_stream_init(&fl->st, req->arena, &c->filter_in, req->model);
     return gw_worker_http_stream_begin(c, req, status, ctype, extra);
 }
 
@@ -64,9 +61,9 @@ filter_flush(struct gw_http_conn *c)
 {
     int rc = 0;
 
-    if (stream_out.len > 0)
-        rc = gw_worker_http_stream_write(c, stream_out.data, stream_out.len);
-    stream_out.len = 0;
+    if (c->filter_out.len > 0)
+        rc = gw_worker_http_stream_write(c, c->filter_out.data, c->filter_out.len);
+    c->filter_out.len = 0;
     return rc;
 }
 
@@ -76,8 +73,8 @@ filter_stream_write(struct gw_http_conn *c, const char *data, size_t len)
     struct filter *fl = c->filter->ctx;
     int rc;
 
-    stream_out.len = 0;
-    if ((rc = gw_worker_messages_stream_feed(&fl->st, data, len, &stream_out)) != 0)
+    c->filter_out.len = 0;
+    if ((rc = gw_worker_messages_stream_feed(&fl->st, data, len, &c->filter_out)) != 0)
         return rc;
     return filter_flush(c);
 }
@@ -88,8 +85,8 @@ filter_stream_end(struct gw_http_conn *c)
     struct filter *fl = c->filter->ctx;
     int rc;
 
-    stream_out.len = 0;
-    rc = gw_worker_messages_stream_finish(&fl->st, &stream_out);
+    c->filter_out.len = 0;
+    rc = gw_worker_messages_stream_finish(&fl->st, &c->filter_out);
     if (rc == 0)
         rc = filter_flush(c);
     if (rc == 0)
@@ -107,7 +104,7 @@ gw_worker_messages_filter_set(struct gw_http_conn *c, struct gw_request *req)
     fl->f.stream_write = filter_stream_write;
     fl->f.stream_end = filter_stream_end;
     fl->f.ctx = fl;
-    fl->st.in = &stream_in;
+    fl->st.in = &c->filter_in;
     c->filter = &fl->f;
 }
 

@@ -228,15 +228,18 @@ gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b)
         }
     }
 
+    uint64_t in_flight = 0;
     for (uint64_t i = 0; i < h->nworkers; i++) {
         struct gw_shm_worker *w = gw_shm_worker(shm, i);
         int s = atomic_load(&w->state);
-        if (atomic_load(&w->pid) != 0 && s > 0 && s < GW_WORKER_NSTATES)
+        if (atomic_load(&w->pid) != 0 && s > 0 && s < GW_WORKER_NSTATES) {
             by_state[s]++;
+            int32_t busy = atomic_load(&w->busy);
+            in_flight += busy > 0 ? (uint64_t)busy : 0;
+        }
     }
     help_type(b, "aigw_in_flight_requests", "gauge", "Requests being served now.");
-    gw_buf_printf(b, "aigw_in_flight_requests %llu\n",
-                  (unsigned long long)by_state[GW_WORKER_BUSY]);
+    gw_buf_printf(b, "aigw_in_flight_requests %llu\n", (unsigned long long)in_flight);
     help_type(b, "aigw_workers", "gauge", "Worker processes by state.");
     for (int s = 1; s < GW_WORKER_NSTATES; s++)
         gw_buf_printf(b, "aigw_workers{state=\"%s\"} %llu\n", gw_shm_worker_state_names[s],

@@ -195,7 +195,14 @@ gw_worker_moderation(struct gw_worker *w, struct gw_request *req, struct gw_call
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_answer);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
-    CURLcode cc = curl_easy_perform(curl);
+    /* On the connection's multi handle: the worker's other connections
+     * run while the moderation model thinks. */
+    struct gw_timeouts to = {.first_byte_ms = timeout, .idle_ms = timeout};
+    int64_t started_ms = gw_now_ms();
+    bool got_bytes = false, timed_out;
+    struct gw_transfer_clock clock = {
+        .last_io_ms = &started_ms, .got_bytes = &got_bytes, .to = &to};
+    CURLcode cc = gw_worker_transfer_run(&w->xfer, curl, &clock, &timed_out);
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
 
     const char *cats = NULL;

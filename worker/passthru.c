@@ -151,7 +151,7 @@ relay_run(struct relay *r, const struct gw_timeouts *to, bool *timed_out)
     struct gw_transfer_clock clock = {
         .last_io_ms = &r->last_io_ms, .got_bytes = &r->got_bytes, .to = to};
 
-    return gw_worker_transfer_run(r->w->multi, r->w->curl_passthru, &clock, timed_out);
+    return gw_worker_transfer_run(&r->w->xfer, r->w->curl_passthru, &clock, timed_out);
 }
 
 /* The upstream request headers: the client's, less the hop's and its

@@ -152,15 +152,46 @@ struct key_cache_entry {
 
 static struct key_cache_entry key_cache[KEY_CACHE_SLOTS];
 
+static char **
+strv_copy(struct gw_arena *a, char *const *v, size_t n)
+{
+    char **out = gw_arena_alloc(a, (n ? n : 1) * sizeof(*out));
+
+    for (size_t i = 0; i < n; i++)
+        out[i] = v[i] != NULL ? gw_arena_strdup(a, v[i]) : NULL;
+    return out;
+}
+
+#define STR_COPY(a, s) ((s) != NULL ? gw_arena_strdup((a), (s)) : NULL)
+
+/* The request's own copy of a cached key: the cache slot may be refilled
+ * by another connection of this worker while the request runs. */
+static struct gw_key *
+key_copy(struct gw_arena *a, const struct gw_key *k)
+{
+    struct gw_key *c = gw_arena_alloc(a, sizeof(*c));
+
+    *c = *k;
+    c->id = STR_COPY(a, k->id);
+    c->name = STR_COPY(a, k->name);
+    c->prefix = STR_COPY(a, k->prefix);
+    c->route = STR_COPY(a, k->route);
+    c->owner = STR_COPY(a, k->owner);
+    c->tenant = STR_COPY(a, k->tenant);
+    c->models = strv_copy(a, k->models, k->nmodels);
+    c->owner_models = strv_copy(a, k->owner_models, k->nowner_models);
+    return c;
+}
+
 static int
-key_cache_lookup(struct gw_worker *w, const unsigned char hash[GW_KEY_HASH_LEN],
+key_cache_lookup(struct gw_worker *w, struct gw_arena *a, const unsigned char hash[GW_KEY_HASH_LEN],
                  struct gw_key **out)
 {
     uint64_t gen = atomic_load(&w->env->shm->hdr->keys_generation);
     struct key_cache_entry *e = &key_cache[(hash[0] | hash[1] << 8) % KEY_CACHE_SLOTS];
 
     if (e->key != NULL && e->generation == gen && memcmp(e->hash, hash, GW_KEY_HASH_LEN) == 0) {
-        *out = e->key;
+        *out = key_copy(a, e->key);
         return 0;
     }
     if (e->arena == NULL)
@@ -172,6 +203,7 @@ key_cache_lookup(struct gw_worker *w, const unsigned char hash[GW_KEY_HASH_LEN],
         memcpy(e->hash, hash, GW_KEY_HASH_LEN);
         e->generation = gen;
         e->key = *out;
+        *out = key_copy(a, e->key);
     }
     return rc;
 }
@@ -204,7 +236,7 @@ authenticate(struct gw_worker *w, struct gw_request *req, bool x_api_key)
     while (*secret == ' ')
         secret++;
     gw_key_hash(w->env->secret, secret, strlen(secret), hash);
-    int rc = key_cache_lookup(w, hash, &key);
+    int rc = key_cache_lookup(w, req->arena, hash, &key);
     if (rc == GW_ENOENT) {
         gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "invalid_api_key", NULL,
                              "Incorrect API key provided.");
@@ -696,13 +728,13 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
             /* Noted in the scoreboard, so that the master can give the
              * in-flight count back if this worker dies during the call. */
             if (ts != NULL) {
-                atomic_store(&w->me->calling, req->target_stat);
+                gw_worker_calling(w, req->target_stat, 1);
                 atomic_fetch_add(&ts->in_flight, 1);
             }
-            rc = gw_worker_upstream_call(w->multi, w->curl, call, g->max_response_size);
+            rc = gw_worker_upstream_call(&w->xfer, w->curl, call, g->max_response_size);
             if (ts != NULL) {
                 atomic_fetch_sub(&ts->in_flight, 1);
-                atomic_store(&w->me->calling, -1);
+                gw_worker_calling(w, req->target_stat, -1);
             }
             bool failed = rc == GW_EUPSTREAM || (rc == 0 && call->status >= 500);
             gw_worker_route_result(w, g, m, call->target, !failed, probe, call, gw_now_us() - t0);
@@ -985,7 +1017,7 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
     for (int tries = 0; tries < USAGE_RING_WAIT_TRIES; tries++) {
         if (gw_shm_ring_push(w->env->shm, &u) == 0)
             return;
-        usleep(1000);
+        gw_worker_sleep_us(1000);
     }
     atomic_fetch_add(&w->env->shm->hdr->ring_written_through, 1);
     if (gw_store_usage_add(w->store, &u, 1, 0, 0) != 0)

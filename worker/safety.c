@@ -56,6 +56,8 @@ struct gw_safety_engine {
     size_t n;
     size_t window;
     pcre2_match_data *md;
+    unsigned users; /* requests using it (a worker serves several at once) */
+    bool retired;   /* destroy when the last user is done */
 };
 
 /* A masked value, for numbering and restore. */
@@ -91,11 +93,10 @@ struct gw_safety_req {
     char *id, *model;
     int64_t created;
     unsigned used; /* bit per window */
+    /* A stream's buffers (heap, freed with the request's arena). */
+    struct window windows[SAFETY_CHOICES];
+    struct gw_buf out_events;
 };
-
-/* The process's stream buffers: one request at a time, reused. */
-static struct window windows[SAFETY_CHOICES];
-static struct gw_buf out_events;
 
 /* ------------------------------------------------------------- engine */
 
@@ -158,6 +159,10 @@ gw_worker_safety_engine_destroy(struct gw_safety_engine *e)
 {
     if (e == NULL)
         return;
+    if (e->users > 0) { /* the last request using it destroys it */
+        e->retired = true;
+        return;
+    }
     for (size_t i = 0; i < e->n; i++) {
         pcre2_code_free(e->rules[i].code);
         free(e->rules[i].name);
@@ -215,6 +220,20 @@ out:
 
 /* ------------------------------------------------------ request state */
 
+/* The request is over (its arena is reset): its buffers and its hold on
+ * the engine go. */
+static void
+req_release(void *arg)
+{
+    struct gw_safety_req *st = arg;
+
+    for (size_t i = 0; i < SAFETY_CHOICES; i++)
+        gw_buf_free(&st->windows[i].buf);
+    gw_buf_free(&st->out_events);
+    if (--st->e->users == 0 && st->e->retired)
+        gw_worker_safety_engine_destroy(st->e);
+}
+
 struct gw_safety_req *
 gw_worker_safety_req_create(struct gw_safety_engine *e, uint64_t rules, struct gw_arena *a,
                             const struct gw_shm *shm, const char *request_id)
@@ -241,10 +260,8 @@ gw_worker_safety_req_create(struct gw_safety_engine *e, uint64_t rules, struct g
         }
     }
     st->rules = rules;
-    for (size_t i = 0; i < SAFETY_CHOICES; i++) {
-        windows[i].buf.len = 0;
-        windows[i].base = 0;
-    }
+    e->users++;
+    gw_arena_on_reset(a, req_release, st);
     return st;
 }
 
@@ -746,14 +763,15 @@ event_end(const char *p, size_t len)
 }
 
 static int
-put_event(struct json_object *o)
+put_event(struct gw_safety_req *st, struct json_object *o)
 {
     size_t len;
     const char *s = json_object_to_json_string_length(
         o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 
-    if (gw_buf_append(&out_events, "data: ", 6) != 0 || gw_buf_append(&out_events, s, len) != 0 ||
-        gw_buf_append(&out_events, "\n\n", 2) != 0)
+    if (gw_buf_append(&st->out_events, "data: ", 6) != 0 ||
+        gw_buf_append(&st->out_events, s, len) != 0 ||
+        gw_buf_append(&st->out_events, "\n\n", 2) != 0)
         return GW_ENOMEM;
     return 0;
 }
@@ -817,7 +835,7 @@ error_event(struct gw_safety_req *st, int rule)
     json_object_object_add(e, "param", NULL);
     json_object_object_add(e, "code", json_object_new_string("content_blocked"));
     json_object_object_add(o, "error", e);
-    rc = put_event(o);
+    rc = put_event(st, o);
     json_object_put(o);
     return rc;
 }
@@ -840,7 +858,7 @@ text_event(struct gw_safety_req *st, size_t i, const char *text, size_t len)
     json_object_object_add(c, "finish_reason", NULL);
     json_object_array_add(choices, c);
     json_object_object_add(o, "choices", choices);
-    rc = put_event(o);
+    rc = put_event(st, o);
     json_object_put(o);
     return rc;
 }
@@ -854,7 +872,7 @@ flush_all(struct gw_safety_req *st)
             continue;
         const char *t;
         size_t len;
-        int blocked = window_step(st, &windows[i], true, &t, &len);
+        int blocked = window_step(st, &st->windows[i], true, &t, &len);
         if (blocked >= 0)
             return error_event(st, blocked) == 0 ? GW_EPERM : GW_ENOMEM;
         st->used &= ~(1u << i);
@@ -881,7 +899,7 @@ chunk_filter(struct gw_safety_req *st, struct json_object *o, const char *ev, si
         json_object_array_length(choices) == 0) {
         /* Usage, or something else: what is held goes first. */
         int rc = flush_all(st);
-        return rc != 0 ? rc : gw_buf_append(&out_events, ev, evlen);
+        return rc != 0 ? rc : gw_buf_append(&st->out_events, ev, evlen);
     }
     for (size_t k = 0; k < json_object_array_length(choices); k++) {
         struct json_object *c = json_object_array_get_idx(choices, k);
@@ -907,7 +925,7 @@ chunk_filter(struct gw_safety_req *st, struct json_object *o, const char *ev, si
             keep = true;
             continue;
         }
-        struct window *wd = &windows[index];
+        struct window *wd = &st->windows[index];
         if (has_text && gw_buf_append(&wd->buf, json_object_get_string(content),
                                       (size_t)json_object_get_string_len(content)) != 0)
             return GW_ENOMEM;
@@ -931,7 +949,7 @@ chunk_filter(struct gw_safety_req *st, struct json_object *o, const char *ev, si
         /* An event that only carried text now held back is not sent. */
         keep |= len > 0 || final || json_object_object_length(delta) > 1;
     }
-    return keep ? put_event(o) : 0;
+    return keep ? put_event(st, o) : 0;
 }
 
 int
@@ -940,7 +958,7 @@ gw_worker_safety_stream(struct gw_safety_req *st, const char *data, size_t len, 
 {
     int rc = 0;
 
-    out_events.len = 0;
+    st->out_events.len = 0;
     while (len > 0 && rc == 0) {
         size_t n = event_end(data, len);
         if (n == 0)
@@ -956,7 +974,7 @@ gw_worker_safety_stream(struct gw_safety_req *st, const char *data, size_t len, 
                 dlen--;
             if (dlen == 6 && memcmp(d, "[DONE]", 6) == 0) {
                 if ((rc = flush_all(st)) == 0)
-                    rc = gw_buf_append(&out_events, data, n);
+                    rc = gw_buf_append(&st->out_events, data, n);
             } else {
                 struct json_tokener *tok = json_tokener_new();
                 if (tok != NULL) {
@@ -967,17 +985,17 @@ gw_worker_safety_stream(struct gw_safety_req *st, const char *data, size_t len, 
                     get(o, "error") == NULL)
                     rc = chunk_filter(st, o, data, n);
                 else
-                    rc = gw_buf_append(&out_events, data, n);
+                    rc = gw_buf_append(&st->out_events, data, n);
                 json_object_put(o);
             }
         } else {
-            rc = gw_buf_append(&out_events, data, n); /* comments, keep-alives */
+            rc = gw_buf_append(&st->out_events, data, n); /* comments, keep-alives */
         }
         data += n;
         len -= n;
     }
-    if (out_events.len > 0) {
-        int erc = emit(ctx, out_events.data, out_events.len);
+    if (st->out_events.len > 0) {
+        int erc = emit(ctx, st->out_events.data, st->out_events.len);
         if (erc != 0)
             return erc;
     }
@@ -989,10 +1007,10 @@ gw_worker_safety_stream_end(struct gw_safety_req *st, gw_sse_emit_fn emit, void 
 {
     int rc;
 
-    out_events.len = 0;
+    st->out_events.len = 0;
     rc = flush_all(st);
-    if (out_events.len > 0) {
-        int erc = emit(ctx, out_events.data, out_events.len);
+    if (st->out_events.len > 0) {
+        int erc = emit(ctx, st->out_events.data, st->out_events.len);
         if (erc != 0)
             return erc;
     }

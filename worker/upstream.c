@@ -376,72 +376,81 @@ stream_error_event(struct gw_call *call, const char *why, const char *code)
  * but it may have more than one socket (both address families while it
  * connects, the resolver's).
  */
-#define WATCH_MAX 8
-
-static struct {
-    curl_socket_t fd[WATCH_MAX];
-    int what[WATCH_MAX]; /* CURL_POLL_IN, _OUT, _INOUT */
-    size_t n;
-    int64_t timer_at_ms; /* when curl wants its timeout handled; -1 none */
-} watch = {.timer_at_ms = -1};
-
 static int
 on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
+    struct gw_transfer *t = userp;
     size_t i;
 
-    (void)easy, (void)userp, (void)socketp;
-    for (i = 0; i < watch.n && watch.fd[i] != fd; i++)
+    (void)easy, (void)socketp;
+    for (i = 0; i < t->n && t->fd[i] != fd; i++)
         ;
     if (what == CURL_POLL_REMOVE) {
-        if (i < watch.n) {
-            watch.n--;
-            watch.fd[i] = watch.fd[watch.n];
-            watch.what[i] = watch.what[watch.n];
+        if (i < t->n) {
+            t->n--;
+            t->fd[i] = t->fd[t->n];
+            t->what[i] = t->what[t->n];
         }
         return 0;
     }
-    if (i == watch.n) {
-        if (watch.n == WATCH_MAX)
+    if (i == t->n) {
+        if (t->n == GW_TRANSFER_WATCH_MAX)
             return -1; /* fails the transfer rather than hang it */
-        watch.fd[watch.n++] = fd;
+        t->fd[t->n++] = fd;
     }
-    watch.what[i] = what;
+    t->what[i] = what;
     return 0;
 }
 
 static int
 on_timer(CURLM *multi, long timeout_ms, void *userp)
 {
-    (void)multi, (void)userp;
-    watch.timer_at_ms = timeout_ms < 0 ? -1 : gw_now_ms() + timeout_ms;
+    struct gw_transfer *t = userp;
+
+    (void)multi;
+    t->timer_at_ms = timeout_ms < 0 ? -1 : gw_now_ms() + timeout_ms;
+    return 0;
+}
+
+int
+gw_worker_transfer_init(struct gw_transfer *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->timer_at_ms = -1;
+    if ((t->multi = curl_multi_init()) == NULL)
+        return GW_ENOMEM;
+    curl_multi_setopt(t->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(t->multi, CURLMOPT_SOCKETDATA, t);
+    curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(t->multi, CURLMOPT_TIMERDATA, t);
     return 0;
 }
 
 void
-gw_worker_transfer_init(CURLM *multi)
+gw_worker_transfer_fini(struct gw_transfer *t)
 {
-    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    if (t->multi != NULL)
+        curl_multi_cleanup(t->multi);
+    t->multi = NULL;
 }
 
 CURLcode
-gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock *clock,
+gw_worker_transfer_run(struct gw_transfer *t, CURL *curl, const struct gw_transfer_clock *clock,
                        bool *timed_out)
 {
     CURLcode cc = CURLE_OK;
     int running = 1;
 
     *timed_out = false;
-    if (curl_multi_add_handle(multi, curl) != CURLM_OK)
+    if (curl_multi_add_handle(t->multi, curl) != CURLM_OK)
         return CURLE_FAILED_INIT;
     /* Adding the handle set curl's timer to now: that starts the transfer
      * (connect or reuse, send the request) in the first turn below. */
     while (running) {
         int64_t now = gw_now_ms();
-        if (watch.timer_at_ms >= 0 && watch.timer_at_ms <= now) {
-            watch.timer_at_ms = -1;
-            if (curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running) != CURLM_OK) {
+        if (t->timer_at_ms >= 0 && t->timer_at_ms <= now) {
+            t->timer_at_ms = -1;
+            if (curl_multi_socket_action(t->multi, CURL_SOCKET_TIMEOUT, 0, &running) != CURLM_OK) {
                 cc = CURLE_FAILED_INIT;
                 break;
             }
@@ -461,19 +470,19 @@ gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock 
         }
         if (left > 1000)
             left = 1000;
-        if (watch.timer_at_ms >= 0 && watch.timer_at_ms - now < left)
-            left = watch.timer_at_ms - now;
+        if (t->timer_at_ms >= 0 && t->timer_at_ms - now < left)
+            left = t->timer_at_ms - now;
 
         /* One wait on what curl watches; what became ready goes straight
          * to curl, which then reads or writes without polling again. */
-        struct pollfd pfd[WATCH_MAX];
+        struct pollfd pfd[GW_TRANSFER_WATCH_MAX];
         nfds_t nfds = 0;
-        for (size_t i = 0; i < watch.n; i++) {
-            short ev = (short)((watch.what[i] & CURL_POLL_IN ? POLLIN : 0) |
-                               (watch.what[i] & CURL_POLL_OUT ? POLLOUT : 0));
-            pfd[nfds++] = (struct pollfd){.fd = watch.fd[i], .events = ev};
+        for (size_t i = 0; i < t->n; i++) {
+            short ev = (short)((t->what[i] & CURL_POLL_IN ? POLLIN : 0) |
+                               (t->what[i] & CURL_POLL_OUT ? POLLOUT : 0));
+            pfd[nfds++] = (struct pollfd){.fd = t->fd[i], .events = ev};
         }
-        int n = poll(pfd, nfds, (int)left);
+        int n = gw_worker_poll(pfd, nfds, (long)left);
         if (n < 0 && errno != EINTR) {
             cc = CURLE_RECV_ERROR;
             break;
@@ -481,7 +490,7 @@ gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock 
         for (nfds_t i = 0; n > 0 && i < nfds && running; i++) {
             short re = pfd[i].revents;
             if (re & POLLNVAL) {
-                on_socket(NULL, pfd[i].fd, CURL_POLL_REMOVE, NULL, NULL); /* closed under us */
+                on_socket(NULL, pfd[i].fd, CURL_POLL_REMOVE, t, NULL); /* closed under us */
                 continue;
             }
             if (re == 0)
@@ -489,7 +498,7 @@ gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock 
             int mask = (re & (POLLIN | POLLHUP | POLLERR) ? CURL_CSELECT_IN : 0) |
                        (re & POLLOUT ? CURL_CSELECT_OUT : 0) |
                        (re & POLLERR ? CURL_CSELECT_ERR : 0);
-            if (curl_multi_socket_action(multi, pfd[i].fd, mask, &running) != CURLM_OK) {
+            if (curl_multi_socket_action(t->multi, pfd[i].fd, mask, &running) != CURLM_OK) {
                 cc = CURLE_FAILED_INIT;
                 running = 0;
             }
@@ -497,10 +506,10 @@ gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock 
     }
     CURLMsg *msg;
     int queued;
-    while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
+    while ((msg = curl_multi_info_read(t->multi, &queued)) != NULL)
         if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl && cc == CURLE_OK)
             cc = msg->data.result;
-    curl_multi_remove_handle(multi, curl);
+    curl_multi_remove_handle(t->multi, curl);
     return cc;
 }
 
@@ -557,7 +566,8 @@ gw_worker_upstream_init(CURL *curl)
 }
 
 int
-gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t max_response_size)
+gw_worker_upstream_call(struct gw_transfer *xfer, CURL *curl, struct gw_call *call,
+                        size_t max_response_size)
 {
     struct upstream_io io = {
         .call = call, .max_response_size = max_response_size, .curl = curl, .to = &call->timeouts};
@@ -621,7 +631,7 @@ gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call, size_t m
         .got_bytes = &io.got_bytes,
         .to = io.to,
         .upload_read_ms = call->upload != NULL ? &call->upload->last_read_ms : NULL};
-    CURLcode cc = gw_worker_transfer_run(multi, curl, &clock, &io.timed_out);
+    CURLcode cc = gw_worker_transfer_run(xfer, curl, &clock, &io.timed_out);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL); /* errbuf is on this stack */
     if (call->upload != NULL) {
         curl_easy_setopt(curl, CURLOPT_READFUNCTION, NULL);

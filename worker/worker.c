@@ -2,12 +2,21 @@
  * worker.c - a worker process: its set-up after fork, the accept loop and
  * the connection loop.
  *
- * A worker serves one connection at a time with blocking I/O.  Idle
- * workers wait in epoll on the shared listening sockets with
- * EPOLLEXCLUSIVE, so a new connection wakes one idle worker rather than
- * all of them.
+ * A worker serves up to workers.connections connections at once, each in
+ * a State Threads coroutine (libst) with code that reads as blocking I/O:
+ * where a connection would block (a client read or write, the upstream
+ * transfer) it waits in gw_worker_poll, and the process's one event loop
+ * runs the other connections meanwhile.  With workers.connections 1 (the
+ * default) that is the classic pre-fork model: one connection per process,
+ * a crash takes one request with it.
+ *
+ * A worker with no connection open waits in epoll_wait on the shared
+ * listening sockets with EPOLLEXCLUSIVE, so a new connection wakes one
+ * idle worker rather than all of them; one serving connections and with
+ * room for more polls that epoll descriptor from its event loop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -16,9 +25,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <st.h>
 
 #include "worker/worker.h"
 
@@ -63,15 +75,15 @@ on_usr1(int sig)
 
 /* SIGUSR1 (logrotate): open the log files again by name. */
 static void
-logs_reopen(struct gw_worker *w)
+logs_reopen(struct gw_worker_proc *p)
 {
     if (!reopen_logs)
         return;
     reopen_logs = 0;
-    const struct gw_gen *g = gw_shm_gen_acquire(w->env->shm, w->me);
+    const struct gw_gen *g = gw_shm_gen_acquire(&p->gens);
     if (g != NULL)
         gw_log_open(gw_gen_str(g, g->log_file));
-    gw_shm_gen_release(w->me);
+    gw_shm_gen_release(&p->gens, g);
     gw_worker_access_reopen();
     gw_worker_capture_reopen();
 }
@@ -127,8 +139,8 @@ request_id_set(struct gw_worker *w, struct gw_request *req)
     /* "%08x%02x%010llx" of prefix, worker index and count, without printf */
     static const char hex[] = "0123456789abcdef";
     char *p = req->id + 20;
-    uint64_t served = w->served;
-    uint32_t index = (uint32_t)w->env->index & 0xff, prefix = w->id_prefix;
+    uint64_t served = w->proc->served;
+    uint32_t index = (uint32_t)w->env->index & 0xff, prefix = w->proc->id_prefix;
 
     *p = '\0';
     for (int i = 0; i < 10; i++, served >>= 4)
@@ -143,24 +155,39 @@ request_id_set(struct gw_worker *w, struct gw_request *req)
 static void
 limits_refresh(struct gw_worker *w)
 {
-    const struct gw_gen *g = gw_shm_gen_acquire(w->env->shm, w->me);
+    const struct gw_gen *g = gw_shm_gen_acquire(&w->proc->gens);
 
     if (g != NULL)
         w->limits = g->http;
-    gw_shm_gen_release(w->me);
+    gw_shm_gen_release(&w->proc->gens, g);
 }
 
+/*
+ * Publish the process's figures in its scoreboard entry: connections open,
+ * requests in progress, room for more, and the state they make (busy while
+ * any request runs, keepalive while connections wait for their next one),
+ * also shown in the process title.
+ */
 static void
-state_set(struct gw_worker *w, enum gw_worker_state state)
+state_publish(struct gw_worker_proc *p)
 {
-    if (atomic_load(&w->me->state) == (int32_t)state)
+    int state = gw_worker_stopping ? GW_WORKER_STOPPING
+                : p->busy > 0      ? GW_WORKER_BUSY
+                : p->conns > 0     ? GW_WORKER_KEEPALIVE
+                                   : GW_WORKER_IDLE;
+
+    atomic_store(&p->me->conns, p->conns);
+    atomic_store(&p->me->busy, p->busy);
+    atomic_store(&p->me->room, gw_worker_stopping ? 0 : p->env->connections - p->conns);
+    if (p->state == state)
         return;
     /* Formatted once per state: a worker changes state twice a request. */
     static char titles[GW_WORKER_NSTATES][64];
 
-    atomic_store(&w->me->state, state);
+    p->state = state;
+    atomic_store(&p->me->state, state);
     if (titles[state][0] == '\0')
-        snprintf(titles[state], sizeof(titles[state]), "aigwd: worker[%d] (%s)", w->env->index,
+        snprintf(titles[state], sizeof(titles[state]), "aigwd: worker[%d] (%s)", p->env->index,
                  gw_shm_worker_state_names[state]);
     gw_proctitle_put(titles[state]);
 }
@@ -189,8 +216,9 @@ protocol_error(struct gw_worker *w, struct gw_request *req)
 
 /*
  * Should an idle keep-alive connection make way for a new client?  Yes
- * when no worker is waiting for connections: otherwise the new client
- * would wait for a keep-alive timeout while this worker does nothing.
+ * when no worker has room for one: otherwise the new client would wait
+ * for a keep-alive timeout while this worker does nothing.  Only asked
+ * where a worker serves one connection at a time.
  */
 static bool
 no_idle_worker(void *ctx)
@@ -200,7 +228,7 @@ no_idle_worker(void *ctx)
 
     for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
         struct gw_shm_worker *e = gw_shm_worker(shm, i);
-        if (atomic_load(&e->state) == GW_WORKER_IDLE && atomic_load(&e->pid) > 0)
+        if (atomic_load(&e->room) > 0 && atomic_load(&e->pid) > 0)
             return false;
     }
     return true;
@@ -212,23 +240,22 @@ enum listener_kind { LISTENER_CLIENT, LISTENER_METRICS, LISTENER_ADMIN };
 static void
 connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
 {
+    struct gw_worker_proc *p = w->proc;
     int one = 1;
 
     w->on_metrics = kind == LISTENER_METRICS;
     w->on_admin = kind == LISTENER_ADMIN;
-    state_set(w, GW_WORKER_KEEPALIVE);
     limits_refresh(w);
-    struct timeval tv = {.tv_sec = w->limits.write_timeout_ms / 1000,
-                         .tv_usec = (w->limits.write_timeout_ms % 1000) * 1000};
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     gw_worker_http_init(&w->conn, fd, &w->limits);
-    w->conn.yield_fds = w->env->listen_fds;
-    w->conn.nyield_fds = w->env->nlisten;
-    w->conn.should_yield = no_idle_worker;
+    if (w->env->connections == 1) {
+        w->conn.yield_fds = w->env->listen_fds;
+        w->conn.nyield_fds = w->env->nlisten;
+        w->conn.should_yield = no_idle_worker;
+        w->conn.yield_ctx = w;
+    }
     if (kind == LISTENER_CLIENT)
         w->conn.stream_body = gw_worker_media_body_streamed;
-    w->conn.yield_ctx = w;
 
     for (;;) {
         struct gw_request req = {.arena = w->arena, .model_stat = -1, .target_stat = -1};
@@ -238,8 +265,9 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
             gw_arena_reset(w->arena);
             break;
         }
-        w->served++;
-        state_set(w, GW_WORKER_BUSY);
+        p->served++;
+        p->busy++;
+        state_publish(p);
         atomic_store(&w->me->busy_since, (int64_t)time(NULL) * 1000);
         request_id_set(w, &req);
         if (rc != 0) {
@@ -247,18 +275,19 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
             if (w->conn.error == 413)
                 gw_worker_http_linger(&w->conn);
             gw_arena_reset(w->arena);
+            p->busy--;
             break;
         }
         /* Recycled after max_requests: this is the last one, and it says
          * "Connection: close" so the client does not reuse the socket. */
-        if (w->env->max_requests > 0 && w->served >= w->env->max_requests)
+        if (w->env->max_requests > 0 && p->served >= w->env->max_requests)
             gw_worker_stopping = 1;
         /* The request runs on the generation current now, to its end. */
-        w->gen = gw_shm_gen_acquire(w->env->shm, w->me);
+        w->gen = gw_shm_gen_acquire(&p->gens);
         if (w->gen != NULL)
             gw_log_level = w->gen->log_level; /* a reload may have changed it */
         rc = gw_worker_pipeline_run(w, &req);
-        gw_shm_gen_release(w->me);
+        gw_shm_gen_release(&p->gens, w->gen);
         w->gen = NULL;
         atomic_fetch_add(&w->me->requests, 1);
         atomic_fetch_add(&w->env->shm->hdr->requests, 1);
@@ -266,24 +295,206 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
         bool again = rc == 0 && req.keep_alive && !gw_worker_stopping && !unread;
         if (unread && rc == 0)
             gw_worker_http_linger(&w->conn);
-        logs_reopen(w);
+        logs_reopen(p);
         gw_arena_reset(w->arena);
-        state_set(w, gw_worker_stopping ? GW_WORKER_STOPPING
-                     : again            ? GW_WORKER_KEEPALIVE
-                                        : GW_WORKER_IDLE);
+        p->busy--;
+        state_publish(p);
         if (!again)
             break;
     }
     gw_worker_http_fini(&w->conn);
     close(fd);
-    if (!gw_worker_stopping)
-        state_set(w, GW_WORKER_IDLE);
+}
+
+/* ------------------------------------------------------- the event loop */
+
+/* A connection's stack.  Deep enough for curl, OpenSSL, json-c and PCRE2
+ * (its JIT has a stack of its own); the sanitizers' frames are larger.
+ * Pages are touched only as deep as a connection goes. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CONN_STACK_SIZE (2 * 1024 * 1024)
+#else
+#define CONN_STACK_SIZE (256 * 1024)
+#endif
+
+int
+gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
+{
+    st_utime_t t = timeout_ms < 0 ? ST_UTIME_NO_TIMEOUT : (st_utime_t)timeout_ms * 1000;
+
+    if (nfds == 0) {
+        /* Nothing to watch (curl between two sockets): only the time. */
+        if (st_usleep(t) != 0)
+            return -1;
+        return 0;
+    }
+    return st_poll(fds, (int)nfds, t);
+}
+
+void
+gw_worker_sleep_us(long us)
+{
+    st_usleep(us > 0 ? (st_utime_t)us : 0);
+}
+
+void
+gw_worker_calling(struct gw_worker *w, int32_t stat, int delta)
+{
+    struct gw_shm_worker *me = w->me;
+    size_t free_at = GW_SHM_WORKER_CALLS;
+
+    /* Only this process writes its entries: plain loads suffice to find
+     * one; the atomics are for the master reading them after a crash. */
+    for (size_t i = 0; i < GW_SHM_WORKER_CALLS; i++) {
+        int32_t n = atomic_load(&me->calls[i].n);
+        if (n > 0 && atomic_load(&me->calls[i].stat) == stat) {
+            atomic_store(&me->calls[i].n, n + delta);
+            return;
+        }
+        if (n == 0 && free_at == GW_SHM_WORKER_CALLS)
+            free_at = i;
+    }
+    if (delta > 0 && free_at < GW_SHM_WORKER_CALLS) {
+        atomic_store(&me->calls[free_at].stat, stat);
+        atomic_store(&me->calls[free_at].n, delta);
+    }
+}
+
+/* A context for a new connection: a free one (its curl handles keep their
+ * upstream connections), else a new one. */
+static struct gw_worker *
+context_take(struct gw_worker_proc *p)
+{
+    struct gw_worker *w = p->free;
+
+    if (w != NULL) {
+        p->free = w->next_free;
+        return w;
+    }
+    if ((w = calloc(1, sizeof(*w))) == NULL)
+        return NULL;
+    w->env = p->env;
+    w->me = p->me;
+    w->proc = p;
+    w->store = p->store;
+    w->fd = -1;
+    if (gw_worker_transfer_init(&w->xfer) != 0 || (w->curl = curl_easy_init()) == NULL ||
+        (w->curl_passthru = curl_easy_init()) == NULL ||
+        (w->arena = gw_arena_create(16384)) == NULL) {
+        curl_easy_cleanup(w->curl);
+        curl_easy_cleanup(w->curl_passthru);
+        gw_worker_transfer_fini(&w->xfer);
+        free(w);
+        return NULL;
+    }
+    gw_worker_upstream_init(w->curl);
+    w->next_all = p->all;
+    p->all = w;
+    return w;
+}
+
+static void *
+connection_main(void *arg)
+{
+    struct gw_worker *w = arg;
+    struct gw_worker_proc *p = w->proc;
+
+    connection_serve(w, w->fd, (enum listener_kind)w->kind);
+    w->fd = -1;
+    w->thread = NULL;
+    w->next_free = p->free;
+    p->free = w;
+    p->conns--;
+    state_publish(p);
+    st_cond_signal(p->room);
+    return NULL;
+}
+
+/* Serve fd, which came in on a listener of kind, in a coroutine of its own. */
+static void
+connection_start(struct gw_worker_proc *p, int fd, enum listener_kind kind)
+{
+    struct gw_worker *w = context_take(p);
+
+    if (w == NULL) {
+        gw_log(GW_LOG_ERROR, "out of memory for a new connection; closed");
+        close(fd);
+        return;
+    }
+    w->fd = fd;
+    w->kind = kind;
+    p->conns++;
+    state_publish(p);
+    if ((w->thread = st_thread_create(connection_main, w, 0, CONN_STACK_SIZE)) == NULL) {
+        gw_log(GW_LOG_ERROR, "st_thread_create: %s; connection closed", strerror(errno));
+        close(fd);
+        w->fd = -1;
+        w->next_free = p->free;
+        p->free = w;
+        p->conns--;
+        state_publish(p);
+    }
+}
+
+/*
+ * Wait for new connections and start them, as many as there is room for.
+ * A worker with none open blocks in epoll_wait itself, where
+ * EPOLLEXCLUSIVE wakes one idle worker per connection; one serving
+ * connections waits in its event loop on the epoll descriptor.
+ */
+static void
+accept_some(struct gw_worker_proc *p, int ep)
+{
+    const struct gw_worker_env *env = p->env;
+    struct epoll_event evs[8];
+    int n;
+
+    if (p->conns == 0) {
+        n = epoll_wait(ep, evs, 8, 1000);
+    } else {
+        struct pollfd pfd = {.fd = ep, .events = POLLIN};
+        if (gw_worker_poll(&pfd, 1, 200) <= 0)
+            return;
+        n = epoll_wait(ep, evs, 8, 0);
+    }
+    for (int i = 0; i < n && !gw_worker_stopping && p->conns < env->connections; i++) {
+        int fd = accept4(evs[i].data.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+                gw_log(GW_LOG_WARN, "accept: %s", strerror(errno));
+            continue;
+        }
+        enum listener_kind kind =
+            evs[i].data.fd == env->metrics_fd ? LISTENER_METRICS : LISTENER_CLIENT;
+        for (size_t j = 0; j < env->nadmin; j++)
+            if (evs[i].data.fd == env->admin_fds[j])
+                kind = LISTENER_ADMIN;
+        connection_start(p, fd, kind);
+    }
+}
+
+/* Enough descriptors for every connection with its upstream sockets. */
+static void
+fd_limit_raise(int connections)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)connections * 4 + 256;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+        gw_log(GW_LOG_WARN,
+               "workers.connections %d wants %llu open files, the limit is %llu: connections "
+               "past it are refused (raise LimitNOFILE)",
+               connections, (unsigned long long)want, (unsigned long long)rl.rlim_cur);
 }
 
 void
 gw_worker_main(const struct gw_worker_env *env)
 {
-    struct gw_worker w = {.env = env, .me = gw_shm_worker(env->shm, (size_t)env->index)};
+    struct gw_worker_proc p = {
+        .env = env, .me = gw_shm_worker(env->shm, (size_t)env->index), .state = -1};
     char who[32];
     int ep = -1;
 
@@ -304,15 +515,17 @@ gw_worker_main(const struct gw_worker_env *env)
     if (getppid() != env->master)
         exit(0);
 
-    if (gw_store_open(env->cfg->state_dir, &w.store) != 0)
+    p.gens.shm = env->shm;
+    p.gens.me = p.me;
+    fd_limit_raise(env->connections);
+    if (st_set_eventsys(ST_EVENTSYS_POLL) != 0 || st_init() != 0 ||
+        (p.room = st_cond_new()) == NULL)
+        gw_fatal("st_init: %s", strerror(errno));
+    if (gw_store_open(env->cfg->state_dir, &p.store) != 0)
         exit(GW_EXIT_FATAL);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (w.curl = curl_easy_init()) == NULL ||
-        (w.curl_passthru = curl_easy_init()) == NULL || (w.multi = curl_multi_init()) == NULL)
-        gw_fatal("curl_easy_init failed");
-    gw_worker_upstream_init(w.curl);
-    gw_worker_transfer_init(w.multi);
-    w.arena = gw_arena_create(16384);
-    if (gw_random_bytes(&w.id_prefix, sizeof(w.id_prefix)) != 0)
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        gw_fatal("curl_global_init failed");
+    if (gw_random_bytes(&p.id_prefix, sizeof(p.id_prefix)) != 0)
         exit(GW_EXIT_FATAL);
 
     ep = epoll_create1(EPOLL_CLOEXEC);
@@ -328,44 +541,44 @@ gw_worker_main(const struct gw_worker_env *env)
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
             gw_fatal("epoll_ctl(%d): %s", fd, strerror(errno));
     }
-    atomic_store(&w.me->pid, getpid());
-    atomic_store(&w.me->started, (int64_t)time(NULL));
-    atomic_store(&w.me->requests, 0);
-    atomic_store(&w.me->calling, -1);
-    state_set(&w, GW_WORKER_IDLE);
-    gw_log(GW_LOG_DEBUG, "started");
+    atomic_store(&p.me->pid, getpid());
+    atomic_store(&p.me->started, (int64_t)time(NULL));
+    atomic_store(&p.me->requests, 0);
+    state_publish(&p);
+    gw_log(GW_LOG_DEBUG, "started, %d connections at most", env->connections);
 
     while (!gw_worker_stopping) {
-        struct epoll_event evs[8];
-        int n = epoll_wait(ep, evs, 8, 1000);
-        logs_reopen(&w);
+        if (p.conns >= env->connections)
+            st_cond_timedwait(p.room, 1000 * 1000);
+        else
+            accept_some(&p, ep);
+        logs_reopen(&p);
         if (getppid() != env->master)
-            break;
-        for (int i = 0; i < n && !gw_worker_stopping; i++) {
-            int fd = accept4(evs[i].data.fd, NULL, NULL, SOCK_CLOEXEC);
-            if (fd < 0) {
-                if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                    errno != ECONNABORTED)
-                    gw_log(GW_LOG_WARN, "accept: %s", strerror(errno));
-                continue;
-            }
-            enum listener_kind kind =
-                evs[i].data.fd == env->metrics_fd ? LISTENER_METRICS : LISTENER_CLIENT;
-            for (size_t j = 0; j < env->nadmin; j++)
-                if (evs[i].data.fd == env->admin_fds[j])
-                    kind = LISTENER_ADMIN;
-            connection_serve(&w, fd, kind);
-        }
+            gw_worker_stopping = 1;
     }
-    state_set(&w, GW_WORKER_STOPPING);
+    /* Stopping: connections waiting for their next request close now
+     * (woken here), those with a request in hand finish it. */
+    state_publish(&p);
+    for (struct gw_worker *w = p.all; w != NULL; w = w->next_all)
+        if (w->thread != NULL)
+            st_thread_interrupt(w->thread);
+    while (p.conns > 0)
+        st_cond_timedwait(p.room, 100 * 1000);
+
     close(ep);
-    gw_arena_destroy(w.arena);
-    gw_buf_free(&w.scratch);
-    curl_easy_cleanup(w.curl);
-    curl_easy_cleanup(w.curl_passthru);
-    curl_multi_cleanup(w.multi);
+    while (p.all != NULL) {
+        struct gw_worker *w = p.all;
+        p.all = w->next_all;
+        gw_arena_destroy(w->arena);
+        gw_buf_free(&w->scratch);
+        curl_easy_cleanup(w->curl);
+        curl_easy_cleanup(w->curl_passthru);
+        gw_worker_transfer_fini(&w->xfer);
+        free(w);
+    }
+    st_cond_destroy(p.room);
     curl_global_cleanup();
-    gw_store_close(w.store);
-    gw_cache_close(w.cache);
+    gw_store_close(p.store);
+    gw_cache_close(p.cache);
     exit(0);
 }

@@ -5,6 +5,7 @@
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
 
+#include <poll.h>
 #include <signal.h>
 
 #include <curl/curl.h>
@@ -29,6 +30,7 @@ struct gw_worker_env {
     const unsigned char *secret;
     const unsigned char *provider_key; /* opens BYOK credentials (worker/byok.c) */
     uint64_t max_requests;             /* recycle after this many requests; 0: never */
+    int connections;                   /* served at once (workers.connections) */
     const int *master_fds;             /* the master's own descriptors, closed at start */
     size_t nmaster_fds;
 };
@@ -167,6 +169,7 @@ struct gw_http_conn {
     uint64_t bytes_out; /* bytes written to the client, for the access log */
     struct gw_buf out;
     const struct gw_http_filter *filter; /* this request's answers are rewritten, or NULL */
+    struct gw_buf filter_in, filter_out; /* the filter's buffers, kept for the connection */
     bool filtering;                      /* inside the filter: write as asked */
     long rcvtimeo_ms;                    /* SO_RCVTIMEO on fd: a read blocks no longer (0: none) */
 };
@@ -270,13 +273,50 @@ bool gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_
 /* ------------------------------------------------------------ pipeline */
 
 /* A worker's own state, created after fork and kept for its life. */
+/*
+ * A connection's upstream transfers: curl's multi handle (which keeps the
+ * upstream connections between requests), and the sockets and the timer
+ * curl asks to have watched (worker/upstream.c).
+ */
+#define GW_TRANSFER_WATCH_MAX 8
+struct gw_transfer {
+    CURLM *multi;
+    curl_socket_t fd[GW_TRANSFER_WATCH_MAX];
+    int what[GW_TRANSFER_WATCH_MAX]; /* CURL_POLL_IN, _OUT, _INOUT */
+    size_t n;
+    int64_t timer_at_ms; /* when curl wants its timeout handled; -1 none */
+};
+
+/*
+ * What a worker process shares among the connections it serves at once:
+ * each connection runs as a State Threads coroutine on the process's one
+ * event loop (worker.c), with a struct gw_worker of its own.
+ */
+struct gw_worker_proc {
+    const struct gw_worker_env *env;
+    struct gw_shm_worker *me; /* own scoreboard entry */
+    struct gw_gen_refs gens;  /* the generation slots its requests hold */
+    struct gw_store *store;
+    struct gw_cache *cache; /* the response cache, opened at its first use */
+    uint64_t served;        /* requests read, all connections */
+    unsigned id_prefix;     /* random, makes request ids unique across workers */
+    int conns;              /* connections open */
+    int busy;               /* requests in progress */
+    int state;              /* enum gw_worker_state last published */
+    struct gw_worker *all;  /* every connection context, open or free */
+    struct gw_worker *free; /* contexts not serving a connection */
+    void *room;             /* st_cond_t: signalled when a connection ends */
+};
+
+/* One connection and the request in hand on it. */
 struct gw_worker {
     const struct gw_worker_env *env;
-    struct gw_shm_worker *me;     /* own scoreboard entry */
+    struct gw_shm_worker *me;     /* the process's scoreboard entry */
+    struct gw_worker_proc *proc;  /* what the process's connections share */
     const struct gw_gen *gen;     /* the generation of the request in hand */
     struct gw_http_limits limits; /* copied from the latest generation */
     struct gw_store *store;
-    CURLM *multi; /* keeps the upstream connections across requests */
+    struct gw_transfer xfer; /* its multi handle keeps the upstream connections */
     CURL *curl;
     CURL *curl_passthru; /* the pass-through proxies' own handle (passthru.c) */
     struct gw_http_conn conn;
@@ -284,10 +324,23 @@ struct gw_worker {
     bool on_metrics;        /* this connection came in on the metrics listener */
     bool on_admin;          /* ... on an admin API listener */
     struct gw_buf scratch;  /* reused per request (metrics page) */
-    struct gw_cache *cache; /* the response cache, opened at its first use */
-    uint64_t served;
-    unsigned id_prefix; /* random, makes request ids unique across workers */
+    int fd;                 /* the connection's socket, -1 when none */
+    int kind;               /* the listener it came in on (worker.c) */
+    void *thread;           /* st_thread_t serving it */
+    struct gw_worker *next_all, *next_free;
 };
+
+/*
+ * Wait for events on fds like poll(2), timeout_ms < 0 for ever; other
+ * connections of the worker run meanwhile.  Returns as poll(2) does; -1
+ * with EINTR when the worker is stopping and wakes its connections.
+ */
+int gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms);
+/* Sleep, letting the worker's other connections run. */
+void gw_worker_sleep_us(long us);
+/* Note an upstream call to target stat begun (+1) or ended (-1) in the
+ * scoreboard, for the master to undo if the worker dies meanwhile. */
+void gw_worker_calling(struct gw_worker *w, int32_t stat, int delta);
 
 /*
  * Answer one parsed request: route, authenticate, authorize, call the
@@ -634,7 +687,7 @@ int gw_worker_evstream_encode(struct gw_buf *b, const char *const *names, const 
  * reached the client: call->fail says why, and the caller may try another
  * target or answer with gw_worker_upstream_fail_answer.
  */
-int gw_worker_upstream_call(CURLM *multi, CURL *curl, struct gw_call *call,
+int gw_worker_upstream_call(struct gw_transfer *xfer, CURL *curl, struct gw_call *call,
                             size_t max_response_size);
 int gw_worker_upstream_fail_answer(struct gw_call *call);
 
@@ -657,9 +710,10 @@ struct gw_transfer_clock {
     const _Atomic int64_t *upload_read_ms; /* an upload's last read, or NULL */
 };
 
-void gw_worker_transfer_init(CURLM *multi);
-CURLcode gw_worker_transfer_run(CURLM *multi, CURL *curl, const struct gw_transfer_clock *clock,
-                                bool *timed_out);
+int gw_worker_transfer_init(struct gw_transfer *t);
+void gw_worker_transfer_fini(struct gw_transfer *t);
+CURLcode gw_worker_transfer_run(struct gw_transfer *t, CURL *curl,
+                                const struct gw_transfer_clock *clock, bool *timed_out);
 /*
  * A request body checked by bytes: gw_worker_body_scan returns 0 when
  * body is one valid JSON object (strict RFC 8259, nesting well inside

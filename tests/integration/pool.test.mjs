@@ -72,7 +72,7 @@ test('workers.max_requests 5 recycles the workers and every request succeeds', a
 });
 
 test('spare workers: the pool grows while connections are held busy and trims back after', { timeout: 30000 }, async () => {
-  const pool = { start: 2, min_spare: 2, max_spare: 4, max: 8 };
+  const pool = { start: 2, min_spare: 2, max_spare: 4, max: 8, connections: 1 };
   const gw = await startGateway({ workers: pool });
   try {
     const { key } = await gw.createKey();

@@ -174,7 +174,7 @@ open_creates_a_fresh_segment_with_header_and_geometry(void **state)
     assert_int_equal(atomic_load(&h->ring_tail), 0);
     for (size_t i = 0; i < h->nworkers; i++) {
         assert_int_equal(atomic_load(&gw_shm_worker(&f->shm, i)->pid), 0);
-        assert_int_equal(atomic_load(&gw_shm_worker(&f->shm, i)->gen_slot), -1);
+        assert_int_equal(atomic_load(&gw_shm_worker(&f->shm, i)->gen_slots), 0);
     }
     for (size_t i = 0; i < h->nring; i++)
         assert_int_equal(atomic_load(&ring_slots(&f->shm)[i].seq), i);
@@ -875,8 +875,10 @@ gen_acquire_is_null_before_any_publish(void **state)
     struct fx *f = *state;
     struct gw_shm_worker *me = worker_live(&f->shm, 0);
 
-    assert_null(gw_shm_gen_acquire(&f->shm, me));
-    assert_int_equal(atomic_load(&me->gen_slot), -1);
+    struct gw_gen_refs refs = {.shm = &f->shm, .me = me};
+
+    assert_null(gw_shm_gen_acquire(&refs));
+    assert_int_equal(atomic_load(&me->gen_slots), 0);
 }
 
 static void
@@ -888,9 +890,10 @@ gen_publish_lays_out_the_config_for_acquire(void **state)
 
     assert_int_equal(gw_shm_gen_publish(&f->shm, cfg, 1), 0);
     assert_int_equal(atomic_load(&f->shm.hdr->generation), 1);
-    const struct gw_gen *g = gw_shm_gen_acquire(&f->shm, me);
+    struct gw_gen_refs refs = {.shm = &f->shm, .me = me};
+    const struct gw_gen *g = gw_shm_gen_acquire(&refs);
     assert_non_null(g);
-    assert_int_equal(atomic_load(&me->gen_slot), atomic_load(&f->shm.hdr->gen_current));
+    assert_int_equal(atomic_load(&me->gen_slots), 1u << atomic_load(&f->shm.hdr->gen_current));
 
     assert_int_equal(g->generation, 1);
     assert_true(g->published > 0);
@@ -935,8 +938,8 @@ gen_publish_lays_out_the_config_for_acquire(void **state)
     assert_string_equal(gw_gen_str(g, gw_gen_target(g, solo->first_target)->model), "solo-model");
     assert_null(gw_gen_model_find(g, "missing"));
 
-    gw_shm_gen_release(me);
-    assert_int_equal(atomic_load(&me->gen_slot), -1);
+    gw_shm_gen_release(&refs, g);
+    assert_int_equal(atomic_load(&me->gen_slots), 0);
     gw_config_free(cfg);
 }
 
@@ -947,20 +950,22 @@ gen_new_publish_is_current_while_a_held_one_stays_intact(void **state)
     struct gw_shm_worker *old = worker_live(&f->shm, 0), *young = worker_live(&f->shm, 1);
 
     assert_int_equal(publish(&f->shm, "A", 1), 0);
-    const struct gw_gen *g1 = gw_shm_gen_acquire(&f->shm, old);
+    struct gw_gen_refs old_refs = {.shm = &f->shm, .me = old};
+    struct gw_gen_refs young_refs = {.shm = &f->shm, .me = young};
+    const struct gw_gen *g1 = gw_shm_gen_acquire(&old_refs);
     assert_non_null(g1);
     void *copy = malloc(g1->size);
     assert_non_null(copy);
     memcpy(copy, g1, g1->size);
 
     assert_int_equal(publish(&f->shm, "B", 2), 0);
-    const struct gw_gen *g2 = gw_shm_gen_acquire(&f->shm, young);
+    const struct gw_gen *g2 = gw_shm_gen_acquire(&young_refs);
     assert_non_null(g2);
     assert_true(g2 != g1);
     assert_int_equal(g2->generation, 2);
     assert_non_null(gw_gen_model_find(g2, "demoB"));
     assert_null(gw_gen_model_find(g2, "demoA"));
-    gw_shm_gen_release(young);
+    gw_shm_gen_release(&young_refs, g2);
 
     /* The request that took generation 1 still reads generation 1. */
     for (uint64_t gen = 3; gen <= 12; gen++)
@@ -969,8 +974,41 @@ gen_new_publish_is_current_while_a_held_one_stays_intact(void **state)
     assert_non_null(gw_gen_model_find(g1, "demoA"));
     assert_null(gw_gen_model_find(g1, "demoB"));
     assert_memory_equal(g1, copy, ((const struct gw_gen *)copy)->size);
-    gw_shm_gen_release(old);
+    gw_shm_gen_release(&old_refs, g1);
     free(copy);
+}
+
+/* One worker's connections may hold two generations at once (a reload
+ * between their requests): both stay announced until their last user is
+ * done, each slot on its own. */
+static void
+gen_slots_held_by_concurrent_requests_of_one_worker(void **state)
+{
+    struct fx *f = *state;
+    struct gw_shm_worker *me = worker_live(&f->shm, 0);
+    struct gw_gen_refs refs = {.shm = &f->shm, .me = me};
+
+    assert_int_equal(publish(&f->shm, "A", 1), 0);
+    int first = atomic_load(&f->shm.hdr->gen_current);
+    const struct gw_gen *a1 = gw_shm_gen_acquire(&refs), *a2 = gw_shm_gen_acquire(&refs);
+    assert_ptr_equal(a1, a2);
+    assert_int_equal(publish(&f->shm, "B", 2), 0);
+    int second = atomic_load(&f->shm.hdr->gen_current);
+    const struct gw_gen *b = gw_shm_gen_acquire(&refs);
+    assert_int_equal(b->generation, 2);
+    assert_int_equal(atomic_load(&me->gen_slots), (1u << first) | (1u << second));
+
+    gw_shm_gen_release(&refs, a1);
+    assert_int_equal(atomic_load(&me->gen_slots), (1u << first) | (1u << second));
+    /* Generation 1 is still read: publishing never takes its slot. */
+    for (uint64_t gen = 3; gen <= 20; gen++) {
+        assert_int_equal(publish(&f->shm, "C", gen), 0);
+        assert_int_not_equal(atomic_load(&f->shm.hdr->gen_current), first);
+    }
+    assert_int_equal(a2->generation, 1);
+    gw_shm_gen_release(&refs, a2);
+    gw_shm_gen_release(&refs, b);
+    assert_int_equal(atomic_load(&me->gen_slots), 0);
 }
 
 static void
@@ -981,7 +1019,7 @@ gen_slot_held_by_a_live_worker_is_never_overwritten(void **state)
     assert_int_equal(publish(&f->shm, "A", 1), 0);
     int held = atomic_load(&f->shm.hdr->gen_current);
     struct gw_shm_worker *w = worker_live(&f->shm, 5);
-    atomic_store(&w->gen_slot, held);
+    atomic_store(&w->gen_slots, 1u << held);
     const struct gw_gen *g =
         (const struct gw_gen *)((char *)f->shm.hdr + f->shm.hdr->gen_off[held]);
     void *copy = malloc(g->size);
@@ -1010,7 +1048,7 @@ gen_publish_is_eexist_when_every_other_slot_is_held(void **state)
         if (s == current)
             continue;
         last = worker_live(&f->shm, wi++);
-        atomic_store(&last->gen_slot, s);
+        atomic_store(&last->gen_slots, 1u << s);
     }
     assert_int_equal(wi, GW_SHM_GEN_SLOTS - 1);
 
@@ -1019,8 +1057,8 @@ gen_publish_is_eexist_when_every_other_slot_is_held(void **state)
     assert_int_equal(atomic_load(&f->shm.hdr->generation), 1);
 
     /* One request finishes: its slot is the one the next publish takes. */
-    int freed = atomic_load(&last->gen_slot);
-    gw_shm_gen_release(last);
+    int freed = __builtin_ctz(atomic_load(&last->gen_slots));
+    atomic_store(&last->gen_slots, 0);
     assert_int_equal(publish(&f->shm, "B", 2), 0);
     assert_int_equal(atomic_load(&f->shm.hdr->gen_current), freed);
     assert_int_equal(atomic_load(&f->shm.hdr->generation), 2);
@@ -1046,7 +1084,7 @@ gen_slot_noted_by_a_dead_worker_is_reused(void **state)
             continue;
         struct gw_shm_worker *w = gw_shm_worker(&f->shm, wi++);
         atomic_store(&w->pid, (int32_t)dead);
-        atomic_store(&w->gen_slot, s);
+        atomic_store(&w->gen_slots, 1u << s);
     }
     assert_int_equal(publish(&f->shm, "B", 2), 0);
     assert_int_equal(atomic_load(&f->shm.hdr->generation), 2);
@@ -1077,11 +1115,12 @@ gen_publish_of_an_oversized_config_is_etoobig(void **state)
 
     assert_int_equal(atomic_load(&f->shm.hdr->gen_current), current);
     assert_int_equal(atomic_load(&f->shm.hdr->generation), 1);
-    const struct gw_gen *g = gw_shm_gen_acquire(&f->shm, me);
+    struct gw_gen_refs refs = {.shm = &f->shm, .me = me};
+    const struct gw_gen *g = gw_shm_gen_acquire(&refs);
     assert_non_null(g);
     assert_int_equal(g->generation, 1);
     assert_non_null(gw_gen_model_find(g, "demoA"));
-    gw_shm_gen_release(me);
+    gw_shm_gen_release(&refs, g);
 }
 
 /* ---------------------------------------------------------- LMDB usage */
@@ -1282,10 +1321,52 @@ arena_printf_formats_in_place_or_in_a_new_chunk(void **state)
     gw_arena_destroy(a);
 }
 
+static void
+note_call(void *arg)
+{
+    struct gw_buf *b = arg;
+
+    gw_buf_append(b, "x", 1);
+}
+
+static void
+note_call_y(void *arg)
+{
+    struct gw_buf *b = arg;
+
+    gw_buf_append(b, "y", 1);
+}
+
+/* What a request holds outside its arena is let go at the reset, latest
+ * first, once; a destroy runs what is left. */
+static void
+arena_cleanups_run_at_reset_latest_first_and_once(void **state)
+{
+    struct gw_arena *a = gw_arena_create(256);
+    struct gw_buf b = {0};
+
+    (void)state;
+    gw_arena_on_reset(a, note_call, &b);
+    gw_arena_on_reset(a, note_call_y, &b);
+    for (int i = 0; i < 50; i++) /* past the first chunk */
+        gw_arena_printf(a, "%063d", i);
+    assert_int_equal(b.len, 0);
+    gw_arena_reset(a);
+    assert_int_equal(b.len, 2);
+    assert_memory_equal(b.data, "yx", 2);
+    gw_arena_reset(a);
+    assert_int_equal(b.len, 2);
+    gw_arena_on_reset(a, note_call, &b);
+    gw_arena_destroy(a);
+    assert_int_equal(b.len, 3);
+    gw_buf_free(&b);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(arena_cleanups_run_at_reset_latest_first_and_once),
         cmocka_unit_test(buf_appends_numbers_and_text_as_printf_would),
         cmocka_unit_test(buf_printf_grows_past_its_room_and_keeps_what_was_there),
         cmocka_unit_test(arena_printf_formats_in_place_or_in_a_new_chunk),
@@ -1322,6 +1403,7 @@ main(void)
         SHM_TEST(gen_acquire_is_null_before_any_publish),
         SHM_TEST(gen_publish_lays_out_the_config_for_acquire),
         SHM_TEST(gen_new_publish_is_current_while_a_held_one_stays_intact),
+        SHM_TEST(gen_slots_held_by_concurrent_requests_of_one_worker),
         SHM_TEST(gen_slot_held_by_a_live_worker_is_never_overwritten),
         SHM_TEST(gen_publish_is_eexist_when_every_other_slot_is_held),
         SHM_TEST(gen_slot_noted_by_a_dead_worker_is_reused),

@@ -221,10 +221,19 @@ function flow(obj) {
 // cache and capture (the top-level mappings)
 // (nested values such as a provider's health or a model's routing are written
 // as flow mappings); workers: a
-// number or a mapping ({start, min_spare, max_spare, max, max_requests});
+// number or a mapping ({start, min_spare, max_spare, max, max_requests, connections});
 // logFile, accessFile (log.file, log.access_file), shutdownTimeout,
 // metrics (the metrics.listen address) and adminListen (admin.listen, the
 // HTTP admin API's addresses) when given.
+// AIGW_TEST_CONNECTIONS=N runs every gateway with workers.connections N
+// (each worker serving N connections at once) where a test does not set it.
+function workersYaml(w) {
+  const conns = Number(process.env.AIGW_TEST_CONNECTIONS || 0);
+  if (w !== null && typeof w === 'object')
+    return flow(conns && w.connections === undefined ? { ...w, connections: conns } : w);
+  return conns ? flow({ start: w ?? 2, connections: conns }) : String(w ?? 2);
+}
+
 export function configYaml(o) {
   const lines = [
     '# written by tests/integration/lib/harness.mjs',
@@ -232,7 +241,7 @@ export function configYaml(o) {
     `state_dir: ${q(o.stateDir)}`,
     `admin: { socket: ${q(o.socket)}, mode: ${q(o.adminMode ?? '0600')}` +
       `${o.adminListen ? `, listen: [${o.adminListen.map(q).join(', ')}]` : ''} }`,
-    `workers: ${o.workers !== null && typeof o.workers === 'object' ? flow(o.workers) : (o.workers ?? 2)}`,
+    `workers: ${workersYaml(o.workers)}`,
     `log: { level: ${o.logLevel ?? 'info'}, access: ${o.access ?? true}` +
       `${o.logFile ? `, file: ${q(o.logFile)}` : ''}${o.accessFile ? `, access_file: ${q(o.accessFile)}` : ''} }`,
   ];

@@ -1,0 +1,188 @@
+// connections.test.mjs - workers.connections: one worker serving many
+// connections at once (a coroutine each on the worker's event loop): many
+// streams together, a client that stops reading holding up no one else,
+// the scoreboard's figures, a full worker, a graceful stop, a crash with
+// calls in flight, and the key's configuration errors.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+
+import {
+  AIGWD, eventually, pidAlive, run, sleep, startGateway, test,
+} from './lib/harness.mjs';
+
+const one = (connections, extra = {}) => ({ workers: { start: 1, connections }, ...extra });
+
+test('one worker with connections: 64 serves 20 streams at once, each to its end', async () => {
+  const gw = await startGateway(one(64));
+  try {
+    const { key } = await gw.createKey();
+    const streams = Array.from({ length: 20 }, () =>
+      gw.chat(key, { stream: true }, { 'x-mock-chunks': '10', 'x-mock-chunk-delay-ms': '150' }));
+    // All 20 are open on the one worker at the same time.
+    let seen;
+    await eventually(async () => {
+      seen = await gw.ctlJson(['workers']);
+      return seen.length === 1 && seen[0].connections === 20 && seen[0].state === 'busy';
+    }, { what: '20 connections on the one worker', timeoutMs: 5000 });
+    const st = await gw.status();
+    assert.equal(st.in_flight, 20, JSON.stringify(st));
+    const res = await Promise.all(streams);
+    for (const r of res) {
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.events.at(-1).data, '[DONE]');
+      assert.equal(r.events.filter((e) => e.json?.choices?.[0]?.delta?.content).length, 10);
+    }
+    const w = await gw.ctlJson(['workers']);
+    assert.equal(w[0].requests, 20);
+    assert.equal(w[0].pid, seen[0].pid, 'the same process served them all');
+    await eventually(async () => (await gw.ctlJson(['workers']))[0].connections === 0,
+      { what: 'the connections closed' });
+    assert.equal((await gw.ctlJson(['workers']))[0].state, 'idle');
+    // Usage: every stream counted once.
+    await eventually(async () => {
+      const u = await gw.ctlJson(['usage', '--by', 'model']);
+      return u.rows?.find((r) => r.model === 'demo')?.requests === 20;
+    }, { what: 'usage of 20 requests' });
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('a client that stops reading a long stream holds up no other connection of its worker', async () => {
+  const gw = await startGateway(one(8, { http: { write_timeout: '30s' } }));
+  try {
+    const { key } = await gw.createKey();
+    const stalled = await gw.conn();
+    stalled.sock.pause(); // reads nothing: the worker's writes to it block
+    await stalled.send({
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { Authorization: `Bearer ${key}`, 'x-mock-chunks': '200000' },
+      body: { model: 'demo', stream: true, messages: [{ role: 'user', content: 'hi' }] },
+    });
+    // Its answer fills the socket buffers and the worker waits to write.
+    await sleep(500);
+    for (let i = 0; i < 5; i++) {
+      const r = await gw.chat(key, {});
+      assert.equal(r.status, 200, r.text);
+    }
+    const w = await gw.ctlJson(['workers']);
+    assert.equal(w.length, 1);
+    assert.equal(w[0].connections, 1, 'the stalled stream is still open');
+    assert.equal(stalled.ended, false);
+    stalled.close();
+    await eventually(async () => (await gw.ctlJson(['workers']))[0].connections === 0,
+      { what: 'the stalled connection let go', timeoutMs: 5000 });
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('a full worker takes a new connection when one of its own closes', async () => {
+  const gw = await startGateway(one(2, { http: { keepalive_timeout: '1s' } }));
+  try {
+    const { key } = await gw.createKey();
+    // Two keep-alive connections fill the worker.
+    const a = await gw.conn(), b = await gw.conn();
+    for (const c of [a, b]) {
+      await c.send({ method: 'GET', path: '/healthz' });
+      assert.equal((await c.readResponse()).status, 200);
+    }
+    assert.equal((await gw.ctlJson(['workers']))[0].connections, 2);
+    // The third waits in the listen queue until an idle one times out.
+    const r = await gw.chat(key, {});
+    assert.equal(r.status, 200, r.text);
+    assert.ok(a.ended || b.ended, 'an idle keep-alive connection made room');
+    a.close();
+    b.close();
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('SIGTERM on a worker with many connections: requests in hand finish, idle ones close, exit 0', async () => {
+  const gw = await startGateway(one(32));
+  try {
+    const { key } = await gw.createKey();
+    const idle = await gw.conn();
+    await idle.send({ method: 'GET', path: '/healthz' });
+    assert.equal((await idle.readResponse()).status, 200);
+    const streams = Array.from({ length: 6 }, () =>
+      gw.chat(key, { stream: true }, { 'x-mock-chunks': '5', 'x-mock-chunk-delay-ms': '300' }));
+    await eventually(async () => (await gw.status()).in_flight === 6, { what: '6 requests in flight' });
+    const [worker] = gw.workerPids();
+    gw.signal('SIGTERM');
+    assert.equal(await idle.closedWithin(3000), true, 'the idle keep-alive connection is closed');
+    const res = await Promise.all(streams);
+    for (const r of res) {
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.events.at(-1).data, '[DONE]', 'each stream ran to its end');
+    }
+    const exit = await gw.exited;
+    assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null });
+    assert.equal(pidAlive(worker), false);
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('a worker killed with calls in flight: the target\'s in-flight figure comes back to 0', async () => {
+  const gw = await startGateway(one(16));
+  try {
+    const { key } = await gw.createKey();
+    const pending = Array.from({ length: 5 }, () =>
+      gw.chat(key, {}, { 'x-mock-delay-ms': '30000' }).catch((err) => err));
+    const inFlight = async () => (await gw.ctlJson(['breaker', 'list']))
+      .find((t) => t.model === 'demo' && t.target === 'local/mock-small').in_flight;
+    await eventually(async () => (await inFlight()) === 5, { what: '5 calls in flight' });
+    const [victim] = gw.workerPids();
+    process.kill(victim, 'SIGKILL');
+    await Promise.all(pending);
+    await eventually(async () => gw.workerPids().length === 1 && !gw.workerPids().includes(victim),
+      { what: 'the worker replaced' });
+    assert.equal(await inFlight(), 0);
+    const r = await gw.chat(key, {});
+    assert.equal(r.status, 200, r.text);
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('workers.connections out of range is a configuration error with its position', async () => {
+  const gw = await startGateway(one(4));
+  try {
+    const text = fs.readFileSync(gw.configPath, 'utf8');
+    for (const [value, re] of [['0', /between 1 and 65536/], ['70000', /between 1 and 65536/], ['many', /integer/]]) {
+      const bad = text.replace(/connections: 4/, `connections: ${value}`);
+      assert.notEqual(bad, text);
+      fs.writeFileSync(gw.configPath, bad);
+      const r = await run(AIGWD, ['-t', '-c', gw.configPath]);
+      assert.notEqual(r.code, 0, value);
+      assert.match(r.stderr, /workers\.connections/);
+      assert.match(r.stderr, re);
+      assert.match(r.stderr, /aigw\.yaml:\d+:\d+/);
+      // A reload with it changes nothing.
+      assert.notEqual((await gw.ctl(['reload'])).code, 0);
+      assert.equal((await gw.ctlJson(['workers'])).length, 1);
+    }
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('changing workers.connections on reload replaces the workers', async () => {
+  const gw = await startGateway(one(4));
+  try {
+    const before = gw.workerPids();
+    fs.writeFileSync(gw.configPath, fs.readFileSync(gw.configPath, 'utf8').replace(/connections: 4/, 'connections: 8'));
+    const r = await gw.ctl(['reload']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(() => gw.workerPids().length === 1 && !before.includes(gw.workerPids()[0]),
+      { what: 'a new worker', timeoutMs: 10000 });
+    const { key } = await gw.createKey();
+    assert.equal((await gw.chat(key, {})).status, 200);
+  } finally {
+    await gw.stop();
+  }
+});
