@@ -319,7 +319,9 @@ wait_readable(struct gw_http_conn *c, int64_t start, long timeout_ms, bool idle)
         int64_t now = gw_now_ms(), left = deadline - now;
         if (left <= 0)
             return 0;
-        if (left > HTTP_POLL_SLICE_MS)
+        /* A worker of one connection looks at its stop flag every slice;
+         * one of many wakes its connections when it stops. */
+        if (left > HTTP_POLL_SLICE_MS && !gw_worker_woken_on_stop)
             left = HTTP_POLL_SLICE_MS;
         if (now < yield_from) {
             nfds = 1;

@@ -468,7 +468,9 @@ gw_worker_transfer_run(struct gw_transfer *t, CURL *curl, const struct gw_transf
             cc = CURLE_OPERATION_TIMEDOUT;
             break;
         }
-        if (left > 1000)
+        /* A worker of one connection looks at its stop flag every second;
+         * one of many interrupts this wait when it stops. */
+        if (left > 1000 && !gw_worker_woken_on_stop)
             left = 1000;
         if (t->timer_at_ms >= 0 && t->timer_at_ms - now < left)
             left = t->timer_at_ms - now;

@@ -35,6 +35,7 @@
 #include "worker/worker.h"
 
 volatile sig_atomic_t gw_worker_stopping;
+bool gw_worker_woken_on_stop;
 static volatile sig_atomic_t reopen_logs;
 
 /* The listening sockets, for the signal handler to close. */
@@ -308,6 +309,19 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
 
 /* ------------------------------------------------------- the event loop */
 
+#if defined(__SANITIZE_ADDRESS__)
+/* LeakSanitizer, under `make asan`: libst allocates the descriptor of the
+ * process's primordial thread in st_init and never frees it; it lives as
+ * long as the process.  (A hook LSan calls, so it holds however aigwd is
+ * started.) */
+const char *__lsan_default_suppressions(void);
+const char *
+__lsan_default_suppressions(void)
+{
+    return "leak:libst.so\n";
+}
+#endif
+
 /* A connection's stack.  Deep enough for curl, OpenSSL, json-c and PCRE2
  * (its JIT has a stack of its own); the sanitizers' frames are larger.
  * Pages are touched only as deep as a connection goes. */
@@ -518,6 +532,7 @@ gw_worker_main(const struct gw_worker_env *env)
     p.gens.shm = env->shm;
     p.gens.me = p.me;
     fd_limit_raise(env->connections);
+    gw_worker_woken_on_stop = env->connections > 1;
     if (st_set_eventsys(ST_EVENTSYS_POLL) != 0 || st_init() != 0 ||
         (p.room = st_cond_new()) == NULL)
         gw_fatal("st_init: %s", strerror(errno));

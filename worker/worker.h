@@ -44,6 +44,10 @@ void gw_worker_main(const struct gw_worker_env *env) __attribute__((noreturn));
 
 /* Set by SIGTERM; checked between requests and while idle. */
 extern volatile sig_atomic_t gw_worker_stopping;
+/* Set in a worker of many connections, which interrupts its connections'
+ * waits when it stops; a worker of one looks at gw_worker_stopping
+ * between slices of its waits instead. */
+extern bool gw_worker_woken_on_stop;
 
 /* ------------------------------------------------------------------ HTTP */
 

@@ -4,7 +4,7 @@
 //
 // RAW has one JSON object a line, by "kind":
 //   rps      one wrk run: scenario (load: 64 connections, serial: 1), target
-//            (mock, nginx, plain, checks), round, CPU of the target's process
+//            (mock, nginx, plain, checks, prefork), round, CPU of the target's process
 //            tree, and wrk's figures (latencies in microseconds);
 //   stream   one stream timed by sse_client (event arrival times, us);
 //   conc     N streams at once against one target, with PSS samples;
@@ -33,8 +33,10 @@ const max = (v) => (v.length ? Math.max(...v) : null);
 
 // ------------------------------------------------------ chat completions
 
-const TARGETS = ['mock', 'nginx', 'plain', 'checks'];
-const PROXIES = ['nginx', 'plain', 'checks'];
+// plain and checks: aigwd with an event loop per worker (workers.connections);
+// prefork: all checks, one connection per worker process.
+const TARGETS = ['mock', 'nginx', 'plain', 'checks', 'prefork'];
+const PROXIES = ['nginx', 'plain', 'checks', 'prefork'];
 
 function chat(scenario) {
   const runs = of('rps').filter((x) => x.scenario === scenario);
@@ -78,7 +80,7 @@ function chat(scenario) {
     out.added[t] = { p50_ms: r1(median(a50), 3), p99_ms: r1(median(a99), 3) };
     out.ratio[t] = { rps_vs_nginx: r1(median(rr), 3) };
   }
-  for (const t of ['plain', 'checks']) {
+  for (const t of ['plain', 'checks', 'prefork']) {
     if (out.added[t] && out.added.nginx)
       out.ratio[t].added_p50_vs_nginx =
         out.added.nginx.p50_ms > 0 ? r1(out.added[t].p50_ms / out.added.nginx.p50_ms, 2) : null;
@@ -176,7 +178,9 @@ function concurrency() {
     let row = rows.find((y) => y.n === x.n);
     if (!row) rows.push((row = { n: x.n }));
     const r = x.r || {};
-    const served = x.workers ? Math.min(x.n, x.workers) : x.n;
+    // Served at once: every stream, or one per worker process when each
+    // serves one connection.
+    const served = x.workers ? Math.min(x.n, x.workers * (x.connections ?? 1)) : x.n;
     row[x.target] = {
       ok: r.ok ?? 0,
       errors: r.errors ?? { client: 'no result' },
@@ -184,6 +188,7 @@ function concurrency() {
       first_byte_ms: r.first_byte_ms ?? null,
       done_ms: r.done_ms ?? null,
       workers: x.workers ?? null,
+      connections: x.connections ?? null,
       pss_idle_mib: r1(x.pss_idle_kb / 1024, 1),
       pss_peak_mib: r1(x.pss_peak_kb / 1024, 1),
       pss_per_stream_kib: r1(x.pss_peak_kb / x.n, 1),
@@ -306,10 +311,10 @@ if (big) {
   const errs = bigA ? Object.values(bigA.errors).reduce((a, b) => a + b, 0) : null;
   target(`streams completed at N=${big.n}, no error`, bigA ? `${bigA.ok}/${big.n}` : null, '', `${big.n}/${big.n}`,
     bigA ? bigA.ok === big.n && errs === 0 : null,
-    bigA ? `${bigA.first_byte_within_1s} got their first byte within 1 s (${bigA.workers} workers), the rest waited in the listen backlog` : 'aigwd did not start');
+    bigA ? `${bigA.first_byte_within_1s} got their first byte within 1 s (${bigA.workers} workers of ${bigA.connections} connections)` : 'aigwd did not start');
   target(`PSS per concurrent stream at N=${big.n}`, bigA?.pss_per_concurrent_stream_kib != null ? r1(bigA.pss_per_concurrent_stream_kib / 1024, 3) : null,
     'MiB', '<= 1', bigA?.pss_per_concurrent_stream_kib / 1024 <= 1,
-    bigA ? `peak ${bigA.pss_peak_mib} MiB over min(N, workers) = ${Math.min(big.n, bigA.workers)}; per N: ${r1(bigA.pss_per_stream_kib / 1024, 3)} MiB` : null);
+    bigA ? `peak ${bigA.pss_peak_mib} MiB for ${big.n} streams; the pre-fork model: ${big['aigw-prefork'] ? `${big['aigw-prefork'].pss_peak_mib} MiB, ${big['aigw-prefork'].first_byte_within_1s} served at once` : '-'}` : null);
   if (big.n < 2000) targets[targets.length - 2].note = `quick run: largest N is ${big.n}, not 2000`;
 }
 
@@ -321,7 +326,7 @@ writeFileSync(outFile, JSON.stringify(result, null, 2) + '\n');
 const fmt = (v, w = 9) => String(v === null || v === undefined ? '-' : v).padStart(w);
 const lines = [];
 const p = (s = '') => lines.push(s);
-const NAMES = { mock: 'direct (mock)', nginx: 'nginx', plain: 'aigw plain', checks: 'aigw all checks', aigw: 'aigw' };
+const NAMES = { mock: 'direct (mock)', nginx: 'nginx', plain: 'aigw plain', checks: 'aigw all checks', prefork: 'aigw prefork', aigw: 'aigw' };
 
 p(`aigw benchmark ${meta.time}  (${meta.quick ? 'QUICK, ' : ''}${meta.rounds} rounds, medians; ${meta.nproc} CPUs ${meta.cpu_model}, ${meta.seconds}s)`);
 for (const [title, c] of [[`Chat completion, ${load.conns} connections, ${meta.dur64_s}s runs`, load], [`Chat completion, 1 connection, ${meta.dur1_s}s runs`, serial],
@@ -357,11 +362,12 @@ p();
 p(`Concurrency: N streams at once, ${meta.conc.chunks} chunks ${meta.conc.delay_ms} ms apart`);
 p(`  ${'N'.padStart(5)} ${'target'.padEnd(14)}${fmt('ok')}${fmt('errors', 14)}${fmt('<1s')}${fmt('done p50')}${fmt('done max')}${fmt('PSS MiB')}${fmt('KiB/strm')}`);
 for (const row of conc)
-  for (const t of ['mock', 'nginx', 'aigw']) {
+  for (const t of ['mock', 'nginx', 'aigw', 'aigw-prefork']) {
     const x = row[t];
     if (!x) continue;
     const e = Object.entries(x.errors).map(([k, v]) => `${k}:${v}`).join(',') || '0';
-    p(`  ${String(row.n).padStart(5)} ${(t === 'aigw' ? `aigw (${x.workers}w)` : NAMES[t]).padEnd(14)}${fmt(x.ok)}${fmt(e, 14)}${fmt(x.first_byte_within_1s)}${fmt(x.done_ms?.p50)}${fmt(x.done_ms?.max)}${fmt(x.pss_peak_mib)}${fmt(x.pss_per_concurrent_stream_kib)}`);
+    const label = t === 'aigw' ? `aigw ${x.workers}x${x.connections}` : t === 'aigw-prefork' ? `prefork ${x.workers}w` : NAMES[t];
+    p(`  ${String(row.n).padStart(5)} ${label.padEnd(14)}${fmt(x.ok)}${fmt(e, 14)}${fmt(x.first_byte_within_1s)}${fmt(x.done_ms?.p50)}${fmt(x.done_ms?.max)}${fmt(x.pss_peak_mib)}${fmt(x.pss_per_concurrent_stream_kib)}`);
   }
 p('  (<1s: first byte within a second, i.e. served at once; KiB/strm: peak PSS / streams served at once)');
 p();

@@ -291,7 +291,10 @@ wait_port "$nginx_port" "$nginx_pid" || die "nginx did not start: $(cat "$tmp/ng
 # gw_config NAME WORKERS MODE PORT: write $tmp/NAME.yaml.  MODE plain: no
 # access log; checks: access log to a file and the metrics listener too.
 gw_config() {
-    local name=$1 workers=$2 mode=$3 port=$4 log metrics=""
+    local name=$1 workers=$2 mode=$3 port=$4 conns=${5:-1} log metrics=""
+    # workers.connections: one connection per worker process (1), or an
+    # event loop per worker serving that many at once.
+    [ "$conns" -gt 1 ] && workers="{ start: $workers, connections: $conns }"
     mkdir -p "$tmp/$name-state"
     if [ "$mode" = checks ]; then
         log="{ level: warn, access: true, access_file: $tmp/$name-access.log }"
@@ -343,19 +346,21 @@ EOF
     }
 }
 
-# Set by gw_start for each instance (plain, checks, conc, alloc).
+# Set by gw_start for each instance (plain, checks, prefork, conc, alloc).
 # shellcheck disable=SC2034 # read through port_of and key_of
 gw_pid_plain='' gw_port_plain='' gw_key_plain=''
+gw_pid_prefork='' gw_port_prefork='' gw_key_prefork=''
 gw_pid_checks='' gw_port_checks='' gw_key_checks=''
 gw_pid_conc='' gw_port_conc='' gw_key_conc=''
 gw_pid_alloc='' gw_port_alloc='' gw_key_alloc=''
 
-# gw_start NAME WORKERS MODE [PRELOAD]: start aigwd, wait for its workers,
+# gw_start NAME WORKERS MODE [PRELOAD] [CONNS]: start aigwd with WORKERS
+# workers of CONNS connections each (default 1), wait for its workers,
 # make a key.  Sets gw_pid_NAME, gw_port_NAME, gw_key_NAME.
 gw_start() {
-    local name=$1 workers=$2 mode=$3 preload=${4:-} port pid key i models=()
+    local name=$1 workers=$2 mode=$3 preload=${4:-} conns=${5:-1} port pid key i models=()
     port=$(free_port) || return 1
-    gw_config "$name" "$workers" "$mode" "$port" || return 1
+    gw_config "$name" "$workers" "$mode" "$port" "$conns" || return 1
     # More open files than the workers need, in every process it forks.
     ulimit -n "$(ulimit -Hn)" 2>/dev/null
     if [ -n "$preload" ]; then
@@ -431,11 +436,15 @@ wrk_run() {
 
 # --- start ---------------------------------------------------------------------
 
-gw_start plain 80 plain || die "cannot start aigwd (plain)"
-gw_start checks 80 checks || die "cannot start aigwd (checks)"
+# aigwd as it is deployed for throughput: as many workers as nginx has,
+# each an event loop of up to 1024 connections; and, for comparison, the
+# pre-fork model (a process per connection, 80 for 64 connections).
+gw_start plain "$proxy_n" plain "" 1024 || die "cannot start aigwd (plain)"
+gw_start checks "$proxy_n" checks "" 1024 || die "cannot start aigwd (checks)"
+gw_start prefork 80 checks || die "cannot start aigwd (prefork)"
 hz=$(getconf CLK_TCK)
 
-targets_rps="mock nginx plain checks"
+targets_rps="mock nginx plain checks prefork"
 port_of() {
     case $1 in
     mock) echo "$mock_port" ;;
@@ -476,7 +485,7 @@ done
 
 usage_before=$("$build/aigwctl" -s "$tmp/checks.sock" usage --json 2>/dev/null | tr -d '\n ')
 for ((r = 1; r <= rounds; r++)); do
-    alive "a server" "$mock_pid" "$nginx_pid" "$gw_pid_plain" "$gw_pid_checks"
+    alive "a server" "$mock_pid" "$nginx_pid" "$gw_pid_plain" "$gw_pid_checks" "$gw_pid_prefork"
     say "round $r/$rounds: chat completions, $conns connections ${dur64}s and 1 connection ${dur1}s"
     for t in $targets_rps; do
         wrk_run "$t" "$(port_of $t)" "$(key_of $t)" "$conns" "$dur64" "$(pid_of $t)" load "$r"
@@ -557,6 +566,7 @@ fi
 
 gw_stop plain
 gw_stop checks
+gw_stop prefork
 
 # --- 4: concurrency ----------------------------------------------------------------
 
@@ -591,11 +601,20 @@ for n in $conc_ns; do
     sleep 1
     conc_run nginx "$nginx_port" none "$n" "$nginx_pid"
     sleep 1
-    # aigwd sized for the load: a worker per stream, up to the maximum.
+    # aigwd as nginx runs: a worker per CPU, each with room for all the
+    # streams (the kernel spreads the connections over them).
+    if gw_start conc "$proxy_n" plain "" "$n"; then
+        conc_run aigw "$gw_port_conc" "$gw_key_conc" "$n" "$gw_pid_conc" ",\"workers\":$proxy_n,\"connections\":$n"
+        gw_stop conc
+        rm -rf "$tmp/conc-state"
+    fi
+    sleep 1
+    # The pre-fork model sized for the load: a worker per stream, up to
+    # the maximum.
     w=$n
     [ "$w" -gt "$max_workers" ] && w=$max_workers
     if gw_start conc "$w" plain; then
-        conc_run aigw "$gw_port_conc" "$gw_key_conc" "$n" "$gw_pid_conc" ",\"workers\":$w"
+        conc_run aigw-prefork "$gw_port_conc" "$gw_key_conc" "$n" "$gw_pid_conc" ",\"workers\":$w,\"connections\":1"
         gw_stop conc
         rm -rf "$tmp/conc-state"
     fi
@@ -655,7 +674,7 @@ strace_json() {
 }
 
 say "cost: allocations and system calls per request"
-if gw_start alloc 4 checks "$tmp/malloc_count.so"; then
+if gw_start alloc 2 checks "$tmp/malloc_count.so" 64; then
     sleep 0.5
     # Allocations: a serial run of chat completions (counted by wrk), then
     # streams of 50 and of 5 chunks (the difference is what each event costs).

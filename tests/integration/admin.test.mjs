@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  AIGWCTL, eventually, run, sleep, test, useGateway,
+  AIGWCTL, eventually, run, sleep, test, useGateway, TEST_CONNECTIONS,
 } from './lib/harness.mjs';
 
 const ctx = useGateway({ workers: 3 }, async (gw, c) => { c.key = (await gw.createKey()).key; });
@@ -36,7 +36,9 @@ test('status --json: version, uptime, generation, config, workers by state, requ
   let st;
   await eventually(async () => (st = await gw.status()).in_flight === 2,
     { timeoutMs: 2000, what: () => `2 in flight: ${JSON.stringify(st)}` });
-  assert.equal(st.workers.busy, 2);
+  // Two workers, or one serving both where workers take many connections.
+  if (TEST_CONNECTIONS === 1) assert.equal(st.workers.busy, 2);
+  else assert.ok(st.workers.busy >= 1 && st.workers.busy <= 2, JSON.stringify(st.workers));
   for (const r of await Promise.all(slow)) assert.equal(r.status, 200);
 });
 

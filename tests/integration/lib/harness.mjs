@@ -227,8 +227,9 @@ function flow(obj) {
 // HTTP admin API's addresses) when given.
 // AIGW_TEST_CONNECTIONS=N runs every gateway with workers.connections N
 // (each worker serving N connections at once) where a test does not set it.
+export const TEST_CONNECTIONS = Number(process.env.AIGW_TEST_CONNECTIONS || 1);
 function workersYaml(w) {
-  const conns = Number(process.env.AIGW_TEST_CONNECTIONS || 0);
+  const conns = TEST_CONNECTIONS > 1 ? TEST_CONNECTIONS : 0;
   if (w !== null && typeof w === 'object')
     return flow(conns && w.connections === undefined ? { ...w, connections: conns } : w);
   return conns ? flow({ start: w ?? 2, connections: conns }) : String(w ?? 2);
