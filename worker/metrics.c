@@ -228,18 +228,21 @@ gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b)
         }
     }
 
-    uint64_t in_flight = 0;
+    uint64_t in_flight = 0, conns = 0;
     for (uint64_t i = 0; i < h->nworkers; i++) {
         struct gw_shm_worker *w = gw_shm_worker(shm, i);
         int s = atomic_load(&w->state);
         if (atomic_load(&w->pid) != 0 && s > 0 && s < GW_WORKER_NSTATES) {
             by_state[s]++;
-            int32_t busy = atomic_load(&w->busy);
+            int32_t busy = atomic_load(&w->busy), open = atomic_load(&w->conns);
             in_flight += busy > 0 ? (uint64_t)busy : 0;
+            conns += open > 0 ? (uint64_t)open : 0;
         }
     }
     help_type(b, "aigw_in_flight_requests", "gauge", "Requests being served now.");
     gw_buf_printf(b, "aigw_in_flight_requests %llu\n", (unsigned long long)in_flight);
+    help_type(b, "aigw_client_connections", "gauge", "Client connections open on the workers.");
+    gw_buf_printf(b, "aigw_client_connections %llu\n", (unsigned long long)conns);
     help_type(b, "aigw_workers", "gauge", "Worker processes by state.");
     for (int s = 1; s < GW_WORKER_NSTATES; s++)
         gw_buf_printf(b, "aigw_workers{state=\"%s\"} %llu\n", gw_shm_worker_state_names[s],

@@ -325,6 +325,10 @@ __lsan_default_suppressions(void)
 /* A connection's stack.  Deep enough for curl, OpenSSL, json-c and PCRE2
  * (its JIT has a stack of its own); the sanitizers' frames are larger.
  * Pages are touched only as deep as a connection goes. */
+/* Connection contexts kept for the next connections, with their upstream
+ * connections open (as many as nginx's upstream keepalive of the bench). */
+#define CONTEXTS_KEPT 64
+
 #if defined(__SANITIZE_ADDRESS__)
 #define CONN_STACK_SIZE (2 * 1024 * 1024)
 #else
@@ -383,6 +387,7 @@ context_take(struct gw_worker_proc *p)
 
     if (w != NULL) {
         p->free = w->next_free;
+        p->nfree--;
         return w;
     }
     if ((w = calloc(1, sizeof(*w))) == NULL)
@@ -407,6 +412,40 @@ context_take(struct gw_worker_proc *p)
     return w;
 }
 
+static void
+context_destroy(struct gw_worker *w)
+{
+    gw_arena_destroy(w->arena);
+    gw_buf_free(&w->scratch);
+    curl_easy_cleanup(w->curl);
+    curl_easy_cleanup(w->curl_passthru);
+    gw_worker_transfer_fini(&w->xfer); /* closes its upstream connections */
+    free(w);
+}
+
+/*
+ * A context whose connection ended waits for the next one, with its
+ * upstream connections open, unless CONTEXTS_KEPT already wait: after a
+ * burst of connections, what it held (curl handles, idle upstream
+ * connections) goes.
+ */
+static void
+context_put(struct gw_worker_proc *p, struct gw_worker *w)
+{
+    if (p->nfree < CONTEXTS_KEPT) {
+        w->next_free = p->free;
+        p->free = w;
+        p->nfree++;
+        return;
+    }
+    for (struct gw_worker **pp = &p->all; *pp != NULL; pp = &(*pp)->next_all)
+        if (*pp == w) {
+            *pp = w->next_all;
+            break;
+        }
+    context_destroy(w);
+}
+
 static void *
 connection_main(void *arg)
 {
@@ -416,8 +455,7 @@ connection_main(void *arg)
     connection_serve(w, w->fd, (enum listener_kind)w->kind);
     w->fd = -1;
     w->thread = NULL;
-    w->next_free = p->free;
-    p->free = w;
+    context_put(p, w);
     p->conns--;
     state_publish(p);
     st_cond_signal(p->room);
@@ -443,8 +481,7 @@ connection_start(struct gw_worker_proc *p, int fd, enum listener_kind kind)
         gw_log(GW_LOG_ERROR, "st_thread_create: %s; connection closed", strerror(errno));
         close(fd);
         w->fd = -1;
-        w->next_free = p->free;
-        p->free = w;
+        context_put(p, w);
         p->conns--;
         state_publish(p);
     }
@@ -487,12 +524,14 @@ accept_some(struct gw_worker_proc *p, int ep)
     }
 }
 
-/* Enough descriptors for every connection with its upstream sockets. */
+/* Enough descriptors for every connection: the client's, the upstream's
+ * (two while a fallback connects), and the socket pair of each curl multi
+ * handle (its wake-up channel). */
 static void
 fd_limit_raise(int connections)
 {
     struct rlimit rl;
-    rlim_t want = (rlim_t)connections * 4 + 256;
+    rlim_t want = (rlim_t)connections * 6 + 256;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
         return;
@@ -584,12 +623,7 @@ gw_worker_main(const struct gw_worker_env *env)
     while (p.all != NULL) {
         struct gw_worker *w = p.all;
         p.all = w->next_all;
-        gw_arena_destroy(w->arena);
-        gw_buf_free(&w->scratch);
-        curl_easy_cleanup(w->curl);
-        curl_easy_cleanup(w->curl_passthru);
-        gw_worker_transfer_fini(&w->xfer);
-        free(w);
+        context_destroy(w);
     }
     st_cond_destroy(p.room);
     curl_global_cleanup();

@@ -309,7 +309,8 @@ struct gw_worker_proc {
     int state;              /* enum gw_worker_state last published */
     struct gw_worker *all;  /* every connection context, open or free */
     struct gw_worker *free; /* contexts not serving a connection */
-    void *room;             /* st_cond_t: signalled when a connection ends */
+    int nfree;
+    void *room; /* st_cond_t: signalled when a connection ends */
 };
 
 /* One connection and the request in hand on it. */

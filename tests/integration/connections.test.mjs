@@ -49,6 +49,46 @@ test('one worker with connections: 64 serves 20 streams at once, each to its end
   }
 });
 
+// TCP connections a process holds to port (its upstream connections when
+// port is the mock's): its socket inodes, looked up in /proc/net/tcp.
+function connectionsTo(pid, port) {
+  const inodes = new Set();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch { /* closed meanwhile */ }
+  }
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  return fs.readFileSync('/proc/net/tcp', 'latin1').split('\n').slice(1).filter((l) => {
+    const f = l.trim().split(/\s+/);
+    return f.length > 9 && f[2].endsWith(`:${hex}`) && f[3] === '01' && inodes.has(f[9]);
+  }).length;
+}
+
+test('after a burst of 100 connections a worker keeps 64 upstream connections open, no more', async () => {
+  const gw = await startGateway(one(256));
+  try {
+    const { key } = await gw.createKey();
+    const [worker] = gw.workerPids();
+    const up = () => connectionsTo(worker, gw.mock.port);
+    const burst = Array.from({ length: 100 }, () => gw.chat(key, {}, { 'x-mock-delay-ms': '800' }));
+    let peak = 0;
+    await eventually(async () => (peak = Math.max(peak, up())) >= 100,
+      { what: '100 upstream connections open', timeoutMs: 5000 });
+    for (const r of await Promise.all(burst)) assert.equal(r.status, 200, r.text);
+    await eventually(async () => (await gw.ctlJson(['workers']))[0].connections === 0,
+      { what: 'the clients gone' });
+    const after = up();
+    assert.ok(after <= 64, `${after} upstream connections left open (peak ${peak})`);
+    assert.ok(after >= 1, 'kept contexts keep their upstream connections');
+    // Those kept serve the next requests.
+    assert.equal((await gw.chat(key, {})).status, 200);
+  } finally {
+    await gw.stop();
+  }
+});
+
 test('a client that stops reading a long stream holds up no other connection of its worker', async () => {
   const gw = await startGateway(one(8, { http: { write_timeout: '30s' } }));
   try {

@@ -110,7 +110,8 @@ test('the page is Prometheus text 0.0.4 with HELP and TYPE, workers by state and
   assert.ok('idle' in states && 'busy' in states, JSON.stringify(states));
   assert.equal((states.idle ?? 0) + (states.busy ?? 0) + (states.keepalive ?? 0), 2, JSON.stringify(states));
   assert.ok(states.busy >= 1, 'the worker answering /metrics is busy');
-  assert.ok(Number.isInteger(value(s, 'aigw_in_flight_requests')));
+  assert.ok(value(s, 'aigw_in_flight_requests') >= 1, 'the scrape itself is in flight');
+  assert.ok(value(s, 'aigw_client_connections') >= 1, 'the scrape\'s own connection is open');
 });
 
 test('aigw_reloads_total counts reloads by result', async () => {
