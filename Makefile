@@ -48,6 +48,10 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+# What a worker runs, runs on a connection's coroutine stack (256 KiB,
+# worker/worker.c): no function of it may take more than 16 KiB of it.
+$(BUILD)/obj/worker/%.o $(BUILD)/obj/shm/%.o: CFLAGS += -Wframe-larger-than=16384
+
 $(BUILD)/libaigw.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

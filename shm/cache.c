@@ -417,7 +417,10 @@ gw_cache_put(struct gw_cache *c, const char *model, const unsigned char hash[GW_
     size_t ctype_len = e->ctype != NULL ? strlen(e->ctype) : 0;
     size_t vlen = sizeof(struct cache_rec) + ctype_len + e->body_len;
     MDB_txn *txn = NULL;
-    char evicted[CACHE_EVICT_MAX][GW_CACHE_MODEL_MAX + 1];
+    /* The models of the entries evicted, told after the commit; on the heap
+     * and only when something is evicted (64 KiB: too much for the stack
+     * of a worker's connection). */
+    char(*evicted)[GW_CACHE_MODEL_MAX + 1] = NULL;
     int nevicted = 0, mrc;
 
     if (k.mv_size == 0 || k.mv_size + vlen > max_size)
@@ -438,7 +441,12 @@ gw_cache_put(struct gw_cache *c, const char *model, const unsigned char hash[GW_
             break;
         if (nevicted == CACHE_EVICT_MAX) {
             mdb_txn_abort(txn);
+            free(evicted);
             return GW_ETOOBIG;
+        }
+        if (evicted == NULL && (evicted = malloc(CACHE_EVICT_MAX * sizeof(*evicted))) == NULL) {
+            mdb_txn_abort(txn);
+            return GW_ENOMEM;
         }
         if ((mrc = evict_first(c, txn, 0, evicted[nevicted], sizeof(evicted[0]))) != 0) {
             if (mrc == MDB_NOTFOUND) { /* counts with no entries: start them again */
@@ -482,10 +490,12 @@ gw_cache_put(struct gw_cache *c, const char *model, const unsigned char hash[GW_
         goto fail;
     for (int i = 0; i < nevicted && gone != NULL; i++)
         gone(ctx, evicted[i], false);
+    free(evicted);
     return 0;
 fail:
     if (txn != NULL)
         mdb_txn_abort(txn);
+    free(evicted);
     return cache_fail("store", model, mrc);
 }
 
