@@ -189,6 +189,42 @@ test('a worker killed with calls in flight: the target\'s in-flight figure comes
   }
 });
 
+// Requests of one worker that started before a reload finish on their
+// generation, safety rules included, while new ones take the new one: the
+// worker holds both generation slots, and the old rules' compiled engine
+// lives until its last stream ends (make asan checks it is not used after).
+test('streams begun before reloads finish on their generation and rules; new requests take the new ones', async () => {
+  const ipRule = (mask) => ({
+    rules: [{ name: 'ip', type: 'pii', detector: 'ipv4', on: ['output'], action: 'mask', mask }],
+  });
+  const gw = await startGateway(one(16, { safety: ipRule('<ip>') }));
+  try {
+    const { key } = await gw.createKey();
+    const content = 'server 10.1.2.3 is up, 10.9.8.7 too';
+    const headers = { 'x-mock-content': content, 'x-mock-split': '4,12,20,30', 'x-mock-chunk-delay-ms': '400' };
+    const text = (r) => r.events.map((e) => e.json?.choices?.[0]?.delta?.content ?? '').join('');
+    const old = Array.from({ length: 4 }, () => gw.chat(key, { stream: true }, headers));
+    await eventually(async () => (await gw.status()).in_flight === 4, { what: '4 streams in flight' });
+    const g0 = (await gw.status()).generation;
+    for (let i = 1; i <= 3; i++) {
+      gw.rewriteConfig({ safety: ipRule(`<addr${i}>`) });
+      const r = await gw.ctl(['reload']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((await gw.status()).generation, g0 + i);
+      const now = await gw.chat(key, { stream: true }, { 'x-mock-content': content, 'x-mock-split': '9' });
+      assert.equal(text(now), `server <addr${i}> is up, <addr${i}> too`);
+    }
+    for (const r of await Promise.all(old)) {
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.events.at(-1).data, '[DONE]');
+      assert.equal(text(r), 'server <ip> is up, <ip> too', 'the rules the stream began with');
+    }
+    assert.equal(gw.workerPids().length, 1, 'no worker died');
+  } finally {
+    await gw.stop();
+  }
+});
+
 test('workers.connections out of range is a configuration error with its position', async () => {
   const gw = await startGateway(one(4));
   try {
