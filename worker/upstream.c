@@ -371,10 +371,10 @@ stream_error_event(struct gw_call *call, const char *why, const char *code)
 }
 
 /*
- * The sockets and the timer libcurl asks the worker to watch, through the
- * multi handle's socket and timer callbacks.  One transfer runs at a time,
- * but it may have more than one socket (both address families while it
- * connects, the resolver's).
+ * The sockets and the timer libcurl asks a connection to watch, through
+ * its multi handle's socket and timer callbacks (struct gw_transfer).  One
+ * transfer runs at a time on a connection, but it may have more than one
+ * socket (both address families while it connects, the resolver's).
  */
 static int
 on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)

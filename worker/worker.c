@@ -16,7 +16,6 @@
  * room for more polls that epoll descriptor from its event loop.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -339,11 +338,17 @@ __lsan_default_suppressions(void)
 #endif
 #endif
 
+/* st_init has run: this is a worker process (not a unit test, not the
+ * master's endpoint-test child), and waits go through the event loop. */
+static bool st_ready;
+
 int
 gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
 {
     st_utime_t t = timeout_ms < 0 ? ST_UTIME_NO_TIMEOUT : (st_utime_t)timeout_ms * 1000;
 
+    if (!st_ready)
+        return poll(fds, (nfds_t)nfds, timeout_ms < 0 ? -1 : (int)timeout_ms);
     if (nfds == 0) {
         /* Nothing to watch (curl between two sockets): only the time. */
         if (st_usleep(t) != 0)
@@ -356,6 +361,10 @@ gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
 void
 gw_worker_sleep_us(long us)
 {
+    if (!st_ready) {
+        usleep(us > 0 ? (useconds_t)us : 0);
+        return;
+    }
     st_usleep(us > 0 ? (st_utime_t)us : 0);
 }
 
@@ -579,6 +588,7 @@ gw_worker_main(const struct gw_worker_env *env)
     if (st_set_eventsys(ST_EVENTSYS_POLL) != 0 || st_init() != 0 ||
         (p.room = st_cond_new()) == NULL)
         gw_fatal("st_init: %s", strerror(errno));
+    st_ready = true;
     if (gw_store_open(env->cfg->state_dir, &p.store) != 0)
         exit(GW_EXIT_FATAL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

@@ -35,8 +35,12 @@ function files(d = dir) {
 function records(d = dir) {
   const out = [];
   for (const f of files(d)) {
-    for (const line of fs.readFileSync(path.join(d, f), 'utf8').split('\n')) {
-      if (line) out.push(JSON.parse(line)); // every line is one whole record
+    // Every line is one whole record.  What follows the last newline is a
+    // record being written right now (one write(2), which a reader may see
+    // half done): not a line yet.
+    const lines = fs.readFileSync(path.join(d, f), 'utf8').split('\n').slice(0, -1);
+    for (const line of lines) {
+      if (line) out.push(JSON.parse(line));
     }
   }
   return out;
