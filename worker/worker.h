@@ -310,6 +310,7 @@ struct gw_worker_proc {
     struct gw_worker *all;  /* every connection context, open or free */
     struct gw_worker *free; /* contexts not serving a connection */
     int nfree;
+    bool trim;  /* contexts were destroyed: give their heap back when quiet */
     void *room; /* st_cond_t: signalled when a connection ends */
 };
 
