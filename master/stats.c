@@ -604,6 +604,16 @@ gw_master_stats_usage(struct gw_master *m, struct json_object *req, struct gw_ar
         return gw_master_reply_error("could not read usage: %s", gw_strerror(rc));
     /* Before pruned_before the records may be gone: whole days from the
      * aggregates there, the records from then on. */
+    bool since_given =
+        gw_master_arg_string(req, "since") != NULL || gw_master_arg_string(req, "from") != NULL;
+    bool hourly = false;
+    for (size_t i = 0; i < ag.ndims; i++)
+        hourly |= ag.dims[i] == GW_STATS_HOUR;
+    /* --by hour without --since: from the oldest records kept (said in
+     * the reply), rather than refused once the first prune has run. */
+    int64_t narrowed_from = 0;
+    if (hourly && !since_given && from_us < pruned)
+        from_us = narrowed_from = pruned;
     if (from_us < pruned) {
         for (size_t i = 0; i < ag.ndims; i++) {
             if (ag.dims[i] != GW_STATS_HOUR)
@@ -645,6 +655,14 @@ gw_master_stats_usage(struct gw_master *m, struct json_object *req, struct gw_ar
 
     o = json_object_new_object();
     json_object_object_add(o, "ok", json_object_new_boolean(1));
+    if (narrowed_from > 0) {
+        time_t t = (time_t)(narrowed_from / 1000000);
+        struct tm tm;
+        char when[32];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_object_add(o, "since", json_object_new_string(when));
+    }
     by = json_object_new_array();
     for (size_t i = 0; i < ag.ndims; i++)
         json_object_array_add(by, json_object_new_string(dim_names[ag.dims[i]]));

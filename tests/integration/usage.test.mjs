@@ -166,6 +166,37 @@ test('usage equals what the mock reported, streaming and not, across a reload an
   }
 });
 
+// Once the master has pruned (its first pass runs a second after it
+// starts), records before usage.detail_days are gone: --by hour without
+// --since answers from the oldest kept and says from when; with a --since
+// before that it is refused with the first day it can answer.
+test('usage --by hour after the first prune: from the oldest records kept without --since, refused before them', async () => {
+  const gw = await startGateway({ workers: 2, mock, usage: { detail_days: 3, aggregate_days: 10 } });
+  try {
+    const { key } = await gw.createKey();
+    assert.equal((await gw.chat(key, {})).status, 200);
+    const cutoff = new Date(Math.floor(Date.now() / 86400000) * 86400000 - 3 * 86400000);
+    const day = cutoff.toISOString().slice(0, 10);
+    const early = new Date(cutoff.getTime() - 86400000).toISOString().slice(0, 10);
+    let refused;
+    await eventually(async () => {
+      refused = await gw.ctl(['usage', '--by', 'hour', '--since', early]);
+      return refused.code !== 0;
+    }, { what: 'the first prune', timeoutMs: 5000 });
+    assert.match(refused.stderr, new RegExp(`kept from ${day} on .*give --since ${day} or later`));
+    const j = await eventually(async () => {
+      const r = await gw.ctlJson(['usage', '--by', 'hour']);
+      return r.totals?.requests === 1 && r;
+    }, { what: 'the request by hour' });
+    assert.equal(j.since, `${day}T00:00:00Z`);
+    assert.equal(j.rows.length, 1);
+    // Grouped by day, the whole range: no since in the reply.
+    assert.equal((await gw.ctlJson(['usage', '--by', 'day'])).since, undefined);
+  } finally {
+    await gw.stop();
+  }
+});
+
 // The usage the master stored for one key: {requests, input_tokens, output_tokens}.
 async function usageOfKey(gw, id) {
   const r = await gw.ctlJson(['usage', '--by', 'key', '--key', id]);
