@@ -283,15 +283,15 @@ cmd_status(int argc, char **argv)
         printf("aigwd %s, pid %s, up %s s\n"
                "config      %s (generation %s, %s reloads, %s failed)\n"
                "workers     %s configured: %s idle, %s busy, %s starting, %s stopping\n"
-               "requests    %s served, %s in flight\n"
+               "requests    %s served, %s in flight, %s connections open\n"
                "models      %s, providers %s\n",
                field_str(reply, "version"), field_str(reply, "pid"), field_str(reply, "uptime"),
                field_str(reply, "config"), field_str(reply, "generation"),
                field_str(reply, "reloads"), field_str(reply, "reload_failures"),
                field_str(w, "configured"), field_str(w, "idle"), field_str(w, "busy"),
                field_str(w, "starting"), field_str(w, "stopping"), field_str(reply, "requests"),
-               field_str(reply, "in_flight"), field_str(reply, "models"),
-               field_str(reply, "providers"));
+               field_str(reply, "in_flight"), field_str(reply, "connections"),
+               field_str(reply, "models"), field_str(reply, "providers"));
     }
     json_object_put(reply);
     return 0;

@@ -144,12 +144,13 @@ gw_master_arg_string(struct json_object *req, const char *name)
 
 /* Workers by state, from the scoreboard. */
 static void
-workers_count(struct gw_master *m, int counts[GW_WORKER_NSTATES], int64_t *in_flight)
+workers_count(struct gw_master *m, int counts[GW_WORKER_NSTATES], int64_t *in_flight,
+              int64_t *conns)
 {
     const struct gw_shm *shm = &m->shm;
 
     memset(counts, 0, GW_WORKER_NSTATES * sizeof(int));
-    *in_flight = 0;
+    *in_flight = *conns = 0;
     for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
         struct gw_shm_worker *w = gw_shm_worker(shm, i);
         if (atomic_load(&w->pid) == 0)
@@ -158,6 +159,7 @@ workers_count(struct gw_master *m, int counts[GW_WORKER_NSTATES], int64_t *in_fl
         if (state >= 0 && state < GW_WORKER_NSTATES)
             counts[state]++;
         *in_flight += atomic_load(&w->busy); /* requests a worker has in hand */
+        *conns += atomic_load(&w->conns);
     }
 }
 
@@ -167,10 +169,10 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     struct gw_shm_header *h = m->shm.hdr;
     struct json_object *o = gw_master_reply_ok(), *workers = json_object_new_object();
     int counts[GW_WORKER_NSTATES];
-    int64_t in_flight;
+    int64_t in_flight, conns;
 
     (void)req, (void)a;
-    workers_count(m, counts, &in_flight);
+    workers_count(m, counts, &in_flight, &conns);
     json_object_object_add(o, "version", json_object_new_string(GW_VERSION));
     json_object_object_add(o, "pid", json_object_new_int64(getpid()));
     json_object_object_add(o, "config", json_object_new_string(m->conf_path));
@@ -190,6 +192,7 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     json_object_object_add(o, "requests",
                            json_object_new_int64((int64_t)atomic_load(&h->requests)));
     json_object_object_add(o, "in_flight", json_object_new_int64(in_flight));
+    json_object_object_add(o, "connections", json_object_new_int64(conns));
     json_object_object_add(o, "models", json_object_new_int64((int64_t)m->cfg->nmodels));
     json_object_object_add(o, "providers", json_object_new_int64((int64_t)m->cfg->nproviders));
     return o;

@@ -49,7 +49,7 @@ test('status prints a summary for a person', async () => {
   assert.ok(r.stdout.includes(ctx.gw.configPath));
   assert.match(r.stdout, /generation \d+/);
   assert.match(r.stdout, /workers +3 configured: \d+ idle, \d+ busy/);
-  assert.match(r.stdout, /requests +\d+ served, \d+ in flight/);
+  assert.match(r.stdout, /requests +\d+ served, \d+ in flight, \d+ connections open/);
 });
 
 test('workers --json is an array of {slot, pid, state, requests, started, busy_ms}', async () => {

@@ -27,6 +27,7 @@ test('one worker with connections: 64 serves 20 streams at once, each to its end
     }, { what: '20 connections on the one worker', timeoutMs: 5000 });
     const st = await gw.status();
     assert.equal(st.in_flight, 20, JSON.stringify(st));
+    assert.equal(st.connections, 20, JSON.stringify(st));
     const res = await Promise.all(streams);
     for (const r of res) {
       assert.equal(r.status, 200, r.text);

@@ -42,7 +42,7 @@ test('status --json has the fields aigwctl(8) documents', async () => {
   const { gw } = ctx;
   const st = await gw.status();
   const fields = ['version', 'pid', 'config', 'uptime', 'shm', 'generation', 'reloads',
-    'reload_failures', 'workers', 'requests', 'in_flight', 'models', 'providers'];
+    'reload_failures', 'workers', 'requests', 'in_flight', 'connections', 'models', 'providers'];
   assert.deepEqual(Object.keys(st).sort(), [...fields].sort(), JSON.stringify(st));
   assert.equal(typeof st.version, 'string');
   assert.equal(st.pid, gw.pid);
@@ -50,7 +50,7 @@ test('status --json has the fields aigwctl(8) documents', async () => {
   assert.ok(Number.isInteger(st.uptime) && st.uptime >= 0);
   assert.match(st.shm, /^\/aigw-[0-9a-f]{16}$/);
   assert.ok(Number.isInteger(st.generation) && st.generation >= 1);
-  for (const field of ['reloads', 'reload_failures', 'requests', 'in_flight']) {
+  for (const field of ['reloads', 'reload_failures', 'requests', 'in_flight', 'connections']) {
     assert.ok(Number.isInteger(st[field]) && st[field] >= 0, `${field}: ${JSON.stringify(st)}`);
   }
   // workers: the pool size and the processes in each state.
