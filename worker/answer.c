@@ -208,21 +208,6 @@ event_take(struct gw_answer *an, const char *data, size_t len)
     json_object_put(o);
 }
 
-/* Offset just past the blank line ending the first event in p, or 0. */
-static size_t
-event_end(const char *p, size_t len)
-{
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (p[i] != '\n')
-            continue;
-        if (p[i + 1] == '\n')
-            return i + 2;
-        if (i + 2 < len && p[i + 1] == '\r' && p[i + 2] == '\n')
-            return i + 3;
-    }
-    return 0;
-}
-
 /* The data: lines of one event, joined as SSE says (by newlines). */
 static void
 event_parse(struct gw_answer *an, const char *p, size_t len)
@@ -261,7 +246,7 @@ gw_worker_answer_feed(struct gw_answer *an, const char *data, size_t len)
         len = an->pending.len;
     }
     size_t off = 0;
-    while ((n = event_end(p + off, len - off)) > 0) {
+    while ((n = gw_worker_sse_event_end(p + off, len - off)) > 0) {
         event_parse(an, p + off, n);
         off += n;
     }

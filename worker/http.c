@@ -3,21 +3,22 @@
  * libhttp-parser under size and time limits, and writing responses, plain
  * or chunked.
  *
- * The connection is a blocking socket.  Reads wait in poll(2) so that the
- * idle (keep-alive) and read timeouts are exact and so that a stopping
- * worker notices SIGTERM; writes rely on SO_SNDTIMEO set by the caller.
+ * The connection is a non-blocking socket.  A read or write that finds
+ * nothing to do waits in gw_worker_poll (the worker's event loop, where
+ * its other connections run), so that the idle (keep-alive), read and
+ * write timeouts are exact and a stopping worker notices SIGTERM.
  * Parsed pieces (URL, header names and values, body) are copied out of the
  * read buffer as they are parsed, so the buffer can be compacted between
  * reads and pipelined requests simply stay in it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -257,16 +258,12 @@ gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits 
     c->in = malloc(c->in_cap);
     if (c->in == NULL)
         gw_fatal("malloc(%zu): out of memory", c->in_cap);
-    /* A read may block this long by itself (see gw_worker_http_read): no
-     * longer than a poll slice or than any deadline a wait can have. */
-    long t = HTTP_POLL_SLICE_MS;
-    if ((long)limits->read_timeout_ms < t)
-        t = (long)limits->read_timeout_ms;
-    if ((long)limits->keepalive_timeout_ms < t)
-        t = (long)limits->keepalive_timeout_ms;
-    struct timeval tv = {.tv_sec = t / 1000, .tv_usec = (t % 1000) * 1000};
-    if (t > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0)
-        c->rcvtimeo_ms = t;
+    /* Reads and writes never block: a wait is gw_worker_poll's, where the
+     * worker's other connections run (a worker accepts with SOCK_NONBLOCK
+     * already; a descriptor from elsewhere is made so). */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
 void
@@ -404,14 +401,13 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
             long left = (long)(c->header_deadline - gw_now_ms());
             wait = left < wait ? (left > 0 ? left : 0) : wait;
         }
-        /* The bytes nearly always come within the socket's receive
-         * time-out: then one blocking read is the wait and the read, and
-         * the poll (with its deadlines, stop flag and giving way to new
-         * clients) is only for when they do not. */
+        /* Under load the bytes are usually there already: read first, and
+         * wait (deadlines, stop flag, giving way to new clients) only when
+         * the read finds nothing. */
         int64_t since = gw_now_ms();
         ssize_t r = -1;
         errno = EAGAIN;
-        if (c->rcvtimeo_ms > 0 && wait >= c->rcvtimeo_ms && !(idle && gw_worker_stopping))
+        if (!(idle && gw_worker_stopping))
             r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
             int w = wait_readable(c, since, wait, idle);

@@ -747,21 +747,6 @@ gw_worker_safety_response(struct gw_call *call, const char **body, size_t *len, 
 
 /* -------------------------------------------------------------- stream */
 
-/* Offset just past the blank line that ends the first event in p, or 0. */
-static size_t
-event_end(const char *p, size_t len)
-{
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (p[i] != '\n')
-            continue;
-        if (p[i + 1] == '\n')
-            return i + 2;
-        if (i + 2 < len && p[i + 1] == '\r' && p[i + 2] == '\n')
-            return i + 3;
-    }
-    return 0;
-}
-
 static int
 put_event(struct gw_safety_req *st, struct json_object *o)
 {
@@ -960,7 +945,7 @@ gw_worker_safety_stream(struct gw_safety_req *st, const char *data, size_t len, 
 
     st->out_events.len = 0;
     while (len > 0 && rc == 0) {
-        size_t n = event_end(data, len);
+        size_t n = gw_worker_sse_event_end(data, len);
         if (n == 0)
             n = len; /* the last, incomplete event */
         const char *d = memmem(data, n, "data:", 5);

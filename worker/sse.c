@@ -38,9 +38,8 @@ gw_worker_sse_fini(struct gw_sse *s)
     gw_buf_free(&s->pending);
 }
 
-/* Offset just past the blank line that ends the first event in p, or 0. */
-static size_t
-event_end(const char *p, size_t len)
+size_t
+gw_worker_sse_event_end(const char *p, size_t len)
 {
     for (const char *nl = memchr(p, '\n', len); nl != NULL;
          nl = memchr(nl + 1, '\n', len - (size_t)(nl + 1 - p))) {
@@ -232,7 +231,7 @@ relay_events(struct gw_sse *s, const char *p, size_t len, size_t *consumed)
     int rc = 0;
 
     for (;;) {
-        size_t n = event_end(p + off, len - off);
+        size_t n = gw_worker_sse_event_end(p + off, len - off);
         if (n == 0)
             break;
         s->events++;

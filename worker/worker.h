@@ -175,7 +175,6 @@ struct gw_http_conn {
     const struct gw_http_filter *filter; /* this request's answers are rewritten, or NULL */
     struct gw_buf filter_in, filter_out; /* the filter's buffers, kept for the connection */
     bool filtering;                      /* inside the filter: write as asked */
-    long rcvtimeo_ms;                    /* SO_RCVTIMEO on fd: a read blocks no longer (0: none) */
 };
 
 void gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits *limits);
@@ -263,6 +262,9 @@ struct gw_sse {
 
 void gw_worker_sse_init(struct gw_sse *s, gw_sse_emit_fn emit, void *ctx, bool drop_usage);
 void gw_worker_sse_fini(struct gw_sse *s);
+/* Offset just past the blank line ("\n\n" or "\n\r\n") that ends the
+ * first event in p, or 0 when p holds no whole event. */
+size_t gw_worker_sse_event_end(const char *p, size_t len);
 /* Feed bytes from the upstream; complete events are emitted at once. */
 int gw_worker_sse_feed(struct gw_sse *s, const char *data, size_t len);
 /* The upstream ended: emit whatever partial event is left. */

@@ -179,10 +179,36 @@ usage_is_parsed_from_a_plain_response_body(void **state)
     assert_false(gw_worker_usage_parse("not json", 8, &p, &c));
 }
 
+/* The one event boundary finder that the relay, the answer reassembly,
+ * output safety and the Anthropic translation share. */
+static void
+event_end_is_past_the_blank_line_lf_or_crlf(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t end;
+    } cases[] = {
+        {"", 0},
+        {"\n", 0},
+        {"\n\n", 2},
+        {"data: a\n", 0},
+        {"data: a\n\n", 9},
+        {"data: a\r\n\r\n", 11},
+        {"data: a\ndata: b\n\nrest", 17},
+        {"data: a\r\n", 0},
+        {": keep-alive\n\ndata: b\n\n", 14},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(gw_worker_sse_event_end(cases[i].in, strlen(cases[i].in)), cases[i].end);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(event_end_is_past_the_blank_line_lf_or_crlf),
         cmocka_unit_test(usage_chunk_is_read_and_dropped_when_client_did_not_ask),
         cmocka_unit_test(usage_chunk_is_kept_when_client_asked),
         cmocka_unit_test(complete_events_are_emitted_without_waiting_for_more),

@@ -848,21 +848,6 @@ event_in(struct gw_messages_stream *s, const char *p, size_t len, struct gw_buf 
     return rc;
 }
 
-/* Offset just past the blank line that ends the first event in p, or 0. */
-static size_t
-event_end(const char *p, size_t len)
-{
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (p[i] != '\n')
-            continue;
-        if (p[i + 1] == '\n')
-            return i + 2;
-        if (i + 2 < len && p[i + 1] == '\r' && p[i + 2] == '\n')
-            return i + 3;
-    }
-    return 0;
-}
-
 int
 gw_worker_messages_stream_feed(struct gw_messages_stream *s, const char *data, size_t len,
                                struct gw_buf *out)
@@ -872,7 +857,7 @@ gw_worker_messages_stream_feed(struct gw_messages_stream *s, const char *data, s
 
     if ((rc = gw_buf_append(s->in, data, len)) != 0)
         return rc;
-    while ((n = event_end(s->in->data + off, s->in->len - off)) > 0) {
+    while ((n = gw_worker_sse_event_end(s->in->data + off, s->in->len - off)) > 0) {
         if ((rc = event_in(s, s->in->data + off, n, out)) != 0)
             return rc;
         off += n;
