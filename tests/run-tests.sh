@@ -1,25 +1,33 @@
 #!/bin/sh
 # run-tests.sh BUILD_DIR - run every unit test, then the integration tests
 # against the binaries in BUILD_DIR, twice: with one connection per worker
-# and with workers.connections 16.  Ends with the node test runner's
-# summary; exits non-zero if anything failed.
+# and with workers.connections 16.  Ends with one line naming every part
+# that failed (or saying that all passed); exits non-zero if anything failed.
 set -u
 build=${1:-build}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
 failed=0
+# What failed, named again at the very end: a unit test's failure must not
+# scroll away above two integration runs' summaries.
+failures=""
+fail() {
+    failed=1
+    failures="$failures
+  $1"
+}
 
 echo "== unit tests ($build)"
 for t in "$build"/tests/test_*; do
     [ -x "$t" ] || continue
-    "$t" || failed=1
+    "$t" || fail "unit: $t"
 done
 
 echo "== man pages"
 if mandoc -T lint -W warning man/aigwd.8 man/aigwctl.8 man/aigw.yaml.5; then
     echo "mandoc -T lint: clean"
 else
-    failed=1
+    fail "mandoc -T lint"
 fi
 
 echo "== integration tests ($build)"
@@ -32,11 +40,19 @@ fi
 conc=""
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=10)?0:1)' &&
     conc="--test-concurrency=1"
-AIGW_BUILD="$top/$build" node --test $conc ./*.test.mjs || failed=1
+AIGW_BUILD="$top/$build" node --test $conc ./*.test.mjs || fail "integration tests"
 
 # Once more with every gateway's workers serving 16 connections at once
 # (workers.connections; see lib/harness.mjs), where the tests do not pin
 # it: the same behaviour is expected of both process models.
 echo "== integration tests ($build), workers.connections 16"
-AIGW_TEST_CONNECTIONS=16 AIGW_BUILD="$top/$build" node --test $conc ./*.test.mjs || failed=1
+AIGW_TEST_CONNECTIONS=16 AIGW_BUILD="$top/$build" node --test $conc ./*.test.mjs ||
+    fail "integration tests, workers.connections 16"
+
+echo "=="
+if [ $failed -ne 0 ]; then
+    echo "FAILED:$failures"
+else
+    echo "all tests passed ($build)"
+fi
 exit $failed

@@ -1097,7 +1097,7 @@ workers_must_be_a_number_or_a_mapping(void **state)
     (void)state;
     expect_error("workers: [4]\n" MINIMAL, 1, 10,
                  "\"workers\" must be an integer or a mapping of keys (start, min_spare, "
-                 "max_spare, max, max_requests)");
+                 "max_spare, max, max_requests, connections)");
 }
 
 static void
@@ -1106,7 +1106,7 @@ workers_unknown_key(void **state)
     (void)state;
     expect_error("workers: { spare: 2 }\n" MINIMAL, 1, 12,
                  "unknown key \"spare\" in workers (expected one of: start, min_spare, max_spare, "
-                 "max, max_requests)");
+                 "max, max_requests, connections)");
 }
 
 static void

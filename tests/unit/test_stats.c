@@ -426,8 +426,14 @@ test_by_day_answers_pruned_days_from_aggregates(void **state)
     struct json_object *r = ask(f, "{\"by\": \"tenant\", \"tenant\": \"acme\"}", NULL);
     assert_int_equal(num(r, "totals", "requests"), 2);
     json_object_put(r);
-    /* The hour is not in the aggregates: said, not guessed. */
-    struct json_object *req = json_tokener_parse("{\"by\": \"hour\"}"), *ok;
+    /* The hour is not in the aggregates: a --since before the records
+     * kept is refused, said, not guessed. */
+    char since[128];
+    time_t t = (time_t)((f->today - 9 * DAY_US) / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(since, sizeof(since), "{\"by\": \"hour\", \"since\": \"%Y-%m-%d\"}", &tm);
+    struct json_object *req = json_tokener_parse(since), *ok;
     r = gw_master_stats_usage(&f->m, req, NULL, NULL);
     assert_true(json_object_object_get_ex(r, "ok", &ok));
     assert_false(json_object_get_boolean(ok));
@@ -435,14 +441,21 @@ test_by_day_answers_pruned_days_from_aggregates(void **state)
                            "--by hour needs the records"));
     json_object_put(r);
     json_object_put(req);
-    /* From pruned_before on, hours answer. */
-    char since[128];
-    time_t t = (time_t)((f->today - 2 * DAY_US) / 1000000);
-    struct tm tm;
+    /* Without --since, hours answer from the oldest records kept, and the
+     * reply says from when. */
+    t = (time_t)((f->today - 2 * DAY_US) / 1000000);
     gmtime_r(&t, &tm);
+    char from[32];
+    strftime(from, sizeof(from), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    r = ask(f, "{\"by\": \"hour\"}", NULL);
+    assert_int_equal(num(r, "totals", "requests"), 1);
+    assert_string_equal(json_object_get_string(json_object_object_get(r, "since")), from);
+    json_object_put(r);
+    /* From pruned_before on, hours answer. */
     strftime(since, sizeof(since), "{\"by\": \"hour\", \"since\": \"%Y-%m-%d\"}", &tm);
     r = ask(f, since, NULL);
     assert_int_equal(num(r, "totals", "requests"), 1);
+    assert_null(json_object_object_get(r, "since"));
     json_object_put(r);
 }
 
