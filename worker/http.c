@@ -362,6 +362,10 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
     for (;;) {
         if (c->in_off < c->in_len) {
             size_t avail = c->in_len - c->in_off;
+            /* The request's time starts with its first byte, not with the
+             * wait for it on a keep-alive connection. */
+            if (c->msg_bytes == 0)
+                req->start_us = gw_now_us();
             size_t n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off, avail);
             enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
 

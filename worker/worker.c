@@ -261,7 +261,7 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
 
     for (;;) {
         struct gw_request req = {.arena = w->arena, .model_stat = -1, .target_stat = -1};
-        req.start_us = gw_now_us();
+        req.start_us = gw_now_us(); /* moved to the first byte once it comes */
         int rc = gw_worker_http_read(&w->conn, &req);
         if (rc == GW_ECLOSED) {
             gw_arena_reset(w->arena);
@@ -303,6 +303,14 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
         state_publish(p);
         if (!again)
             break;
+        /* Coroutines are not preempted: one whose client and upstream are
+         * always ready by the time it looks would serve request after
+         * request while the connections waiting on a descriptor starve
+         * (they wake only when no coroutine can run).  One request per
+         * turn, as an nginx worker handles each ready connection once per
+         * pass of its event loop. */
+        if (p->conns > 1)
+            gw_worker_yield();
     }
     gw_worker_http_fini(&w->conn);
     close(fd);
@@ -358,6 +366,15 @@ gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
         return 0;
     }
     return st_poll(fds, (int)nfds, t);
+}
+
+void
+gw_worker_yield(void)
+{
+    /* Due at once: runnable again after the connections that are now,
+     * and after the wait that wakes those whose descriptors are ready. */
+    if (st_ready)
+        st_usleep(0);
 }
 
 void

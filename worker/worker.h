@@ -346,6 +346,9 @@ struct gw_worker {
 int gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms);
 /* Sleep, letting the worker's other connections run. */
 void gw_worker_sleep_us(long us);
+/* Let the worker's other connections run (and those whose descriptors
+ * became ready wake) before this one goes on. */
+void gw_worker_yield(void);
 /* Note an upstream call to target stat begun (+1) or ended (-1) in the
  * scoreboard, for the master to undo if the worker dies meanwhile. */
 void gw_worker_calling(struct gw_worker *w, int32_t stat, int delta);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  UPSTREAM_KEY, eventually, sleep, startGateway, tempDir, test, useGateway,
+  HttpConn, UPSTREAM_KEY, eventually, sleep, startGateway, tempDir, test, useGateway,
 } from './lib/harness.mjs';
 
 const PROMPT = 'the secret plan is xylophone-quartz-7731';
@@ -56,6 +56,29 @@ test('each request is one JSON line in log.access_file with the documented field
   assert.equal(lines.length, records(accessLog).length);
   assert.equal(new Set(records(accessLog).map((r) => r.request_id)).size, lines.length);
   assert.equal(gw.log().includes('logs-plain-1'), false, 'the access log does not go to stderr too');
+});
+
+test('a request on a keep-alive connection is timed from its first byte, not from the wait for it', async () => {
+  const { gw, k } = ctx;
+  const conn = await HttpConn.open(gw.port);
+  try {
+    for (const id of ['logs-ka-1', 'logs-ka-2']) {
+      await conn.send({
+        method: 'POST', path: '/v1/chat/completions',
+        headers: { Authorization: `Bearer ${k.key}`, 'x-request-id': id },
+        body: { model: 'demo', messages: [{ role: 'user', content: 'hi' }] },
+      });
+      const res = await conn.readResponse();
+      assert.equal(res.status, 200);
+      // The connection then sits idle for 1.2 s before the next request.
+      if (id === 'logs-ka-1') await sleep(1200);
+    }
+  } finally {
+    conn.close();
+  }
+  const second = await recordOf(accessLog, 'logs-ka-2');
+  assert.ok(second.duration_ms < 600, `duration_ms ${second.duration_ms} counts the idle time`);
+  assert.ok(second.ttfb_ms < 600, `ttfb_ms ${second.ttfb_ms} counts the idle time`);
 });
 
 test('the error log goes to log.file with a level and who logs on each line', async () => {
