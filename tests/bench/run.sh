@@ -229,14 +229,6 @@ else
     load_n=$ncpu proxy_n=$ncpu
     pin_mock=() pin_load=() pin_proxy=()
     cpu_plan="$ncpu CPUs: nothing pinned, mock, load, nginx and aigwd share them"
-    # No core of its own for the load generator: it gets the scheduler's
-    # preference instead (nice -10, for every target alike), or the time
-    # it waits for a CPU behind a busy proxy is measured as the proxy's
-    # latency (README.md, "the tail").
-    if nice -n -10 true 2>/dev/null; then
-        pin_load=(nice -n -10)
-        cpu_plan="$cpu_plan; the load generators at nice -10"
-    fi
 fi
 wrk_threads=$load_n
 say "$cpu_plan"
