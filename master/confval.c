@@ -139,6 +139,8 @@ gw_master_config_parse_size(const char *s, size_t *bytes)
 static const char *
 size_text(struct load *ld, long long bytes)
 {
+    if (bytes == 0)
+        return "0";
     if (bytes % GIB == 0)
         return gw_arena_printf(ld->tmp, "%lldg", bytes / GIB);
     if (bytes % MIB == 0)

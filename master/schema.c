@@ -755,6 +755,10 @@ static const struct field log_fields[] = {
     FIELD("access", gw_master_confval_bool, offsetof(struct gw_config, access_log)),
     FIELD("file", gw_master_confval_string, offsetof(struct gw_config, log_file)),
     FIELD("access_file", parse_access_file, 0),
+    FIELD("access_buffer", gw_master_confval_size, offsetof(struct gw_config, access_buffer),
+          .min = 0, .max = 16 * MIB),
+    FIELD("access_flush", gw_master_confval_duration, offsetof(struct gw_config, access_flush_ms),
+          .min = 1, .max = 3600 * SECOND_MS),
     {.key = NULL},
 };
 
@@ -1079,6 +1083,7 @@ gw_master_config_defaults(struct gw_config *cfg)
     cfg->shutdown_timeout_ms = 30 * SECOND_MS;
     cfg->log_level = GW_LOG_INFO;
     cfg->access_log = true;
+    cfg->access_flush_ms = SECOND_MS;
     cfg->http.max_header_size = 16 * KIB;
     cfg->http.max_body_size = 8 * MIB;
     cfg->http.max_upload_size = 25 * MIB;

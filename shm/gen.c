@@ -261,6 +261,8 @@ gw_shm_gen_publish(const struct gw_shm *shm, const struct gw_config *cfg, uint64
     g.log_file = gen_str(&w, cfg->log_file);
     g.access_file = gen_str(&w, cfg->access_file);
     g.access_journal = cfg->access_journal;
+    g.access_buffer = (uint32_t)cfg->access_buffer;
+    g.access_flush_ms = (uint32_t)cfg->access_flush_ms;
     g.capture_dir = gen_str(&w, cfg->capture_dir);
     g.capture_keys = gen_names(&w, &cfg->capture_keys, &g.ncapture_keys);
     g.capture_tenants = gen_names(&w, &cfg->capture_tenants, &g.ncapture_tenants);

@@ -451,6 +451,8 @@ struct gw_config {
     bool access_log;
     char *access_file;    /* JSON lines; NULL: stderr */
     bool access_journal;  /* access log to journald instead */
+    size_t access_buffer; /* bytes of lines a worker gathers; 0: a write per line */
+    long access_flush_ms; /* and the longest a gathered line waits */
     char *metrics_listen; /* "host:port" of the /metrics listener, or NULL */
     char **admin_listen;  /* admin.listen: the HTTP admin API's "host:port"s */
     size_t nadmin_listen;
@@ -920,7 +922,7 @@ int gw_proto_read_line_max(int fd, struct gw_buf *b, size_t max, char **line, si
  *   generations
  */
 #define GW_SHM_MAGIC 0x314d485357474941ULL /* "AIGWSHM1" */
-#define GW_SHM_LAYOUT 10
+#define GW_SHM_LAYOUT 11
 #define GW_SHM_GEN_SLOTS 8
 #define GW_SHM_NAME_LEN 96
 
@@ -1411,6 +1413,8 @@ struct gw_gen {
     uint8_t access_log;
     uint8_t access_journal;
     uint8_t pad[2];
+    uint32_t access_buffer; /* log.access_buffer, bytes; 0: a write per line */
+    uint32_t access_flush_ms;
     struct gw_http_limits http;
     uint64_t max_response_size;
     uint32_t nproviders, providers;

@@ -1,8 +1,9 @@
 /*
  * access.c - the access log: one JSON object per line per request, to a
- * file (appended with one write(2) per line, so workers never interleave),
- * to stderr, or to journald with structured fields.  It names keys by id
- * and never holds a secret or a prompt.
+ * file (appended with one write(2) per line, or per log.access_buffer of
+ * whole lines, so workers never interleave), to stderr, or to journald
+ * with structured fields.  It names keys by id and never holds a secret
+ * or a prompt.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +18,11 @@
 
 static int access_fd = STDERR_FILENO;
 static char access_path[4096]; /* what access_fd is open on; "" for stderr */
+
+/* log.access_buffer: whole lines not written yet, for access_fd. */
+static struct gw_buf held;
+static int64_t held_since_ms; /* when the oldest of them was added */
+static int64_t held_flush_ms; /* log.access_flush when it was */
 
 #define LIT(b, s) GW_BUF_LIT(b, s)
 
@@ -88,11 +94,32 @@ json_time(struct gw_buf *b)
     LIT(b, "\"");
 }
 
+/* Write the lines held back to the file they were meant for. */
+void
+gw_worker_access_flush(void)
+{
+    if (held.len == 0)
+        return;
+    if (gw_write_all(access_fd, held.data, held.len) != 0)
+        gw_log(GW_LOG_WARN, "access log write failed: %s (%zu bytes of lines lost)",
+               strerror(errno), held.len);
+    held.len = 0;
+}
+
+void
+gw_worker_access_tick(void)
+{
+    if (held.len > 0 && gw_now_ms() - held_since_ms >= held_flush_ms)
+        gw_worker_access_flush();
+}
+
 /* Open (or reopen, after logrotate) the file this generation names. */
 static void
 access_open(const char *path)
 {
     int fd = STDERR_FILENO;
+
+    gw_worker_access_flush(); /* what was held goes where it was meant to */
 
     if (path != NULL) {
         fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -110,7 +137,9 @@ access_open(const char *path)
 void
 gw_worker_access_reopen(void)
 {
-    /* Forget the path: the next line opens the file again by name. */
+    /* Lines held back belong to the file being rotated out.  Then forget
+     * the path: the next line opens the file again by name. */
+    gw_worker_access_flush();
     if (access_fd != STDERR_FILENO) {
         close(access_fd);
         access_fd = STDERR_FILENO;
@@ -189,6 +218,24 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
     LIT(b, ",\"bytes\":");
     gw_buf_append_u64(b, bytes);
     LIT(b, "}\n");
-    if (b->data != NULL && gw_write_all(access_fd, b->data, b->len) != 0)
+    if (b->data == NULL)
+        return;
+    size_t cap = g->access_buffer;
+    if (held.len > 0 && held.len + b->len > cap)
+        gw_worker_access_flush();
+    if (b->len <= cap) {
+        /* Held back with the others: one write per buffer or per
+         * log.access_flush (gw_worker_access_tick), as nginx's buffer=. */
+        if (held.len == 0) {
+            held_since_ms = gw_now_ms();
+            held_flush_ms = g->access_flush_ms;
+        }
+        if (gw_buf_append(&held, b->data, b->len) == 0) {
+            gw_worker_access_tick();
+            return;
+        }
+        gw_worker_access_flush(); /* out of memory: what is held goes now, then this line */
+    }
+    if (gw_write_all(access_fd, b->data, b->len) != 0)
         gw_log(GW_LOG_WARN, "req=%s access log write failed: %s", req->id, strerror(errno));
 }

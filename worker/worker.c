@@ -672,6 +672,7 @@ gw_worker_main(const struct gw_worker_env *env)
             malloc_trim(0);
         }
         logs_reopen(&p);
+        gw_worker_access_tick();
         if (getppid() != env->master)
             gw_worker_stopping = 1;
     }
@@ -681,8 +682,10 @@ gw_worker_main(const struct gw_worker_env *env)
     for (struct gw_worker *w = p.all; w != NULL; w = w->next_all)
         if (w->thread != NULL)
             st_thread_interrupt(w->thread);
-    while (p.conns > 0)
+    while (p.conns > 0) {
         st_cond_timedwait(p.room, 100 * 1000);
+        gw_worker_access_tick();
+    }
 
     close(ep);
     while (p.all != NULL) {
@@ -691,6 +694,7 @@ gw_worker_main(const struct gw_worker_env *env)
         context_destroy(w);
     }
     st_cond_destroy(p.room);
+    gw_worker_access_flush();
     curl_global_cleanup();
     gw_store_close(p.store);
     gw_cache_close(p.cache);

@@ -449,6 +449,11 @@ int gw_worker_passthru(struct gw_worker *w, struct gw_request *req, const struct
 void gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long ms);
 /* SIGUSR1: open the access log file again by name (after logrotate). */
 void gw_worker_access_reopen(void);
+/* log.access_buffer: write the lines held back, now (the worker stops),
+ * or once the oldest is log.access_flush old (called at least once a
+ * second). */
+void gw_worker_access_flush(void);
+void gw_worker_access_tick(void);
 
 /* Render the Prometheus page from the shm counters into b (reset first). */
 int gw_worker_metrics_render(const struct gw_shm *shm, struct gw_buf *b);

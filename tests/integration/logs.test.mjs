@@ -136,3 +136,41 @@ test('log.access_file set on reload moves the access log there', async () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('log.access_buffer: lines are written in batches, access_flush late at most, into the rotated file on SIGUSR1, and all of them when the worker stops', async () => {
+  const dir = tempDir('aigw-logs-');
+  const file = path.join(dir, 'access.log');
+  const gw = await startGateway({ workers: 1, accessFile: file, accessBuffer: '64k', accessFlush: '1s' });
+  try {
+    const k = await gw.createKey();
+    // Held back at first, written once the line is a second old.
+    assert.equal((await gw.chat(k.key, {}, { 'x-request-id': 'buf-1' })).status, 200);
+    assert.equal(records(file).some((r) => r.request_id === 'buf-1'), false,
+      'the line is held back, not written at once');
+    await eventually(() => records(file).find((r) => r.request_id === 'buf-1'),
+      { timeoutMs: 4000, what: 'the held line written after access_flush' });
+
+    // Lines held when the file is rotated go to the file rotated out.
+    assert.equal((await gw.chat(k.key, {}, { 'x-request-id': 'buf-before-rotation' })).status, 200);
+    fs.renameSync(file, `${file}.1`);
+    gw.signal('SIGUSR1');
+    await eventually(() => records(`${file}.1`).find((r) => r.request_id === 'buf-before-rotation'),
+      { timeoutMs: 4000, what: 'the held line in the rotated file' });
+    assert.equal((await gw.chat(k.key, {}, { 'x-request-id': 'buf-after-rotation' })).status, 200);
+    await eventually(() => records(file).find((r) => r.request_id === 'buf-after-rotation'),
+      { timeoutMs: 4000, what: 'the next line in the new file' });
+
+    // A graceful stop writes every line held.
+    const ids = Array.from({ length: 20 }, (_, i) => `buf-burst-${i}`);
+    for (const id of ids) assert.equal((await gw.chat(k.key, {}, { 'x-request-id': id })).status, 200);
+  } finally {
+    await gw.stop();
+  }
+  try {
+    const seen = new Set(records(file).map((r) => r.request_id));
+    for (let i = 0; i < 20; i++) assert.ok(seen.has(`buf-burst-${i}`), `buf-burst-${i} written at the stop`);
+    assert.equal(records(file).length, 21, 'each line once, whole');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

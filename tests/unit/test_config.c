@@ -1274,6 +1274,25 @@ access_file_journal_means_journald(void **state)
 }
 
 static void
+access_buffer_is_a_size_and_access_flush_a_duration(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok(MINIMAL);
+
+    assert_int_equal(cfg->access_buffer, 0); /* a write per line */
+    assert_int_equal(cfg->access_flush_ms, 1000);
+    gw_config_free(cfg);
+    cfg = load_ok("log: { access_buffer: 64k, access_flush: 250ms }\n" MINIMAL);
+    assert_int_equal(cfg->access_buffer, 65536);
+    assert_int_equal(cfg->access_flush_ms, 250);
+    gw_config_free(cfg);
+    expect_error("log: { access_buffer: 32m }\n" MINIMAL, 1, 23,
+                 "\"log.access_buffer\" must be between 0 and 16m (got 32m)");
+    expect_error("log: { access_flush: 2h }\n" MINIMAL, 1, 22,
+                 "\"log.access_flush\" must be between 1ms and 1h (got 2h)");
+}
+
+static void
 log_paths_must_be_strings(void **state)
 {
     (void)state;
@@ -1505,6 +1524,7 @@ main(void)
         cmocka_unit_test(group_without_user_is_refused),
         cmocka_unit_test(access_file_journal_means_journald),
         cmocka_unit_test(log_paths_must_be_strings),
+        cmocka_unit_test(access_buffer_is_a_size_and_access_flush_a_duration),
         cmocka_unit_test(metrics_listen_and_its_default),
         cmocka_unit_test(metrics_listen_is_checked_like_listen),
         cmocka_unit_test(metrics_listen_must_not_be_a_listen_address),

@@ -244,7 +244,8 @@ export function configYaml(o) {
       `${o.adminListen ? `, listen: [${o.adminListen.map(q).join(', ')}]` : ''} }`,
     `workers: ${workersYaml(o.workers)}`,
     `log: { level: ${o.logLevel ?? 'info'}, access: ${o.access ?? true}` +
-      `${o.logFile ? `, file: ${q(o.logFile)}` : ''}${o.accessFile ? `, access_file: ${q(o.accessFile)}` : ''} }`,
+      `${o.logFile ? `, file: ${q(o.logFile)}` : ''}${o.accessFile ? `, access_file: ${q(o.accessFile)}` : ''}` +
+      `${o.accessBuffer ? `, access_buffer: ${o.accessBuffer}` : ''}${o.accessFlush ? `, access_flush: ${o.accessFlush}` : ''} }`,
   ];
   if (o.shutdownTimeout) lines.push(`shutdown_timeout: ${o.shutdownTimeout}`);
   if (o.metrics) lines.push(`metrics: { listen: ${q(o.metrics)} }`);
@@ -541,6 +542,8 @@ export async function startGateway(opts = {}) {
     logLevel: opts.logLevel,
     logFile: opts.logFile,
     accessFile: opts.accessFile,
+    accessBuffer: opts.accessBuffer,
+    accessFlush: opts.accessFlush,
     shutdownTimeout: opts.shutdownTimeout,
     metrics: opts.metrics,
     adminListen: adminPort ? [`127.0.0.1:${adminPort}`] : undefined,
