@@ -24,9 +24,6 @@
 
 #include "master/master.h"
 
-/* Usage records reach LMDB at least this often. */
-#define DRAIN_EVERY_MS 500
-
 /* Geometry of the shared-memory segment. */
 /* Scoreboard entries beyond twice the pool: workers of a dead master. */
 #define SHM_WORKERS_SPARE 64
@@ -168,6 +165,7 @@ master_loop(struct gw_master *m, int sfd, int cfd)
 {
     bool graceful = true;
     int64_t last_drain = gw_now_ms(), last_maintain = last_drain;
+    long drain_every = GW_USAGE_DRAIN_MAX_MS;
 
     for (;;) {
         long wait = gw_master_pool_spawn(&m->pool);
@@ -177,9 +175,10 @@ master_loop(struct gw_master *m, int sfd, int cfd)
             gw_log(GW_LOG_ERROR, "every worker failed fatally; stopping");
             return GW_EXIT_FATAL;
         }
-        /* Usage reaches LMDB at least every DRAIN_EVERY_MS. */
-        if (wait < 0 || wait > DRAIN_EVERY_MS)
-            wait = DRAIN_EVERY_MS;
+        /* Usage reaches LMDB at least every drain_every, which follows
+         * the rate records come in. */
+        if (wait < 0 || wait > drain_every)
+            wait = drain_every;
         long health_wait = gw_master_health_tick(m);
         if (health_wait >= 0 && health_wait < wait)
             wait = health_wait;
@@ -220,8 +219,10 @@ master_loop(struct gw_master *m, int sfd, int cfd)
                 break;
             }
         }
-        if (gw_now_ms() - last_drain >= DRAIN_EVERY_MS / 2) {
-            gw_master_usage_drain(m);
+        int64_t since_drain = gw_now_ms() - last_drain;
+        if (since_drain >= drain_every / 2) {
+            size_t n = gw_master_usage_drain(m);
+            drain_every = gw_master_usage_drain_every(m->shm.hdr->nring, n, since_drain);
             last_drain = gw_now_ms();
         }
         if (gw_now_ms() - last_maintain >= 1000) {

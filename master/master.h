@@ -144,6 +144,15 @@ int gw_master_publish(struct gw_master *m, const struct gw_config *cfg);
 
 /* Move usage records from the shm ring into LMDB; returns how many. */
 size_t gw_master_usage_drain(struct gw_master *m);
+/*
+ * When to drain next, in milliseconds, after a drain moved drained
+ * records that came in over the last elapsed_ms: soon enough that an
+ * eighth of the ring's nring slots fills between two drains at that
+ * rate, from GW_USAGE_DRAIN_MIN_MS to GW_USAGE_DRAIN_MAX_MS.
+ */
+#define GW_USAGE_DRAIN_MIN_MS 10
+#define GW_USAGE_DRAIN_MAX_MS 500
+long gw_master_usage_drain_every(uint64_t nring, size_t drained, int64_t elapsed_ms);
 /* After attaching a segment: skip ring records LMDB already holds. */
 void gw_master_usage_reconcile(struct gw_master *m);
 /*

@@ -493,6 +493,24 @@ test_a_scope_sees_its_keys_and_models_only(void **state)
     json_object_put(r);
 }
 
+/* The master drains the usage ring as often as the rate of records asks:
+ * an eighth of the ring between two drains, from 10 ms to 500 ms. */
+static void
+test_drain_follows_the_rate_of_records(void **state)
+{
+    (void)state;
+    /* Idle: the slowest cadence. */
+    assert_int_equal(gw_master_usage_drain_every(16384, 0, 500), GW_USAGE_DRAIN_MAX_MS);
+    /* 100 records a second: an eighth of the ring takes longer than the cap. */
+    assert_int_equal(gw_master_usage_drain_every(16384, 50, 500), GW_USAGE_DRAIN_MAX_MS);
+    /* 32,000 a second (16,000 in half a second): 2,048 slots in 64 ms. */
+    assert_int_equal(gw_master_usage_drain_every(16384, 16000, 500), 64);
+    /* A ring filled in a millisecond: the fastest cadence, no lower. */
+    assert_int_equal(gw_master_usage_drain_every(16384, 16384, 1), GW_USAGE_DRAIN_MIN_MS);
+    /* 10,000 a second: 2,048 slots in 204 ms. */
+    assert_int_equal(gw_master_usage_drain_every(16384, 1000, 100), 204);
+}
+
 int
 main(void)
 {
@@ -503,6 +521,7 @@ main(void)
         cmocka_unit_test(test_relative_times_count_back_from_now),
         cmocka_unit_test(test_dims_in_order),
         cmocka_unit_test(test_bad_dims_are_refused),
+        cmocka_unit_test(test_drain_follows_the_rate_of_records),
         cmocka_unit_test_setup_teardown(test_aggregates_are_written_once_with_each_record, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(
