@@ -13,6 +13,10 @@ import {
 
 const one = (connections, extra = {}) => ({ workers: { start: 1, connections }, ...extra });
 
+// Until the one worker of gw reports no connection open.
+const connectionsClosed = (gw, what) =>
+  eventually(async () => (await gw.ctlJson(['workers']))[0].connections === 0, { what });
+
 test('one worker with connections: 64 serves 20 streams at once, each to its end', async () => {
   const gw = await startGateway(one(64));
   try {
@@ -37,8 +41,7 @@ test('one worker with connections: 64 serves 20 streams at once, each to its end
     const w = await gw.ctlJson(['workers']);
     assert.equal(w[0].requests, 20);
     assert.equal(w[0].pid, seen[0].pid, 'the same process served them all');
-    await eventually(async () => (await gw.ctlJson(['workers']))[0].connections === 0,
-      { what: 'the connections closed' });
+    await connectionsClosed(gw, 'the connections closed');
     assert.equal((await gw.ctlJson(['workers']))[0].state, 'idle');
     // Usage: every stream counted once.
     await eventually(async () => {
@@ -78,8 +81,7 @@ test('after a burst of 100 connections a worker keeps 64 upstream connections op
     await eventually(async () => (peak = Math.max(peak, up())) >= 100,
       { what: '100 upstream connections open', timeoutMs: 5000 });
     for (const r of await Promise.all(burst)) assert.equal(r.status, 200, r.text);
-    await eventually(async () => (await gw.ctlJson(['workers']))[0].connections === 0,
-      { what: 'the clients gone' });
+    await connectionsClosed(gw, 'the clients gone');
     const after = up();
     assert.ok(after <= 64, `${after} upstream connections left open (peak ${peak})`);
     assert.ok(after >= 1, 'kept contexts keep their upstream connections');
@@ -113,8 +115,7 @@ test('a client that stops reading a long stream holds up no other connection of 
     assert.equal(w[0].connections, 1, 'the stalled stream is still open');
     assert.equal(stalled.ended, false);
     stalled.close();
-    await eventually(async () => (await gw.ctlJson(['workers']))[0].connections === 0,
-      { what: 'the stalled connection let go', timeoutMs: 5000 });
+    await connectionsClosed(gw, 'the stalled connection let go');
   } finally {
     await gw.stop();
   }
