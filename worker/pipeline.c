@@ -816,6 +816,7 @@ gw_worker_pipeline_proxy(struct gw_worker *w, struct gw_request *req, const stru
     struct gw_body_scan bs = {0};
     if ((ep == GW_EP_CHAT || ep == GW_EP_EMBEDDINGS) &&
         gw_worker_body_scan(req->body, req->body_len, &bs) == 0 && scan_is_plain(&bs)) {
+        call.scan = &bs;
         rc = body_check_scanned(w, req, &bs, ep, &name);
     } else {
         if ((call.json = body_parse(w, req)) == NULL)

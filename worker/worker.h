@@ -530,8 +530,9 @@ struct gw_call {
     const char *base_url;
     const char *api_key; /* NULL: none; never log it */
     const char *target_model;
-    struct gw_timeouts timeouts; /* for this attempt (provider, model, deadline) */
-    struct json_object *json;    /* the client's body, parsed; the adapter may edit it */
+    struct gw_timeouts timeouts;     /* for this attempt (provider, model, deadline) */
+    struct json_object *json;        /* the client's body, parsed; the adapter may edit it */
+    const struct gw_body_scan *scan; /* the client's body checked by bytes, or NULL */
     bool stream;
     bool client_usage;            /* the client asked for stream_options.include_usage */
     const char *user;             /* the body's "user" (session affinity), or NULL */
@@ -747,6 +748,9 @@ struct gw_body_member {
 
 struct gw_body_scan {
     struct gw_body_member model, messages, input, stream, stream_options, user;
+    const char *body; /* what was scanned, and its length */
+    size_t len;
+    const char *close; /* the top-level object's closing brace */
 };
 
 int gw_worker_body_scan(const char *body, size_t len, struct gw_body_scan *out);
@@ -773,12 +777,16 @@ int gw_worker_body_int_members(const char *obj, size_t len, const char *const *k
  * The request body with the top-level "model" value replaced by model
  * (and, with add_usage, stream_options.include_usage added), made by
  * copying the bytes around it rather than re-serializing a parsed tree.
- * The body must be valid JSON (parsed before).  *out is in a.  Returns 0,
+ * The body must be valid JSON (parsed before).  scan, when it is
+ * gw_worker_body_scan's of these very bytes, saves walking them again;
+ * otherwise (NULL, or the body was replaced since) they are walked.
+ * *out is in a.  Returns 0,
  * or GW_EINVAL when the body's shape needs the general path (no plain
  * "model" key, or a stream_options object to amend).
  */
-int gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len, const char *model,
-                           bool add_usage, const char **out, size_t *out_len);
+int gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len,
+                           const struct gw_body_scan *scan, const char *model, bool add_usage,
+                           const char **out, size_t *out_len);
 
 /*
  * BYOK (worker/byok.c): when the request's tenant has its own credential

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "worker/worker.h"
@@ -24,8 +25,20 @@ rewrite(const char *body, const char *model, bool usage, int *rc)
 
     if (a == NULL)
         a = gw_arena_create(4096);
-    *rc = gw_worker_body_rewrite(a, body, strlen(body), model, usage, &out, &len);
-    return *rc == 0 ? gw_arena_strndup(a, out, len) : NULL;
+    *rc = gw_worker_body_rewrite(a, body, strlen(body), NULL, model, usage, &out, &len);
+    if (*rc != 0)
+        return NULL;
+    /* From the scan's positions, when the body scans: the same bytes. */
+    struct gw_body_scan bs;
+    if (gw_worker_body_scan(body, strlen(body), &bs) == 0) {
+        const char *out2 = NULL;
+        size_t len2 = 0;
+        assert_int_equal(
+            gw_worker_body_rewrite(a, body, strlen(body), &bs, model, usage, &out2, &len2), 0);
+        assert_int_equal(len2, len);
+        assert_memory_equal(out2, out, len);
+    }
+    return gw_arena_strndup(a, out, len);
 }
 
 static void
@@ -106,6 +119,30 @@ shapes_for_the_general_path_are_refused(void **state)
     assert_int_equal(rc, GW_EINVAL);
 }
 
+/* The body replaced after its scan (masked by a safety rule, say): the
+ * scan's positions are not used, the new bytes are walked. */
+static void
+a_scan_of_other_bytes_is_not_trusted(void **state)
+{
+    struct gw_arena *a = gw_arena_create(1024);
+    const char *old = "{\"model\":\"a\",\"n\":1}", *now = "{\"n\":22,\"model\":\"abc\"}";
+    struct gw_body_scan bs;
+    const char *out;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(gw_worker_body_scan(old, strlen(old), &bs), 0);
+    assert_int_equal(gw_worker_body_rewrite(a, now, strlen(now), &bs, "m", false, &out, &len), 0);
+    assert_int_equal(len, strlen("{\"n\":22,\"model\":\"m\"}"));
+    assert_memory_equal(out, "{\"n\":22,\"model\":\"m\"}", len);
+    /* From a scan too: stream_options to amend goes the general path. */
+    const char *so = "{\"model\":\"a\",\"stream_options\":{}}";
+    assert_int_equal(gw_worker_body_scan(so, strlen(so), &bs), 0);
+    assert_int_equal(gw_worker_body_rewrite(a, so, strlen(so), &bs, "m", true, &out, &len),
+                     GW_EINVAL);
+    gw_arena_destroy(a);
+}
+
 static void
 int_members_are_read_from_the_top_level_only(void **state)
 {
@@ -157,6 +194,47 @@ scan_finds_the_top_level_members_the_pipeline_reads(void **state)
     assert_true(bs.user.escaped);
     assert_memory_equal(bs.stream_options.v, "{\"include_usage\":false}", bs.stream_options.len);
     assert_null(bs.input.v);
+}
+
+/*
+ * Both walks look at eight bytes at a time: a quote, a backslash or a raw
+ * control character must be found at every position of a word, and UTF-8
+ * bytes (0x80 and up) must pass as plain characters.
+ */
+static void
+strings_are_walked_right_whatever_the_offset_of_their_special_bytes(void **state)
+{
+    static const char plain[] = "abc\xc3\xa9"
+                                "defghijklmnopqrstuvwxyz0123456789";
+    char body[160], want[160];
+
+    (void)state;
+    for (int at = 0; at < 24; at++) {
+        struct gw_body_scan bs;
+        int rc;
+        char *o;
+
+        /* The closing quote at offset at. */
+        snprintf(body, sizeof(body), "{\"m\":\"%.*s\",\"model\":\"x\"}", at, plain);
+        assert_int_equal(gw_worker_body_scan(body, strlen(body), &bs), 0);
+        assert_memory_equal(bs.model.v, "\"x\"", 3);
+        snprintf(want, sizeof(want), "{\"m\":\"%.*s\",\"model\":\"y\"}", at, plain);
+        assert_non_null(o = rewrite(body, "y", false, &rc));
+        assert_string_equal(o, want);
+
+        /* An escaped quote at offset at does not end the string. */
+        snprintf(body, sizeof(body), "{\"m\":\"%.*s\\\"\\\\\",\"model\":\"x\",\"k\":\"%.*s\"}", at,
+                 plain, 24 - at, plain);
+        assert_int_equal(gw_worker_body_scan(body, strlen(body), &bs), 0);
+        assert_memory_equal(bs.model.v, "\"x\"", 3);
+        assert_non_null(o = rewrite(body, "y", false, &rc));
+        assert_non_null(strstr(o, "\"model\":\"y\""));
+
+        /* A raw control character at offset at is refused. */
+        snprintf(body, sizeof(body), "{\"m\":\"%.*s\x01%.*s\",\"model\":\"x\"}", at, plain, 9,
+                 plain);
+        assert_int_equal(gw_worker_body_scan(body, strlen(body), &bs), GW_EINVAL);
+    }
 }
 
 /* Whatever the scanner accepts, json-c accepts too (the other way round
@@ -225,10 +303,12 @@ main(void)
         cmocka_unit_test(quotes_in_the_new_name_are_escaped),
         cmocka_unit_test(the_last_of_duplicate_model_keys_is_replaced_as_json_c_reads_it),
         cmocka_unit_test(shapes_for_the_general_path_are_refused),
+        cmocka_unit_test(a_scan_of_other_bytes_is_not_trusted),
         cmocka_unit_test(int_members_are_read_from_the_top_level_only),
         cmocka_unit_test(int_members_refuse_what_is_not_an_object),
         cmocka_unit_test(scan_finds_the_top_level_members_the_pipeline_reads),
         cmocka_unit_test(scan_accepts_only_what_json_c_accepts),
+        cmocka_unit_test(strings_are_walked_right_whatever_the_offset_of_their_special_bytes),
     };
 
     return cmocka_run_group_tests_name("body", tests, NULL, NULL);

@@ -61,8 +61,9 @@ openai_body(struct gw_call *call)
         json_object_object_get_ex(gw_worker_call_json(call), "max_completion_tokens", &mct);
     /* The client's bytes with the model swapped in, when the shape allows;
      * else through json-c. */
-    if (!rename && gw_worker_body_rewrite(req->arena, req->body, req->body_len, call->target_model,
-                                          ask_usage, &call->body, &call->body_len) == 0)
+    if (!rename &&
+        gw_worker_body_rewrite(req->arena, req->body, req->body_len, call->scan, call->target_model,
+                               ask_usage, &call->body, &call->body_len) == 0)
         return 0;
     struct json_object *json = gw_worker_call_json(call);
     json_object_object_add(json, "model", json_object_new_string(call->target_model));
