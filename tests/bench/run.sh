@@ -15,6 +15,15 @@
 #   BENCH_PERF=1    also record a perf profile of aigwd's workers under load
 #                   (perf report in BUILD_DIR/bench/perf-<time>.txt)
 #   BENCH_KEEP=1    keep the temporary directory (configs, logs, raw data)
+#   BENCH_PROXY_CPUS=N  give nginx and aigwd N workers each, and pin nothing:
+#                   on a machine with more cores than that, the proxies are
+#                   then what limits throughput, not the mock or the load
+#   BENCH_HELPERS=DIR   take sse_client and malloc_count.so ready-built from
+#                   DIR instead of compiling them (a machine without cc)
+#
+# Without node, the run still measures everything and keeps the raw figures
+# in BUILD_DIR/bench/raw-<time>.jsonl and meta-<time>.json; report them on
+# another machine with: node tests/bench/report.mjs META RAW OUT.json
 set -u
 
 build=${1:-build}
@@ -60,9 +69,13 @@ for b in aigwd aigwctl aigw-mock; do
     [ -x "$build/$b" ] || die "$build/$b is missing: run make first (make bench builds it)"
 done
 missing=""
-for c in wrk node cc; do
+need=(wrk)
+[ -n "${BENCH_HELPERS:-}" ] || need+=(cc)
+for c in "${need[@]}"; do
     command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
 done
+have_node=1
+command -v node >/dev/null 2>&1 || have_node=0
 # nginx lives in /usr/sbin, which a user's PATH may lack.
 nginx_bin=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
 [ -x "$nginx_bin" ] || missing="$missing nginx"
@@ -213,7 +226,14 @@ wait_port() { # PORT PID: until something accepts on 127.0.0.1:PORT
 # --- CPUs: who runs where ----------------------------------------------------
 
 ncpu=$(nproc)
-if [ "$ncpu" -gt 2 ]; then
+if [ -n "${BENCH_PROXY_CPUS:-}" ]; then
+    # Each proxy gets that many workers, the load generator as many threads
+    # as there are cores left (at most 8), and the scheduler places them.
+    proxy_n=$BENCH_PROXY_CPUS
+    load_n=$((ncpu - proxy_n > 8 ? 8 : (ncpu - proxy_n < 1 ? 1 : ncpu - proxy_n)))
+    pin_mock=() pin_load=() pin_proxy=()
+    cpu_plan="$ncpu CPUs, nothing pinned: nginx and aigwd $proxy_n workers each, load $load_n threads"
+elif [ "$ncpu" -gt 2 ]; then
     # The mock gets one core, the load generators one (two on bigger
     # machines), the proxies the rest, and nginx as many workers as aigwd
     # has cores.
@@ -244,10 +264,15 @@ for b in aigwd aigwctl aigw-mock; do
 done
 build="$tmp/bin"
 
-cc -O2 -g -Wall -Wextra -pthread -o "$tmp/sse_client" "$here/sse_client.c" ||
-    die "cannot build sse_client"
-cc -O2 -g -Wall -Wextra -shared -fPIC -o "$tmp/malloc_count.so" "$here/malloc_count.c" ||
-    die "cannot build malloc_count.so"
+if [ -n "${BENCH_HELPERS:-}" ]; then
+    cp "$BENCH_HELPERS/sse_client" "$BENCH_HELPERS/malloc_count.so" "$tmp/" ||
+        die "BENCH_HELPERS=$BENCH_HELPERS lacks sse_client or malloc_count.so"
+else
+    cc -O2 -g -Wall -Wextra -pthread -o "$tmp/sse_client" "$here/sse_client.c" ||
+        die "cannot build sse_client"
+    cc -O2 -g -Wall -Wextra -shared -fPIC -o "$tmp/malloc_count.so" "$here/malloc_count.c" ||
+        die "cannot build malloc_count.so"
+fi
 
 # --- the mock upstream -------------------------------------------------------
 
@@ -729,7 +754,12 @@ cat >"$tmp/meta.json" <<EOF
  "conc":{"chunks":$conc_chunks,"delay_ms":$conc_delay,"timeout_s":$conc_timeout},
  "commit":"$(git -C "$top" rev-parse --short HEAD 2>/dev/null)$(git -C "$top" diff --quiet 2>/dev/null || echo +dirty)"}
 EOF
-if node "$here/report.mjs" "$tmp/meta.json" "$raw" "$outdir/results-$stamp.json"; then
+if [ "$have_node" = 0 ]; then
+    cp "$tmp/meta.json" "$outdir/meta-$stamp.json"
+    cp "$raw" "$outdir/raw-$stamp.jsonl"
+    say "no node here: raw figures in $outdir/raw-$stamp.jsonl and $outdir/meta-$stamp.json"
+    say "report them with: node tests/bench/report.mjs META RAW OUT.json"
+elif node "$here/report.mjs" "$tmp/meta.json" "$raw" "$outdir/results-$stamp.json"; then
     cp "$outdir/results-$stamp.json" "$outdir/latest.json"
     say "wrote $outdir/results-$stamp.json and $outdir/latest.json"
 else
