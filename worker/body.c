@@ -3,11 +3,12 @@
  *
  * A chat request can be megabytes of prompt, and all the gateway changes
  * is the model's name (and, for a stream, asks for usage).  The body was
- * already parsed and checked by json-c; here the top-level members are
- * walked by bytes to find where the "model" value sits, and the new body
- * is the old one with that value replaced: the prompt is copied once, not
- * rebuilt from a tree.  The same walk reads a few integer members of an
- * answer's usage object without parsing it.
+ * checked before (by gw_worker_body_scan below, or by json-c); here the
+ * top-level members are walked by bytes to find where the "model" value
+ * sits (or that is taken from the scan), and the new body is the old one
+ * with that value replaced: the prompt is copied once, not rebuilt from a
+ * tree.  The same walk reads a few integer members of an answer's usage
+ * object without parsing it.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +45,8 @@ word_has_zero(uint64_t w)
     return (w - ONES) & ~w & HIGHS;
 }
 
-/* Nonzero when some byte of w is below 0x20 (n <= 0x80 keeps it exact). */
+/* Nonzero when some byte of w is below 0x20 (the same test holds for any
+ * bound up to 0x80; bytes of 0x80 and up never match). */
 static inline uint64_t
 word_has_below_space(uint64_t w)
 {

@@ -86,6 +86,25 @@ test('the upstream receives the request body otherwise unchanged', async () => {
   assert.deepEqual(seen.body, { ...body, model: 'mock-small' });
 });
 
+test('long prompts reach the upstream unchanged, wherever their escapes fall', async () => {
+  // The body checks walk 16 and 8 bytes at a time: a quote, a backslash or
+  // an escaped control character at every offset of such a step.
+  const messages = [];
+  for (let i = 0; i < 40; i++) {
+    messages.push(user(`${'x'.repeat(i)}"\\\n\t\u0001é✓/${'y'.repeat(40 - i)}`));
+  }
+  for (const stream of [false, true]) {
+    const body = { model: 'demo', messages, temperature: 0.5, stream };
+    const res = await gw.chat(key, body, { 'x-mock-echo': '1' });
+    assert.equal(res.status, 200, res.text);
+    const reply = stream ? res.events[0].json.choices[0].delta : res.json().choices[0].message;
+    const seen = JSON.parse(reply.content);
+    assert.deepEqual(seen.body.messages, messages);
+    assert.equal(seen.body.model, 'mock-small');
+    if (stream) assert.equal(seen.body.stream_options?.include_usage, true);
+  }
+});
+
 test('the provider credential replaces the client key upstream', async () => {
   const { seen, res } = await echo({});
   assert.equal(seen.headers.authorization, `Bearer ${UPSTREAM_KEY}`);
