@@ -145,6 +145,8 @@ void gw_buf_free(struct gw_buf *b);
 /* Monotonic clock in milliseconds / microseconds. */
 int64_t gw_now_ms(void);
 int64_t gw_now_us(void);
+/* Wall clock, unix microseconds. */
+int64_t gw_wall_us(void);
 
 /* Write all of buf to a blocking fd, retrying short writes and EINTR. */
 int gw_write_all(int fd, const void *buf, size_t len);
@@ -1051,7 +1053,7 @@ struct gw_shm_bucket {
  * reading the records an older version stored.
  */
 struct gw_usage {
-    int64_t time_us; /* wall clock, unix microseconds, at the end */
+    int64_t time_us; /* wall clock, unix µs, when the answer's last bytes went out */
     int64_t input_tokens;
     int64_t output_tokens;
     int64_t cost_nano; /* at the serving target's prices, in 1e-9 units; 0: no price */

@@ -354,6 +354,7 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
     c->body_off = 0;
     c->body_seen = 0;
     c->error = 0;
+    c->sent_us = 0;
     /* Bytes of this request may already be buffered (pipelining). */
     c->header_deadline = gw_now_ms() + c->limits->read_timeout_ms;
     http_parser_init(&c->parser, HTTP_REQUEST);
@@ -542,6 +543,7 @@ writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
 {
     int64_t deadline = 0;
 
+    c->sent_us = gw_wall_us();
     while (n > 0) {
         ssize_t w = writev(c->fd, iov, n);
         if (w < 0) {

@@ -1002,10 +1002,8 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
         /* Units are what a successful answer made. */
         .units = req->status >= 200 && req->status < 300 ? req->units : 0,
     };
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    u.time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    /* When its answer went out (see gw_http_conn.sent_us), else now. */
+    u.time_us = w->conn.sent_us != 0 ? w->conn.sent_us : gw_wall_us();
     text_copy(u.request_id, sizeof(u.request_id), req->id);
     text_copy(u.key_id, sizeof(u.key_id), req->key_id);
     text_copy(u.model, sizeof(u.model), req->model);
