@@ -229,6 +229,7 @@ ncpu=$(nproc)
 if [ -n "${BENCH_PROXY_CPUS:-}" ]; then
     # Each proxy gets that many workers, the load generator as many threads
     # as there are cores left (at most 8), and the scheduler places them.
+    [[ $BENCH_PROXY_CPUS =~ ^[1-9][0-9]*$ ]] || die "BENCH_PROXY_CPUS=$BENCH_PROXY_CPUS: a number of workers (1 or more)"
     proxy_n=$BENCH_PROXY_CPUS
     load_n=$((ncpu - proxy_n > 8 ? 8 : (ncpu - proxy_n < 1 ? 1 : ncpu - proxy_n)))
     pin_mock=() pin_load=() pin_proxy=()
