@@ -24,23 +24,22 @@ build=${1:?usage: kit.sh BUILD_DIR KIT_DIR}
 kit=${2:?usage: kit.sh BUILD_DIR KIT_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 
+die() {
+    echo "kit.sh: $*" >&2
+    exit 1
+}
+
 mkdir -p "$kit/aigw" "$kit/bin" "$kit/lib" "$kit/helpers"
 bins=()
 for b in aigwd aigwctl aigw-mock; do
-    [ -x "$build/$b" ] || {
-        echo "kit.sh: $build/$b is missing: run make first" >&2
-        exit 1
-    }
+    [ -x "$build/$b" ] || die "$build/$b is missing: run make first"
     cp "$build/$b" "$kit/aigw/"
     bins+=("$build/$b")
 done
 for t in nginx wrk ss strace perf; do
     p=$(PATH=$PATH:/usr/sbin:/sbin command -v "$t" || true)
     case $t in strace | perf) [ -n "$p" ] || continue ;; esac
-    [ -n "$p" ] || {
-        echo "kit.sh: $t is not installed (tests/deps.sh build test bench)" >&2
-        exit 1
-    }
+    [ -n "$p" ] || die "$t is not installed (tests/deps.sh build test bench)"
     cp "$p" "$kit/bin/"
     bins+=("$p")
 done
