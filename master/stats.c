@@ -518,11 +518,8 @@ static struct json_object *
 range_parse(struct json_object *req, int64_t *from_us, int64_t *to_us, struct filter *f)
 {
     static const char *const names[2][2] = {{"since", "from"}, {"until", "to"}};
-    struct timespec ts;
     int64_t *out[2] = {from_us, to_us};
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    int64_t now = gw_wall_us();
     *from_us = 0;
     *to_us = INT64_MAX;
     for (int i = 0; i < 2; i++) {

@@ -679,12 +679,10 @@ int
 gw_store_audit_add(struct gw_store *st, const char *json)
 {
     unsigned char key[16];
-    struct timespec ts;
     uint64_t when, uniq;
 
     /* Wall clock, not monotonic: the order must hold across reboots. */
-    clock_gettime(CLOCK_REALTIME, &ts);
-    when = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    when = (uint64_t)gw_wall_us();
     MDB_txn *txn;
     int mrc, rc = 0;
 

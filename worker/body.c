@@ -184,7 +184,7 @@ gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len,
     const char *vs, *ve, *close, *end = body + len;
     bool has_stream_options;
 
-    if (scan != NULL && scan->body == body && scan->len == len && scan->close != NULL) {
+    if (scan != NULL && scan->body == body && scan->len == len) {
         vs = scan->model.v != NULL && scan->model.v[0] == '"' ? scan->model.v : NULL;
         ve = vs != NULL ? vs + scan->model.len : NULL;
         close = scan->close;

@@ -211,15 +211,6 @@ cache_get(struct gw_worker *w)
     return w->proc->cache;
 }
 
-static int64_t
-wall_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* Answer from entry e: as stored, or replayed as a stream. */
 static int
 hit_answer(struct gw_worker *w, struct gw_request *req, struct gw_call *call,
@@ -292,7 +283,7 @@ gw_worker_cache_lookup(struct gw_worker *w, struct gw_request *req, struct gw_ca
         return false;
     }
     struct gw_shm_stat *st = model_stat(w, req);
-    if (gw_cache_get(c, req->model, cs->hash, wall_us(), req->arena, &e) == 0) {
+    if (gw_cache_get(c, req->model, cs->hash, gw_wall_us(), req->arena, &e) == 0) {
         int r = hit_answer(w, req, call, &e);
         if (r != GW_EINVAL) {
             if (st != NULL)
@@ -338,7 +329,7 @@ gw_worker_cache_store(struct gw_worker *w, struct gw_request *req, const struct 
                                              call->completion_tokens, &len, &complete);
     if (text == NULL || !complete)
         return;
-    e.created_us = wall_us();
+    e.created_us = gw_wall_us();
     e.expires_us = e.created_us + (int64_t)call->model->cache_ttl_ms * 1000;
     e.prompt_tokens = call->prompt_tokens;
     e.completion_tokens = call->completion_tokens;

@@ -543,7 +543,6 @@ writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
 {
     int64_t deadline = 0;
 
-    c->sent_us = gw_wall_us();
     while (n > 0) {
         ssize_t w = writev(c->fd, iov, n);
         if (w < 0) {
@@ -629,6 +628,7 @@ int
 gw_worker_http_respond(struct gw_http_conn *c, struct gw_request *req, int status,
                        const char *ctype, const char *extra, const char *body, size_t len)
 {
+    c->sent_us = gw_wall_us(); /* the answer's last (and only) write */
     FILTERED(c, respond(c, req, status, ctype, extra, body, len));
     if (head_format(c, req, status, ctype, extra) != 0 ||
         GW_BUF_LIT(&c->out, "Content-Length: ") != 0 || gw_buf_append_u64(&c->out, len) != 0 ||
@@ -709,6 +709,7 @@ gw_worker_http_stream_write(struct gw_http_conn *c, const char *data, size_t len
 int
 gw_worker_http_stream_end(struct gw_http_conn *c)
 {
+    c->sent_us = gw_wall_us(); /* the stream's last write */
     FILTERED(c, stream_end(c));
     c->response_open = false;
     if (!c->chunked)

@@ -148,8 +148,8 @@ struct gw_http_conn {
     size_t header_bytes; /* request line + headers so far */
     size_t headers_cap;  /* room in req->headers */
     uint64_t served;     /* requests read on this connection */
-    /* Wall clock (unix µs) when the last write of the current answer
-     * began; 0: nothing written yet.  A usage record is dated by it: a
+    /* Wall clock (unix µs) when the current answer's last write began
+     * (a whole answer, or a stream's end); 0: not yet.  A usage record is dated by it: a
      * client that waits for one answer before it sends the next request
      * then always finds them in that order, whichever worker served
      * which. */
