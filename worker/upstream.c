@@ -8,6 +8,7 @@
  * its usage read, and sent as it came (no re-serialization).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,8 +62,12 @@ struct upstream_io {
     int64_t start_ms;
     bool got_bytes;
     const struct gw_timeouts *to;
-    CURL *curl;
+    CURL *curl; /* NULL: the worker speaks HTTP/1.1 itself (h1.c), io.status is set */
 };
+
+/* A proxy is named in the environment (gw_worker_upstream_init): every
+ * transfer is then curl's, which knows how to go through one. */
+static bool proxy_env;
 
 /* Named in the client's Connection header, hence hop-by-hop too. */
 static bool
@@ -198,7 +203,8 @@ on_data(char *data, size_t size, size_t n, void *ctx)
         int64_t now = gw_now_us();
         call->first_byte_us = now - call->req->start_us;
         call->attempt_first_byte_us = now - call->attempt_start_us;
-        curl_easy_getinfo(io->curl, CURLINFO_RESPONSE_CODE, &io->status);
+        if (io->curl != NULL)
+            curl_easy_getinfo(io->curl, CURLINFO_RESPONSE_CODE, &io->status);
         /* A raw answer (audio, video) goes out with the upstream's own
          * content type, its bytes as they come. */
         if (call->raw && io->status >= 200 && io->status < 300) {
@@ -429,14 +435,47 @@ gw_worker_transfer_init(struct gw_transfer *t)
 void
 gw_worker_transfer_fini(struct gw_transfer *t)
 {
+    gw_worker_h1_close_idle(t);
+    free(t->rbuf);
+    t->rbuf = NULL;
+    if (t->connect != NULL)
+        curl_easy_cleanup(t->connect);
+    t->connect = NULL;
     if (t->multi != NULL)
         curl_multi_cleanup(t->multi);
     t->multi = NULL;
 }
 
-CURLcode
-gw_worker_transfer_run(struct gw_transfer *t, CURL *curl, const struct gw_transfer_clock *clock,
-                       bool *timed_out)
+long
+gw_worker_transfer_wait_ms(const struct gw_transfer_clock *clock, int64_t now, int64_t deadline_ms,
+                           bool *timed_out)
+{
+    long limit = *clock->got_bytes ? clock->to->idle_ms : clock->to->first_byte_ms;
+    int64_t last = *clock->last_io_ms;
+
+    /* While an upload is being sent, the wait for an answer has not
+     * begun: it counts from the last bytes curl took. */
+    if (clock->upload_read_ms != NULL && atomic_load(clock->upload_read_ms) > last)
+        last = atomic_load(clock->upload_read_ms);
+    int64_t left = last + limit - now;
+    *timed_out = left <= 0;
+    if (deadline_ms >= 0 && deadline_ms - now < left) {
+        left = deadline_ms - now;
+        *timed_out = false;
+    }
+    if (left <= 0)
+        return 0;
+    /* A worker of one connection looks at its stop flag every second;
+     * one of many interrupts this wait when it stops. */
+    if (left > 1000 && !gw_worker_woken_on_stop)
+        left = 1000;
+    return (long)left;
+}
+
+/* gw_worker_transfer_run; adopt: see gw_worker_transfer_connect. */
+static CURLcode
+transfer_run(struct gw_transfer *t, CURL *curl, const struct gw_transfer_clock *clock,
+             bool *timed_out, int *adopt)
 {
     CURLcode cc = CURLE_OK;
     int running = 1;
@@ -456,22 +495,12 @@ gw_worker_transfer_run(struct gw_transfer *t, CURL *curl, const struct gw_transf
             }
             continue;
         }
-        long limit = *clock->got_bytes ? clock->to->idle_ms : clock->to->first_byte_ms;
-        int64_t last = *clock->last_io_ms;
-        /* While an upload is being sent, the wait for an answer has not
-         * begun: it counts from the last bytes curl took. */
-        if (clock->upload_read_ms != NULL && atomic_load(clock->upload_read_ms) > last)
-            last = atomic_load(clock->upload_read_ms);
-        int64_t left = last + limit - now;
-        if (left <= 0) {
-            *timed_out = true;
+        /* curl keeps the whole exchange's deadline (CURLOPT_TIMEOUT_MS). */
+        long left = gw_worker_transfer_wait_ms(clock, now, -1, timed_out);
+        if (left == 0) {
             cc = CURLE_OPERATION_TIMEDOUT;
             break;
         }
-        /* A worker of one connection looks at its stop flag every second;
-         * one of many interrupts this wait when it stops. */
-        if (left > 1000 && !gw_worker_woken_on_stop)
-            left = 1000;
         if (t->timer_at_ms >= 0 && t->timer_at_ms - now < left)
             left = t->timer_at_ms - now;
 
@@ -511,8 +540,31 @@ gw_worker_transfer_run(struct gw_transfer *t, CURL *curl, const struct gw_transf
     while ((msg = curl_multi_info_read(t->multi, &queued)) != NULL)
         if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl && cc == CURLE_OK)
             cc = msg->data.result;
+    /* A connect-only handle's connection is closed as it leaves the multi
+     * handle: a second descriptor of its socket keeps it open. */
+    if (adopt != NULL && cc == CURLE_OK) {
+        curl_socket_t s = CURL_SOCKET_BAD;
+        curl_easy_getinfo(curl, CURLINFO_ACTIVESOCKET, &s);
+        if (s == CURL_SOCKET_BAD || (*adopt = fcntl(s, F_DUPFD_CLOEXEC, 0)) < 0)
+            cc = CURLE_COULDNT_CONNECT;
+    }
     curl_multi_remove_handle(t->multi, curl);
     return cc;
+}
+
+CURLcode
+gw_worker_transfer_run(struct gw_transfer *t, CURL *curl, const struct gw_transfer_clock *clock,
+                       bool *timed_out)
+{
+    return transfer_run(t, curl, clock, timed_out, NULL);
+}
+
+CURLcode
+gw_worker_transfer_connect(struct gw_transfer *t, CURL *curl, const struct gw_transfer_clock *clock,
+                           bool *timed_out, int *fd)
+{
+    *fd = -1;
+    return transfer_run(t, curl, clock, timed_out, fd);
 }
 
 /*
@@ -561,10 +613,49 @@ gw_worker_upstream_init(CURL *curl)
     bool any = false;
     for (size_t i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
         any |= getenv(proxy_vars[i]) != NULL;
+    proxy_env = any;
     if (!any) {
         curl_easy_setopt(curl, CURLOPT_PROXY, "");
         curl_easy_setopt(curl, CURLOPT_NOPROXY, "");
     }
+}
+
+/* The exchange as a transfer of curl's own: HTTPS, a proxy, an upload. */
+static CURLcode
+curl_transfer(struct gw_transfer *xfer, CURL *curl, struct gw_call *call, struct upstream_io *io,
+              const struct gw_transfer_clock *clock, char *errbuf)
+{
+    /* The options that never change were set once (upstream_init): no
+     * reset, so the handle keeps its buffers from request to request. */
+    curl_easy_setopt(curl, CURLOPT_URL, call->url);
+    if (call->method_get) {
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    } else if (call->upload != NULL) {
+        /* The spooled upload, read from its file as curl sends it. */
+        uint64_t size = gw_worker_media_upload_rewind(call->upload, call->target_model);
+        curl_easy_setopt(curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
+        curl_easy_setopt(curl, CURLOPT_READFUNCTION, gw_worker_media_upload_read);
+        curl_easy_setopt(curl, CURLOPT_READDATA, call->upload);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)size);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, call->headers);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, call->timeouts.connect_ms);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, call->timeouts.total_ms);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, io);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, io);
+    CURLcode cc = gw_worker_transfer_run(xfer, curl, clock, &io->timed_out);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL); /* errbuf is on the caller's stack */
+    if (call->upload != NULL) {
+        curl_easy_setopt(curl, CURLOPT_READFUNCTION, NULL);
+        curl_easy_setopt(curl, CURLOPT_READDATA, NULL);
+    }
+    return cc;
 }
 
 int
@@ -603,44 +694,30 @@ gw_worker_upstream_call(struct gw_transfer *xfer, CURL *curl, struct gw_call *ca
     call->attempt_start_us = gw_now_us();
     call->attempt_first_byte_us = 0;
 
-    /* The options that never change were set once (upstream_init): no
-     * reset, so the handle keeps its buffers from request to request. */
-    curl_easy_setopt(curl, CURLOPT_URL, call->url);
-    if (call->method_get) {
-        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
-    } else if (call->upload != NULL) {
-        /* The spooled upload, read from its file as curl sends it. */
-        uint64_t size = gw_worker_media_upload_rewind(call->upload, call->target_model);
-        curl_easy_setopt(curl, CURLOPT_POST, 1L);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
-        curl_easy_setopt(curl, CURLOPT_READFUNCTION, gw_worker_media_upload_read);
-        curl_easy_setopt(curl, CURLOPT_READDATA, call->upload);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)size);
-    } else {
-        curl_easy_setopt(curl, CURLOPT_POST, 1L);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
-    }
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, call->headers);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, call->timeouts.connect_ms);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, call->timeouts.total_ms);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &io);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &io);
-
     struct gw_transfer_clock clock = {
         .last_io_ms = &io.last_io_ms,
         .got_bytes = &io.got_bytes,
         .to = io.to,
         .upload_read_ms = call->upload != NULL ? &call->upload->last_read_ms : NULL};
-    CURLcode cc = gw_worker_transfer_run(xfer, curl, &clock, &io.timed_out);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL); /* errbuf is on this stack */
-    if (call->upload != NULL) {
-        curl_easy_setopt(curl, CURLOPT_READFUNCTION, NULL);
-        curl_easy_setopt(curl, CURLOPT_READDATA, NULL);
+    CURLcode cc;
+    if (call->upload == NULL && !proxy_env && gw_worker_h1_serves(call->url)) {
+        struct gw_h1_request hr = {.url = call->url,
+                                   .get = call->method_get,
+                                   .headers = call->headers,
+                                   .body = call->body,
+                                   .body_len = call->method_get ? 0 : call->body_len,
+                                   .on_header = on_header,
+                                   .on_data = on_data,
+                                   .ctx = &io,
+                                   .status = &io.status,
+                                   .arena = call->req->arena};
+        io.curl = NULL;
+        cc = gw_worker_h1_run(xfer, &hr, &clock, errbuf, &io.timed_out);
+    } else {
+        cc = curl_transfer(xfer, curl, call, &io, &clock, errbuf);
+        if (!io.got_bytes)
+            curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &io.status);
     }
-    if (!io.got_bytes)
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &io.status);
     call->status = (int)io.status;
 
     if (io.client_gone) {

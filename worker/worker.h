@@ -291,12 +291,27 @@ bool gw_worker_usage_parse(const char *json, size_t len, int64_t *prompt, int64_
  * curl asks to have watched (worker/upstream.c).
  */
 #define GW_TRANSFER_WATCH_MAX 8
+#define GW_H1_IDLE_MAX 4     /* plain-HTTP connections kept open per connection */
+#define GW_H1_ORIGIN_MAX 128 /* longest "host:port" kept open */
+#define GW_H1_READ_SIZE 16384
+struct gw_h1_idle {
+    int fd;
+    int64_t since_ms;
+    char origin[GW_H1_ORIGIN_MAX];
+};
+
 struct gw_transfer {
     CURLM *multi;
     curl_socket_t fd[GW_TRANSFER_WATCH_MAX];
     int what[GW_TRANSFER_WATCH_MAX]; /* CURL_POLL_IN, _OUT, _INOUT */
     size_t n;
     int64_t timer_at_ms; /* when curl wants its timeout handled; -1 none */
+    /* The plain-HTTP upstreams' connections (worker/h1.c): the handle that
+     * connects them, and those open between two requests. */
+    CURL *connect;
+    struct gw_h1_idle idle[GW_H1_IDLE_MAX];
+    size_t nidle;
+    char *rbuf; /* where answers are read, GW_H1_READ_SIZE bytes (as curl's own buffer) */
 };
 
 /*
@@ -737,6 +752,53 @@ int gw_worker_transfer_init(struct gw_transfer *t);
 void gw_worker_transfer_fini(struct gw_transfer *t);
 CURLcode gw_worker_transfer_run(struct gw_transfer *t, CURL *curl,
                                 const struct gw_transfer_clock *clock, bool *timed_out);
+/*
+ * The same for a CURLOPT_CONNECT_ONLY handle: on success, *fd is a
+ * descriptor of its connected socket that the caller owns, and that
+ * outlives the transfer (curl closes its own when the handle leaves the
+ * multi handle).
+ */
+CURLcode gw_worker_transfer_connect(struct gw_transfer *t, CURL *curl,
+                                    const struct gw_transfer_clock *clock, bool *timed_out,
+                                    int *fd);
+/*
+ * How long a transfer may wait for its upstream now, in milliseconds,
+ * given its clock and its deadline (deadline_ms < 0: none); 0 when its
+ * time is up (*timed_out tells whether by first_byte or idle, rather
+ * than by the deadline).  Capped at a second when the worker's stop does
+ * not interrupt waits.
+ */
+long gw_worker_transfer_wait_ms(const struct gw_transfer_clock *clock, int64_t now,
+                                int64_t deadline_ms, bool *timed_out);
+
+/*
+ * HTTP/1.1 to a plain-HTTP upstream, spoken by the worker (worker/h1.c):
+ * the request written in one go, the answer read with http_parser and
+ * handed to the callbacks as curl would (each header line, then the body
+ * decoded from its chunks), *status set once the final status is in.
+ * libcurl resolves and connects; the connection stays open in t for the
+ * next request to the same origin while the upstream keeps it alive.
+ * Returns a CURLcode, with errbuf (CURL_ERROR_SIZE) saying what failed,
+ * as a transfer on curl's own would; *timed_out as for the transfers.
+ */
+struct gw_h1_request {
+    const char *url; /* http://host[:port][/path][?query] */
+    bool get;        /* GET without a body, else POST */
+    const struct curl_slist *headers;
+    const char *body;
+    size_t body_len;
+    size_t (*on_header)(char *line, size_t size, size_t n, void *ctx);
+    size_t (*on_data)(char *data, size_t size, size_t n, void *ctx);
+    void *ctx;
+    long *status;
+    struct gw_arena *arena; /* the request's */
+};
+
+bool gw_worker_h1_serves(const char *url);
+CURLcode gw_worker_h1_run(struct gw_transfer *t, const struct gw_h1_request *r,
+                          const struct gw_transfer_clock *clock, char *errbuf, bool *timed_out);
+/* Close the connections kept open (gw_worker_transfer_fini does). */
+void gw_worker_h1_close_idle(struct gw_transfer *t);
 /*
  * A request body checked by bytes: gw_worker_body_scan returns 0 when
  * body is one valid JSON object (strict RFC 8259, nesting well inside
