@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -169,7 +170,9 @@ master_loop(struct gw_master *m, int sfd, int cfd)
 
     for (;;) {
         long wait = gw_master_pool_spawn(&m->pool);
-        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = cfd, .events = POLLIN}};
+        struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN},
+                                {.fd = cfd, .events = POLLIN},
+                                {.fd = m->ring_bell, .events = POLLIN}};
 
         if (gw_master_pool_failed(&m->pool)) {
             gw_log(GW_LOG_ERROR, "every worker failed fatally; stopping");
@@ -182,7 +185,7 @@ master_loop(struct gw_master *m, int sfd, int cfd)
         long health_wait = gw_master_health_tick(m);
         if (health_wait >= 0 && health_wait < wait)
             wait = health_wait;
-        if (poll(pfd, 2, (int)wait) < 0 && errno != EINTR) {
+        if (poll(pfd, 3, (int)wait) < 0 && errno != EINTR) {
             gw_log(GW_LOG_ERROR, "poll: %s", strerror(errno));
             return 1;
         }
@@ -220,7 +223,11 @@ master_loop(struct gw_master *m, int sfd, int cfd)
             }
         }
         int64_t since_drain = gw_now_ms() - last_drain;
-        if (since_drain >= drain_every / 2) {
+        uint64_t rung = 0;
+        if ((pfd[2].revents & POLLIN) && read(m->ring_bell, &rung, sizeof(rung)) < 0)
+            rung = 0;
+        if (since_drain >= drain_every / 2 || rung > 0) {
+            gw_shm_ring_bell_reset(&m->shm);
             size_t n = gw_master_usage_drain(m);
             drain_every = gw_master_usage_drain_every(m->shm.hdr->nring, n, since_drain);
             last_drain = gw_now_ms();
@@ -412,6 +419,10 @@ main(int argc, char **argv)
     }
     if (gw_master_health_create(&m) != 0)
         goto out;
+    if ((m.ring_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        gw_log(GW_LOG_ERROR, "eventfd: %s", strerror(errno));
+        goto out;
+    }
     if (gw_master_pool_create(&m.pool, &m, m.cfg->workers, m.cfg->workers_max) != 0)
         goto out;
 

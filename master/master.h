@@ -99,6 +99,7 @@ struct gw_master {
     int64_t started;                             /* unix seconds */
     pid_t pid;
     int master_fds[2]; /* admin socket, signalfd: closed in workers */
+    int ring_bell;     /* eventfd: workers wake the master to drain usage (gw_shm_ring_bell) */
     /* Active health checks (health.c), or NULL. */
     struct gw_health *health;
     bool usage_upgraded; /* no stored record of an older version is left */

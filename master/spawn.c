@@ -136,6 +136,7 @@ pool_fork(struct gw_master_pool *p, int i)
             .connections = m->cfg->worker_connections,
             .master_fds = m->master_fds,
             .nmaster_fds = 2,
+            .ring_bell = m->ring_bell,
         };
         gw_worker_main(&env);
     }

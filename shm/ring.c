@@ -88,6 +88,25 @@ gw_shm_ring_push(const struct gw_shm *shm, const struct gw_usage *rec)
     }
 }
 
+bool
+gw_shm_ring_bell(const struct gw_shm *shm)
+{
+    struct gw_shm_header *h = shm->hdr;
+    uint64_t pending = atomic_load_explicit(&h->ring_tail, memory_order_relaxed) -
+                       atomic_load_explicit(&h->ring_head, memory_order_relaxed);
+    int32_t quiet = 0;
+
+    if (pending < h->nring / 4 || atomic_load_explicit(&h->ring_bell, memory_order_relaxed) != 0)
+        return false;
+    return atomic_compare_exchange_strong(&h->ring_bell, &quiet, 1);
+}
+
+void
+gw_shm_ring_bell_reset(const struct gw_shm *shm)
+{
+    atomic_store(&shm->hdr->ring_bell, 0);
+}
+
 /*
  * May the master give the claimed, unpublished slot at pos away?  It has
  * waited since *since for it.

@@ -1143,7 +1143,7 @@ struct gw_shm_header {
 
     /* Routing generations. */
     _Atomic int32_t gen_current; /* slot of the live generation */
-    _Atomic int32_t pad2;
+    _Atomic int32_t ring_bell;   /* a worker woke the master to drain (gw_shm_ring_bell) */
     _Atomic uint64_t generation; /* its number */
     _Atomic uint64_t reloads;
     _Atomic uint64_t reload_failures;
@@ -1304,6 +1304,15 @@ void gw_shm_quota_roll(struct gw_shm_quota *q, int64_t period);
  * waits or writes the record through to LMDB itself.
  */
 int gw_shm_ring_push(const struct gw_shm *shm, const struct gw_usage *rec);
+/*
+ * After a push: true when the ring is a quarter full or more, once until
+ * the master's next drain (gw_shm_ring_bell_reset).  The worker then wakes
+ * the master, so that a burst is drained before it fills the ring, however
+ * long the master meant to wait.
+ */
+bool gw_shm_ring_bell(const struct gw_shm *shm);
+/* Master: a drain begins; the next quarter-full ring rings again. */
+void gw_shm_ring_bell_reset(const struct gw_shm *shm);
 
 /*
  * Master: copy up to max published records from the head into out,

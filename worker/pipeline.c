@@ -10,6 +10,7 @@
  * with an error in OpenAI's shape.  Limits, safety, caching and routing
  * strategies join this chain in their own steps as they are built.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -1014,7 +1015,13 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
         memcpy(u.tier, req->tier, strnlen(req->tier, sizeof(u.tier)));
 
     for (int tries = 0; tries < USAGE_RING_WAIT_TRIES; tries++) {
-        if (gw_shm_ring_push(w->env->shm, &u) == 0)
+        int rc = gw_shm_ring_push(w->env->shm, &u);
+        if (gw_shm_ring_bell(w->env->shm)) {
+            uint64_t one = 1;
+            if (write(w->env->ring_bell, &one, sizeof(one)) < 0)
+                gw_log(GW_LOG_WARN, "req=%s write(ring bell): %s", req->id, strerror(errno));
+        }
+        if (rc == 0)
             return;
         gw_worker_sleep_us(1000);
     }

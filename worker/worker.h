@@ -33,6 +33,7 @@ struct gw_worker_env {
     int connections;                   /* served at once (workers.connections) */
     const int *master_fds;             /* the master's own descriptors, closed at start */
     size_t nmaster_fds;
+    int ring_bell; /* eventfd that wakes the master to drain usage (gw_shm_ring_bell) */
 };
 
 /*

@@ -494,6 +494,45 @@ ring_peek_does_not_release(void **state)
     assert_int_equal(atomic_load(&f->shm.hdr->ring_head), 0);
 }
 
+/* The ring (64 slots here) rings for its master once at a quarter full,
+ * not again until a drain begins, and again at a quarter full after it. */
+static void
+ring_bell_rings_once_a_quarter_full_until_the_drain(void **state)
+{
+    struct fx *f = *state;
+    struct gw_usage got[64];
+    uint64_t first;
+    int rung = 0, rung_at = -1;
+
+    for (int seq = 0; seq < 40; seq++) {
+        struct gw_usage u = rec_make(0, seq);
+        assert_int_equal(gw_shm_ring_push(&f->shm, &u), 0);
+        if (gw_shm_ring_bell(&f->shm)) {
+            rung++;
+            rung_at = seq;
+        }
+    }
+    assert_int_equal(rung, 1);
+    assert_int_equal(rung_at, 15); /* the push that made 16 of 64 pending */
+
+    /* A drain begins: what is still pending past a quarter rings again. */
+    gw_shm_ring_bell_reset(&f->shm);
+    assert_true(gw_shm_ring_bell(&f->shm));
+    assert_false(gw_shm_ring_bell(&f->shm));
+    assert_int_equal(gw_shm_ring_peek(&f->shm, got, 64, &first, 1000), 40);
+    gw_shm_ring_release(&f->shm, first + 40);
+    gw_shm_ring_bell_reset(&f->shm);
+    assert_false(gw_shm_ring_bell(&f->shm)); /* empty */
+    for (int seq = 0; seq < 15; seq++) {
+        struct gw_usage u = rec_make(0, seq);
+        assert_int_equal(gw_shm_ring_push(&f->shm, &u), 0);
+        assert_false(gw_shm_ring_bell(&f->shm));
+    }
+    struct gw_usage u = rec_make(0, 15);
+    assert_int_equal(gw_shm_ring_push(&f->shm, &u), 0);
+    assert_true(gw_shm_ring_bell(&f->shm));
+}
+
 static void
 ring_full_push_is_etoobig_and_loses_nothing(void **state)
 {
@@ -1387,6 +1426,7 @@ main(void)
         SHM_TEST(ring_push_peek_release_keep_the_order),
         SHM_TEST(ring_peek_does_not_release),
         SHM_TEST(ring_full_push_is_etoobig_and_loses_nothing),
+        SHM_TEST(ring_bell_rings_once_a_quarter_full_until_the_drain),
         SHM_TEST(ring_slot_of_a_killed_writer_is_skipped_after_stall_ms),
         cmocka_unit_test_setup_teardown(ring_records_pushed_by_processes_arrive_exactly_once,
                                         fx_setup_big_ring, fx_teardown),
