@@ -65,7 +65,12 @@ gw_worker_h1_close_idle(struct gw_transfer *t)
     t->nidle = 0;
 }
 
-/* A kept connection to origin, or -1; those kept too long are closed. */
+/*
+ * A kept connection to origin, or -1.  Those kept too long are closed, and
+ * so is one with something to read: the upstream closed it, or said
+ * something unasked (a 408 before closing) that must not be taken for the
+ * next answer.  curl looks the same way before it reuses a connection.
+ */
 static int
 idle_take(struct gw_transfer *t, const char *origin, size_t len, int64_t now)
 {
@@ -75,8 +80,10 @@ idle_take(struct gw_transfer *t, const char *origin, size_t len, int64_t now)
         if (!stale && (strncmp(c->origin, origin, len) != 0 || c->origin[len] != '\0'))
             continue;
         int fd = c->fd;
+        char b;
         *c = t->idle[--t->nidle];
-        if (!stale)
+        if (!stale && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+            (errno == EAGAIN || errno == EWOULDBLOCK))
             return fd;
         close(fd);
     }

@@ -132,7 +132,7 @@ test('one kept connection serves request after request', async () => {
   assert.equal(ctx.up.conns, 1, 'the five requests went over one upstream connection');
 });
 
-test('a kept connection the upstream closed meanwhile: the request goes again on a new one', async () => {
+test('a kept connection the upstream closed meanwhile is not used: the request goes on a new one', async () => {
   // Each answer is followed by the upstream closing the connection, without
   // saying so ("Connection: close" would have told the gateway).
   ctx.up.reset((s) => { s.write(ok(completion('then closed'))); setTimeout(() => s.destroy(), 20); });
@@ -153,6 +153,31 @@ test('a kept connection the upstream closed meanwhile: the request goes again on
   }
   assert.equal(ctx.up.requests.length, 3, 'each request answered once');
   assert.equal(ctx.up.conns, 3);
+});
+
+test('a kept connection dropped with the request unanswered: it goes once more on a new one', async () => {
+  // The second request on the first connection is read and dropped, as
+  // when the upstream closes a kept connection just as a request arrives.
+  ctx.up.reset((s, req) => {
+    if (req.conn === 1 && ctx.up.requests.filter((r) => r.conn === 1).length === 2) s.destroy();
+    else s.write(ok(completion('answered')));
+  });
+  const conn = await ctx.gw.conn();
+  try {
+    for (let i = 0; i < 2; i++) {
+      await conn.send({
+        method: 'POST', path: '/v1/chat/completions', headers: { Authorization: `Bearer ${ctx.key}` },
+        body: { model: 'scripted', messages: [{ role: 'user', content: `n${i}` }] },
+      });
+      const res = await conn.readResponse();
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.json().choices[0].message.content, 'answered');
+    }
+  } finally {
+    conn.close();
+  }
+  assert.deepEqual(ctx.up.requests.map((r) => r.conn), [1, 1, 2]);
+  assert.equal(JSON.parse(ctx.up.requests[2].body).messages[0].content, 'n1', 'the same request again');
 });
 
 test('an answer cut into single bytes, headers and chunks alike, arrives whole', async () => {
@@ -252,4 +277,29 @@ test('an upstream error status comes back with its body, and the connection is k
     conn.close();
   }
   assert.equal(ctx.up.conns, 1);
+});
+
+test('what an upstream says on an idle kept connection is not taken for the next answer', async () => {
+  // A 408 on the idle connection, as some servers send before they close.
+  ctx.up.reset((s) => {
+    s.write(ok(completion('fresh')));
+    setTimeout(() => s.write('HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n'), 20);
+  });
+  const conn = await ctx.gw.conn();
+  try {
+    for (let i = 0; i < 2; i++) {
+      await conn.send({
+        method: 'POST', path: '/v1/chat/completions', headers: { Authorization: `Bearer ${ctx.key}` },
+        body: { model: 'scripted', messages: [{ role: 'user', content: `n${i}` }] },
+      });
+      const res = await conn.readResponse();
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.json().choices[0].message.content, 'fresh');
+      await sleep(100);
+    }
+  } finally {
+    conn.close();
+  }
+  assert.equal(ctx.up.requests.length, 2);
+  assert.equal(ctx.up.conns, 2, 'the connection that spoke out of turn was not used again');
 });
