@@ -583,13 +583,14 @@ accept_some(struct gw_worker_proc *p, int ep)
 }
 
 /* Enough descriptors for every connection: the client's, the upstream's
- * (two while a fallback connects), and the socket pair of each curl multi
- * handle (its wake-up channel). */
+ * (two while a fallback connects), the socket pair of each curl multi
+ * handle (its wake-up channel), and the plain-HTTP connections it keeps
+ * (GW_H1_IDLE_MAX, worker/h1.c). */
 static void
 fd_limit_raise(int connections)
 {
     struct rlimit rl;
-    rlim_t want = (rlim_t)connections * 6 + 256;
+    rlim_t want = (rlim_t)connections * (6 + GW_H1_IDLE_MAX) + 256;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
         return;
