@@ -96,6 +96,27 @@ after(async () => {
 const ask = (body = {}, headers = {}) =>
   ctx.gw.chat(ctx.key, { model: 'scripted', ...body }, headers);
 
+// n requests one after another on one client connection (so on one
+// context of the worker, which keeps the upstream connections), pauseMs
+// apart; their responses.
+async function onOneConnection(n, { pauseMs = 0 } = {}) {
+  const conn = await ctx.gw.conn();
+  const responses = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      await conn.send({
+        method: 'POST', path: '/v1/chat/completions', headers: { Authorization: `Bearer ${ctx.key}` },
+        body: { model: 'scripted', messages: [{ role: 'user', content: `n${i}` }] },
+      });
+      responses.push(await conn.readResponse());
+      if (pauseMs > 0) await sleep(pauseMs);
+    }
+  } finally {
+    conn.close();
+  }
+  return responses;
+}
+
 test('the request reaches a plain-HTTP upstream as HTTP/1.1 with its length, host and headers', async () => {
   ctx.up.reset((s) => s.write(ok(completion('fine'))));
   const res = await ask({}, { 'x-team': 'blue' });
@@ -115,18 +136,8 @@ test('the request reaches a plain-HTTP upstream as HTTP/1.1 with its length, hos
 
 test('one kept connection serves request after request', async () => {
   ctx.up.reset((s) => s.write(ok(completion('again'))));
-  const conn = await ctx.gw.conn();
-  try {
-    for (let i = 0; i < 5; i++) {
-      await conn.send({
-        method: 'POST', path: '/v1/chat/completions', headers: { Authorization: `Bearer ${ctx.key}` },
-        body: { model: 'scripted', messages: [{ role: 'user', content: `n${i}` }] },
-      });
-      const res = await conn.readResponse();
-      assert.equal(res.status, 200, res.text);
-    }
-  } finally {
-    conn.close();
+  for (const res of await onOneConnection(5)) {
+    assert.equal(res.status, 200, res.text);
   }
   assert.equal(ctx.up.requests.length, 5);
   assert.equal(ctx.up.conns, 1, 'the five requests went over one upstream connection');
@@ -136,20 +147,9 @@ test('a kept connection the upstream closed meanwhile is not used: the request g
   // Each answer is followed by the upstream closing the connection, without
   // saying so ("Connection: close" would have told the gateway).
   ctx.up.reset((s) => { s.write(ok(completion('then closed'))); setTimeout(() => s.destroy(), 20); });
-  const conn = await ctx.gw.conn();
-  try {
-    for (let i = 0; i < 3; i++) {
-      await conn.send({
-        method: 'POST', path: '/v1/chat/completions', headers: { Authorization: `Bearer ${ctx.key}` },
-        body: { model: 'scripted', messages: [{ role: 'user', content: `n${i}` }] },
-      });
-      const res = await conn.readResponse();
-      assert.equal(res.status, 200, res.text);
-      assert.equal(res.json().choices[0].message.content, 'then closed');
-      await sleep(100);
-    }
-  } finally {
-    conn.close();
+  for (const res of await onOneConnection(3, { pauseMs: 100 })) {
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json().choices[0].message.content, 'then closed');
   }
   assert.equal(ctx.up.requests.length, 3, 'each request answered once');
   assert.equal(ctx.up.conns, 3);
@@ -162,19 +162,9 @@ test('a kept connection dropped with the request unanswered: it goes once more o
     if (req.conn === 1 && ctx.up.requests.filter((r) => r.conn === 1).length === 2) s.destroy();
     else s.write(ok(completion('answered')));
   });
-  const conn = await ctx.gw.conn();
-  try {
-    for (let i = 0; i < 2; i++) {
-      await conn.send({
-        method: 'POST', path: '/v1/chat/completions', headers: { Authorization: `Bearer ${ctx.key}` },
-        body: { model: 'scripted', messages: [{ role: 'user', content: `n${i}` }] },
-      });
-      const res = await conn.readResponse();
-      assert.equal(res.status, 200, res.text);
-      assert.equal(res.json().choices[0].message.content, 'answered');
-    }
-  } finally {
-    conn.close();
+  for (const res of await onOneConnection(2)) {
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json().choices[0].message.content, 'answered');
   }
   assert.deepEqual(ctx.up.requests.map((r) => r.conn), [1, 1, 2]);
   assert.equal(JSON.parse(ctx.up.requests[2].body).messages[0].content, 'n1', 'the same request again');
@@ -262,19 +252,9 @@ test('an upstream error status comes back with its body, and the connection is k
     const body = JSON.stringify({ error: { message: 'bad temperature', type: 'invalid_request_error', param: 'temperature', code: null } });
     s.write(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
   });
-  const conn = await ctx.gw.conn();
-  try {
-    for (let i = 0; i < 2; i++) {
-      await conn.send({
-        method: 'POST', path: '/v1/chat/completions', headers: { Authorization: `Bearer ${ctx.key}` },
-        body: { model: 'scripted', messages: [{ role: 'user', content: 'x' }] },
-      });
-      const res = await conn.readResponse();
-      assert.equal(res.status, 400, res.text);
-      assert.equal(res.json().error.message, 'bad temperature');
-    }
-  } finally {
-    conn.close();
+  for (const res of await onOneConnection(2)) {
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.json().error.message, 'bad temperature');
   }
   assert.equal(ctx.up.conns, 1);
 });
@@ -285,20 +265,9 @@ test('what an upstream says on an idle kept connection is not taken for the next
     s.write(ok(completion('fresh')));
     setTimeout(() => s.write('HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n'), 20);
   });
-  const conn = await ctx.gw.conn();
-  try {
-    for (let i = 0; i < 2; i++) {
-      await conn.send({
-        method: 'POST', path: '/v1/chat/completions', headers: { Authorization: `Bearer ${ctx.key}` },
-        body: { model: 'scripted', messages: [{ role: 'user', content: `n${i}` }] },
-      });
-      const res = await conn.readResponse();
-      assert.equal(res.status, 200, res.text);
-      assert.equal(res.json().choices[0].message.content, 'fresh');
-      await sleep(100);
-    }
-  } finally {
-    conn.close();
+  for (const res of await onOneConnection(2, { pauseMs: 100 })) {
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json().choices[0].message.content, 'fresh');
   }
   assert.equal(ctx.up.requests.length, 2);
   assert.equal(ctx.up.conns, 2, 'the connection that spoke out of turn was not used again');
