@@ -7,7 +7,7 @@
  * line read with sscanf, thirty clock reads (tests/bench/README.md).  For
  * an upstream reached over plain HTTP - the self-hosted servers on the
  * network (vLLM, SGLang, TGI, Ollama), where the gateway's own cost per
- * request shows most - the worker writes the request in one writev and
+ * request shows most - the worker writes the request in one sendmsg and
  * reads the answer with http_parser, the library that reads its clients'
  * requests.  libcurl still resolves the name (asynchronously, cached) and
  * connects (its timeout, both address families); the socket is then the
@@ -16,9 +16,10 @@
  * libcurl's own transfers (upstream.c).
  *
  * The answer reaches the same callbacks as curl's would: each header line,
- * then the body, decoded from its chunks.  A kept connection that the
- * upstream closed meanwhile fails before any answer; the request is then
- * sent once more on a new connection, as curl does.
+ * then the body, decoded from its chunks.  A kept connection is looked at
+ * before it is used again (idle_take); one that the upstream drops with
+ * the request unanswered gets the request once more on a new connection,
+ * as curl does.
  */
 #include <errno.h>
 #include <http_parser.h>
@@ -26,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -429,8 +429,8 @@ gw_worker_h1_run(struct gw_transfer *t, const struct gw_h1_request *r,
     char *head = head_build(r, origin, olen, &head_len);
     if (head == NULL || (t->rbuf == NULL && (t->rbuf = malloc(GW_H1_READ_SIZE)) == NULL))
         return CURLE_OUT_OF_MEMORY;
-    /* A kept connection first; once more on a new one if the upstream had
-     * closed it meanwhile. */
+    /* A kept connection first; once more on a new one if the upstream
+     * dropped it with the request unanswered. */
     for (int tries = 0; tries < 2; tries++) {
         int fd = tries == 0 ? idle_take(t, origin, olen, gw_now_ms()) : -1;
         bool kept = fd >= 0, silent, keep;

@@ -1,11 +1,13 @@
 /*
- * upstream.c - one upstream exchange with blocking libcurl.
+ * upstream.c - one upstream exchange: a libcurl transfer, or, to a
+ * plain-HTTP upstream, HTTP/1.1 spoken by the worker (h1.c) into the same
+ * callbacks.
  *
- * The worker keeps one easy handle for its whole life, so connections to
- * the providers (and their DNS answers and TLS sessions) are reused from
- * request to request.  A streamed answer is written to the client from
- * curl's write callback as it arrives; a non-streamed one is collected,
- * its usage read, and sent as it came (no re-serialization).
+ * A connection context keeps one easy handle for its whole life, so
+ * connections to the providers (and their DNS answers and TLS sessions)
+ * are reused from request to request.  A streamed answer is written to the
+ * client from the write callback as it arrives; a non-streamed one is
+ * collected, its usage read, and sent as it came (no re-serialization).
  */
 #include <errno.h>
 #include <fcntl.h>

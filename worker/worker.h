@@ -717,8 +717,9 @@ int gw_worker_evstream_encode(struct gw_buf *b, const char *const *names, const 
                               size_t nheaders, const char *payload, size_t payload_len);
 
 /*
- * Call the upstream with the per-worker curl handle (connections are kept
- * and reused) and answer the client: the non-streaming body as is, or the
+ * Call the upstream, with the connection's curl handle or, to a plain-HTTP
+ * upstream, over a connection of xfer's own (worker/h1.c), connections
+ * kept and reused either way, and answer the client: the non-streaming body as is, or the
  * stream relayed event by event; the upstream's own 4xx (but 429) is
  * passed through.  Returns 0 when the client was answered, GW_ECLOSED
  * when the client connection cannot be used any more, or GW_EUPSTREAM
