@@ -251,10 +251,11 @@ static const http_parser_settings answer_settings = {
 
 /* ----------------------------------------------------------- exchange */
 
-/* Wait for fd to be ready for events; CURLE_OK, or the timeout's code. */
+/* Wait for fd to be ready for events (*revents: what it is ready for);
+ * CURLE_OK, or the timeout's code. */
 static CURLcode
-wait_for(int fd, short events, const struct gw_transfer_clock *clock, int64_t deadline_ms,
-         char *errbuf, bool *timed_out)
+wait_for(int fd, short events, short *revents, const struct gw_transfer_clock *clock,
+         int64_t deadline_ms, char *errbuf, bool *timed_out)
 {
     for (;;) {
         long left = gw_worker_transfer_wait_ms(clock, gw_now_ms(), deadline_ms, timed_out);
@@ -266,8 +267,10 @@ wait_for(int fd, short events, const struct gw_transfer_clock *clock, int64_t de
         }
         struct pollfd pfd = {.fd = fd, .events = events};
         int n = gw_worker_poll(&pfd, 1, left);
-        if (n > 0)
+        if (n > 0) {
+            *revents = pfd.revents;
             return CURLE_OK;
+        }
         if (n < 0 && errno != EINTR) {
             snprintf(errbuf, CURL_ERROR_SIZE, "poll: %s", strerror(errno));
             return CURLE_RECV_ERROR;
@@ -275,10 +278,15 @@ wait_for(int fd, short events, const struct gw_transfer_clock *clock, int64_t de
     }
 }
 
-/* The request: its line and headers in head, then the body. */
+/*
+ * The request: its line and headers in head, then the body.  CURLE_SEND_
+ * ERROR when the upstream stopped taking it (*send_errno why, 0 when it
+ * began to answer or closed first, as a server refusing a large body
+ * does): its answer may be there to read.
+ */
 static CURLcode
 request_send(int fd, struct iovec *iov, int iovcnt, const struct gw_transfer_clock *clock,
-             int64_t deadline_ms, char *errbuf, bool *timed_out)
+             int64_t deadline_ms, char *errbuf, bool *timed_out, int *send_errno)
 {
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
 
@@ -288,12 +296,18 @@ request_send(int fd, struct iovec *iov, int iovcnt, const struct gw_transfer_clo
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                snprintf(errbuf, CURL_ERROR_SIZE, "Send failure: %s", strerror(errno));
+                *send_errno = errno;
                 return CURLE_SEND_ERROR;
             }
-            CURLcode cc = wait_for(fd, POLLOUT, clock, deadline_ms, errbuf, timed_out);
+            short ready = 0;
+            CURLcode cc =
+                wait_for(fd, POLLOUT | POLLIN, &ready, clock, deadline_ms, errbuf, timed_out);
             if (cc != CURLE_OK)
                 return cc;
+            if (ready & (POLLIN | POLLHUP | POLLERR)) {
+                *send_errno = 0;
+                return CURLE_SEND_ERROR;
+            }
             continue;
         }
         while (m.msg_iovlen > 0 && (size_t)n >= m.msg_iov->iov_len) {
@@ -309,10 +323,19 @@ request_send(int fd, struct iovec *iov, int iovcnt, const struct gw_transfer_clo
     return CURLE_OK;
 }
 
+static CURLcode
+send_failure(char *errbuf, int send_errno)
+{
+    snprintf(errbuf, CURL_ERROR_SIZE, "Send failure: %s",
+             send_errno != 0 ? strerror(send_errno) : "the upstream closed the connection");
+    return CURLE_SEND_ERROR;
+}
+
 /*
- * Send the request on fd and read its answer.  *silent: the upstream
- * closed or reset the connection without a byte of answer (a kept
- * connection it had closed meanwhile); *keep: fd may serve another.
+ * Send the request on fd and read its answer, also when the upstream
+ * answers before it took the whole request.  *silent: the upstream closed
+ * or reset the connection without a byte of answer (a kept connection it
+ * had closed meanwhile); *keep: fd may serve another.
  */
 static CURLcode
 exchange_run(struct gw_transfer *t, struct exchange *x, int fd, struct iovec *iov, int iovcnt,
@@ -320,18 +343,22 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, struct iovec *io
              bool *timed_out, bool *silent, bool *keep)
 {
     char *buf = t->rbuf;
-    bool got = false, drained = true; /* the answer cannot be there yet */
+    int send_errno = 0;
+    short ready;
 
     *silent = *keep = false;
     http_parser_init(&x->parser, HTTP_RESPONSE);
     x->parser.data = x;
-    CURLcode cc = request_send(fd, iov, iovcnt, clock, deadline_ms, errbuf, timed_out);
-    if (cc != CURLE_OK) {
-        *silent = cc == CURLE_SEND_ERROR;
+    CURLcode cc = request_send(fd, iov, iovcnt, clock, deadline_ms, errbuf, timed_out, &send_errno);
+    if (cc != CURLE_OK && cc != CURLE_SEND_ERROR)
         return cc;
-    }
+    /* Cut: whatever the upstream said instead is its answer; with nothing
+     * said, the send's failure is. */
+    bool cut = cc == CURLE_SEND_ERROR, got = false;
+    bool drained = !cut; /* the answer cannot be there yet */
     for (;;) {
-        if (drained && (cc = wait_for(fd, POLLIN, clock, deadline_ms, errbuf, timed_out)) != 0)
+        if (drained &&
+            (cc = wait_for(fd, POLLIN, &ready, clock, deadline_ms, errbuf, timed_out)) != 0)
             return cc;
         ssize_t n = recv(fd, buf, GW_H1_READ_SIZE, 0);
         if (n < 0) {
@@ -341,6 +368,8 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, struct iovec *io
             if (drained)
                 continue;
             *silent = !got;
+            if (cut && !got)
+                return send_failure(errbuf, send_errno);
             snprintf(errbuf, CURL_ERROR_SIZE, "Recv failure: %s", strerror(errno));
             return CURLE_RECV_ERROR;
         }
@@ -350,6 +379,8 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, struct iovec *io
             if (x->done)
                 return CURLE_OK;
             *silent = !got;
+            if (cut && !got)
+                return send_failure(errbuf, send_errno);
             snprintf(errbuf, CURL_ERROR_SIZE, "%s",
                      got ? "transfer closed with outstanding read data remaining"
                          : "Empty reply from server");
@@ -360,7 +391,7 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, struct iovec *io
         drained = n < GW_H1_READ_SIZE;
         size_t used = http_parser_execute(&x->parser, &answer_settings, buf, (size_t)n);
         if (x->done) {
-            *keep = used == (size_t)n && http_should_keep_alive(&x->parser);
+            *keep = !cut && used == (size_t)n && http_should_keep_alive(&x->parser);
             return CURLE_OK;
         }
         enum http_errno e = HTTP_PARSER_ERRNO(&x->parser);

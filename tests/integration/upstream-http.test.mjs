@@ -39,6 +39,15 @@ function startScripted() {
         const end = buf.indexOf('\r\n\r\n');
         if (end < 0) return;
         const head = buf.subarray(0, end).toString('latin1');
+        // up.onHead answers from the head alone and takes no more bytes.
+        if (up.onHead) {
+          up.requests.push({ head, body: '', conn });
+          buf = Buffer.alloc(0);
+          s.removeAllListeners('data');
+          s.on('data', () => {});
+          up.onHead(s, head);
+          return;
+        }
         const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
         if (buf.length < end + 4 + len) return;
         const req = { head, body: buf.subarray(end + 4, end + 4 + len).toString(), conn };
@@ -50,11 +59,12 @@ function startScripted() {
     s.on('error', () => {});
     s.on('close', () => up.sockets.delete(s));
   });
-  up.reset = (answer) => {
+  up.reset = (answer, onHead = null) => {
     for (const s of up.sockets) s.destroy();
     up.conns = 0;
     up.requests = [];
     up.answer = answer;
+    up.onHead = onHead;
   };
   up.close = () => {
     for (const s of up.sockets) s.destroy();
@@ -79,6 +89,7 @@ before(async () => {
   ctx.up = await startScripted();
   ctx.gw = await startGateway({
     workers: { start: 1, connections: 8 },
+    http: { max_body_size: '40m' },
     providers: [{ name: 'scripted', base_url: `http://127.0.0.1:${ctx.up.port}/v1` }],
     models: [{
       name: 'scripted', routing: { retries: 0, breaker: { failures: 0 } },
@@ -271,4 +282,18 @@ test('what an upstream says on an idle kept connection is not taken for the next
   }
   assert.equal(ctx.up.requests.length, 2);
   assert.equal(ctx.up.conns, 2, 'the connection that spoke out of turn was not used again');
+});
+
+test('an upstream that refuses a large body before taking it all: its answer reaches the client', async () => {
+  // As a server with a body limit does: it answers 413 from the head and
+  // closes, with most of the body unread (the close resets the connection).
+  const refusal = JSON.stringify({ error: { message: 'request body too large', type: 'invalid_request_error', param: null, code: null } });
+  ctx.up.reset(null, (s) => {
+    s.write(`HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\nContent-Length: ${refusal.length}\r\nConnection: close\r\n\r\n${refusal}`);
+    setTimeout(() => s.destroy(), 20);
+  });
+  const res = await ask({ messages: [{ role: 'user', content: 'x'.repeat(24 * 1024 * 1024) }] });
+  assert.equal(res.status, 413, res.text.slice(0, 300));
+  assert.equal(res.json().error.message, 'request body too large');
+  assert.equal(ctx.up.requests.length, 1);
 });
