@@ -288,9 +288,8 @@ static CURLcode
 request_send(int fd, struct iovec *iov, int iovcnt, const struct gw_transfer_clock *clock,
              int64_t deadline_ms, char *errbuf, bool *timed_out, int *send_errno)
 {
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-
-    while (m.msg_iovlen > 0) {
+    while (iovcnt > 0) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
         ssize_t n = sendmsg(fd, &m, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
@@ -310,15 +309,7 @@ request_send(int fd, struct iovec *iov, int iovcnt, const struct gw_transfer_clo
             }
             continue;
         }
-        while (m.msg_iovlen > 0 && (size_t)n >= m.msg_iov->iov_len) {
-            n -= (ssize_t)m.msg_iov->iov_len;
-            m.msg_iov++;
-            m.msg_iovlen--;
-        }
-        if (m.msg_iovlen > 0) {
-            m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + n;
-            m.msg_iov->iov_len -= (size_t)n;
-        }
+        gw_worker_iov_consume(&iov, &iovcnt, (size_t)n);
     }
     return CURLE_OK;
 }

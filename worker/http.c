@@ -562,17 +562,23 @@ writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
         }
         deadline = 0;
         c->bytes_out += (uint64_t)w;
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (char *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
+        gw_worker_iov_consume(&iov, &n, (size_t)w);
     }
     return 0;
+}
+
+void
+gw_worker_iov_consume(struct iovec **iov, int *n, size_t written)
+{
+    while (*n > 0 && written >= (*iov)->iov_len) {
+        written -= (*iov)->iov_len;
+        (*iov)++;
+        (*n)--;
+    }
+    if (*n > 0) {
+        (*iov)->iov_base = (char *)(*iov)->iov_base + written;
+        (*iov)->iov_len -= written;
+    }
 }
 
 /* Status line and the headers every response carries.  Built with

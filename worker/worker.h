@@ -7,6 +7,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/uio.h>
 
 #include <curl/curl.h>
 #include <http_parser.h>
@@ -240,6 +241,9 @@ int gw_worker_http_stream_begin(struct gw_http_conn *c, struct gw_request *req, 
                                 const char *ctype, const char *extra);
 int gw_worker_http_stream_write(struct gw_http_conn *c, const char *data, size_t len);
 int gw_worker_http_stream_end(struct gw_http_conn *c);
+/* After a writev(2) or sendmsg(2) of *n vectors at *iov wrote written
+ * bytes: move past them, so that the call can go on with the rest. */
+void gw_worker_iov_consume(struct iovec **iov, int *n, size_t written);
 
 const char *gw_worker_http_reason(int status);
 

@@ -277,6 +277,32 @@ stream_uses_chunked_coding_one_chunk_per_write(void **state)
     assert_string_equal(strstr(r, "\r\n\r\n") + 4, "9\r\ndata: a\n\n\r\n0\r\n\r\n");
 }
 
+/* A partial write ends inside a vector, on a boundary, and past all. */
+static void
+iov_consume_moves_past_what_was_written(void **state)
+{
+    char a[] = "head", b[] = "body";
+    struct iovec v[2] = {{.iov_base = a, .iov_len = 4}, {.iov_base = b, .iov_len = 4}};
+    struct iovec *iov = v;
+    int n = 2;
+
+    (void)state;
+    gw_worker_iov_consume(&iov, &n, 2);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(iov->iov_base, a + 2);
+    assert_int_equal(iov->iov_len, 2);
+    gw_worker_iov_consume(&iov, &n, 2);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(iov->iov_base, b);
+    assert_int_equal(iov->iov_len, 4);
+    gw_worker_iov_consume(&iov, &n, 3);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(iov->iov_base, b + 3);
+    assert_int_equal(iov->iov_len, 1);
+    gw_worker_iov_consume(&iov, &n, 1);
+    assert_int_equal(n, 0);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int
@@ -298,6 +324,7 @@ main(void)
         T(response_has_length_request_id_and_body),
         T(error_has_openai_shape),
         T(stream_uses_chunked_coding_one_chunk_per_write),
+        cmocka_unit_test(iov_consume_moves_past_what_was_written),
     };
 
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
