@@ -143,6 +143,28 @@ test('a full worker takes a new connection when one of its own closes', async ()
   }
 });
 
+test('a burst of 32 connections is shared between two workers, none takes most of them', async () => {
+  const gw = await startGateway({ workers: { start: 2, connections: 64 } });
+  try {
+    // All at once, as a load generator opens them: each worker is told of
+    // every new connection, and without the accept balance the one the
+    // kernel runs first took most (20/44 of 64 by hand).
+    const conns = await Promise.all(Array.from({ length: 32 }, () => gw.conn()));
+    await Promise.all(conns.map(async (c) => {
+      await c.send({ method: 'GET', path: '/healthz' });
+      assert.equal((await c.readResponse()).status, 200);
+    }));
+    const w = await gw.ctlJson(['workers']);
+    const counts = w.map((e) => e.connections);
+    assert.equal(counts.length, 2);
+    assert.equal(counts[0] + counts[1], 32, JSON.stringify(w));
+    assert.ok(Math.min(...counts) >= 12, `split ${counts.join('/')}`);
+    for (const c of conns) c.close();
+  } finally {
+    await gw.stop();
+  }
+});
+
 test('SIGTERM on a worker with many connections: requests in hand finish, idle ones close, exit 0', async () => {
   const gw = await startGateway(one(32));
   try {
