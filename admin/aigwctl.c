@@ -1803,6 +1803,7 @@ main(int argc, char **argv)
     int i = 1;
 
     signal(SIGPIPE, SIG_IGN); /* a closed socket is an error to report, not a death */
+    gw_locale_c_thread();
     socket_path = getenv("AIGW_SOCKET");
     if (socket_path == NULL || socket_path[0] == '\0')
         socket_path = GW_DEFAULT_SOCKET;

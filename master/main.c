@@ -333,6 +333,7 @@ main(int argc, char **argv)
     bool pid_written = false;
 
     gw_log_init("master");
+    gw_locale_c_thread(); /* the workers, forked from here, keep it */
     m.conf_path = GW_DEFAULT_CONFIG;
     m.listeners.metrics_fd = -1;
     while ((ch = getopt(argc, argv, "c:hp:t")) != -1) {

@@ -154,6 +154,18 @@ int gw_write_all(int fd, const void *buf, size_t len);
 /* Fill buf with cryptographically random bytes (getrandom). */
 int gw_random_bytes(void *buf, size_t len);
 
+/*
+ * Put the calling thread on glibc's static "C" locale object (what it runs
+ * in anyway: nothing here calls setlocale).  json-c's parse duplicates the
+ * thread's locale and makes a C LC_NUMERIC one from the copy on every
+ * call, and for the global locale each of those allocates and takes
+ * glibc's process-wide locale lock as a writer: about 1 us a parse, and in
+ * a process with threads a convoy on that lock.  From the static object
+ * glibc hands the same object back, with no lock and no allocation.
+ * Per thread; a forked child keeps it.
+ */
+void gw_locale_c_thread(void);
+
 /* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void gw_hex_encode(const unsigned char *in, size_t len, char *out);
 

@@ -2,6 +2,7 @@
  * util.c - small system helpers every process uses.
  */
 #include <errno.h>
+#include <locale.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -74,6 +75,16 @@ gw_random_bytes(void *buf, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+void
+gw_locale_c_thread(void)
+{
+    /* newlocale(LC_ALL_MASK, "C", 0) is the static object, never freed. */
+    locale_t c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+
+    if (c != (locale_t)0)
+        uselocale(c);
 }
 
 void

@@ -657,6 +657,10 @@ gw_mock_conn_run(void *arg)
         return NULL;
     }
     c->fd = (int)(intptr_t)arg;
+    /* Every connection thread parses JSON: off the global locale, json-c
+     * would take glibc's locale lock three times a parse, and 64 threads
+     * on 2 CPUs convoyed on it for 20-160 ms (tests/bench/README.md). */
+    gw_locale_c_thread();
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
 

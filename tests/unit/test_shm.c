@@ -16,7 +16,10 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <json-c/json.h>
 #include <lmdb.h>
+#include <locale.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1401,6 +1404,45 @@ arena_cleanups_run_at_reset_latest_first_and_once(void **state)
     gw_buf_free(&b);
 }
 
+/* In a thread of its own: a thread's locale is its own. */
+static void *
+locale_thread(void *arg)
+{
+    int *ok = arg;
+    locale_t before = uselocale((locale_t)0);
+    locale_t copy = duplocale(before);
+
+    /* On the global locale a copy is a new object (what json-c makes on
+     * every parse, under glibc's locale lock). */
+    ok[0] = before == LC_GLOBAL_LOCALE && copy != (locale_t)0 && copy != before;
+    freelocale(copy);
+
+    gw_locale_c_thread();
+    locale_t c = uselocale((locale_t)0);
+    /* On the static C object, the copy and json-c's C LC_NUMERIC from it
+     * are that same object: no allocation, no lock. */
+    ok[1] = c != LC_GLOBAL_LOCALE && duplocale(c) == c && newlocale(LC_NUMERIC_MASK, "C", c) == c;
+    /* And numbers still parse with a '.', as in any C locale. */
+    struct json_object *o = json_tokener_parse("{\"t\": 0.25}"), *t;
+    ok[2] = o != NULL && json_object_object_get_ex(o, "t", &t) && json_object_get_double(t) == 0.25;
+    json_object_put(o);
+    return NULL;
+}
+
+static void
+locale_c_thread_puts_the_thread_on_the_static_c_locale(void **state)
+{
+    pthread_t t;
+    int ok[3] = {0, 0, 0};
+
+    (void)state;
+    assert_int_equal(pthread_create(&t, NULL, locale_thread, ok), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(ok[0]);
+    assert_true(ok[1]);
+    assert_true(ok[2]);
+}
+
 int
 main(void)
 {
@@ -1409,6 +1451,7 @@ main(void)
         cmocka_unit_test(buf_appends_numbers_and_text_as_printf_would),
         cmocka_unit_test(buf_printf_grows_past_its_room_and_keeps_what_was_there),
         cmocka_unit_test(arena_printf_formats_in_place_or_in_a_new_chunk),
+        cmocka_unit_test(locale_c_thread_puts_the_thread_on_the_static_c_locale),
         SHM_TEST(open_creates_a_fresh_segment_with_header_and_geometry),
         SHM_TEST(open_again_with_the_same_geometry_attaches_and_keeps_the_data),
         SHM_TEST(open_with_another_geometry_recreates_the_segment),
