@@ -549,10 +549,11 @@ connection_start(struct gw_worker_proc *p, int fd, enum listener_kind kind)
  * Accept balance.  EPOLLEXCLUSIVE wakes one worker waiting in epoll_wait,
  * but a worker serving connections watches the listening sockets from its
  * event loop, where every such worker is told of every new connection and
- * the one the kernel runs first takes it: a burst of 64 connections split
- * 20/44 as often as 32/32.  A worker then holds as many connections as it
- * has the CPU for, and the one with more makes its clients wait longer
- * (measured: p99 9-13 ms against 6 ms split evenly; tests/bench/README.md).
+ * the one the kernel runs first takes it: wrk's 64 connections split
+ * 20/44 as often as 32/32, and 32 opened at once by one client all went
+ * to one worker.  Yet a worker has one CPU at most for its connections
+ * (by hand, p99 9-13 ms in runs split unevenly, 6 ms in one split evenly;
+ * tests/bench/README.md).
  * So a worker that has at least ACCEPT_SLACK more connections than another
  * live worker with room leaves the new connection to it, as nginx's
  * accept_disabled lets a worker with fewer free connections skip its turn.
