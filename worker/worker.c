@@ -216,6 +216,14 @@ protocol_error(struct gw_worker *w, struct gw_request *req)
     gw_log(GW_LOG_INFO, "req=%s status=%d (%s)", req->id, status, gw_worker_http_reason(status));
 }
 
+/* Can worker e take a new connection?  A live one with room; a stopping
+ * one publishes no room (state_publish). */
+static bool
+worker_takes_more(struct gw_shm_worker *e)
+{
+    return atomic_load(&e->room) > 0 && atomic_load(&e->pid) > 0;
+}
+
 /*
  * Should an idle keep-alive connection make way for a new client?  Yes
  * when no worker has room for one: otherwise the new client would wait
@@ -229,8 +237,7 @@ no_idle_worker(void *ctx)
     const struct gw_shm *shm = w->env->shm;
 
     for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
-        struct gw_shm_worker *e = gw_shm_worker(shm, i);
-        if (atomic_load(&e->room) > 0 && atomic_load(&e->pid) > 0)
+        if (worker_takes_more(gw_shm_worker(shm, i)))
             return false;
     }
     return true;
@@ -572,10 +579,7 @@ accept_leave_to_another(struct gw_worker_proc *p)
 
     for (uint64_t i = 0; i < shm->hdr->nworkers; i++) {
         struct gw_shm_worker *e = gw_shm_worker(shm, i);
-        if (e == p->me || atomic_load(&e->pid) <= 0 || atomic_load(&e->room) <= 0 ||
-            atomic_load(&e->state) == GW_WORKER_STOPPING)
-            continue;
-        if (atomic_load(&e->conns) + ACCEPT_SLACK <= p->conns)
+        if (e != p->me && worker_takes_more(e) && atomic_load(&e->conns) + ACCEPT_SLACK <= p->conns)
             return true;
     }
     return false;
