@@ -15,8 +15,9 @@
 #   BENCH_PERF=1    also record a perf profile of aigwd's workers under load
 #                   (perf report in BUILD_DIR/bench/perf-<time>.txt)
 #   BENCH_KEEP=1    keep the temporary directory (configs, logs, raw data)
-#   BENCH_PROXY_CPUS=N  give nginx and aigwd N workers each, and pin nothing:
-#                   on a machine with more cores than that, the proxies are
+#   BENCH_PROXY_CPUS=N  give nginx and aigwd N workers each, pinned to the
+#                   last N cores when 4 or more are left for the mock and
+#                   the load generator (unpinned otherwise): the proxies are
 #                   then what limits throughput, not the mock or the load
 #   BENCH_HELPERS=DIR   take sse_client and malloc_count.so ready-built from
 #                   DIR instead of compiling them (a machine without cc)
@@ -228,12 +229,23 @@ wait_port() { # PORT PID: until something accepts on 127.0.0.1:PORT
 ncpu=$(nproc)
 if [ -n "${BENCH_PROXY_CPUS:-}" ]; then
     # Each proxy gets that many workers, the load generator as many threads
-    # as there are cores left (at most 8), and the scheduler places them.
+    # as there are cores left (at most 8).  With 4 cores or more left over,
+    # the proxies get the last N cores to themselves and the mock and the
+    # load generator share the others, so that neither takes a proxy's CPU
+    # in the middle of a request; with fewer, the scheduler places them.
     [[ $BENCH_PROXY_CPUS =~ ^[1-9][0-9]*$ ]] || die "BENCH_PROXY_CPUS=$BENCH_PROXY_CPUS: a number of workers (1 or more)"
     proxy_n=$BENCH_PROXY_CPUS
     load_n=$((ncpu - proxy_n > 8 ? 8 : (ncpu - proxy_n < 1 ? 1 : ncpu - proxy_n)))
-    pin_mock=() pin_load=() pin_proxy=()
-    cpu_plan="$ncpu CPUs, nothing pinned: nginx and aigwd $proxy_n workers each, load $load_n threads"
+    if [ $((ncpu - proxy_n)) -ge 4 ]; then
+        proxy_cpus="$((ncpu - proxy_n))-$((ncpu - 1))" rest_cpus="0-$((ncpu - proxy_n - 1))"
+        pin_mock=(taskset -c "$rest_cpus")
+        pin_load=(taskset -c "$rest_cpus")
+        pin_proxy=(taskset -c "$proxy_cpus")
+        cpu_plan="$ncpu CPUs: nginx and aigwd $proxy_n workers each on CPUs $proxy_cpus, mock and load ($load_n threads) on CPUs $rest_cpus"
+    else
+        pin_mock=() pin_load=() pin_proxy=()
+        cpu_plan="$ncpu CPUs, nothing pinned: nginx and aigwd $proxy_n workers each, load $load_n threads"
+    fi
 elif [ "$ncpu" -gt 2 ]; then
     # The mock gets one core, the load generators one (two on bigger
     # machines), the proxies the rest, and nginx as many workers as aigwd
