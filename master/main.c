@@ -412,6 +412,7 @@ main(int argc, char **argv)
     gw_store_reader_check(m.store);
     if (shm_setup(&m) != 0 || gw_master_cache_start(&m) != 0)
         goto out;
+    gw_master_usage_pace_init(&m);
     /* Initialise libcurl (and OpenSSL) once here; each worker still makes
      * its own handles after fork. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

@@ -145,6 +145,8 @@ int gw_master_publish(struct gw_master *m, const struct gw_config *cfg);
 
 /* Move usage records from the shm ring into LMDB; returns how many. */
 size_t gw_master_usage_drain(struct gw_master *m);
+/* Have the master's long store transactions give the workers their CPU. */
+void gw_master_usage_pace_init(struct gw_master *m);
 /*
  * When to drain next, in milliseconds, after a drain moved drained
  * records that came in over the last elapsed_ms: soon enough that an

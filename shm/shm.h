@@ -687,6 +687,14 @@ struct gw_key {
 
 int gw_store_open(const char *state_dir, struct gw_store **out);
 void gw_store_close(struct gw_store *st);
+/*
+ * Pace long write transactions: gw_store_usage_add, gw_store_usage_prune
+ * and gw_store_usage_upgrade call pace(ctx) every GW_STORE_PACE_EVERY
+ * records they write or delete.  The master, which shares the CPUs with
+ * the workers, gives them a turn there (master/usage.c).
+ */
+#define GW_STORE_PACE_EVERY 32
+void gw_store_set_pace(struct gw_store *st, void (*pace)(void *ctx), void *ctx);
 /* Clear reader slots left by dead processes; returns how many. */
 int gw_store_reader_check(struct gw_store *st);
 

@@ -61,7 +61,24 @@ struct gw_store {
     MDB_txn *rtxn;             /* reused read transaction, reset between uses */
     /* Where gw_store_usage_upgrade goes on (the key it looked at last). */
     unsigned char upgrade_pos[16];
+    void (*pace)(void *ctx); /* gw_store_set_pace */
+    void *pace_ctx;
 };
+
+void
+gw_store_set_pace(struct gw_store *st, void (*pace)(void *ctx), void *ctx)
+{
+    st->pace = pace;
+    st->pace_ctx = ctx;
+}
+
+/* Called with the count of records written or deleted so far. */
+static void
+store_pace(struct gw_store *st, size_t done)
+{
+    if (st->pace != NULL && done % GW_STORE_PACE_EVERY == GW_STORE_PACE_EVERY - 1)
+        st->pace(st->pace_ctx);
+}
 
 static int
 store_fail(const char *call, const char *arg, int mrc)
@@ -963,6 +980,7 @@ gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n, u
             break;
         }
         rc = agg_add(st, txn, &recs[i]);
+        store_pace(st, i);
         t.requests++;
         t.input_tokens += (uint64_t)(recs[i].input_tokens > 0 ? recs[i].input_tokens : 0);
         t.output_tokens += (uint64_t)(recs[i].output_tokens > 0 ? recs[i].output_tokens : 0);
@@ -1175,7 +1193,7 @@ gw_store_usage_prune(struct gw_store *st, int64_t detail_before_us, int64_t agg_
                 break; /* not in its aggregate yet: upgrade first */
             if ((mrc = mdb_cursor_del(cur, 0)) != 0)
                 break;
-            (*deleted)++;
+            store_pace(st, (*deleted)++);
         }
         mdb_cursor_close(cur);
         cur = NULL;
@@ -1194,7 +1212,7 @@ gw_store_usage_prune(struct gw_store *st, int64_t detail_before_us, int64_t agg_
                 break;
             if ((mrc = mdb_cursor_del(cur, 0)) != 0)
                 break;
-            (*deleted)++;
+            store_pace(st, (*deleted)++);
         }
         mdb_cursor_close(cur);
         cur = NULL;
@@ -1266,7 +1284,7 @@ gw_store_usage_upgrade(struct gw_store *st, size_t max, size_t *converted, bool 
         if ((mrc = mdb_put(txn, st->usage, &ok, &nv, 0)) != 0)
             rc = store_fail("mdb_put", "usage", mrc);
         else if ((rc = agg_add(st, txn, &rec)) == 0)
-            (*converted)++;
+            store_pace(st, (*converted)++);
     }
     if (rc == 0 && at_end) {
         /* The end was reached: every record is in today's format. */

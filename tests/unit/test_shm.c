@@ -1288,6 +1288,35 @@ usage_totals_add_up_across_calls_and_write_through(void **state)
     assert_int_equal(usage_records_count(s), 7);
 }
 
+static void
+count_pace(void *ctx)
+{
+    (*(int *)ctx)++;
+}
+
+static void
+usage_add_paces_every_32_records_and_stores_them_all(void **state)
+{
+    struct store_fx *s = *state;
+    struct gw_usage recs[100];
+    struct gw_usage_totals t;
+    int paced = 0;
+
+    for (int i = 0; i < 100; i++)
+        recs[i] = rec_make(0, 1);
+    gw_store_set_pace(s->st, count_pace, &paced);
+    assert_int_equal(gw_store_usage_add(s->st, recs, 100, 0x99ULL, 100), 0);
+    assert_int_equal(paced, 100 / GW_STORE_PACE_EVERY); /* after the 32nd, 64th, 96th */
+    assert_int_equal(gw_store_usage_totals(s->st, &t), 0);
+    assert_int_equal(t.requests, 100);
+    assert_int_equal(usage_records_count(s), 100);
+    /* A short batch is not paced. */
+    gw_store_set_pace(s->st, count_pace, &paced);
+    paced = 0;
+    assert_int_equal(gw_store_usage_add(s->st, recs, 31, 0x98ULL, 31), 0);
+    assert_int_equal(paced, 0);
+}
+
 /* ------------------------------------------------------------------ main */
 
 #define SHM_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
@@ -1495,6 +1524,7 @@ main(void)
         STORE_TEST(usage_head_is_enoent_on_a_fresh_store),
         STORE_TEST(usage_add_with_incarnation_stores_records_and_head),
         STORE_TEST(usage_totals_add_up_across_calls_and_write_through),
+        STORE_TEST(usage_add_paces_every_32_records_and_stores_them_all),
     };
 
     /* The ring's "writer died" warning is expected here. */
