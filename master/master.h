@@ -5,6 +5,8 @@
 #ifndef GW_MASTER_H
 #define GW_MASTER_H
 
+#include <sched.h>
+
 #include "shm/shm.h"
 
 /*
@@ -79,6 +81,10 @@ struct gw_health;
 struct gw_master_pool {
     struct gw_pool_slot *slots;
     int n;
+    /* The CPUs aigwd was started on, which workers.cpu_affinity shares
+     * out (spawn.c); taken when the pool is made, before any pinning. */
+    cpu_set_t cpus;
+    bool pinned;    /* cpu_affinity set the master's CPUs at the last pool change */
     pid_t *retired; /* told to finish and exit; reaped, not replaced */
     size_t nretired;
     struct gw_master *m;

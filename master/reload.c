@@ -131,7 +131,8 @@ gw_master_reload(struct gw_master *m, char *err, size_t errlen)
      * from shared memory: sockets and the size of the pool. */
     bool resize = cfg->workers != m->cfg->workers || cfg->workers_max != m->cfg->workers_max ||
                   cfg->max_requests != m->cfg->max_requests ||
-                  cfg->worker_connections != m->cfg->worker_connections;
+                  cfg->worker_connections != m->cfg->worker_connections ||
+                  cfg->worker_cpu_affinity != m->cfg->worker_cpu_affinity;
     struct gw_config *old = m->cfg;
     const char *old_log_file = old->log_file;
     m->cfg = cfg;

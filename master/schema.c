@@ -238,6 +238,7 @@ parse_access_file(struct load *ld, const struct node *n, const char *name, const
 struct workers_spec {
     int start, min_spare, max_spare, max, connections;
     uint64_t max_requests;
+    bool cpu_affinity;
 };
 
 /*
@@ -297,6 +298,7 @@ workers_mapping(struct load *ld, const struct node *n, const char *name, const s
     cfg->workers_max = w.max;
     cfg->max_requests = w.max_requests;
     cfg->worker_connections = w.connections;
+    cfg->worker_cpu_affinity = w.cpu_affinity;
     return 0;
 }
 
@@ -776,6 +778,7 @@ static const struct field workers_fields[] = {
           .min = 0, .max = CONFIG_MAX_REQUESTS),
     FIELD("connections", gw_master_confval_int, offsetof(struct workers_spec, connections),
           .min = 1, .max = CONFIG_MAX_WORKER_CONNECTIONS),
+    FIELD("cpu_affinity", gw_master_confval_bool, offsetof(struct workers_spec, cpu_affinity)),
     {.key = NULL},
 };
 

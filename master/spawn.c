@@ -3,6 +3,7 @@
  * replacing the ones that die, and retiring whole pools on reload.
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,62 @@
 #define POOL_YOUNG_MS 1000
 #define POOL_BACKOFF_MIN_MS 100
 #define POOL_BACKOFF_MAX_MS 30000
+
+/*
+ * workers.cpu_affinity.  The master shares the CPUs with the workers, and
+ * on the CPUs of a busy worker its usage drains delay that worker's
+ * requests (master/usage.c; on the 16-core machine of
+ * tests/bench/README.md, p99 1.5 ms with the master on a core of its own
+ * against 2.4 ms paced on the workers' cores).  With cpu_affinity, slot i
+ * of a pool of max slots runs on CPU n - max + i of the n CPUs aigwd was
+ * started on, and the master on the n - max CPUs left over; with none
+ * left over, slots take the CPUs in turn and the master keeps them all.
+ */
+static int
+cpu_nth(const cpu_set_t *set, int nth)
+{
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, set) && nth-- == 0)
+            return cpu;
+    return -1;
+}
+
+static int
+cpu_of_slot(const struct gw_master_pool *p, int i)
+{
+    int n = CPU_COUNT(&p->cpus);
+
+    if (n == 0)
+        return -1;
+    return cpu_nth(&p->cpus, p->n < n ? n - p->n + i : i % n);
+}
+
+/* The master's own CPUs for the pool as it is now: those left over, or
+ * back to all of them when a reload turned cpu_affinity off. */
+static void
+cpus_master_set(struct gw_master_pool *p)
+{
+    int n = CPU_COUNT(&p->cpus);
+    cpu_set_t set = p->cpus;
+
+    if (n == 0 || (!p->m->cfg->worker_cpu_affinity && !p->pinned))
+        return;
+    p->pinned = p->m->cfg->worker_cpu_affinity;
+    if (p->pinned && p->n < n) {
+        CPU_ZERO(&set);
+        for (int i = 0; i < n - p->n; i++)
+            CPU_SET(cpu_nth(&p->cpus, i), &set);
+        gw_log(GW_LOG_INFO, "workers.cpu_affinity: %d workers on CPUs %d-%d, the master on %d-%d",
+               p->n, cpu_nth(&p->cpus, n - p->n), cpu_nth(&p->cpus, n - 1), cpu_nth(&p->cpus, 0),
+               cpu_nth(&p->cpus, n - p->n - 1));
+    } else if (p->pinned) {
+        gw_log(GW_LOG_INFO,
+               "workers.cpu_affinity: %d workers on %d CPUs, in turn; the master on all of them",
+               p->n, n);
+    }
+    if (sched_setaffinity(0, sizeof(set), &set) != 0)
+        gw_log(GW_LOG_WARN, "sched_setaffinity (master): %s", strerror(errno));
+}
 
 /* Slots for up to max workers, the first start of them wanted. */
 static struct gw_pool_slot *
@@ -40,6 +97,12 @@ gw_master_pool_create(struct gw_master_pool *p, struct gw_master *m, int start, 
         return GW_ENOMEM;
     p->n = max;
     p->m = m;
+    if (sched_getaffinity(0, sizeof(p->cpus), &p->cpus) != 0) {
+        gw_log(GW_LOG_WARN, "sched_getaffinity: %s; workers.cpu_affinity is ignored",
+               strerror(errno));
+        CPU_ZERO(&p->cpus);
+    }
+    cpus_master_set(p);
     return 0;
 }
 
@@ -120,6 +183,15 @@ pool_fork(struct gw_master_pool *p, int i)
         return GW_EIO;
     }
     if (pid == 0) {
+        int cpu = m->cfg->worker_cpu_affinity ? cpu_of_slot(p, i) : -1;
+        if (cpu >= 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            if (sched_setaffinity(0, sizeof(one), &one) != 0)
+                gw_log(GW_LOG_WARN, "sched_setaffinity (worker on CPU %d): %s", cpu,
+                       strerror(errno));
+        }
         struct gw_worker_env env = {
             .index = sb,
             .master = m->pid,
@@ -370,6 +442,7 @@ gw_master_pool_replace(struct gw_master_pool *p, int start, int max)
     free(p->slots);
     p->slots = slots;
     p->n = max;
+    cpus_master_set(p);
     return 0;
 }
 

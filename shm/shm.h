@@ -456,8 +456,9 @@ struct gw_config {
     int workers_min_spare;
     int workers_max_spare;
     int workers_max;
-    uint64_t max_requests;  /* recycle a worker after this many; 0: never */
-    int worker_connections; /* connections one worker serves at once (workers.connections) */
+    uint64_t max_requests;    /* recycle a worker after this many; 0: never */
+    int worker_connections;   /* connections one worker serves at once (workers.connections) */
+    bool worker_cpu_affinity; /* workers.cpu_affinity: a CPU each, the master on those left */
     long shutdown_timeout_ms;
 
     int log_level;

@@ -121,3 +121,42 @@ test('after a master is killed and started again, the scoreboard lists only live
     await mock.stop();
   }
 });
+
+// The CPUs a process may run on, from /proc: "0-2,5" -> [0, 1, 2, 5].
+const cpusOf = (pid) => {
+  const list = fs.readFileSync(`/proc/${pid}/status`, 'latin1').match(/^Cpus_allowed_list:\s*(\S+)/m)[1];
+  return list.split(',').flatMap((r) => {
+    const [a, b = a] = r.split('-').map(Number);
+    return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+  });
+};
+
+test('workers.cpu_affinity puts a worker on a CPU of its own and the master on the others; a reload without it undoes that', async (t) => {
+  const all = cpusOf(process.pid);
+  if (all.length < 2) {
+    t.skip(`needs 2 CPUs, this process may use ${all.length}`);
+    return;
+  }
+  const gw = await startGateway({ workers: { start: 1, connections: 8, cpu_affinity: true } });
+  try {
+    const { key } = await gw.createKey();
+    const [worker] = await gw.waitWorkers(1);
+    assert.deepEqual(cpusOf(worker), [all[all.length - 1]], 'the worker: the last CPU');
+    assert.deepEqual(cpusOf(gw.pid), all.slice(0, -1), 'the master: the CPUs left over');
+    assert.equal((await gw.chat(key, {})).status, 200);
+    await gw.waitLog(/workers\.cpu_affinity: 1 workers on CPUs/);
+
+    gw.rewriteConfig({ workers: { start: 1, connections: 8 } });
+    const r = await gw.ctl(['reload']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(() => {
+      const pids = gw.workerPids();
+      return pids.length === 1 && pids[0] !== worker;
+    }, { timeoutMs: 5000, what: () => `a new worker in place of ${worker}: ${gw.workerPids()}` });
+    assert.deepEqual(cpusOf(gw.workerPids()[0]), all, 'the new worker: every CPU');
+    assert.deepEqual(cpusOf(gw.pid), all, 'the master: every CPU again');
+    assert.equal((await gw.chat(key, {})).status, 200);
+  } finally {
+    await gw.stop();
+  }
+});

@@ -1097,7 +1097,7 @@ workers_must_be_a_number_or_a_mapping(void **state)
     (void)state;
     expect_error("workers: [4]\n" MINIMAL, 1, 10,
                  "\"workers\" must be an integer or a mapping of keys (start, min_spare, "
-                 "max_spare, max, max_requests, connections)");
+                 "max_spare, max, max_requests, connections, cpu_affinity)");
 }
 
 static void
@@ -1106,7 +1106,15 @@ workers_unknown_key(void **state)
     (void)state;
     expect_error("workers: { spare: 2 }\n" MINIMAL, 1, 12,
                  "unknown key \"spare\" in workers (expected one of: start, min_spare, max_spare, "
-                 "max, max_requests, connections)");
+                 "max, max_requests, connections, cpu_affinity)");
+}
+
+static void
+workers_cpu_affinity_is_a_boolean(void **state)
+{
+    (void)state;
+    expect_error("workers: { start: 2, cpu_affinity: auto }\n" MINIMAL, 1, 36,
+                 "\"workers.cpu_affinity\" must be true or false (got \"auto\")");
 }
 
 static void
@@ -1512,6 +1520,7 @@ main(void)
         cmocka_unit_test(workers_mapping_without_min_spare_is_fixed),
         cmocka_unit_test(workers_must_be_a_number_or_a_mapping),
         cmocka_unit_test(workers_unknown_key),
+        cmocka_unit_test(workers_cpu_affinity_is_a_boolean),
         cmocka_unit_test(workers_max_spare_must_exceed_min_spare),
         cmocka_unit_test(workers_max_spare_over_max),
         cmocka_unit_test(workers_min_spare_not_below_max),
