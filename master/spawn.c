@@ -62,13 +62,16 @@ cpus_master_set(struct gw_master_pool *p)
         CPU_ZERO(&set);
         for (int i = 0; i < n - p->n; i++)
             CPU_SET(cpu_nth(&p->cpus, i), &set);
-        gw_log(GW_LOG_INFO, "workers.cpu_affinity: %d workers on CPUs %d-%d, the master on %d-%d",
+        gw_log(GW_LOG_INFO,
+               "workers.cpu_affinity: %d worker slots on CPUs %d to %d, one each; the master on "
+               "CPUs %d to %d",
                p->n, cpu_nth(&p->cpus, n - p->n), cpu_nth(&p->cpus, n - 1), cpu_nth(&p->cpus, 0),
                cpu_nth(&p->cpus, n - p->n - 1));
     } else if (p->pinned) {
-        gw_log(GW_LOG_INFO,
-               "workers.cpu_affinity: %d workers on %d CPUs, in turn; the master on all of them",
-               p->n, n);
+        gw_log(
+            GW_LOG_INFO,
+            "workers.cpu_affinity: %d worker slots on %d CPUs, in turn; the master on all of them",
+            p->n, n);
     }
     if (sched_setaffinity(0, sizeof(set), &set) != 0)
         gw_log(GW_LOG_WARN, "sched_setaffinity (master): %s", strerror(errno));
