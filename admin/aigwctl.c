@@ -336,13 +336,13 @@ cmd_workers(int argc, char **argv)
     if (json_out) {
         print_json(reply, "workers");
     } else {
-        printf("%-5s  %-8s  %-9s  %10s  %11s  %8s\n", "SLOT", "PID", "STATE", "REQUESTS",
-               "CONNECTIONS", "BUSY_MS");
+        printf("%-5s  %-8s  %-9s  %10s  %11s  %8s  %s\n", "SLOT", "PID", "STATE", "REQUESTS",
+               "CONNECTIONS", "BUSY_MS", "CPUS");
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
             struct json_object *w = json_object_array_get_idx(arr, i);
-            printf("%-5s  %-8s  %-9s  %10s  %11s  %8s\n", field_str(w, "slot"), field_str(w, "pid"),
-                   field_str(w, "state"), field_str(w, "requests"), field_str(w, "connections"),
-                   field_str(w, "busy_ms"));
+            printf("%-5s  %-8s  %-9s  %10s  %11s  %8s  %s\n", field_str(w, "slot"),
+                   field_str(w, "pid"), field_str(w, "state"), field_str(w, "requests"),
+                   field_str(w, "connections"), field_str(w, "busy_ms"), field_str(w, "cpus"));
         }
     }
     json_object_put(reply);

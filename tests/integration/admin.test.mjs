@@ -52,7 +52,7 @@ test('status prints a summary for a person', async () => {
   assert.match(r.stdout, /requests +\d+ served, \d+ in flight, \d+ connections open/);
 });
 
-test('workers --json is an array of {slot, pid, state, requests, started, busy_ms}', async () => {
+test('workers --json is an array of {slot, pid, state, requests, started, connections, busy_ms, cpus}', async () => {
   const { gw, key } = ctx;
   assert.equal((await gw.chat(key, {})).status, 200);
   const list = await gw.ctlJson(['workers']);
@@ -60,7 +60,9 @@ test('workers --json is an array of {slot, pid, state, requests, started, busy_m
   assert.equal(list.length, 3);
   assert.deepEqual(list.map((w) => w.pid).sort((a, b) => a - b), gw.workerPids());
   for (const w of list) {
-    for (const f of ['slot', 'pid', 'state', 'requests', 'started', 'busy_ms']) assert.ok(f in w, `"${f}" in ${JSON.stringify(w)}`);
+    for (const f of ['slot', 'pid', 'state', 'requests', 'started', 'connections', 'busy_ms', 'cpus']) assert.ok(f in w, `"${f}" in ${JSON.stringify(w)}`);
+    const allowed = fs.readFileSync(`/proc/${w.pid}/status`, 'latin1').match(/^Cpus_allowed_list:\s*(\S+)/m)[1];
+    assert.equal(w.cpus, allowed, `the CPUs of worker ${w.pid}`);
     assert.ok(['idle', 'busy', 'keepalive'].includes(w.state), w.state);
     assert.ok(Number.isInteger(w.requests));
   }
@@ -73,9 +75,9 @@ test('workers prints a table', async () => {
   const r = await ctx.gw.ctl(['workers']);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trimEnd().split('\n');
-  assert.match(lines[0], /SLOT\s+PID\s+STATE\s+REQUESTS/);
+  assert.match(lines[0], /^SLOT\s+PID\s+STATE\s+REQUESTS\s+CONNECTIONS\s+BUSY_MS\s+CPUS$/);
   assert.equal(lines.length, 4);
-  for (const line of lines.slice(1)) assert.match(line, /^\d+\s+\d+\s+(idle|busy|keepalive)\s+\d+/);
+  for (const line of lines.slice(1)) assert.match(line, /^\d+\s+\d+\s+(idle|busy|keepalive)\s+\d+\s+\d+\s+\d+\s+[\d,-]+$/);
 });
 
 test('reload --json answers the new generation; reload prints it', async () => {

@@ -143,6 +143,7 @@ test('workers.cpu_affinity puts a worker on a CPU of its own and the master on t
     const [worker] = await gw.waitWorkers(1);
     assert.deepEqual(cpusOf(worker), [all[all.length - 1]], 'the worker: the last CPU');
     assert.deepEqual(cpusOf(gw.pid), all.slice(0, -1), 'the master: the CPUs left over');
+    assert.equal((await gw.ctlJson(['workers']))[0].cpus, String(all[all.length - 1]), 'aigwctl workers shows it');
     assert.equal((await gw.chat(key, {})).status, 200);
     await gw.waitLog(/workers\.cpu_affinity: 1 worker slots on CPUs \d+ to \d+, one each; the master on CPUs/);
 
