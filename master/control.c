@@ -198,31 +198,6 @@ cmd_status(struct gw_master *m, struct json_object *req, struct gw_arena *a)
     return o;
 }
 
-/* The CPUs pid may run on, as a list of ranges ("0-3,6"); "?" when it
- * cannot be read (the process just went). */
-static const char *
-cpus_text(pid_t pid, char *out, size_t len)
-{
-    cpu_set_t set;
-    size_t used = 0;
-
-    if (sched_getaffinity(pid, sizeof(set), &set) != 0)
-        return "?";
-    out[0] = '\0';
-    for (int cpu = 0; cpu < CPU_SETSIZE && used < len; cpu++) {
-        if (!CPU_ISSET(cpu, &set))
-            continue;
-        int last = cpu;
-        while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, &set))
-            last++;
-        int n = last > cpu ? snprintf(out + used, len - used, "%s%d-%d", used ? "," : "", cpu, last)
-                           : snprintf(out + used, len - used, "%s%d", used ? "," : "", cpu);
-        used += n > 0 ? (size_t)n : 0;
-        cpu = last;
-    }
-    return out;
-}
-
 static struct json_object *
 cmd_workers(struct gw_master *m, struct json_object *req, struct gw_arena *a)
 {
@@ -248,9 +223,14 @@ cmd_workers(struct gw_master *m, struct json_object *req, struct gw_arena *a)
                                json_object_new_int64((int64_t)atomic_load(&w->requests)));
         json_object_object_add(e, "started", json_object_new_int64(atomic_load(&w->started)));
         json_object_object_add(e, "connections", json_object_new_int(atomic_load(&w->conns)));
+        /* "?" when it cannot be read: the process just went. */
+        cpu_set_t set;
         char cpus[256];
-        json_object_object_add(e, "cpus",
-                               json_object_new_string(cpus_text(pid, cpus, sizeof(cpus))));
+        json_object_object_add(
+            e, "cpus",
+            json_object_new_string(sched_getaffinity(pid, sizeof(set), &set) == 0
+                                       ? gw_master_cpus_text(&set, cpus, sizeof(cpus))
+                                       : "?"));
         json_object_object_add(e, "busy_ms",
                                json_object_new_int64(state == GW_WORKER_BUSY
                                                          ? now_ms - atomic_load(&w->busy_since)

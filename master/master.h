@@ -113,6 +113,9 @@ struct gw_master {
     struct gw_cache *cache;
 };
 
+/* A CPU set as ranges, the way /proc's Cpus_allowed_list writes it
+ * ("0-3,6"), into out; returns out. */
+const char *gw_master_cpus_text(const cpu_set_t *set, char *out, size_t len);
 /* A pool that starts start workers and may grow to max. */
 int gw_master_pool_create(struct gw_master_pool *p, struct gw_master *m, int start, int max);
 void gw_master_pool_destroy(struct gw_master_pool *p);

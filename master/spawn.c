@@ -47,6 +47,26 @@ cpu_of_slot(const struct gw_master_pool *p, int i)
     return cpu_nth(&p->cpus, p->n < n ? n - p->n + i : i % n);
 }
 
+const char *
+gw_master_cpus_text(const cpu_set_t *set, char *out, size_t len)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (int cpu = 0; cpu < CPU_SETSIZE && used < len; cpu++) {
+        if (!CPU_ISSET(cpu, set))
+            continue;
+        int last = cpu;
+        while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, set))
+            last++;
+        int n = snprintf(out + used, len - used, last > cpu ? "%s%d-%d" : "%s%d", used ? "," : "",
+                         cpu, last);
+        used += n > 0 ? (size_t)n : 0;
+        cpu = last;
+    }
+    return out;
+}
+
 /* The master's own CPUs for the pool as it is now: those left over, or
  * back to all of them when a reload turned cpu_affinity off. */
 static void
@@ -59,14 +79,16 @@ cpus_master_set(struct gw_master_pool *p)
         return;
     p->pinned = p->m->cfg->worker_cpu_affinity;
     if (p->pinned && p->n < n) {
+        cpu_set_t workers;
+        char wtext[256], mtext[256];
         CPU_ZERO(&set);
         for (int i = 0; i < n - p->n; i++)
             CPU_SET(cpu_nth(&p->cpus, i), &set);
+        CPU_XOR(&workers, &p->cpus, &set);
         gw_log(GW_LOG_INFO,
-               "workers.cpu_affinity: %d worker slots on CPUs %d to %d, one each; the master on "
-               "CPUs %d to %d",
-               p->n, cpu_nth(&p->cpus, n - p->n), cpu_nth(&p->cpus, n - 1), cpu_nth(&p->cpus, 0),
-               cpu_nth(&p->cpus, n - p->n - 1));
+               "workers.cpu_affinity: %d worker slots on CPUs %s, one each; the master on CPUs %s",
+               p->n, gw_master_cpus_text(&workers, wtext, sizeof(wtext)),
+               gw_master_cpus_text(&set, mtext, sizeof(mtext)));
     } else if (p->pinned) {
         gw_log(
             GW_LOG_INFO,

@@ -122,14 +122,12 @@ test('after a master is killed and started again, the scoreboard lists only live
   }
 });
 
-// The CPUs a process may run on, from /proc: "0-2,5" -> [0, 1, 2, 5].
-const cpusOf = (pid) => {
-  const list = fs.readFileSync(`/proc/${pid}/status`, 'latin1').match(/^Cpus_allowed_list:\s*(\S+)/m)[1];
-  return list.split(',').flatMap((r) => {
-    const [a, b = a] = r.split('-').map(Number);
-    return Array.from({ length: b - a + 1 }, (_, i) => a + i);
-  });
-};
+// The CPUs a process may run on, from /proc: "0-2,5", and as [0, 1, 2, 5].
+const cpusList = (pid) => fs.readFileSync(`/proc/${pid}/status`, 'latin1').match(/^Cpus_allowed_list:\s*(\S+)/m)[1];
+const cpusOf = (pid) => cpusList(pid).split(',').flatMap((r) => {
+  const [a, b = a] = r.split('-').map(Number);
+  return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+});
 
 test('workers.cpu_affinity puts a worker on a CPU of its own and the master on the others; a reload without it undoes that', async (t) => {
   const all = cpusOf(process.pid);
@@ -145,7 +143,7 @@ test('workers.cpu_affinity puts a worker on a CPU of its own and the master on t
     assert.deepEqual(cpusOf(gw.pid), all.slice(0, -1), 'the master: the CPUs left over');
     assert.equal((await gw.ctlJson(['workers']))[0].cpus, String(all[all.length - 1]), 'aigwctl workers shows it');
     assert.equal((await gw.chat(key, {})).status, 200);
-    await gw.waitLog(/workers\.cpu_affinity: 1 worker slots on CPUs \d+ to \d+, one each; the master on CPUs/);
+    await gw.waitLog(new RegExp(`workers\\.cpu_affinity: 1 worker slots on CPUs ${all[all.length - 1]}, one each; the master on CPUs ${cpusList(gw.pid)}\n`));
 
     gw.rewriteConfig({ workers: { start: 1, connections: 8 } });
     const r = await gw.ctl(['reload']);
