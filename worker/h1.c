@@ -35,6 +35,10 @@
 
 /* How long a connection is kept unused: curl's own CURLOPT_MAXAGE_CONN. */
 #define IDLE_MAX_MS (118 * 1000)
+/* A connection unused this long is looked at before it is used again
+ * (idle_take); one used more recently is not, which saves a system call
+ * on every request of a busy worker. */
+#define PEEK_AFTER_MS 1000
 
 /* One exchange on one connection. */
 struct exchange {
@@ -43,8 +47,10 @@ struct exchange {
     char line[1024]; /* the header line being put together (longer ones are cut) */
     size_t line_len;
     bool in_value;
+    bool kept;      /* the connection served an earlier request */
     bool done;      /* the final answer is complete */
     bool cb_failed; /* a callback refused the bytes */
+    bool unasked;   /* a 408 on a kept connection: not this request's answer */
 };
 
 bool
@@ -67,9 +73,13 @@ gw_worker_h1_close_idle(struct gw_transfer *t)
 
 /*
  * A kept connection to origin, or -1.  Those kept too long are closed, and
- * so is one with something to read: the upstream closed it, or said
- * something unasked (a 408 before closing) that must not be taken for the
- * next answer.  curl looks the same way before it reuses a connection.
+ * so is one unused for PEEK_AFTER_MS with something to read: the upstream
+ * closed it, or said something unasked (a 408 before closing).  curl looks
+ * the same way before it reuses any connection; nginx watches its idle
+ * ones in its event loop.  One used more recently goes unlooked-at: an
+ * upstream that closed it anyway is found by the exchange (*silent), and
+ * a 408 read on it is not taken for the answer (line_flush); either way
+ * the request goes once more on a new connection.
  */
 static int
 idle_take(struct gw_transfer *t, const char *origin, size_t len, int64_t now)
@@ -80,10 +90,11 @@ idle_take(struct gw_transfer *t, const char *origin, size_t len, int64_t now)
         if (!stale && (strncmp(c->origin, origin, len) != 0 || c->origin[len] != '\0'))
             continue;
         int fd = c->fd;
+        bool recent = now - c->since_ms < PEEK_AFTER_MS;
         char b;
         *c = t->idle[--t->nidle];
-        if (!stale && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
-            (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (!stale && (recent || (recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+                                  (errno == EAGAIN || errno == EWOULDBLOCK))))
             return fd;
         close(fd);
     }
@@ -148,10 +159,17 @@ exchange_of(http_parser *p)
 }
 
 /* The header line put together so far goes to the callback: only the
- * final answer's (an interim 1xx answer's headers are not its). */
+ * final answer's (an interim 1xx answer's headers are not its).  A 408 on
+ * a kept connection goes nowhere: it is the upstream's notice that it
+ * closes a connection it found idle, sent before the request reached it
+ * (RFC 9110, 15.5.9, lets the request be repeated on a new one). */
 static int
 line_flush(struct exchange *x)
 {
+    if (x->kept && x->parser.status_code == 408) {
+        x->unasked = true;
+        return -1;
+    }
     if (x->line_len == 0)
         return 0;
     size_t n = x->line_len;
@@ -329,8 +347,8 @@ send_failure(char *errbuf, int send_errno)
  * had closed meanwhile); *keep: fd may serve another.
  */
 static CURLcode
-exchange_run(struct gw_transfer *t, struct exchange *x, int fd, struct iovec *iov, int iovcnt,
-             const struct gw_transfer_clock *clock, int64_t deadline_ms, char *errbuf,
+exchange_run(struct gw_transfer *t, struct exchange *x, int fd, bool kept, struct iovec *iov,
+             int iovcnt, const struct gw_transfer_clock *clock, int64_t deadline_ms, char *errbuf,
              bool *timed_out, bool *silent, bool *keep)
 {
     char *buf = t->rbuf;
@@ -338,6 +356,7 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, struct iovec *io
     short ready;
 
     *silent = *keep = false;
+    *x = (struct exchange){.r = x->r, .kept = kept};
     http_parser_init(&x->parser, HTTP_RESPONSE);
     x->parser.data = x;
     CURLcode cc = request_send(fd, iov, iovcnt, clock, deadline_ms, errbuf, timed_out, &send_errno);
@@ -386,6 +405,11 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, struct iovec *io
             return CURLE_OK;
         }
         enum http_errno e = HTTP_PARSER_ERRNO(&x->parser);
+        if (x->unasked) {
+            *silent = true;
+            snprintf(errbuf, CURL_ERROR_SIZE, "the upstream sent 408 on a kept connection");
+            return CURLE_RECV_ERROR;
+        }
         if (x->cb_failed)
             return CURLE_WRITE_ERROR; /* the callback's io says why */
         if (e != HPE_OK || x->parser.upgrade) {
@@ -463,7 +487,7 @@ gw_worker_h1_run(struct gw_transfer *t, const struct gw_h1_request *r,
         }
         struct iovec iov[2] = {{.iov_base = head, .iov_len = head_len},
                                {.iov_base = (void *)r->body, .iov_len = r->body_len}};
-        cc = exchange_run(t, &x, fd, iov, r->body_len > 0 ? 2 : 1, clock, deadline_ms, errbuf,
+        cc = exchange_run(t, &x, fd, kept, iov, r->body_len > 0 ? 2 : 1, clock, deadline_ms, errbuf,
                           timed_out, &silent, &keep);
         if (cc == CURLE_OK && keep)
             idle_put(t, origin, olen, fd, gw_now_ms());

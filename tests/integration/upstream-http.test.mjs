@@ -154,9 +154,11 @@ test('one kept connection serves request after request', async () => {
   assert.equal(ctx.up.conns, 1, 'the five requests went over one upstream connection');
 });
 
-test('a kept connection the upstream closed meanwhile is not used: the request goes on a new one', async () => {
+test('a kept connection the upstream closed meanwhile: the request goes on a new one', async () => {
   // Each answer is followed by the upstream closing the connection, without
-  // saying so ("Connection: close" would have told the gateway).
+  // saying so ("Connection: close" would have told the gateway).  Reused
+  // within a second, the connection is not looked at first: the request
+  // finds it closed and goes once more on a new one.
   ctx.up.reset((s) => { s.write(ok(completion('then closed'))); setTimeout(() => s.destroy(), 20); });
   for (const res of await onOneConnection(3, { pauseMs: 100 })) {
     assert.equal(res.status, 200, res.text);
@@ -164,6 +166,15 @@ test('a kept connection the upstream closed meanwhile is not used: the request g
   }
   assert.equal(ctx.up.requests.length, 3, 'each request answered once');
   assert.equal(ctx.up.conns, 3);
+});
+
+test('a kept connection unused for over a second is looked at first, and one the upstream closed is not used', async () => {
+  ctx.up.reset((s) => { s.write(ok(completion('then closed'))); setTimeout(() => s.destroy(), 20); });
+  for (const res of await onOneConnection(2, { pauseMs: 1300 })) {
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json().choices[0].message.content, 'then closed');
+  }
+  assert.deepEqual(ctx.up.requests.map((r) => r.conn), [1, 2]);
 });
 
 test('a kept connection dropped with the request unanswered: it goes once more on a new one', async () => {
@@ -270,8 +281,11 @@ test('an upstream error status comes back with its body, and the connection is k
   assert.equal(ctx.up.conns, 1);
 });
 
-test('what an upstream says on an idle kept connection is not taken for the next answer', async () => {
+test('a 408 on a kept connection is not taken for the next answer: the request goes on a new one', async () => {
   // A 408 on the idle connection, as some servers send before they close.
+  // Reused within a second, the connection is not looked at first; the
+  // 408 read in place of the answer sends the request once more on a new
+  // connection (RFC 9110, 15.5.9).
   ctx.up.reset((s) => {
     s.write(ok(completion('fresh')));
     setTimeout(() => s.write('HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n'), 20);
@@ -280,8 +294,27 @@ test('what an upstream says on an idle kept connection is not taken for the next
     assert.equal(res.status, 200, res.text);
     assert.equal(res.json().choices[0].message.content, 'fresh');
   }
-  assert.equal(ctx.up.requests.length, 2);
-  assert.equal(ctx.up.conns, 2, 'the connection that spoke out of turn was not used again');
+  assert.deepEqual(ctx.up.requests.map((r) => r.conn), [1, 1, 2]);
+  assert.equal(JSON.parse(ctx.up.requests[2].body).messages[0].content, 'n1', 'the same request again');
+});
+
+test('a 408 as the answer on a new connection reaches the client', async () => {
+  ctx.up.reset((s) => s.write('HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n'));
+  const [res] = await onOneConnection(1);
+  assert.equal(res.status, 408, res.text);
+  assert.equal(ctx.up.requests.length, 1, 'not repeated');
+});
+
+test('what an upstream says on a kept connection unused for over a second is seen before it is used', async () => {
+  ctx.up.reset((s) => {
+    s.write(ok(completion('fresh')));
+    setTimeout(() => s.write('HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n'), 20);
+  });
+  for (const res of await onOneConnection(2, { pauseMs: 1300 })) {
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json().choices[0].message.content, 'fresh');
+  }
+  assert.deepEqual(ctx.up.requests.map((r) => r.conn), [1, 2], 'the connection that spoke out of turn was not used again');
 });
 
 test('an upstream that refuses a large body before taking it all: its answer reaches the client', async () => {
