@@ -151,6 +151,28 @@ gw_arena_strdup(struct gw_arena *a, const char *s)
 }
 
 char *
+gw_arena_cat(struct gw_arena *a, const char *s, ...)
+{
+    size_t len = 0;
+    va_list ap;
+
+    va_start(ap, s);
+    for (const char *p = s; p != NULL; p = va_arg(ap, const char *))
+        len += strlen(p);
+    va_end(ap);
+    char *out = gw_arena_alloc(a, len + 1), *o = out;
+    va_start(ap, s);
+    for (const char *p = s; p != NULL; p = va_arg(ap, const char *)) {
+        size_t n = strlen(p);
+        memcpy(o, p, n);
+        o += n;
+    }
+    va_end(ap);
+    *o = '\0';
+    return out;
+}
+
+char *
 gw_arena_printf(struct gw_arena *a, const char *fmt, ...)
 {
     struct arena_chunk *c = a->head;

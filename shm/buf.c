@@ -26,20 +26,6 @@ gw_buf_reserve(struct gw_buf *b, size_t extra)
 }
 
 int
-gw_buf_append(struct gw_buf *b, const void *data, size_t len)
-{
-    int rc = gw_buf_reserve(b, len);
-
-    if (rc != 0)
-        return rc;
-    if (len > 0)
-        memcpy(b->data + b->len, data, len);
-    b->len += len;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-int
 gw_buf_append_str(struct gw_buf *b, const char *s)
 {
     return gw_buf_append(b, s, strlen(s));
@@ -48,13 +34,9 @@ gw_buf_append_str(struct gw_buf *b, const char *s)
 int
 gw_buf_append_u64(struct gw_buf *b, uint64_t v)
 {
-    char digits[20], *p = digits + sizeof(digits);
+    char text[GW_U64_TEXT_MAX];
 
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return gw_buf_append(b, p, (size_t)(digits + sizeof(digits) - p));
+    return gw_buf_append(b, text, gw_u64_text(v, text));
 }
 
 int

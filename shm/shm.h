@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #define GW_VERSION "0.1.0"
@@ -118,6 +119,9 @@ char *gw_arena_strdup(struct gw_arena *a, const char *s);
 char *gw_arena_strndup(struct gw_arena *a, const char *s, size_t n);
 char *gw_arena_printf(struct gw_arena *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The strings up to the NULL, one after the other: what a "%s%s" format
+ * would make, without vsnprintf's cost on a request's path. */
+char *gw_arena_cat(struct gw_arena *a, const char *s, ...) __attribute__((sentinel));
 
 /* A growable byte buffer on the heap; the owner calls gw_buf_free. */
 struct gw_buf {
@@ -127,7 +131,24 @@ struct gw_buf {
 };
 
 int gw_buf_reserve(struct gw_buf *b, size_t extra);
-int gw_buf_append(struct gw_buf *b, const void *data, size_t len);
+
+/* Inline, with the room checked here: a request's access log line alone
+ * is some 25 appends. */
+static inline int
+gw_buf_append(struct gw_buf *b, const void *data, size_t len)
+{
+    if (b->data == NULL || b->cap - b->len <= len) {
+        int rc = gw_buf_reserve(b, len);
+        if (rc != 0)
+            return rc;
+    }
+    if (len > 0)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
 int gw_buf_printf(struct gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Without printf, for the per-request paths: a C string, a number in
  * decimal. */
@@ -168,6 +189,9 @@ void gw_locale_c_thread(void);
 
 /* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void gw_hex_encode(const unsigned char *in, size_t len, char *out);
+/* v in decimal into out, NUL-terminated; returns its length. */
+#define GW_U64_TEXT_MAX 21
+size_t gw_u64_text(uint64_t v, char out[GW_U64_TEXT_MAX]);
 
 /*
  * Process titles as ps shows them.  gw_proctitle_init takes over the argv

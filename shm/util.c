@@ -87,6 +87,21 @@ gw_locale_c_thread(void)
         uselocale(c);
 }
 
+size_t
+gw_u64_text(uint64_t v, char out[GW_U64_TEXT_MAX])
+{
+    char digits[GW_U64_TEXT_MAX - 1], *p = digits + sizeof(digits);
+
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    size_t n = (size_t)(digits + sizeof(digits) - p);
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return n;
+}
+
 void
 gw_hex_encode(const unsigned char *in, size_t len, char *out)
 {

@@ -420,28 +420,40 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, bool kept, struc
     }
 }
 
-/* The request line and headers, in r's arena; NULL when out of memory. */
+static char *
+put(char *o, const char *s, size_t n)
+{
+    memcpy(o, s, n);
+    return o + n;
+}
+
+#define PUT(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+/* The request line and headers, in r's arena; NULL when out of memory.
+ * Put together by copying: printf's cost showed on every request. */
 static char *
 head_build(const struct gw_h1_request *r, const char *origin, size_t olen, size_t *len)
 {
     const char *path = r->url + 7 + olen;
-    const char *method = r->get ? "GET" : "POST";
     size_t plen = strcspn(path, "#");
     bool slash = path[0] != '/';
-    char clen[40] = "";
+    char clen[GW_U64_TEXT_MAX];
+    size_t clen_len = r->get ? 0 : gw_u64_text(r->body_len, clen);
     size_t size;
 
-    if (!r->get)
-        snprintf(clen, sizeof(clen), "Content-Length: %zu\r\n", r->body_len);
-    size = strlen(method) + 1 + slash + plen + sizeof(" HTTP/1.1\r\nHost: \r\n") + olen +
-           strlen(clen) + 2;
+    size = sizeof("POST / HTTP/1.1\r\nHost: \r\nContent-Length: \r\n\r\n") + plen + olen + clen_len;
     for (const struct curl_slist *h = r->headers; h != NULL; h = h->next)
         size += strlen(h->data) + 2;
     char *head = gw_arena_alloc(r->arena, size), *o = head;
     if (head == NULL)
         return NULL;
-    o += sprintf(o, "%s %s%.*s HTTP/1.1\r\nHost: %.*s\r\n", method, slash ? "/" : "", (int)plen,
-                 path, (int)olen, origin);
+    o = r->get ? PUT(o, "GET ") : PUT(o, "POST ");
+    if (slash)
+        *o++ = '/';
+    o = put(o, path, plen);
+    o = PUT(o, " HTTP/1.1\r\nHost: ");
+    o = put(o, origin, olen);
+    o = PUT(o, "\r\n");
     /* curl's header conventions, which the adapters follow: "Name:" sends
      * nothing (it removes one of curl's own), "Name;" an empty value. */
     for (const struct curl_slist *h = r->headers; h != NULL; h = h->next) {
@@ -456,7 +468,12 @@ head_build(const struct gw_h1_request *r, const char *origin, size_t olen, size_
         *o++ = '\r';
         *o++ = '\n';
     }
-    o += sprintf(o, "%s\r\n", clen);
+    if (!r->get) {
+        o = PUT(o, "Content-Length: ");
+        o = put(o, clen, clen_len);
+        o = PUT(o, "\r\n");
+    }
+    o = PUT(o, "\r\n");
     *len = (size_t)(o - head);
     return head;
 }

@@ -209,6 +209,25 @@ key_cache_lookup(struct gw_worker *w, struct gw_arena *a, const unsigned char ha
     return rc;
 }
 
+/* The keyed hash of the API key presented, remembered for the next
+ * request on the connection. */
+static void
+key_hash(struct gw_worker *w, const char *secret, unsigned char hash[GW_KEY_HASH_LEN])
+{
+    size_t len = strlen(secret);
+
+    if (len > 0 && len == w->auth_memo.len && memcmp(secret, w->auth_memo.key, len) == 0) {
+        memcpy(hash, w->auth_memo.hash, GW_KEY_HASH_LEN);
+        return;
+    }
+    gw_key_hash(w->env->secret, secret, len, hash);
+    if (len > sizeof(w->auth_memo.key))
+        return;
+    memcpy(w->auth_memo.key, secret, len);
+    memcpy(w->auth_memo.hash, hash, GW_KEY_HASH_LEN);
+    w->auth_memo.len = len;
+}
+
 /*
  * Find the key presented as "Authorization: Bearer KEY" (or, where
  * x_api_key, as Anthropic's SDKs send it: "x-api-key: KEY").  Answers 401
@@ -236,7 +255,7 @@ authenticate(struct gw_worker *w, struct gw_request *req, bool x_api_key)
     }
     while (*secret == ' ')
         secret++;
-    gw_key_hash(w->env->secret, secret, strlen(secret), hash);
+    key_hash(w, secret, hash);
     int rc = key_cache_lookup(w, req->arena, hash, &key);
     if (rc == GW_ENOENT) {
         gw_worker_http_error(&w->conn, req, 401, "invalid_request_error", "invalid_api_key", NULL,
@@ -719,10 +738,12 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
             call_target(call, g, m, (uint32_t)i, deadline);
             gw_worker_byok_apply(w, call, gw_gen_provider(g, call->target->provider));
             req->target =
-                gw_arena_printf(req->arena, "%s/%s", call->provider_name, call->target_model);
+                gw_arena_cat(req->arena, call->provider_name, "/", call->target_model, NULL);
             req->target_stat = call->target->stat;
-            req->extra_headers = gw_arena_printf(
-                req->arena, "x-aigw-target: %s\r\nx-aigw-attempts: %d\r\n", req->target, attempts);
+            char n[GW_U64_TEXT_MAX];
+            gw_u64_text((uint64_t)attempts, n);
+            req->extra_headers = gw_arena_cat(req->arena, "x-aigw-target: ", req->target,
+                                              "\r\nx-aigw-attempts: ", n, "\r\n", NULL);
 
             struct gw_shm_stat *ts = stat_get(w, req->target_stat);
             int64_t t0 = gw_now_us();
@@ -1050,8 +1071,10 @@ account(struct gw_worker *w, struct gw_request *req)
         gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms, ttft);
     /* An admin API request is no use of a model: not usage. */
     if (req->key_id != NULL && !w->on_admin) {
-        char name[GW_SHM_NAME_LEN];
-        snprintf(name, sizeof(name), "k:%s", req->key_id);
+        char name[GW_SHM_NAME_LEN] = "k:";
+        size_t n = strnlen(req->key_id, sizeof(name) - 3);
+        memcpy(name + 2, req->key_id, n);
+        name[2 + n] = '\0';
         if ((st = stat_get(w, (int32_t)gw_shm_stat_find(w->env->shm, name, true))) != NULL)
             gw_shm_stat_account(st, req->status, req->prompt_tokens, req->completion_tokens, ms,
                                 ttft);

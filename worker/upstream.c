@@ -116,15 +116,16 @@ headers_build(struct gw_call *call)
         h = n_;                                                                                    \
     } while (0)
     if (!call->method_get)
-        ADD(gw_arena_printf(req->arena, "Content-Type: %s",
-                            call->content_type != NULL ? call->content_type : "application/json"));
+        ADD(gw_arena_cat(req->arena, "Content-Type: ",
+                         call->content_type != NULL ? call->content_type : "application/json",
+                         NULL));
     /* libcurl would send "Expect: 100-continue" for large bodies. */
     ADD("Expect:");
-    ADD(gw_arena_printf(req->arena, "x-request-id: %s", req->id));
+    ADD(gw_arena_cat(req->arena, "x-request-id: ", req->id, NULL));
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct gw_header *hd = &req->headers[i];
         if (header_forwarded(req, hd->name))
-            ADD(gw_arena_printf(req->arena, "%s: %s", hd->name, hd->value));
+            ADD(gw_arena_cat(req->arena, hd->name, ": ", hd->value, NULL));
     }
 #undef ADD
     call->headers = h;

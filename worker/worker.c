@@ -517,6 +517,7 @@ connection_main(void *arg)
     struct gw_worker_proc *p = w->proc;
 
     connection_serve(w, w->fd, (enum listener_kind)w->kind);
+    explicit_bzero(&w->auth_memo, sizeof(w->auth_memo));
     stack_release();
     w->fd = -1;
     w->thread = NULL;

@@ -342,6 +342,10 @@ struct gw_worker_proc {
     void *room; /* st_cond_t: signalled when a connection ends */
 };
 
+/* The longest API key whose hash a connection remembers: aigw's own are
+ * GW_KEY_SECRET_LEN - 1 bytes. */
+#define GW_AUTH_MEMO_MAX 128
+
 /* One connection and the request in hand on it. */
 struct gw_worker {
     const struct gw_worker_env *env;
@@ -358,9 +362,18 @@ struct gw_worker {
     bool on_metrics;        /* this connection came in on the metrics listener */
     bool on_admin;          /* ... on an admin API listener */
     struct gw_buf scratch;  /* reused per request (metrics page) */
-    int fd;                 /* the connection's socket, -1 when none */
-    int kind;               /* the listener it came in on (worker.c) */
-    void *thread;           /* st_thread_t serving it */
+    /* The API key last presented on this connection and its keyed hash
+     * (pipeline.c): a client sends the same key with every request, and
+     * hashing it is most of what checking it costs.  Wiped when the
+     * connection ends. */
+    struct {
+        size_t len; /* 0: none */
+        char key[GW_AUTH_MEMO_MAX];
+        unsigned char hash[GW_KEY_HASH_LEN];
+    } auth_memo;
+    int fd;       /* the connection's socket, -1 when none */
+    int kind;     /* the listener it came in on (worker.c) */
+    void *thread; /* st_thread_t serving it */
     struct gw_worker *next_all, *next_free;
 };
 

@@ -199,6 +199,30 @@ test('a key restricted with --models gets 403 for any other model', async () => 
   assertError(assert, emb, 403, 'model_not_allowed');
 });
 
+test('keys that change from request to request on one connection are each checked as themselves', async () => {
+  // A worker remembers the last key a connection presented (and its hash):
+  // another key, a wrong one, or the first one again must each be taken
+  // for what it is.
+  const { gw } = ctx;
+  const open = await gw.createKey();
+  const narrow = await gw.createKey({ models: ['demo'] });
+  const c = await gw.conn();
+  const ask = async (key, model) => {
+    await c.send({ method: 'POST', path: '/v1/chat/completions', headers: auth(key), body: { model, messages: [{ role: 'user', content: 'hi' }] } });
+    return c.readResponse();
+  };
+  try {
+    assert.equal((await ask(open.key, 'other')).status, 200);
+    assertError(assert, await ask(narrow.key, 'other'), 403, 'model_not_allowed');
+    assertError(assert, await ask(open.key.slice(0, -1) + (open.key.endsWith('x') ? 'y' : 'x'), 'other'), 401, 'invalid_api_key');
+    assert.equal((await ask(open.key, 'other')).status, 200);
+    assertError(assert, await ask(narrow.key, 'other'), 403, 'model_not_allowed');
+    assert.equal((await ask(narrow.key, 'demo')).status, 200);
+  } finally {
+    c.close();
+  }
+});
+
 test('a key restricted to several models may use each of them', async () => {
   const { gw } = ctx;
   const k = await gw.createKey({ models: ['demo', 'demo-embed'] });

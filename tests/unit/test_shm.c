@@ -1347,6 +1347,32 @@ buf_appends_numbers_and_text_as_printf_would(void **state)
 }
 
 static void
+u64_text_and_arena_cat_write_what_printf_would(void **state)
+{
+    struct gw_arena *a = gw_arena_create(64);
+    char n[GW_U64_TEXT_MAX], want[64], big[300];
+
+    (void)state;
+    assert_int_equal(gw_u64_text(0, n), 1);
+    assert_string_equal(n, "0");
+    assert_int_equal(gw_u64_text(UINT64_MAX, n), 20);
+    snprintf(want, sizeof(want), "%llu", (unsigned long long)UINT64_MAX);
+    assert_string_equal(n, want);
+    assert_string_equal(gw_arena_cat(a, "x-aigw-attempts: ", n, "\r\n", NULL),
+                        "x-aigw-attempts: 18446744073709551615\r\n");
+    assert_string_equal(gw_arena_cat(a, "", NULL), "");
+    assert_string_equal(gw_arena_cat(a, "a", "", "b", NULL), "ab");
+    /* Longer than the arena's chunk. */
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    char *c = gw_arena_cat(a, big, "/", big, NULL);
+    assert_int_equal(strlen(c), 2 * (sizeof(big) - 1) + 1);
+    assert_int_equal(c[sizeof(big) - 1], '/');
+    assert_int_equal(c[2 * (sizeof(big) - 1)], 'y');
+    gw_arena_destroy(a);
+}
+
+static void
 buf_printf_grows_past_its_room_and_keeps_what_was_there(void **state)
 {
     struct gw_buf b = {0};
@@ -1478,6 +1504,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(arena_cleanups_run_at_reset_latest_first_and_once),
         cmocka_unit_test(buf_appends_numbers_and_text_as_printf_would),
+        cmocka_unit_test(u64_text_and_arena_cat_write_what_printf_would),
         cmocka_unit_test(buf_printf_grows_past_its_room_and_keeps_what_was_there),
         cmocka_unit_test(arena_printf_formats_in_place_or_in_a_new_chunk),
         cmocka_unit_test(locale_c_thread_puts_the_thread_on_the_static_c_locale),

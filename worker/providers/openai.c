@@ -96,7 +96,7 @@ openai_request(struct gw_call *call)
 
     if (path == NULL)
         return GW_ENOENT;
-    call->url = gw_arena_printf(call->req->arena, "%s%s", call->base_url, path);
+    call->url = gw_arena_cat(call->req->arena, call->base_url, path, NULL);
     if ((rc = openai_body(call)) != 0)
         return rc;
     if (call->api_key != NULL)
