@@ -5,9 +5,11 @@
  *   keys     key id -> JSON record {"id","name","prefix","hash","models",
  *            "disabled","created"}
  *   keyhash  HMAC of the secret (32 bytes) -> key id
- *   usage    time (8 bytes, big-endian us) + 8 unique bytes -> struct gw_usage
- *            (older versions' smaller records are read, and upgraded when
- *            they are not in an aggregate yet)
+ *   usage    time (8 bytes, big-endian us) + 8 unique bytes -> the record
+ *            in its compact form (usage_encode); records that earlier
+ *            versions stored as a whole struct gw_usage, or as an older,
+ *            smaller one, are read too (and upgraded when they are not in an
+ *            aggregate yet)
  *   usage_daily  UTC day (4 bytes, big-endian) + status (2) + key id, user,
  *            tenant, model, target (each NUL-ended) [+ capability (1) +
  *            tier (NUL-ended), for records that have them] ->
@@ -767,13 +769,129 @@ struct usage_v1 {
     char target[96];
 };
 
+/*
+ * The compact form in which records are stored: a version byte (1), the
+ * numbers (time_us, input_tokens, output_tokens, cost_nano, units,
+ * status, duration_ms, ttfb_ms, stream, cached, byok, capability, in the
+ * host's byte order as struct gw_usage has them), then each string
+ * (request_id, key_id, model, target, user, tenant, tier) as a length
+ * byte and its bytes.  A typical record takes some 150 bytes where the
+ * whole struct took 480, most of them the padding of its fixed-size
+ * strings: the master's drains copy and write a third of the bytes, and
+ * the usage database grows at a third of the pace.
+ *
+ * The forms before it are told apart by their size alone, so a compact
+ * record that would have one of their sizes gets zero bytes after its
+ * strings until it has not (usage_decode_compact skips them).
+ */
+#define COMPACT_VERSION 1
+#define COMPACT_NUMBERS (5 * 8 + 3 * 4 + 4)
+#define COMPACT_MAX (1 + COMPACT_NUMBERS + 7 + sizeof(struct gw_usage) + 4)
+
+#define USAGE_STRINGS(r)                                                                           \
+    {                                                                                              \
+        (r)->request_id, (r)->key_id, (r)->model, (r)->target, (r)->user, (r)->tenant, (r)->tier   \
+    }
+#define USAGE_STRING_SIZES(r)                                                                      \
+    {                                                                                              \
+        sizeof((r)->request_id), sizeof((r)->key_id), sizeof((r)->model), sizeof((r)->target),     \
+            sizeof((r)->user), sizeof((r)->tenant), sizeof((r)->tier)                              \
+    }
+
+static bool
+legacy_size(size_t n)
+{
+    return n == sizeof(struct gw_usage) || n == USAGE_V2_SIZE || n == sizeof(struct usage_v1);
+}
+
+/* r in its compact form into out (COMPACT_MAX bytes); returns its size. */
+static size_t
+usage_encode(const struct gw_usage *r, unsigned char *out)
+{
+    const char *const strs[] = USAGE_STRINGS(r);
+    const size_t sizes[] = USAGE_STRING_SIZES(r);
+    unsigned char *o = out;
+
+    *o++ = COMPACT_VERSION;
+#define PUT(f)                                                                                     \
+    do {                                                                                           \
+        memcpy(o, &r->f, sizeof(r->f));                                                            \
+        o += sizeof(r->f);                                                                         \
+    } while (0)
+    PUT(time_us);
+    PUT(input_tokens);
+    PUT(output_tokens);
+    PUT(cost_nano);
+    PUT(units);
+    PUT(status);
+    PUT(duration_ms);
+    PUT(ttfb_ms);
+    PUT(stream);
+    PUT(cached);
+    PUT(byok);
+    PUT(capability);
+#undef PUT
+    for (size_t i = 0; i < 7; i++) {
+        size_t n = strnlen(strs[i], sizes[i]);
+        *o++ = (unsigned char)n;
+        memcpy(o, strs[i], n);
+        o += n;
+    }
+    while (legacy_size((size_t)(o - out)))
+        *o++ = 0;
+    return (size_t)(o - out);
+}
+
+/* A compact record into out; false when v is not one. */
+static bool
+usage_decode_compact(const MDB_val *v, struct gw_usage *out)
+{
+    const unsigned char *p = v->mv_data, *end = p + v->mv_size;
+    char *const strs[] = USAGE_STRINGS(out);
+    const size_t sizes[] = USAGE_STRING_SIZES(out);
+
+    if (v->mv_size < 1 + COMPACT_NUMBERS + 7 || *p++ != COMPACT_VERSION)
+        return false;
+    memset(out, 0, sizeof(*out));
+#define GET(f)                                                                                     \
+    do {                                                                                           \
+        memcpy(&out->f, p, sizeof(out->f));                                                        \
+        p += sizeof(out->f);                                                                       \
+    } while (0)
+    GET(time_us);
+    GET(input_tokens);
+    GET(output_tokens);
+    GET(cost_nano);
+    GET(units);
+    GET(status);
+    GET(duration_ms);
+    GET(ttfb_ms);
+    GET(stream);
+    GET(cached);
+    GET(byok);
+    GET(capability);
+#undef GET
+    for (size_t i = 0; i < 7; i++) {
+        if (p >= end || *p > sizes[i] || (size_t)(end - p - 1) < *p)
+            return false;
+        memcpy(strs[i], p + 1, *p);
+        p += 1 + *p;
+    }
+    for (; p < end; p++)
+        if (*p != 0)
+            return false;
+    return true;
+}
+
 /* Decode a stored value into out: 0 for today's format, 1 for a record
- * of an older version (converted), -1 for neither. */
+ * of an older version that needs upgrading (converted), -1 for neither. */
 static int
 usage_decode(const MDB_val *v, struct gw_usage *out)
 {
     struct usage_v1 old;
 
+    if (!legacy_size(v->mv_size))
+        return usage_decode_compact(v, out) ? 0 : -1;
     /* Copied out: LMDB's pages need not be aligned for the struct. */
     if (v->mv_size == sizeof(*out)) {
         memcpy(out, v->mv_data, sizeof(*out));
@@ -970,7 +1088,8 @@ gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n, u
         else if (gw_random_bytes(&uniq, sizeof(uniq)) != 0)
             uniq = (uint64_t)gw_now_us();
         time_key(key, when, uniq);
-        MDB_val uk = {sizeof(key), key}, uv = {sizeof(recs[i]), (void *)&recs[i]};
+        unsigned char val[COMPACT_MAX];
+        MDB_val uk = {sizeof(key), key}, uv = {usage_encode(&recs[i], val), val};
         /* A record stored already is not counted again, in the totals or
          * its aggregate. */
         if ((mrc = mdb_put(txn, st->usage, &uk, &uv, MDB_NOOVERWRITE)) == MDB_KEYEXIST)
@@ -1280,7 +1399,8 @@ gw_store_usage_upgrade(struct gw_store *st, size_t max, size_t *converted, bool 
         }
         if (usage_decode(&ov, &rec) != 1)
             continue;
-        MDB_val nv = {sizeof(rec), &rec};
+        unsigned char val[COMPACT_MAX];
+        MDB_val nv = {usage_encode(&rec, val), val};
         if ((mrc = mdb_put(txn, st->usage, &ok, &nv, 0)) != 0)
             rc = store_fail("mdb_put", "usage", mrc);
         else if ((rc = agg_add(st, txn, &rec)) == 0)

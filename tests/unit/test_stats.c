@@ -370,6 +370,107 @@ test_records_of_an_older_version_are_read_and_upgraded_once(void **state)
     assert_int_equal(n, 1);
 }
 
+/* A record with each string filled to the given lengths (no NUL when a
+ * length is its field's size). */
+static struct gw_usage
+rec_sized(int64_t time_us, const size_t len[7])
+{
+    struct gw_usage u = {.time_us = time_us,
+                         .input_tokens = 7,
+                         .output_tokens = 9,
+                         .cost_nano = -3,
+                         .units = 1234,
+                         .status = 429,
+                         .duration_ms = 15,
+                         .ttfb_ms = 4,
+                         .stream = 1,
+                         .cached = 1,
+                         .byok = 1,
+                         .capability = GW_CAP_IMAGES};
+    char *const strs[] = {u.request_id, u.key_id, u.model, u.target, u.user, u.tenant, u.tier};
+
+    for (size_t i = 0; i < 7; i++)
+        memset(strs[i], 'a' + (int)i, len[i]);
+    return u;
+}
+
+struct collected {
+    struct gw_usage recs[8];
+    int n;
+};
+
+static int
+collect_rec(const struct gw_usage *r, void *ctx)
+{
+    struct collected *c = ctx;
+
+    if (c->n < 8)
+        c->recs[c->n] = *r;
+    c->n++;
+    return 0;
+}
+
+static void
+test_records_are_stored_compact_and_read_back_whole_beside_whole_struct_ones(void **state)
+{
+    struct fx *f = *state;
+    int64_t t0 = f->today - DAY_US;
+    /* 64 bytes besides the strings: 296, 448 and 480 are the sizes of the
+     * forms before the compact one, which must not be taken for them. */
+    static const size_t lens[][7] = {
+        {36, 16, 4, 10, 5, 0, 0},     {72, 24, 64, 72, 0, 0, 0},    {72, 24, 64, 96, 72, 56, 0},
+        {72, 24, 64, 96, 72, 72, 16}, {72, 24, 64, 96, 72, 72, 24},
+    };
+    struct gw_usage recs[5], whole = rec(t0, "k-whole", "u", "t", "demo", 200, 1, 2, 0);
+    unsigned char key[16] = {0};
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+
+    for (size_t i = 0; i < 5; i++)
+        recs[i] = rec_sized(t0 + 1 + (int64_t)i, lens[i]);
+    assert_int_equal(gw_store_usage_add(f->m.store, recs, 5, 0, 0), 0);
+    /* A record as the previous version stored it, the whole struct,
+     * written behind the store's back. */
+    for (int b = 0; b < 8; b++)
+        key[b] = (unsigned char)((uint64_t)whole.time_us >> (56 - 8 * b));
+    gw_store_close(f->m.store);
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    assert_int_equal(mdb_env_open(env, f->dir, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "usage", 0, &dbi), 0);
+    MDB_val k = {sizeof(key), key}, v = {sizeof(whole), &whole};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    /* What the compact ones take. */
+    MDB_cursor *cur;
+    size_t sizes[8], n = 0;
+    assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && n < 8;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        sizes[n++] = v.mv_size;
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_equal(gw_store_open(f->dir, &f->m.store), 0);
+    assert_int_equal(n, 6);
+    assert_int_equal(sizes[0], sizeof(whole));
+    assert_int_equal(sizes[1], 64 + 36 + 16 + 4 + 10 + 5);
+    /* One zero byte more for each size an older form has; every string
+     * full takes 488 bytes. */
+    assert_int_equal(sizes[2], 297);
+    assert_int_equal(sizes[3], 449);
+    assert_int_equal(sizes[4], 481);
+    assert_int_equal(sizes[5], 488);
+
+    struct collected c = {0};
+    assert_int_equal(gw_store_usage_scan(f->m.store, 0, INT64_MAX, false, collect_rec, &c), 0);
+    assert_int_equal(c.n, 6);
+    assert_memory_equal(&c.recs[0], &whole, sizeof(whole));
+    for (size_t i = 0; i < 5; i++)
+        assert_memory_equal(&c.recs[1 + i], &recs[i], sizeof(recs[i]));
+}
+
 static struct json_object *
 ask(struct fx *f, const char *json, const struct gw_stats_scope *scope)
 {
@@ -526,6 +627,9 @@ main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(
             test_prune_deletes_old_records_in_batches_and_keeps_aggregates, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_records_are_stored_compact_and_read_back_whole_beside_whole_struct_ones, fx_setup,
+            fx_teardown),
         cmocka_unit_test_setup_teardown(test_records_of_an_older_version_are_read_and_upgraded_once,
                                         fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_by_day_answers_pruned_days_from_aggregates, fx_setup,
