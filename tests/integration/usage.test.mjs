@@ -142,7 +142,13 @@ test('usage equals what the mock reported, streaming and not, across a reload an
     const r = await gw.ctl(['reload']);
     assert.equal(r.code, 0, r.stderr);
     await round(4);
-    // Between requests: a worker dies hard; the master replaces it.
+    // Between requests: a worker dies hard; the master replaces it.  A
+    // worker writes a request's record just after the answer's last bytes
+    // went out, so "between" means once the eight are counted: a kill in
+    // that instant (seen on a loaded machine under ASan) loses the record
+    // the worker had not written yet.
+    await eventually(async () => (await gw.ctlJson(['usage'])).requests >= want.requests,
+      { timeoutMs: 3000, what: `usage counts the first ${want.requests} requests` });
     const [victim] = gw.workerPids();
     process.kill(victim, 'SIGKILL');
     await eventually(() => !pidAlive(victim), { timeoutMs: 5000, what: 'the worker is gone' });
