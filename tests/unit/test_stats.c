@@ -312,6 +312,31 @@ test_prune_deletes_old_records_in_batches_and_keeps_aggregates(void **state)
 }
 
 /* A record in the format of the version before user, tenant and cost. */
+/* The usage database opened behind the store's back (the store closed
+ * meanwhile), to write or read records as they are stored. */
+static MDB_txn *
+usage_raw_open(struct fx *f, MDB_env **env, MDB_dbi *dbi)
+{
+    MDB_txn *txn;
+
+    gw_store_close(f->m.store);
+    assert_int_equal(mdb_env_create(env), 0);
+    mdb_env_set_maxdbs(*env, 16);
+    assert_int_equal(mdb_env_open(*env, f->dir, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(*env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "usage", 0, dbi), 0);
+    return txn;
+}
+
+/* Commit, and give the database back to the store. */
+static void
+usage_raw_close(struct fx *f, MDB_env *env, MDB_txn *txn)
+{
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_equal(gw_store_open(f->dir, &f->m.store), 0);
+}
+
 struct usage_v1 {
     int64_t time_us, input_tokens, output_tokens;
     int32_t status;
@@ -338,17 +363,10 @@ test_records_of_an_older_version_are_read_and_upgraded_once(void **state)
     for (int b = 0; b < 8; b++)
         key[b] = (unsigned char)((uint64_t)old.time_us >> (56 - 8 * b));
     /* Written the way the older version did, behind the store's back. */
-    gw_store_close(f->m.store);
-    assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    assert_int_equal(mdb_env_open(env, f->dir, MDB_NOTLS, 0600), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "usage", 0, &dbi), 0);
+    txn = usage_raw_open(f, &env, &dbi);
     MDB_val k = {sizeof(key), key}, v = {sizeof(old), &old};
     assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-    assert_int_equal(gw_store_open(f->dir, &f->m.store), 0);
+    usage_raw_close(f, env, txn);
 
     int seen = 0;
     assert_int_equal(gw_store_usage_scan(f->m.store, 0, INT64_MAX, false, count_rec, &seen), 0);
@@ -434,12 +452,7 @@ test_records_are_stored_compact_and_read_back_whole_beside_whole_struct_ones(voi
      * written behind the store's back. */
     for (int b = 0; b < 8; b++)
         key[b] = (unsigned char)((uint64_t)whole.time_us >> (56 - 8 * b));
-    gw_store_close(f->m.store);
-    assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    assert_int_equal(mdb_env_open(env, f->dir, MDB_NOTLS, 0600), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "usage", 0, &dbi), 0);
+    txn = usage_raw_open(f, &env, &dbi);
     MDB_val k = {sizeof(key), key}, v = {sizeof(whole), &whole};
     assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
     /* What the compact ones take. */
@@ -450,9 +463,7 @@ test_records_are_stored_compact_and_read_back_whole_beside_whole_struct_ones(voi
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
         sizes[n++] = v.mv_size;
     mdb_cursor_close(cur);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-    assert_int_equal(gw_store_open(f->dir, &f->m.store), 0);
+    usage_raw_close(f, env, txn);
     assert_int_equal(n, 6);
     assert_int_equal(sizes[0], sizeof(whole));
     assert_int_equal(sizes[1], 64 + 36 + 16 + 4 + 10 + 5);
