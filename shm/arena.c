@@ -151,23 +151,18 @@ gw_arena_strdup(struct gw_arena *a, const char *s)
 }
 
 char *
-gw_arena_cat(struct gw_arena *a, const char *s, ...)
+gw_arena_catv(struct gw_arena *a, const char *const *strs, size_t n)
 {
     size_t len = 0;
-    va_list ap;
 
-    va_start(ap, s);
-    for (const char *p = s; p != NULL; p = va_arg(ap, const char *))
-        len += strlen(p);
-    va_end(ap);
+    for (size_t i = 0; i < n; i++)
+        len += strs[i] != NULL ? strlen(strs[i]) : 0;
     char *out = gw_arena_alloc(a, len + 1), *o = out;
-    va_start(ap, s);
-    for (const char *p = s; p != NULL; p = va_arg(ap, const char *)) {
-        size_t n = strlen(p);
-        memcpy(o, p, n);
-        o += n;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = strs[i] != NULL ? strlen(strs[i]) : 0;
+        memcpy(o, strs[i] != NULL ? strs[i] : "", k);
+        o += k;
     }
-    va_end(ap);
     *o = '\0';
     return out;
 }

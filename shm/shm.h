@@ -119,9 +119,13 @@ char *gw_arena_strdup(struct gw_arena *a, const char *s);
 char *gw_arena_strndup(struct gw_arena *a, const char *s, size_t n);
 char *gw_arena_printf(struct gw_arena *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* The strings up to the NULL, one after the other: what a "%s%s" format
- * would make, without vsnprintf's cost on a request's path. */
-char *gw_arena_cat(struct gw_arena *a, const char *s, ...) __attribute__((sentinel));
+/* The n strings one after the other (a NULL one as ""): what a "%s%s"
+ * format would make, without vsnprintf's cost on a request's path.
+ * gw_arena_cat(a, s1, s2, ...) counts them itself. */
+char *gw_arena_catv(struct gw_arena *a, const char *const *strs, size_t n);
+#define gw_arena_cat(a, ...)                                                                       \
+    gw_arena_catv((a), (const char *const[]){__VA_ARGS__},                                         \
+                  sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
 
 /* A growable byte buffer on the heap; the owner calls gw_buf_free. */
 struct gw_buf {

@@ -461,12 +461,10 @@ head_build(const struct gw_h1_request *r, const char *origin, size_t olen, size_
         size_t n = strlen(h->data);
         if (colon != NULL && colon[1 + strspn(colon + 1, " \t")] == '\0')
             continue;
-        memcpy(o, h->data, n);
+        o = put(o, h->data, n);
         if (colon == NULL && n > 0 && h->data[n - 1] == ';')
-            o[n - 1] = ':';
-        o += n;
-        *o++ = '\r';
-        *o++ = '\n';
+            o[-1] = ':';
+        o = PUT(o, "\r\n");
     }
     if (!r->get) {
         o = PUT(o, "Content-Length: ");

@@ -737,13 +737,12 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
             attempts++;
             call_target(call, g, m, (uint32_t)i, deadline);
             gw_worker_byok_apply(w, call, gw_gen_provider(g, call->target->provider));
-            req->target =
-                gw_arena_cat(req->arena, call->provider_name, "/", call->target_model, NULL);
+            req->target = gw_arena_cat(req->arena, call->provider_name, "/", call->target_model);
             req->target_stat = call->target->stat;
             char n[GW_U64_TEXT_MAX];
             gw_u64_text((uint64_t)attempts, n);
             req->extra_headers = gw_arena_cat(req->arena, "x-aigw-target: ", req->target,
-                                              "\r\nx-aigw-attempts: ", n, "\r\n", NULL);
+                                              "\r\nx-aigw-attempts: ", n, "\r\n");
 
             struct gw_shm_stat *ts = stat_get(w, req->target_stat);
             int64_t t0 = gw_now_us();

@@ -117,15 +117,14 @@ headers_build(struct gw_call *call)
     } while (0)
     if (!call->method_get)
         ADD(gw_arena_cat(req->arena, "Content-Type: ",
-                         call->content_type != NULL ? call->content_type : "application/json",
-                         NULL));
+                         call->content_type != NULL ? call->content_type : "application/json"));
     /* libcurl would send "Expect: 100-continue" for large bodies. */
     ADD("Expect:");
-    ADD(gw_arena_cat(req->arena, "x-request-id: ", req->id, NULL));
+    ADD(gw_arena_cat(req->arena, "x-request-id: ", req->id));
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct gw_header *hd = &req->headers[i];
         if (header_forwarded(req, hd->name))
-            ADD(gw_arena_cat(req->arena, hd->name, ": ", hd->value, NULL));
+            ADD(gw_arena_cat(req->arena, hd->name, ": ", hd->value));
     }
 #undef ADD
     call->headers = h;

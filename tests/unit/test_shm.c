@@ -1358,14 +1358,16 @@ u64_text_and_arena_cat_write_what_printf_would(void **state)
     assert_int_equal(gw_u64_text(UINT64_MAX, n), 20);
     snprintf(want, sizeof(want), "%llu", (unsigned long long)UINT64_MAX);
     assert_string_equal(n, want);
-    assert_string_equal(gw_arena_cat(a, "x-aigw-attempts: ", n, "\r\n", NULL),
+    assert_string_equal(gw_arena_cat(a, "x-aigw-attempts: ", n, "\r\n"),
                         "x-aigw-attempts: 18446744073709551615\r\n");
-    assert_string_equal(gw_arena_cat(a, "", NULL), "");
-    assert_string_equal(gw_arena_cat(a, "a", "", "b", NULL), "ab");
+    assert_string_equal(gw_arena_cat(a, ""), "");
+    assert_string_equal(gw_arena_cat(a, "a", "", "b"), "ab");
+    /* A NULL string counts as "" and does not end the list. */
+    assert_string_equal(gw_arena_cat(a, "a", NULL, "b"), "ab");
     /* Longer than the arena's chunk. */
     memset(big, 'y', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
-    char *c = gw_arena_cat(a, big, "/", big, NULL);
+    char *c = gw_arena_cat(a, big, "/", big);
     assert_int_equal(strlen(c), 2 * (sizeof(big) - 1) + 1);
     assert_int_equal(c[sizeof(big) - 1], '/');
     assert_int_equal(c[2 * (sizeof(big) - 1)], 'y');

@@ -96,7 +96,7 @@ openai_request(struct gw_call *call)
 
     if (path == NULL)
         return GW_ENOENT;
-    call->url = gw_arena_cat(call->req->arena, call->base_url, path, NULL);
+    call->url = gw_arena_cat(call->req->arena, call->base_url, path);
     if ((rc = openai_body(call)) != 0)
         return rc;
     if (call->api_key != NULL)
