@@ -18,7 +18,14 @@ PKGS    := libcurl json-c yaml-0.1 libssl libcrypto libsystemd lmdb xlsxwriter l
 OPT     ?= -O2 -g
 CFLAGS  += $(OPT) -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
            -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+
+# HTTP/1.1 is read with llhttp, Node.js's parser (the successor of
+# http_parser).  Debian ships it as C sources to build in (node-llhttp),
+# as its own nodejs package does; they are compiled with their own flags.
+LLHTTP_DIR ?= /usr/share/llhttp
+LLHTTP_INC ?= /usr/share/include/llhttp
+CFLAGS  += -I$(LLHTTP_INC)
 
 SHM_SRC    := $(wildcard shm/*.c)
 MASTER_SRC := $(filter-out master/main.c,$(wildcard master/*.c))
@@ -29,7 +36,8 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-LIB_OBJ    := $(call obj,$(SHM_SRC) $(MASTER_SRC) $(WORKER_SRC))
+LLHTTP_OBJ := $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o $(BUILD)/obj/llhttp/llhttp.o
+LIB_OBJ    := $(call obj,$(SHM_SRC) $(MASTER_SRC) $(WORKER_SRC)) $(LLHTTP_OBJ)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all asan deps run test units lint man-lint install uninstall clean help bench
@@ -47,6 +55,10 @@ help:
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) -std=gnu11 -I$(LLHTTP_INC) -c -o $@ $<
 
 # What a worker runs, runs on a connection's coroutine stack (256 KiB,
 # worker/worker.c): no function of it may take more than 16 KiB of it.

@@ -150,16 +150,17 @@ gw_worker_access_reopen(void)
 static void
 journal_send(const struct gw_request *req, long ms, uint64_t bytes)
 {
-    sd_journal_send("MESSAGE=%s %s %d %s", http_method_str(req->method), req->path, req->status,
-                    req->id, "PRIORITY=6", "SYSLOG_IDENTIFIER=aigwd-access", "AIGW_REQUEST_ID=%s",
-                    req->id, "AIGW_KEY_ID=%s", req->key_id ? req->key_id : "", "AIGW_TENANT=%s",
-                    req->tenant ? req->tenant : "", "AIGW_MODEL=%s", req->model ? req->model : "",
-                    "AIGW_TARGET=%s", req->target ? req->target : "", "AIGW_BYOK=%d", req->byok,
-                    "AIGW_STATUS=%d", req->status, "AIGW_UPSTREAM_STATUS=%d", req->upstream_status,
-                    "AIGW_INPUT_TOKENS=%lld", (long long)req->prompt_tokens,
-                    "AIGW_OUTPUT_TOKENS=%lld", (long long)req->completion_tokens,
-                    "AIGW_TTFB_MS=%lld", (long long)(req->first_byte_us / 1000),
-                    "AIGW_DURATION_MS=%ld", ms, "AIGW_BYTES=%llu", (unsigned long long)bytes, NULL);
+    sd_journal_send("MESSAGE=%s %s %d %s", gw_worker_http_method_name(req->method), req->path,
+                    req->status, req->id, "PRIORITY=6", "SYSLOG_IDENTIFIER=aigwd-access",
+                    "AIGW_REQUEST_ID=%s", req->id, "AIGW_KEY_ID=%s", req->key_id ? req->key_id : "",
+                    "AIGW_TENANT=%s", req->tenant ? req->tenant : "", "AIGW_MODEL=%s",
+                    req->model ? req->model : "", "AIGW_TARGET=%s", req->target ? req->target : "",
+                    "AIGW_BYOK=%d", req->byok, "AIGW_STATUS=%d", req->status,
+                    "AIGW_UPSTREAM_STATUS=%d", req->upstream_status, "AIGW_INPUT_TOKENS=%lld",
+                    (long long)req->prompt_tokens, "AIGW_OUTPUT_TOKENS=%lld",
+                    (long long)req->completion_tokens, "AIGW_TTFB_MS=%lld",
+                    (long long)(req->first_byte_us / 1000), "AIGW_DURATION_MS=%ld", ms,
+                    "AIGW_BYTES=%llu", (unsigned long long)bytes, NULL);
 }
 
 void
@@ -190,7 +191,7 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
     LIT(b, ",\"tenant\":");
     json_str(b, req->tenant);
     LIT(b, ",\"method\":");
-    json_str(b, http_method_str(req->method));
+    json_str(b, gw_worker_http_method_name(req->method));
     LIT(b, ",\"path\":");
     json_str(b, req->path);
     LIT(b, ",\"model\":");

@@ -37,7 +37,7 @@
  * argument path_arg.  created: the answer to a success is 201, not 200.
  */
 static const struct admin_route {
-    enum http_method method;
+    llhttp_method_t method;
     const char *path;
     const char *cmd;
     const char *path_arg;
@@ -328,22 +328,22 @@ gw_worker_admin_serve(struct gw_worker *w, struct gw_request *req, const struct 
         if (admin_routes[i].method == req->method) {
             rt = &admin_routes[i];
             arg = a;
-        } else if (strstr(allow, http_method_str(admin_routes[i].method)) == NULL) {
+        } else if (strstr(allow, gw_worker_http_method_name(admin_routes[i].method)) == NULL) {
             size_t n = strlen(allow);
             snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "",
-                     http_method_str(admin_routes[i].method));
+                     gw_worker_http_method_name(admin_routes[i].method));
         }
     }
     if (rt == NULL && allow[0] != '\0') {
         req->allow = gw_arena_strdup(req->arena, allow);
         return gw_worker_http_error(&w->conn, req, 405, "invalid_request_error",
                                     "method_not_allowed", NULL, "Method %s is not allowed on %s.",
-                                    http_method_str(req->method), req->path);
+                                    gw_worker_http_method_name(req->method), req->path);
     }
     if (rt == NULL)
         return gw_worker_http_error(&w->conn, req, 404, "invalid_request_error", "unknown_url",
                                     NULL, "Unknown admin API URL: %s %s.",
-                                    http_method_str(req->method), req->path);
+                                    gw_worker_http_method_name(req->method), req->path);
     if (bad || (rt->path_arg != NULL && arg == NULL))
         return gw_worker_http_error(&w->conn, req, 400, "invalid_request_error", "invalid_path",
                                     NULL, "The path %s does not decode.", req->path);

@@ -8,7 +8,7 @@
  * an upstream reached over plain HTTP - the self-hosted servers on the
  * network (vLLM, SGLang, TGI, Ollama), where the gateway's own cost per
  * request shows most - the worker writes the request in one sendmsg and
- * reads the answer with http_parser, the library that reads its clients'
+ * reads the answer with llhttp, the parser that reads its clients'
  * requests.  libcurl still resolves the name (asynchronously, cached) and
  * connects (its timeout, both address families); the socket is then the
  * worker's, kept open for the next request to the same origin while the
@@ -22,7 +22,7 @@
  * as curl does.
  */
 #include <errno.h>
-#include <http_parser.h>
+#include <llhttp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +43,7 @@
 /* One exchange on one connection. */
 struct exchange {
     const struct gw_h1_request *r;
-    http_parser parser;
+    llhttp_t parser;
     char line[1024]; /* the header line being put together (longer ones are cut) */
     size_t line_len;
     bool in_value;
@@ -153,7 +153,7 @@ h1_connect(struct gw_transfer *t, const char *origin, size_t len,
 /* ------------------------------------------------------------- answer */
 
 static struct exchange *
-exchange_of(http_parser *p)
+exchange_of(llhttp_t *p)
 {
     return p->data;
 }
@@ -194,7 +194,7 @@ line_add(struct exchange *x, const char *at, size_t len)
 }
 
 static int
-on_header_field(http_parser *p, const char *at, size_t len)
+on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct exchange *x = exchange_of(p);
 
@@ -207,7 +207,7 @@ on_header_field(http_parser *p, const char *at, size_t len)
 }
 
 static int
-on_header_value(http_parser *p, const char *at, size_t len)
+on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct exchange *x = exchange_of(p);
 
@@ -220,7 +220,7 @@ on_header_value(http_parser *p, const char *at, size_t len)
 }
 
 static int
-on_headers_complete(http_parser *p)
+on_headers_complete(llhttp_t *p)
 {
     struct exchange *x = exchange_of(p);
 
@@ -234,7 +234,7 @@ on_headers_complete(http_parser *p)
 }
 
 static int
-on_body(http_parser *p, const char *at, size_t len)
+on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct exchange *x = exchange_of(p);
 
@@ -246,7 +246,7 @@ on_body(http_parser *p, const char *at, size_t len)
 }
 
 static int
-on_message_complete(http_parser *p)
+on_message_complete(llhttp_t *p)
 {
     struct exchange *x = exchange_of(p);
 
@@ -255,11 +255,10 @@ on_message_complete(http_parser *p)
     if (p->status_code < 200)
         return 0;
     x->done = true;
-    http_parser_pause(p, 1); /* bytes past the answer are not ours to read */
-    return 0;
+    return HPE_PAUSED; /* bytes past the answer are not ours to read */
 }
 
-static const http_parser_settings answer_settings = {
+static const llhttp_settings_t answer_settings = {
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
@@ -357,7 +356,7 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, bool kept, struc
 
     *silent = *keep = false;
     *x = (struct exchange){.r = x->r, .kept = kept};
-    http_parser_init(&x->parser, HTTP_RESPONSE);
+    llhttp_init(&x->parser, HTTP_RESPONSE, &answer_settings);
     x->parser.data = x;
     CURLcode cc = request_send(fd, iov, iovcnt, clock, deadline_ms, errbuf, timed_out, &send_errno);
     if (cc != CURLE_OK && cc != CURLE_SEND_ERROR)
@@ -385,7 +384,7 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, bool kept, struc
         }
         if (n == 0) {
             /* The end of an answer that runs until the connection closes. */
-            http_parser_execute(&x->parser, &answer_settings, NULL, 0);
+            llhttp_finish(&x->parser);
             if (x->done)
                 return CURLE_OK;
             *silent = !got;
@@ -399,12 +398,12 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, bool kept, struc
         got = true;
         /* A short read took what was there: wait before the next. */
         drained = n < GW_H1_READ_SIZE;
-        size_t used = http_parser_execute(&x->parser, &answer_settings, buf, (size_t)n);
+        size_t used;
+        llhttp_errno_t e = gw_http_parse(&x->parser, buf, (size_t)n, &used);
         if (x->done) {
-            *keep = !cut && used == (size_t)n && http_should_keep_alive(&x->parser);
+            *keep = !cut && used == (size_t)n && llhttp_should_keep_alive(&x->parser);
             return CURLE_OK;
         }
-        enum http_errno e = HTTP_PARSER_ERRNO(&x->parser);
         if (x->unasked) {
             *silent = true;
             snprintf(errbuf, CURL_ERROR_SIZE, "the upstream sent 408 on a kept connection");
@@ -413,8 +412,11 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, bool kept, struc
         if (x->cb_failed)
             return CURLE_WRITE_ERROR; /* the callback's io says why */
         if (e != HPE_OK || x->parser.upgrade) {
+            const char *why = llhttp_get_error_reason(&x->parser);
             snprintf(errbuf, CURL_ERROR_SIZE, "the answer is not HTTP/1.1 (%s)",
-                     x->parser.upgrade ? "a protocol upgrade" : http_errno_description(e));
+                     x->parser.upgrade ? "a protocol upgrade"
+                     : why             ? why
+                                       : llhttp_errno_name(e));
             return CURLE_WEIRD_SERVER_REPLY;
         }
     }

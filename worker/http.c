@@ -1,6 +1,6 @@
 /*
  * http.c - the server side of HTTP/1.1 in a worker: reading requests with
- * libhttp-parser under size and time limits, and writing responses, plain
+ * llhttp under size and time limits, and writing responses, plain
  * or chunked.
  *
  * The connection is a non-blocking socket.  A read or write that finds
@@ -72,41 +72,62 @@ gw_worker_http_reason(int status)
     return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
 }
 
+const char *
+gw_worker_http_method_name(llhttp_method_t method)
+{
+    /* llhttp_method_name aborts on a number it does not know. */
+#define METHOD_NAME(num, name, string)                                                             \
+    case HTTP_##name: return #string;
+    switch (method) {
+        HTTP_ALL_METHOD_MAP(METHOD_NAME)
+    }
+#undef METHOD_NAME
+    return "UNKNOWN";
+}
+
 /* ----------------------------------------------------------- parsing */
 
 static struct gw_http_conn *
-conn_of(http_parser *p)
+conn_of(llhttp_t *p)
 {
     return p->data;
 }
 
-/* Count request-line and header bytes against max_header_size. */
+/*
+ * Count the request line and headers against max_header_size, by where
+ * the parser is in the bytes: what it skips without a callback (line
+ * ends, whitespace before a value) counts too.  Trailers of a chunked body
+ * come after the head was counted and add their own lengths.
+ */
 static int
-header_bytes_add(struct gw_http_conn *c, size_t len)
+header_bytes_add(struct gw_http_conn *c, const char *at, size_t len)
 {
-    c->header_bytes += len;
+    if (c->headers_done)
+        c->header_bytes += len;
+    else
+        c->header_bytes = c->msg_bytes + (size_t)(at + len - c->parse_base);
     if (c->header_bytes > c->limits->max_header_size) {
         c->error = 431;
-        return 1;
+        return -1;
     }
     return 0;
 }
 
 static int
-on_message_begin(http_parser *p)
+on_message_begin(llhttp_t *p)
 {
     (void)p;
     return 0;
 }
 
 static int
-on_url(http_parser *p, const char *at, size_t len)
+on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct gw_http_conn *c = conn_of(p);
 
-    if (header_bytes_add(c, len) != 0)
-        return 1;
-    return gw_buf_append(&c->url, at, len) == 0 ? 0 : 1;
+    if (header_bytes_add(c, at, len) != 0)
+        return -1;
+    return gw_buf_append(&c->url, at, len) == 0 ? 0 : -1;
 }
 
 /* A header is complete when the next name starts or the headers end. */
@@ -140,32 +161,32 @@ header_commit(struct gw_http_conn *c)
 }
 
 static int
-on_header_field(http_parser *p, const char *at, size_t len)
+on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct gw_http_conn *c = conn_of(p);
 
-    if (header_bytes_add(c, len) != 0)
-        return 1;
+    if (header_bytes_add(c, at, len) != 0)
+        return -1;
     if (c->in_value) {
         header_commit(c);
         c->in_value = false;
     }
-    return gw_buf_append(&c->field, at, len) == 0 ? 0 : 1;
+    return gw_buf_append(&c->field, at, len) == 0 ? 0 : -1;
 }
 
 static int
-on_header_value(http_parser *p, const char *at, size_t len)
+on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct gw_http_conn *c = conn_of(p);
 
-    if (header_bytes_add(c, len) != 0)
-        return 1;
+    if (header_bytes_add(c, at, len) != 0)
+        return -1;
     c->in_value = true;
-    return gw_buf_append(&c->value, at, len) == 0 ? 0 : 1;
+    return gw_buf_append(&c->value, at, len) == 0 ? 0 : -1;
 }
 
 static int
-on_headers_complete(http_parser *p)
+on_headers_complete(llhttp_t *p)
 {
     struct gw_http_conn *c = conn_of(p);
     struct gw_request *r = c->req;
@@ -173,9 +194,9 @@ on_headers_complete(http_parser *p)
     header_commit(c);
     c->in_value = false;
     c->headers_done = true;
-    r->method = (enum http_method)p->method;
+    r->method = (llhttp_method_t)p->method;
     r->http_minor = p->http_major == 1 ? p->http_minor : 0;
-    r->keep_alive = http_should_keep_alive(p) != 0;
+    r->keep_alive = llhttp_should_keep_alive(p) != 0;
 
     char *url = gw_arena_strndup(r->arena, c->url.len ? c->url.data : "", c->url.len);
     char *q = strchr(url, '?');
@@ -188,7 +209,7 @@ on_headers_complete(http_parser *p)
     /* A declared length over the limit is refused before any body is read. */
     c->body_streamed = c->stream_body != NULL && c->stream_body(r);
     size_t limit = c->body_streamed ? c->limits->max_upload_size : c->limits->max_body_size;
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > limit) {
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limit) {
         c->error = 413;
         return -1;
     }
@@ -204,7 +225,7 @@ on_headers_complete(http_parser *p)
 }
 
 static int
-on_body(http_parser *p, const char *at, size_t len)
+on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct gw_http_conn *c = conn_of(p);
 
@@ -214,29 +235,28 @@ on_body(http_parser *p, const char *at, size_t len)
         c->body_seen += len;
         if (c->body_seen > c->limits->max_upload_size) {
             c->error = 413;
-            return 1;
+            return -1;
         }
-        return gw_buf_append(&c->body, at, len) == 0 ? 0 : 1;
+        return gw_buf_append(&c->body, at, len) == 0 ? 0 : -1;
     }
     if (c->body.len + len > c->limits->max_body_size) {
         c->error = 413;
-        return 1;
+        return -1;
     }
-    return gw_buf_append(&c->body, at, len) == 0 ? 0 : 1;
+    return gw_buf_append(&c->body, at, len) == 0 ? 0 : -1;
 }
 
 static int
-on_message_complete(http_parser *p)
+on_message_complete(llhttp_t *p)
 {
     struct gw_http_conn *c = conn_of(p);
 
     c->done = true;
     /* Stop here: the bytes after this message belong to the next one. */
-    http_parser_pause(p, 1);
-    return 0;
+    return HPE_PAUSED;
 }
 
-static const http_parser_settings parser_settings = {
+static const llhttp_settings_t parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
@@ -357,7 +377,7 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
     c->sent_us = 0;
     /* Bytes of this request may already be buffered (pipelining). */
     c->header_deadline = gw_now_ms() + c->limits->read_timeout_ms;
-    http_parser_init(&c->parser, HTTP_REQUEST);
+    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
 
     for (;;) {
@@ -367,15 +387,17 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
              * wait for it on a keep-alive connection. */
             if (c->msg_bytes == 0)
                 req->start_us = gw_now_us();
-            size_t n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off, avail);
-            enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+            size_t n;
+            c->parse_base = c->in + c->in_off;
+            llhttp_errno_t e = gw_http_parse(&c->parser, c->parse_base, avail, &n);
 
             c->in_off += n;
             c->msg_bytes += n;
             bool streamed = c->body_streamed && c->headers_done && c->error == 0 &&
                             (e == HPE_OK || e == HPE_PAUSED);
             if (e == HPE_PAUSED || c->done || streamed) {
-                http_parser_pause(&c->parser, 0);
+                if (e == HPE_PAUSED)
+                    llhttp_resume(&c->parser);
                 c->served++;
                 /* A streamed body stays in c->body for body_read. */
                 req->body = c->body_streamed ? NULL : c->body.len ? c->body.data : "";
@@ -385,7 +407,12 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
             if (c->error != 0)
                 return GW_EPROTO;
             if (e != HPE_OK) {
-                c->error = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+                c->error = 400;
+                return GW_EPROTO;
+            }
+            /* A read of only what no callback sees (whitespace) counts. */
+            if (!c->headers_done && c->msg_bytes > c->limits->max_header_size) {
+                c->error = 431;
                 return GW_EPROTO;
             }
         }
@@ -456,12 +483,12 @@ gw_worker_http_body_read(struct gw_http_conn *c, const char **data, size_t *len)
         if (c->error != 0)
             return GW_EPROTO;
         if (c->in_off < c->in_len) {
-            size_t n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off,
-                                           c->in_len - c->in_off);
-            enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+            size_t n;
+            llhttp_errno_t e =
+                gw_http_parse(&c->parser, c->in + c->in_off, c->in_len - c->in_off, &n);
             c->in_off += n;
             if (e == HPE_PAUSED)
-                http_parser_pause(&c->parser, 0); /* the message is complete */
+                llhttp_resume(&c->parser); /* the message is complete */
             else if (c->error == 0 && e != HPE_OK)
                 c->error = 400;
             if (c->error != 0)

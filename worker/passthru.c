@@ -266,7 +266,7 @@ gw_worker_passthru(struct gw_worker *w, struct gw_request *req, const struct gw_
     if (req->method == HTTP_HEAD) {
         curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
     } else if (req->method != HTTP_GET || req->body_len > 0) {
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, http_method_str(req->method));
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, gw_worker_http_method_name(req->method));
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     }

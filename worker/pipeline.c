@@ -28,7 +28,7 @@
 struct route {
     const char *path;
     bool prefix; /* path is a prefix ("/v1/models/" + id) */
-    enum http_method method;
+    llhttp_method_t method;
     bool auth;
     int (*handle)(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                   const struct route *rt);
@@ -37,7 +37,7 @@ struct route {
 };
 
 /* A route's method when its handler checks the method itself. */
-#define ROUTE_ANY_METHOD ((enum http_method)0xff)
+#define ROUTE_ANY_METHOD ((llhttp_method_t)0xff)
 
 static int handle_health(struct gw_worker *w, struct gw_request *req, const struct gw_key *key,
                          const struct route *rt);
@@ -129,7 +129,8 @@ allowed_methods(const char *path)
 {
     for (size_t i = 0; i < NROUTES; i++)
         if (route_path_matches(&routes[i], path))
-            return routes[i].method == HTTP_GET ? "GET, HEAD" : http_method_str(routes[i].method);
+            return routes[i].method == HTTP_GET ? "GET, HEAD"
+                                                : gw_worker_http_method_name(routes[i].method);
     return NULL;
 }
 
@@ -1112,11 +1113,11 @@ gw_worker_pipeline_run(struct gw_worker *w, struct gw_request *req)
             req->allow = allowed_methods(req->path);
             rc = gw_worker_http_error(&w->conn, req, 405, "invalid_request_error",
                                       "method_not_allowed", NULL, "Method %s is not allowed on %s.",
-                                      http_method_str(req->method), req->path);
+                                      gw_worker_http_method_name(req->method), req->path);
         } else {
             rc = gw_worker_http_error(&w->conn, req, 404, "invalid_request_error", "unknown_url",
                                       NULL, "Unknown request URL: %s %s.",
-                                      http_method_str(req->method), req->path);
+                                      gw_worker_http_method_name(req->method), req->path);
         }
     } else {
         const struct gw_key *key = NULL;

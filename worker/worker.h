@@ -10,7 +10,7 @@
 #include <sys/uio.h>
 
 #include <curl/curl.h>
-#include <http_parser.h>
+#include <llhttp.h>
 #include <json-c/json.h>
 
 #include "shm/shm.h"
@@ -66,7 +66,7 @@ struct gw_header {
 struct gw_request {
     struct gw_arena *arena;
     char id[65];
-    enum http_method method;
+    llhttp_method_t method;
     char *path;  /* without the query string */
     char *query; /* after '?', or NULL */
     struct gw_header *headers;
@@ -138,18 +138,31 @@ struct gw_http_filter {
     void *ctx;
 };
 
+/* llhttp_execute, with how many bytes it took: all of them, or up to
+ * where it paused (a message complete) or failed. */
+static inline llhttp_errno_t
+gw_http_parse(llhttp_t *p, const char *data, size_t len, size_t *used)
+{
+    llhttp_errno_t e = llhttp_execute(p, data, len);
+    const char *at = e == HPE_OK ? NULL : llhttp_get_error_pos(p);
+
+    *used = at != NULL && at >= data && at <= data + len ? (size_t)(at - data) : len;
+    return e;
+}
+
 struct gw_http_conn {
     int fd;
     const struct gw_http_limits *limits;
-    http_parser parser;
+    llhttp_t parser;
     char *in; /* read buffer: in[off..len) is not parsed yet */
     size_t in_cap, in_len, in_off;
     struct gw_buf url, field, value, body;
     struct gw_request *req;
-    size_t msg_bytes;    /* bytes of the current message seen so far */
-    size_t header_bytes; /* request line + headers so far */
-    size_t headers_cap;  /* room in req->headers */
-    uint64_t served;     /* requests read on this connection */
+    size_t msg_bytes;       /* bytes of the current message seen so far */
+    size_t header_bytes;    /* request line + headers so far */
+    const char *parse_base; /* where the bytes of the parse under way start */
+    size_t headers_cap;     /* room in req->headers */
+    uint64_t served;        /* requests read on this connection */
     /* Wall clock (unix µs) when the current answer's last write began
      * (a whole answer, or a stream's end); 0: not yet.  A usage record is dated by it: a
      * client that waits for one answer before it sends the next request
@@ -246,6 +259,8 @@ int gw_worker_http_stream_end(struct gw_http_conn *c);
 void gw_worker_iov_consume(struct iovec **iov, int *n, size_t written);
 
 const char *gw_worker_http_reason(int status);
+/* A method's name ("POST"); "UNKNOWN" for a number that is none. */
+const char *gw_worker_http_method_name(llhttp_method_t method);
 
 /* ------------------------------------------------------------- SSE relay */
 
@@ -792,7 +807,7 @@ long gw_worker_transfer_wait_ms(const struct gw_transfer_clock *clock, int64_t n
 
 /*
  * HTTP/1.1 to a plain-HTTP upstream, spoken by the worker (worker/h1.c):
- * the request written in one go, the answer read with http_parser and
+ * the request written in one go, the answer read with llhttp and
  * handed to the callbacks as curl would (each header line, then the body
  * decoded from its chunks), *status set once the final status is in.
  * libcurl resolves and connects; the connection stays open in t for the

@@ -7,7 +7,7 @@
  *   make all && cc -O2 -std=gnu11 -D_GNU_SOURCE -I. -I/usr/include/json-c \
  *       -o build/safety_cost tests/bench/safety_cost.c build/libaigw.a \
  *       $(pkg-config --libs libcurl json-c yaml-0.1 libssl libcrypto libsystemd \
- *       lmdb xlsxwriter libpcre2-8) -lhttp_parser -lm && build/safety_cost
+ *       lmdb xlsxwriter libpcre2-8) -lm && build/safety_cost
  */
 #include <stdio.h>
 #include <string.h>

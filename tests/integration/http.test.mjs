@@ -235,6 +235,16 @@ test('many small headers over max_header_size also get 431', async () => {
   assert.equal(r.closed, true);
 });
 
+test('whitespace before a header value counts toward max_header_size too', async () => {
+  // The parser hands out no callback for the spaces after "X-Pad:", so
+  // only the bytes themselves can be counted.
+  const r = await raw('127.0.0.1', ctx.gw.port, formatRequest({ method: 'GET', path: '/healthz', headers: { 'X-Pad': `${' '.repeat(3000)}a` } }));
+  assert.equal(r.responses.length, 1, r.text);
+  assertError(assert, r.responses[0], 431, 'headers_too_large');
+  assert.equal(r.closed, true);
+  await stillServes();
+});
+
 test('a request line over max_header_size gets 431', async () => {
   const r = await raw('127.0.0.1', ctx.gw.port, formatRequest({ method: 'GET', path: `/v1/models/${'m'.repeat(3000)}` }));
   assertError(assert, r.responses[0], 431, 'headers_too_large');

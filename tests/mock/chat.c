@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "tests/mock/mock.h"
+#include "worker/worker.h"
 
 struct chat {
     const char *model;
@@ -141,7 +142,7 @@ echo_create(struct gw_mock_conn *c, struct json_object *req)
         goto fail;
     json_object_object_add(
         echo, "method",
-        json_object_new_string(http_method_str((enum http_method)c->parser.method)));
+        json_object_new_string(gw_worker_http_method_name((llhttp_method_t)c->parser.method)));
     json_object_object_add(echo, "path", json_object_new_string_len(path, (int)plen));
     if (path[plen] == '?')
         json_object_object_add(echo, "query", json_object_new_string(path + plen + 1));

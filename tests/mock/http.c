@@ -1,8 +1,8 @@
 /*
- * http.c - the mock's connections: read, parse with http_parser, route,
+ * http.c - the mock's connections: read, parse with llhttp, route,
  * and write responses.
  *
- * A connection thread reads into its buffer and feeds http_parser.  The
+ * A connection thread reads into its buffer and feeds llhttp.  The
  * parser pauses itself at the end of each request (on_message_complete),
  * the request is answered in full with blocking writes, and parsing resumes
  * where it stopped, so pipelined requests are answered in order.
@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "tests/mock/mock.h"
+#include "worker/worker.h"
 
 enum { HSTATE_NONE, HSTATE_NAME, HSTATE_VALUE };
 
@@ -159,9 +160,7 @@ gw_mock_path(const struct gw_mock_conn *c, size_t *len)
 static const char *
 status_reason(int status)
 {
-    const char *r = http_status_str((enum http_status)status);
-
-    return r == NULL || r[0] == '<' ? "Status" : r;
+    return gw_worker_http_reason(status);
 }
 
 static void
@@ -412,7 +411,7 @@ handle_text(struct gw_mock_conn *c)
 
 static const struct route {
     const char *path;
-    enum http_method method;
+    llhttp_method_t method;
     int (*handle)(struct gw_mock_conn *c);
 } routes[] = {
     {"/v1/chat/completions", HTTP_POST, handle_chat},
@@ -431,7 +430,7 @@ dispatch(struct gw_mock_conn *c)
     char msg[256];
     size_t plen;
     const char *path = gw_mock_path(c, &plen);
-    enum http_method method = (enum http_method)c->parser.method;
+    llhttp_method_t method = (llhttp_method_t)c->parser.method;
     int rc;
 
     /* The other providers' formats check their own credentials. */
@@ -451,13 +450,14 @@ dispatch(struct gw_mock_conn *c)
         if (r->method == method)
             return r->handle(c);
         char allow[64];
-        snprintf(allow, sizeof(allow), "Allow: %s\r\n", http_method_str(r->method));
-        snprintf(msg, sizeof(msg), "Method %s not allowed on %.*s", http_method_str(method),
-                 (int)plen, path);
+        snprintf(allow, sizeof(allow), "Allow: %s\r\n", gw_worker_http_method_name(r->method));
+        snprintf(msg, sizeof(msg), "Method %s not allowed on %.*s",
+                 gw_worker_http_method_name(method), (int)plen, path);
         return respond_error_with(c, 405, allow, "invalid_request_error", "method_not_allowed",
                                   msg);
     }
-    snprintf(msg, sizeof(msg), "Invalid URL (%s %.*s)", http_method_str(method), (int)plen, path);
+    snprintf(msg, sizeof(msg), "Invalid URL (%s %.*s)", gw_worker_http_method_name(method),
+             (int)plen, path);
     return gw_mock_respond_error(c, 404, "invalid_request_error", "unknown_url", msg);
 }
 
@@ -472,7 +472,7 @@ buf_trim(struct gw_buf *b)
 }
 
 static int
-on_message_begin(http_parser *p)
+on_message_begin(llhttp_t *p)
 {
     struct gw_mock_conn *c = p->data;
 
@@ -490,11 +490,11 @@ on_message_begin(http_parser *p)
 }
 
 static int
-on_url(http_parser *p, const char *at, size_t len)
+on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct gw_mock_conn *c = p->data;
 
-    return gw_buf_append(&c->url, at, len) != 0;
+    return gw_buf_append(&c->url, at, len) != 0 ? -1 : 0;
 }
 
 /* End the header value being collected: trim trailing blanks, terminate. */
@@ -510,23 +510,23 @@ value_end(struct gw_mock_conn *c)
 }
 
 static int
-on_header_field(http_parser *p, const char *at, size_t len)
+on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct gw_mock_conn *c = p->data;
 
     if (c->hstate != HSTATE_NAME) {
         if (c->hstate == HSTATE_VALUE && value_end(c) != 0)
-            return 1;
+            return -1;
         if (c->nhdrs == GW_MOCK_MAX_HEADERS) {
             c->reject = 431;
-            return 1;
+            return -1;
         }
         c->hdrs[c->nhdrs++].name = c->hbuf.len;
         c->hstate = HSTATE_NAME;
     }
     size_t start = c->hbuf.len;
     if (gw_buf_append(&c->hbuf, at, len) != 0)
-        return 1;
+        return -1;
     for (size_t i = start; i < c->hbuf.len; i++)
         if (c->hbuf.data[i] >= 'A' && c->hbuf.data[i] <= 'Z')
             c->hbuf.data[i] = (char)(c->hbuf.data[i] + 'a' - 'A');
@@ -534,23 +534,23 @@ on_header_field(http_parser *p, const char *at, size_t len)
 }
 
 static int
-on_header_value(http_parser *p, const char *at, size_t len)
+on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct gw_mock_conn *c = p->data;
 
     if (c->hstate == HSTATE_NONE)
-        return 1;
+        return -1;
     if (c->hstate == HSTATE_NAME) {
         if (gw_buf_append(&c->hbuf, "", 1) != 0)
-            return 1;
+            return -1;
         c->hdrs[c->nhdrs - 1].value = c->hbuf.len;
         c->hstate = HSTATE_VALUE;
     }
-    return gw_buf_append(&c->hbuf, at, len) != 0;
+    return gw_buf_append(&c->hbuf, at, len) != 0 ? -1 : 0;
 }
 
 static int
-on_headers_complete(http_parser *p)
+on_headers_complete(llhttp_t *p)
 {
     struct gw_mock_conn *c = p->data;
 
@@ -564,8 +564,8 @@ on_headers_complete(http_parser *p)
     if (c->hstate == HSTATE_VALUE && value_end(c) != 0)
         return -1;
     c->hstate = HSTATE_NONE;
-    c->keep_alive = http_should_keep_alive(p) != 0;
-    if (p->content_length != UINT64_MAX && p->content_length > GW_MOCK_MAX_BODY) {
+    c->keep_alive = llhttp_should_keep_alive(p) != 0;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > GW_MOCK_MAX_BODY) {
         c->reject = 413;
         return -1;
     }
@@ -581,26 +581,26 @@ on_headers_complete(http_parser *p)
 }
 
 static int
-on_body(http_parser *p, const char *at, size_t len)
+on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct gw_mock_conn *c = p->data;
 
     if (c->body.len + len > GW_MOCK_MAX_BODY) {
         c->reject = 413;
-        return 1;
+        return -1;
     }
-    return gw_buf_append(&c->body, at, len) != 0;
+    return gw_buf_append(&c->body, at, len) != 0 ? -1 : 0;
 }
 
 static int
-on_message_complete(http_parser *p)
+on_message_complete(llhttp_t *p)
 {
+    (void)p;
     /* stop here: the run loop answers, then resumes after this request */
-    http_parser_pause(p, 1);
-    return 0;
+    return HPE_PAUSED;
 }
 
-static const http_parser_settings settings = {
+static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
@@ -612,18 +612,20 @@ static const http_parser_settings settings = {
 
 /* Answer a request the parser refused, before closing the connection. */
 static void
-refuse(struct gw_mock_conn *c, enum http_errno err)
+refuse(struct gw_mock_conn *c, llhttp_errno_t err)
 {
     c->keep_alive = false;
     if (c->reject == 413)
         (void)gw_mock_respond_error(c, 413, "invalid_request_error", "request_too_large",
                                     "Request body too large.");
-    else if (c->reject == 431 || err == HPE_HEADER_OVERFLOW)
+    else if (c->reject == 431)
         (void)gw_mock_respond_error(c, 431, "invalid_request_error", "headers_too_large",
                                     "Request header fields too large.");
     else
         (void)gw_mock_respond_error(c, 400, "invalid_request_error", "bad_request",
-                                    http_errno_description(err));
+                                    llhttp_get_error_reason(&c->parser) != NULL
+                                        ? llhttp_get_error_reason(&c->parser)
+                                        : llhttp_errno_name(err));
 }
 
 static void
@@ -661,7 +663,7 @@ gw_mock_conn_run(void *arg)
      * would take glibc's locale lock three times a parse, and 64 threads
      * on 2 CPUs convoyed on it for 20-160 ms (tests/bench/README.md). */
     gw_locale_c_thread();
-    http_parser_init(&c->parser, HTTP_REQUEST);
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
 
     for (;;) {
@@ -672,20 +674,19 @@ gw_mock_conn_run(void *arg)
             break;
         size_t off = 0;
         while (off < (size_t)n) {
-            off += http_parser_execute(&c->parser, &settings, c->rbuf + off, (size_t)n - off);
-            enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+            llhttp_errno_t err = llhttp_execute(&c->parser, c->rbuf + off, (size_t)n - off);
+            const char *at = err == HPE_OK ? NULL : llhttp_get_error_pos(&c->parser);
+            off = at != NULL ? (size_t)(at - c->rbuf) : (size_t)n;
             if (err == HPE_PAUSED) {
                 if (dispatch(c) != 0 || !c->keep_alive || c->parser.upgrade)
                     goto done;
-                http_parser_pause(&c->parser, 0);
+                llhttp_resume(&c->parser);
                 continue;
             }
             if (err != HPE_OK) {
                 refuse(c, err);
                 goto done;
             }
-            if (off < (size_t)n) /* an upgrade the parser left to us: not served */
-                goto done;
         }
     }
 

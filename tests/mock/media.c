@@ -246,7 +246,7 @@ video_create(struct gw_mock_conn *c)
 int
 gw_mock_media_dispatch(struct gw_mock_conn *c, const char *path, size_t plen)
 {
-    enum http_method method = (enum http_method)c->parser.method;
+    llhttp_method_t method = (llhttp_method_t)c->parser.method;
     char id[128];
 
 #define IS(p) (plen == sizeof(p) - 1 && memcmp(path, p, plen) == 0)

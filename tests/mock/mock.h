@@ -19,7 +19,7 @@
 #ifndef GW_MOCK_H
 #define GW_MOCK_H
 
-#include <http_parser.h>
+#include <llhttp.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,7 +47,7 @@ struct gw_mock_hdr {
  */
 struct gw_mock_conn {
     int fd;
-    http_parser parser;
+    llhttp_t parser;
     struct json_tokener *tok; /* created on the first request with a body */
     struct gw_buf url;        /* request target as received */
     struct gw_buf hbuf;       /* header names and values, see gw_mock_hdr */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tests/mock/mock.h"
+#include "worker/worker.h"
 
 static void
 header_field(struct gw_buf *b, const struct gw_mock_conn *c, const char *name)
@@ -36,7 +37,7 @@ gw_mock_passthru_handle(struct gw_mock_conn *c)
     struct gw_mock_fault f;
     size_t plen;
     const char *path = gw_mock_path(c, &plen), *url = c->url.data;
-    const char *method = http_method_str((enum http_method)c->parser.method);
+    const char *method = gw_worker_http_method_name((llhttp_method_t)c->parser.method);
     const char *accept = gw_mock_header(c, "accept");
     struct gw_buf *b = &c->ev;
     int rc;

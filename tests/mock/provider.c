@@ -58,7 +58,7 @@ gw_mock_provider_dispatch(struct gw_mock_conn *c)
     size_t plen;
     const char *path = gw_mock_path(c, &plen);
 
-    if ((enum http_method)c->parser.method != HTTP_POST)
+    if ((llhttp_method_t)c->parser.method != HTTP_POST)
         return 1;
     if (plen == 12 && memcmp(path, "/v1/messages", 12) == 0)
         return gw_mock_anthropic_handle(c, path, plen);

@@ -303,6 +303,17 @@ iov_consume_moves_past_what_was_written(void **state)
     assert_int_equal(n, 0);
 }
 
+/* Every method llhttp knows has its name; a number it does not know gets
+ * a word, not llhttp's abort(). */
+static void
+method_names_never_abort(void **state)
+{
+    (void)state;
+    assert_string_equal(gw_worker_http_method_name(HTTP_POST), "POST");
+    assert_string_equal(gw_worker_http_method_name(HTTP_DELETE), "DELETE");
+    assert_string_equal(gw_worker_http_method_name((llhttp_method_t)0xff), "UNKNOWN");
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int
@@ -325,6 +336,7 @@ main(void)
         T(error_has_openai_shape),
         T(stream_uses_chunked_coding_one_chunk_per_write),
         cmocka_unit_test(iov_consume_moves_past_what_was_written),
+        cmocka_unit_test(method_names_never_abort),
     };
 
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
