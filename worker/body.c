@@ -248,7 +248,9 @@ gw_worker_body_int_members(const char *obj, size_t len, const char *const *keys,
             return GW_EINVAL;
         size_t klen = (size_t)(ke - 1 - ks);
         for (size_t i = 0; i < nkeys; i++) {
-            if (strlen(keys[i]) != klen || memcmp(ks, keys[i], klen) != 0)
+            /* The first byte first: most keys differ there. */
+            if ((klen > 0 && keys[i][0] != *ks) || strlen(keys[i]) != klen ||
+                memcmp(ks, keys[i], klen) != 0)
                 continue;
             /* A number (json-c reads a quoted one and cuts a fraction
              * too); anything else counts as 0, as json-c's get_int64. */

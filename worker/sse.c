@@ -100,23 +100,30 @@ event_generated(const char *p, size_t len)
  * The usage object of a JSON body, found by bytes: the last "usage" key
  * whose value is an object, and the end of that object by brace counting
  * (strings skipped).  Only that slice is then parsed: an answer of many
- * kilobytes costs a byte scan, not a whole JSON parse.
+ * kilobytes costs a byte scan, not a whole JSON parse.  The key is looked
+ * for from the end, where answers put their usage, quote by quote.
  */
 static const char *
 usage_slice(const char *json, size_t len, size_t *slice_len)
 {
     static const char needle[] = "\"usage\"";
+    const size_t nlen = sizeof(needle) - 1;
     const char *end = json + len, *found = NULL;
 
-    for (const char *u = memmem(json, len, needle, sizeof(needle) - 1); u != NULL;
-         u = memmem(u + 1, (size_t)(end - u - 1), needle, sizeof(needle) - 1)) {
-        const char *q = u + sizeof(needle) - 1;
-        while (q < end && strchr(" \t\r\n", *q) != NULL && *q != '\0')
+    for (const char *u = end; found == NULL && (size_t)(u - json) >= nlen;) {
+        /* u: the closing quote of a candidate key. */
+        u = memrchr(json, '"', (size_t)(u - json));
+        if (u == NULL || (size_t)(u + 1 - json) < nlen)
+            break;
+        if (memcmp(u + 1 - nlen, needle, nlen) != 0)
+            continue;
+        const char *q = u + 1;
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'))
             q++;
         if (q >= end || *q != ':')
             continue;
         q++;
-        while (q < end && strchr(" \t\r\n", *q) != NULL && *q != '\0')
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'))
             q++;
         if (q < end && *q == '{')
             found = q;

@@ -179,6 +179,38 @@ usage_is_parsed_from_a_plain_response_body(void **state)
     assert_false(gw_worker_usage_parse("not json", 8, &p, &c));
 }
 
+/* The last "usage" key whose value is an object counts; one inside a
+ * string, or whose value is no object, does not. */
+static void
+usage_is_the_last_usage_object_of_the_body(void **state)
+{
+    static const struct {
+        const char *body;
+        int64_t prompt, completion;
+    } cases[] = {
+        {"{\"choices\":[{\"message\":{\"content\":\"say \\\"usage\\\": {\\\"prompt_tokens\\\": "
+         "99}\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}",
+         3, 4},
+        {"{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2},\"meta\":{\"usage\":\"text\"}}",
+         1, 2},
+        {"{\"a\":{\"usage\":{\"prompt_tokens\":7}},\"usage\" :\n "
+         "{\"prompt_tokens\":8,\"total_tokens\":8}}",
+         8, 0},
+        {"{\"response\":{\"usage\":{\"input_tokens\":11,\"output_tokens\":12}}}", 11, 12},
+        {"\"usage\"", -1, -1},
+        {"usage\":{}", -1, -1},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t p = -1, c = -1;
+        bool ok = gw_worker_usage_parse(cases[i].body, strlen(cases[i].body), &p, &c);
+        assert_int_equal(ok, cases[i].prompt >= 0);
+        assert_int_equal(p, cases[i].prompt);
+        assert_int_equal(c, cases[i].completion);
+    }
+}
+
 /* The one event boundary finder that the relay, the answer reassembly,
  * output safety and the Anthropic translation share. */
 static void
@@ -217,6 +249,7 @@ main(void)
         cmocka_unit_test(a_truncated_last_event_is_still_forwarded),
         cmocka_unit_test(usage_with_content_is_forwarded),
         cmocka_unit_test(usage_is_parsed_from_a_plain_response_body),
+        cmocka_unit_test(usage_is_the_last_usage_object_of_the_body),
     };
 
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);
