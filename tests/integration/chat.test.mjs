@@ -179,6 +179,15 @@ test('an x-request-id that is not plain is replaced', async () => {
   assert.notEqual(res2.headers['x-request-id'], long);
 });
 
+test('the access log escapes what a client put in a model name', async () => {
+  const model = 'we"ird\\mo\u0001del\u001f\u00e9';
+  const res = await gw.chat(key, { model }, { 'x-request-id': 'chat-log-escape' });
+  assert.equal(res.status, 404, res.text);
+  const rec = await gw.accessRecord('chat-log-escape');
+  assert.equal(rec.model, model, rec.line);
+  assert.ok(rec.line.includes('we\\"ird\\\\mo\\u0001del\\u001f\u00e9'), rec.line);
+});
+
 test('a client x-request-id of 64 characters is kept, one of 65 is not', async () => {
   const id64 = `a-${'0123456789'.repeat(6)}:.`;
   assert.equal(id64.length, 64);
