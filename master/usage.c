@@ -9,14 +9,17 @@
  * (not yet committed) or finds the stored position telling it to skip them
  * (committed, not yet released): each record is stored exactly once.
  */
+#include <stdlib.h>
 #include <time.h>
 
 #include "master/master.h"
 
-/* Records per LMDB transaction: each commit syncs the file twice, so a
- * drain under load (thousands of records every quarter second) should be
- * one or two commits. */
-#define DRAIN_BATCH 4096
+/* Records per LMDB transaction: each commit syncs the file twice, and a
+ * sync can take a few hundred milliseconds on a disk busy with other
+ * writes (the access log's, say).  A drain is therefore one commit of all
+ * the ring holds (its size, 16,384 records): in batches of 4,096, a full
+ * ring took four commits, and the workers waited for room through all
+ * eight syncs. */
 /* Retention works in transactions of at most this many deletions, and
  * stops for this turn of the loop after this long. */
 #define PRUNE_BATCH 1000
@@ -71,14 +74,25 @@ gw_master_usage_pace_init(struct gw_master *m)
 size_t
 gw_master_usage_drain(struct gw_master *m)
 {
-    static struct gw_usage batch[DRAIN_BATCH];
+    static struct gw_usage *batch;
+    static size_t cap;
     size_t total = 0;
 
+    if (cap < m->shm.hdr->nring) {
+        struct gw_usage *b = realloc(batch, m->shm.hdr->nring * sizeof(*b));
+        if (b == NULL) {
+            gw_log(GW_LOG_ERROR, "usage: out of memory for a drain of %llu records",
+                   (unsigned long long)m->shm.hdr->nring);
+            return 0;
+        }
+        batch = b;
+        cap = m->shm.hdr->nring;
+    }
     pace_since = gw_now_us();
 
     for (;;) {
         uint64_t first;
-        size_t n = gw_shm_ring_peek(&m->shm, batch, DRAIN_BATCH, &first, DRAIN_STALL_MS);
+        size_t n = gw_shm_ring_peek(&m->shm, batch, cap, &first, DRAIN_STALL_MS);
         if (n == 0)
             break;
         int rc = gw_store_usage_add(m->store, batch, n, m->shm.hdr->incarnation, first + n);
@@ -97,7 +111,7 @@ gw_master_usage_drain(struct gw_master *m)
          * again at once made a commit (and two syncs) of a handful of
          * records, a dozen times a drain.  The rest waits for the next
          * drain, a quarter of a second away. */
-        if (n < DRAIN_BATCH)
+        if (n < cap)
             break;
     }
     return total;

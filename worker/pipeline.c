@@ -21,9 +21,12 @@
 #include "worker/messages.h"
 #include "worker/safety.h"
 
-/* How long a worker waits for room in a full usage ring before it writes
- * the record through to LMDB itself (tries of 1 ms). */
-#define USAGE_RING_WAIT_TRIES 50
+/* A full usage ring: how long a worker waits for room while the master
+ * releases none, before it writes the record through to LMDB itself; and,
+ * once the master has stalled that long, how long each record waits until
+ * the master moves again. */
+#define USAGE_RING_STALL_MS 2000
+#define USAGE_RING_STALLED_WAIT_MS 50
 
 struct route {
     const char *path;
@@ -1001,10 +1004,21 @@ text_copy(char *dst, size_t size, const char *src)
     dst[n] = '\0';
 }
 
+/* The master released nothing for USAGE_RING_STALL_MS (stopped, or
+ * unable to write): records wait only USAGE_RING_STALLED_WAIT_MS until it
+ * moves again.  One worker process, all its connections. */
+static bool ring_stalled;
+
 /*
  * Put one authenticated request's usage into the ring for the master to
- * store.  The ring never drops: when it is full the worker waits a
- * little, then writes the record through to LMDB itself.
+ * store.  The ring never drops.  When it is full, the record waits for
+ * room while the master makes progress: its answer is out already, so
+ * only this connection's next request waits, and the worker's other
+ * connections go on.  Writing through at once would be worse for all of
+ * them: it takes LMDB's write lock, which the master holds while its
+ * commit syncs, and the worker's whole event loop would stand still
+ * behind the disk.  Only when the master has released no record for
+ * USAGE_RING_STALL_MS does the worker write the record through itself.
  */
 static void
 usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
@@ -1035,18 +1049,39 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
     if (req->tier != NULL)
         memcpy(u.tier, req->tier, strnlen(req->tier, sizeof(u.tier)));
 
-    for (int tries = 0; tries < USAGE_RING_WAIT_TRIES; tries++) {
+    struct gw_shm_header *h = w->env->shm->hdr;
+    uint64_t head = atomic_load(&h->ring_head);
+    int64_t since = gw_now_ms();
+    for (;;) {
         int rc = gw_shm_ring_push(w->env->shm, &u);
         if (gw_shm_ring_bell(w->env->shm)) {
             uint64_t one = 1;
             if (write(w->env->ring_bell, &one, sizeof(one)) < 0)
                 gw_log(GW_LOG_WARN, "req=%s write(ring bell): %s", req->id, strerror(errno));
         }
-        if (rc == 0)
+        if (rc == 0) {
+            ring_stalled = false;
             return;
+        }
+        /* Room made since the last look: the master is draining. */
+        uint64_t now_head = atomic_load(&h->ring_head);
+        if (now_head != head) {
+            head = now_head;
+            since = gw_now_ms();
+            ring_stalled = false;
+        }
+        if (gw_now_ms() - since >=
+            (ring_stalled ? USAGE_RING_STALLED_WAIT_MS : USAGE_RING_STALL_MS))
+            break;
         gw_worker_sleep_us(1000);
     }
-    atomic_fetch_add(&w->env->shm->hdr->ring_written_through, 1);
+    if (!ring_stalled)
+        gw_log(GW_LOG_WARN,
+               "req=%s the usage ring is full and the master stored nothing for %d ms: "
+               "writing records through",
+               req->id, USAGE_RING_STALL_MS);
+    ring_stalled = true;
+    atomic_fetch_add(&h->ring_written_through, 1);
     if (gw_store_usage_add(w->store, &u, 1, 0, 0) != 0)
         gw_log(GW_LOG_ERROR,
                "req=%s usage record could not be stored: ring full and LMDB "

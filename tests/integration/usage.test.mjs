@@ -1,12 +1,14 @@
 // usage.test.mjs - usage is never lost: every request a client received
 // whole is counted once in `aigwctl usage`, even when the master is killed
-// with SIGKILL in the middle of a load and started again.
+// with SIGKILL in the middle of a load and started again, or stops
+// draining the ring of usage records until it is full.
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before } from 'node:test';
 
 import {
-  eventually, pidAlive, sleep, startGateway, startMock, test,
+  eventually, freePort, pidAlive, request, sleep, startGateway, startMock, test,
 } from './lib/harness.mjs';
 
 let mock;
@@ -251,6 +253,100 @@ test('a client gone mid-stream: the upstream is stopped and what it produced is 
     // Counted once: a moment later, still one request with the same tokens.
     await sleep(500);
     assert.deepEqual(await usageOfKey(gw, k.id), u);
+  } finally {
+    await gw.stop();
+  }
+});
+
+// ------------------------------------------------------ a full usage ring
+
+const RING = 16384; // master/main.c SHM_RING
+
+// n GET /v1/models with the key, written at once on one connection
+// (pipelined); resolves with how many answers came (each is a 200).
+function pipelined(port, key, n) {
+  const one = `GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${key}\r\n\r\n`;
+  const mark = 'HTTP/1.1 200 ';
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let seen = 0;
+    let tail = '';
+    sock.on('connect', () => sock.write(one.repeat(n)));
+    sock.on('data', (d) => {
+      const s = tail + d.toString('latin1');
+      seen += s.split(mark).length - 1;
+      tail = s.slice(-(mark.length - 1)); // too short to hold a whole mark twice
+      if (seen >= n) { sock.destroy(); resolve(seen); }
+    });
+    sock.on('error', reject);
+    sock.on('close', () => resolve(seen));
+  });
+}
+
+async function metric(port, name) {
+  const res = await request(port, { path: '/metrics' });
+  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(res.text);
+  return m ? Number(m[1]) : NaN;
+}
+
+// Fill the ring with the master stopped: RING records and `extra` more,
+// on 8 connections.  Resolves once the ring is full; .answers resolves
+// with the answers counted when every connection is done.
+async function fillRing(gw, metricsPort, key, extra) {
+  const per = (RING + extra) / 8;
+  const answers = Promise.all(Array.from({ length: 8 }, () => pipelined(gw.port, key, per)))
+    .then((a) => a.reduce((x, y) => x + y, 0));
+  await eventually(async () => (await metric(metricsPort, 'aigw_usage_ring_pending')) >= RING,
+    { timeoutMs: 30000, what: 'the ring full' });
+  return { answers };
+}
+
+test('a full usage ring waits for the master to drain it, and writes nothing around it', { timeout: 90000 }, async () => {
+  const metricsPort = await freePort();
+  const gw = await startGateway({ workers: 2, mock, metrics: `127.0.0.1:${metricsPort}` });
+  try {
+    const { key } = await gw.createKey();
+    gw.signal('SIGSTOP');
+    let answers;
+    try {
+      ({ answers } = await fillRing(gw, metricsPort, key, 64));
+      // The records past a full ring wait: a commit that syncs on a busy
+      // disk can take this long, and the master is not stuck.
+      await sleep(500);
+      assert.equal(await metric(metricsPort, 'aigw_usage_records_written_through_total'), 0);
+    } finally {
+      gw.signal('SIGCONT');
+    }
+    assert.equal(await answers, RING + 64);
+    await eventually(async () => (await gw.ctlJson(['usage'])).requests === RING + 64,
+      { timeoutMs: 10000, what: 'every request counted' });
+    assert.equal(await metric(metricsPort, 'aigw_usage_records_written_through_total'), 0);
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('a master that stores nothing for 2 s is written around, and nothing is lost', { timeout: 90000 }, async () => {
+  const metricsPort = await freePort();
+  const gw = await startGateway({ workers: 2, mock, metrics: `127.0.0.1:${metricsPort}` });
+  try {
+    const { key } = await gw.createKey();
+    gw.signal('SIGSTOP');
+    let answers;
+    try {
+      ({ answers } = await fillRing(gw, metricsPort, key, 64));
+      // Every answer comes while the master is still stopped: the workers
+      // store the records past the full ring themselves.
+      assert.equal(await answers, RING + 64);
+      assert.ok(await metric(metricsPort, 'aigw_usage_records_written_through_total') >= 1);
+    } finally {
+      gw.signal('SIGCONT');
+    }
+    await gw.waitLog(/the usage ring is full and the master stored nothing for 2000 ms/);
+    await eventually(async () => (await gw.ctlJson(['usage'])).requests === RING + 64,
+      { timeoutMs: 10000, what: 'every request counted once' });
+    await sleep(1200); // two drains more: nothing arrives twice
+    assert.equal((await gw.ctlJson(['usage'])).requests, RING + 64);
   } finally {
     await gw.stop();
   }
