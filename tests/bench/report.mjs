@@ -271,7 +271,9 @@ function usageCheck(...scenarios) {
     return best;
   };
   const served = scenarios.reduce((a, c) => a + (c.targets.checks?.requests ?? 0), 0);
-  return { recorded: count(u.after) - count(u.before), wrk_completed: served };
+  const [t0, t1] = u.through ?? [null, null];
+  const through = t0 != null && t1 != null ? t1 - t0 : null;
+  return { recorded: count(u.after) - count(u.before), wrk_completed: served, written_through: through };
 }
 
 // --------------------------------------------------------------- targets
@@ -378,7 +380,10 @@ if (ca) p(`  allocations: ${ca.per_request}/request (${ca.bytes_per_request} byt
 const kv = (o) => (o ? Object.entries(o).map(([k, v]) => `${k} ${v}`).join(', ') : '-');
 if (cs?.aigw) p(`  system calls/request: aigw ${cs.aigw.per_request} (${kv(cs.aigw.per_request_by_call)}); nginx ${cs.nginx?.per_request ?? '-'} (${kv(cs.nginx?.per_request_by_call)})`);
 if (cs?.aigw) p(`  system calls/stream event: aigw ${cs.aigw.per_event} (${kv(cs.aigw.per_event_by_call)}); nginx ${cs.nginx?.per_event ?? '-'} (${kv(cs.nginx?.per_event_by_call)})`);
-if (usage) p(`  usage accounting: ${usage.recorded} records stored for ${usage.wrk_completed} requests completed (wrk)`);
+if (usage) {
+  const through = usage.written_through == null ? '' : `, ${usage.written_through} of them written through by a worker (the ring was full)`;
+  p(`  usage accounting: ${usage.recorded} records stored for ${usage.wrk_completed} requests completed (wrk)${through}`);
+}
 p();
 p('Targets (issue 4)');
 for (const t of targets)

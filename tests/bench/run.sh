@@ -329,14 +329,16 @@ wait_port "$nginx_port" "$nginx_pid" || die "nginx did not start: $(cat "$tmp/ng
 # gw_config NAME WORKERS MODE PORT: write $tmp/NAME.yaml.  MODE plain: no
 # access log; checks: access log to a file and the metrics listener too.
 gw_config() {
-    local name=$1 workers=$2 mode=$3 port=$4 conns=${5:-1} log metrics=""
+    local name=$1 workers=$2 mode=$3 port=$4 conns=${5:-1} log metrics="" metrics_port
     # workers.connections: one connection per worker process (1), or an
     # event loop per worker serving that many at once.
     [ "$conns" -gt 1 ] && workers="{ start: $workers, connections: $conns }"
     mkdir -p "$tmp/$name-state"
     if [ "$mode" = checks ]; then
         log="{ level: warn, access: true, access_file: $tmp/$name-access.log }"
-        metrics="metrics: { listen: \"127.0.0.1:$(free_port)\" }"
+        metrics_port=$(free_port)
+        printf -v "metrics_port_$name" %s "$metrics_port"
+        metrics="metrics: { listen: \"127.0.0.1:$metrics_port\" }"
     else
         log="{ level: warn, access: false }"
     fi
@@ -521,7 +523,19 @@ for t in $targets_rps; do
         -s "$here/chat.lua" "http://127.0.0.1:$(port_of $t)" >/dev/null 2>&1
 done
 
+# Records a worker stored itself because the ring was full (aigwd(8),
+# Usage records): each such write stalls that worker's event loop.
+written_through() {
+    local port_var="metrics_port_$1"
+    [ -n "${!port_var:-}" ] && command -v curl >/dev/null || {
+        echo null
+        return
+    }
+    curl -s "http://127.0.0.1:${!port_var}/metrics" |
+        sed -n 's/^aigw_usage_records_written_through_total \([0-9]*\)$/\1/p' | grep . || echo null
+}
 usage_before=$("$build/aigwctl" -s "$tmp/checks.sock" usage --json 2>/dev/null | tr -d '\n ')
+through_before=$(written_through checks)
 for ((r = 1; r <= rounds; r++)); do
     alive "a server" "$mock_pid" "$nginx_pid" "$gw_pid_plain" "$gw_pid_checks" "$gw_pid_prefork"
     say "round $r/$rounds: chat completions, $conns connections ${dur64}s and 1 connection ${dur1}s"
@@ -543,7 +557,8 @@ for ((r = 1; r <= rounds && r <= 3; r++)); do
 done
 sleep 1.5 # the master drains the usage ring
 usage_after=$("$build/aigwctl" -s "$tmp/checks.sock" usage --json 2>/dev/null | tr -d '\n ')
-emit "{\"kind\":\"usage\",\"before\":${usage_before:-null},\"after\":${usage_after:-null}}"
+through_after=$(written_through checks)
+emit "{\"kind\":\"usage\",\"before\":${usage_before:-null},\"after\":${usage_after:-null},\"through\":[$through_before,$through_after]}"
 
 # --- 3: streaming ----------------------------------------------------------------
 
