@@ -301,53 +301,56 @@ async function fillRing(gw, metricsPort, key, extra) {
   return { answers };
 }
 
-test('a full usage ring waits for the master to drain it, and writes nothing around it', { timeout: 90000 }, async () => {
+// A gateway whose master is stopped (SIGSTOP) while the ring fills with
+// RING records and 64 more; stopped(ctx) runs then, the master goes on
+// (SIGCONT), and resumed(ctx) runs after.  ctx: the gateway, .answers
+// (see fillRing) and .through() (records written through so far).
+async function withFullRing(stopped, resumed) {
   const metricsPort = await freePort();
   const gw = await startGateway({ workers: 2, mock, metrics: `127.0.0.1:${metricsPort}` });
   try {
     const { key } = await gw.createKey();
+    const through = () => metric(metricsPort, 'aigw_usage_records_written_through_total');
+    let ctx;
     gw.signal('SIGSTOP');
-    let answers;
     try {
-      ({ answers } = await fillRing(gw, metricsPort, key, 64));
-      // The records past a full ring wait: a commit that syncs on a busy
-      // disk can take this long, and the master is not stuck.
-      await sleep(500);
-      assert.equal(await metric(metricsPort, 'aigw_usage_records_written_through_total'), 0);
+      const { answers } = await fillRing(gw, metricsPort, key, 64);
+      ctx = { gw, answers, through };
+      await stopped(ctx);
     } finally {
       gw.signal('SIGCONT');
     }
-    assert.equal(await answers, RING + 64);
-    await eventually(async () => (await gw.ctlJson(['usage'])).requests === RING + 64,
-      { timeoutMs: 10000, what: 'every request counted' });
-    assert.equal(await metric(metricsPort, 'aigw_usage_records_written_through_total'), 0);
+    await resumed(ctx);
   } finally {
     await gw.stop();
   }
+}
+
+test('a full usage ring waits for the master to drain it, and writes nothing around it', { timeout: 90000 }, async () => {
+  await withFullRing(async ({ through }) => {
+    // The records past a full ring wait: a commit that syncs on a busy
+    // disk can take this long, and the master is not stuck.
+    await sleep(500);
+    assert.equal(await through(), 0);
+  }, async ({ gw, answers, through }) => {
+    assert.equal(await answers, RING + 64);
+    await eventually(async () => (await gw.ctlJson(['usage'])).requests === RING + 64,
+      { timeoutMs: 10000, what: 'every request counted' });
+    assert.equal(await through(), 0);
+  });
 });
 
 test('a master that stores nothing for 2 s is written around, and nothing is lost', { timeout: 90000 }, async () => {
-  const metricsPort = await freePort();
-  const gw = await startGateway({ workers: 2, mock, metrics: `127.0.0.1:${metricsPort}` });
-  try {
-    const { key } = await gw.createKey();
-    gw.signal('SIGSTOP');
-    let answers;
-    try {
-      ({ answers } = await fillRing(gw, metricsPort, key, 64));
-      // Every answer comes while the master is still stopped: the workers
-      // store the records past the full ring themselves.
-      assert.equal(await answers, RING + 64);
-      assert.ok(await metric(metricsPort, 'aigw_usage_records_written_through_total') >= 1);
-    } finally {
-      gw.signal('SIGCONT');
-    }
+  await withFullRing(async ({ answers, through }) => {
+    // Every answer comes while the master is still stopped: the workers
+    // store the records past the full ring themselves.
+    assert.equal(await answers, RING + 64);
+    assert.ok(await through() >= 1);
+  }, async ({ gw }) => {
     await gw.waitLog(/the usage ring is full and the master stored nothing for 2000 ms/);
     await eventually(async () => (await gw.ctlJson(['usage'])).requests === RING + 64,
       { timeoutMs: 10000, what: 'every request counted once' });
     await sleep(1200); // two drains more: nothing arrives twice
     assert.equal((await gw.ctlJson(['usage'])).requests, RING + 64);
-  } finally {
-    await gw.stop();
-  }
+  });
 });
