@@ -77,8 +77,11 @@ test('spare workers: the pool grows while connections are held busy and trims ba
   try {
     const { key } = await gw.createKey();
     const count = async () => (await gw.ctlJson(['workers'])).filter((w) => w.state !== 'stopping').length;
-    // Four requests held for a while: the idle workers run short.
-    const slow = Array.from({ length: 4 }, () => gw.chat(key, {}, { 'x-mock-delay-ms': '2500' }));
+    // Four requests held for a while: the idle workers run short.  The
+    // master looks once a second and grows by 1, then 2: the requests are
+    // held long enough for a late second look (2.5 s was not, once, in a
+    // clean-clone run).
+    const slow = Array.from({ length: 4 }, () => gw.chat(key, {}, { 'x-mock-delay-ms': '4000' }));
     let most = 0;
     await eventually(async () => {
       most = Math.max(most, await count());
