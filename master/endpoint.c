@@ -174,14 +174,14 @@ probe_start(CURLM *multi, const struct gw_model *model, struct probe *p)
     struct gw_call call = {0};
     int rc = probe_build(model, p, &call);
 
-    p->headers = call.headers; /* freed with the probe, built or not */
+    if (rc == 0)
+        rc = gw_worker_call_header(&call, "Content-Type: application/json", false);
+    p->headers = call.headers; /* in the probe's arena, wiped with it, built or not */
     if (rc != 0)
         goto out;
     rc = GW_ENOMEM;
-    struct curl_slist *more = curl_slist_append(p->headers, "Content-Type: application/json");
-    if (more == NULL || (p->easy = curl_easy_init()) == NULL)
+    if ((p->easy = curl_easy_init()) == NULL)
         goto out;
-    p->headers = more;
     curl_easy_setopt(p->easy, CURLOPT_URL, call.url);
     curl_easy_setopt(p->easy, CURLOPT_POST, 1L);
     curl_easy_setopt(p->easy, CURLOPT_POSTFIELDS, call.body);
@@ -331,7 +331,7 @@ out:
             curl_multi_remove_handle(multi, p->easy);
             curl_easy_cleanup(p->easy);
         }
-        curl_slist_free_all(p->headers);
+        gw_worker_headers_wipe(p->headers);
         json_object_put(p->json);
         if (p->arena != NULL)
             gw_arena_destroy(p->arena);

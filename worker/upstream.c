@@ -102,36 +102,59 @@ header_forwarded(const struct gw_request *req, const char *name)
     return !named_in_connection(req, name);
 }
 
+/* A header node: curl's list node, and whether its line is a secret. */
+struct header_node {
+    struct curl_slist node; /* first: the list is made of these */
+    bool secret;
+};
+
+int
+gw_worker_call_header(struct gw_call *call, const char *line, bool secret)
+{
+    struct gw_arena *a = call->req->arena;
+    struct header_node *h = gw_arena_alloc(a, sizeof(*h));
+    char *copy = gw_arena_strdup(a, line);
+
+    if (h == NULL || copy == NULL)
+        return GW_ENOMEM;
+    *h = (struct header_node){.node = {.data = copy, .next = NULL}, .secret = secret};
+    if (call->headers == NULL)
+        call->headers_end = &call->headers;
+    *call->headers_end = &h->node;
+    call->headers_end = &h->node.next;
+    return 0;
+}
+
+void
+gw_worker_headers_wipe(struct curl_slist *headers)
+{
+    for (struct curl_slist *l = headers; l != NULL; l = l->next)
+        if (((struct header_node *)l)->secret)
+            explicit_bzero(l->data, strlen(l->data));
+}
+
 static int
 headers_build(struct gw_call *call)
 {
     struct gw_request *req = call->req;
-    struct curl_slist *h = call->headers;
+    int rc = 0;
 
-#define ADD(line)                                                                                  \
-    do {                                                                                           \
-        struct curl_slist *n_ = curl_slist_append(h, (line));                                      \
-        if (n_ == NULL)                                                                            \
-            goto fail;                                                                             \
-        h = n_;                                                                                    \
-    } while (0)
     if (!call->method_get)
-        ADD(gw_arena_cat(req->arena, "Content-Type: ",
-                         call->content_type != NULL ? call->content_type : "application/json"));
+        rc |= gw_worker_call_header(
+            call,
+            gw_arena_cat(req->arena, "Content-Type: ",
+                         call->content_type != NULL ? call->content_type : "application/json"),
+            false);
     /* libcurl would send "Expect: 100-continue" for large bodies. */
-    ADD("Expect:");
-    ADD(gw_arena_cat(req->arena, "x-request-id: ", req->id));
+    rc |= gw_worker_call_header(call, "Expect:", false);
+    rc |= gw_worker_call_header(call, gw_arena_cat(req->arena, "x-request-id: ", req->id), false);
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct gw_header *hd = &req->headers[i];
         if (header_forwarded(req, hd->name))
-            ADD(gw_arena_cat(req->arena, hd->name, ": ", hd->value));
+            rc |= gw_worker_call_header(call, gw_arena_cat(req->arena, hd->name, ": ", hd->value),
+                                        false);
     }
-#undef ADD
-    call->headers = h;
-    return 0;
-fail:
-    call->headers = h;
-    return GW_ENOMEM;
+    return rc != 0 ? GW_ENOMEM : 0;
 }
 
 static size_t
@@ -827,7 +850,8 @@ out:
         gw_worker_xstream_fini(&io.xs);
     gw_worker_sse_fini(&io.sse);
     gw_buf_free(&io.body);
-    curl_slist_free_all(call->headers);
+    gw_worker_headers_wipe(call->headers);
     call->headers = NULL;
+    call->headers_end = NULL;
     return rc;
 }

@@ -259,6 +259,17 @@ int gw_worker_http_stream_end(struct gw_http_conn *c);
 void gw_worker_iov_consume(struct iovec **iov, int *n, size_t written);
 
 const char *gw_worker_http_reason(int status);
+/*
+ * Append a header line ("Name: value") to call->headers.  The node and a
+ * copy of the line live in the request's arena, not on the heap: no
+ * allocation a header, and nothing to free but the arena.  A secret line
+ * (a provider's credential) is wiped by gw_worker_headers_wipe, which the
+ * list's user calls when it is done with it (before the arena goes).
+ */
+struct gw_call;
+int gw_worker_call_header(struct gw_call *call, const char *line, bool secret);
+void gw_worker_headers_wipe(struct curl_slist *headers);
+
 /* A method's name ("POST"); "UNKNOWN" for a number that is none. */
 const char *gw_worker_http_method_name(llhttp_method_t method);
 
@@ -617,7 +628,10 @@ struct gw_call {
     char *url;
     const char *body; /* valid while json lives */
     size_t body_len;
+    /* The request's header lines (gw_worker_call_header), in the arena:
+     * curl reads the list (CURLOPT_HTTPHEADER) and h1.c writes it out. */
     struct curl_slist *headers;
+    struct curl_slist **headers_end;
 
     /* Results, for the response and the access log. */
     int status;

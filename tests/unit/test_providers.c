@@ -72,7 +72,7 @@ fixture_init(struct fixture *fx, const char *name, enum gw_provider_type type, b
 static void
 fixture_fini(struct fixture *fx)
 {
-    curl_slist_free_all(fx->call.headers);
+    gw_worker_headers_wipe(fx->call.headers);
     json_object_put(fx->call.json);
     gw_arena_destroy(fx->arena);
     free(fx->body);
@@ -260,6 +260,33 @@ openai_preset_quirks_rename_max_tokens_and_drop_stream_options(void **state)
     (void)state;
     request_check("openai_quirks", GW_PROVIDER_OPENAI, true,
                   GW_QUIRK_MAX_TOKENS | GW_QUIRK_NO_STREAM_USAGE);
+}
+
+/* The header lines are in the request's arena, in the order added; a
+ * provider's own (its credential) are wiped when the caller is done with
+ * them, the request's others are left as they are. */
+static void
+header_lines_with_credentials_are_wiped(void **state)
+{
+    const struct gw_provider_adapter *ad = gw_worker_provider_adapter(GW_PROVIDER_OPENAI);
+    struct fixture fx;
+
+    (void)state;
+    fixture_init(&fx, "openai_chat", GW_PROVIDER_OPENAI, true);
+    assert_int_equal(ad->request(&fx.call), 0);
+    assert_int_equal(gw_worker_call_header(&fx.call, "x-request-id: req-1", false), 0);
+    struct curl_slist *auth = fx.call.headers, *last = auth;
+    while (last->next != NULL)
+        last = last->next;
+    assert_string_equal(auth->data, "Authorization: Bearer test-key");
+    assert_string_equal(last->data, "x-request-id: req-1");
+    size_t n = strlen(auth->data);
+    gw_worker_headers_wipe(fx.call.headers);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(auth->data[i], 0);
+    assert_string_equal(last->data, "x-request-id: req-1");
+    fx.call.headers = NULL;
+    fixture_fini(&fx);
 }
 
 static void
@@ -521,6 +548,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(openai_request_keeps_the_client_bytes),
         cmocka_unit_test(openai_preset_quirks_rename_max_tokens_and_drop_stream_options),
+        cmocka_unit_test(header_lines_with_credentials_are_wiped),
         cmocka_unit_test(azure_request_uses_deployment_url_and_api_key),
         cmocka_unit_test(anthropic_request),
         cmocka_unit_test(anthropic_answer),

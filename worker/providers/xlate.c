@@ -48,12 +48,10 @@ gw_worker_prov_header_add(struct gw_call *call, const char *fmt, ...)
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof(line))
         return GW_EINVAL;
-    struct curl_slist *h = curl_slist_append(call->headers, line);
+    /* The adapters' headers carry the provider's credentials. */
+    int rc = gw_worker_call_header(call, line, true);
     explicit_bzero(line, sizeof(line));
-    if (h == NULL)
-        return GW_ENOMEM;
-    call->headers = h;
-    return 0;
+    return rc;
 }
 
 char *
