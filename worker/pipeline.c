@@ -1052,6 +1052,9 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
     struct gw_shm_header *h = w->env->shm->hdr;
     uint64_t head = atomic_load(&h->ring_head);
     int64_t since = gw_now_ms();
+    /* Looks 1 ms apart, then further, up to 10 ms: a worker of many
+     * connections, all waiting, must not spin the CPU the master needs. */
+    long nap_us = 1000;
     for (;;) {
         int rc = gw_shm_ring_push(w->env->shm, &u);
         if (gw_shm_ring_bell(w->env->shm)) {
@@ -1073,7 +1076,8 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
         if (gw_now_ms() - since >=
             (ring_stalled ? USAGE_RING_STALLED_WAIT_MS : USAGE_RING_STALL_MS))
             break;
-        gw_worker_sleep_us(1000);
+        gw_worker_sleep_us(nap_us);
+        nap_us = nap_us * 2 < 10000 ? nap_us * 2 : 10000;
     }
     if (!ring_stalled)
         gw_log(GW_LOG_WARN,
