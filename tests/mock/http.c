@@ -157,12 +157,6 @@ gw_mock_path(const struct gw_mock_conn *c, size_t *len)
     return url;
 }
 
-static const char *
-status_reason(int status)
-{
-    return gw_worker_http_reason(status);
-}
-
 static void
 put_status_line(struct gw_mock_conn *c, int status)
 {
@@ -172,7 +166,7 @@ put_status_line(struct gw_mock_conn *c, int status)
                                                    : "";
 
     (void)gw_buf_printf(&c->out, "HTTP/1.1 %d %s\r\nServer: aigw-mock\r\n%s", status,
-                        status_reason(status), conn);
+                        gw_worker_http_reason(status), conn);
 }
 
 /*
@@ -674,9 +668,9 @@ gw_mock_conn_run(void *arg)
             break;
         size_t off = 0;
         while (off < (size_t)n) {
-            llhttp_errno_t err = llhttp_execute(&c->parser, c->rbuf + off, (size_t)n - off);
-            const char *at = err == HPE_OK ? NULL : llhttp_get_error_pos(&c->parser);
-            off = at != NULL ? (size_t)(at - c->rbuf) : (size_t)n;
+            size_t used;
+            llhttp_errno_t err = gw_http_parse(&c->parser, c->rbuf + off, (size_t)n - off, &used);
+            off += used;
             if (err == HPE_PAUSED) {
                 if (dispatch(c) != 0 || !c->keep_alive || c->parser.upgrade)
                     goto done;
