@@ -111,13 +111,11 @@ struct header_node {
 int
 gw_worker_call_header(struct gw_call *call, const char *line, bool secret)
 {
-    struct gw_arena *a = call->req->arena;
-    struct header_node *h = gw_arena_alloc(a, sizeof(*h));
-    char *copy = gw_arena_strdup(a, line);
+    struct header_node *h = line != NULL ? gw_arena_alloc(call->req->arena, sizeof(*h)) : NULL;
 
-    if (h == NULL || copy == NULL)
+    if (h == NULL)
         return GW_ENOMEM;
-    *h = (struct header_node){.node = {.data = copy, .next = NULL}, .secret = secret};
+    *h = (struct header_node){.node = {.data = (char *)line, .next = NULL}, .secret = secret};
     if (call->headers == NULL)
         call->headers_end = &call->headers;
     *call->headers_end = &h->node;

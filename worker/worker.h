@@ -260,11 +260,13 @@ void gw_worker_iov_consume(struct iovec **iov, int *n, size_t written);
 
 const char *gw_worker_http_reason(int status);
 /*
- * Append a header line ("Name: value") to call->headers.  The node and a
- * copy of the line live in the request's arena, not on the heap: no
- * allocation a header, and nothing to free but the arena.  A secret line
- * (a provider's credential) is wiped by gw_worker_headers_wipe, which the
- * list's user calls when it is done with it (before the arena goes).
+ * Append a header line ("Name: value") to call->headers.  The node lives
+ * in the request's arena, not on the heap: no allocation a header, and
+ * nothing to free but the arena.  The line is not copied: it must live
+ * as long as the request (in its arena, or a literal); NULL (an arena out
+ * of memory) is GW_ENOMEM.  A secret line (a provider's credential, in the
+ * arena) is wiped by gw_worker_headers_wipe, which the list's user calls
+ * when it is done with it, before the arena goes.
  */
 struct gw_call;
 int gw_worker_call_header(struct gw_call *call, const char *line, bool secret);

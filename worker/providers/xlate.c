@@ -48,8 +48,9 @@ gw_worker_prov_header_add(struct gw_call *call, const char *fmt, ...)
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof(line))
         return GW_EINVAL;
-    /* The adapters' headers carry the provider's credentials. */
-    int rc = gw_worker_call_header(call, line, true);
+    /* The adapters' headers carry the provider's credentials: the copy in
+     * the arena is wiped when the call ends, this one now. */
+    int rc = gw_worker_call_header(call, gw_arena_strdup(call->req->arena, line), true);
     explicit_bzero(line, sizeof(line));
     return rc;
 }
