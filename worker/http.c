@@ -271,6 +271,7 @@ gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits 
 {
     memset(c, 0, sizeof(*c));
     c->fd = fd;
+    c->park.fd = -1;
     c->limits = limits;
     c->in_cap = limits->max_header_size + 1024;
     if (c->in_cap < HTTP_IN_MIN)
@@ -289,6 +290,7 @@ gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits 
 void
 gw_worker_http_fini(struct gw_http_conn *c)
 {
+    gw_worker_park_leave(&c->park);
     free(c->in);
     gw_buf_free(&c->url);
     gw_buf_free(&c->field);
@@ -347,7 +349,15 @@ wait_readable(struct gw_http_conn *c, int64_t start, long timeout_ms, bool idle)
         } else {
             nfds = nwatch;
         }
-        int n = gw_worker_poll(pfd, nfds, (long)left);
+        /* The client's socket alone: through the park set, where one is
+         * (the idle wait of a worker of one connection also watches the
+         * listening sockets). */
+        int n = -1;
+        errno = ENOSYS;
+        if (nfds == 1 && (n = gw_worker_park_readable(&c->park, c->fd, (long)left)) > 0)
+            pfd[0].revents = POLLIN;
+        if (n < 0 && errno != EINTR)
+            n = gw_worker_poll(pfd, nfds, (long)left);
         if (n < 0 && errno != EINTR)
             return 1; /* let read(2) report the error */
         if (n <= 0)

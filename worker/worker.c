@@ -375,6 +375,85 @@ gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
     return st_poll(fds, (int)nfds, t);
 }
 
+/*
+ * The park set.  libst's event loop (Debian builds it with poll(2), no
+ * epoll) hands the kernel every descriptor a coroutine waits on, each time
+ * it waits: with 30 keep-alive clients idle between two requests, a poll
+ * call registers and unregisters 30-odd sockets to learn that one is
+ * ready, and at a few thousand requests a second that was a third of a
+ * worker's CPU (perf; tests/bench/README.md).  So a wait for a client's
+ * bytes goes to an epoll instance of the worker's own instead, where the
+ * socket stays registered between requests (re-armed with one
+ * EPOLL_CTL_MOD, EPOLLONESHOT), and the loop's poll set holds that
+ * instance once, beside the few sockets with an upstream call or a write
+ * under way.  The park coroutine waits on it and wakes the waits it
+ * reports.
+ */
+static int park_ep = -1;
+
+static void *
+park_main(void *arg)
+{
+    struct epoll_event evs[64];
+
+    (void)arg;
+    for (;;) {
+        struct pollfd pfd = {.fd = park_ep, .events = POLLIN};
+        if (st_poll(&pfd, 1, ST_UTIME_NO_TIMEOUT) <= 0)
+            continue; /* interrupted: the worker is stopping, its waits wake anyway */
+        int n = epoll_wait(park_ep, evs, (int)(sizeof(evs) / sizeof(evs[0])), 0);
+        for (int i = 0; i < n; i++) {
+            struct gw_park *pk = evs[i].data.ptr;
+            pk->ready = true;
+            st_cond_signal(pk->cond);
+        }
+    }
+    return NULL;
+}
+
+static void
+park_start(void)
+{
+    park_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (park_ep < 0)
+        gw_fatal("epoll_create1: %s", strerror(errno));
+    if (st_thread_create(park_main, NULL, 0, 64 * 1024) == NULL)
+        gw_fatal("st_thread_create: %s", strerror(errno));
+}
+
+int
+gw_worker_park_readable(struct gw_park *pk, int fd, long timeout_ms)
+{
+    if (park_ep < 0) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if (pk->cond == NULL && (pk->cond = st_cond_new()) == NULL)
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = pk};
+    pk->ready = false;
+    if (epoll_ctl(park_ep, pk->fd == fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -1;
+    pk->fd = fd;
+    /* Armed with bytes already there, the set reports it at once; the
+     * park coroutine runs when this one sleeps. */
+    st_utime_t t = timeout_ms < 0 ? ST_UTIME_NO_TIMEOUT : (st_utime_t)timeout_ms * 1000;
+    if (st_cond_timedwait(pk->cond, t) != 0 && !pk->ready)
+        return errno == ETIME ? 0 : -1;
+    return pk->ready ? 1 : 0;
+}
+
+void
+gw_worker_park_leave(struct gw_park *pk)
+{
+    if (pk->fd >= 0)
+        epoll_ctl(park_ep, EPOLL_CTL_DEL, pk->fd, NULL);
+    pk->fd = -1;
+    if (pk->cond != NULL)
+        st_cond_destroy(pk->cond);
+    pk->cond = NULL;
+}
+
 void
 gw_worker_yield(void)
 {
@@ -683,6 +762,8 @@ gw_worker_main(const struct gw_worker_env *env)
         (p.room = st_cond_new()) == NULL)
         gw_fatal("st_init: %s", strerror(errno));
     st_ready = true;
+    if (env->connections > 1)
+        park_start();
     if (gw_store_open(env->cfg->state_dir, &p.store) != 0)
         exit(GW_EXIT_FATAL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

@@ -150,6 +150,17 @@ gw_http_parse(llhttp_t *p, const char *data, size_t len, size_t *used)
     return e;
 }
 
+/*
+ * A client socket's wait for bytes outside the event loop's poll set: see
+ * gw_worker_park_readable (worker.c).  Zeroed, with fd -1, until the first
+ * wait.
+ */
+struct gw_park {
+    void *cond; /* st_cond_t the wait sleeps on */
+    int fd;     /* registered in the worker's park set, -1: not */
+    bool ready; /* the park set reported it readable since the wait began */
+};
+
 struct gw_http_conn {
     int fd;
     const struct gw_http_limits *limits;
@@ -179,6 +190,7 @@ struct gw_http_conn {
     size_t nyield_fds;
     bool (*should_yield)(void *ctx);
     void *yield_ctx;
+    struct gw_park park; /* its waits for bytes from the client */
     /* A request whose route takes its body as a stream (uploads, see
      * worker/media.c): stream_body, asked once the headers are in, says
      * so; then gw_worker_http_read returns without the body, which is
@@ -411,6 +423,16 @@ struct gw_worker {
  * with EINTR when the worker is stopping and wakes its connections.
  */
 int gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms);
+/*
+ * Wait for fd to be readable, up to timeout_ms, as gw_worker_poll on one
+ * descriptor would, but through the worker's park set (an epoll instance)
+ * instead of the event loop's poll(2) set.  Returns 1 readable, 0 timed
+ * out, -1 with errno: EINTR as gw_worker_poll; ENOSYS when this process
+ * has no park set (a worker of one connection, a unit test), where the
+ * caller uses gw_worker_poll.  gw_worker_park_leave before fd is closed.
+ */
+int gw_worker_park_readable(struct gw_park *pk, int fd, long timeout_ms);
+void gw_worker_park_leave(struct gw_park *pk);
 /* Sleep, letting the worker's other connections run. */
 void gw_worker_sleep_us(long us);
 /* Let the worker's other connections run (and those whose descriptors
