@@ -44,9 +44,12 @@ AIGW_BUILD="$top/$build" node --test $conc ./*.test.mjs || fail "integration tes
 
 # Once more with every gateway's workers serving 16 connections at once
 # (workers.connections; see lib/harness.mjs), where the tests do not pin
-# it: the same behaviour is expected of both process models.
+# it: the same behaviour is expected of both process models.  Every wait
+# on a client's or an upstream's socket then goes through the workers'
+# park set (AIGW_PARK_FROM=1, aigwd(8)), which by default only a worker
+# with 8 connections or requests in progress uses.
 echo "== integration tests ($build), workers.connections 16"
-AIGW_TEST_CONNECTIONS=16 AIGW_BUILD="$top/$build" node --test $conc ./*.test.mjs ||
+AIGW_PARK_FROM=1 AIGW_TEST_CONNECTIONS=16 AIGW_BUILD="$top/$build" node --test $conc ./*.test.mjs ||
     fail "integration tests, workers.connections 16"
 
 echo "=="

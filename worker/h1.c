@@ -63,11 +63,19 @@ gw_worker_h1_serves(const char *url)
     return n > 0 && n < GW_H1_ORIGIN_MAX && memchr(url + 7, '@', n) == NULL;
 }
 
+/* Close an upstream connection, out of the worker's park set first. */
+static void
+h1_close(int fd)
+{
+    gw_worker_fd_forget(fd);
+    close(fd);
+}
+
 void
 gw_worker_h1_close_idle(struct gw_transfer *t)
 {
     for (size_t i = 0; i < t->nidle; i++)
-        close(t->idle[i].fd);
+        h1_close(t->idle[i].fd);
     t->nidle = 0;
 }
 
@@ -96,7 +104,7 @@ idle_take(struct gw_transfer *t, const char *origin, size_t len, int64_t now)
         if (!stale && (recent || (recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
                                   (errno == EAGAIN || errno == EWOULDBLOCK))))
             return fd;
-        close(fd);
+        h1_close(fd);
     }
     return -1;
 }
@@ -113,7 +121,7 @@ idle_put(struct gw_transfer *t, const char *origin, size_t len, int fd, int64_t 
         for (size_t i = 1; i < t->nidle; i++)
             if (t->idle[i].since_ms < c->since_ms)
                 c = &t->idle[i];
-        close(c->fd);
+        h1_close(c->fd);
     } else {
         t->nidle++;
     }
@@ -282,10 +290,9 @@ wait_for(int fd, short events, short *revents, const struct gw_transfer_clock *c
                          clock->to->total_ms);
             return CURLE_OPERATION_TIMEDOUT;
         }
-        struct pollfd pfd = {.fd = fd, .events = events};
-        int n = gw_worker_poll(&pfd, 1, left);
+        int n = gw_worker_wait_upstream(fd, events, left);
         if (n > 0) {
-            *revents = pfd.revents;
+            *revents = (short)n;
             return CURLE_OK;
         }
         if (n < 0 && errno != EINTR) {
@@ -509,7 +516,7 @@ gw_worker_h1_run(struct gw_transfer *t, const struct gw_h1_request *r,
         if (cc == CURLE_OK && keep)
             idle_put(t, origin, olen, fd, gw_now_ms());
         else
-            close(fd);
+            h1_close(fd);
         if (cc == CURLE_OK || !kept || !silent)
             break;
         errbuf[0] = '\0';

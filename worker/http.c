@@ -271,7 +271,6 @@ gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits 
 {
     memset(c, 0, sizeof(*c));
     c->fd = fd;
-    c->park.fd = -1;
     c->limits = limits;
     c->in_cap = limits->max_header_size + 1024;
     if (c->in_cap < HTTP_IN_MIN)
@@ -290,7 +289,7 @@ gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits 
 void
 gw_worker_http_fini(struct gw_http_conn *c)
 {
-    gw_worker_park_leave(&c->park);
+    gw_worker_fd_forget(c->fd);
     free(c->in);
     gw_buf_free(&c->url);
     gw_buf_free(&c->field);
@@ -349,15 +348,15 @@ wait_readable(struct gw_http_conn *c, int64_t start, long timeout_ms, bool idle)
         } else {
             nfds = nwatch;
         }
-        /* The client's socket alone: through the park set, where one is
-         * (the idle wait of a worker of one connection also watches the
-         * listening sockets). */
-        int n = -1;
-        errno = ENOSYS;
-        if (nfds == 1 && (n = gw_worker_park_readable(&c->park, c->fd, (long)left)) > 0)
-            pfd[0].revents = POLLIN;
-        if (n < 0 && errno != EINTR)
+        /* The client's socket alone: gw_worker_wait_client (the idle wait of
+         * a worker of one connection also watches the listening sockets). */
+        int n;
+        if (nfds == 1) {
+            n = gw_worker_wait_client(c->fd, POLLIN, (long)left);
+            pfd[0].revents = (short)(n > 0 ? n : 0);
+        } else {
             n = gw_worker_poll(pfd, nfds, (long)left);
+        }
         if (n < 0 && errno != EINTR)
             return 1; /* let read(2) report the error */
         if (n <= 0)
@@ -537,8 +536,7 @@ gw_worker_http_linger(struct gw_http_conn *c)
         return;
     for (;;) {
         int64_t left = end - gw_now_ms();
-        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-        if (left <= 0 || gw_worker_poll(&pfd, 1, (long)left) <= 0)
+        if (left <= 0 || gw_worker_wait_client(c->fd, POLLIN, (long)left) <= 0)
             break;
         if (read(c->fd, c->in, c->in_cap) <= 0)
             break;
@@ -592,8 +590,7 @@ writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
                 deadline = now + (int64_t)c->limits->write_timeout_ms;
             if (now >= deadline)
                 return GW_ETIMEDOUT;
-            struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
-            if (gw_worker_poll(&pfd, 1, (long)(deadline - now)) < 0 && errno != EINTR)
+            if (gw_worker_wait_client(c->fd, POLLOUT, (long)(deadline - now)) < 0 && errno != EINTR)
                 return GW_EIO;
             continue;
         }

@@ -415,6 +415,7 @@ on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
     for (i = 0; i < t->n && t->fd[i] != fd; i++)
         ;
     if (what == CURL_POLL_REMOVE) {
+        gw_worker_fd_forget(fd); /* before curl closes it or keeps it for later */
         if (i < t->n) {
             t->n--;
             t->fd[i] = t->fd[t->n];
@@ -536,7 +537,13 @@ transfer_run(struct gw_transfer *t, CURL *curl, const struct gw_transfer_clock *
                                (t->what[i] & CURL_POLL_OUT ? POLLOUT : 0));
             pfd[nfds++] = (struct pollfd){.fd = t->fd[i], .events = ev};
         }
-        int n = gw_worker_poll(pfd, nfds, (long)left);
+        int n;
+        if (nfds == 1) { /* one connection, the usual case */
+            n = gw_worker_wait_upstream(pfd[0].fd, pfd[0].events, (long)left);
+            pfd[0].revents = (short)(n > 0 ? n : 0);
+        } else {
+            n = gw_worker_poll(pfd, nfds, (long)left);
+        }
         if (n < 0 && errno != EINTR) {
             cc = CURLE_RECV_ERROR;
             break;

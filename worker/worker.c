@@ -379,17 +379,43 @@ gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
  * The park set.  libst's event loop (Debian builds it with poll(2), no
  * epoll) hands the kernel every descriptor a coroutine waits on, each time
  * it waits: with 30 keep-alive clients idle between two requests, a poll
- * call registers and unregisters 30-odd sockets to learn that one is
- * ready, and at a few thousand requests a second that was a third of a
- * worker's CPU (perf; tests/bench/README.md).  So a wait for a client's
- * bytes goes to an epoll instance of the worker's own instead, where the
- * socket stays registered between requests (re-armed with one
- * EPOLL_CTL_MOD, EPOLLONESHOT), and the loop's poll set holds that
- * instance once, beside the few sockets with an upstream call or a write
- * under way.  The park coroutine waits on it and wakes the waits it
- * reports.
+ * call registered and unregistered 30-odd sockets to learn that one was
+ * ready, and at 10,000 requests a second that was a third of a worker's
+ * CPU (perf; tests/bench/README.md); with 1,000 streams, a thousand
+ * sockets for each event of each stream.  So in a worker of many
+ * connections, a wait on a connection's own socket goes to an epoll
+ * instance of the worker's own instead, where the socket stays registered
+ * from one wait to the next (EPOLLONESHOT, re-armed with one
+ * EPOLL_CTL_MOD), and sleeps on a condition variable kept per descriptor.
+ * The park coroutine waits on that instance in the loop's poll set and
+ * wakes the waits it reports.  Where the poll set would be small, a plain
+ * poll costs fewer system calls (no re-arming, no second wait), and the
+ * wait is gw_worker_poll's: a client's wait parks from PARK_FROM_DEFAULT
+ * connections in the worker (most of them idle between two requests, each
+ * a wait), an upstream's from PARK_FROM_DEFAULT requests in progress (each
+ * an upstream wait, at most).  AIGW_PARK_FROM in the environment sets
+ * that number (aigwd(8)); 0 leaves the park set out.
  */
+#define PARK_FROM_DEFAULT 8
+
+struct fd_park {
+    st_cond_t cond;   /* made on the descriptor's first wait, kept */
+    uint32_t revents; /* what the park set reported since the wait began */
+    bool registered;  /* in the park set */
+};
+
 static int park_ep = -1;
+static long park_from = PARK_FROM_DEFAULT;
+static struct fd_park *parks; /* by descriptor */
+static size_t nparks;
+static const int *park_conns, *park_busy; /* the worker's connections, requests in progress */
+
+static short
+poll_events_of(uint32_t e)
+{
+    return (short)((e & EPOLLIN ? POLLIN : 0) | (e & EPOLLOUT ? POLLOUT : 0) |
+                   (e & EPOLLERR ? POLLERR : 0) | (e & EPOLLHUP ? POLLHUP : 0));
+}
 
 static void *
 park_main(void *arg)
@@ -403,17 +429,31 @@ park_main(void *arg)
             continue; /* interrupted: the worker is stopping, its waits wake anyway */
         int n = epoll_wait(park_ep, evs, (int)(sizeof(evs) / sizeof(evs[0])), 0);
         for (int i = 0; i < n; i++) {
-            struct gw_park *pk = evs[i].data.ptr;
-            pk->ready = true;
-            st_cond_signal(pk->cond);
+            int fd = evs[i].data.fd;
+            if (fd < 0 || (size_t)fd >= nparks || parks[fd].cond == NULL)
+                continue;
+            parks[fd].revents = evs[i].events;
+            st_cond_signal(parks[fd].cond);
         }
     }
     return NULL;
 }
 
 static void
-park_start(void)
+park_start(const int *conns, const int *busy)
 {
+    const char *from = getenv("AIGW_PARK_FROM");
+    char *end;
+
+    if (from != NULL && *from != '\0') {
+        long n = strtol(from, &end, 10);
+        if (*end != '\0' || n < 0)
+            gw_log(GW_LOG_WARN, "AIGW_PARK_FROM=%s is not a number; %ld it is", from, park_from);
+        else if ((park_from = n) == 0)
+            return;
+    }
+    park_conns = conns;
+    park_busy = busy;
     park_ep = epoll_create1(EPOLL_CLOEXEC);
     if (park_ep < 0)
         gw_fatal("epoll_create1: %s", strerror(errno));
@@ -421,37 +461,97 @@ park_start(void)
         gw_fatal("st_thread_create: %s", strerror(errno));
 }
 
-int
-gw_worker_park_readable(struct gw_park *pk, int fd, long timeout_ms)
+/* Its place in the park set's table, made (with its condition variable)
+ * on first use; NULL without memory. */
+static struct fd_park *
+park_of(int fd)
 {
-    if (park_ep < 0) {
-        errno = ENOSYS;
-        return -1;
+    if ((size_t)fd >= nparks) {
+        size_t n = nparks > 0 ? nparks : 256;
+        while (n <= (size_t)fd)
+            n *= 2;
+        struct fd_park *t = realloc(parks, n * sizeof(*t));
+        if (t == NULL)
+            return NULL;
+        memset(t + nparks, 0, (n - nparks) * sizeof(*t));
+        parks = t;
+        nparks = n;
     }
+    struct fd_park *pk = &parks[fd];
     if (pk->cond == NULL && (pk->cond = st_cond_new()) == NULL)
-        return -1;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = pk};
-    pk->ready = false;
-    if (epoll_ctl(park_ep, pk->fd == fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0)
-        return -1;
-    pk->fd = fd;
-    /* Armed with bytes already there, the set reports it at once; the
-     * park coroutine runs when this one sleeps. */
+        return NULL;
+    return pk;
+}
+
+/* Arm fd's one report of events in the park set. */
+static int
+park_arm(struct fd_park *pk, int fd, short events)
+{
+    struct epoll_event ev = {.events = (events & POLLIN ? EPOLLIN : 0u) |
+                                       (events & POLLOUT ? EPOLLOUT : 0u) | EPOLLONESHOT,
+                             .data.fd = fd};
+    int op = pk->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+
+    /* A descriptor closed without gw_worker_fd_forget left the set when
+     * it closed; its number, reused, may be registered already. */
+    if (epoll_ctl(park_ep, op, fd, &ev) != 0 &&
+        (op = errno == ENOENT   ? EPOLL_CTL_ADD
+              : errno == EEXIST ? EPOLL_CTL_MOD
+                                : -1) >= 0 &&
+        epoll_ctl(park_ep, op, fd, &ev) != 0)
+        op = -1;
+    pk->registered = op >= 0;
+    return op >= 0 ? 0 : -1;
+}
+
+static int
+wait_fd(int fd, short events, long timeout_ms, const int *many)
+{
+    struct fd_park *pk = NULL;
+
+    if (park_ep >= 0 && *many >= park_from && fd >= 0 && (pk = park_of(fd)) != NULL) {
+        pk->revents = 0;
+        if (park_arm(pk, fd, events) != 0)
+            pk = NULL;
+    }
+    if (pk == NULL) {
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int n = gw_worker_poll(&pfd, 1, timeout_ms);
+        return n > 0 ? pfd.revents : n;
+    }
+    /* Armed with the socket ready already, the set reports it at once;
+     * the park coroutine runs when this one sleeps. */
     st_utime_t t = timeout_ms < 0 ? ST_UTIME_NO_TIMEOUT : (st_utime_t)timeout_ms * 1000;
-    if (st_cond_timedwait(pk->cond, t) != 0 && !pk->ready)
-        return errno == ETIME ? 0 : -1;
-    return pk->ready ? 1 : 0;
+    int rc = st_cond_timedwait(pk->cond, t), err = errno;
+    pk = &parks[fd]; /* the table may have grown meanwhile */
+    if (pk->revents != 0)
+        return poll_events_of(pk->revents);
+    if (rc == 0)
+        return 0; /* woken for a report that was not this wait's */
+    errno = err;
+    return err == ETIME ? 0 : -1;
+}
+
+int
+gw_worker_wait_client(int fd, short events, long timeout_ms)
+{
+    return wait_fd(fd, events, timeout_ms, park_conns);
+}
+
+int
+gw_worker_wait_upstream(int fd, short events, long timeout_ms)
+{
+    return wait_fd(fd, events, timeout_ms, park_busy);
 }
 
 void
-gw_worker_park_leave(struct gw_park *pk)
+gw_worker_fd_forget(int fd)
 {
-    if (pk->fd >= 0)
-        epoll_ctl(park_ep, EPOLL_CTL_DEL, pk->fd, NULL);
-    pk->fd = -1;
-    if (pk->cond != NULL)
-        st_cond_destroy(pk->cond);
-    pk->cond = NULL;
+    if (fd < 0 || (size_t)fd >= nparks || !parks[fd].registered)
+        return;
+    epoll_ctl(park_ep, EPOLL_CTL_DEL, fd, NULL);
+    parks[fd].registered = false;
+    parks[fd].revents = 0;
 }
 
 void
@@ -763,7 +863,7 @@ gw_worker_main(const struct gw_worker_env *env)
         gw_fatal("st_init: %s", strerror(errno));
     st_ready = true;
     if (env->connections > 1)
-        park_start();
+        park_start(&p.conns, &p.busy);
     if (gw_store_open(env->cfg->state_dir, &p.store) != 0)
         exit(GW_EXIT_FATAL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

@@ -150,17 +150,6 @@ gw_http_parse(llhttp_t *p, const char *data, size_t len, size_t *used)
     return e;
 }
 
-/*
- * A client socket's wait for bytes outside the event loop's poll set: see
- * gw_worker_park_readable (worker.c).  Zeroed, with fd -1, until the first
- * wait.
- */
-struct gw_park {
-    void *cond; /* st_cond_t the wait sleeps on */
-    int fd;     /* registered in the worker's park set, -1: not */
-    bool ready; /* the park set reported it readable since the wait began */
-};
-
 struct gw_http_conn {
     int fd;
     const struct gw_http_limits *limits;
@@ -190,7 +179,6 @@ struct gw_http_conn {
     size_t nyield_fds;
     bool (*should_yield)(void *ctx);
     void *yield_ctx;
-    struct gw_park park; /* its waits for bytes from the client */
     /* A request whose route takes its body as a stream (uploads, see
      * worker/media.c): stream_body, asked once the headers are in, says
      * so; then gw_worker_http_read returns without the body, which is
@@ -424,15 +412,17 @@ struct gw_worker {
  */
 int gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms);
 /*
- * Wait for fd to be readable, up to timeout_ms, as gw_worker_poll on one
- * descriptor would, but through the worker's park set (an epoll instance)
- * instead of the event loop's poll(2) set.  Returns 1 readable, 0 timed
- * out, -1 with errno: EINTR as gw_worker_poll; ENOSYS when this process
- * has no park set (a worker of one connection, a unit test), where the
- * caller uses gw_worker_poll.  gw_worker_park_leave before fd is closed.
+ * Wait for events (POLLIN, POLLOUT) on one socket of this connection's own
+ * (its client's, its plain-HTTP upstream's), up to timeout_ms (< 0: for
+ * ever), letting the worker's other connections run.  Returns the poll(2)
+ * revents (> 0), 0 timed out, -1 with errno (EINTR as gw_worker_poll).  In
+ * a worker of many connections the socket is watched through the worker's
+ * park set (worker.c), where it stays registered between waits:
+ * gw_worker_fd_forget before it is closed.
  */
-int gw_worker_park_readable(struct gw_park *pk, int fd, long timeout_ms);
-void gw_worker_park_leave(struct gw_park *pk);
+int gw_worker_wait_client(int fd, short events, long timeout_ms);
+int gw_worker_wait_upstream(int fd, short events, long timeout_ms);
+void gw_worker_fd_forget(int fd);
 /* Sleep, letting the worker's other connections run. */
 void gw_worker_sleep_us(long us);
 /* Let the worker's other connections run (and those whose descriptors
