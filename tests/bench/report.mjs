@@ -5,7 +5,9 @@
 // RAW has one JSON object a line, by "kind":
 //   rps      one wrk run: scenario (load: 64 connections, serial: 1), target
 //            (mock, nginx, plain, checks, prefork), round, CPU of the target's process
-//            tree, and wrk's figures (latencies in microseconds);
+//            tree, and wrk's figures (latencies in microseconds); scenario
+//            fixed: sse_client rate's open loop at meta.fixed.rps, its figures
+//            in the same shape, latency from when each request was due;
 //   stream   one stream timed by sse_client (event arrival times, us);
 //   conc     N streams at once against one target, with PSS samples;
 //   alloc    malloc_count snapshots around a serial run and some streams;
@@ -56,13 +58,13 @@ function chat(scenario) {
       errors: errs.reduce((a, b) => a + b, 0),
       // CPU of the target's whole process tree over its requests.
       // utime+stime of /proc/PID/stat; cpu_us_per_req_sched from schedstat.
-      cpu_us_per_req: r1(median(rs.map((x) => (x.cpu_ticks * 1e6) / meta.hz / x.wrk.requests)), 2),
-      cpu_us_per_req_sched: t === 'mock' ? null : r1(median(rs.map((x) => x.cpu_ns / 1e3 / x.wrk.requests)), 2),
+      cpu_us_per_req: r1(median(rs.map((x) => (x.cpu_ticks * 1e6) / meta.hz / (x.cpu_requests ?? x.wrk.requests))), 2),
+      cpu_us_per_req_sched: t === 'mock' ? null : r1(median(rs.map((x) => x.cpu_ns / 1e3 / (x.cpu_requests ?? x.wrk.requests))), 2),
       cpu_sys_share: r1(median(rs.map((x) => x.cpu_stime / Math.max(1, x.cpu_ticks))), 2),
       // Per task figures lose the tasks that ended during the run: the
       // mock's connection threads do, so they are left out for it.
-      ctx_switches_per_req: t === 'mock' ? null : r1(median(rs.map((x) => x.csw / x.wrk.requests)), 2),
-      mock_cpu_us_per_req: r1(median(rs.map((x) => (x.mock_cpu_ticks * 1e6) / meta.hz / x.wrk.requests)), 2),
+      ctx_switches_per_req: t === 'mock' ? null : r1(median(rs.map((x) => x.csw / (x.cpu_requests ?? x.wrk.requests))), 2),
+      mock_cpu_us_per_req: r1(median(rs.map((x) => (x.mock_cpu_ticks * 1e6) / meta.hz / (x.cpu_requests ?? x.wrk.requests))), 2),
       rps_rounds: rs.map((x) => r1(x.wrk.rps)),
     };
   }
@@ -281,6 +283,7 @@ function usageCheck(...scenarios) {
 const load = chat('load');
 const serial = chat('serial');
 const large = chat('large');
+const fixed = chat('fixed');
 const stream = streaming();
 const conc = concurrency();
 const costs = cost();
@@ -295,8 +298,14 @@ target('throughput aigw/nginx (auth+usage+access log, 64 conns)', lc.rps_vs_ngin
 target('added p50 aigw/nginx (64 conns)', lc.added_p50_vs_nginx, 'x', '<= 1.3', lc.added_p50_vs_nginx <= 1.3);
 target('added p50 aigw/nginx (1 conn)', sc.added_p50_vs_nginx, 'x', '<= 1.3', sc.added_p50_vs_nginx <= 1.3);
 const ap99l = load.added.checks?.p99_ms, ap99s = serial.added.checks?.p99_ms;
-target('added p99 aigw (64 conns)', ap99l, 'ms', '<= 1', ap99l <= 1);
+target('added p99 aigw (64 conns)', ap99l, 'ms', '<= 1', ap99l <= 1, `nginx +${load.added.nginx?.p99_ms ?? '-'} ms`);
 target('added p99 aigw (1 conn)', ap99s, 'ms', '<= 1', ap99s <= 1);
+if (fixed.rounds) {
+  const fc = fixed.ratio.checks || {}, fp99 = fixed.added.checks?.p99_ms;
+  target(`added p50 aigw/nginx (64 conns, ${meta.fixed.rps} req/s)`, fc.added_p50_vs_nginx, 'x', '<= 1.3', fc.added_p50_vs_nginx <= 1.3,
+    `aigw +${fixed.added.checks?.p50_ms} ms, nginx +${fixed.added.nginx?.p50_ms} ms`);
+  target(`added p99 aigw (64 conns, ${meta.fixed.rps} req/s)`, fp99, 'ms', '<= 1', fp99 <= 1, `nginx +${fixed.added.nginx?.p99_ms ?? '-'} ms`);
+}
 const expectEvents = stream.events_expected;
 const ta = stream.tap.added.checks, tt = stream.tap.targets.checks, ma = stream.mock.added.checks;
 target('per-chunk forwarding delay added, p99 (tap)', ta?.forward_ms.p99, 'ms', '<= 1', ta?.forward_ms.p99 <= 1,
@@ -320,7 +329,7 @@ if (big) {
   if (big.n < 2000) targets[targets.length - 2].note = `quick run: largest N is ${big.n}, not 2000`;
 }
 
-const result = { meta, chat_load: load, chat_serial: serial, chat_large: large, streaming: stream, concurrency: conc, cost: costs, usage_accounting: usage, targets };
+const result = { meta, chat_load: load, chat_serial: serial, chat_large: large, chat_fixed: fixed, streaming: stream, concurrency: conc, cost: costs, usage_accounting: usage, targets };
 writeFileSync(outFile, JSON.stringify(result, null, 2) + '\n');
 
 // ----------------------------------------------------------------- table
@@ -332,7 +341,8 @@ const NAMES = { mock: 'direct (mock)', nginx: 'nginx', plain: 'aigw plain', chec
 
 p(`aigw benchmark ${meta.time}  (${meta.quick ? 'QUICK, ' : ''}${meta.rounds} rounds, medians; ${meta.nproc} CPUs ${meta.cpu_model}, ${meta.seconds}s)`);
 for (const [title, c] of [[`Chat completion, ${load.conns} connections, ${meta.dur64_s}s runs`, load], [`Chat completion, 1 connection, ${meta.dur1_s}s runs`, serial],
-  [`Chat completion with a ${meta.big_kb} KiB prompt, ${large.conns} connections, ${meta.dur1_s}s runs`, large]]) {
+  [`Chat completion with a ${meta.big_kb} KiB prompt, ${large.conns} connections, ${meta.dur1_s}s runs`, large],
+  [`Chat completion at a fixed ${meta.fixed?.rps} req/s (open loop), ${fixed.conns} connections, ${meta.fixed?.seconds}s runs`, fixed]]) {
   if (!c.rounds) continue;
   p();
   p(title);
@@ -376,6 +386,8 @@ p();
 p('Cost per request in aigwd (all checks on)');
 const ca = costs.allocs, cs = costs.syscalls;
 p(`  CPU us/request (64 conns): aigw ${load.targets.checks?.cpu_us_per_req ?? '-'} (plain ${load.targets.plain?.cpu_us_per_req ?? '-'}), nginx ${load.targets.nginx?.cpu_us_per_req ?? '-'}, mock ${load.targets.mock?.cpu_us_per_req ?? '-'}`);
+if (fixed.rounds)
+  p(`  CPU us/request (fixed ${meta.fixed.rps} req/s): aigw ${fixed.targets.checks?.cpu_us_per_req ?? '-'} (plain ${fixed.targets.plain?.cpu_us_per_req ?? '-'}), nginx ${fixed.targets.nginx?.cpu_us_per_req ?? '-'}`);
 if (ca) p(`  allocations: ${ca.per_request}/request (${ca.bytes_per_request} bytes asked for), ${ca.per_event} more per stream event`);
 const kv = (o) => (o ? Object.entries(o).map(([k, v]) => `${k} ${v}`).join(', ') : '-');
 if (cs?.aigw) p(`  system calls/request: aigw ${cs.aigw.per_request} (${kv(cs.aigw.per_request_by_call)}); nginx ${cs.nginx?.per_request ?? '-'} (${kv(cs.nginx?.per_request_by_call)})`);

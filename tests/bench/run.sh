@@ -12,6 +12,8 @@
 # Environment:
 #   BENCH_QUICK=1   a smoke run of about a minute (1 round, short runs)
 #   BENCH_ROUNDS=N  rounds of the interleaved scenarios (default 5, quick 1)
+#   BENCH_RATE=R    the fixed load's requests a second (default: a quarter
+#                   of nginx's throughput in the first round)
 #   BENCH_PERF=1    also record a perf profile of aigwd's workers under load
 #                   (perf report in BUILD_DIR/bench/perf-<time>.txt)
 #   BENCH_KEEP=1    keep the temporary directory (configs, logs, raw data)
@@ -36,14 +38,14 @@ here="$top/tests/bench"
 quick=${BENCH_QUICK:-0}
 if [ "$quick" = 1 ]; then
     rounds=${BENCH_ROUNDS:-1}
-    dur64=2 dur1=1 warm=1
+    dur64=2 dur1=1 warm=1 dur_fixed=2
     stream_n=3 tap_n=5
     conc_ns="100 500"
     conc_timeout=20
     alloc_dur=1 alloc_streams=3
 else
     rounds=${BENCH_ROUNDS:-5}
-    dur64=6 dur1=3 warm=2
+    dur64=6 dur1=3 warm=2 dur_fixed=4
     stream_n=10 tap_n=20
     conc_ns="100 500 1000 2000"
     conc_timeout=60
@@ -474,6 +476,29 @@ wrk_run() {
     emit "{\"kind\":\"rps\",\"scenario\":\"$scen\",\"target\":\"$label\",\"round\":$round,\"conns\":$c,$(cpu_json $before $after),\"mock_cpu_ticks\":$(($5 + $6 - $1 - $2)),\"wrk\":$line}"
 }
 
+# fixed_run LABEL PORT KEY RATE SECONDS PID_FOR_CPU ROUND: sse_client's open
+# loop, RATE requests a second whatever the answers do, after a second of
+# warm-up; recorded as an "rps" run of scenario "fixed", its figures in
+# the shape of chat.lua's.  cpu_requests: the requests the CPU was spent on
+# (the warm-up's too).
+fixed_run() {
+    local label=$1 port=$2 key=$3 rate=$4 d=$5 cpid=$6 round=$7
+    local before after line m0 m1
+    before=$(cpu_of "$cpid")
+    m0=$(cpu_of "$mock_pid")
+    run "${pin_load[@]}" "$tmp/sse_client" rate -p "$port" -k "$key" -n "$conns" -r "$rate" \
+        -S "$d" -W 1 >"$tmp/rate.out" 2>"$tmp/rate.err"
+    after=$(cpu_of "$cpid")
+    m1=$(cpu_of "$mock_pid")
+    line=$(grep '^{' "$tmp/rate.out")
+    if [ -z "$line" ]; then
+        say "sse_client rate against $label gave no figures: $(tail -2 "$tmp/rate.err")"
+        return 0
+    fi
+    set -- $m0 $m1
+    emit "{\"kind\":\"rps\",\"scenario\":\"fixed\",\"target\":\"$label\",\"round\":$round,\"conns\":$conns,\"cpu_requests\":$((rate * (d + 1))),$(cpu_json $before $after),\"mock_cpu_ticks\":$(($5 + $6 - $1 - $2)),\"wrk\":$line}"
+}
+
 # --- start ---------------------------------------------------------------------
 
 # aigwd as it is deployed for throughput: as many workers as nginx has,
@@ -534,16 +559,31 @@ written_through() {
     curl -s "http://127.0.0.1:${!port_var}/metrics" |
         sed -n 's/^aigw_usage_records_written_through_total \([0-9]*\)$/\1/p' | grep . || echo null
 }
+fixed_rate=${BENCH_RATE:-}
 usage_before=$("$build/aigwctl" -s "$tmp/checks.sock" usage --json 2>/dev/null | tr -d '\n ')
 through_before=$(written_through checks)
 for ((r = 1; r <= rounds; r++)); do
     alive "a server" "$mock_pid" "$nginx_pid" "$gw_pid_plain" "$gw_pid_checks" "$gw_pid_prefork"
-    say "round $r/$rounds: chat completions, $conns connections ${dur64}s and 1 connection ${dur1}s"
+    say "round $r/$rounds: chat completions, $conns connections ${dur64}s, 1 connection ${dur1}s, a fixed load ${dur_fixed}s"
     for t in $targets_rps; do
         wrk_run "$t" "$(port_of $t)" "$(key_of $t)" "$conns" "$dur64" "$(pid_of $t)" load "$r"
     done
     for t in $targets_rps; do
         wrk_run "$t" "$(port_of $t)" "$(key_of $t)" 1 "$dur1" "$(pid_of $t)" serial "$r"
+    done
+    # Latency at a load every target carries with room to spare: a quarter
+    # of what nginx did flat out in the first round (BENCH_RATE to
+    # choose), the same offered load for the mock, nginx and aigwd alike.
+    # Flat out, latency is queueing: 64 connections over the throughput.
+    if [ -z "$fixed_rate" ]; then
+        fixed_rate=$(sed -n 's/.*"scenario":"load","target":"nginx","round":1,.*"rps":\([0-9]*\).*/\1/p' "$raw" |
+            head -1)
+        fixed_rate=$(((${fixed_rate:-4000} / 4 + 500) / 1000 * 1000))
+        [ "$fixed_rate" -ge 1000 ] || fixed_rate=1000
+        say "fixed load: $fixed_rate requests a second"
+    fi
+    for t in mock nginx plain checks; do
+        fixed_run "$t" "$(port_of $t)" "$(key_of $t)" "$fixed_rate" "$dur_fixed" "$(pid_of $t)" "$r"
     done
 done
 # The same with a large prompt (BENCH_PROMPT_KB), fewer connections: what
@@ -785,6 +825,7 @@ cat >"$tmp/meta.json" <<EOF
  "seconds":$((t_end - t_start)),"nproc":$ncpu,"cpu_model":"$cpu_model","mem_kb":${mem_kb:-0},
  "kernel":"$(uname -r)","hz":$hz,"cpu_plan":"$cpu_plan","nginx":"$("$nginx_bin" -v 2>&1 | sed 's/.*: //')",
  "wrk_threads":$wrk_threads,"conns":$conns,"big_kb":$big_kb,"big_conns":$big_conns,"dur64_s":$dur64,"dur1_s":$dur1,
+ "fixed":{"rps":${fixed_rate:-null},"seconds":$dur_fixed},
  "stream":{"n":$stream_n,"tap_n":$tap_n,"chunks":$stream_chunks,"delay_ms":$stream_delay},
  "conc":{"chunks":$conc_chunks,"delay_ms":$conc_delay,"timeout_s":$conc_timeout},
  "commit":"$(git -C "$top" rev-parse --short HEAD 2>/dev/null)$(git -C "$top" diff --quiet 2>/dev/null || echo +dirty)"}

@@ -21,6 +21,14 @@
  *       every event, "data: [DONE]", the end of the chunked body), the
  *       failures by kind, and the spread of first-byte and total times.
  *
+ *   sse_client rate -p PORT [-k KEY] [-P PATH] [-m MODEL] -n CONNS -r RPS -S SECONDS [-W WARM_S]
+ *       Small non-streaming chat completions (chat.lua's) at a fixed rate
+ *       of RPS a second on CONNS keep-alive connections, an open loop:
+ *       latency from when a request was due, not when it could be sent.
+ *       One JSON object on stdout, shaped like chat.lua's, with
+ *       "offered_rps" and "late" (requests that waited over 1 ms for a
+ *       free connection).
+ *
  *   sse_client tap [-p PORT]
  *       An upstream that answers every request with a stream in OpenAI's
  *       shape (x-mock-chunks content events, the finish event, the usage
@@ -53,6 +61,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -105,7 +114,7 @@ request_build(int port, const char *key, const char *path, const char *model, in
 
 /* ------------------------------------------------------------ response */
 
-enum rstate { R_HEAD, R_SIZE, R_DATA, R_DATA_CR, R_TRAILER, R_RAW, R_DONE };
+enum rstate { R_HEAD, R_SIZE, R_DATA, R_DATA_CR, R_TRAILER, R_RAW, R_BODY, R_DONE };
 
 /* One response being read: HTTP head, chunked framing, SSE events. */
 struct resp {
@@ -115,6 +124,7 @@ struct resp {
     int status;
     bool chunked;
     size_t chunk_left;
+    size_t body_left; /* R_BODY: what Content-Length says is still to come */
     char line[64];
     size_t line_len;
     /* SSE */
@@ -191,11 +201,21 @@ head_parse(struct resp *r)
         r->st = R_DONE; /* only the status matters: an answer the benchmark did not want */
         return;
     }
+    long length = -1;
     for (char *l = strstr(r->head, "\r\n"); l != NULL; l = strstr(l + 2, "\r\n")) {
         if (strncasecmp(l + 2, "transfer-encoding:", 18) == 0 && strcasestr(l + 2, "chunked"))
             r->chunked = true;
+        if (strncasecmp(l + 2, "content-length:", 15) == 0)
+            length = strtol(l + 17, NULL, 10);
     }
-    r->st = r->chunked ? R_SIZE : R_RAW;
+    if (r->chunked) {
+        r->st = R_SIZE;
+    } else if (length >= 0) {
+        r->body_left = (size_t)length;
+        r->st = length > 0 ? R_BODY : R_DONE;
+    } else {
+        r->st = R_RAW;
+    }
 }
 
 /*
@@ -269,6 +289,15 @@ resp_feed(struct resp *r, const char *p, size_t n, int64_t t)
             sse_feed(r, p, n, t, &in_read);
             n = 0;
             break;
+        case R_BODY: {
+            size_t k = n < r->body_left ? n : r->body_left;
+            sse_feed(r, p, k, t, &in_read);
+            p += k;
+            n -= k;
+            if ((r->body_left -= k) == 0)
+                r->st = R_DONE;
+            break;
+        }
         case R_DONE: break;
         }
     }
@@ -533,6 +562,190 @@ mode_conc(int port, int n, int chunks, int timeout_s)
     return 0;
 }
 
+/* ---------------------------------------------------------------- rate */
+
+/* The small non-streaming chat completion of chat.lua, in request[]. */
+static void
+chat_build(int port, const char *key, const char *path, const char *model)
+{
+    char body[512];
+    int bl = snprintf(body, sizeof(body),
+                      "{\"model\":\"%s\",\"messages\":[{\"role\":\"system\",\"content\":\"You "
+                      "are terse.\"},{\"role\":\"user\",\"content\":\"Say hello to the "
+                      "benchmark\"}],\"max_tokens\":16}",
+                      model);
+    if (bl < 0 || (size_t)bl >= sizeof(body)) {
+        fprintf(stderr, "sse_client: model name too long\n");
+        exit(2);
+    }
+    int n = snprintf(request, sizeof(request),
+                     "POST %s HTTP/1.1\r\n"
+                     "Host: 127.0.0.1:%d\r\n"
+                     "Authorization: Bearer %s\r\n"
+                     "Content-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n"
+                     "\r\n%s",
+                     path, port, key, (size_t)bl, body);
+    if (n < 0 || (size_t)n >= sizeof(request)) {
+        fprintf(stderr, "sse_client: request too long\n");
+        exit(2);
+    }
+    request_len = (size_t)n;
+}
+
+struct rconn {
+    int fd;
+    int64_t due; /* when its request was due, 0 while idle */
+    struct resp r;
+};
+
+/* Open connection i, level-triggered in ep; -1 when it cannot. */
+static int
+rate_open(int ep, struct rconn *c, int i, int port)
+{
+    c[i].fd = connect_to(port, false);
+    if (c[i].fd < 0)
+        return -1;
+    fcntl(c[i].fd, F_SETFL, fcntl(c[i].fd, F_GETFL) | O_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    return epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev);
+}
+
+/*
+ * Requests at a fixed rate, whatever the answers do (an open loop): request
+ * k is due at start + k / RPS and goes out on the first idle one of CONNS
+ * keep-alive connections, at once or, when all are busy, as soon as one is
+ * free.  Its latency runs from when it was due to its answer's last byte,
+ * so time spent waiting for a connection counts (no coordinated omission:
+ * a stall of the server shows in every request it held up, not only in the
+ * one it stalled).  Requests due in the first WARM_S seconds are not
+ * counted.  One JSON object on stdout, shaped like chat.lua's.
+ */
+static int
+mode_rate(int port, int conns, int rps, int secs, int warm_s)
+{
+    enum { E_CONN, E_READ, E_WRITE, E_STATUS, E_TIMEOUT, E_N };
+    struct rconn *c = calloc((size_t)conns, sizeof(*c));
+    int *idle = calloc((size_t)conns, sizeof(int)), nidle = 0;
+    int64_t interval = 1000000000 / rps, counted_from, stop_at;
+    int64_t cap = (int64_t)rps * (secs + 1) + 16, nlat = 0, sum = 0;
+    int64_t *lat = calloc((size_t)cap, sizeof(int64_t));
+    int64_t due_n = 0, sent_n = 0, late = 0, errs[E_N] = {0};
+    int ep = epoll_create1(EPOLL_CLOEXEC), tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    static char buf[RBUF];
+
+    if (c == NULL || idle == NULL || lat == NULL || ep < 0 || tfd < 0)
+        return 1;
+    for (int i = 0; i < conns; i++) {
+        if (rate_open(ep, c, i, port) != 0) {
+            fprintf(stderr, "sse_client: connect: %s\n", strerror(errno));
+            return 1;
+        }
+        idle[nidle++] = i;
+    }
+    int64_t t0 = now_ns() + 1000000;
+    counted_from = t0 + (int64_t)warm_s * 1000000000;
+    stop_at = counted_from + (int64_t)secs * 1000000000;
+    struct itimerspec its = {.it_value = {t0 / 1000000000, t0 % 1000000000},
+                             .it_interval = {interval / 1000000000, interval % 1000000000}};
+    struct epoll_event tev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+    if (timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL) != 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &tev) != 0)
+        return 1;
+    bool issuing = true;
+    int64_t deadline = stop_at + 10 * (int64_t)1000000000;
+    struct epoll_event evs[256];
+    while (issuing || sent_n < due_n || nidle < conns) {
+        if (now_ns() > deadline)
+            break;
+        int k = epoll_wait(ep, evs, 256, 100);
+        if (k < 0 && errno == EINTR)
+            continue;
+        for (int j = 0; j < k; j++) {
+            if (evs[j].data.u32 == UINT32_MAX) {
+                uint64_t fired;
+                if (read(tfd, &fired, sizeof(fired)) != sizeof(fired))
+                    continue;
+                for (uint64_t f = 0; f < fired && issuing; f++) {
+                    if (t0 + due_n * interval >= stop_at) {
+                        issuing = false;
+                        timerfd_settime(tfd, 0, &(struct itimerspec){0}, NULL);
+                    } else {
+                        due_n++;
+                    }
+                }
+                continue;
+            }
+            int i = (int)evs[j].data.u32;
+            struct rconn *x = &c[i];
+            ssize_t r = read(x->fd, buf, sizeof(buf));
+            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            int64_t t = now_ns();
+            bool done = r > 0 && x->due != 0 && resp_feed(&x->r, buf, (size_t)r, t);
+            if (r > 0 && !done && x->due != 0)
+                continue;
+            if (done && !x->r.bad && x->r.status == 200) {
+                if (x->due >= counted_from && nlat < cap) {
+                    lat[nlat++] = t - x->due;
+                    sum += t - x->due;
+                }
+                x->due = 0;
+                idle[nidle++] = i;
+                continue;
+            }
+            /* An error answer, a closed or reset connection, bytes nobody
+             * asked for: count it and start the connection again. */
+            if (x->due >= counted_from)
+                errs[done ? E_STATUS : E_READ]++;
+            epoll_ctl(ep, EPOLL_CTL_DEL, x->fd, NULL);
+            close(x->fd);
+            bool was_busy = x->due != 0;
+            x->due = 0;
+            if (rate_open(ep, c, i, port) != 0) {
+                errs[E_CONN]++;
+                x->fd = -1;
+                conns--; /* lost for good */
+                continue;
+            }
+            if (was_busy)
+                idle[nidle++] = i;
+        }
+        /* What is due goes out, oldest first, on the idle connections;
+         * late: it waited over a millisecond for one. */
+        int64_t now = now_ns();
+        while (sent_n < due_n && nidle > 0) {
+            struct rconn *x = &c[idle[--nidle]];
+            resp_reset(&x->r, NULL, NULL);
+            x->due = t0 + sent_n * interval;
+            sent_n++;
+            if (now - x->due > 1000000 && x->due >= counted_from)
+                late++;
+            if (write(x->fd, request, request_len) != (ssize_t)request_len) {
+                if (x->due >= counted_from)
+                    errs[E_WRITE]++;
+                x->due = 0;
+                idle[nidle++] = (int)(x - c);
+                break;
+            }
+        }
+    }
+    errs[E_TIMEOUT] = due_n - sent_n + (conns - nidle);
+    qsort(lat, (size_t)nlat, sizeof(int64_t), cmp_i64);
+    double us = 1e3;
+    printf("{\"requests\":%lld,\"duration_us\":%lld,\"bytes\":0,\"rps\":%.1f,\"offered_rps\":%d,"
+           "\"late\":%lld,\"lat_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f,"
+           "\"mean\":%.1f},\"errors\":{\"connect\":%lld,\"read\":%lld,\"write\":%lld,"
+           "\"status\":%lld,\"timeout\":%lld}}\n",
+           (long long)nlat, (long long)secs * 1000000, (double)nlat / secs, rps, (long long)late,
+           pct_ms(lat, (int)nlat, 50) * us, pct_ms(lat, (int)nlat, 90) * us,
+           pct_ms(lat, (int)nlat, 99) * us, pct_ms(lat, (int)nlat, 100) * us,
+           nlat ? (double)sum / (double)nlat / 1e3 : -1.0, (long long)errs[E_CONN],
+           (long long)errs[E_READ], (long long)errs[E_WRITE], (long long)errs[E_STATUS],
+           (long long)errs[E_TIMEOUT]);
+    return 0;
+}
+
 /* ----------------------------------------------------------------- tap */
 
 static void
@@ -684,12 +897,15 @@ mode_tap(int port)
 static void
 usage(void)
 {
-    fprintf(stderr,
-            "usage: sse_client stream -p PORT [-k KEY] [-P PATH] [-m MODEL] -c CHUNKS -d DELAY_MS "
-            "-n STREAMS\n"
-            "       sse_client conc -p PORT [-k KEY] [-P PATH] [-m MODEL] -c CHUNKS -d DELAY_MS "
-            "-n N -T TIMEOUT_S\n"
-            "       sse_client tap [-p PORT]\n");
+    fprintf(
+        stderr,
+        "usage: sse_client stream -p PORT [-k KEY] [-P PATH] [-m MODEL] -c CHUNKS -d DELAY_MS "
+        "-n STREAMS\n"
+        "       sse_client conc -p PORT [-k KEY] [-P PATH] [-m MODEL] -c CHUNKS -d DELAY_MS "
+        "-n N -T TIMEOUT_S\n"
+        "       sse_client rate -p PORT [-k KEY] [-P PATH] [-m MODEL] -n CONNS -r RPS -S SECONDS "
+        "[-W WARM_S]\n"
+        "       sse_client tap [-p PORT]\n");
     exit(2);
 }
 
@@ -697,14 +913,14 @@ int
 main(int argc, char **argv)
 {
     const char *key = "none", *path = "/v1/chat/completions", *model = "bench";
-    int port = 0, chunks = 5, delay = 0, n = 1, timeout = 60, ch;
+    int port = 0, chunks = 5, delay = 0, n = 1, timeout = 60, rps = 1000, secs = 5, warm = 1, ch;
     struct rlimit rl;
 
     if (argc < 2)
         usage();
     const char *mode = argv[1];
     optind = 2;
-    while ((ch = getopt(argc, argv, "p:k:P:m:c:d:n:T:")) != -1) {
+    while ((ch = getopt(argc, argv, "p:k:P:m:c:d:n:T:r:S:W:")) != -1) {
         switch (ch) {
         case 'p': port = atoi(optarg); break;
         case 'k': key = optarg; break;
@@ -714,6 +930,9 @@ main(int argc, char **argv)
         case 'd': delay = atoi(optarg); break;
         case 'n': n = atoi(optarg); break;
         case 'T': timeout = atoi(optarg); break;
+        case 'r': rps = atoi(optarg); break;
+        case 'S': secs = atoi(optarg); break;
+        case 'W': warm = atoi(optarg); break;
         default: usage();
         }
     }
@@ -728,6 +947,12 @@ main(int argc, char **argv)
         return mode_tap(port);
     if (port <= 0)
         usage();
+    if (strcmp(mode, "rate") == 0) {
+        if (rps <= 0 || secs <= 0 || warm < 0 || n <= 0)
+            usage();
+        chat_build(port, key, path, model);
+        return mode_rate(port, n, rps, secs, warm);
+    }
     request_build(port, key, path, model, chunks, delay);
     if (strcmp(mode, "stream") == 0)
         return mode_stream(port, n);
