@@ -80,16 +80,14 @@ now_ns(void)
 static char request[2048];
 static size_t request_len;
 
+/* request[]: POST PATH with the key, EXTRA header lines, and the JSON body
+ * of the printf-style FMT with the model name. */
 static void
-request_build(int port, const char *key, const char *path, const char *model, int chunks,
-              int delay_ms)
+request_put(int port, const char *key, const char *path, const char *extra, const char *fmt,
+            const char *model)
 {
     char body[512];
-    int bl = snprintf(body, sizeof(body),
-                      "{\"model\":\"%s\",\"stream\":true,\"stream_options\":{\"include_usage\":"
-                      "true},\"messages\":[{\"role\":\"user\",\"content\":\"Say hello to the "
-                      "benchmark\"}]}",
-                      model);
+    int bl = snprintf(body, sizeof(body), fmt, model);
     if (bl < 0 || (size_t)bl >= sizeof(body)) {
         fprintf(stderr, "sse_client: model name too long\n");
         exit(2);
@@ -99,17 +97,31 @@ request_build(int port, const char *key, const char *path, const char *model, in
                      "Host: 127.0.0.1:%d\r\n"
                      "Authorization: Bearer %s\r\n"
                      "Content-Type: application/json\r\n"
-                     "Accept: text/event-stream\r\n"
-                     "x-mock-chunks: %d\r\n"
-                     "x-mock-chunk-delay-ms: %d\r\n"
+                     "%s"
                      "Content-Length: %zu\r\n"
                      "\r\n%s",
-                     path, port, key, chunks, delay_ms, (size_t)bl, body);
+                     path, port, key, extra, (size_t)bl, body);
     if (n < 0 || (size_t)n >= sizeof(request)) {
         fprintf(stderr, "sse_client: request too long\n");
         exit(2);
     }
     request_len = (size_t)n;
+}
+
+/* The stream of CHUNKS events DELAY_MS apart, asked of the mock. */
+static void
+request_build(int port, const char *key, const char *path, const char *model, int chunks,
+              int delay_ms)
+{
+    char extra[128];
+
+    snprintf(extra, sizeof(extra),
+             "Accept: text/event-stream\r\nx-mock-chunks: %d\r\nx-mock-chunk-delay-ms: %d\r\n",
+             chunks, delay_ms);
+    request_put(port, key, path, extra,
+                "{\"model\":\"%s\",\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+                "\"messages\":[{\"role\":\"user\",\"content\":\"Say hello to the benchmark\"}]}",
+                model);
 }
 
 /* ------------------------------------------------------------ response */
@@ -568,29 +580,11 @@ mode_conc(int port, int n, int chunks, int timeout_s)
 static void
 chat_build(int port, const char *key, const char *path, const char *model)
 {
-    char body[512];
-    int bl = snprintf(body, sizeof(body),
-                      "{\"model\":\"%s\",\"messages\":[{\"role\":\"system\",\"content\":\"You "
-                      "are terse.\"},{\"role\":\"user\",\"content\":\"Say hello to the "
-                      "benchmark\"}],\"max_tokens\":16}",
-                      model);
-    if (bl < 0 || (size_t)bl >= sizeof(body)) {
-        fprintf(stderr, "sse_client: model name too long\n");
-        exit(2);
-    }
-    int n = snprintf(request, sizeof(request),
-                     "POST %s HTTP/1.1\r\n"
-                     "Host: 127.0.0.1:%d\r\n"
-                     "Authorization: Bearer %s\r\n"
-                     "Content-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n"
-                     "\r\n%s",
-                     path, port, key, (size_t)bl, body);
-    if (n < 0 || (size_t)n >= sizeof(request)) {
-        fprintf(stderr, "sse_client: request too long\n");
-        exit(2);
-    }
-    request_len = (size_t)n;
+    request_put(port, key, path, "",
+                "{\"model\":\"%s\",\"messages\":[{\"role\":\"system\",\"content\":\"You are "
+                "terse.\"},{\"role\":\"user\",\"content\":\"Say hello to the benchmark\"}],"
+                "\"max_tokens\":16}",
+                model);
 }
 
 struct rconn {
