@@ -412,13 +412,14 @@ struct gw_worker {
  */
 int gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms);
 /*
- * Wait for events (POLLIN, POLLOUT) on one socket of this connection's own
- * (its client's, its plain-HTTP upstream's), up to timeout_ms (< 0: for
- * ever), letting the worker's other connections run.  Returns the poll(2)
- * revents (> 0), 0 timed out, -1 with errno (EINTR as gw_worker_poll).  In
- * a worker of many connections the socket is watched through the worker's
- * park set (worker.c), where it stays registered between waits:
- * gw_worker_fd_forget before it is closed.
+ * Wait for events (POLLIN, POLLOUT) on one socket of this connection's own,
+ * its client's or its upstream's, up to timeout_ms (< 0: for ever), letting
+ * the worker's other connections run.  Returns the poll(2) revents (> 0),
+ * 0 timed out, -1 with errno (EINTR as gw_worker_poll).  In a worker of
+ * many connections, or of many requests in progress for an upstream's
+ * socket, it is watched through the worker's park set (worker.c), where it
+ * stays registered between waits: gw_worker_fd_forget before it is closed
+ * (or before curl may close it).
  */
 int gw_worker_wait_client(int fd, short events, long timeout_ms);
 int gw_worker_wait_upstream(int fd, short events, long timeout_ms);
