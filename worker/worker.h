@@ -403,6 +403,7 @@ struct gw_worker {
     int kind;     /* the listener it came in on (worker.c) */
     void *thread; /* st_thread_t serving it */
     struct gw_worker *next_all, *next_free;
+    struct gw_worker **pprev_all; /* the next_all (or the list's head) that points here */
 };
 
 /*
