@@ -286,3 +286,20 @@ test('changing workers.connections on reload replaces the workers', async () => 
     await gw.stop();
   }
 });
+
+test('AIGW_PARK_FROM that is not a number is named in a warning, and the default serves', async () => {
+  const gw = await startGateway(one(16, { env: { AIGW_PARK_FROM: '8x' } }));
+  try {
+    await gw.waitLog(/AIGW_PARK_FROM=8x is not a number; 8 it is/);
+    const { key } = await gw.createKey();
+    // Twelve streams at once: past the default 8, every wait parks.
+    const streams = await Promise.all(Array.from({ length: 12 }, () =>
+      gw.chat(key, { stream: true }, { 'x-mock-chunks': '5', 'x-mock-chunk-delay-ms': '20' })));
+    for (const r of streams) {
+      assert.equal(r.status, 200);
+      assert.match(r.text, /data: \[DONE\]/);
+    }
+  } finally {
+    await gw.stop();
+  }
+});
