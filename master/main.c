@@ -24,6 +24,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "master/master.h"
+#include "worker/worker.h"
 
 /* Geometry of the shared-memory segment. */
 /* Scoreboard entries beyond twice the pool: workers of a dead master. */
@@ -361,6 +362,7 @@ main(int argc, char **argv)
     gw_log_level = m.cfg->log_level;
     if (gw_log_open(m.cfg->log_file) != 0)
         goto out;
+    gw_worker_park_setup(); /* the workers inherit what it read */
     /* Done with argv: keep copies of what points into it, and let the area
      * become the process title. */
     m.conf_path = conf = strdup(m.conf_path);

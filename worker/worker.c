@@ -394,7 +394,8 @@ gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
  * connections in the worker (most of them idle between two requests, each
  * a wait), an upstream's from PARK_FROM_DEFAULT requests in progress (each
  * an upstream wait, at most).  AIGW_PARK_FROM in the environment sets
- * that number (aigwd(8)); 0 leaves the park set out.
+ * that number (aigwd(8)), read once by the master (gw_worker_park_setup)
+ * and inherited by the workers it forks; 0 leaves the park set out.
  */
 #define PARK_FROM_DEFAULT 8
 
@@ -439,19 +440,27 @@ park_main(void *arg)
     return NULL;
 }
 
-static void
-park_start(const int *conns, const int *busy)
+void
+gw_worker_park_setup(void)
 {
     const char *from = getenv("AIGW_PARK_FROM");
     char *end;
 
-    if (from != NULL && *from != '\0') {
-        long n = strtol(from, &end, 10);
-        if (*end != '\0' || n < 0)
-            gw_log(GW_LOG_WARN, "AIGW_PARK_FROM=%s is not a number; %ld it is", from, park_from);
-        else if ((park_from = n) == 0)
-            return;
-    }
+    if (from == NULL || *from == '\0')
+        return;
+    errno = 0;
+    long n = strtol(from, &end, 10);
+    if (*end != '\0' || n < 0 || errno != 0)
+        gw_log(GW_LOG_WARN, "AIGW_PARK_FROM=%s is not a number; %ld it is", from, park_from);
+    else
+        park_from = n;
+}
+
+static void
+park_start(const int *conns, const int *busy)
+{
+    if (park_from == 0)
+        return;
     park_conns = conns;
     park_busy = busy;
     park_ep = epoll_create1(EPOLL_CLOEXEC);
@@ -526,10 +535,11 @@ wait_fd(int fd, short events, long timeout_ms, const int *many)
     pk = &parks[fd]; /* the table may have grown meanwhile */
     if (pk->revents != 0)
         return poll_events_of(pk->revents);
-    if (rc == 0)
-        return 0; /* woken for a report that was not this wait's */
-    errno = err;
-    return err == ETIME ? 0 : -1;
+    if (rc != 0 && err != ETIME) {
+        errno = err; /* EINTR: the worker is stopping */
+        return -1;
+    }
+    return 0;
 }
 
 int

@@ -425,6 +425,9 @@ int gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms);
 int gw_worker_wait_client(int fd, short events, long timeout_ms);
 int gw_worker_wait_upstream(int fd, short events, long timeout_ms);
 void gw_worker_fd_forget(int fd);
+/* Read AIGW_PARK_FROM (aigwd(8)), once, in the master before it forks the
+ * workers; a value that is not a number is warned about and ignored. */
+void gw_worker_park_setup(void);
 /* Sleep, letting the worker's other connections run. */
 void gw_worker_sleep_us(long us);
 /* Let the worker's other connections run (and those whose descriptors

@@ -287,8 +287,8 @@ test('changing workers.connections on reload replaces the workers', async () => 
   }
 });
 
-test('AIGW_PARK_FROM that is not a number is named in a warning, and the default serves', async () => {
-  const gw = await startGateway(one(16, { env: { AIGW_PARK_FROM: '8x' } }));
+test('AIGW_PARK_FROM that is not a number is named in a warning, once, and the default serves', async () => {
+  const gw = await startGateway({ workers: { start: 2, connections: 16 }, env: { AIGW_PARK_FROM: '8x' } });
   try {
     await gw.waitLog(/AIGW_PARK_FROM=8x is not a number; 8 it is/);
     const { key } = await gw.createKey();
@@ -299,6 +299,8 @@ test('AIGW_PARK_FROM that is not a number is named in a warning, and the default
       assert.equal(r.status, 200);
       assert.match(r.text, /data: \[DONE\]/);
     }
+    // Read by the master, not by each of the two workers.
+    assert.equal(gw.log().match(/AIGW_PARK_FROM=8x/g).length, 1);
   } finally {
     await gw.stop();
   }
