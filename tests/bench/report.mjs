@@ -6,8 +6,9 @@
 //   rps      one wrk run: scenario (load: 64 connections, serial: 1), target
 //            (mock, nginx, plain, checks, prefork), round, CPU of the target's process
 //            tree, and wrk's figures (latencies in microseconds); scenario
-//            fixed: sse_client rate's open loop at meta.fixed.rps, its figures
-//            in the same shape, latency from when each request was due;
+//            fixed, light: sse_client rate's open loop at meta.fixed.rps and
+//            meta.light.rps, its figures in the same shape, latency from
+//            when each request was due;
 //   stream   one stream timed by sse_client (event arrival times, us);
 //   conc     N streams at once against one target, with PSS samples;
 //   alloc    malloc_count snapshots around a serial run and some streams;
@@ -67,19 +68,32 @@ function chat(scenario) {
       mock_cpu_us_per_req: r1(median(rs.map((x) => (x.mock_cpu_ticks * 1e6) / meta.hz / (x.cpu_requests ?? x.wrk.requests))), 2),
       rps_rounds: rs.map((x) => r1(x.wrk.rps)),
     };
+    // sse_client rate: the time outside the mock (its x-mock-stamp).
+    if (rs.every((x) => x.wrk.path_us)) {
+      out.targets[t].path_p50_ms = r1(median(rs.map((x) => x.wrk.path_us.p50 / 1e3)), 3);
+      out.targets[t].path_p99_ms = r1(median(rs.map((x) => x.wrk.path_us.p99 / 1e3)), 3);
+      out.targets[t].upstream_p99_ms = r1(median(rs.map((x) => x.wrk.upstream_us?.p99 / 1e3)), 3);
+      out.targets[t].unstamped = rs.reduce((a, x) => a + x.wrk.unstamped, 0);
+    }
   }
   // Added latency and throughput ratios, paired within each round.
   for (const t of PROXIES) {
-    const a50 = [], a99 = [], rr = [];
+    const a50 = [], a99 = [], rr = [], p50 = [], p99 = [];
     for (const r of rounds) {
       const m = by('mock', r), x = by(t, r), n = by('nginx', r);
       if (!m || !x) continue;
       a50.push((x.wrk.lat_us.p50 - m.wrk.lat_us.p50) / 1e3);
       a99.push((x.wrk.lat_us.p99 - m.wrk.lat_us.p99) / 1e3);
+      if (x.wrk.path_us && m.wrk.path_us) {
+        p50.push((x.wrk.path_us.p50 - m.wrk.path_us.p50) / 1e3);
+        p99.push((x.wrk.path_us.p99 - m.wrk.path_us.p99) / 1e3);
+      }
       if (n) rr.push(x.wrk.rps / n.wrk.rps);
     }
     if (!a50.length) continue;
     out.added[t] = { p50_ms: r1(median(a50), 3), p99_ms: r1(median(a99), 3) };
+    // The same over the time outside the mock: its own stalls left out.
+    if (p50.length) Object.assign(out.added[t], { path_p50_ms: r1(median(p50), 3), path_p99_ms: r1(median(p99), 3) });
     out.ratio[t] = { rps_vs_nginx: r1(median(rr), 3) };
   }
   for (const t of ['plain', 'checks', 'prefork']) {
@@ -284,6 +298,7 @@ const load = chat('load');
 const serial = chat('serial');
 const large = chat('large');
 const fixed = chat('fixed');
+const light = chat('light');
 const stream = streaming();
 const conc = concurrency();
 const costs = cost();
@@ -300,11 +315,16 @@ target('added p50 aigw/nginx (1 conn)', sc.added_p50_vs_nginx, 'x', '<= 1.3', sc
 const ap99l = load.added.checks?.p99_ms, ap99s = serial.added.checks?.p99_ms;
 target('added p99 aigw (64 conns)', ap99l, 'ms', '<= 1', ap99l <= 1, `nginx +${load.added.nginx?.p99_ms ?? '-'} ms`);
 target('added p99 aigw (1 conn)', ap99s, 'ms', '<= 1', ap99s <= 1);
-if (fixed.rounds) {
-  const fc = fixed.ratio.checks || {}, fp99 = fixed.added.checks?.p99_ms;
-  target(`added p50 aigw/nginx (64 conns, ${meta.fixed.rps} req/s)`, fc.added_p50_vs_nginx, 'x', '<= 1.3', fc.added_p50_vs_nginx <= 1.3,
-    `aigw +${fixed.added.checks?.p50_ms} ms, nginx +${fixed.added.nginx?.p50_ms} ms`);
-  target(`added p99 aigw (64 conns, ${meta.fixed.rps} req/s)`, fp99, 'ms', '<= 1', fp99 <= 1, `nginx +${fixed.added.nginx?.p99_ms ?? '-'} ms`);
+for (const [c, rps] of [[fixed, meta.fixed?.rps], [light, meta.light?.rps]]) {
+  if (!c.rounds) continue;
+  const fc = c.ratio.checks || {}, fp99 = c.added.checks?.p99_ms;
+  target(`added p50 aigw/nginx (64 conns, ${rps} req/s)`, fc.added_p50_vs_nginx, 'x', '<= 1.3', fc.added_p50_vs_nginx <= 1.3,
+    `aigw +${c.added.checks?.p50_ms} ms, nginx +${c.added.nginx?.p50_ms} ms`);
+  target(`added p99 aigw (64 conns, ${rps} req/s)`, fp99, 'ms', '<= 1', fp99 <= 1, `nginx +${c.added.nginx?.p99_ms ?? '-'} ms`);
+  const pp99 = c.added.checks?.path_p99_ms;
+  if (pp99 !== undefined)
+    target(`added p99 aigw, outside the upstream (64 conns, ${rps} req/s)`, pp99, 'ms', '<= 1', pp99 <= 1,
+      `nginx +${c.added.nginx?.path_p99_ms ?? '-'} ms; p50 aigw +${c.added.checks?.path_p50_ms} ms, nginx +${c.added.nginx?.path_p50_ms ?? '-'} ms`);
 }
 const expectEvents = stream.events_expected;
 const ta = stream.tap.added.checks, tt = stream.tap.targets.checks, ma = stream.mock.added.checks;
@@ -329,7 +349,7 @@ if (big) {
   if (big.n < 2000) targets[targets.length - 2].note = `quick run: largest N is ${big.n}, not 2000`;
 }
 
-const result = { meta, chat_load: load, chat_serial: serial, chat_large: large, chat_fixed: fixed, streaming: stream, concurrency: conc, cost: costs, usage_accounting: usage, targets };
+const result = { meta, chat_load: load, chat_serial: serial, chat_large: large, chat_fixed: fixed, chat_light: light, streaming: stream, concurrency: conc, cost: costs, usage_accounting: usage, targets };
 writeFileSync(outFile, JSON.stringify(result, null, 2) + '\n');
 
 // ----------------------------------------------------------------- table
@@ -342,7 +362,8 @@ const NAMES = { mock: 'direct (mock)', nginx: 'nginx', plain: 'aigw plain', chec
 p(`aigw benchmark ${meta.time}  (${meta.quick ? 'QUICK, ' : ''}${meta.rounds} rounds, medians; ${meta.nproc} CPUs ${meta.cpu_model}, ${meta.seconds}s)`);
 for (const [title, c] of [[`Chat completion, ${load.conns} connections, ${meta.dur64_s}s runs`, load], [`Chat completion, 1 connection, ${meta.dur1_s}s runs`, serial],
   [`Chat completion with a ${meta.big_kb} KiB prompt, ${large.conns} connections, ${meta.dur1_s}s runs`, large],
-  [`Chat completion at a fixed ${meta.fixed?.rps} req/s (open loop), ${fixed.conns} connections, ${meta.fixed?.seconds}s runs`, fixed]]) {
+  [`Chat completion at a fixed ${meta.fixed?.rps} req/s (open loop), ${fixed.conns} connections, ${meta.fixed?.seconds}s runs`, fixed],
+  [`Chat completion at a light ${meta.light?.rps} req/s (open loop), ${light.conns} connections, ${meta.light?.seconds}s runs`, light]]) {
   if (!c.rounds) continue;
   p();
   p(title);
@@ -351,6 +372,14 @@ for (const [title, c] of [[`Chat completion, ${load.conns} connections, ${meta.d
     const x = c.targets[t];
     if (!x) continue;
     p(`  ${NAMES[t].padEnd(17)}${fmt(x.rps)}${fmt(x.p50_ms)}${fmt(x.p99_ms)}${fmt(c.added[t]?.p50_ms)}${fmt(c.added[t]?.p99_ms)}${fmt(c.ratio[t]?.rps_vs_nginx)}${fmt(x.cpu_us_per_req)}${fmt(Math.round(x.cpu_sys_share * 100), 7)}${fmt(x.ctx_switches_per_req, 7)}${fmt(x.errors, 7)}`);
+  }
+  if (!c.targets.mock?.path_p99_ms) continue;
+  p(`  outside the upstream: from the request's write to the answer's last byte, less the mock's own time`);
+  p(`  ${'target'.padEnd(17)}${fmt('')}${fmt('p50 ms')}${fmt('p99 ms')}${fmt('+p50 ms')}${fmt('+p99 ms')}${fmt('mock p99', 10)}`);
+  for (const t of TARGETS) {
+    const x = c.targets[t];
+    if (!x || x.path_p99_ms === undefined) continue;
+    p(`  ${NAMES[t].padEnd(17)}${fmt('')}${fmt(x.path_p50_ms)}${fmt(x.path_p99_ms)}${fmt(c.added[t]?.path_p50_ms)}${fmt(c.added[t]?.path_p99_ms)}${fmt(x.upstream_p99_ms, 10)}`);
   }
 }
 p();
@@ -386,8 +415,9 @@ p();
 p('Cost per request in aigwd (all checks on)');
 const ca = costs.allocs, cs = costs.syscalls;
 p(`  CPU us/request (64 conns): aigw ${load.targets.checks?.cpu_us_per_req ?? '-'} (plain ${load.targets.plain?.cpu_us_per_req ?? '-'}), nginx ${load.targets.nginx?.cpu_us_per_req ?? '-'}, mock ${load.targets.mock?.cpu_us_per_req ?? '-'}`);
-if (fixed.rounds)
-  p(`  CPU us/request (fixed ${meta.fixed.rps} req/s): aigw ${fixed.targets.checks?.cpu_us_per_req ?? '-'} (plain ${fixed.targets.plain?.cpu_us_per_req ?? '-'}), nginx ${fixed.targets.nginx?.cpu_us_per_req ?? '-'}`);
+for (const [c, rps] of [[fixed, meta.fixed?.rps], [light, meta.light?.rps]])
+  if (c.rounds)
+    p(`  CPU us/request (fixed ${rps} req/s): aigw ${c.targets.checks?.cpu_us_per_req ?? '-'} (plain ${c.targets.plain?.cpu_us_per_req ?? '-'}), nginx ${c.targets.nginx?.cpu_us_per_req ?? '-'}`);
 if (ca) p(`  allocations: ${ca.per_request}/request (${ca.bytes_per_request} bytes asked for), ${ca.per_event} more per stream event`);
 const kv = (o) => (o ? Object.entries(o).map(([k, v]) => `${k} ${v}`).join(', ') : '-');
 if (cs?.aigw) p(`  system calls/request: aigw ${cs.aigw.per_request} (${kv(cs.aigw.per_request_by_call)}); nginx ${cs.nginx?.per_request ?? '-'} (${kv(cs.nginx?.per_request_by_call)})`);

@@ -14,6 +14,7 @@
 #   BENCH_ROUNDS=N  rounds of the interleaved scenarios (default 5, quick 1)
 #   BENCH_RATE=R    the fixed load's requests a second (default: a quarter
 #                   of nginx's throughput in the first round)
+#   BENCH_LIGHT_RATE=R  the light load's (default: a sixteenth of it)
 #   BENCH_PERF=1    also record a perf profile of aigwd's workers under load
 #                   (perf report in BUILD_DIR/bench/perf-<time>.txt)
 #   BENCH_KEEP=1    keep the temporary directory (configs, logs, raw data)
@@ -476,13 +477,13 @@ wrk_run() {
     emit "{\"kind\":\"rps\",\"scenario\":\"$scen\",\"target\":\"$label\",\"round\":$round,\"conns\":$c,$(cpu_json $before $after),\"mock_cpu_ticks\":$(($5 + $6 - $1 - $2)),\"wrk\":$line}"
 }
 
-# fixed_run LABEL PORT KEY RATE SECONDS PID_FOR_CPU ROUND: sse_client's open
-# loop, RATE requests a second whatever the answers do, after a second of
-# warm-up; recorded as an "rps" run of scenario "fixed", its figures in
+# fixed_run SCENARIO LABEL PORT KEY RATE SECONDS PID_FOR_CPU ROUND:
+# sse_client's open loop, RATE requests a second whatever the answers do,
+# after a second of warm-up; recorded as an "rps" run of SCENARIO, its figures in
 # the shape of chat.lua's.  cpu_requests: the requests the CPU was spent on
 # (the warm-up's too).
 fixed_run() {
-    local label=$1 port=$2 key=$3 rate=$4 d=$5 cpid=$6 round=$7
+    local scen=$1 label=$2 port=$3 key=$4 rate=$5 d=$6 cpid=$7 round=$8
     local before after line m0 m1
     before=$(cpu_of "$cpid")
     m0=$(cpu_of "$mock_pid")
@@ -496,7 +497,7 @@ fixed_run() {
         return 0
     fi
     set -- $m0 $m1
-    emit "{\"kind\":\"rps\",\"scenario\":\"fixed\",\"target\":\"$label\",\"round\":$round,\"conns\":$conns,\"cpu_requests\":$((rate * (d + 1))),$(cpu_json $before $after),\"mock_cpu_ticks\":$(($5 + $6 - $1 - $2)),\"wrk\":$line}"
+    emit "{\"kind\":\"rps\",\"scenario\":\"$scen\",\"target\":\"$label\",\"round\":$round,\"conns\":$conns,\"cpu_requests\":$((rate * (d + 1))),$(cpu_json $before $after),\"mock_cpu_ticks\":$(($5 + $6 - $1 - $2)),\"wrk\":$line}"
 }
 
 # --- start ---------------------------------------------------------------------
@@ -560,30 +561,42 @@ written_through() {
         sed -n 's/^aigw_usage_records_written_through_total \([0-9]*\)$/\1/p' | grep . || echo null
 }
 fixed_rate=${BENCH_RATE:-}
+light_rate=${BENCH_LIGHT_RATE:-}
 usage_before=$("$build/aigwctl" -s "$tmp/checks.sock" usage --json 2>/dev/null | tr -d '\n ')
 through_before=$(written_through checks)
 for ((r = 1; r <= rounds; r++)); do
     alive "a server" "$mock_pid" "$nginx_pid" "$gw_pid_plain" "$gw_pid_checks" "$gw_pid_prefork"
-    say "round $r/$rounds: chat completions, $conns connections ${dur64}s, 1 connection ${dur1}s, a fixed load ${dur_fixed}s"
+    say "round $r/$rounds: chat completions, $conns connections ${dur64}s, 1 connection ${dur1}s, two fixed loads ${dur_fixed}s"
     for t in $targets_rps; do
         wrk_run "$t" "$(port_of $t)" "$(key_of $t)" "$conns" "$dur64" "$(pid_of $t)" load "$r"
     done
     for t in $targets_rps; do
         wrk_run "$t" "$(port_of $t)" "$(key_of $t)" 1 "$dur1" "$(pid_of $t)" serial "$r"
     done
-    # Latency at a load every target carries with room to spare: a quarter
-    # of what nginx did flat out in the first round (BENCH_RATE to
-    # choose), the same offered load for the mock, nginx and aigwd alike.
-    # Flat out, latency is queueing: 64 connections over the throughput.
-    if [ -z "$fixed_rate" ]; then
-        fixed_rate=$(sed -n 's/.*"scenario":"load","target":"nginx","round":1,.*"rps":\([0-9]*\).*/\1/p' "$raw" |
+    # Latency at loads every target carries with room to spare: a quarter
+    # and a sixteenth of what nginx did flat out in the first round
+    # (BENCH_RATE and BENCH_LIGHT_RATE to choose), the same offered load
+    # for the mock, nginx and aigwd alike.  Flat out, latency is queueing:
+    # 64 connections over the throughput.
+    if [ -z "$fixed_rate" ] || [ -z "$light_rate" ]; then
+        top_rps=$(sed -n 's/.*"scenario":"load","target":"nginx","round":1,.*"rps":\([0-9]*\).*/\1/p' "$raw" |
             head -1)
-        fixed_rate=$(((${fixed_rate:-4000} / 4 + 500) / 1000 * 1000))
-        [ "$fixed_rate" -ge 1000 ] || fixed_rate=1000
-        say "fixed load: $fixed_rate requests a second"
+        top_rps=${top_rps:-4000}
+        if [ -z "$fixed_rate" ]; then
+            fixed_rate=$(((top_rps / 4 + 500) / 1000 * 1000))
+            [ "$fixed_rate" -ge 1000 ] || fixed_rate=1000
+        fi
+        if [ -z "$light_rate" ]; then
+            light_rate=$(((top_rps / 16 + 250) / 500 * 500))
+            [ "$light_rate" -ge 500 ] || light_rate=500
+        fi
+        say "fixed loads: $fixed_rate and $light_rate requests a second"
     fi
     for t in mock nginx plain checks; do
-        fixed_run "$t" "$(port_of $t)" "$(key_of $t)" "$fixed_rate" "$dur_fixed" "$(pid_of $t)" "$r"
+        fixed_run fixed "$t" "$(port_of $t)" "$(key_of $t)" "$fixed_rate" "$dur_fixed" "$(pid_of $t)" "$r"
+    done
+    for t in mock nginx plain checks; do
+        fixed_run light "$t" "$(port_of $t)" "$(key_of $t)" "$light_rate" "$dur_fixed" "$(pid_of $t)" "$r"
     done
 done
 # The same with a large prompt (BENCH_PROMPT_KB), fewer connections: what
@@ -825,7 +838,7 @@ cat >"$tmp/meta.json" <<EOF
  "seconds":$((t_end - t_start)),"nproc":$ncpu,"cpu_model":"$cpu_model","mem_kb":${mem_kb:-0},
  "kernel":"$(uname -r)","hz":$hz,"cpu_plan":"$cpu_plan","nginx":"$("$nginx_bin" -v 2>&1 | sed 's/.*: //')",
  "wrk_threads":$wrk_threads,"conns":$conns,"big_kb":$big_kb,"big_conns":$big_conns,"dur64_s":$dur64,"dur1_s":$dur1,
- "fixed":{"rps":${fixed_rate:-null},"seconds":$dur_fixed},
+ "fixed":{"rps":${fixed_rate:-null},"seconds":$dur_fixed},"light":{"rps":${light_rate:-null},"seconds":$dur_fixed},
  "stream":{"n":$stream_n,"tap_n":$tap_n,"chunks":$stream_chunks,"delay_ms":$stream_delay},
  "conc":{"chunks":$conc_chunks,"delay_ms":$conc_delay,"timeout_s":$conc_timeout},
  "commit":"$(git -C "$top" rev-parse --short HEAD 2>/dev/null)$(git -C "$top" diff --quiet 2>/dev/null || echo +dirty)"}

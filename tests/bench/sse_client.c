@@ -580,7 +580,7 @@ mode_conc(int port, int n, int chunks, int timeout_s)
 static void
 chat_build(int port, const char *key, const char *path, const char *model)
 {
-    request_put(port, key, path, "",
+    request_put(port, key, path, "x-mock-stamp: 1\r\n",
                 "{\"model\":\"%s\",\"messages\":[{\"role\":\"system\",\"content\":\"You are "
                 "terse.\"},{\"role\":\"user\",\"content\":\"Say hello to the benchmark\"}],"
                 "\"max_tokens\":16}",
@@ -589,9 +589,51 @@ chat_build(int port, const char *key, const char *path, const char *model)
 
 struct rconn {
     int fd;
-    int64_t due; /* when its request was due, 0 while idle */
+    int64_t due;  /* when its request was due, 0 while idle */
+    int64_t sent; /* when its request was written */
     struct resp r;
+    char tail[96]; /* the answer's last bytes, where the mock's stamp is */
+    size_t tail_len;
 };
+
+/* Keep the last sizeof(x->tail) bytes of what x has read. */
+static void
+tail_keep(struct rconn *x, const char *p, size_t n)
+{
+    if (n >= sizeof(x->tail)) {
+        memcpy(x->tail, p + n - sizeof(x->tail), sizeof(x->tail));
+        x->tail_len = sizeof(x->tail);
+        return;
+    }
+    size_t keep = x->tail_len + n > sizeof(x->tail) ? sizeof(x->tail) - n : x->tail_len;
+    memmove(x->tail, x->tail + x->tail_len - keep, keep);
+    memcpy(x->tail + keep, p, n);
+    x->tail_len = keep + n;
+}
+
+/*
+ * The time x's request spent outside the mock: from just before its write
+ * to its answer's last byte (at t), less the mock's own time between
+ * reading it and writing the answer ("x_mock_us":[READ,WRITE],
+ * x-mock-stamp), which goes to *up.  -1 when the answer carries no stamp.
+ */
+static int64_t
+path_ns(const struct rconn *x, int64_t t, int64_t *up)
+{
+    static const char key[] = "\"x_mock_us\":[";
+    char s[sizeof(x->tail) + 1];
+    long long in, out;
+
+    memcpy(s, x->tail, x->tail_len);
+    s[x->tail_len] = '\0';
+    const char *at = strstr(s, key);
+    if (at == NULL || sscanf(at + sizeof(key) - 1, "%lld,%lld", &in, &out) != 2 || out < in)
+        return -1;
+    /* The stamps are whole microseconds: never below 0 for that. */
+    *up = (out - in) * 1000;
+    int64_t ns = t - x->sent - *up;
+    return ns > 0 ? ns : 0;
+}
 
 /* Open connection i, level-triggered in ep; -1 when it cannot. */
 static int
@@ -613,7 +655,11 @@ rate_open(int ep, struct rconn *c, int i, int port)
  * so time spent waiting for a connection counts (no coordinated omission:
  * a stall of the server shows in every request it held up, not only in the
  * one it stalled).  Requests due in the first WARM_S seconds are not
- * counted.  One JSON object on stdout, shaped like chat.lua's.
+ * counted.  One JSON object on stdout, shaped like chat.lua's, with
+ * "path_us": the spread of path_ns() (what the request spent outside the
+ * mock: the client's, the network's and any proxy's share),
+ * "upstream_us": the spread of the mock's own time, and "unstamped":
+ * answers without the mock's stamp.
  */
 static int
 mode_rate(int port, int conns, int rps, int secs, int warm_s)
@@ -624,11 +670,13 @@ mode_rate(int port, int conns, int rps, int secs, int warm_s)
     int64_t interval = 1000000000 / rps, counted_from, stop_at;
     int64_t cap = (int64_t)rps * (secs + 1) + 16, nlat = 0, sum = 0;
     int64_t *lat = calloc((size_t)cap, sizeof(int64_t));
+    int64_t *path = calloc((size_t)cap, sizeof(int64_t)), npath = 0, unstamped = 0;
+    int64_t *up = calloc((size_t)cap, sizeof(int64_t));
     int64_t due_n = 0, sent_n = 0, late = 0, errs[E_N] = {0};
     int ep = epoll_create1(EPOLL_CLOEXEC), tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
     static char buf[RBUF];
 
-    if (c == NULL || idle == NULL || lat == NULL || ep < 0 || tfd < 0)
+    if (c == NULL || idle == NULL || lat == NULL || path == NULL || up == NULL || ep < 0 || tfd < 0)
         return 1;
     for (int i = 0; i < conns; i++) {
         if (rate_open(ep, c, i, port) != 0) {
@@ -676,6 +724,8 @@ mode_rate(int port, int conns, int rps, int secs, int warm_s)
             if (r < 0 && (errno == EAGAIN || errno == EINTR))
                 continue;
             int64_t t = now_ns();
+            if (r > 0)
+                tail_keep(x, buf, (size_t)r);
             bool done = r > 0 && x->due != 0 && resp_feed(&x->r, buf, (size_t)r, t);
             if (r > 0 && !done && x->due != 0)
                 continue;
@@ -683,6 +733,11 @@ mode_rate(int port, int conns, int rps, int secs, int warm_s)
                 if (x->due >= counted_from && nlat < cap) {
                     lat[nlat++] = t - x->due;
                     sum += t - x->due;
+                    int64_t pn = path_ns(x, t, &up[npath]);
+                    if (pn >= 0)
+                        path[npath++] = pn;
+                    else
+                        unstamped++;
                 }
                 x->due = 0;
                 idle[nidle++] = i;
@@ -711,10 +766,12 @@ mode_rate(int port, int conns, int rps, int secs, int warm_s)
         while (sent_n < due_n && nidle > 0) {
             struct rconn *x = &c[idle[--nidle]];
             resp_reset(&x->r, NULL, NULL);
+            x->tail_len = 0;
             x->due = t0 + sent_n * interval;
             sent_n++;
             if (now - x->due > 1000000 && x->due >= counted_from)
                 late++;
+            x->sent = now_ns();
             if (write(x->fd, request, request_len) != (ssize_t)request_len) {
                 if (x->due >= counted_from)
                     errs[E_WRITE]++;
@@ -726,17 +783,26 @@ mode_rate(int port, int conns, int rps, int secs, int warm_s)
     }
     errs[E_TIMEOUT] = due_n - sent_n + (conns - nidle);
     qsort(lat, (size_t)nlat, sizeof(int64_t), cmp_i64);
+    qsort(path, (size_t)npath, sizeof(int64_t), cmp_i64);
+    qsort(up, (size_t)npath, sizeof(int64_t), cmp_i64);
     double us = 1e3;
     printf("{\"requests\":%lld,\"duration_us\":%lld,\"bytes\":0,\"rps\":%.1f,\"offered_rps\":%d,"
            "\"late\":%lld,\"lat_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f,"
            "\"mean\":%.1f},\"errors\":{\"connect\":%lld,\"read\":%lld,\"write\":%lld,"
-           "\"status\":%lld,\"timeout\":%lld}}\n",
+           "\"status\":%lld,\"timeout\":%lld},",
            (long long)nlat, (long long)secs * 1000000, (double)nlat / secs, rps, (long long)late,
            pct_ms(lat, (int)nlat, 50) * us, pct_ms(lat, (int)nlat, 90) * us,
            pct_ms(lat, (int)nlat, 99) * us, pct_ms(lat, (int)nlat, 100) * us,
            nlat ? (double)sum / (double)nlat / 1e3 : -1.0, (long long)errs[E_CONN],
            (long long)errs[E_READ], (long long)errs[E_WRITE], (long long)errs[E_STATUS],
            (long long)errs[E_TIMEOUT]);
+    printf("\"path_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f},"
+           "\"upstream_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f},"
+           "\"unstamped\":%lld}\n",
+           pct_ms(path, (int)npath, 50) * us, pct_ms(path, (int)npath, 90) * us,
+           pct_ms(path, (int)npath, 99) * us, pct_ms(path, (int)npath, 100) * us,
+           pct_ms(up, (int)npath, 50) * us, pct_ms(up, (int)npath, 90) * us,
+           pct_ms(up, (int)npath, 99) * us, pct_ms(up, (int)npath, 100) * us, (long long)unstamped);
     return 0;
 }
 

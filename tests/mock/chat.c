@@ -254,10 +254,15 @@ chat_full(struct gw_mock_conn *c, const struct chat *ch, const struct gw_mock_fa
             (void)tok_append(b, i);
         (void)GW_MOCK_APPEND(b, "\"");
     }
-    if (gw_buf_printf(b,
-                      "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":%zu,"
-                      "\"completion_tokens\":%zu,\"total_tokens\":%zu}}",
-                      ch->prompt, ch->completion, ch->prompt + ch->completion) != 0)
+    (void)gw_buf_printf(b,
+                        "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":%zu,"
+                        "\"completion_tokens\":%zu,\"total_tokens\":%zu}",
+                        ch->prompt, ch->completion, ch->prompt + ch->completion);
+    /* The bench's path time: what a request spent outside the mock. */
+    if (f->stamp)
+        (void)gw_buf_printf(b, ",\"x_mock_us\":[%lld,%lld]", (long long)c->t_read,
+                            (long long)gw_now_us());
+    if (GW_MOCK_APPEND(b, "}") != 0)
         return GW_ENOMEM;
     if (f->drop_after >= 0)
         return gw_mock_respond_cut(c, b->data, b->len, f->drop_after);

@@ -2,7 +2,10 @@
  * fault.c - the x-mock-* request headers that make the mock misbehave on
  * purpose: a status, a delay before the first byte or between stream
  * events, a number of chunks, a connection dropped mid-answer, an echo of
- * the request.  Only the chat and embeddings endpoints read them.
+ * the request, a stamp of when the mock read the request and wrote the
+ * answer (x-mock-stamp: a chat completion that is not streamed gets
+ * "x_mock_us":[READ,WRITE], CLOCK_MONOTONIC microseconds, for the bench).
+ * Only the chat and embeddings endpoints read them.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -24,6 +27,7 @@ static const struct fault_header {
     {"x-mock-drop-after", offsetof(struct gw_mock_fault, drop_after), 0, 100000000},
     {"x-mock-echo", offsetof(struct gw_mock_fault, echo), 0, 1},
     {"x-mock-no-usage", offsetof(struct gw_mock_fault, no_usage), 0, 1},
+    {"x-mock-stamp", offsetof(struct gw_mock_fault, stamp), 0, 1},
 };
 
 /*

@@ -666,6 +666,7 @@ gw_mock_conn_run(void *arg)
             continue;
         if (n <= 0)
             break;
+        c->t_read = gw_now_us();
         size_t off = 0;
         while (off < (size_t)n) {
             size_t used;

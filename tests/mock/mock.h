@@ -61,6 +61,7 @@ struct gw_mock_conn {
     bool keep_alive; /* the request allows another one on this connection */
     bool chunked;    /* the streamed response uses chunked framing */
     int reject;      /* status for a request refused while parsing (413, 431) */
+    int64_t t_read;  /* gw_now_us() when the last read(2) returned */
     char rbuf[GW_MOCK_READ_SIZE];
 };
 
@@ -76,6 +77,7 @@ struct gw_mock_fault {
     long drop_after;     /* x-mock-drop-after, -1 when absent */
     long echo;           /* x-mock-echo: 1 to echo the request */
     long no_usage;       /* x-mock-no-usage: 1 to send no usage, even when asked */
+    long stamp;          /* x-mock-stamp: 1 to stamp the answer with x_mock_us */
 };
 
 /* The key every /v1 request must present as a bearer token, or NULL. */
