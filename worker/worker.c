@@ -28,6 +28,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -359,20 +360,230 @@ __lsan_default_suppressions(void)
  * master's endpoint-test child), and waits go through the event loop. */
 static bool st_ready;
 
+/*
+ * The worker's clock.  libst's event loop gives poll(2) the time to the
+ * earliest deadline of its sleep queue in whole milliseconds, rounded
+ * down, and so polls with a timeout of 0 while less than a millisecond is
+ * left: every timed wait that runs out spent its last millisecond, half
+ * of one on average, spinning at full CPU.  The accept loop's wait of
+ * 200 ms did that five times a second in every worker; on the bench's
+ * two CPUs, that CPU was the client's, the mock's or the other worker's,
+ * and the request in flight took 0.8 ms more (tests/bench/README.md,
+ * twelfth pass).  So a timed wait gives libst no deadline.  It enters
+ * its own in the heap kept here; a timerfd armed at the earliest one, to
+ * the nanosecond, is in the loop's poll set; and the clock coroutine
+ * wakes what is due: a wait on a condition variable by signalling it, a
+ * poll by interrupting it (st_poll then returns EINTR, and the wait
+ * finds itself due).  A deadline that leaves the heap early (the wait
+ * woke first) leaves the timerfd as it is: it fires once for nothing,
+ * and is armed for the next.
+ */
+struct clock_wait {
+    int64_t due_ns; /* CLOCK_MONOTONIC */
+    st_thread_t waiter;
+    st_cond_t cond; /* signalled when due; NULL: the waiter is interrupted */
+    size_t at;      /* its place in the heap */
+    bool due;       /* the clock woke it */
+};
+
+static int clock_fd = -1;
+static int64_t clock_armed_ns = INT64_MAX; /* what clock_fd fires at */
+static struct clock_wait **clock_heap;
+static size_t clock_n, clock_cap;
+
+static int64_t
+clock_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void
+clock_arm(int64_t due_ns)
+{
+    struct itimerspec its = {
+        .it_value = {.tv_sec = due_ns / 1000000000, .tv_nsec = due_ns % 1000000000}};
+
+    if (timerfd_settime(clock_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+        clock_armed_ns = due_ns;
+}
+
+static void
+clock_swap(size_t i, size_t j)
+{
+    struct clock_wait *t = clock_heap[i];
+
+    clock_heap[i] = clock_heap[j];
+    clock_heap[j] = t;
+    clock_heap[i]->at = i;
+    clock_heap[j]->at = j;
+}
+
+static void
+clock_sift(size_t i)
+{
+    while (i > 0 && clock_heap[(i - 1) / 2]->due_ns > clock_heap[i]->due_ns) {
+        clock_swap(i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < clock_n && clock_heap[l]->due_ns < clock_heap[m]->due_ns)
+            m = l;
+        if (l + 1 < clock_n && clock_heap[l + 1]->due_ns < clock_heap[m]->due_ns)
+            m = l + 1;
+        if (m == i)
+            return;
+        clock_swap(i, m);
+        i = m;
+    }
+}
+
+/* Enter w, due in timeout_us; false when it cannot (no clock, no memory):
+ * the wait then gives libst its deadline after all. */
+static bool
+clock_enter(struct clock_wait *w, int64_t timeout_us, st_cond_t cond)
+{
+    if (clock_fd < 0)
+        return false;
+    if (clock_n == clock_cap) {
+        size_t n = clock_cap > 0 ? 2 * clock_cap : 64;
+        struct clock_wait **h = realloc(clock_heap, n * sizeof(*h));
+        if (h == NULL)
+            return false;
+        clock_heap = h;
+        clock_cap = n;
+    }
+    *w = (struct clock_wait){.due_ns = clock_now_ns() + timeout_us * 1000,
+                             .waiter = st_thread_self(),
+                             .cond = cond,
+                             .at = clock_n};
+    clock_heap[clock_n++] = w;
+    clock_sift(w->at);
+    if (w->due_ns < clock_armed_ns)
+        clock_arm(w->due_ns);
+    return true;
+}
+
+/* Take w out of the heap, unless the clock did when it woke it. */
+static void
+clock_leave(struct clock_wait *w)
+{
+    if (w->due)
+        return;
+    size_t i = w->at;
+    clock_n--;
+    if (i != clock_n) {
+        clock_swap(i, clock_n);
+        clock_sift(i);
+    }
+}
+
+static void *
+clock_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct pollfd pfd = {.fd = clock_fd, .events = POLLIN};
+        uint64_t fired;
+        if (st_poll(&pfd, 1, ST_UTIME_NO_TIMEOUT) <= 0 ||
+            read(clock_fd, &fired, sizeof(fired)) != (ssize_t)sizeof(fired))
+            continue;
+        clock_armed_ns = INT64_MAX;
+        int64_t now = clock_now_ns();
+        while (clock_n > 0 && clock_heap[0]->due_ns <= now) {
+            struct clock_wait *w = clock_heap[0];
+            clock_leave(w);
+            w->due = true;
+            if (w->cond != NULL)
+                st_cond_signal(w->cond);
+            else
+                st_thread_interrupt(w->waiter);
+        }
+        if (clock_n > 0)
+            clock_arm(clock_heap[0]->due_ns);
+    }
+    return NULL;
+}
+
+static void
+clock_start(void)
+{
+    clock_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (clock_fd < 0)
+        gw_fatal("timerfd_create: %s", strerror(errno));
+    if (st_thread_create(clock_main, NULL, 0, 64 * 1024) == NULL)
+        gw_fatal("st_thread_create: %s", strerror(errno));
+}
+
+/*
+ * Wait on cond for at most timeout_us (-1: no limit): 0 when signalled,
+ * -1 with ETIME when the time ran out, -1 with EINTR when interrupted.
+ */
+static int
+clock_cond_wait(st_cond_t cond, int64_t timeout_us)
+{
+    struct clock_wait w;
+
+    if (timeout_us < 0)
+        return st_cond_wait(cond);
+    if (timeout_us == 0 || !clock_enter(&w, timeout_us, cond))
+        return st_cond_timedwait(cond, (st_utime_t)timeout_us);
+    int rc = st_cond_wait(cond), err = errno;
+    clock_leave(&w);
+    if (w.due) {
+        errno = ETIME;
+        return -1;
+    }
+    errno = err;
+    return rc;
+}
+
+/* Sleep us microseconds (-1: until interrupted); -1 with EINTR when
+ * interrupted. */
+static int
+clock_sleep(int64_t us)
+{
+    st_cond_t cond;
+
+    if (us < 0)
+        return st_usleep(ST_UTIME_NO_TIMEOUT);
+    if (us == 0 || (cond = st_cond_new()) == NULL)
+        return st_usleep((st_utime_t)us);
+    int rc = clock_cond_wait(cond, us);
+    int err = errno;
+    st_cond_destroy(cond);
+    errno = err;
+    return rc != 0 && err == ETIME ? 0 : rc;
+}
+
 int
 gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
 {
-    st_utime_t t = timeout_ms < 0 ? ST_UTIME_NO_TIMEOUT : (st_utime_t)timeout_ms * 1000;
+    struct clock_wait w;
 
     if (!st_ready)
         return poll(fds, (nfds_t)nfds, timeout_ms < 0 ? -1 : (int)timeout_ms);
-    if (nfds == 0) {
-        /* Nothing to watch (curl between two sockets): only the time. */
-        if (st_usleep(t) != 0)
-            return -1;
-        return 0;
+    if (nfds == 0) /* nothing to watch (curl between two sockets): only the time */
+        return clock_sleep(timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000) != 0 ? -1 : 0;
+    if (timeout_ms < 0)
+        return st_poll(fds, (int)nfds, ST_UTIME_NO_TIMEOUT);
+    if (timeout_ms == 0 || !clock_enter(&w, (int64_t)timeout_ms * 1000, NULL))
+        return st_poll(fds, (int)nfds, (st_utime_t)timeout_ms * 1000);
+    int n = st_poll(fds, (int)nfds, ST_UTIME_NO_TIMEOUT), err = errno;
+    clock_leave(&w);
+    if (n < 0 && err == EINTR && w.due && !gw_worker_stopping) {
+        /* The clock's interrupt; descriptors that became ready in the
+         * same turn of the loop have their revents. */
+        n = 0;
+        for (size_t i = 0; i < nfds; i++)
+            n += fds[i].revents != 0;
+        return n;
     }
-    return st_poll(fds, (int)nfds, t);
+    errno = err;
+    return n;
 }
 
 /*
@@ -530,8 +741,8 @@ wait_fd(int fd, short events, long timeout_ms, const int *many)
     }
     /* Armed with the socket ready already, the set reports it at once;
      * the park coroutine runs when this one sleeps. */
-    st_utime_t t = timeout_ms < 0 ? ST_UTIME_NO_TIMEOUT : (st_utime_t)timeout_ms * 1000;
-    int rc = st_cond_timedwait(pk->cond, t), err = errno;
+    int rc = clock_cond_wait(pk->cond, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000),
+        err = errno;
     pk = &parks[fd]; /* the table may have grown meanwhile */
     if (pk->revents != 0)
         return poll_events_of(pk->revents);
@@ -580,7 +791,7 @@ gw_worker_sleep_us(long us)
         usleep(us > 0 ? (useconds_t)us : 0);
         return;
     }
-    st_usleep(us > 0 ? (st_utime_t)us : 0);
+    (void)clock_sleep(us);
 }
 
 void
@@ -762,7 +973,7 @@ connection_start(struct gw_worker_proc *p, int fd, enum listener_kind kind)
  * it takes it itself, so a connection is never left waiting on a balance.
  */
 #define ACCEPT_SLACK 2
-#define ACCEPT_DEFER_US 1000 /* libst's poll waits whole ms: less would spin */
+#define ACCEPT_DEFER_US 1000
 #define ACCEPT_DEFER_MAX_US 5000
 
 static bool
@@ -875,6 +1086,7 @@ gw_worker_main(const struct gw_worker_env *env)
         (p.room = st_cond_new()) == NULL)
         gw_fatal("st_init: %s", strerror(errno));
     st_ready = true;
+    clock_start();
     if (env->connections > 1)
         park_start(&p.conns, &p.busy);
     if (gw_store_open(env->cfg->state_dir, &p.store) != 0)
@@ -905,7 +1117,7 @@ gw_worker_main(const struct gw_worker_env *env)
 
     while (!gw_worker_stopping) {
         if (p.conns >= env->connections)
-            st_cond_timedwait(p.room, 1000 * 1000);
+            clock_cond_wait(p.room, 1000 * 1000);
         else
             accept_some(&p, ep);
         /* After a burst, once its connections are gone: the heap the
@@ -926,7 +1138,7 @@ gw_worker_main(const struct gw_worker_env *env)
         if (w->thread != NULL)
             st_thread_interrupt(w->thread);
     while (p.conns > 0) {
-        st_cond_timedwait(p.room, 100 * 1000);
+        clock_cond_wait(p.room, 100 * 1000);
         gw_worker_access_tick();
     }
 
