@@ -572,6 +572,8 @@ gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
         return st_poll(fds, (int)nfds, ST_UTIME_NO_TIMEOUT);
     if (timeout_ms == 0 || !clock_enter(&w, (int64_t)timeout_ms * 1000, NULL))
         return st_poll(fds, (int)nfds, (st_utime_t)timeout_ms * 1000);
+    for (size_t i = 0; i < nfds; i++)
+        fds[i].revents = 0; /* counted below after the clock's interrupt */
     int n = st_poll(fds, (int)nfds, ST_UTIME_NO_TIMEOUT), err = errno;
     clock_leave(&w);
     if (n < 0 && err == EINTR && w.due && !gw_worker_stopping) {
