@@ -68,8 +68,9 @@ function chat(scenario) {
       mock_cpu_us_per_req: r1(median(rs.map((x) => (x.mock_cpu_ticks * 1e6) / meta.hz / (x.cpu_requests ?? x.wrk.requests))), 2),
       rps_rounds: rs.map((x) => r1(x.wrk.rps)),
     };
-    // sse_client rate: the time outside the mock (its x-mock-stamp).
-    if (rs.every((x) => x.wrk.path_us)) {
+    // sse_client rate: the time outside the mock (its x-mock-stamp),
+    // where every run had stamped answers (a percentile of none is -1).
+    if (rs.every((x) => x.wrk.path_us && x.wrk.path_us.p50 >= 0)) {
       out.targets[t].path_p50_ms = r1(median(rs.map((x) => x.wrk.path_us.p50 / 1e3)), 3);
       out.targets[t].path_p99_ms = r1(median(rs.map((x) => x.wrk.path_us.p99 / 1e3)), 3);
       out.targets[t].upstream_p99_ms = r1(median(rs.map((x) => x.wrk.upstream_us?.p99 / 1e3)), 3);
@@ -84,7 +85,7 @@ function chat(scenario) {
       if (!m || !x) continue;
       a50.push((x.wrk.lat_us.p50 - m.wrk.lat_us.p50) / 1e3);
       a99.push((x.wrk.lat_us.p99 - m.wrk.lat_us.p99) / 1e3);
-      if (x.wrk.path_us && m.wrk.path_us) {
+      if (x.wrk.path_us?.p50 >= 0 && m.wrk.path_us?.p50 >= 0) {
         p50.push((x.wrk.path_us.p50 - m.wrk.path_us.p50) / 1e3);
         p99.push((x.wrk.path_us.p99 - m.wrk.path_us.p99) / 1e3);
       }
