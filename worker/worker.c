@@ -39,6 +39,9 @@
 volatile sig_atomic_t gw_worker_stopping;
 bool gw_worker_woken_on_stop;
 static volatile sig_atomic_t reopen_logs;
+/* Waits the worker's coroutines entered, each a turn of the event loop
+ * for the others (see the end of connection_main's loop). */
+static uint64_t waits_entered;
 
 /* The listening sockets, for the signal handler to close. */
 static const int *listen_fds;
@@ -268,6 +271,7 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
         w->conn.stream_body = gw_worker_media_body_streamed;
 
     for (;;) {
+        uint64_t waits = waits_entered;
         struct gw_request req = {.arena = w->arena, .model_stat = -1, .target_stat = -1};
         req.start_us = gw_now_us(); /* moved to the first byte once it comes */
         int rc = gw_worker_http_read(&w->conn, &req);
@@ -316,8 +320,10 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
          * request while the connections waiting on a descriptor starve
          * (they wake only when no coroutine can run).  One request per
          * turn, as an nginx worker handles each ready connection once per
-         * pass of its event loop. */
-        if (p->conns > 1)
+         * pass of its event loop.  A request that waited (for its bytes,
+         * for the upstream) has had its turn: a yield then would only add
+         * a poll(2) that finds nothing, one a request at a fixed load. */
+        if (p->conns > 1 && waits_entered == waits)
             gw_worker_yield();
     }
     gw_worker_http_fini(&w->conn);
@@ -566,6 +572,7 @@ gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
 
     if (!st_ready)
         return poll(fds, (nfds_t)nfds, timeout_ms < 0 ? -1 : (int)timeout_ms);
+    waits_entered++;
     if (nfds == 0) /* nothing to watch (curl between two sockets): only the time */
         return clock_sleep(timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000) != 0 ? -1 : 0;
     if (timeout_ms < 0)
@@ -743,6 +750,7 @@ wait_fd(int fd, short events, long timeout_ms, const int *many)
     }
     /* Armed with the socket ready already, the set reports it at once;
      * the park coroutine runs when this one sleeps. */
+    waits_entered++;
     int rc = clock_cond_wait(pk->cond, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000),
         err = errno;
     pk = &parks[fd]; /* the table may have grown meanwhile */
@@ -793,6 +801,7 @@ gw_worker_sleep_us(long us)
         usleep(us > 0 ? (useconds_t)us : 0);
         return;
     }
+    waits_entered++;
     (void)clock_sleep(us);
 }
 
