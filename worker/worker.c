@@ -406,14 +406,16 @@ clock_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void
+static bool
 clock_arm(int64_t due_ns)
 {
     struct itimerspec its = {
         .it_value = {.tv_sec = due_ns / 1000000000, .tv_nsec = due_ns % 1000000000}};
 
-    if (timerfd_settime(clock_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
-        clock_armed_ns = due_ns;
+    if (timerfd_settime(clock_fd, TFD_TIMER_ABSTIME, &its, NULL) != 0)
+        return false;
+    clock_armed_ns = due_ns;
+    return true;
 }
 
 static void
@@ -447,12 +449,17 @@ clock_sift(size_t i)
     }
 }
 
-/* Enter w, due in timeout_us; false when it cannot (no clock, no memory):
- * the wait then gives libst its deadline after all. */
+static void clock_leave(struct clock_wait *w);
+
+/* Enter w, due in timeout_us; false when it cannot (no clock, no memory,
+ * a time past what the clock counts): the wait then gives libst its
+ * deadline after all. */
 static bool
 clock_enter(struct clock_wait *w, int64_t timeout_us, st_cond_t cond)
 {
-    if (clock_fd < 0)
+    int64_t now = clock_now_ns();
+
+    if (clock_fd < 0 || timeout_us > (INT64_MAX - now) / 1000)
         return false;
     if (clock_n == clock_cap) {
         size_t n = clock_cap > 0 ? 2 * clock_cap : 64;
@@ -462,14 +469,14 @@ clock_enter(struct clock_wait *w, int64_t timeout_us, st_cond_t cond)
         clock_heap = h;
         clock_cap = n;
     }
-    *w = (struct clock_wait){.due_ns = clock_now_ns() + timeout_us * 1000,
-                             .waiter = st_thread_self(),
-                             .cond = cond,
-                             .at = clock_n};
+    *w = (struct clock_wait){
+        .due_ns = now + timeout_us * 1000, .waiter = st_thread_self(), .cond = cond, .at = clock_n};
     clock_heap[clock_n++] = w;
     clock_sift(w->at);
-    if (w->due_ns < clock_armed_ns)
-        clock_arm(w->due_ns);
+    if (w->due_ns < clock_armed_ns && !clock_arm(w->due_ns)) {
+        clock_leave(w);
+        return false;
+    }
     return true;
 }
 
@@ -509,7 +516,7 @@ clock_main(void *arg)
                 st_thread_interrupt(w->waiter);
         }
         if (clock_n > 0)
-            clock_arm(clock_heap[0]->due_ns);
+            (void)clock_arm(clock_heap[0]->due_ns); /* valid times: it cannot fail */
     }
     return NULL;
 }
