@@ -70,6 +70,18 @@ test('a chat completion returns the upstream content and usage', async () => {
   assert.deepEqual(body.usage, { prompt_tokens: 5, completion_tokens: 5, total_tokens: 10 });
 });
 
+test('fields of the upstream answer the gateway does not know reach the client unchanged', async () => {
+  // The mock's x-mock-stamp (what the bench measures with): when it read
+  // the request and wrote the answer, in the answer's JSON.
+  const res = await gw.chat(key, { messages: [user('hi')] }, { 'x-mock-stamp': '1' });
+  assert.equal(res.status, 200, res.text);
+  const [read, wrote] = res.json().x_mock_us;
+  assert.ok(Number.isInteger(read) && Number.isInteger(wrote) && wrote >= read, res.text);
+  assert.equal(res.json().choices[0].message.content, 'tok0 tok1 tok2 tok3 tok4 ');
+  // A stamp asked for with a value out of range is the mock's 400, passed on.
+  assert.equal((await gw.chat(key, { messages: [user('hi')] }, { 'x-mock-stamp': '2' })).status, 400);
+});
+
 test('the upstream receives the target model name, not the client one', async () => {
   assert.equal((await echo({ model: 'demo' })).seen.body.model, 'mock-small');
   assert.equal((await echo({ model: 'other' })).seen.body.model, 'mock-large');
