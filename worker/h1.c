@@ -302,6 +302,18 @@ wait_for(int fd, short events, short *revents, const struct gw_transfer_clock *c
     }
 }
 
+/* Input reported while the request goes out may be the last answer's,
+ * taken by its read since (gw_worker_wait_upstream): true when nothing is
+ * there to read, and the upstream has neither closed nor failed. */
+static bool
+nothing_to_read(int fd, short ready)
+{
+    char b;
+
+    return !(ready & (POLLHUP | POLLERR)) && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+           (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 /*
  * The request: its line and headers in head, then the body.  CURLE_SEND_
  * ERROR when the upstream stopped taking it (*send_errno why, 0 when it
@@ -327,7 +339,7 @@ request_send(int fd, struct iovec *iov, int iovcnt, const struct gw_transfer_clo
                 wait_for(fd, POLLOUT | POLLIN, &ready, clock, deadline_ms, errbuf, timed_out);
             if (cc != CURLE_OK)
                 return cc;
-            if (ready & (POLLIN | POLLHUP | POLLERR)) {
+            if ((ready & (POLLIN | POLLHUP | POLLERR)) && !nothing_to_read(fd, ready)) {
                 *send_errno = 0;
                 return CURLE_SEND_ERROR;
             }

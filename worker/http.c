@@ -278,6 +278,9 @@ gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits 
     c->in = malloc(c->in_cap);
     if (c->in == NULL)
         gw_fatal("malloc(%zu): out of memory", c->in_cap);
+    /* Its number may have been a socket closed without leaving the park
+     * set (worker.c): start afresh. */
+    gw_worker_fd_forget(fd);
     /* Reads and writes never block: a wait is gw_worker_poll's, where the
      * worker's other connections run (a worker accepts with SOCK_NONBLOCK
      * already; a descriptor from elsewhere is made so). */
@@ -303,7 +306,8 @@ gw_worker_http_fini(struct gw_http_conn *c)
 
 /*
  * Wait until the client's socket is readable or timeout_ms after start
- * (the wait may have begun in a read that timed out) passes.
+ * (the wait may have begun in a read that timed out) passes: for bytes
+ * that arrive after the last read found it empty (c->drained).
  * Returns 1 readable, 0 timed out, GW_ECLOSED when an idle connection
  * should be let go: the worker is stopping, or a new client is waiting on
  * a listening socket and the worker should serve it instead (the
@@ -368,6 +372,17 @@ wait_readable(struct gw_http_conn *c, int64_t start, long timeout_ms, bool idle)
         /* Someone else will take the new client: stop watching for a bit. */
         yield_from = gw_now_ms() + HTTP_YIELD_BACKOFF_MS;
     }
+}
+
+/* read(2) from the client into buf, noting whether it took what there was. */
+static ssize_t
+read_in(struct gw_http_conn *c, char *buf, size_t room)
+{
+    ssize_t r = read(c->fd, buf, room);
+
+    if (r >= 0 || errno != EINTR)
+        c->drained = r < 0 || (size_t)r < room;
+    return r;
 }
 
 int
@@ -442,14 +457,17 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
             long left = (long)(c->header_deadline - gw_now_ms());
             wait = left < wait ? (left > 0 ? left : 0) : wait;
         }
-        /* Under load the bytes are usually there already: read first, and
-         * wait (deadlines, stop flag, giving way to new clients) only when
-         * the read finds nothing. */
+        /* A new connection's first bytes, and the rest of what a full
+         * read left, are usually there already: read first, and wait
+         * (deadlines, stop flag, giving way to new clients) only when the
+         * read finds nothing.  After a read that took what there was (the
+         * answer's bytes since, on a keep-alive connection), the next
+         * request cannot be there yet: wait first, as nginx does. */
         int64_t since = gw_now_ms();
         ssize_t r = -1;
         errno = EAGAIN;
-        if (!(idle && gw_worker_stopping))
-            r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (!c->drained && !(idle && gw_worker_stopping))
+            r = read_in(c, c->in + c->in_len, c->in_cap - c->in_len);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
             int w = wait_readable(c, since, wait, idle);
             if (w == GW_ECLOSED)
@@ -460,7 +478,7 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
                 c->error = 408;
                 return GW_EPROTO;
             }
-            r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+            r = read_in(c, c->in + c->in_len, c->in_cap - c->in_len);
         }
         if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
@@ -505,14 +523,16 @@ gw_worker_http_body_read(struct gw_http_conn *c, const char **data, size_t *len)
             continue;
         }
         c->in_off = c->in_len = 0;
-        int w = wait_readable(c, gw_now_ms(), c->limits->read_timeout_ms, false);
-        if (w == GW_ECLOSED)
-            return GW_ECLOSED;
-        if (w == 0) {
-            c->error = 408;
-            return GW_EPROTO;
+        if (c->drained) {
+            int w = wait_readable(c, gw_now_ms(), c->limits->read_timeout_ms, false);
+            if (w == GW_ECLOSED)
+                return GW_ECLOSED;
+            if (w == 0) {
+                c->error = 408;
+                return GW_EPROTO;
+            }
         }
-        ssize_t r = read(c->fd, c->in, c->in_cap);
+        ssize_t r = read_in(c, c->in, c->in_cap);
         if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
         if (r <= 0)
@@ -536,9 +556,13 @@ gw_worker_http_linger(struct gw_http_conn *c)
         return;
     for (;;) {
         int64_t left = end - gw_now_ms();
-        if (left <= 0 || gw_worker_wait_client(c->fd, POLLIN, (long)left) <= 0)
+        if (left <= 0)
             break;
-        if (read(c->fd, c->in, c->in_cap) <= 0)
+        /* Read to EAGAIN before each wait: the wait is for what comes after. */
+        ssize_t r = read(c->fd, c->in, c->in_cap);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            break;
+        if (r < 0 && gw_worker_wait_client(c->fd, POLLIN, (long)left) <= 0)
             break;
     }
 }

@@ -539,7 +539,7 @@ transfer_run(struct gw_transfer *t, CURL *curl, const struct gw_transfer_clock *
         }
         int n;
         if (nfds == 1) { /* one connection, the usual case */
-            n = gw_worker_wait_upstream(pfd[0].fd, pfd[0].events, (long)left);
+            n = gw_worker_wait_curl(pfd[0].fd, pfd[0].events, (long)left);
             pfd[0].revents = (short)(n > 0 ? n : 0);
         } else {
             n = gw_worker_poll(pfd, nfds, (long)left);

@@ -611,26 +611,57 @@ gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms)
  * CPU (perf; tests/bench/README.md); with 1,000 streams, a thousand
  * sockets for each event of each stream.  So in a worker of many
  * connections, a wait on a connection's own socket goes to an epoll
- * instance of the worker's own instead, where the socket stays registered
- * from one wait to the next (EPOLLONESHOT, re-armed with one
- * EPOLL_CTL_MOD), and sleeps on a condition variable kept per descriptor.
- * The park coroutine waits on that instance in the loop's poll set and
- * wakes the waits it reports.  Where the poll set would be small, a plain
- * poll costs fewer system calls (no re-arming, no second wait), and the
+ * instance of the worker's own instead, and sleeps on a condition
+ * variable kept per descriptor.  The park coroutine waits on that
+ * instance in the loop's poll set, notes what it reports against the
+ * descriptor, and wakes the wait it is for.  Where the poll set would be
+ * small, a plain poll costs fewer system calls (no second wait), and the
  * wait is gw_worker_poll's: a client's wait parks from PARK_FROM_DEFAULT
  * connections in the worker (most of them idle between two requests, each
  * a wait), an upstream's from PARK_FROM_DEFAULT requests in progress (each
  * an upstream wait, at most).  AIGW_PARK_FROM in the environment sets
  * that number (aigwd(8)), read once by the master (gw_worker_park_setup)
  * and inherited by the workers it forks; 0 leaves the park set out.
+ *
+ * A descriptor is in the set in one of two ways:
+ *  - for good, edge-triggered (PARK_EDGE): registered once for input and
+ *    output, it is reported each time something arrives or room opens,
+ *    whether a wait is under way or not, and what was reported waits in
+ *    `ready` for the next wait, which takes it without sleeping.  No
+ *    system call but the wait's own, as nginx does.  The caller must have
+ *    found the socket drained for what it waits for (a read or write that
+ *    came back short, or EAGAIN): a wait is for what comes after.  (A
+ *    short read may have stopped at the peer's end of sending, reported
+ *    with the bytes before it: that report, EPOLLRDHUP, lasts.)  What
+ *    it takes may be stale (reported for bytes a read took since); the
+ *    read then finds nothing, and the next wait sleeps.  The client's
+ *    socket (http.c) and a connection of our own to an upstream (h1.c)
+ *    are kept so (gw_worker_wait_client, gw_worker_wait_upstream).
+ *  - for one report at a time (EPOLLONESHOT), re-armed by each wait with
+ *    one EPOLL_CTL_MOD, which reports at once what is ready already: for
+ *    curl's sockets, which curl reads as it likes, not to EAGAIN
+ *    (gw_worker_wait_curl).
+ * A wait with fewer connections (or requests) than PARK_FROM_DEFAULT
+ * takes its descriptor out of the set (its reports would wake the park
+ * coroutine for nothing): at a steady load, a descriptor is registered
+ * once or never.
  */
 #define PARK_FROM_DEFAULT 8
 
+enum park_mode { PARK_ONESHOT, PARK_EDGE };
+
 struct fd_park {
     st_cond_t cond;   /* made on the descriptor's first wait, kept */
-    uint32_t revents; /* what the park set reported since the wait began */
+    uint32_t ready;   /* reported and not taken by a wait (EPOLL* bits) */
+    uint32_t waiting; /* what the wait asleep on cond is for; 0: none */
     bool registered;  /* in the park set */
+    bool edge;        /* ... for good (PARK_EDGE) */
 };
+
+/* Not taken by a wait: they last.  EPOLLRDHUP (the peer sent all it
+ * will) wakes every wait for input: a read that came back short may have
+ * stopped at that end, which no later report would announce. */
+#define PARK_LASTING (EPOLLERR | EPOLLHUP | EPOLLRDHUP)
 
 static int park_ep = -1;
 static long park_from = PARK_FROM_DEFAULT;
@@ -641,7 +672,7 @@ static const int *park_conns, *park_busy; /* the worker's connections, requests 
 static short
 poll_events_of(uint32_t e)
 {
-    return (short)((e & EPOLLIN ? POLLIN : 0) | (e & EPOLLOUT ? POLLOUT : 0) |
+    return (short)((e & (EPOLLIN | EPOLLRDHUP) ? POLLIN : 0) | (e & EPOLLOUT ? POLLOUT : 0) |
                    (e & EPOLLERR ? POLLERR : 0) | (e & EPOLLHUP ? POLLHUP : 0));
 }
 
@@ -660,8 +691,10 @@ park_main(void *arg)
             int fd = evs[i].data.fd;
             if (fd < 0 || (size_t)fd >= nparks || parks[fd].cond == NULL)
                 continue;
-            parks[fd].revents = evs[i].events;
-            st_cond_signal(parks[fd].cond);
+            struct fd_park *pk = &parks[fd];
+            pk->ready |= evs[i].events;
+            if (pk->ready & pk->waiting)
+                st_cond_signal(pk->cond);
         }
     }
     return NULL;
@@ -719,17 +752,29 @@ park_of(int fd)
     return pk;
 }
 
-/* Arm fd's one report of events in the park set. */
-static int
-park_arm(struct fd_park *pk, int fd, short events)
+static uint32_t
+epoll_events_of(short events)
 {
-    struct epoll_event ev = {.events = (events & POLLIN ? EPOLLIN : 0u) |
-                                       (events & POLLOUT ? EPOLLOUT : 0u) | EPOLLONESHOT,
+    return (events & POLLIN ? EPOLLIN | EPOLLRDHUP : 0u) | (events & POLLOUT ? EPOLLOUT : 0u);
+}
+
+/* Put fd in the park set for a wait on events: for good once (PARK_EDGE),
+ * or armed for one report. */
+static int
+park_arm(struct fd_park *pk, int fd, short events, enum park_mode mode)
+{
+    bool edge = mode == PARK_EDGE;
+
+    if (edge && pk->registered && pk->edge)
+        return 0;
+    struct epoll_event ev = {.events = edge ? EPOLLIN | EPOLLRDHUP | EPOLLOUT | EPOLLET
+                                            : epoll_events_of(events) | EPOLLONESHOT,
                              .data.fd = fd};
     int op = pk->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 
     /* A descriptor closed without gw_worker_fd_forget left the set when
-     * it closed; its number, reused, may be registered already. */
+     * it closed; its number, reused, may be registered already.  Either
+     * way the set reports at once what is ready now. */
     if (epoll_ctl(park_ep, op, fd, &ev) != 0 &&
         (op = errno == ENOENT   ? EPOLL_CTL_ADD
               : errno == EEXIST ? EPOLL_CTL_MOD
@@ -737,32 +782,50 @@ park_arm(struct fd_park *pk, int fd, short events)
         epoll_ctl(park_ep, op, fd, &ev) != 0)
         op = -1;
     pk->registered = op >= 0;
+    pk->edge = edge && pk->registered;
+    pk->ready = 0;
     return op >= 0 ? 0 : -1;
 }
 
+/* What of want the set reported, as poll(2) says it, taken (but
+ * PARK_LASTING); 0: nothing. */
+static short
+park_take(struct fd_park *pk, uint32_t want)
+{
+    uint32_t got = pk->ready & want;
+
+    pk->ready &= ~(got & ~(uint32_t)PARK_LASTING);
+    return poll_events_of(got);
+}
+
 static int
-wait_fd(int fd, short events, long timeout_ms, const int *many)
+wait_fd(int fd, short events, long timeout_ms, const int *many, enum park_mode mode)
 {
     struct fd_park *pk = NULL;
+    uint32_t want = epoll_events_of(events) | EPOLLERR | EPOLLHUP;
 
-    if (park_ep >= 0 && *many >= park_from && fd >= 0 && (pk = park_of(fd)) != NULL) {
-        pk->revents = 0;
-        if (park_arm(pk, fd, events) != 0)
-            pk = NULL;
-    }
+    if (park_ep < 0 || fd < 0 || *many < park_from)
+        gw_worker_fd_forget(fd); /* its reports would wake the park set for nothing */
+    else if ((pk = park_of(fd)) != NULL && park_arm(pk, fd, events, mode) != 0)
+        pk = NULL;
     if (pk == NULL) {
         struct pollfd pfd = {.fd = fd, .events = events};
         int n = gw_worker_poll(&pfd, 1, timeout_ms);
         return n > 0 ? pfd.revents : n;
     }
-    /* Armed with the socket ready already, the set reports it at once;
-     * the park coroutine runs when this one sleeps. */
+    short got = park_take(pk, want);
+    if (got != 0)
+        return got; /* reported before the wait: no need to sleep */
+    /* Armed for one report with the socket ready already, the set reports
+     * it at once; the park coroutine runs when this one sleeps. */
+    pk->waiting = want;
     waits_entered++;
     int rc = clock_cond_wait(pk->cond, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000),
         err = errno;
     pk = &parks[fd]; /* the table may have grown meanwhile */
-    if (pk->revents != 0)
-        return poll_events_of(pk->revents);
+    pk->waiting = 0;
+    if ((got = park_take(pk, want)) != 0)
+        return got;
     if (rc != 0 && err != ETIME) {
         errno = err; /* EINTR: the worker is stopping */
         return -1;
@@ -773,13 +836,19 @@ wait_fd(int fd, short events, long timeout_ms, const int *many)
 int
 gw_worker_wait_client(int fd, short events, long timeout_ms)
 {
-    return wait_fd(fd, events, timeout_ms, park_conns);
+    return wait_fd(fd, events, timeout_ms, park_conns, PARK_EDGE);
 }
 
 int
 gw_worker_wait_upstream(int fd, short events, long timeout_ms)
 {
-    return wait_fd(fd, events, timeout_ms, park_busy);
+    return wait_fd(fd, events, timeout_ms, park_busy, PARK_EDGE);
+}
+
+int
+gw_worker_wait_curl(int fd, short events, long timeout_ms)
+{
+    return wait_fd(fd, events, timeout_ms, park_busy, PARK_ONESHOT);
 }
 
 void
@@ -788,8 +857,8 @@ gw_worker_fd_forget(int fd)
     if (fd < 0 || (size_t)fd >= nparks || !parks[fd].registered)
         return;
     epoll_ctl(park_ep, EPOLL_CTL_DEL, fd, NULL);
-    parks[fd].registered = false;
-    parks[fd].revents = 0;
+    parks[fd].registered = parks[fd].edge = false;
+    parks[fd].ready = 0;
 }
 
 void

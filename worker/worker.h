@@ -172,6 +172,11 @@ struct gw_http_conn {
     bool in_value;
     bool done;
     bool headers_done;
+    /* The last read found the socket empty (it came back short, or
+     * EAGAIN): the next bytes are waited for, not read for first.  The
+     * worker's wait on a client's socket is for what arrives after it
+     * (edge-triggered, worker.c). */
+    bool drained;
     int64_t header_deadline; /* the headers must be in by then (ms) */
     /* An idle keep-alive connection gives way to a new client waiting on
      * one of yield_fds when should_yield says no other worker is free. */
@@ -421,9 +426,17 @@ int gw_worker_poll(struct pollfd *fds, size_t nfds, long timeout_ms);
  * socket, it is watched through the worker's park set (worker.c), where it
  * stays registered between waits: gw_worker_fd_forget before it is closed
  * (or before curl may close it).
+ *
+ * gw_worker_wait_client and gw_worker_wait_upstream wait for what happens
+ * after the caller found the socket drained for the events it waits for:
+ * a read or write that came back short or with EAGAIN (the park set is
+ * edge-triggered for them).  They may return events that are no longer
+ * true (a read then finds nothing).  gw_worker_wait_curl is for curl's
+ * sockets, which it need not have drained: it reports what is ready now.
  */
 int gw_worker_wait_client(int fd, short events, long timeout_ms);
 int gw_worker_wait_upstream(int fd, short events, long timeout_ms);
+int gw_worker_wait_curl(int fd, short events, long timeout_ms);
 void gw_worker_fd_forget(int fd);
 /* Read AIGW_PARK_FROM (aigwd(8)), once, in the master before it forks the
  * workers; a value that is not a number is warned about and ignored. */

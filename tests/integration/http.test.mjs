@@ -114,6 +114,24 @@ test('an idle keep-alive connection is closed after keepalive_timeout, without a
   }
 });
 
+test('a client that sends its last request with the end of its side gets the answer, and the connection closes then, not after keepalive_timeout', async () => {
+  const conn = await ctx.gw.conn();
+  try {
+    await conn.send({ method: 'GET', path: '/healthz' });
+    assert.equal((await conn.readResponse()).status, 200);
+    // The request and the FIN arrive together, while the gateway waits for
+    // the next request on this connection.
+    await new Promise((resolve) => conn.sock.end(formatRequest(chatReq()), resolve));
+    const res = await conn.readResponse();
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json().choices[0].message.content, 'tok0 tok1 tok2 tok3 tok4 ');
+    // keepalive_timeout is 1.5 s: a close within 1 s is the client's end seen.
+    assert.equal(await conn.closedWithin(1000), true, 'closed once the client had ended');
+  } finally {
+    conn.close();
+  }
+});
+
 // ---------------------------------------------------------- request body
 
 test('a chunked request body is read whole', async () => {
