@@ -39,6 +39,10 @@
 /* How long a connection closed on a client still sending (an upload
  * refused) reads and drops what comes, at most. */
 #define HTTP_LINGER_MS 2000
+/* A keep-alive connection whose client did not have its next request in
+ * by the time the answer was out reads before waiting once in this many
+ * requests, to see whether it does now. */
+#define HTTP_IDLE_PROBE 16
 
 const char *
 gw_worker_http_reason(int status)
@@ -278,6 +282,7 @@ gw_worker_http_init(struct gw_http_conn *c, int fd, const struct gw_http_limits 
     c->in = malloc(c->in_cap);
     if (c->in == NULL)
         gw_fatal("malloc(%zu): out of memory", c->in_cap);
+    c->idle_hit = true;
     /* Its number may have been a socket closed without leaving the park
      * set (worker.c): start afresh. */
     gw_worker_fd_forget(fd);
@@ -460,14 +465,23 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
         /* A new connection's first bytes, and the rest of what a full
          * read left, are usually there already: read first, and wait
          * (deadlines, stop flag, giving way to new clients) only when the
-         * read finds nothing.  After a read that took what there was (the
-         * answer's bytes since, on a keep-alive connection), the next
-         * request cannot be there yet: wait first, as nginx does. */
+         * read finds nothing.  After a read that took what there was, the
+         * rest of a request is waited for.  So is the next request on a
+         * keep-alive connection, as nginx does, unless the client sends
+         * it as soon as it has the answer (a serial client on a CPU of its
+         * own): a read first finds it there and saves the wait, so it is
+         * tried while it does, and once every HTTP_IDLE_PROBE requests. */
         int64_t since = gw_now_ms();
+        bool read_first = !c->drained;
+        if (idle)
+            read_first |= c->idle_hit || c->served % HTTP_IDLE_PROBE == 0;
         ssize_t r = -1;
         errno = EAGAIN;
-        if (!c->drained && !(idle && gw_worker_stopping))
+        if (read_first && !(idle && gw_worker_stopping)) {
             r = read_in(c, c->in + c->in_len, c->in_cap - c->in_len);
+            if (idle)
+                c->idle_hit = r > 0;
+        }
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
             int w = wait_readable(c, since, wait, idle);
             if (w == GW_ECLOSED)

@@ -177,6 +177,9 @@ struct gw_http_conn {
      * worker's wait on a client's socket is for what arrives after it
      * (edge-triggered, worker.c). */
     bool drained;
+    /* Between two requests, the read before the wait last found the next
+     * request there (see gw_worker_http_read). */
+    bool idle_hit;
     int64_t header_deadline; /* the headers must be in by then (ms) */
     /* An idle keep-alive connection gives way to a new client waiting on
      * one of yield_fds when should_yield says no other worker is free. */
