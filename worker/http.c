@@ -467,10 +467,11 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
          * (deadlines, stop flag, giving way to new clients) only when the
          * read finds nothing.  After a read that took what there was, the
          * rest of a request is waited for.  So is the next request on a
-         * keep-alive connection, as nginx does, unless the client sends
-         * it as soon as it has the answer (a serial client on a CPU of its
-         * own): a read first finds it there and saves the wait, so it is
-         * tried while it does, and once every HTTP_IDLE_PROBE requests. */
+         * keep-alive connection, as nginx does, unless it is there by
+         * the time the answer is out (a client quicker to send it than a
+         * busy worker to get round to it): a read first then saves the
+         * wait, so it is tried while it finds the request, and once every
+         * HTTP_IDLE_PROBE requests. */
         int64_t since = gw_now_ms();
         bool read_first = !c->drained;
         if (idle)
