@@ -12,7 +12,7 @@
 //   stream   one stream timed by sse_client (event arrival times, us);
 //   conc     N streams at once against one target, with PSS samples;
 //   alloc    malloc_count snapshots around a serial run and some streams;
-//   syscalls strace -c summaries;
+//   syscalls the workers' system calls by name (counter: perf or strace);
 //   usage    aigwctl usage --json before and after the chat runs.
 import { readFileSync, writeFileSync } from 'node:fs';
 
@@ -238,7 +238,7 @@ function cost() {
     };
   }
   const s = of('syscalls')[0];
-  if (s && s.strace) {
+  if (s && (s.counter ?? (s.strace ? 'strace' : 'none')) !== 'none') {
     const [cl, cs] = s.chunks;
     const byCall = (j, div) =>
       j && j.calls
@@ -254,7 +254,7 @@ function cost() {
       }
       return o;
     };
-    out.syscalls = { streams: s.streams, chunks: s.chunks };
+    out.syscalls = { counter: s.counter ?? 'strace', streams: s.streams, chunks: s.chunks };
     for (const who of ['aigw', 'nginx']) {
       const x = s[who];
       if (!x) continue;
@@ -421,7 +421,7 @@ for (const [c, rps] of [[fixed, meta.fixed?.rps], [light, meta.light?.rps]])
     p(`  CPU us/request (fixed ${rps} req/s): aigw ${c.targets.checks?.cpu_us_per_req ?? '-'} (plain ${c.targets.plain?.cpu_us_per_req ?? '-'}), nginx ${c.targets.nginx?.cpu_us_per_req ?? '-'}`);
 if (ca) p(`  allocations: ${ca.per_request}/request (${ca.bytes_per_request} bytes asked for), ${ca.per_event} more per stream event`);
 const kv = (o) => (o ? Object.entries(o).map(([k, v]) => `${k} ${v}`).join(', ') : '-');
-if (cs?.aigw) p(`  system calls/request: aigw ${cs.aigw.per_request} (${kv(cs.aigw.per_request_by_call)}); nginx ${cs.nginx?.per_request ?? '-'} (${kv(cs.nginx?.per_request_by_call)})`);
+if (cs?.aigw) p(`  system calls/request (${cs.counter}): aigw ${cs.aigw.per_request} (${kv(cs.aigw.per_request_by_call)}); nginx ${cs.nginx?.per_request ?? '-'} (${kv(cs.nginx?.per_request_by_call)})`);
 if (cs?.aigw) p(`  system calls/stream event: aigw ${cs.aigw.per_event} (${kv(cs.aigw.per_event_by_call)}); nginx ${cs.nginx?.per_event ?? '-'} (${kv(cs.nginx?.per_event_by_call)})`);
 if (usage) {
   const through = usage.written_through == null ? '' : `, ${usage.written_through} of them written through by a worker (the ring was full)`;

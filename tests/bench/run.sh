@@ -744,18 +744,37 @@ alloc_of() {
              END { printf "%.0f %.0f %.0f %.0f\n", m, r, f, b }'
 }
 
-# strace -c over the workers of a tree while CMD runs; the summary in FILE.
-have_strace=0
-command -v strace >/dev/null 2>&1 && have_strace=1
-strace_during() { # FILE ROOT_PID CMD...
-    local file=$1 root=$2 sp args=()
+# System calls of the workers of a tree while CMD runs, counted by perf's
+# raw_syscalls:sys_enter tracepoint where perf can record it, else by
+# strace -c.  strace stops the process at every call, tens of microseconds
+# each: a worker then finds a serial client's next request whenever it
+# looks, which it does not at its own speed (tests/bench/README.md,
+# thirteenth pass).  The tracepoint costs far less.
+sc_counter=none
+if command -v perf >/dev/null 2>&1 && command -v cc >/dev/null 2>&1 &&
+    perf stat -e raw_syscalls:sys_enter -o /dev/null -- true >/dev/null 2>&1 &&
+    printf '#include <sys/syscall.h>\n' | cc -E -dM - 2>/dev/null |
+    awk '$1 == "#define" && $2 ~ /^__NR_/ && $3 ~ /^[0-9]+$/ { print $3, substr($2, 6) }' \
+        >"$tmp/syscall-names" && [ -s "$tmp/syscall-names" ]; then
+    sc_counter=perf
+elif command -v strace >/dev/null 2>&1; then
+    sc_counter=strace
+fi
+syscalls_during() { # FILE ROOT_PID CMD...: the counts in FILE, "NAME N" a line
+    local file=$1 root=$2 sp args=() pl
     shift 2
-    if [ "$have_strace" = 0 ]; then
+    if [ "$sc_counter" = none ]; then
         run "$@"
         return
     fi
-    for p in $(children "$root"); do args+=(-p "$p"); done
-    strace -c -f -q -o "$file" "${args[@]}" 2>/dev/null &
+    if [ "$sc_counter" = perf ]; then
+        pl=$(children "$root" | tr -s ' \n' ',')
+        pl=${pl#,}
+        perf record -q -e raw_syscalls:sys_enter -p "${pl%,}" -o "$file.data" 2>/dev/null &
+    else
+        for p in $(children "$root"); do args+=(-p "$p"); done
+        strace -c -f -q -o "$file.strace" "${args[@]}" 2>/dev/null &
+    fi
     sp=$!
     pids+=("$sp")
     sleep 0.5
@@ -764,18 +783,25 @@ strace_during() { # FILE ROOT_PID CMD...
     kill -INT "$sp" 2>/dev/null
     wait "$sp" 2>/dev/null
     forget "$sp"
+    if [ "$sc_counter" = perf ]; then
+        perf script -i "$file.data" -F trace 2>/dev/null | sed -n 's/.*NR \([0-9]*\).*/\1/p' |
+            sort | uniq -c | awk 'NR == FNR { name[$1] = $2; next }
+                                  { print ($2 in name ? name[$2] : "nr" $2), $1 }' \
+            "$tmp/syscall-names" - >"$file"
+    else
+        awk '/^ *[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9]+/ && $NF != "total" { print $NF, $4 }' \
+            "$file.strace" >"$file" 2>/dev/null
+    fi
 }
 
-# strace -c table -> {"total":N,"calls":{"name":n,...}}
-strace_json() {
+# "NAME N" lines -> {"total":N,"calls":{"name":n,...}}
+syscalls_json() {
     [ -s "$1" ] || {
         echo null
         return
     }
     awk 'BEGIN { printf "{\"calls\":{" }
-         /^ *[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9]+/ && $NF != "total" {
-             printf "%s\"%s\":%d", sep, $NF, $4; sep = "," }
-         /^ *[0-9.]+ +[0-9.]+ / && $NF == "total" { total = $4 }
+         { printf "%s\"%s\":%d", sep, $1, $2; sep = ","; total += $2 }
          END { printf "},\"total\":%d}\n", total }' "$1"
 }
 
@@ -804,8 +830,8 @@ if gw_start alloc 1 checks "$tmp/malloc_count.so" 64; then
     a3=$(alloc_of "$gw_pid_alloc" alloc)
     emit "{\"kind\":\"alloc\",\"requests\":${nreq:-0},\"streams\":$((alloc_streams + 1)),\"chunks\":[$stream_chunks,5],\"a0\":[${a0// /,}],\"a1\":[${a1// /,}],\"a2\":[${a2// /,}],\"a3\":[${a3// /,}]}"
 
-    # System calls: the same, counted by strace -c in the workers; and the
-    # same streams through nginx.  A stream is the warm-up plus n-1.
+    # System calls: the same, counted in the workers (syscalls_during); and
+    # the same streams through nginx.  A stream is the warm-up plus n-1.
     sc_json=""
     for t in alloc nginx; do
         if [ "$t" = alloc ]; then
@@ -813,18 +839,18 @@ if gw_start alloc 1 checks "$tmp/malloc_count.so" 64; then
         else
             root=$nginx_pid port=$nginx_port key=none name=nginx
         fi
-        strace_during "$tmp/strace-$name-chat.txt" "$root" \
+        syscalls_during "$tmp/syscalls-$name-chat.txt" "$root" \
             env BENCH_KEY="$key" "${pin_load[@]}" wrk -t1 -c1 -d2s \
-            -s "$here/chat.lua" "http://127.0.0.1:$port" >"$tmp/wrk-strace.out" 2>&1
-        sc_n=$(sed -n 's/^BENCH {"requests":\([0-9]*\).*/\1/p' "$tmp/wrk-strace.out")
+            -s "$here/chat.lua" "http://127.0.0.1:$port" >"$tmp/wrk-syscalls.out" 2>&1
+        sc_n=$(sed -n 's/^BENCH {"requests":\([0-9]*\).*/\1/p' "$tmp/wrk-syscalls.out")
         for c in "$stream_chunks" 5; do
-            strace_during "$tmp/strace-$name-s$c.txt" "$root" \
+            syscalls_during "$tmp/syscalls-$name-s$c.txt" "$root" \
                 "${pin_load[@]}" "$tmp/sse_client" stream -p "$port" -k "$key" \
                 -c "$c" -d 1 -n "$((alloc_streams - 1))" >/dev/null 2>&1
         done
-        sc_json="$sc_json,\"$name\":{\"chat_requests\":${sc_n:-0},\"chat\":$(strace_json "$tmp/strace-$name-chat.txt"),\"long\":$(strace_json "$tmp/strace-$name-s$stream_chunks.txt"),\"short\":$(strace_json "$tmp/strace-$name-s5.txt")}"
+        sc_json="$sc_json,\"$name\":{\"chat_requests\":${sc_n:-0},\"chat\":$(syscalls_json "$tmp/syscalls-$name-chat.txt"),\"long\":$(syscalls_json "$tmp/syscalls-$name-s$stream_chunks.txt"),\"short\":$(syscalls_json "$tmp/syscalls-$name-s5.txt")}"
     done
-    emit "{\"kind\":\"syscalls\",\"strace\":$have_strace,\"streams\":$alloc_streams,\"chunks\":[$stream_chunks,5]$sc_json}"
+    emit "{\"kind\":\"syscalls\",\"counter\":\"$sc_counter\",\"streams\":$alloc_streams,\"chunks\":[$stream_chunks,5]$sc_json}"
     gw_stop alloc
 fi
 
