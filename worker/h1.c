@@ -79,6 +79,16 @@ gw_worker_h1_close_idle(struct gw_transfer *t)
     t->nidle = 0;
 }
 
+/* Nothing to read on fd now: no byte, no end, no error. */
+static bool
+nothing_to_read(int fd)
+{
+    char b;
+
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+           (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 /*
  * A kept connection to origin, or -1.  Those kept too long are closed, and
  * so is one unused for PEEK_AFTER_MS with something to read: the upstream
@@ -99,10 +109,8 @@ idle_take(struct gw_transfer *t, const char *origin, size_t len, int64_t now)
             continue;
         int fd = c->fd;
         bool recent = now - c->since_ms < PEEK_AFTER_MS;
-        char b;
         *c = t->idle[--t->nidle];
-        if (!stale && (recent || (recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
-                                  (errno == EAGAIN || errno == EWOULDBLOCK))))
+        if (!stale && (recent || nothing_to_read(fd)))
             return fd;
         h1_close(fd);
     }
@@ -302,18 +310,6 @@ wait_for(int fd, short events, short *revents, const struct gw_transfer_clock *c
     }
 }
 
-/* Input reported while the request goes out may be the last answer's,
- * taken by its read since (gw_worker_wait_upstream): true when nothing is
- * there to read, and the upstream has neither closed nor failed. */
-static bool
-nothing_to_read(int fd, short ready)
-{
-    char b;
-
-    return !(ready & (POLLHUP | POLLERR)) && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
-           (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
 /*
  * The request: its line and headers in head, then the body.  CURLE_SEND_
  * ERROR when the upstream stopped taking it (*send_errno why, 0 when it
@@ -339,7 +335,9 @@ request_send(int fd, struct iovec *iov, int iovcnt, const struct gw_transfer_clo
                 wait_for(fd, POLLOUT | POLLIN, &ready, clock, deadline_ms, errbuf, timed_out);
             if (cc != CURLE_OK)
                 return cc;
-            if ((ready & (POLLIN | POLLHUP | POLLERR)) && !nothing_to_read(fd, ready)) {
+            /* Input reported now may be the last answer's, taken by its
+             * read since (gw_worker_wait_upstream reports edges). */
+            if ((ready & (POLLHUP | POLLERR)) || ((ready & POLLIN) && !nothing_to_read(fd))) {
                 *send_errno = 0;
                 return CURLE_SEND_ERROR;
             }
