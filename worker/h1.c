@@ -413,6 +413,7 @@ exchange_run(struct gw_transfer *t, struct exchange *x, int fd, bool kept, struc
             return got ? CURLE_PARTIAL_FILE : CURLE_GOT_NOTHING;
         }
         got = true;
+        *clock->last_io_ms = gw_now_ms(); /* the upstream's last bytes: once a read */
         /* A short read took what was there: wait before the next. */
         drained = n < GW_H1_READ_SIZE;
         size_t used;
@@ -501,7 +502,8 @@ gw_worker_h1_run(struct gw_transfer *t, const struct gw_h1_request *r,
 {
     const char *origin = r->url + 7;
     size_t olen = strcspn(origin, "/?#"), head_len;
-    int64_t deadline_ms = clock->to->total_ms > 0 ? gw_now_ms() + clock->to->total_ms : -1;
+    int64_t now = gw_now_ms(),
+            deadline_ms = clock->to->total_ms > 0 ? now + clock->to->total_ms : -1;
     struct exchange x = {.r = r};
     CURLcode cc = CURLE_OK;
 
@@ -512,7 +514,7 @@ gw_worker_h1_run(struct gw_transfer *t, const struct gw_h1_request *r,
     /* A kept connection first; once more on a new one if the upstream
      * dropped it with the request unanswered. */
     for (int tries = 0; tries < 2; tries++) {
-        int fd = tries == 0 ? idle_take(t, origin, olen, gw_now_ms()) : -1;
+        int fd = tries == 0 ? idle_take(t, origin, olen, now) : -1;
         bool kept = fd >= 0, silent, keep;
         if (!kept) {
             cc = h1_connect(t, origin, olen, clock, errbuf, timed_out, &fd);
@@ -524,7 +526,7 @@ gw_worker_h1_run(struct gw_transfer *t, const struct gw_h1_request *r,
         cc = exchange_run(t, &x, fd, kept, iov, r->body_len > 0 ? 2 : 1, clock, deadline_ms, errbuf,
                           timed_out, &silent, &keep);
         if (cc == CURLE_OK && keep)
-            idle_put(t, origin, olen, fd, gw_now_ms());
+            idle_put(t, origin, olen, fd, *clock->last_io_ms); /* idle since its last read */
         else
             h1_close(fd);
         if (cc == CURLE_OK || !kept || !silent)

@@ -332,7 +332,7 @@ wait_readable(struct gw_http_conn *c, int64_t start, long timeout_ms, bool idle)
     if (idle && c->should_yield != NULL && c->served > 0)
         for (size_t i = 0; i < c->nyield_fds && nwatch < sizeof(pfd) / sizeof(pfd[0]); i++)
             pfd[nwatch++] = (struct pollfd){.fd = c->yield_fds[i], .events = POLLIN};
-    for (;;) {
+    for (int64_t now = start;; now = gw_now_ms()) {
         /* A stopping worker drops a connection between two requests, but
          * not a fresh one whose first request is on its way: that one is
          * served, with no more than read_timeout to arrive. */
@@ -343,7 +343,7 @@ wait_readable(struct gw_http_conn *c, int64_t start, long timeout_ms, bool idle)
             if (cap < deadline)
                 deadline = cap;
         }
-        int64_t now = gw_now_ms(), left = deadline - now;
+        int64_t left = deadline - now;
         if (left <= 0)
             return 0;
         /* A worker of one connection looks at its stop flag every slice;
@@ -404,8 +404,6 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
     c->body_seen = 0;
     c->error = 0;
     c->sent_us = 0;
-    /* Bytes of this request may already be buffered (pipelining). */
-    c->header_deadline = gw_now_ms() + c->limits->read_timeout_ms;
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
 
@@ -413,9 +411,15 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
         if (c->in_off < c->in_len) {
             size_t avail = c->in_len - c->in_off;
             /* The request's time starts with its first byte, not with the
-             * wait for it on a keep-alive connection. */
-            if (c->msg_bytes == 0)
+             * wait for it on a keep-alive connection (the bytes may have
+             * come with the last request's: pipelining).  Its request line
+             * and headers must all arrive within read_timeout of it; a
+             * client trickling them in gets 408 too.  The body is timed
+             * per read. */
+            if (c->msg_bytes == 0) {
                 req->start_us = gw_now_us();
+                c->header_deadline = req->start_us / 1000 + c->limits->read_timeout_ms;
+            }
             size_t n;
             c->parse_base = c->in + c->in_off;
             llhttp_errno_t e = gw_http_parse(&c->parser, c->parse_base, avail, &n);
@@ -454,14 +458,6 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
             c->in_off = 0;
         }
         bool idle = c->msg_bytes == 0;
-        long wait = idle ? c->limits->keepalive_timeout_ms : c->limits->read_timeout_ms;
-        /* The request line and headers must all arrive within read_timeout
-         * of their first byte; a client trickling them in gets 408 too.
-         * The body is timed per read. */
-        if (!idle && !c->headers_done) {
-            long left = (long)(c->header_deadline - gw_now_ms());
-            wait = left < wait ? (left > 0 ? left : 0) : wait;
-        }
         /* A new connection's first bytes, and the rest of what a full
          * read left, are usually there already: read first, and wait
          * (deadlines, stop flag, giving way to new clients) only when the
@@ -472,7 +468,6 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
          * busy worker to get round to it): a read first then saves the
          * wait, so it is tried while it finds the request, and once every
          * HTTP_IDLE_PROBE requests. */
-        int64_t since = gw_now_ms();
         bool read_first = !c->drained;
         if (idle)
             read_first |= c->idle_hit || c->served % HTTP_IDLE_PROBE == 0;
@@ -484,7 +479,13 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
                 c->idle_hit = r > 0;
         }
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-            int w = wait_readable(c, since, wait, idle);
+            int64_t now = gw_now_ms();
+            long wait = idle ? c->limits->keepalive_timeout_ms : c->limits->read_timeout_ms;
+            if (!idle && !c->headers_done) {
+                long left = (long)(c->header_deadline - now);
+                wait = left < wait ? (left > 0 ? left : 0) : wait;
+            }
+            int w = wait_readable(c, now, wait, idle);
             if (w == GW_ECLOSED)
                 return GW_ECLOSED;
             if (w == 0) {
@@ -502,8 +503,6 @@ gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req)
              * is not allowed in requests, so this ends the connection). */
             return GW_ECLOSED;
         }
-        if (c->msg_bytes == 0 && c->in_off == c->in_len)
-            c->header_deadline = gw_now_ms() + c->limits->read_timeout_ms;
         c->in_len += (size_t)r;
     }
 }

@@ -762,10 +762,11 @@ attempts_run(struct gw_worker *w, struct gw_request *req, const struct gw_key *k
                 gw_worker_calling(w, req->target_stat, -1);
             }
             bool failed = rc == GW_EUPSTREAM || (rc == 0 && call->status >= 500);
-            gw_worker_route_result(w, g, m, call->target, !failed, probe, call, gw_now_us() - t0);
+            int64_t took_us = gw_now_us() - t0;
+            gw_worker_route_result(w, g, m, call->target, !failed, probe, call, took_us);
             if (rc == GW_EUPSTREAM) {
                 if (ts != NULL)
-                    gw_shm_stat_account(ts, call->fail.status, 0, 0, (gw_now_us() - t0) / 1000, -1);
+                    gw_shm_stat_account(ts, call->fail.status, 0, 0, took_us / 1000, -1);
                 gw_log(GW_LOG_INFO, "req=%s attempt %d on %s failed: %s", req->id, attempts,
                        req->target, call->fail.message);
             }
@@ -1051,7 +1052,7 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
 
     struct gw_shm_header *h = w->env->shm->hdr;
     uint64_t head = atomic_load(&h->ring_head);
-    int64_t since = gw_now_ms();
+    int64_t since = -1; /* when the ring was last seen to move: from the first full look */
     /* Looks 1 ms apart, then further, up to 10 ms: a worker of many
      * connections, all waiting, must not spin the CPU the master needs. */
     long nap_us = 1000;
@@ -1068,13 +1069,13 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
         }
         /* Room made since the last look: the master is draining. */
         uint64_t now_head = atomic_load(&h->ring_head);
-        if (now_head != head) {
+        int64_t now = gw_now_ms();
+        if (now_head != head || since < 0) {
+            ring_stalled &= now_head == head;
             head = now_head;
-            since = gw_now_ms();
-            ring_stalled = false;
+            since = now;
         }
-        if (gw_now_ms() - since >=
-            (ring_stalled ? USAGE_RING_STALLED_WAIT_MS : USAGE_RING_STALL_MS))
+        if (now - since >= (ring_stalled ? USAGE_RING_STALLED_WAIT_MS : USAGE_RING_STALL_MS))
             break;
         gw_worker_sleep_us(nap_us);
         nap_us = nap_us * 2 < 10000 ? nap_us * 2 : 10000;

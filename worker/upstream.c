@@ -161,7 +161,10 @@ on_header(char *data, size_t size, size_t n, void *ctx)
     struct upstream_io *io = ctx;
     size_t len = size * n;
 
-    io->last_io_ms = gw_now_ms();
+    /* A transfer on curl shows its reads only through these callbacks;
+     * h1.c stamps each read of its own, not each header line. */
+    if (io->curl != NULL)
+        io->last_io_ms = gw_now_ms();
     if (len > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
         long secs = strtol(data + 12, NULL, 10);
         if (secs > 0)
@@ -220,10 +223,12 @@ on_data(char *data, size_t size, size_t n, void *ctx)
     struct gw_call *call = io->call;
     size_t len = size * n;
 
-    io->last_io_ms = gw_now_ms();
+    if (io->got_bytes && io->curl != NULL)
+        io->last_io_ms = gw_now_ms(); /* as in on_header */
     if (!io->got_bytes) {
         io->got_bytes = true;
         int64_t now = gw_now_us();
+        io->last_io_ms = now / 1000;
         call->first_byte_us = now - call->req->start_us;
         call->attempt_first_byte_us = now - call->attempt_start_us;
         if (io->curl != NULL)
@@ -720,8 +725,8 @@ gw_worker_upstream_call(struct gw_transfer *xfer, CURL *curl, struct gw_call *ca
         gw_worker_xstream_init(&io.xs, call, relay_feed, &io.sse);
         io.xlate = true;
     }
-    io.start_ms = io.last_io_ms = gw_now_ms();
     call->attempt_start_us = gw_now_us();
+    io.start_ms = io.last_io_ms = call->attempt_start_us / 1000;
     call->attempt_first_byte_us = 0;
 
     struct gw_transfer_clock clock = {

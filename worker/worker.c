@@ -273,7 +273,6 @@ connection_serve(struct gw_worker *w, int fd, enum listener_kind kind)
     for (;;) {
         uint64_t waits = waits_entered;
         struct gw_request req = {.arena = w->arena, .model_stat = -1, .target_stat = -1};
-        req.start_us = gw_now_us(); /* moved to the first byte once it comes */
         int rc = gw_worker_http_read(&w->conn, &req);
         if (rc == GW_ECLOSED) {
             gw_arena_reset(w->arena);

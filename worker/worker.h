@@ -215,7 +215,8 @@ void gw_worker_http_fini(struct gw_http_conn *c);
  * GW_ECLOSED when the peer closed or stayed idle past keepalive_timeout
  * before sending anything (close quietly); GW_EPROTO when the request is
  * bad, too big or too slow: then c->error holds the status to answer with
- * gw_worker_http_error before closing.
+ * gw_worker_http_error before closing.  Either way req->start_us is when
+ * the request's first byte came (gw_now_us).
  */
 int gw_worker_http_read(struct gw_http_conn *c, struct gw_request *req);
 
@@ -822,10 +823,12 @@ int gw_worker_upstream_fail_answer(struct gw_call *call);
  * read: one wait, one read, one write per streamed event.  The transfer
  * is cut, *timed_out set and CURLE_OPERATION_TIMEDOUT returned when the
  * upstream stays silent past first_byte (before *got_bytes) or idle
- * (after) since *last_io_ms, which the transfer's callbacks move.
+ * (after) since *last_io_ms: the time of the upstream's last bytes, which
+ * the callbacks of a transfer on curl move, and gw_worker_h1_run with each
+ * read of its own.
  */
 struct gw_transfer_clock {
-    const int64_t *last_io_ms;
+    int64_t *last_io_ms;
     const bool *got_bytes;
     const struct gw_timeouts *to;
     const _Atomic int64_t *upload_read_ms; /* an upload's last read, or NULL */
