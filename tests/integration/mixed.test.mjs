@@ -25,22 +25,37 @@ function chatRequest(key, { body = chatBody(), headers = {}, connection } = {}) 
   return { method: 'POST', path: '/v1/chat/completions', headers: h, body };
 }
 
+// null when res is a 200 completion of n mock tokens, else what it is.
+function notCompletion(res, n) {
+  if (res.status !== 200) return `status ${res.status}: ${res.text}`;
+  const got = res.json().choices?.[0]?.message?.content;
+  return got === tokens(n) ? null : `content ${JSON.stringify(got)}`;
+}
+
+// fn(conn) on a connection of its own, closed after.
+async function ownConnection(port, fn) {
+  const conn = await HttpConn.open(port);
+  try {
+    return await fn(conn);
+  } finally {
+    conn.close();
+  }
+}
+
 function errorCode(res) {
   try { return res.json().error?.code; } catch { return undefined; }
 }
 
 // Each kind: run(ctx) -> a description of what went wrong, or null.  ctx:
-// {key, port, conn: the client's kept connection (reopened as needed)}.
-// authed: how many authenticated requests it makes.
+// {key, port, exchange(req): one request on the client's kept connection,
+// opened again when the gateway closed it}.  authed: how many
+// authenticated requests it makes.
 const kinds = [
   {
     name: 'chat on the kept connection',
     authed: 1,
     async run(ctx) {
-      const res = await ctx.exchange(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '3' } }));
-      if (res.status !== 200) return `status ${res.status}: ${res.text}`;
-      const got = res.json().choices?.[0]?.message?.content;
-      return got === tokens(3) ? null : `content ${JSON.stringify(got)}`;
+      return notCompletion(await ctx.exchange(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '3' } })), 3);
     },
   },
   {
@@ -72,18 +87,13 @@ const kinds = [
   {
     name: 'client that hangs up mid-stream',
     authed: 1,
-    async run(ctx) {
-      const conn = await HttpConn.open(ctx.port);
-      try {
-        await conn.send(chatRequest(ctx.key, {
-          body: chatBody({ stream: true }), headers: { 'x-mock-chunks': '10', 'x-mock-chunk-delay-ms': '20' },
-        }));
-        await conn.waitFor(() => conn.pending.includes('tok0'), 5000, 'the first event');
-        return null;
-      } finally {
-        conn.close();
-      }
-    },
+    run: (ctx) => ownConnection(ctx.port, async (conn) => {
+      await conn.send(chatRequest(ctx.key, {
+        body: chatBody({ stream: true }), headers: { 'x-mock-chunks': '10', 'x-mock-chunk-delay-ms': '20' },
+      }));
+      await conn.waitFor(() => conn.pending.includes('tok0'), 5000, 'the first event');
+      return null;
+    }),
   },
   {
     name: 'malformed JSON on the kept connection',
@@ -112,61 +122,39 @@ const kinds = [
   {
     name: 'two requests pipelined in one write',
     authed: 2,
-    async run(ctx) {
-      const conn = await HttpConn.open(ctx.port);
-      try {
-        await conn.write(Buffer.concat([
-          formatRequest(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '2' } })),
-          formatRequest(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '5' } })),
-        ]));
-        const a = await conn.readResponse();
-        const b = await conn.readResponse();
-        const got = [a, b].map((r) => (r.status === 200 ? r.json().choices?.[0]?.message?.content : `status ${r.status}`));
-        return got[0] === tokens(2) && got[1] === tokens(5) ? null : `answers ${JSON.stringify(got)}`;
-      } finally {
-        conn.close();
-      }
-    },
+    run: (ctx) => ownConnection(ctx.port, async (conn) => {
+      await conn.write(Buffer.concat([
+        formatRequest(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '2' } })),
+        formatRequest(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '5' } })),
+      ]));
+      const first = notCompletion(await conn.readResponse(), 2);
+      const second = notCompletion(await conn.readResponse(), 5);
+      return first || second ? `first: ${first ?? 'ok'}; second: ${second ?? 'ok'}` : null;
+    }),
   },
   {
     name: 'body in slow pieces',
     authed: 1,
-    async run(ctx) {
-      const conn = await HttpConn.open(ctx.port);
-      try {
-        const bytes = formatRequest(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '3' }, connection: 'close' }));
-        const cuts = [bytes.indexOf('\r\n\r\n') - 5, bytes.length - 10];
-        await conn.write(bytes.subarray(0, cuts[0]));
-        await new Promise((r) => setTimeout(r, 15));
-        await conn.write(bytes.subarray(cuts[0], cuts[1]));
-        await new Promise((r) => setTimeout(r, 15));
-        await conn.write(bytes.subarray(cuts[1]));
-        const res = await conn.readResponse();
-        if (res.status !== 200) return `status ${res.status}: ${res.text}`;
-        const got = res.json().choices?.[0]?.message?.content;
-        if (got !== tokens(3)) return `content ${JSON.stringify(got)}`;
-        return (await conn.closedWithin(5000)) ? null : 'not closed after "Connection: close"';
-      } finally {
-        conn.close();
+    run: (ctx) => ownConnection(ctx.port, async (conn) => {
+      const bytes = formatRequest(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '3' }, connection: 'close' }));
+      const cuts = [0, bytes.indexOf('\r\n\r\n') - 5, bytes.length - 10, bytes.length];
+      for (let i = 1; i < cuts.length; i++) {
+        if (i > 1) await new Promise((r) => setTimeout(r, 15));
+        await conn.write(bytes.subarray(cuts[i - 1], cuts[i]));
       }
-    },
+      const why = notCompletion(await conn.readResponse(), 3);
+      return why ?? ((await conn.closedWithin(5000)) ? null : 'not closed after "Connection: close"');
+    }),
   },
   {
     name: 'client that half-closes after its request',
     authed: 1,
-    async run(ctx) {
-      const conn = await HttpConn.open(ctx.port);
-      try {
-        await conn.send(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '2' } }));
-        conn.sock.end();
-        const res = await conn.readResponse();
-        if (res.status !== 200) return `status ${res.status}: ${res.text}`;
-        if (res.json().choices?.[0]?.message?.content !== tokens(2)) return `content ${res.text}`;
-        return (await conn.closedWithin(5000)) ? null : 'not closed after the client\'s end';
-      } finally {
-        conn.close();
-      }
-    },
+    run: (ctx) => ownConnection(ctx.port, async (conn) => {
+      await conn.send(chatRequest(ctx.key, { headers: { 'x-mock-chunks': '2' } }));
+      conn.sock.end();
+      const why = notCompletion(await conn.readResponse(), 2);
+      return why ?? ((await conn.closedWithin(5000)) ? null : 'not closed after the client\'s end');
+    }),
   },
 ];
 
