@@ -3,13 +3,14 @@
 // no worker dies, every connection is let go, and every authenticated
 // request is in the usage records once.  The kinds of client are those an
 // event loop gets wrong when it loses a readiness report or takes one meant
-// for another socket: pipelined requests, a body in slow pieces, a client
-// that half-closes, one that hangs up mid-stream, a provider that cuts a
-// stream off, bad requests on a kept connection.
+// for another socket: pipelined requests, a body in slow pieces or chunks,
+// Expect: 100-continue, HTTP/1.0, a body over the limit, a client that
+// half-closes, one that hangs up mid-stream, a provider that cuts a stream
+// off, bad requests on a kept connection.
 
 import assert from 'node:assert/strict';
 
-import { HttpConn, eventually, formatRequest, startGateway, test } from './lib/harness.mjs';
+import { HttpConn, chunked, eventually, formatRequest, sleep, startGateway, test } from './lib/harness.mjs';
 
 const CLIENTS = 32;
 const ROUNDS = 40;
@@ -158,6 +159,64 @@ const kinds = [
   },
 ];
 
+kinds.push(
+  {
+    name: 'models listed on the kept connection',
+    authed: 1,
+    async run(ctx) {
+      const res = await ctx.exchange({ method: 'GET', path: '/v1/models', headers: { Authorization: `Bearer ${ctx.key}` } });
+      if (res.status !== 200) return `status ${res.status}: ${res.text}`;
+      return res.json().data?.some((m) => m.id === 'mixed') ? null : `no "mixed" in ${res.text.slice(0, 200)}`;
+    },
+  },
+  {
+    name: 'chunked request body in pieces',
+    authed: 1,
+    run: (ctx) => ownConnection(ctx.port, async (conn) => {
+      const req = chatRequest(ctx.key, { headers: { 'x-mock-chunks': '2', 'Transfer-Encoding': 'chunked' } });
+      await conn.write(formatRequest({ ...req, body: undefined }));
+      const bytes = chunked(req.body, [7, 30, 3]);
+      for (let i = 0; i < bytes.length; i += 25) {
+        if (i > 0) await sleep(2);
+        await conn.write(bytes.subarray(i, i + 25));
+      }
+      return notCompletion(await conn.readResponse(), 2);
+    }),
+  },
+  {
+    name: 'Expect: 100-continue',
+    authed: 1,
+    run: (ctx) => ownConnection(ctx.port, async (conn) => {
+      const req = chatRequest(ctx.key, { headers: { 'x-mock-chunks': '4', Expect: '100-continue' } });
+      await conn.write(formatRequest({ ...req, body: undefined, headers: { ...req.headers, 'Content-Length': String(Buffer.byteLength(req.body)) } }));
+      const interim = await conn.readResponse();
+      if (interim.status !== 100) return `interim status ${interim.status}: ${interim.text}`;
+      await conn.write(req.body);
+      return notCompletion(await conn.readResponse(), 4);
+    }),
+  },
+  {
+    name: 'HTTP/1.0, closed after its answer',
+    authed: 1,
+    run: (ctx) => ownConnection(ctx.port, async (conn) => {
+      await conn.send({ ...chatRequest(ctx.key, { headers: { 'x-mock-chunks': '1' } }), version: '1.0' });
+      const why = notCompletion(await conn.readResponse(), 1);
+      return why ?? ((await conn.closedWithin(5000)) ? null : 'not closed after an HTTP/1.0 answer');
+    }),
+  },
+  {
+    name: 'a body over max_body_size',
+    authed: 0, // refused before the request is read, so before its key is looked at
+    run: (ctx) => ownConnection(ctx.port, async (conn) => {
+      const body = chatBody({ messages: [{ role: 'user', content: 'x'.repeat(40000) }] });
+      await conn.send(chatRequest(ctx.key, { body })).catch(() => {});
+      const res = await conn.readResponse();
+      if (res.status !== 413 || errorCode(res) !== 'request_too_large') return `status ${res.status}: ${res.text}`;
+      return (await conn.closedWithin(5000)) ? null : 'not closed after the 413';
+    }),
+  },
+);
+
 // A fixed shuffle of the kinds for each client and round, so that a run
 // can be repeated: a linear congruential generator from the client number.
 function schedule(client) {
@@ -169,6 +228,7 @@ function schedule(client) {
 test('a mixed load of well- and ill-behaved clients: each gets its answer, none is lost', { timeout: 120000 }, async () => {
   const gw = await startGateway({
     workers: { start: 2, connections: 64 },
+    http: { max_body_size: '16k' },
     models: [{
       name: 'mixed',
       targets: [{ provider: 'local', model: 'mock-small' }],
