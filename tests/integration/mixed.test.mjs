@@ -225,8 +225,12 @@ function schedule(client) {
   return Array.from({ length: ROUNDS }, () => next() % kinds.length);
 }
 
-test('a mixed load of well- and ill-behaved clients: each gets its answer, none is lost', { timeout: 120000 }, async () => {
+// The mixed load on a gateway started with env: the provider's plain-HTTP
+// exchanges are the worker's own (worker/h1.c), or, with a proxy variable
+// in the environment, all of them libcurl's transfers.
+async function mixedLoad(env = {}) {
   const gw = await startGateway({
+    env,
     workers: { start: 2, connections: 64 },
     http: { max_body_size: '16k' },
     models: [{
@@ -285,4 +289,12 @@ test('a mixed load of well- and ill-behaved clients: each gets its answer, none 
   } finally {
     await gw.stop();
   }
-});
+}
+
+test('a mixed load of well- and ill-behaved clients: each gets its answer, none is lost', { timeout: 120000 }, () =>
+  mixedLoad());
+
+// no_proxy alone names no proxy, but any proxy variable sends every
+// transfer through libcurl (worker/upstream.c), which then goes direct.
+test('the same mixed load through libcurl\'s transfers', { timeout: 120000 }, () =>
+  mixedLoad({ no_proxy: '127.0.0.1' }));
