@@ -6,12 +6,15 @@
  *       STREAMS streams one after the other on one keep-alive connection
  *       (after one warm-up stream that is not reported).  One JSON line per
  *       stream on stdout:
- *         {"status":200,"ok":true,"head_us":H,"reads":R,"batched":B,
+ *         {"status":200,"ok":true,"head_us":H,"reads":R,"batched":B,"tap_batched":TB,
  *          "events_us":[...],"fwd_us":[...]}
  *       head_us: from the write of the request to the first byte of the
  *       answer; events_us[i]: to the read that completed event i; batched:
  *       events that arrived in the same read(2) as the event before them,
- *       i.e. were held back and sent together; fwd_us (only from a tap):
+ *       i.e. were held back and sent together; tap_batched: of those, the
+ *       ones a tap itself wrote within 1 ms of the event before (a late
+ *       tap, not a proxy that held one back: not counted in batched);
+ *       fwd_us (only from a tap):
  *       for each event stamped by the tap, its arrival minus the moment the
  *       tap wrote it, i.e. how long the path in between took to forward it.
  *
@@ -146,6 +149,8 @@ struct resp {
     bool done_seen; /* "data: [DONE]" */
     int events;
     int batched;
+    int tap_batched;
+    int64_t last_stamp; /* the tap's stamp of the event before, or 0 */
     int reads;
     int64_t head_ns;
     int64_t *ev_ns;  /* MAX_EVENTS arrival times, or NULL */
@@ -191,8 +196,13 @@ sse_feed(struct resp *r, const char *p, size_t n, int64_t t, int *in_read)
             if (r->ev_ns != NULL && r->events < MAX_EVENTS)
                 r->ev_ns[r->events] = t;
             r->events++;
-            if ((*in_read)++ > 0)
-                r->batched++;
+            if ((*in_read)++ > 0) {
+                if (stamp > 0 && r->last_stamp > 0 && stamp - r->last_stamp < 1000000)
+                    r->tap_batched++;
+                else
+                    r->batched++;
+            }
+            r->last_stamp = stamp;
             r->ev_len = 0;
             r->nl = false;
             continue;
@@ -395,8 +405,9 @@ mode_stream(int port, int streams)
         if (s < 0)
             continue; /* warm-up */
         printf("{\"status\":%d,\"ok\":%s,\"head_us\":%.1f,\"reads\":%d,\"batched\":%d,"
-               "\"events_us\":[",
-               r.status, ok ? "true" : "false", (double)(r.head_ns - t0) / 1e3, r.reads, r.batched);
+               "\"tap_batched\":%d,\"events_us\":[",
+               r.status, ok ? "true" : "false", (double)(r.head_ns - t0) / 1e3, r.reads, r.batched,
+               r.tap_batched);
         for (int i = 0; i < r.events && i < MAX_EVENTS; i++)
             printf("%s%.1f", i ? "," : "", (double)(ev_ns[i] - t0) / 1e3);
         printf("],\"fwd_us\":[");
