@@ -1070,9 +1070,11 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
         /* Room made since the last look: the master is draining. */
         uint64_t now_head = atomic_load(&h->ring_head);
         int64_t now = gw_now_ms();
-        if (now_head != head || since < 0) {
-            ring_stalled &= now_head == head;
+        if (now_head != head) {
             head = now_head;
+            ring_stalled = false;
+            since = now;
+        } else if (since < 0) {
             since = now;
         }
         if (now - since >= (ring_stalled ? USAGE_RING_STALLED_WAIT_MS : USAGE_RING_STALL_MS))

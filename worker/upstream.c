@@ -223,9 +223,10 @@ on_data(char *data, size_t size, size_t n, void *ctx)
     struct gw_call *call = io->call;
     size_t len = size * n;
 
-    if (io->got_bytes && io->curl != NULL)
-        io->last_io_ms = gw_now_ms(); /* as in on_header */
-    if (!io->got_bytes) {
+    if (io->got_bytes) {
+        if (io->curl != NULL)
+            io->last_io_ms = gw_now_ms(); /* as in on_header */
+    } else {
         io->got_bytes = true;
         int64_t now = gw_now_us();
         io->last_io_ms = now / 1000;
