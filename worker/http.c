@@ -610,7 +610,8 @@ http_date(void)
 }
 
 /* Write it all, waiting for the client to take it no longer than
- * write_timeout between two writes that made progress. */
+ * write_timeout between two writes that made progress.  A write that had
+ * to wait stamps c->took_ms when the client took it. */
 static int
 writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
 {
@@ -632,7 +633,10 @@ writev_all(struct gw_http_conn *c, struct iovec *iov, int n)
                 return GW_EIO;
             continue;
         }
-        deadline = 0;
+        if (deadline != 0) {
+            c->took_ms = gw_now_ms();
+            deadline = 0;
+        }
         c->bytes_out += (uint64_t)w;
         gw_worker_iov_consume(&iov, &n, (size_t)w);
     }

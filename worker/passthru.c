@@ -148,8 +148,10 @@ on_data(char *data, size_t size, size_t n, void *ctx)
 static CURLcode
 relay_run(struct relay *r, const struct gw_timeouts *to, bool *timed_out)
 {
-    struct gw_transfer_clock clock = {
-        .last_io_ms = &r->last_io_ms, .got_bytes = &r->got_bytes, .to = to};
+    struct gw_transfer_clock clock = {.last_io_ms = &r->last_io_ms,
+                                      .got_bytes = &r->got_bytes,
+                                      .to = to,
+                                      .client_took_ms = &r->w->conn.took_ms};
 
     return gw_worker_transfer_run(&r->w->xfer, r->w->curl_passthru, &clock, timed_out);
 }

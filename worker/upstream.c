@@ -484,9 +484,13 @@ gw_worker_transfer_wait_ms(const struct gw_transfer_clock *clock, int64_t now, i
     int64_t last = *clock->last_io_ms;
 
     /* While an upload is being sent, the wait for an answer has not
-     * begun: it counts from the last bytes curl took. */
+     * begun: it counts from the last bytes curl took.  While a relay's
+     * write waits for a slow client, what the upstream sends meanwhile
+     * waits unread: it counts from when the client took it. */
     if (clock->upload_read_ms != NULL && atomic_load(clock->upload_read_ms) > last)
         last = atomic_load(clock->upload_read_ms);
+    if (clock->client_took_ms != NULL && *clock->client_took_ms > last)
+        last = *clock->client_took_ms;
     int64_t left = last + limit - now;
     *timed_out = left <= 0;
     if (deadline_ms >= 0 && deadline_ms - now < left) {
@@ -730,11 +734,12 @@ gw_worker_upstream_call(struct gw_transfer *xfer, CURL *curl, struct gw_call *ca
     io.start_ms = io.last_io_ms = call->attempt_start_us / 1000;
     call->attempt_first_byte_us = 0;
 
-    struct gw_transfer_clock clock = {
-        .last_io_ms = &io.last_io_ms,
-        .got_bytes = &io.got_bytes,
-        .to = io.to,
-        .upload_read_ms = call->upload != NULL ? &call->upload->last_read_ms : NULL};
+    struct gw_transfer_clock clock = {.last_io_ms = &io.last_io_ms,
+                                      .got_bytes = &io.got_bytes,
+                                      .to = io.to,
+                                      .upload_read_ms =
+                                          call->upload != NULL ? &call->upload->last_read_ms : NULL,
+                                      .client_took_ms = &call->conn->took_ms};
     CURLcode cc;
     if (call->upload == NULL && !proxy_env && gw_worker_h1_serves(call->url)) {
         struct gw_h1_request hr = {.url = call->url,

@@ -169,6 +169,10 @@ struct gw_http_conn {
      * then always finds them in that order, whichever worker served
      * which. */
     int64_t sent_us;
+    /* When the client last took bytes that a write had waited for
+     * (monotonic ms; 0: none yet): a transfer does not count the time
+     * its relay spent waiting for the client as the upstream's silence. */
+    int64_t took_ms;
     bool in_value;
     bool done;
     bool headers_done;
@@ -825,13 +829,17 @@ int gw_worker_upstream_fail_answer(struct gw_call *call);
  * upstream stays silent past first_byte (before *got_bytes) or idle
  * (after) since *last_io_ms: the time of the upstream's last bytes, which
  * the callbacks of a transfer on curl move, and gw_worker_h1_run with each
- * read of its own.
+ * read of its own.  The silence counts from later when an upload's last
+ * read or the client's last take of a write that waited for it is later:
+ * while the worker sends a body or waits for a slow client, the upstream
+ * is not the one keeping it.
  */
 struct gw_transfer_clock {
     int64_t *last_io_ms;
     const bool *got_bytes;
     const struct gw_timeouts *to;
     const _Atomic int64_t *upload_read_ms; /* an upload's last read, or NULL */
+    const int64_t *client_took_ms;         /* gw_http_conn.took_ms, or NULL */
 };
 
 int gw_worker_transfer_init(struct gw_transfer *t);

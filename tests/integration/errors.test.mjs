@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 
-import { assertError, freePort, startGateway, startMock, test } from './lib/harness.mjs';
+import { assertError, freePort, sleep, startGateway, startMock, test } from './lib/harness.mjs';
 
 let gw; let key; let goneMock;
 
@@ -27,6 +27,7 @@ before(async () => {
       { name: 'slow', timeouts: { first_byte: '300ms' }, targets: [{ provider: 'local', model: 'mock-small' }] },
       { name: 'total', timeouts: { first_byte: '30s', idle: '30s', total: '700ms' }, targets: [{ provider: 'local', model: 'mock-small' }] },
       { name: 'idle', timeouts: { idle: '300ms' }, targets: [{ provider: 'local', model: 'mock-small' }] },
+      idleTts,
     ],
   });
   ({ key } = await gw.createKey());
@@ -226,6 +227,52 @@ test('a stream idle longer than timeouts.idle ends with an upstream_timeout even
   assert.equal(last.json?.error?.code, 'upstream_timeout', res.text);
   assert.equal(res.events.filter((e) => e.data === '[DONE]').length, 0);
   await stillServes();
+});
+
+// A provider that keeps sending (8 KiB of audio a millisecond) to a
+// client that stops reading for longer than timeouts.idle, several times:
+// once the sockets between are full, the worker's writes wait for the
+// client, and what the provider sends meanwhile waits in the upstream
+// socket.  That is not the provider's silence: the answer arrives whole.
+// Once through the worker's own HTTP/1.1 client and once through libcurl
+// (any proxy variable in aigwd's environment sends every transfer there,
+// worker/upstream.c).
+const idleTts = { name: 'idle-tts', type: 'audio', timeouts: { idle: '300ms' }, targets: [{ provider: 'local', model: 'mock-tts' }] };
+const SPEECH_BYTES = 8 * 1024 * 1024;
+
+async function slowReader(g) {
+  const k = (await g.createKey()).key;
+  const conn = await g.conn();
+  try {
+    const body = JSON.stringify({ model: 'idle-tts', input: 'hi', voice: 'alloy' });
+    await conn.send({ method: 'POST', path: '/v1/audio/speech', body: Buffer.from(body),
+      headers: { ...auth(k), 'Content-Type': 'application/json', 'x-mock-speech-bytes': String(SPEECH_BYTES), 'x-mock-chunk-delay-ms': '1' } });
+    for (let i = 0; i < 3; i++) {
+      conn.sock.pause();
+      await sleep(1000);
+      conn.sock.resume();
+      await sleep(50);
+    }
+    const res = await conn.readResponse({ timeoutMs: 20000 });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.length, SPEECH_BYTES, 'the whole audio');
+  } finally {
+    conn.close();
+  }
+}
+
+test('a client that stops reading for longer than timeouts.idle still gets the whole answer', async () => {
+  await slowReader(gw);
+  await stillServes();
+});
+
+test('the same through libcurl\'s transfers', async () => {
+  const g = await startGateway({ env: { no_proxy: '127.0.0.1' }, models: [idleTts] });
+  try {
+    await slowReader(g);
+  } finally {
+    await g.stop();
+  }
 });
 
 test('a stream longer than timeouts.total ends with an upstream_timeout event', async () => {

@@ -5,7 +5,8 @@
  * the request, a stamp of when the mock read the request and wrote the
  * answer (x-mock-stamp: a chat completion that is not streamed gets
  * "x_mock_us":[READ,WRITE], CLOCK_MONOTONIC microseconds, for the bench).
- * Only the chat and embeddings endpoints read them.
+ * Only the chat and embeddings endpoints read them all; speech reads the
+ * chunk delay.
  */
 #include <errno.h>
 #include <stddef.h>

@@ -7,8 +7,8 @@
  *        "duration"}) or verbose_json (with "duration"); the audio lasts
  *        one second per 32,000 bytes (16 kHz, 16-bit mono)
  *   POST /v1/audio/speech  JSON: x-mock-speech-bytes bytes (default
- *        100,000) of fake audio in 8 KiB chunks, as audio/mpeg (or the
- *        type of response_format)
+ *        100,000) of fake audio in 8 KiB chunks, x-mock-chunk-delay-ms
+ *        apart, as audio/mpeg (or the type of response_format)
  *   POST /v1/images/generations  JSON: n images, b64_json or url
  *   POST /v1/videos  JSON or multipart: a video, status "queued"
  *   GET  /v1/videos/{id}  the video, status "completed";
@@ -139,8 +139,11 @@ speech(struct gw_mock_conn *c)
     const char *h = gw_mock_header(c, "x-mock-speech-bytes");
     long total = h != NULL ? strtol(h, NULL, 10) : 100000;
     char chunk[SPEECH_CHUNK];
+    struct gw_mock_fault f;
     int rc;
 
+    if ((rc = gw_mock_fault_parse(c, &f)) != 0)
+        return rc > 0 ? 0 : rc;
     if ((rc = gw_mock_body_json(c, &o)) != 0)
         return rc;
     struct json_object *v;
@@ -159,6 +162,8 @@ speech(struct gw_mock_conn *c)
             chunk[i] = (char)((sent + (long)i) * 7 + 3);
         if (sent == 0 && n >= 3)
             memcpy(chunk, "ID3", 3);
+        else if (sent > 0)
+            gw_mock_sleep_ms(f.chunk_delay_ms);
         sent += (long)n;
         if ((rc = gw_mock_stream_event(c, chunk, n, sent >= total)) != 0)
             return rc;
