@@ -50,6 +50,17 @@
 
 static int64_t pace_since;
 
+/* A store that failed (a full disk, say) is tried again after a pause
+ * that doubles from STORE_RETRY_MIN_MS to STORE_RETRY_MAX_MS: the records
+ * wait in the ring meanwhile, and every try would log the same error.
+ * The workers refuse new requests while the ring's last quarter is all
+ * that is left (gw_shm_header.store_error), so that those in flight
+ * still find room. */
+#define STORE_RETRY_MIN_MS 250
+#define STORE_RETRY_MAX_MS 4000
+
+static int64_t retry_at_ms, retry_ms, failing_since_ms;
+
 static void
 usage_pace(void *ctx)
 {
@@ -89,6 +100,8 @@ gw_master_usage_drain(struct gw_master *m)
         cap = m->shm.hdr->nring;
     }
     pace_since = gw_now_us();
+    if (retry_at_ms != 0 && gw_now_ms() < retry_at_ms)
+        return 0;
 
     for (;;) {
         uint64_t first;
@@ -97,12 +110,29 @@ gw_master_usage_drain(struct gw_master *m)
             break;
         int rc = gw_store_usage_add(m->store, batch, n, m->shm.hdr->incarnation, first + n);
         if (rc != 0) {
-            /* Leave them in the ring; the next drain tries again. */
-            gw_log(GW_LOG_ERROR,
-                   "usage: %zu records could not be stored (%s); keeping them in "
-                   "shared memory",
-                   n, gw_strerror(rc));
+            /* Leave them in the ring; a later drain tries again. */
+            int64_t now = gw_now_ms();
+            if (failing_since_ms == 0) {
+                failing_since_ms = now;
+                gw_log(GW_LOG_ERROR,
+                       "usage: %zu records could not be stored (%s); keeping them in "
+                       "shared memory and trying again",
+                       n, gw_strerror(rc));
+            }
+            atomic_store(&m->shm.hdr->store_error, rc);
+            retry_ms = retry_ms == 0 ? STORE_RETRY_MIN_MS
+                                     : (retry_ms * 2 < STORE_RETRY_MAX_MS ? retry_ms * 2
+                                                                          : STORE_RETRY_MAX_MS);
+            retry_at_ms = now + retry_ms;
             break;
+        }
+        /* (A master started again may find its predecessor's error.) */
+        if (failing_since_ms != 0 || atomic_load(&m->shm.hdr->store_error) != 0) {
+            if (failing_since_ms != 0)
+                gw_log(GW_LOG_INFO, "usage: records are stored again, after %lld ms of failures",
+                       (long long)(gw_now_ms() - failing_since_ms));
+            atomic_store(&m->shm.hdr->store_error, 0);
+            failing_since_ms = retry_at_ms = retry_ms = 0;
         }
         gw_shm_ring_release(&m->shm, first + n);
         total += n;

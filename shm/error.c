@@ -21,6 +21,7 @@ gw_strerror(int err)
     case GW_ECONFIG: return "invalid configuration";
     case GW_ESTORE: return "state store error";
     case GW_EUPSTREAM: return "upstream attempt failed";
+    case GW_ENOSPC: return "no space left in the state store";
     }
     return "unknown error";
 }

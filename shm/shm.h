@@ -43,6 +43,7 @@ enum gw_err {
     GW_ECONFIG = -11,   /* configuration invalid */
     GW_ESTORE = -12,    /* LMDB failure */
     GW_EUPSTREAM = -13, /* upstream attempt failed; nothing sent to the client yet */
+    GW_ENOSPC = -14,    /* the state store's disk (or map) is full */
 };
 
 const char *gw_strerror(int err);
@@ -1179,7 +1180,9 @@ struct gw_shm_header {
     uint64_t size;
     uint64_t incarnation; /* random, new with each fresh segment */
     _Atomic int32_t master_pid;
-    _Atomic int32_t pad1;
+    /* The master's last try to store usage records failed: its GW_E*
+     * code (GW_ENOSPC: a full disk); 0 once it stores again. */
+    _Atomic int32_t store_error;
     _Atomic int64_t started; /* unix seconds of the current master */
 
     /* Geometry: offsets from the segment start, counts. */

@@ -86,7 +86,9 @@ static int
 store_fail(const char *call, const char *arg, int mrc)
 {
     gw_log(GW_LOG_ERROR, "%s(%s): %s", call, arg, mdb_strerror(mrc));
-    return GW_ESTORE;
+    /* A full disk (or map) is its own error: the remedy is the
+     * administrator's, and the callers tell it to the clients. */
+    return mrc == ENOSPC || mrc == EDQUOT || mrc == MDB_MAP_FULL ? GW_ENOSPC : GW_ESTORE;
 }
 
 int
@@ -353,7 +355,7 @@ store_put_json(MDB_txn *txn, MDB_dbi dbi, const char *id, struct json_object *o,
 }
 
 static int
-store_commit(MDB_txn *txn, int rc)
+store_commit(MDB_txn *txn, int rc, const char *what)
 {
     int mrc;
 
@@ -362,7 +364,7 @@ store_commit(MDB_txn *txn, int rc)
         return rc;
     }
     if ((mrc = mdb_txn_commit(txn)) != 0)
-        return store_fail("mdb_txn_commit", "keys", mrc);
+        return store_fail("mdb_txn_commit", what, mrc);
     return 0;
 }
 
@@ -386,7 +388,7 @@ gw_store_key_add(struct gw_store *st, const struct gw_key *key,
         if (mrc != 0)
             rc = mrc == MDB_KEYEXIST ? GW_EEXIST : store_fail("mdb_put", "keyhash", mrc);
     }
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, "keys");
 }
 
 /*
@@ -569,7 +571,7 @@ key_update(struct gw_store *st, const char *id, bool disabled, bool del)
         }
     }
     json_object_put(o);
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, "keys");
 }
 
 int
@@ -608,7 +610,7 @@ gw_store_key_rotate(struct gw_store *st, const char *id, const unsigned char has
     rc = store_put_json(txn, st->keys, id, o, 0);
 done:
     json_object_put(o);
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, "keys");
 }
 
 /* ---------------------------------------------------- account records */
@@ -625,7 +627,7 @@ gw_store_rec_put(struct gw_store *st, enum gw_store_db db, const char *name, con
         return store_fail("mdb_txn_begin", name, mrc);
     if ((mrc = mdb_put(txn, st->recs[db], &k, &v, create_only ? MDB_NOOVERWRITE : 0)) != 0)
         rc = mrc == MDB_KEYEXIST ? GW_EEXIST : store_fail("mdb_put", name, mrc);
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, name);
 }
 
 int
@@ -660,7 +662,7 @@ gw_store_rec_del(struct gw_store *st, enum gw_store_db db, const char *name)
         return store_fail("mdb_txn_begin", name, mrc);
     if ((mrc = mdb_del(txn, st->recs[db], &k, NULL)) != 0)
         rc = mrc == MDB_NOTFOUND ? GW_ENOENT : store_fail("mdb_del", name, mrc);
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, name);
 }
 
 struct rec_list {
@@ -713,7 +715,7 @@ gw_store_audit_add(struct gw_store *st, const char *json)
         return store_fail("mdb_txn_begin", "audit", mrc);
     if ((mrc = mdb_put(txn, st->recs[GW_DB_AUDIT], &k, &v, 0)) != 0)
         rc = store_fail("mdb_put", "audit", mrc);
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, "audit");
 }
 
 /* ------------------------------------------------------------------ usage */
@@ -1116,7 +1118,7 @@ gw_store_usage_add(struct gw_store *st, const struct gw_usage *recs, size_t n, u
         if ((mrc = mdb_put(txn, st->meta, &hk, &hv, 0)) != 0)
             rc = store_fail("mdb_put", head_key, mrc);
     }
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, "usage");
 }
 
 int
@@ -1341,7 +1343,7 @@ gw_store_usage_prune(struct gw_store *st, int64_t detail_before_us, int64_t agg_
 done:
     if (cur != NULL)
         mdb_cursor_close(cur);
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, "usage prune");
 }
 
 int
@@ -1418,7 +1420,7 @@ out:
         mdb_cursor_close(cur);
     if (rc != 0)
         *converted = 0, *done = false;
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, "usage upgrade");
 }
 
 /* ----------------------------------------------------------------- limits */
@@ -1467,7 +1469,7 @@ gw_store_limit_set(struct gw_store *st, const char *scope, const struct gw_limit
     }
     rc = store_put_json(txn, st->limits, scope, o, 0);
     json_object_put(o);
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, "limits");
 }
 
 int
@@ -1518,7 +1520,7 @@ gw_store_limit_del(struct gw_store *st, const char *scope)
         return store_fail("mdb_txn_begin", scope, mrc);
     if ((mrc = mdb_del(txn, st->limits, &k, NULL)) != 0)
         rc = mrc == MDB_NOTFOUND ? GW_ENOENT : store_fail("mdb_del", scope, mrc);
-    return store_commit(txn, rc);
+    return store_commit(txn, rc, "limits");
 }
 
 struct limit_list {

@@ -237,6 +237,30 @@ key_hash(struct gw_worker *w, const char *secret, unsigned char hash[GW_KEY_HASH
  * x_api_key, as Anthropic's SDKs send it: "x-api-key: KEY").  Answers 401
  * and returns NULL when it is missing, unknown or disabled.
  */
+/*
+ * The master cannot store usage records (a full disk, say) and the ring
+ * that keeps them meanwhile is three quarters full: a request served now
+ * might find no room for its record, so it is refused, and the last
+ * quarter stays for the requests in flight.  The refusal makes no usage
+ * record of its own (it would take that room); /metrics counts it.
+ */
+static bool
+usage_store_down(struct gw_worker *w, struct gw_request *req)
+{
+    const struct gw_shm_header *h = w->env->shm->hdr;
+    int err = atomic_load_explicit(&h->store_error, memory_order_relaxed);
+
+    if (err == 0 ||
+        atomic_load(&h->ring_tail) - atomic_load(&h->ring_head) < h->nring - h->nring / 4)
+        return false;
+    req->extra_headers = "Retry-After: 5\r\n";
+    gw_worker_http_error(&w->conn, req, 503, "server_error", "usage_store_unavailable", NULL,
+                         "The gateway cannot record usage now (%s); it serves again once "
+                         "its state store takes records.",
+                         gw_strerror(err));
+    return true;
+}
+
 static const struct gw_key *
 authenticate(struct gw_worker *w, struct gw_request *req, bool x_api_key)
 {
@@ -286,6 +310,8 @@ authenticate(struct gw_worker *w, struct gw_request *req, bool x_api_key)
                              "This API key (%s) expired at %s.", key->id, when);
         return NULL;
     }
+    if (!w->on_admin && usage_store_down(w, req))
+        return NULL;
     req->key_id = key->id;
     req->tenant = key->tenant != NULL && key->tenant[0] != '\0' ? key->tenant : NULL;
     req->user = key->owner != NULL && key->owner[0] != '\0' ? key->owner : NULL;

@@ -4,11 +4,14 @@
 // draining the ring of usage records until it is full.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { after, before } from 'node:test';
 
 import {
-  eventually, freePort, pidAlive, request, sleep, startGateway, startMock, test,
+  assertError, eventually, freePort, pidAlive, request, shmPath, sleep, startGateway, startMock, tempDir, test,
 } from './lib/harness.mjs';
 
 let mock;
@@ -356,4 +359,84 @@ test('a master that stores nothing for 2 s is written around, and nothing is los
     await sleep(1200); // two drains more: nothing arrives twice
     assert.equal((await gw.ctlJson(['usage'])).requests, RING + 64);
   });
+});
+
+// n GET /v1/models with the key, pipelined on one connection; resolves
+// with how many answers came with each status ({200: n, 503: m}).
+function pipelinedStatuses(port, key, n) {
+  const one = `GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${key}\r\n\r\n`;
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    const seen = {};
+    let count = 0;
+    let tail = '';
+    sock.on('connect', () => sock.write(one.repeat(n)));
+    sock.on('data', (d) => {
+      const s = tail + d.toString('latin1');
+      for (const m of s.matchAll(/HTTP\/1\.1 (\d{3}) /g)) {
+        seen[m[1]] = (seen[m[1]] ?? 0) + 1;
+        count++;
+      }
+      const cut = s.lastIndexOf('HTTP/1.1 ');
+      tail = cut >= 0 && s.length - cut < 13 ? s.slice(cut) : s.slice(-8);
+      if (count >= n) { sock.destroy(); resolve(seen); }
+    });
+    sock.on('error', reject);
+    sock.on('close', () => resolve(seen));
+  });
+}
+
+// The state directory on a tmpfs of its own, filled up while the gateway
+// serves.  Mounting needs root (the suite runs as root, README); where
+// even root may not mount (a container without CAP_SYS_ADMIN) the test
+// says so and is skipped.
+test('a full disk: requests are refused with 503 before the ring of usage records fills, and none is lost', { timeout: 90000 }, async (t) => {
+  const dir = tempDir();
+  const state = path.join(dir, 'state');
+  fs.mkdirSync(state);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', state], { stdio: 'pipe' });
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    t.skip(`cannot mount a tmpfs here: ${String(err.stderr).trim() || err.message}`);
+    return;
+  }
+  let gw;
+  try {
+    gw = await startGateway({ dir, mock });
+    const { key } = await gw.createKey();
+    for (let i = 0; i < 20; i++) assert.equal((await gw.chat(key, {})).status, 200);
+    await eventually(async () => (await gw.ctlJson(['usage'])).requests === 20, { what: 'the first 20 stored' });
+
+    try {
+      execFileSync('dd', ['if=/dev/zero', `of=${state}/filler`, 'bs=64k'], { stdio: 'ignore' });
+    } catch { /* dd ends with "No space left on device" */ }
+    const seen = await pipelinedStatuses(gw.port, key, RING);
+    // Three quarters of the ring take records (more if the master stored
+    // some before the disk was full); then every request is refused.
+    assert.ok(seen[200] >= RING - RING / 4, JSON.stringify(seen));
+    assert.ok(seen[503] >= 1, JSON.stringify(seen));
+    assert.equal(seen[200] + seen[503], RING, JSON.stringify(seen));
+    const refused = await gw.get('/v1/models', key);
+    assertError(assert, refused, 503, 'usage_store_unavailable', { type: 'server_error' });
+    assert.match(refused.json().error.message, /no space left in the state store/);
+    assert.equal(refused.headers['retry-after'], '5');
+    assert.equal((await gw.get('/healthz')).status, 200, 'what needs no record is served');
+    const made = await gw.ctl(['key', 'create', '--name', 'while-full']);
+    assert.notEqual(made.code, 0);
+    assert.match(made.stderr, /could not store the key: no space left in the state store/);
+    await gw.waitLog(/usage: \d+ records could not be stored \(no space left in the state store\)/);
+
+    fs.unlinkSync(`${state}/filler`);
+    await eventually(async () => (await gw.ctlJson(['usage'])).requests === 20 + seen[200],
+      { timeoutMs: 20000, what: 'every answered request counted once the disk has room' });
+    assert.equal((await gw.get('/v1/models', key)).status, 200);
+    await gw.waitLog(/usage: records are stored again, after \d+ ms of failures/);
+  } finally {
+    await gw?.stop({ keepDir: true });
+    execFileSync('umount', [state]);
+    const seg = shmPath(state);
+    if (seg) fs.rmSync(seg, { force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
