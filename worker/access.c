@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <systemd/sd-journal.h>
@@ -24,7 +25,67 @@ static struct gw_buf held;
 static int64_t held_since_ms; /* when the oldest of them was added */
 static int64_t held_flush_ms; /* log.access_flush when it was */
 
+/* A file that stops taking lines (a full disk) fails every request's:
+ * the error log, often on the same disk, gets one message a minute with
+ * the bytes lost since the last, as nginx's access_log does. */
+#define WRITE_FAIL_LOG_MS 60000
+static int64_t fail_logged_ms; /* 0: no failure logged yet */
+static uint64_t fail_bytes;    /* lost since then */
+
 #define LIT(b, s) GW_BUF_LIT(b, s)
+
+/* A write that failed part way (a disk full mid-line) left the start of
+ * a line in the file: the next write begins with a newline, so that only
+ * that line is broken, not the next one too. */
+static bool line_cut;
+
+/* Write whole lines to access_fd, with one write(2) as long as it takes
+ * them; failures are logged as above, and so is the first write that
+ * works again. */
+static void
+lines_write(const char *data, size_t len)
+{
+    struct iovec iov[2] = {{.iov_base = (void *)"\n", .iov_len = 1},
+                           {.iov_base = (void *)data, .iov_len = len}};
+    struct iovec *v = line_cut ? iov : iov + 1;
+    int n = line_cut ? 2 : 1, err = 0;
+    bool wrote = false;
+
+    while (n > 0) {
+        ssize_t w = writev(access_fd, v, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            err = errno;
+            break;
+        }
+        wrote |= w > 0;
+        gw_worker_iov_consume(&v, &n, (size_t)w);
+    }
+    if (err == 0) {
+        line_cut = false;
+        if (fail_bytes == 0)
+            return;
+    } else {
+        line_cut |= wrote;
+        fail_bytes += len;
+    }
+    int64_t now = gw_now_ms();
+    if (fail_logged_ms != 0 && now - fail_logged_ms < WRITE_FAIL_LOG_MS)
+        return;
+    if (err != 0)
+        gw_log(GW_LOG_WARN,
+               "access log write failed: %s (%llu bytes of lines lost%s; the next such "
+               "message comes a minute later at the earliest)",
+               strerror(err), (unsigned long long)fail_bytes,
+               fail_logged_ms != 0 ? " since the last message" : "");
+    else
+        gw_log(GW_LOG_WARN,
+               "access log written again (%llu bytes of lines lost since the last message)",
+               (unsigned long long)fail_bytes);
+    fail_logged_ms = now;
+    fail_bytes = 0;
+}
 
 /* JSON string value: quotes, backslashes and control characters escaped;
  * the runs between them copied whole. */
@@ -100,9 +161,7 @@ gw_worker_access_flush(void)
 {
     if (held.len == 0)
         return;
-    if (gw_write_all(access_fd, held.data, held.len) != 0)
-        gw_log(GW_LOG_WARN, "access log write failed: %s (%zu bytes of lines lost)",
-               strerror(errno), held.len);
+    lines_write(held.data, held.len);
     held.len = 0;
 }
 
@@ -237,6 +296,5 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
         }
         gw_worker_access_flush(); /* out of memory: what is held goes now, then this line */
     }
-    if (gw_write_all(access_fd, b->data, b->len) != 0)
-        gw_log(GW_LOG_WARN, "req=%s access log write failed: %s", req->id, strerror(errno));
+    lines_write(b->data, b->len);
 }

@@ -4,14 +4,13 @@
 // draining the ring of usage records until it is full.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before } from 'node:test';
 
 import {
-  assertError, eventually, freePort, pidAlive, request, shmPath, sleep, startGateway, startMock, tempDir, test,
+  assertError, eventually, freePort, pidAlive, request, shmPath, sleep, smallDisk, startGateway, startMock, tempDir, test,
 } from './lib/harness.mjs';
 
 let mock;
@@ -387,18 +386,14 @@ function pipelinedStatuses(port, key, n) {
 }
 
 // The state directory on a tmpfs of its own, filled up while the gateway
-// serves.  Mounting needs root (the suite runs as root, README); where
-// even root may not mount (a container without CAP_SYS_ADMIN) the test
-// says so and is skipped.
+// serves (skipped, with the reason, where mounting is not allowed).
 test('a full disk: requests are refused with 503 before the ring of usage records fills, and none is lost', { timeout: 90000 }, async (t) => {
   const dir = tempDir();
   const state = path.join(dir, 'state');
-  fs.mkdirSync(state);
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', state], { stdio: 'pipe' });
-  } catch (err) {
+  const disk = smallDisk(state, '16m');
+  if (disk.why) {
     fs.rmSync(dir, { recursive: true, force: true });
-    t.skip(`cannot mount a tmpfs here: ${String(err.stderr).trim() || err.message}`);
+    t.skip(`cannot mount a tmpfs here: ${disk.why}`);
     return;
   }
   let gw;
@@ -408,9 +403,7 @@ test('a full disk: requests are refused with 503 before the ring of usage record
     for (let i = 0; i < 20; i++) assert.equal((await gw.chat(key, {})).status, 200);
     await eventually(async () => (await gw.ctlJson(['usage'])).requests === 20, { what: 'the first 20 stored' });
 
-    try {
-      execFileSync('dd', ['if=/dev/zero', `of=${state}/filler`, 'bs=64k'], { stdio: 'ignore' });
-    } catch { /* dd ends with "No space left on device" */ }
+    disk.fill();
     const seen = await pipelinedStatuses(gw.port, key, RING);
     // Three quarters of the ring take records (more if the master stored
     // some before the disk was full); then every request is refused.
@@ -427,14 +420,14 @@ test('a full disk: requests are refused with 503 before the ring of usage record
     assert.match(made.stderr, /could not store the key: no space left in the state store/);
     await gw.waitLog(/usage: \d+ records could not be stored \(no space left in the state store\)/);
 
-    fs.unlinkSync(`${state}/filler`);
+    disk.unfill();
     await eventually(async () => (await gw.ctlJson(['usage'])).requests === 20 + seen[200],
       { timeoutMs: 20000, what: 'every answered request counted once the disk has room' });
     assert.equal((await gw.get('/v1/models', key)).status, 200);
     await gw.waitLog(/usage: records are stored again, after \d+ ms of failures/);
   } finally {
     await gw?.stop({ keepDir: true });
-    execFileSync('umount', [state]);
+    disk.unmount();
     const seg = shmPath(state);
     if (seg) fs.rmSync(seg, { force: true });
     fs.rmSync(dir, { recursive: true, force: true });

@@ -162,6 +162,28 @@ export function tempDir(prefix = 'aigw-it-') {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
+// A full disk: a tmpfs of `size` mounted on the directory dir (made),
+// and fill() to take all its room, undone by .unfill(); .unmount() at the
+// end.  null and .why where it cannot be: mounting needs root (the suite
+// runs as root, README) and CAP_SYS_ADMIN, which a container may not give.
+export function smallDisk(dir, size) {
+  fs.mkdirSync(dir, { recursive: true });
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'pipe' });
+  } catch (err) {
+    return { why: String(err.stderr ?? '').trim() || err.message };
+  }
+  const filler = path.join(dir, '.filler');
+  return {
+    fill() {
+      // dd ends with "No space left on device": that is the point.
+      try { execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k'], { stdio: 'ignore' }); } catch { /* full */ }
+    },
+    unfill() { fs.rmSync(filler, { force: true }); },
+    unmount() { execFileSync('umount', [dir]); },
+  };
+}
+
 // ------------------------------------------------------------------ mock
 
 // Start aigw-mock on a free port (or on port, to start one again where
