@@ -133,6 +133,24 @@ segment_init(struct gw_shm *shm, const struct gw_shm_geometry *geo)
     return 0;
 }
 
+/*
+ * Give the segment every page now.  ftruncate(2) makes a sparse object;
+ * a page that a full /dev/shm cannot give when a process first touches it
+ * is a SIGBUS in that process (the master at start, a worker mid-request),
+ * not an error it could report.
+ */
+static int
+reserve(int fd, const char *name, uint64_t size)
+{
+    int e = posix_fallocate(fd, 0, (off_t)size);
+
+    if (e == 0)
+        return 0;
+    gw_log(GW_LOG_ERROR, "shared memory %s: cannot reserve its %llu bytes in /dev/shm: %s", name,
+           (unsigned long long)size, strerror(e));
+    return GW_EIO;
+}
+
 int
 gw_shm_open(const char *name, const struct gw_shm_geometry *geo, struct gw_shm *out, bool *attached)
 {
@@ -150,9 +168,13 @@ gw_shm_open(const char *name, const struct gw_shm_geometry *geo, struct gw_shm *
     if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == size &&
         map_fd(fd, size, out) == 0) {
         if (geometry_matches(out->hdr, geo, size)) {
-            *attached = true;
+            /* (One made by a release that did not reserve its pages.) */
+            rc = reserve(fd, name, size);
+            if (rc != 0)
+                gw_shm_close(out);
+            *attached = rc == 0;
             close(fd);
-            return 0;
+            return rc;
         }
         gw_shm_close(out);
     }
@@ -173,6 +195,8 @@ gw_shm_open(const char *name, const struct gw_shm_geometry *geo, struct gw_shm *
                strerror(errno));
         goto fail;
     }
+    if ((rc = reserve(fd, name, size)) != 0)
+        goto fail;
     if ((rc = map_fd(fd, size, out)) != 0)
         goto fail;
     if ((rc = segment_init(out, geo)) != 0)
