@@ -496,7 +496,11 @@ fail:
     if (txn != NULL)
         mdb_txn_abort(txn);
     free(evicted);
-    return cache_fail("store", model, mrc);
+    /* A full disk fails every store: the answers go out all the same, and
+     * the log gets one line a minute. */
+    static struct gw_log_limit failing;
+    gw_log_limited(&failing, GW_LOG_ERROR, "cache: store(%s): %s", model, mdb_strerror(mrc));
+    return GW_ESTORE;
 }
 
 int

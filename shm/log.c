@@ -105,6 +105,31 @@ gw_log_write(int level, const char *fmt, ...)
 }
 
 void
+gw_log_limited(struct gw_log_limit *lim, int level, const char *fmt, ...)
+{
+    int64_t now = gw_now_ms();
+    char msg[1024];
+    va_list ap;
+
+    if (level > gw_log_level)
+        return;
+    if (lim->last_ms != 0 && now - lim->last_ms < GW_LOG_LIMIT_MS) {
+        lim->held++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (lim->held > 0)
+        gw_log_write(level, "%s (and %llu more like it in the last %lld s)", msg,
+                     (unsigned long long)lim->held, (long long)(now - lim->last_ms) / 1000);
+    else
+        gw_log_write(level, "%s (the next like it comes a minute later at the earliest)", msg);
+    lim->last_ms = now;
+    lim->held = 0;
+}
+
+void
 gw_log_raw(const char *msg)
 {
     ssize_t r = write(STDERR_FILENO, msg, strlen(msg));

@@ -81,6 +81,20 @@ void gw_log_init(const char *who);
 
 void gw_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * For a message that a failing resource would repeat with every request
+ * (a full disk): logged at most once a minute for each limit (one per
+ * call site), with how many were held back since the last, as nginx does
+ * with its access log's write errors.
+ */
+#define GW_LOG_LIMIT_MS 60000
+struct gw_log_limit {
+    int64_t last_ms; /* when last logged; 0: never */
+    uint64_t held;   /* held back since */
+};
+void gw_log_limited(struct gw_log_limit *lim, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Async-signal-safe: writes msg as is (no prefix, no formatting). */
 void gw_log_raw(const char *msg);
 

@@ -26,52 +26,53 @@ static int64_t held_since_ms; /* when the oldest of them was added */
 static int64_t held_flush_ms; /* log.access_flush when it was */
 
 /* A file that stops taking lines (a full disk) fails every request's:
- * the error log, often on the same disk, gets one message a minute with
- * the bytes lost since the last, as nginx's access_log does. */
-#define WRITE_FAIL_LOG_MS 60000
+ * the error log, often on the same disk, gets one message a minute
+ * (GW_LOG_LIMIT_MS) with the bytes lost since the last, as nginx's
+ * access_log does. */
 static int64_t fail_logged_ms; /* 0: no failure logged yet */
 static uint64_t fail_bytes;    /* lost since then */
 
 #define LIT(b, s) GW_BUF_LIT(b, s)
 
-/* A write that failed part way (a disk full mid-line) left the start of
- * a line in the file: the next write begins with a newline, so that only
- * that line is broken, not the next one too. */
-static bool line_cut;
+static bool line_cut; /* see gw_worker_lines_write */
 
-/* Write whole lines to access_fd, with one write(2) as long as it takes
- * them; failures are logged as above, and so is the first write that
- * works again. */
-static void
-lines_write(const char *data, size_t len)
+int
+gw_worker_lines_write(int fd, bool *cut, const char *data, size_t len)
 {
     struct iovec iov[2] = {{.iov_base = (void *)"\n", .iov_len = 1},
                            {.iov_base = (void *)data, .iov_len = len}};
-    struct iovec *v = line_cut ? iov : iov + 1;
-    int n = line_cut ? 2 : 1, err = 0;
+    struct iovec *v = *cut ? iov : iov + 1;
+    int n = *cut ? 2 : 1;
     bool wrote = false;
 
     while (n > 0) {
-        ssize_t w = writev(access_fd, v, n);
+        ssize_t w = writev(fd, v, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0) {
-            err = errno;
-            break;
+            *cut |= wrote;
+            return errno;
         }
         wrote |= w > 0;
         gw_worker_iov_consume(&v, &n, (size_t)w);
     }
-    if (err == 0) {
-        line_cut = false;
-        if (fail_bytes == 0)
-            return;
-    } else {
-        line_cut |= wrote;
+    *cut = false;
+    return 0;
+}
+
+/* Write whole lines to access_fd; failures are logged as above, and so
+ * is the first write that works again. */
+static void
+lines_write(const char *data, size_t len)
+{
+    int err = gw_worker_lines_write(access_fd, &line_cut, data, len);
+
+    if (err == 0 && fail_bytes == 0)
+        return;
+    if (err != 0)
         fail_bytes += len;
-    }
     int64_t now = gw_now_ms();
-    if (fail_logged_ms != 0 && now - fail_logged_ms < WRITE_FAIL_LOG_MS)
+    if (fail_logged_ms != 0 && now - fail_logged_ms < GW_LOG_LIMIT_MS)
         return;
     if (err != 0)
         gw_log(GW_LOG_WARN,

@@ -313,13 +313,15 @@ gw_worker_capture_write(struct gw_worker *w, const struct gw_request *req, long 
     if (g->capture_journal) {
         written = journal_write(req, rec.data, rec.len) >= 0;
     } else if (file_for(w, g, rec.len) == 0) {
-        /* One write: a short one (disk full) leaves a partial line, which
-         * readers skip; it is not retried, so no line is ever split. */
-        ssize_t n = write(capture_fd, rec.data, rec.len);
-        written = n == (ssize_t)rec.len;
+        /* A write the disk filled up in leaves a cut line, which readers
+         * skip; the next record starts on a line of its own. */
+        static bool cut;
+        static struct gw_log_limit failing;
+        int err = gw_worker_lines_write(capture_fd, &cut, rec.data, rec.len);
+        written = err == 0;
         if (!written)
-            gw_log(GW_LOG_WARN, "req=%s capture write to %s: %s", req->id, capture_path,
-                   n < 0 ? strerror(errno) : "short write");
+            gw_log_limited(&failing, GW_LOG_WARN, "req=%s capture write to %s: %s", req->id,
+                           capture_path, strerror(err));
     }
     count(w, written);
     if (rec.cap > CAPTURE_KEEP)

@@ -233,11 +233,6 @@ key_hash(struct gw_worker *w, const char *secret, unsigned char hash[GW_KEY_HASH
 }
 
 /*
- * Find the key presented as "Authorization: Bearer KEY" (or, where
- * x_api_key, as Anthropic's SDKs send it: "x-api-key: KEY").  Answers 401
- * and returns NULL when it is missing, unknown or disabled.
- */
-/*
  * The master cannot store usage records (a full disk, say) and the ring
  * that keeps them meanwhile is three quarters full: a request served now
  * might find no room for its record, so it is refused, and the last
@@ -261,6 +256,12 @@ usage_store_down(struct gw_worker *w, struct gw_request *req)
     return true;
 }
 
+/*
+ * Find the key presented as "Authorization: Bearer KEY" (or, where
+ * x_api_key, as Anthropic's SDKs send it: "x-api-key: KEY").  Answers 401
+ * and returns NULL when it is missing, unknown or disabled, and 503 when
+ * the request's usage could not be recorded (usage_store_down).
+ */
 static const struct gw_key *
 authenticate(struct gw_worker *w, struct gw_request *req, bool x_api_key)
 {
