@@ -1187,10 +1187,17 @@ struct gw_shm_ring_slot {
     struct gw_usage rec;
 };
 
+/* gw_shm_header.lines_cut: a file that may end with a line cut short. */
+#define GW_CUT_ACCESS_LOG 1u
+#define GW_CUT_CAPTURE 2u
+
 struct gw_shm_header {
     uint64_t magic;
     uint32_t layout;
-    uint32_t pad0;
+    /* GW_CUT_* bits: a worker's write to that file failed part way (the
+     * disk full mid-line), so the next line any worker writes there
+     * starts with a newline (gw_worker_lines_write). */
+    _Atomic uint32_t lines_cut;
     uint64_t size;
     uint64_t incarnation; /* random, new with each fresh segment */
     _Atomic int32_t master_pid;

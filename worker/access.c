@@ -9,8 +9,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-journal.h>
@@ -25,24 +25,20 @@ static struct gw_buf held;
 static int64_t held_since_ms; /* when the oldest of them was added */
 static int64_t held_flush_ms; /* log.access_flush when it was */
 
-/* A file that stops taking lines (a full disk) fails every request's:
- * the error log, often on the same disk, gets one message a minute
- * (GW_LOG_LIMIT_MS) with the bytes lost since the last, as nginx's
- * access_log does. */
-static int64_t fail_logged_ms; /* 0: no failure logged yet */
-static uint64_t fail_bytes;    /* lost since then */
-
 #define LIT(b, s) GW_BUF_LIT(b, s)
 
-static bool line_cut; /* see gw_worker_lines_write */
+/* The segment's gw_shm_header.lines_cut, from the first line on. */
+static _Atomic uint32_t no_segment;
+static _Atomic uint32_t *lines_cut = &no_segment;
 
 int
-gw_worker_lines_write(int fd, bool *cut, const char *data, size_t len)
+gw_worker_lines_write(int fd, _Atomic uint32_t *cut, uint32_t bit, const char *data, size_t len)
 {
+    bool after_cut = atomic_load_explicit(cut, memory_order_relaxed) & bit;
     struct iovec iov[2] = {{.iov_base = (void *)"\n", .iov_len = 1},
                            {.iov_base = (void *)data, .iov_len = len}};
-    struct iovec *v = *cut ? iov : iov + 1;
-    int n = *cut ? 2 : 1;
+    struct iovec *v = after_cut ? iov : iov + 1;
+    int n = after_cut ? 2 : 1;
     bool wrote = false;
 
     while (n > 0) {
@@ -50,42 +46,32 @@ gw_worker_lines_write(int fd, bool *cut, const char *data, size_t len)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0) {
-            *cut |= wrote;
-            return errno;
+            int err = errno;
+            if (wrote)
+                atomic_fetch_or(cut, bit);
+            return err;
         }
         wrote |= w > 0;
         gw_worker_iov_consume(&v, &n, (size_t)w);
     }
-    *cut = false;
+    if (after_cut)
+        atomic_fetch_and(cut, ~bit);
     return 0;
 }
 
-/* Write whole lines to access_fd; failures are logged as above, and so
- * is the first write that works again. */
+/* Write whole lines to access_fd.  A file that stops taking them (a full
+ * disk) fails every request's: the error log, often on the same disk,
+ * gets one message a minute (gw_log_limited), as nginx's access_log
+ * does. */
 static void
 lines_write(const char *data, size_t len)
 {
-    int err = gw_worker_lines_write(access_fd, &line_cut, data, len);
+    static struct gw_log_limit failing;
+    int err = gw_worker_lines_write(access_fd, lines_cut, GW_CUT_ACCESS_LOG, data, len);
 
-    if (err == 0 && fail_bytes == 0)
-        return;
     if (err != 0)
-        fail_bytes += len;
-    int64_t now = gw_now_ms();
-    if (fail_logged_ms != 0 && now - fail_logged_ms < GW_LOG_LIMIT_MS)
-        return;
-    if (err != 0)
-        gw_log(GW_LOG_WARN,
-               "access log write failed: %s (%llu bytes of lines lost%s; the next such "
-               "message comes a minute later at the earliest)",
-               strerror(err), (unsigned long long)fail_bytes,
-               fail_logged_ms != 0 ? " since the last message" : "");
-    else
-        gw_log(GW_LOG_WARN,
-               "access log written again (%llu bytes of lines lost since the last message)",
-               (unsigned long long)fail_bytes);
-    fail_logged_ms = now;
-    fail_bytes = 0;
+        gw_log_limited(&failing, GW_LOG_WARN,
+                       "access log write failed: %s (%zu bytes of lines lost)", strerror(err), len);
 }
 
 /* JSON string value: quotes, backslashes and control characters escaped;
@@ -236,6 +222,7 @@ gw_worker_access_write(struct gw_worker *w, const struct gw_request *req, long m
         journal_send(req, ms, bytes);
         return;
     }
+    lines_cut = &w->env->shm->hdr->lines_cut;
     const char *path = gw_gen_str(g, g->access_file);
     if (strcmp(path ? path : "", access_path) != 0)
         access_open(path);

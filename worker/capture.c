@@ -315,9 +315,9 @@ gw_worker_capture_write(struct gw_worker *w, const struct gw_request *req, long 
     } else if (file_for(w, g, rec.len) == 0) {
         /* A write the disk filled up in leaves a cut line, which readers
          * skip; the next record starts on a line of its own. */
-        static bool cut;
         static struct gw_log_limit failing;
-        int err = gw_worker_lines_write(capture_fd, &cut, rec.data, rec.len);
+        int err = gw_worker_lines_write(capture_fd, &w->env->shm->hdr->lines_cut, GW_CUT_CAPTURE,
+                                        rec.data, rec.len);
         written = err == 0;
         if (!written)
             gw_log_limited(&failing, GW_LOG_WARN, "req=%s capture write to %s: %s", req->id,

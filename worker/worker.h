@@ -269,13 +269,15 @@ int gw_worker_http_stream_write(struct gw_http_conn *c, const char *data, size_t
 int gw_worker_http_stream_end(struct gw_http_conn *c);
 /*
  * Append whole lines (data ends with a newline) to fd, in one writev(2)
- * as long as it takes them: the access log, the capture files.  A write
- * that fails part way (the disk full mid-line) leaves the start of a line
- * in the file and sets *cut; the next write begins with a newline, so
- * that only that line is unreadable, not the next one too.  Returns 0 or
- * the errno.
+ * as long as it takes them: the access log, the capture files, which
+ * every worker appends to.  A write that fails part way (the disk full
+ * mid-line) leaves the start of a line in the file and sets the file's
+ * bit in *cut (gw_shm_header.lines_cut); the next write of any worker
+ * then begins with a newline, so that only that line is unreadable, not
+ * the next one too.  Returns 0 or the errno.
  */
-int gw_worker_lines_write(int fd, bool *cut, const char *data, size_t len);
+int gw_worker_lines_write(int fd, _Atomic uint32_t *cut, uint32_t bit, const char *data,
+                          size_t len);
 /* After a writev(2) or sendmsg(2) of *n vectors at *iov wrote written
  * bytes: move past them, so that the call can go on with the rest. */
 void gw_worker_iov_consume(struct iovec **iov, int *n, size_t written);
