@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -465,6 +466,51 @@ xlsx_sheet(lxw_worksheet *ws, lxw_format *bold, const char *const *cols, size_t 
     worksheet_set_column(ws, 0, (lxw_col_t)(ncols - 1), 16, NULL);
 }
 
+/*
+ * An export to a file is written to a file of its own beside it
+ * (FILE.XXXXXX), then renamed over FILE once all of it is written: a full
+ * disk or any error midway leaves FILE as it was (an earlier export stays
+ * whole) and no part of the new one.  The file gets the mode fopen(3)
+ * would give it (0666 less the umask), not mkstemp(3)'s 0600.
+ */
+static char export_tmp[4096];
+
+static int
+export_temp(const char *path)
+{
+    if (snprintf(export_tmp, sizeof(export_tmp), "%s.XXXXXX", path) >= (int)sizeof(export_tmp)) {
+        fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, strerror(ENAMETOOLONG));
+        return -1;
+    }
+    int fd = mkstemp(export_tmp);
+    if (fd < 0) {
+        fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    if (fchmod(fd, 0666 & ~mask) != 0) {
+        fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, strerror(errno));
+        close(fd);
+        unlink(export_tmp);
+        return -1;
+    }
+    return fd;
+}
+
+/* err: why writing export_tmp failed, or 0: rename it to path. */
+static int
+export_done(const char *path, int err)
+{
+    if (err == 0 && rename(export_tmp, path) != 0)
+        err = errno;
+    if (err == 0)
+        return 0;
+    fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, strerror(err));
+    unlink(export_tmp);
+    return EXIT_REFUSED;
+}
+
 /* Sheet one ("usage" or "requests") holds the rows, sheet "totals" the
  * totals.  The file is written here, with the caller's permissions, never
  * by the master. */
@@ -473,11 +519,16 @@ emit_xlsx(const char *path, const char *sheet, const char *const *cols, size_t n
           struct json_object *rows, const char *const *tcols, size_t ntcols,
           struct json_object *totals)
 {
-    lxw_workbook *wb = workbook_new(path);
+    int fd = export_temp(path);
+    if (fd < 0)
+        return EXIT_REFUSED;
+    close(fd);
+    lxw_workbook *wb = workbook_new(export_tmp);
     struct json_object *one = json_object_new_array();
 
     if (wb == NULL) {
         fprintf(stderr, "aigwctl: cannot create workbook %s\n", path);
+        unlink(export_tmp);
         json_object_put(one);
         return EXIT_REFUSED;
     }
@@ -490,9 +541,10 @@ emit_xlsx(const char *path, const char *sheet, const char *const *cols, size_t n
     json_object_put(one);
     if (err != LXW_NO_ERROR) {
         fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, lxw_strerror(err));
+        unlink(export_tmp);
         return EXIT_REFUSED;
     }
-    return 0;
+    return export_done(path, 0);
 }
 
 /* A table for a person: the columns, then a total line, unless totals is
@@ -550,29 +602,42 @@ struct usage_opts {
     long long limit; /* --detail: records; 0: all */
 };
 
-/* Where the answer goes: stdout, or the -o file (created, truncated). */
+/* Where the answer goes: stdout, or the -o file (see export_temp). */
 static FILE *
 output_open(const struct usage_opts *o)
 {
-    FILE *f;
-
     if (o->file == NULL)
         return stdout;
-    if ((f = fopen(o->file, "w")) == NULL)
+    int fd = export_temp(o->file);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fdopen(fd, "w");
+    if (f == NULL) {
         fprintf(stderr, "aigwctl: cannot write %s: %s\n", o->file, strerror(errno));
+        close(fd);
+        unlink(export_tmp);
+    }
     return f;
 }
 
+/* Every write is checked here: a write that failed (a full disk) set the
+ * stream's error flag, and the flush says why again. */
 static int
 output_close(const struct usage_opts *o, FILE *f)
 {
-    if (f == stdout)
-        return fflush(f) == 0 ? 0 : EXIT_REFUSED;
-    if (fclose(f) != 0) {
-        fprintf(stderr, "aigwctl: cannot write %s: %s\n", o->file, strerror(errno));
-        return EXIT_REFUSED;
+    int err = 0;
+
+    errno = 0;
+    if (fflush(f) != 0 || ferror(f))
+        err = errno != 0 ? errno : EIO;
+    if (f == stdout) {
+        if (err != 0)
+            fprintf(stderr, "aigwctl: cannot write the output: %s\n", strerror(err));
+        return err != 0 ? EXIT_REFUSED : 0;
     }
-    return 0;
+    if (fclose(f) != 0 && err == 0)
+        err = errno;
+    return export_done(o->file, err);
 }
 
 static void

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before } from 'node:test';
 
-import { AIGWCTL, eventually, run, startGateway, startMock, tempDir, test } from './lib/harness.mjs';
+import { AIGWCTL, eventually, run, smallDisk, startGateway, startMock, tempDir, test } from './lib/harness.mjs';
 
 let mock, gw, k1, k2, k3, dir;
 // What the clients saw, per key, user, tenant and model: requests,
@@ -461,3 +461,44 @@ test('a viewer sees the usage of their own keys and granted models only, never a
       await vgw.stop();
     }
   });
+
+// An export onto a full disk (a filled tmpfs; skipped, with the reason,
+// where mounting is not allowed): exit 1 with the reason, the export made
+// before left whole, and no half-written file.
+test('usage -o and --xlsx onto a full disk: exit 1 with the reason, the earlier file left whole', async (t) => {
+  const root = tempDir();
+  const d = path.join(root, 'small');
+  const disk = smallDisk(d, '1m');
+  if (disk.why) {
+    fs.rmSync(root, { recursive: true, force: true });
+    t.skip(`cannot mount a tmpfs here: ${disk.why}`);
+    return;
+  }
+  try {
+    const csv = path.join(d, 'usage.csv');
+    const xlsx = path.join(d, 'usage.xlsx');
+    await ok(['usage', '--by', 'key', '--csv', '-o', csv]);
+    await ok(['usage', '--by', 'key', '--xlsx', xlsx]);
+    const before = { csv: fs.readFileSync(csv), xlsx: fs.readFileSync(xlsx) };
+    assert.match(before.csv.toString(), new RegExp(k1.id));
+    assert.equal((fs.statSync(csv).mode & 0o777).toString(8), (0o666 & ~process.umask()).toString(8), 'the mode fopen would give');
+
+    disk.fill();
+    const json = path.join(d, 'new.json');
+    for (const [args, file] of [
+      [['usage', '--by', 'key', '--csv', '-o', csv], csv],
+      [['usage', '--by', 'key', '--xlsx', xlsx], xlsx],
+      [['usage', '--detail', '--json', '-o', json], json],
+    ]) {
+      const r = await gw.ctl(args);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
+      assert.match(r.stderr, new RegExp(`aigwctl: cannot write ${file.replace(/[.]/g, '\\.')}: `), r.stderr);
+    }
+    assert.deepEqual(fs.readFileSync(csv), before.csv, 'the earlier CSV is whole');
+    assert.deepEqual(fs.readFileSync(xlsx), before.xlsx, 'the earlier workbook is whole');
+    assert.deepEqual(fs.readdirSync(d).filter((f) => f !== '.filler').sort(), ['usage.csv', 'usage.xlsx'], 'nothing half-written');
+  } finally {
+    disk.unmount();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
