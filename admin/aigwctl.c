@@ -6,6 +6,7 @@
  * master cannot be reached.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -471,43 +472,61 @@ xlsx_sheet(lxw_worksheet *ws, lxw_format *bold, const char *const *cols, size_t 
  * (FILE.XXXXXX), then renamed over FILE once all of it is written: a full
  * disk or any error midway leaves FILE as it was (an earlier export stays
  * whole) and no part of the new one.  The file gets the mode fopen(3)
- * would give it (0666 less the umask), not mkstemp(3)'s 0600.
+ * would give it (0666 less the umask), not mkstemp(3)'s 0600.  A FILE that
+ * is there and is not a regular file (/dev/stdout, a FIFO) is written to
+ * directly, never replaced.
  */
-static char export_tmp[4096];
+static char export_tmp[4096]; /* what is written: the new file, or FILE */
+static bool export_direct;
 
+/* Drop what an export wrote so far, unless it was written directly. */
+static void
+export_discard(void)
+{
+    if (!export_direct)
+        unlink(export_tmp);
+}
+
+/* The descriptor to write an export to path through, named export_tmp;
+ * -1 after saying why not. */
 static int
 export_temp(const char *path)
 {
-    if (snprintf(export_tmp, sizeof(export_tmp), "%s.XXXXXX", path) >= (int)sizeof(export_tmp)) {
+    struct stat st;
+    int fd;
+
+    export_direct = stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+    if (snprintf(export_tmp, sizeof(export_tmp), export_direct ? "%s" : "%s.XXXXXX", path) >=
+        (int)sizeof(export_tmp)) {
         fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, strerror(ENAMETOOLONG));
         return -1;
     }
-    int fd = mkstemp(export_tmp);
+    fd = export_direct ? open(path, O_WRONLY | O_TRUNC | O_CLOEXEC) : mkstemp(export_tmp);
     if (fd < 0) {
         fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, strerror(errno));
         return -1;
     }
     mode_t mask = umask(0);
     umask(mask);
-    if (fchmod(fd, 0666 & ~mask) != 0) {
+    if (!export_direct && fchmod(fd, 0666 & ~mask) != 0) {
         fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, strerror(errno));
         close(fd);
-        unlink(export_tmp);
+        export_discard();
         return -1;
     }
     return fd;
 }
 
-/* err: why writing export_tmp failed, or 0: rename it to path. */
+/* err: why writing export_tmp failed, or 0: put it in place of path. */
 static int
 export_done(const char *path, int err)
 {
-    if (err == 0 && rename(export_tmp, path) != 0)
+    if (err == 0 && !export_direct && rename(export_tmp, path) != 0)
         err = errno;
     if (err == 0)
         return 0;
     fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, strerror(err));
-    unlink(export_tmp);
+    export_discard();
     return EXIT_REFUSED;
 }
 
@@ -528,7 +547,7 @@ emit_xlsx(const char *path, const char *sheet, const char *const *cols, size_t n
 
     if (wb == NULL) {
         fprintf(stderr, "aigwctl: cannot create workbook %s\n", path);
-        unlink(export_tmp);
+        export_discard();
         json_object_put(one);
         return EXIT_REFUSED;
     }
@@ -541,7 +560,7 @@ emit_xlsx(const char *path, const char *sheet, const char *const *cols, size_t n
     json_object_put(one);
     if (err != LXW_NO_ERROR) {
         fprintf(stderr, "aigwctl: cannot write %s: %s\n", path, lxw_strerror(err));
-        unlink(export_tmp);
+        export_discard();
         return EXIT_REFUSED;
     }
     return export_done(path, 0);
@@ -615,7 +634,7 @@ output_open(const struct usage_opts *o)
     if (f == NULL) {
         fprintf(stderr, "aigwctl: cannot write %s: %s\n", o->file, strerror(errno));
         close(fd);
-        unlink(export_tmp);
+        export_discard();
     }
     return f;
 }

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  AIGWCTL, UPSTREAM_KEY, eventually, freePort, request, shmPath, sleep, smallDisk, startGateway, tempDir, test, useGateway,
+  AIGWCTL, UPSTREAM_KEY, eventually, freePort, onSmallDisk, request, sleep, startGateway, tempDir, test, useGateway,
 } from './lib/harness.mjs';
 
 const dir = path.join(tempDir('aigw-capture-'), 'capture');
@@ -388,60 +388,49 @@ test('/metrics counts the capture records written', async () => {
 // mounting is not allowed): answers go out, cached ones included; each
 // worker logs each failure once, not once a request; the capture file
 // takes records again once there is room, whole lines but the cut one.
-test('a full disk under the capture files and the cache: answers go out, failures are logged once a minute', { timeout: 60000 }, async (t) => {
-  const dir = tempDir();
-  const state = path.join(dir, 'state');
-  const disk = smallDisk(state, '32m');
-  if (disk.why) {
-    fs.rmSync(dir, { recursive: true, force: true });
-    t.skip(`cannot mount a tmpfs here: ${disk.why}`);
-    return;
-  }
-  const metricsPort = await freePort();
-  const capDir = path.join(state, 'capture');
-  let gw;
-  try {
-    gw = await startGateway({
-      dir,
-      workers: 2,
-      metrics: `127.0.0.1:${metricsPort}`,
-      capture: { dir: capDir },
-      cache: { max_size: '16m' },
-      models: [{ name: 'cc', capture: true, cache: { ttl: '10m' }, targets: [{ provider: 'local', model: 'mock-small' }] }],
-    });
-    const { key } = await gw.createKey();
-    const ask = (content, id) => gw.chat(key, { model: 'cc', messages: [{ role: 'user', content }] }, id ? { 'x-request-id': id } : {});
-    assert.equal((await ask('stored before')).status, 200);
+test('a full disk under the capture files and the cache: answers go out, failures are logged once a minute', { timeout: 60000 }, (t) =>
+  onSmallDisk(t, '32m', async ({ root, dir: state, disk }) => {
+    const metricsPort = await freePort();
+    const capDir = path.join(state, 'capture');
+    let gw;
+    try {
+      gw = await startGateway({
+        dir: root,
+        workers: 2,
+        metrics: `127.0.0.1:${metricsPort}`,
+        capture: { dir: capDir },
+        cache: { max_size: '16m' },
+        models: [{ name: 'cc', capture: true, cache: { ttl: '10m' }, targets: [{ provider: 'local', model: 'mock-small' }] }],
+      });
+      const { key } = await gw.createKey();
+      const ask = (content, id) => gw.chat(key, { model: 'cc', messages: [{ role: 'user', content }] }, id ? { 'x-request-id': id } : {});
+      assert.equal((await ask('stored before')).status, 200);
 
-    disk.fill();
-    for (let i = 0; i < 30; i++) assert.equal((await ask(`while full ${i}`)).status, 200);
-    const hit = await ask('stored before');
-    assert.equal(hit.status, 200);
-    assert.equal(hit.headers['x-aigw-cache'], 'hit', 'the cache still answers what it holds');
-    const errors = async () => {
-      const res = await request(metricsPort, { path: '/metrics' });
-      return Number(/^aigw_capture_records_total\{result="error"\} (\d+)$/m.exec(res.text)?.[1]);
-    };
-    // (The last pages the files had begun may still take a few lines.)
-    assert.ok(await errors() >= 20, `capture errors counted: ${await errors()}`);
-    const lines = (re) => gw.log().split('\n').filter((l) => re.test(l));
-    const captureFailures = lines(/capture write to .*: No space left on device/);
-    const cacheFailures = lines(/cache: store\(cc\): No space left on device/);
-    // One line a worker (two serve the API, one the metrics listener).
-    assert.ok(captureFailures.length >= 1 && captureFailures.length <= 2, captureFailures.join('\n'));
-    assert.ok(cacheFailures.length >= 1 && cacheFailures.length <= 2, cacheFailures.join('\n'));
+      disk.fill();
+      for (let i = 0; i < 30; i++) assert.equal((await ask(`while full ${i}`)).status, 200);
+      const hit = await ask('stored before');
+      assert.equal(hit.status, 200);
+      assert.equal(hit.headers['x-aigw-cache'], 'hit', 'the cache still answers what it holds');
+      const errors = async () => {
+        const res = await request(metricsPort, { path: '/metrics' });
+        return Number(/^aigw_capture_records_total\{result="error"\} (\d+)$/m.exec(res.text)?.[1]);
+      };
+      // (The last pages the files had begun may still take a few lines.)
+      assert.ok(await errors() >= 20, `capture errors counted: ${await errors()}`);
+      const lines = (re) => gw.log().split('\n').filter((l) => re.test(l));
+      const captureFailures = lines(/capture write to .*: No space left on device/);
+      const cacheFailures = lines(/cache: store\(cc\): No space left on device/);
+      // One line a worker (two serve the API, one the metrics listener).
+      assert.ok(captureFailures.length >= 1 && captureFailures.length <= 2, captureFailures.join('\n'));
+      assert.ok(cacheFailures.length >= 1 && cacheFailures.length <= 2, cacheFailures.join('\n'));
 
-    disk.unfill();
-    assert.equal((await ask('after', 'cap-after-full')).status, 200);
-    const parsed = () => fs.readdirSync(capDir).flatMap((f) => fs.readFileSync(path.join(capDir, f), 'utf8')
-      .split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l); } catch { return null; } }));
-    await eventually(() => parsed().some((r) => r?.request_id === 'cap-after-full'), { what: 'the record after' });
-    assert.ok(parsed().filter((r) => r === null).length <= 2, 'one cut line a worker at most');
-  } finally {
-    await gw?.stop({ keepDir: true });
-    disk.unmount();
-    const seg = shmPath(state);
-    if (seg) fs.rmSync(seg, { force: true });
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
+      disk.unfill();
+      assert.equal((await ask('after', 'cap-after-full')).status, 200);
+      const parsed = () => fs.readdirSync(capDir).flatMap((f) => fs.readFileSync(path.join(capDir, f), 'utf8')
+        .split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l); } catch { return null; } }));
+      await eventually(() => parsed().some((r) => r?.request_id === 'cap-after-full'), { what: 'the record after' });
+      assert.ok(parsed().filter((r) => r === null).length <= 2, 'one cut line a worker at most');
+    } finally {
+      await gw?.stop({ keepDir: true });
+    }
+  }));

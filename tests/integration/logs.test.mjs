@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  HttpConn, UPSTREAM_KEY, eventually, sleep, smallDisk, startGateway, tempDir, test, useGateway,
+  HttpConn, UPSTREAM_KEY, eventually, onSmallDisk, sleep, startGateway, tempDir, test, useGateway,
 } from './lib/harness.mjs';
 
 const PROMPT = 'the secret plan is xylophone-quartz-7731';
@@ -177,41 +177,35 @@ test('log.access_buffer: lines are written in batches, access_flush late at most
 
 // log.access_file on a full disk (a tmpfs of its own, filled; skipped,
 // with the reason, where mounting is not allowed).
-test('a full disk under log.access_file: requests are served and the failure is logged once, not per line', async (t) => {
-  const dir = path.join(logDir, 'small');
-  const disk = smallDisk(dir, '1m');
-  if (disk.why) {
-    t.skip(`cannot mount a tmpfs here: ${disk.why}`);
-    return;
-  }
-  const file = path.join(dir, 'access.log');
-  const errFile = path.join(logDir, 'error-full.log');
-  let gw;
-  try {
-    gw = await startGateway({ workers: 1, accessFile: file, logFile: errFile });
-    const { key } = await gw.createKey();
-    assert.equal((await gw.chat(key, {}, { 'x-request-id': 'full-before' })).status, 200);
-    await recordOf(file, 'full-before');
+test('a full disk under log.access_file: requests are served and the failure is logged once, not per line', (t) =>
+  onSmallDisk(t, '1m', async ({ dir, disk }) => {
+    const file = path.join(dir, 'access.log');
+    const errFile = path.join(logDir, 'error-full.log');
+    let gw;
+    try {
+      gw = await startGateway({ workers: 1, accessFile: file, logFile: errFile });
+      const { key } = await gw.createKey();
+      assert.equal((await gw.chat(key, {}, { 'x-request-id': 'full-before' })).status, 200);
+      await recordOf(file, 'full-before');
 
-    disk.fill();
-    for (let i = 0; i < 50; i++) assert.equal((await gw.chat(key, {})).status, 200);
-    const failures = () => read(errFile).split('\n').filter((l) => /access log write failed/.test(l));
-    await eventually(() => failures().length > 0, { what: 'the failure logged' });
-    await sleep(200);
-    assert.equal(failures().length, 1, failures().join('\n'));
-    assert.match(failures()[0], /access log write failed: No space left on device \(\d+ bytes of lines lost\) \(the next like it comes a minute later at the earliest\)/);
+      disk.fill();
+      for (let i = 0; i < 50; i++) assert.equal((await gw.chat(key, {})).status, 200);
+      const failures = () => read(errFile).split('\n').filter((l) => /access log write failed/.test(l));
+      await eventually(() => failures().length > 0, { what: 'the failure logged' });
+      await sleep(200);
+      assert.equal(failures().length, 1, failures().join('\n'));
+      assert.match(failures()[0], /access log write failed: No space left on device \(\d+ bytes of lines lost\) \(the next like it comes a minute later at the earliest\)/);
 
-    // The line the disk filled up in is cut short; every other is whole.
-    disk.unfill();
-    assert.equal((await gw.chat(key, {}, { 'x-request-id': 'full-after' })).status, 200);
-    const lines = () => read(file).split('\n').filter(Boolean).map((l) => {
-      try { return JSON.parse(l); } catch { return null; }
-    });
-    await eventually(() => lines().some((r) => r?.request_id === 'full-after'), { what: 'the line after' });
-    assert.ok(lines().filter((r) => r === null).length <= 1, read(file));
-    assert.equal(lines().filter((r) => r?.request_id === 'full-before').length, 1);
-  } finally {
-    await gw?.stop();
-    disk.unmount();
-  }
-});
+      // The line the disk filled up in is cut short; every other is whole.
+      disk.unfill();
+      assert.equal((await gw.chat(key, {}, { 'x-request-id': 'full-after' })).status, 200);
+      const lines = () => read(file).split('\n').filter(Boolean).map((l) => {
+        try { return JSON.parse(l); } catch { return null; }
+      });
+      await eventually(() => lines().some((r) => r?.request_id === 'full-after'), { what: 'the line after' });
+      assert.ok(lines().filter((r) => r === null).length <= 1, read(file));
+      assert.equal(lines().filter((r) => r?.request_id === 'full-before').length, 1);
+    } finally {
+      await gw?.stop();
+    }
+  }, 'small'));

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before } from 'node:test';
 
-import { AIGWCTL, eventually, run, smallDisk, startGateway, startMock, tempDir, test } from './lib/harness.mjs';
+import { AIGWCTL, eventually, onSmallDisk, run, startGateway, startMock, tempDir, test } from './lib/harness.mjs';
 
 let mock, gw, k1, k2, k3, dir;
 // What the clients saw, per key, user, tenant and model: requests,
@@ -465,16 +465,8 @@ test('a viewer sees the usage of their own keys and granted models only, never a
 // An export onto a full disk (a filled tmpfs; skipped, with the reason,
 // where mounting is not allowed): exit 1 with the reason, the export made
 // before left whole, and no half-written file.
-test('usage -o and --xlsx onto a full disk: exit 1 with the reason, the earlier file left whole', async (t) => {
-  const root = tempDir();
-  const d = path.join(root, 'small');
-  const disk = smallDisk(d, '1m');
-  if (disk.why) {
-    fs.rmSync(root, { recursive: true, force: true });
-    t.skip(`cannot mount a tmpfs here: ${disk.why}`);
-    return;
-  }
-  try {
+test('usage -o and --xlsx onto a full disk: exit 1 with the reason, the earlier file left whole', (t) =>
+  onSmallDisk(t, '1m', async ({ dir: d, disk }) => {
     const csv = path.join(d, 'usage.csv');
     const xlsx = path.join(d, 'usage.xlsx');
     await ok(['usage', '--by', 'key', '--csv', '-o', csv]);
@@ -497,8 +489,22 @@ test('usage -o and --xlsx onto a full disk: exit 1 with the reason, the earlier 
     assert.deepEqual(fs.readFileSync(csv), before.csv, 'the earlier CSV is whole');
     assert.deepEqual(fs.readFileSync(xlsx), before.xlsx, 'the earlier workbook is whole');
     assert.deepEqual(fs.readdirSync(d).filter((f) => f !== '.filler').sort(), ['usage.csv', 'usage.xlsx'], 'nothing half-written');
+  }, 'small'));
+
+// -o onto something that is not a regular file (here a FIFO; /dev/null
+// or /dev/stdout alike) is written to, not replaced by a file renamed
+// over it: aigwctl runs as root.
+test('usage -o FIFO writes into the FIFO and leaves it a FIFO', async () => {
+  const fifo = path.join(tempDir(), 'out.fifo');
+  execFileSync('mkfifo', [fifo]);
+  try {
+    const reader = run('cat', [fifo]);
+    await ok(['usage', '--by', 'key', '--csv', '-o', fifo]);
+    const got = await reader;
+    assert.match(got.stdout, new RegExp(k1.id), 'the CSV came through the FIFO');
+    assert.ok(fs.statSync(fifo).isFIFO(), 'still a FIFO');
+    assert.deepEqual(fs.readdirSync(path.dirname(fifo)), ['out.fifo']);
   } finally {
-    disk.unmount();
-    fs.rmSync(root, { recursive: true, force: true });
+    fs.rmSync(path.dirname(fifo), { recursive: true, force: true });
   }
 });

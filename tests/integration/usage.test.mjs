@@ -4,13 +4,11 @@
 // draining the ring of usage records until it is full.
 
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { after, before } from 'node:test';
 
 import {
-  assertError, eventually, freePort, pidAlive, request, shmPath, sleep, smallDisk, startGateway, startMock, tempDir, test,
+  assertError, eventually, freePort, onSmallDisk, pidAlive, request, sleep, startGateway, startMock, test,
 } from './lib/harness.mjs';
 
 let mock;
@@ -386,50 +384,39 @@ function pipelinedStatuses(port, key, n) {
 }
 
 // The state directory on a tmpfs of its own, filled up while the gateway
-// serves (skipped, with the reason, where mounting is not allowed).
-test('a full disk: requests are refused with 503 before the ring of usage records fills, and none is lost', { timeout: 90000 }, async (t) => {
-  const dir = tempDir();
-  const state = path.join(dir, 'state');
-  const disk = smallDisk(state, '16m');
-  if (disk.why) {
-    fs.rmSync(dir, { recursive: true, force: true });
-    t.skip(`cannot mount a tmpfs here: ${disk.why}`);
-    return;
-  }
-  let gw;
-  try {
-    gw = await startGateway({ dir, mock });
-    const { key } = await gw.createKey();
-    for (let i = 0; i < 20; i++) assert.equal((await gw.chat(key, {})).status, 200);
-    await eventually(async () => (await gw.ctlJson(['usage'])).requests === 20, { what: 'the first 20 stored' });
+// serves.
+test('a full disk: requests are refused with 503 before the ring of usage records fills, and none is lost', { timeout: 90000 }, (t) =>
+  onSmallDisk(t, '16m', async ({ root, disk }) => {
+    let gw;
+    try {
+      gw = await startGateway({ dir: root, mock });
+      const { key } = await gw.createKey();
+      for (let i = 0; i < 20; i++) assert.equal((await gw.chat(key, {})).status, 200);
+      await eventually(async () => (await gw.ctlJson(['usage'])).requests === 20, { what: 'the first 20 stored' });
 
-    disk.fill();
-    const seen = await pipelinedStatuses(gw.port, key, RING);
-    // Three quarters of the ring take records (more if the master stored
-    // some before the disk was full); then every request is refused.
-    assert.ok(seen[200] >= RING - RING / 4, JSON.stringify(seen));
-    assert.ok(seen[503] >= 1, JSON.stringify(seen));
-    assert.equal(seen[200] + seen[503], RING, JSON.stringify(seen));
-    const refused = await gw.get('/v1/models', key);
-    assertError(assert, refused, 503, 'usage_store_unavailable', { type: 'server_error' });
-    assert.match(refused.json().error.message, /no space left in the state store/);
-    assert.equal(refused.headers['retry-after'], '5');
-    assert.equal((await gw.get('/healthz')).status, 200, 'what needs no record is served');
-    const made = await gw.ctl(['key', 'create', '--name', 'while-full']);
-    assert.notEqual(made.code, 0);
-    assert.match(made.stderr, /could not store the key: no space left in the state store/);
-    await gw.waitLog(/usage: \d+ records could not be stored \(no space left in the state store\)/);
+      disk.fill();
+      const seen = await pipelinedStatuses(gw.port, key, RING);
+      // Three quarters of the ring take records (more if the master stored
+      // some before the disk was full); then every request is refused.
+      assert.ok(seen[200] >= RING - RING / 4, JSON.stringify(seen));
+      assert.ok(seen[503] >= 1, JSON.stringify(seen));
+      assert.equal(seen[200] + seen[503], RING, JSON.stringify(seen));
+      const refused = await gw.get('/v1/models', key);
+      assertError(assert, refused, 503, 'usage_store_unavailable', { type: 'server_error' });
+      assert.match(refused.json().error.message, /no space left in the state store/);
+      assert.equal(refused.headers['retry-after'], '5');
+      assert.equal((await gw.get('/healthz')).status, 200, 'what needs no record is served');
+      const made = await gw.ctl(['key', 'create', '--name', 'while-full']);
+      assert.notEqual(made.code, 0);
+      assert.match(made.stderr, /could not store the key: no space left in the state store/);
+      await gw.waitLog(/usage: \d+ records could not be stored \(no space left in the state store\)/);
 
-    disk.unfill();
-    await eventually(async () => (await gw.ctlJson(['usage'])).requests === 20 + seen[200],
-      { timeoutMs: 20000, what: 'every answered request counted once the disk has room' });
-    assert.equal((await gw.get('/v1/models', key)).status, 200);
-    await gw.waitLog(/usage: records are stored again, after \d+ ms of failures/);
-  } finally {
-    await gw?.stop({ keepDir: true });
-    disk.unmount();
-    const seg = shmPath(state);
-    if (seg) fs.rmSync(seg, { force: true });
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
+      disk.unfill();
+      await eventually(async () => (await gw.ctlJson(['usage'])).requests === 20 + seen[200],
+        { timeoutMs: 20000, what: 'every answered request counted once the disk has room' });
+      assert.equal((await gw.get('/v1/models', key)).status, 200);
+      await gw.waitLog(/usage: records are stored again, after \d+ ms of failures/);
+    } finally {
+      await gw?.stop({ keepDir: true });
+    }
+  }));

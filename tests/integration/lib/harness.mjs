@@ -184,6 +184,31 @@ export function smallDisk(dir, size) {
   };
 }
 
+// Run fn({ root, dir, disk }) with dir = root/sub on a smallDisk of size
+// (a gateway started with { dir: root } has its state directory there
+// when sub is 'state'); the test is skipped, with the reason, where
+// mounting is not allowed.  fn stops what it started; afterwards the
+// disk is unmounted and root removed, with the segment of a gateway
+// whose state directory it was.
+export async function onSmallDisk(t, size, fn, sub = 'state') {
+  const root = tempDir();
+  const dir = path.join(root, sub);
+  const disk = smallDisk(dir, size);
+  if (disk.why) {
+    fs.rmSync(root, { recursive: true, force: true });
+    t.skip(`cannot mount a tmpfs here: ${disk.why}`);
+    return;
+  }
+  try {
+    await fn({ root, dir, disk });
+  } finally {
+    disk.unmount();
+    const seg = shmPath(dir);
+    if (seg) fs.rmSync(seg, { force: true });
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
 // ------------------------------------------------------------------ mock
 
 // Start aigw-mock on a free port (or on port, to start one again where
