@@ -7,12 +7,21 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { after } from 'node:test';
 
 import {
   AIGWCTL, UPSTREAM_KEY, eventually, freePort, onSmallDisk, request, sleep, startGateway, tempDir, test, useGateway,
 } from './lib/harness.mjs';
 
-const dir = path.join(tempDir('aigw-capture-'), 'capture');
+// The directories this file makes, removed once it is done.
+const made = [];
+const capTemp = (prefix) => {
+  const d = tempDir(prefix);
+  made.push(d);
+  return d;
+};
+
+const dir = path.join(capTemp('aigw-capture-'), 'capture');
 const ctx = useGateway({
   workers: 3,
   capture: { dir },
@@ -25,6 +34,7 @@ const ctx = useGateway({
   c.k = await gw.createKey();
   c.key = c.k.key;
 });
+after(() => { for (const d of made) fs.rmSync(d, { recursive: true, force: true }); });
 
 const today = () => new Date().toISOString().slice(0, 10);
 
@@ -253,7 +263,7 @@ test('aigwctl logs --follow prints records as they are written', async () => {
 });
 
 test('rotate: size starts a new file once one would pass max_size; every line whole', async () => {
-  const d = path.join(tempDir('aigw-capture-size-'), 'cap');
+  const d = path.join(capTemp('aigw-capture-size-'), 'cap');
   const gw = await startGateway({
     workers: 2,
     capture: { dir: d, rotate: 'size', max_size: '64k' },
@@ -308,7 +318,7 @@ test('capture: journal, dir and rotate are checked', async () => {
 });
 
 test('safety verdicts are in the record, and a masked value never reaches a capture file', async () => {
-  const capDir = path.join(tempDir('aigw-capture-safety-'), 'capture');
+  const capDir = path.join(capTemp('aigw-capture-safety-'), 'capture');
   const gw = await startGateway({
     workers: 2,
     capture: { dir: capDir },
@@ -360,7 +370,7 @@ test('capture.bypass: a trusted key or tenant is never captured, even on a captu
 });
 
 test('/metrics counts the capture records written', async () => {
-  const capDir = path.join(tempDir('aigw-capture-metrics-'), 'capture');
+  const capDir = path.join(capTemp('aigw-capture-metrics-'), 'capture');
   const metricsPort = await freePort();
   const gw = await startGateway({
     workers: 2,
