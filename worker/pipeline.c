@@ -1116,11 +1116,12 @@ usage_record(struct gw_worker *w, const struct gw_request *req, long ms)
                req->id, USAGE_RING_STALL_MS);
     ring_stalled = true;
     atomic_fetch_add(&h->ring_written_through, 1);
+    /* (On a full disk this fails for every record: see gw_log_limited.) */
+    static struct gw_log_limit failing;
     if (gw_store_usage_add(w->store, &u, 1, 0, 0) != 0)
-        gw_log(GW_LOG_ERROR,
-               "req=%s usage record could not be stored: ring full and LMDB "
-               "write failed",
-               req->id);
+        gw_log_limited(&failing, GW_LOG_ERROR,
+                       "req=%s usage record could not be stored: ring full and LMDB write failed",
+                       req->id);
 }
 
 /*

@@ -166,7 +166,7 @@ export function tempDir(prefix = 'aigw-it-') {
 // and fill() to take all its room, undone by .unfill(); .unmount() at the
 // end.  null and .why where it cannot be: mounting needs root (the suite
 // runs as root, README) and CAP_SYS_ADMIN, which a container may not give.
-export function smallDisk(dir, size) {
+function smallDisk(dir, size) {
   fs.mkdirSync(dir, { recursive: true });
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'pipe' });
