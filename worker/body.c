@@ -2,12 +2,13 @@
  * body.c - rewriting a request body without re-serializing it.
  *
  * A chat request can be megabytes of prompt, and all the gateway changes
- * is the model's name (and, for a stream, asks for usage).  The body was
- * checked before (by gw_worker_body_scan below, or by json-c); here the
- * top-level members are walked by bytes to find where the "model" value
- * sits (or that is taken from the scan), and the new body is the old one
- * with that value replaced: the prompt is copied once, not rebuilt from a
- * tree.  The same walk reads a few integer members of an answer's usage
+ * is the model's name (and, for a stream, asks for usage).  The body is
+ * checked by gw_worker_body_scan below (strict RFC 8259, by bytes), which
+ * also finds where the "model" value sits, and the new body is the old
+ * one with that value replaced: the prompt is copied once, not rebuilt
+ * from a tree.  A body the scan does not take (json-c's leniencies, an
+ * escaped key, a "model" named twice) goes the general way, through the
+ * tree.  A lighter walk reads a few integer members of an answer's usage
  * object without parsing it.
  */
 #include <stddef.h>
@@ -133,69 +134,31 @@ skip_value(const char *p, const char *end)
     return p;
 }
 
-/* The top-level "model" string [*vs, *ve), the closing brace, and whether
- * there is a stream_options member, by walking body; GW_EINVAL when
- * something other than a plain object is found. */
-static int
-model_find(const char *body, size_t len, const char **vs, const char **ve, const char **close,
-           bool *has_stream_options)
-{
-    const char *p = body, *end = body + len;
-
-    *vs = *ve = NULL;
-    *has_stream_options = false;
-    p = skip_ws(p, end);
-    if (p >= end || *p != '{')
-        return GW_EINVAL;
-    p = skip_ws(p + 1, end);
-    while (p < end && *p != '}') {
-        if (*p != '"')
-            return GW_EINVAL;
-        const char *ks = p, *ke = skip_string(p, end);
-        if (ke == NULL)
-            return GW_EINVAL;
-        p = skip_ws(ke, end);
-        if (p >= end || *p != ':')
-            return GW_EINVAL;
-        p = skip_ws(p + 1, end);
-        const char *v = p;
-        if ((p = skip_value(p, end)) == NULL)
-            return GW_EINVAL;
-        size_t klen = (size_t)(ke - ks);
-        if (klen == 7 && memcmp(ks, "\"model\"", 7) == 0 && *v == '"') {
-            *vs = v; /* the last one wins, as in json-c */
-            *ve = p;
-        } else if (klen == 16 && memcmp(ks, "\"stream_options\"", 16) == 0) {
-            *has_stream_options = true;
-        }
-        p = skip_ws(p, end);
-        if (p < end && *p == ',')
-            p = skip_ws(p + 1, end);
-    }
-    *close = p;
-    return p < end ? 0 : GW_EINVAL;
-}
-
 int
 gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len,
                        const struct gw_body_scan *scan, const char *model, bool add_usage,
                        const char **out, size_t *out_len)
 {
-    const char *vs, *ve, *close, *end = body + len;
-    bool has_stream_options;
+    const char *end = body + len;
+    struct gw_body_scan own;
 
-    if (scan != NULL && scan->body == body && scan->len == len) {
-        vs = scan->model.v != NULL && scan->model.v[0] == '"' ? scan->model.v : NULL;
-        ve = vs != NULL ? vs + scan->model.len : NULL;
-        close = scan->close;
-        has_stream_options = scan->stream_options.v != NULL;
-    } else if (model_find(body, len, &vs, &ve, &close, &has_stream_options) != 0) {
-        return GW_EINVAL;
+    /* Only bytes that mean the same to every JSON reader are copied: a
+     * body json-c took with its leniencies (a trailing comma, a comment)
+     * would go out as the client wrote it, around the new model. */
+    if (scan == NULL || scan->body != body || scan->len != len) {
+        if (gw_worker_body_scan(body, len, &own) != 0)
+            return GW_EINVAL;
+        scan = &own;
     }
-    /* Unusual shapes (an escaped key, stream_options to amend) are left to
-     * the caller's general path. */
-    if (vs == NULL || (add_usage && has_stream_options))
+    /* Unusual shapes are left to the caller's general path: no "model"
+     * string; "model" named twice, which a reader that keeps the first
+     * would take as the client's name, not ours; stream_options to
+     * amend. */
+    const struct gw_body_member *mv = &scan->model;
+    if (mv->v == NULL || mv->v[0] != '"' || mv->repeated ||
+        (add_usage && scan->stream_options.v != NULL))
         return GW_EINVAL;
+    const char *vs = mv->v, *ve = mv->v + mv->len, *close = scan->close;
 
     static const char usage[] = ",\"stream_options\":{\"include_usage\":true}";
     size_t mlen = strlen(model), cap = len + 2 * mlen + 2 + sizeof(usage);
@@ -256,10 +219,13 @@ gw_worker_body_int_members(const char *obj, size_t len, const char *const *keys,
              * too); anything else counts as 0, as json-c's get_int64. */
             const char *d = *v == '"' ? v + 1 : v;
             int64_t n = 0;
-            bool neg = d < end && *d == '-';
-            for (d += neg; d < end && *d >= '0' && *d <= '9'; d++)
-                n = n < INT64_MAX / 10 ? n * 10 + (*d - '0') : INT64_MAX;
-            vals[i] = neg ? -n : n;
+            bool neg = d < end && *d == '-', over = false;
+            for (d += neg; d < end && *d >= '0' && *d <= '9'; d++) {
+                over = over || n > (INT64_MAX - (*d - '0')) / 10;
+                n = over ? INT64_MAX : n * 10 + (*d - '0');
+            }
+            /* Out of range: json-c's bounds. */
+            vals[i] = over ? (neg ? INT64_MIN : INT64_MAX) : neg ? -n : n;
         }
         p = skip_ws(p, end);
         if (p < end && *p == ',')
@@ -455,6 +421,7 @@ gw_worker_body_scan(const char *body, size_t len, struct gw_body_scan *out)
                 continue;
             /* The last of a key named twice wins, as in json-c. */
             struct gw_body_member *m = (struct gw_body_member *)((char *)out + wanted[i].off);
+            m->repeated = m->v != NULL;
             m->v = v;
             m->len = (size_t)(p - v);
             m->escaped = escaped;

@@ -916,7 +916,8 @@ void gw_worker_h1_close_idle(struct gw_transfer *t);
 struct gw_body_member {
     const char *v; /* the value's bytes in the body, quotes included */
     size_t len;
-    bool escaped; /* a string holding a backslash escape */
+    bool escaped;  /* a string holding a backslash escape */
+    bool repeated; /* the key was named before: this is its last value */
 };
 
 struct gw_body_scan {
@@ -950,12 +951,12 @@ int gw_worker_body_int_members(const char *obj, size_t len, const char *const *k
  * The request body with the top-level "model" value replaced by model
  * (and, with add_usage, stream_options.include_usage added), made by
  * copying the bytes around it rather than re-serializing a parsed tree.
- * The body must be valid JSON (parsed before).  scan, when it is
- * gw_worker_body_scan's of these very bytes, saves walking them again;
- * otherwise (NULL, or the body was replaced since) they are walked.
- * *out is in a.  Returns 0,
- * or GW_EINVAL when the body's shape needs the general path (no plain
- * "model" key, or a stream_options object to amend).
+ * scan, when it is gw_worker_body_scan's of these very bytes, saves
+ * scanning them again; otherwise (NULL, or the body was replaced since)
+ * they are scanned.  *out is in a.  Returns 0, or GW_EINVAL when the body
+ * needs the general path: the scan does not take it (not strict JSON, an
+ * escaped key), "model" is no string or is named twice, or there is a
+ * stream_options object to amend.
  */
 int gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len,
                            const struct gw_body_scan *scan, const char *model, bool add_usage,

@@ -117,6 +117,32 @@ test('long prompts reach the upstream unchanged, wherever their escapes fall', a
   }
 });
 
+test('the upstream never reads the client\'s model name out of an unusual body', async () => {
+  // Bodies json-c takes but that a copy around the model's value would
+  // send on meaning something else: the model named twice (a reader that
+  // keeps the first would see the client's "other"), named once more with
+  // an escape (json-c's last is "other": the upstream must get other's
+  // target, not the client's word), and a trailing comma next to the
+  // stream_options the gateway adds.
+  const hi = '[{"role":"user","content":"hi"}]';
+  const cases = [
+    { body: `{"model":"other","messages":${hi},"model":"demo"}`, model: 'mock-small' },
+    { body: `{"model":"demo","messages":${hi},"mod\\u0065l":"other"}`, model: 'mock-large' },
+    { body: `{"model":"demo","messages":${hi},"stream":true,}`, model: 'mock-small', stream: true },
+  ];
+  for (const { body, model, stream } of cases) {
+    const res = await gw.post('/v1/chat/completions', key, body, { 'x-mock-echo': '1' });
+    assert.equal(res.status, 200, `${body}: ${res.text}`);
+    const reply = stream ? res.events[0].json.choices[0].delta : res.json().choices[0].message;
+    const { raw } = JSON.parse(reply.content);
+    const sent = JSON.parse(raw); // strict JSON, whatever json-c let through
+    assert.equal(sent.model, model, raw);
+    assert.equal(raw.split('"model"').length, 2, `one "model" member: ${raw}`);
+    assert.doesNotMatch(raw, /other|\\u0065/, raw);
+    if (stream) assert.equal(sent.stream_options.include_usage, true);
+  }
+});
+
 test('the provider credential replaces the client key upstream', async () => {
   const { seen, res } = await echo({});
   assert.equal(seen.headers.authorization, `Bearer ${UPSTREAM_KEY}`);

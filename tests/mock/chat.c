@@ -125,8 +125,9 @@ is_true(struct json_object *v)
 }
 
 /*
- * {"method", "path", "headers": {lowercased name: value}, "body"}: what the
- * mock received, for x-mock-echo.  Repeated headers are joined with ", ".
+ * {"method", "path", "headers": {lowercased name: value}, "body", "raw"}:
+ * what the mock received, for x-mock-echo, the body parsed and as its
+ * bytes came.  Repeated headers are joined with ", ".
  */
 static struct json_object *
 echo_create(struct gw_mock_conn *c, struct json_object *req)
@@ -159,6 +160,8 @@ echo_create(struct gw_mock_conn *c, struct json_object *req)
     }
     json_object_object_add(echo, "headers", headers);
     json_object_object_add(echo, "body", json_object_get(req));
+    json_object_object_add(
+        echo, "raw", json_object_new_string_len(c->body.len ? c->body.data : "", (int)c->body.len));
     gw_buf_free(&joined);
     return echo;
 
