@@ -86,6 +86,20 @@ test('a query string does not change the route', async () => {
   assert.equal(models.json().object, 'list');
 });
 
+test('a request in absolute form is served by its path; other targets get 400', async () => {
+  // RFC 9112, 3.2.2: a server must accept the absolute form too.
+  const models = await ctx.gw.request({ method: 'GET', path: `http://127.0.0.1:${ctx.gw.port}/v1/models?limit=5`, headers: auth() });
+  assert.equal(models.status, 200, models.text);
+  assert.equal(models.json().object, 'list');
+  for (const target of ['*', 'healthz', '']) {
+    const r = await raw('127.0.0.1', ctx.gw.port, `OPTIONS ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    assert.equal(r.responses.length, 1, `${target}: ${r.text}`);
+    assertError(assert, r.responses[0], 400);
+    assert.equal(r.closed, true);
+  }
+  await stillServes();
+});
+
 test('a HEAD request gets headers and no body', async () => {
   const conn = await ctx.gw.conn();
   try {

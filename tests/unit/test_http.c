@@ -104,6 +104,32 @@ get_with_query_and_headers_is_parsed(void **state)
 }
 
 static void
+absolute_form_names_its_path(void **state)
+{
+    struct fixture *f = *state;
+
+    /* RFC 9112, 3.2.2: a server must take the absolute form as well. */
+    send_text(f, "GET HTTP://gw.example:8080/v1/models?limit=2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                 "GET https://gw.example?x=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(read_req(f), 0);
+    assert_string_equal(f->req.path, "/v1/models");
+    assert_string_equal(f->req.query, "limit=2");
+    assert_int_equal(read_req(f), 0);
+    assert_string_equal(f->req.path, "/");
+    assert_string_equal(f->req.query, "x=1");
+}
+
+static void
+other_request_targets_are_bad_requests(void **state)
+{
+    struct fixture *f = *state;
+
+    send_text(f, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(read_req(f), GW_EPROTO);
+    assert_int_equal(f->conn.error, 400);
+}
+
+static void
 content_length_body_is_read_whole(void **state)
 {
     struct fixture *f = *state;
@@ -321,6 +347,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(get_with_query_and_headers_is_parsed),
+        T(absolute_form_names_its_path),
+        T(other_request_targets_are_bad_requests),
         T(content_length_body_is_read_whole),
         T(chunked_body_is_decoded),
         T(pipelined_requests_are_read_one_after_the_other),
