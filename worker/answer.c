@@ -122,10 +122,10 @@ append_str(struct gw_arena *a, struct sbuf *s, struct json_object *o, const char
 static void
 delta_tools(struct gw_answer *an, struct choice *ch, struct json_object *tools)
 {
-    size_t n = json_object_array_length(tools);
+    size_t n = gw_worker_json_len(tools);
 
     for (size_t i = 0; i < n; i++) {
-        struct json_object *t = json_object_array_get_idx(tools, i), *v, *fn;
+        struct json_object *t = gw_worker_json_at(tools, i), *v, *fn;
         int idx = json_object_object_get_ex(t, "index", &v) ? json_object_get_int(v) : (int)i;
         if (idx < 0 || idx >= ANSWER_MAX_TOOLS) {
             an->overflow = true;
@@ -181,9 +181,9 @@ event_take(struct gw_answer *an, const char *data, size_t len)
                                        v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     if (json_object_object_get_ex(o, "choices", &choices) &&
         json_object_is_type(choices, json_type_array)) {
-        size_t n = json_object_array_length(choices);
+        size_t n = gw_worker_json_len(choices);
         for (size_t i = 0; i < n; i++) {
-            struct json_object *c = json_object_array_get_idx(choices, i), *delta, *tools;
+            struct json_object *c = gw_worker_json_at(choices, i), *delta, *tools;
             int idx = json_object_object_get_ex(c, "index", &v) ? json_object_get_int(v) : 0;
             if (idx < 0 || idx >= ANSWER_MAX_CHOICES) {
                 an->overflow = true;
@@ -475,9 +475,11 @@ replay_choice(struct gw_buf *out, struct gw_buf *d, struct json_object *o, struc
     }
     if (msg != NULL && json_object_object_get_ex(msg, "tool_calls", &tools) &&
         json_object_is_type(tools, json_type_array)) {
-        size_t n = json_object_array_length(tools);
+        size_t n = gw_worker_json_len(tools);
         for (size_t t = 0; t < n; t++) {
-            struct json_object *tc = json_object_array_get_idx(tools, t);
+            struct json_object *tc = gw_worker_json_at(tools, t);
+            if (!json_object_is_type(tc, json_type_object))
+                continue;
             d->len = 0;
             gw_buf_printf(d, "{\"tool_calls\":[{\"index\":%zu,", t);
             json_object_object_foreach(tc, k, val)
@@ -510,9 +512,9 @@ gw_worker_answer_replay(const char *body, size_t len, bool include_usage, struct
     if (o == NULL || !json_object_object_get_ex(o, "choices", &choices) ||
         !json_object_is_type(choices, json_type_array))
         goto out;
-    size_t n = json_object_array_length(choices);
+    size_t n = gw_worker_json_len(choices);
     for (size_t i = 0; i < n; i++) {
-        struct json_object *c = json_object_array_get_idx(choices, i), *v;
+        struct json_object *c = gw_worker_json_at(choices, i), *v;
         int index = json_object_object_get_ex(c, "index", &v) ? json_object_get_int(v) : (int)i;
         replay_choice(out, &d, o, c, index, include_usage);
     }

@@ -98,10 +98,10 @@ canon(EVP_MD_CTX *md, struct json_object *o, bool top)
         put(md, json_object_get_string(o), (size_t)json_object_get_string_len(o));
         break;
     case json_type_array: {
-        size_t n = json_object_array_length(o);
+        size_t n = gw_worker_json_len(o);
         put_len(md, 'a', n);
         for (size_t i = 0; i < n; i++)
-            canon(md, json_object_array_get_idx(o, i), false);
+            canon(md, gw_worker_json_at(o, i), false);
         break;
     }
     case json_type_object: {

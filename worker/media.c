@@ -332,8 +332,8 @@ video_hook(struct gw_call *call, const char **body, size_t *len)
     if ((id = gw_worker_prov_str(o, "id")) != NULL)
         json_object_object_add(o, "id", json_object_new_string(video_id_encode(call, id)));
     if (json_object_object_get_ex(o, "data", &data) && json_object_is_type(data, json_type_array))
-        for (size_t i = 0; i < json_object_array_length(data); i++) {
-            struct json_object *e = json_object_array_get_idx(data, i);
+        for (size_t i = 0; i < gw_worker_json_len(data); i++) {
+            struct json_object *e = gw_worker_json_at(data, i);
             if ((id = gw_worker_prov_str(e, "id")) != NULL)
                 json_object_object_add(e, "id", json_object_new_string(video_id_encode(call, id)));
         }

@@ -160,8 +160,8 @@ text_bytes(struct json_object *v)
     switch (json_object_get_type(v)) {
     case json_type_string: return (size_t)json_object_get_string_len(v);
     case json_type_array:
-        for (size_t i = 0; i < json_object_array_length(v); i++)
-            n += text_bytes(json_object_array_get_idx(v, i));
+        for (size_t i = 0; i < gw_worker_json_len(v); i++)
+            n += text_bytes(gw_worker_json_at(v, i));
         return n;
     case json_type_object: {
         json_object_object_foreach(v, k, val)
@@ -222,7 +222,7 @@ gw_worker_messages_count_tokens(struct gw_http_conn *c, struct gw_request *req,
     size_t bytes = 0, nmessages = 0;
     if (json_object_object_get_ex(out, "messages", &messages)) {
         bytes += text_bytes(messages);
-        nmessages = json_object_array_length(messages);
+        nmessages = gw_worker_json_len(messages);
     }
     if (json_object_object_get_ex(out, "tools", &tools))
         bytes += strlen(json_object_to_json_string_ext(tools, JSON_C_TO_STRING_PLAIN));

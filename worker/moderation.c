@@ -55,8 +55,8 @@ texts_add(struct gw_buf *b, struct json_object *v)
         text_add(b, v);
         return;
     }
-    for (size_t i = 0; i < json_object_array_length(v); i++) {
-        struct json_object *part = json_object_array_get_idx(v, i);
+    for (size_t i = 0; i < gw_worker_json_len(v); i++) {
+        struct json_object *part = gw_worker_json_at(v, i);
         if (json_object_is_type(part, json_type_string))
             text_add(b, part);
         else
@@ -71,15 +71,14 @@ request_text(struct json_object *body, struct gw_buf *b)
     struct json_object *messages = member(body, "messages");
 
     for (size_t i = 0; messages != NULL && json_object_is_type(messages, json_type_array) &&
-                       i < json_object_array_length(messages);
+                       i < gw_worker_json_len(messages);
          i++) {
-        struct json_object *m = json_object_array_get_idx(messages, i), *calls;
+        struct json_object *m = gw_worker_json_at(messages, i), *calls;
         texts_add(b, member(m, "content"));
         if ((calls = member(m, "tool_calls")) != NULL &&
             json_object_is_type(calls, json_type_array))
-            for (size_t j = 0; j < json_object_array_length(calls); j++)
-                text_add(b, member(member(json_object_array_get_idx(calls, j), "function"),
-                                   "arguments"));
+            for (size_t j = 0; j < gw_worker_json_len(calls); j++)
+                text_add(b, member(member(gw_worker_json_at(calls, j), "function"), "arguments"));
     }
     texts_add(b, member(body, "input"));
     texts_add(b, member(body, "prompt"));
@@ -110,11 +109,12 @@ flagged_categories(const struct gw_gen *g, struct gw_arena *a, const char *answe
 
     *understood = false;
     if (results == NULL || !json_object_is_type(results, json_type_array) ||
-        json_object_array_length(results) == 0)
+        gw_worker_json_len(results) == 0)
         goto done;
     *understood = true;
-    r = json_object_array_get_idx(results, 0);
-    if (!json_object_get_boolean(member(r, "flagged")) || (cats = member(r, "categories")) == NULL)
+    r = gw_worker_json_at(results, 0);
+    if (!json_object_get_boolean(member(r, "flagged")) ||
+        (cats = member(r, "categories")) == NULL || !json_object_is_type(cats, json_type_object))
         goto done;
     json_object_object_foreach(cats, name, v)
     {

@@ -538,8 +538,8 @@ inspect_strings(struct gw_safety_req *st, struct json_object *v, bool *changed)
     int blocked = -1;
 
     if (v != NULL && json_object_is_type(v, json_type_array))
-        for (size_t i = 0; i < json_object_array_length(v) && blocked < 0; i++) {
-            struct json_object *item = json_object_array_get_idx(v, i);
+        for (size_t i = 0; i < gw_worker_json_len(v) && blocked < 0; i++) {
+            struct json_object *item = gw_worker_json_at(v, i);
             blocked = json_object_is_type(item, json_type_object)
                           ? inspect_message(st, item, changed)
                           : inspect_string(st, item, changed);
@@ -568,17 +568,15 @@ inspect_message(struct gw_safety_req *st, struct json_object *msg, bool *changed
     int blocked = -1;
 
     if (content != NULL && json_object_is_type(content, json_type_array)) {
-        for (size_t i = 0; i < json_object_array_length(content) && blocked < 0; i++)
-            blocked =
-                inspect_string(st, get(json_object_array_get_idx(content, i), "text"), changed);
+        for (size_t i = 0; i < gw_worker_json_len(content) && blocked < 0; i++)
+            blocked = inspect_string(st, get(gw_worker_json_at(content, i), "text"), changed);
     } else {
         blocked = inspect_string(st, content, changed);
     }
     if (calls != NULL && json_object_is_type(calls, json_type_array))
-        for (size_t i = 0; i < json_object_array_length(calls) && blocked < 0; i++)
+        for (size_t i = 0; i < gw_worker_json_len(calls) && blocked < 0; i++)
             blocked = inspect_string(
-                st, get(get(json_object_array_get_idx(calls, i), "function"), "arguments"),
-                changed);
+                st, get(get(gw_worker_json_at(calls, i), "function"), "arguments"), changed);
     return blocked;
 }
 
@@ -626,8 +624,8 @@ gw_worker_safety_input(struct gw_worker *w, struct gw_request *req, const struct
         json = gw_worker_call_json(call);
         messages = get(json, "messages");
         if (messages != NULL && json_object_is_type(messages, json_type_array))
-            for (size_t i = 0; i < json_object_array_length(messages) && blocked < 0; i++)
-                blocked = inspect_message(st, json_object_array_get_idx(messages, i), &changed);
+            for (size_t i = 0; i < gw_worker_json_len(messages) && blocked < 0; i++)
+                blocked = inspect_message(st, gw_worker_json_at(messages, i), &changed);
         if (blocked < 0)
             blocked = inspect_strings(st, get(json, "input"), &changed);
         if (blocked < 0)
@@ -715,9 +713,9 @@ gw_worker_safety_response(struct gw_call *call, const char **body, size_t *len, 
     /* Chat: choices[].message.content; completions: choices[].text. */
     choices = get(o, "choices");
     for (size_t i = 0; choices != NULL && json_object_is_type(choices, json_type_array) &&
-                       i < json_object_array_length(choices) && blocked < 0;
+                       i < gw_worker_json_len(choices) && blocked < 0;
          i++) {
-        struct json_object *choice = json_object_array_get_idx(choices, i);
+        struct json_object *choice = gw_worker_json_at(choices, i);
         blocked = output_string(st, get(get(choice, "message"), "content"), &changed);
         if (blocked < 0)
             blocked = output_string(st, get(choice, "text"), &changed);
@@ -725,13 +723,13 @@ gw_worker_safety_response(struct gw_call *call, const char **body, size_t *len, 
     /* The Responses API: output[].content[].text. */
     struct json_object *items = get(o, "output");
     for (size_t i = 0; items != NULL && json_object_is_type(items, json_type_array) &&
-                       i < json_object_array_length(items) && blocked < 0;
+                       i < gw_worker_json_len(items) && blocked < 0;
          i++) {
-        struct json_object *parts = get(json_object_array_get_idx(items, i), "content");
+        struct json_object *parts = get(gw_worker_json_at(items, i), "content");
         for (size_t j = 0; parts != NULL && json_object_is_type(parts, json_type_array) &&
-                           j < json_object_array_length(parts) && blocked < 0;
+                           j < gw_worker_json_len(parts) && blocked < 0;
              j++)
-            blocked = output_string(st, get(json_object_array_get_idx(parts, j), "text"), &changed);
+            blocked = output_string(st, get(gw_worker_json_at(parts, j), "text"), &changed);
     }
     if (blocked >= 0) {
         *answered = true;
@@ -881,13 +879,13 @@ chunk_filter(struct gw_safety_req *st, struct json_object *o, const char *ev, si
     if ((v = get(o, "created")) != NULL)
         st->created = json_object_get_int64(v);
     if (choices == NULL || !json_object_is_type(choices, json_type_array) ||
-        json_object_array_length(choices) == 0) {
+        gw_worker_json_len(choices) == 0) {
         /* Usage, or something else: what is held goes first. */
         int rc = flush_all(st);
         return rc != 0 ? rc : gw_buf_append(&st->out_events, ev, evlen);
     }
-    for (size_t k = 0; k < json_object_array_length(choices); k++) {
-        struct json_object *c = json_object_array_get_idx(choices, k);
+    for (size_t k = 0; k < gw_worker_json_len(choices); k++) {
+        struct json_object *c = gw_worker_json_at(choices, k);
         struct json_object *delta = get(c, "delta"), *content = get(delta, "content");
         struct json_object *fin = get(c, "finish_reason");
         int64_t index = (v = get(c, "index")) != NULL ? json_object_get_int64(v) : 0;

@@ -213,7 +213,7 @@ event_take_usage(struct gw_sse *s, const char *p, size_t len)
         s->have_usage = true;
         usage_read(usage, &s->prompt_tokens, &s->completion_tokens);
         drop = s->drop_usage && (!json_object_object_get_ex(o, "choices", &choices) ||
-                                 json_object_array_length(choices) == 0);
+                                 gw_worker_json_len(choices) == 0);
     } else if (o != NULL && json_object_object_get_ex(o, "response", &resp) &&
                json_object_object_get_ex(resp, "usage", &usage) &&
                json_object_is_type(usage, json_type_object)) {

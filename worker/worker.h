@@ -1104,6 +1104,24 @@ int gw_worker_answer_replay(const char *body, size_t len, bool include_usage, st
 int gw_worker_json_str(struct gw_buf *b, const char *s, size_t len);
 
 /*
+ * json-c's array length and items for a value of any type: 0 and NULL
+ * when v is no array (or NULL).  json-c asserts on anything but an array,
+ * and what clients and providers send is whatever they like: the worker
+ * reads arrays only through these.
+ */
+static inline size_t
+gw_worker_json_len(struct json_object *v)
+{
+    return json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+}
+
+static inline struct json_object *
+gw_worker_json_at(struct json_object *v, size_t i)
+{
+    return i < gw_worker_json_len(v) ? json_object_array_get_idx(v, i) : NULL;
+}
+
+/*
  * The response cache step (worker/cache.c), after limits and quotas,
  * before the upstream: lookup answers a hit (returns true, *rc the
  * answer's result) or notes what store needs after the upstream answered.

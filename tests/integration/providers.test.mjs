@@ -195,6 +195,36 @@ test('claude: the request reaches Anthropic translated (system, max_tokens defau
   assert.deepEqual(sent.messages, [{ role: 'user', content: [{ type: 'text', text: 'say something nice' }] }]);
 });
 
+test('an answer in a shape of its own is a 502, and no worker dies of it', async () => {
+  // The mock puts a string where Anthropic's content, Gemini's parts and
+  // Bedrock's content list go.  Before, json-c's assertion on the string
+  // took the worker down, and the client got a reset connection.
+  const pids = ctx.gw.workerPids();
+  for (const model of ['claude', 'gemini', 'bedrock']) {
+    const res = await ctx.gw.chat(key, { model, messages }, { 'x-mock-bad-shape': '1' });
+    assert.equal(res.status, 502, `${model}: ${res.text}`);
+    assert.equal(res.json().error.code, 'upstream_bad_response', res.text);
+  }
+  assert.deepEqual(ctx.gw.workerPids(), pids);
+});
+
+test('a client message in a shape of its own does not take a worker down', async () => {
+  // tool_calls, content and tools that are no arrays, on their way to
+  // each adapter that translates them.
+  const pids = ctx.gw.workerPids();
+  const odd = [
+    { role: 'user', content: 'hi' },
+    { role: 'assistant', content: { text: 'x' }, tool_calls: 'get_weather' },
+    { role: 'tool', tool_call_id: 7, content: 3 },
+    { role: 'user', content: [1, 'two', { type: 'image_url', image_url: 5 }] },
+  ];
+  for (const model of ['claude', 'gemini', 'bedrock']) {
+    const res = await ctx.gw.chat(key, { model, messages: odd, tools: 'none', stop: 5 });
+    assert.ok([200, 400].includes(res.status), `${model}: ${res.status} ${res.text}`);
+  }
+  assert.deepEqual(ctx.gw.workerPids(), pids);
+});
+
 test('a stream the provider breaks makes the SDK throw', async () => {
   for (const model of ['claude', 'gemini', 'bedrock']) {
     const stream = await client.chat.completions.create(

@@ -181,6 +181,10 @@ answer_full(struct gw_mock_conn *c, const struct gw_mock_turn *t, unsigned long 
         json_object_object_add(b, "text", json_object_new_string(text.data ? text.data : ""));
     }
     json_object_array_add(content, b);
+    if (t->f.bad_shape) {
+        json_object_put(content);
+        content = json_object_new_string(text.data ? text.data : "");
+    }
     json_object_object_add(msg, "role", json_object_new_string("assistant"));
     json_object_object_add(msg, "content", content);
     json_object_object_add(out, "message", msg);

@@ -29,6 +29,7 @@ static const struct fault_header {
     {"x-mock-echo", offsetof(struct gw_mock_fault, echo), 0, 1},
     {"x-mock-no-usage", offsetof(struct gw_mock_fault, no_usage), 0, 1},
     {"x-mock-stamp", offsetof(struct gw_mock_fault, stamp), 0, 1},
+    {"x-mock-bad-shape", offsetof(struct gw_mock_fault, bad_shape), 0, 1},
 };
 
 /*

@@ -125,7 +125,9 @@ answer_full(struct gw_mock_conn *c, const struct gw_mock_turn *t, unsigned long 
         o = response(t, call_parts(t->tool), "STOP", t->completion, id);
     } else {
         gw_mock_turn_text(t, &text);
-        o = response(t, text_parts(text.data ? text.data : ""), "STOP", t->completion, id);
+        const char *s = text.data ? text.data : "";
+        o = response(t, t->f.bad_shape ? json_object_new_string(s) : text_parts(s), "STOP",
+                     t->completion, id);
     }
     gw_buf_free(&text);
     if (t->f.drop_after >= 0) {

@@ -78,6 +78,11 @@ struct gw_mock_fault {
     long echo;           /* x-mock-echo: 1 to echo the request */
     long no_usage;       /* x-mock-no-usage: 1 to send no usage, even when asked */
     long stamp;          /* x-mock-stamp: 1 to stamp the answer with x_mock_us */
+    /* x-mock-bad-shape: 1 for a whole answer whose list of content (an
+     * Anthropic message's content, a Gemini candidate's parts, a Bedrock
+     * message's content) is a string: a provider, or a proxy before it,
+     * that answers in a shape of its own. */
+    long bad_shape;
 };
 
 /* The key every /v1 request must present as a bearer token, or NULL. */

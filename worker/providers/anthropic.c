@@ -71,8 +71,8 @@ content_add(struct gw_arena *a, struct json_object *messages, const char *role,
 static void
 tool_calls_add(struct json_object *messages, struct json_object *calls)
 {
-    for (size_t i = 0; calls != NULL && i < json_object_array_length(calls); i++) {
-        struct json_object *tc = json_object_array_get_idx(calls, i);
+    for (size_t i = 0; calls != NULL && i < gw_worker_json_len(calls); i++) {
+        struct json_object *tc = gw_worker_json_at(calls, i);
         struct json_object *fn = gw_worker_prov_get(tc, "function");
         const char *args = gw_worker_prov_str(fn, "arguments");
         struct json_object *input = args != NULL ? gw_worker_prov_parse(args, strlen(args)) : NULL;
@@ -93,9 +93,8 @@ tools_convert(struct json_object *tools)
 {
     struct json_object *out = json_object_new_array();
 
-    for (size_t i = 0; i < json_object_array_length(tools); i++) {
-        struct json_object *fn =
-            gw_worker_prov_get(json_object_array_get_idx(tools, i), "function");
+    for (size_t i = 0; i < gw_worker_json_len(tools); i++) {
+        struct json_object *fn = gw_worker_prov_get(gw_worker_json_at(tools, i), "function");
         struct json_object *t, *params;
         if (gw_worker_prov_str(fn, "name") == NULL)
             continue;
@@ -169,8 +168,8 @@ anthropic_request(struct gw_call *call)
     json_object_object_add(out, "max_tokens", json_object_new_int64(max_tokens));
 
     struct json_object *msgs = gw_worker_prov_get(req, "messages");
-    for (size_t i = 0; msgs != NULL && i < json_object_array_length(msgs); i++) {
-        struct json_object *m = json_object_array_get_idx(msgs, i);
+    for (size_t i = 0; msgs != NULL && i < gw_worker_json_len(msgs); i++) {
+        struct json_object *m = gw_worker_json_at(msgs, i);
         const char *role = gw_worker_prov_str(m, "role");
         struct json_object *content = gw_worker_prov_get(m, "content");
         if (role == NULL)
@@ -205,8 +204,8 @@ anthropic_request(struct gw_call *call)
         if (json_object_is_type(v, json_type_string))
             json_object_array_add(seqs, json_object_new_string(json_object_get_string(v)));
         else if (json_object_is_type(v, json_type_array))
-            for (size_t i = 0; i < json_object_array_length(v); i++)
-                json_object_array_add(seqs, gw_worker_prov_copy(json_object_array_get_idx(v, i)));
+            for (size_t i = 0; i < gw_worker_json_len(v); i++)
+                json_object_array_add(seqs, gw_worker_prov_copy(gw_worker_json_at(v, i)));
         json_object_object_add(out, "stop_sequences", seqs);
     }
     if ((v = gw_worker_prov_get(req, "temperature")) != NULL &&
@@ -215,7 +214,7 @@ anthropic_request(struct gw_call *call)
     if ((v = gw_worker_prov_get(req, "top_p")) != NULL && !json_object_is_type(v, json_type_null))
         json_object_object_add(out, "top_p", gw_worker_prov_copy(v));
     if ((v = gw_worker_prov_get(req, "tools")) != NULL && json_object_is_type(v, json_type_array) &&
-        json_object_array_length(v) > 0) {
+        gw_worker_json_len(v) > 0) {
         json_object_object_add(out, "tools", tools_convert(v));
         if ((v = tool_choice_convert(req)) != NULL)
             json_object_object_add(out, "tool_choice", v);
@@ -296,8 +295,12 @@ anthropic_response(struct gw_call *call, const char *body, size_t len, const cha
     ans.id = gw_worker_prov_str(o, "id") ?: "msg";
     ans.model = gw_worker_prov_str(o, "model") ?: call->target_model;
     content = gw_worker_prov_get(o, "content");
-    for (size_t i = 0; content != NULL && i < json_object_array_length(content); i++) {
-        struct json_object *b = json_object_array_get_idx(content, i);
+    if (content != NULL && !json_object_is_type(content, json_type_array)) {
+        json_object_put(o);
+        return GW_EPROTO; /* no message of Anthropic's */
+    }
+    for (size_t i = 0; i < gw_worker_json_len(content); i++) {
+        struct json_object *b = gw_worker_json_at(content, i);
         const char *type = gw_worker_prov_str(b, "type");
         if (type != NULL && strcmp(type, "text") == 0 && gw_worker_prov_str(b, "text") != NULL) {
             gw_buf_printf(&text, "%s", gw_worker_prov_str(b, "text"));

@@ -69,12 +69,11 @@ tool_config(struct json_object *req)
     struct json_object *tools = gw_worker_prov_get(req, "tools"), *tc, *out, *list, *choice = NULL;
 
     if (tools == NULL || !json_object_is_type(tools, json_type_array) ||
-        json_object_array_length(tools) == 0)
+        gw_worker_json_len(tools) == 0)
         return NULL;
     list = json_object_new_array();
-    for (size_t i = 0; i < json_object_array_length(tools); i++) {
-        struct json_object *fn =
-            gw_worker_prov_get(json_object_array_get_idx(tools, i), "function");
+    for (size_t i = 0; i < gw_worker_json_len(tools); i++) {
+        struct json_object *fn = gw_worker_prov_get(gw_worker_json_at(tools, i), "function");
         struct json_object *spec, *wrap, *schema, *params;
         if (gw_worker_prov_str(fn, "name") == NULL)
             continue;
@@ -144,8 +143,8 @@ inference_config(struct gw_call *call, struct json_object *req)
         if (json_object_is_type(v, json_type_string))
             json_object_array_add(seqs, json_object_new_string(json_object_get_string(v)));
         else if (json_object_is_type(v, json_type_array))
-            for (size_t i = 0; i < json_object_array_length(v); i++)
-                json_object_array_add(seqs, gw_worker_prov_copy(json_object_array_get_idx(v, i)));
+            for (size_t i = 0; i < gw_worker_json_len(v); i++)
+                json_object_array_add(seqs, gw_worker_prov_copy(gw_worker_json_at(v, i)));
         json_object_object_add(g, "stopSequences", seqs);
     }
     if (json_object_object_length(g) == 0) {
@@ -163,8 +162,8 @@ converse_body(struct gw_call *call)
     struct json_object *messages = json_object_new_array(), *system = json_object_new_array(), *v;
     struct json_object *msgs = gw_worker_prov_get(req, "messages");
 
-    for (size_t i = 0; msgs != NULL && i < json_object_array_length(msgs); i++) {
-        struct json_object *m = json_object_array_get_idx(msgs, i);
+    for (size_t i = 0; msgs != NULL && i < gw_worker_json_len(msgs); i++) {
+        struct json_object *m = gw_worker_json_at(msgs, i);
         const char *role = gw_worker_prov_str(m, "role");
         struct json_object *content = gw_worker_prov_get(m, "content");
         if (role == NULL)
@@ -178,8 +177,8 @@ converse_body(struct gw_call *call)
         } else if (strcmp(role, "assistant") == 0) {
             struct json_object *calls = gw_worker_prov_get(m, "tool_calls");
             content_add(a, messages, "assistant", content);
-            for (size_t j = 0; calls != NULL && j < json_object_array_length(calls); j++) {
-                struct json_object *tc = json_object_array_get_idx(calls, j);
+            for (size_t j = 0; calls != NULL && j < gw_worker_json_len(calls); j++) {
+                struct json_object *tc = gw_worker_json_at(calls, j);
                 struct json_object *fn = gw_worker_prov_get(tc, "function");
                 const char *args = gw_worker_prov_str(fn, "arguments");
                 struct json_object *input = args ? gw_worker_prov_parse(args, strlen(args)) : NULL;
@@ -207,7 +206,7 @@ converse_body(struct gw_call *call)
         }
     }
     json_object_object_add(out, "messages", messages);
-    if (json_object_array_length(system) > 0)
+    if (gw_worker_json_len(system) > 0)
         json_object_object_add(out, "system", system);
     else
         json_object_put(system);
@@ -353,8 +352,12 @@ bedrock_response(struct gw_call *call, const char *body, size_t len, const char 
     ans.model = call->target_model;
     content = gw_worker_prov_get(gw_worker_prov_get(gw_worker_prov_get(o, "output"), "message"),
                                  "content");
-    for (size_t i = 0; content != NULL && i < json_object_array_length(content); i++) {
-        struct json_object *b = json_object_array_get_idx(content, i), *tu;
+    if (content != NULL && !json_object_is_type(content, json_type_array)) {
+        json_object_put(o);
+        return GW_EPROTO; /* no Converse answer */
+    }
+    for (size_t i = 0; i < gw_worker_json_len(content); i++) {
+        struct json_object *b = gw_worker_json_at(content, i), *tu;
         const char *t = gw_worker_prov_str(b, "text");
         if (t != NULL) {
             gw_buf_printf(&text, "%s", t);

@@ -28,8 +28,8 @@ static void
 schema_clean(struct json_object *o)
 {
     if (json_object_is_type(o, json_type_array)) {
-        for (size_t i = 0; i < json_object_array_length(o); i++)
-            schema_clean(json_object_array_get_idx(o, i));
+        for (size_t i = 0; i < gw_worker_json_len(o); i++)
+            schema_clean(gw_worker_json_at(o, i));
         return;
     }
     if (!json_object_is_type(o, json_type_object))
@@ -88,11 +88,10 @@ content_add(struct gw_arena *a, struct json_object *contents, const char *role,
 static const char *
 call_name(struct json_object *msgs, const char *id)
 {
-    for (size_t i = 0; id != NULL && i < json_object_array_length(msgs); i++) {
-        struct json_object *calls =
-            gw_worker_prov_get(json_object_array_get_idx(msgs, i), "tool_calls");
-        for (size_t j = 0; calls != NULL && j < json_object_array_length(calls); j++) {
-            struct json_object *tc = json_object_array_get_idx(calls, j);
+    for (size_t i = 0; id != NULL && i < gw_worker_json_len(msgs); i++) {
+        struct json_object *calls = gw_worker_prov_get(gw_worker_json_at(msgs, i), "tool_calls");
+        for (size_t j = 0; calls != NULL && j < gw_worker_json_len(calls); j++) {
+            struct json_object *tc = gw_worker_json_at(calls, j);
             const char *tid = gw_worker_prov_str(tc, "id");
             if (tid != NULL && strcmp(tid, id) == 0)
                 return gw_worker_prov_str(gw_worker_prov_get(tc, "function"), "name");
@@ -106,9 +105,8 @@ tools_convert(struct json_object *tools)
 {
     struct json_object *decls = json_object_new_array(), *wrap, *out;
 
-    for (size_t i = 0; i < json_object_array_length(tools); i++) {
-        struct json_object *fn =
-            gw_worker_prov_get(json_object_array_get_idx(tools, i), "function");
+    for (size_t i = 0; i < gw_worker_json_len(tools); i++) {
+        struct json_object *fn = gw_worker_prov_get(gw_worker_json_at(tools, i), "function");
         struct json_object *d, *params;
         if (gw_worker_prov_str(fn, "name") == NULL)
             continue;
@@ -176,8 +174,8 @@ generation_config(struct json_object *req)
         if (json_object_is_type(v, json_type_string))
             json_object_array_add(seqs, json_object_new_string(json_object_get_string(v)));
         else if (json_object_is_type(v, json_type_array))
-            for (size_t i = 0; i < json_object_array_length(v); i++)
-                json_object_array_add(seqs, gw_worker_prov_copy(json_object_array_get_idx(v, i)));
+            for (size_t i = 0; i < gw_worker_json_len(v); i++)
+                json_object_array_add(seqs, gw_worker_prov_copy(gw_worker_json_at(v, i)));
         json_object_object_add(g, "stopSequences", seqs);
     }
     if ((v = gw_worker_prov_get(req, "seed")) != NULL && json_object_is_type(v, json_type_int))
@@ -204,8 +202,8 @@ gemini_request(struct gw_call *call)
         return GW_ENOENT; /* no embeddings */
     out = json_object_new_object();
     contents = json_object_new_array();
-    for (size_t i = 0; msgs != NULL && i < json_object_array_length(msgs); i++) {
-        struct json_object *m = json_object_array_get_idx(msgs, i);
+    for (size_t i = 0; msgs != NULL && i < gw_worker_json_len(msgs); i++) {
+        struct json_object *m = gw_worker_json_at(msgs, i);
         const char *role = gw_worker_prov_str(m, "role");
         struct json_object *content = gw_worker_prov_get(m, "content");
         if (role == NULL)
@@ -219,9 +217,9 @@ gemini_request(struct gw_call *call)
         } else if (strcmp(role, "assistant") == 0) {
             struct json_object *calls = gw_worker_prov_get(m, "tool_calls");
             content_add(a, contents, "model", content);
-            for (size_t j = 0; calls != NULL && j < json_object_array_length(calls); j++) {
+            for (size_t j = 0; calls != NULL && j < gw_worker_json_len(calls); j++) {
                 struct json_object *fn =
-                    gw_worker_prov_get(json_object_array_get_idx(calls, j), "function");
+                    gw_worker_prov_get(gw_worker_json_at(calls, j), "function");
                 const char *args = gw_worker_prov_str(fn, "arguments");
                 struct json_object *p = json_object_new_object(), *fc = json_object_new_object();
                 struct json_object *parsed = args ? gw_worker_prov_parse(args, strlen(args)) : NULL;
@@ -255,7 +253,7 @@ gemini_request(struct gw_call *call)
     }
     gw_buf_free(&system);
     if ((v = gw_worker_prov_get(req, "tools")) != NULL && json_object_is_type(v, json_type_array) &&
-        json_object_array_length(v) > 0) {
+        gw_worker_json_len(v) > 0) {
         json_object_object_add(out, "tools", tools_convert(v));
         if ((v = tool_config(gw_worker_prov_get(req, "tool_choice"))) != NULL)
             json_object_object_add(out, "toolConfig", v);
@@ -331,13 +329,17 @@ gemini_response(struct gw_call *call, const char *body, size_t len, const char *
     if (o == NULL)
         return GW_EPROTO;
     if (cands != NULL && json_object_is_type(cands, json_type_array) &&
-        json_object_array_length(cands) > 0)
-        cand = json_object_array_get_idx(cands, 0);
+        gw_worker_json_len(cands) > 0)
+        cand = gw_worker_json_at(cands, 0);
     ans.id = gw_arena_printf(a, "chatcmpl-%s", gw_worker_prov_str(o, "responseId") ?: "gemini");
     ans.model = gw_worker_prov_str(o, "modelVersion") ?: call->target_model;
     parts = gw_worker_prov_get(gw_worker_prov_get(cand, "content"), "parts");
-    for (size_t i = 0; parts != NULL && i < json_object_array_length(parts); i++) {
-        struct json_object *p = json_object_array_get_idx(parts, i), *fc;
+    if (parts != NULL && !json_object_is_type(parts, json_type_array)) {
+        json_object_put(o);
+        return GW_EPROTO; /* no GenerateContentResponse */
+    }
+    for (size_t i = 0; i < gw_worker_json_len(parts); i++) {
+        struct json_object *p = gw_worker_json_at(parts, i), *fc;
         const char *t = gw_worker_prov_str(p, "text");
         struct json_object *thought = gw_worker_prov_get(p, "thought");
         if (t != NULL && !(thought != NULL && json_object_get_boolean(thought))) {
@@ -349,7 +351,7 @@ gemini_response(struct gw_call *call, const char *body, size_t len, const char *
             json_object_array_add(
                 ans.tool_calls,
                 gw_worker_prov_tool_call(
-                    call_id(a, fc, (int)json_object_array_length(ans.tool_calls)),
+                    call_id(a, fc, (int)gw_worker_json_len(ans.tool_calls)),
                     gw_worker_prov_str(fc, "name") ?: "",
                     args != NULL ? json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN)
                                  : "{}"));
@@ -437,11 +439,11 @@ gemini_event(struct gw_xstream *xs, const char *event, const char *data, size_t 
     }
     cands = gw_worker_prov_get(o, "candidates");
     if (cands != NULL && json_object_is_type(cands, json_type_array) &&
-        json_object_array_length(cands) > 0)
-        cand = json_object_array_get_idx(cands, 0);
+        gw_worker_json_len(cands) > 0)
+        cand = gw_worker_json_at(cands, 0);
     parts = gw_worker_prov_get(gw_worker_prov_get(cand, "content"), "parts");
-    for (size_t i = 0; rc == 0 && parts != NULL && i < json_object_array_length(parts); i++) {
-        struct json_object *p = json_object_array_get_idx(parts, i), *fc;
+    for (size_t i = 0; rc == 0 && parts != NULL && i < gw_worker_json_len(parts); i++) {
+        struct json_object *p = gw_worker_json_at(parts, i), *fc;
         const char *t = gw_worker_prov_str(p, "text");
         struct json_object *thought = gw_worker_prov_get(p, "thought");
         if (t != NULL && !(thought != NULL && json_object_get_boolean(thought))) {

@@ -57,9 +57,9 @@ blocks_text(struct json_object *content, const char *sep)
     if (content != NULL && json_object_is_type(content, json_type_string))
         return strdup(json_object_get_string(content));
     for (size_t i = 0; content != NULL && json_object_is_type(content, json_type_array) &&
-                       i < json_object_array_length(content);
+                       i < gw_worker_json_len(content);
          i++) {
-        struct json_object *blk = json_object_array_get_idx(content, i);
+        struct json_object *blk = gw_worker_json_at(content, i);
         const char *text = gw_worker_prov_str(blk, "text");
         if (is_type(blk, "text") && text != NULL)
             gw_buf_printf(&b, "%s%s", b.len > 0 ? sep : "", text);
@@ -139,8 +139,8 @@ user_turn(struct json_object *out, struct json_object *content)
         json_object_put(parts);
         return;
     }
-    for (size_t i = 0; i < json_object_array_length(content); i++) {
-        struct json_object *blk = json_object_array_get_idx(content, i), *p;
+    for (size_t i = 0; i < gw_worker_json_len(content); i++) {
+        struct json_object *blk = gw_worker_json_at(content, i), *p;
         if (is_type(blk, "tool_result")) {
             json_object_array_add(out, tool_message(blk));
         } else if (is_type(blk, "text") && gw_worker_prov_str(blk, "text") != NULL) {
@@ -154,13 +154,13 @@ user_turn(struct json_object *out, struct json_object *content)
             only_text = false;
         }
     }
-    if (json_object_array_length(parts) == 0) {
+    if (gw_worker_json_len(parts) == 0) {
         json_object_put(parts);
         return;
     }
     m = message_new("user");
-    if (only_text && json_object_array_length(parts) == 1) {
-        struct json_object *text = gw_worker_prov_get(json_object_array_get_idx(parts, 0), "text");
+    if (only_text && gw_worker_json_len(parts) == 1) {
+        struct json_object *text = gw_worker_prov_get(gw_worker_json_at(parts, 0), "text");
         json_object_object_add(m, "content", json_object_get(text));
         json_object_put(parts);
     } else {
@@ -176,9 +176,8 @@ assistant_turn(struct json_object *out, struct json_object *content)
     char *text = blocks_text(content, "");
 
     for (size_t i = 0;
-         json_object_is_type(content, json_type_array) && i < json_object_array_length(content);
-         i++) {
-        struct json_object *blk = json_object_array_get_idx(content, i);
+         json_object_is_type(content, json_type_array) && i < gw_worker_json_len(content); i++) {
+        struct json_object *blk = gw_worker_json_at(content, i);
         if (!is_type(blk, "tool_use"))
             continue;
         struct json_object *input = gw_worker_prov_get(blk, "input");
@@ -204,8 +203,8 @@ tools_convert(struct json_object *tools)
 {
     struct json_object *out = json_object_new_array();
 
-    for (size_t i = 0; i < json_object_array_length(tools); i++) {
-        struct json_object *t = json_object_array_get_idx(tools, i), *fn, *f, *schema;
+    for (size_t i = 0; i < gw_worker_json_len(tools); i++) {
+        struct json_object *t = gw_worker_json_at(tools, i), *fn, *f, *schema;
         const char *type = gw_worker_prov_str(t, "type");
         if (gw_worker_prov_str(t, "name") == NULL || (type != NULL && strcmp(type, "custom") != 0))
             continue;
@@ -309,8 +308,8 @@ gw_worker_messages_request(struct json_object *in, struct json_object **out, cha
         }
         free(text);
     }
-    for (size_t i = 0; i < json_object_array_length(msgs); i++) {
-        struct json_object *m = json_object_array_get_idx(msgs, i);
+    for (size_t i = 0; i < gw_worker_json_len(msgs); i++) {
+        struct json_object *m = gw_worker_json_at(msgs, i);
         const char *role = gw_worker_prov_str(m, "role");
         struct json_object *content = gw_worker_prov_get(m, "content");
         if (role == NULL || (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)) {
@@ -332,7 +331,7 @@ gw_worker_messages_request(struct json_object *in, struct json_object **out, cha
     }
 
     v = gw_worker_prov_get(in, "stop_sequences");
-    if (v != NULL && json_object_is_type(v, json_type_array) && json_object_array_length(v) > 0)
+    if (v != NULL && json_object_is_type(v, json_type_array) && gw_worker_json_len(v) > 0)
         json_object_object_add(o, "stop", gw_worker_prov_copy(v));
     if ((rc = copy_number(in, o, "temperature", err, errlen)) != 0 ||
         (rc = copy_number(in, o, "top_p", err, errlen)) != 0)
@@ -341,7 +340,7 @@ gw_worker_messages_request(struct json_object *in, struct json_object **out, cha
     v = gw_worker_prov_get(in, "tools");
     if (v != NULL && json_object_is_type(v, json_type_array)) {
         struct json_object *tools = tools_convert(v);
-        if (json_object_array_length(tools) > 0) {
+        if (gw_worker_json_len(tools) > 0) {
             json_object_object_add(o, "tools", tools);
             tool_choice_convert(gw_worker_prov_get(in, "tool_choice"), o);
         } else {
@@ -466,7 +465,7 @@ gw_worker_messages_answer(struct gw_arena *a, const char *body, size_t len, cons
         json_object_put(o);
         return GW_EPROTO;
     }
-    choice = json_object_array_get_idx(choices, 0);
+    choice = gw_worker_json_at(choices, 0);
     msg = gw_worker_prov_get(choice, "message");
     m = json_object_new_object();
     content = json_object_new_array();
@@ -488,9 +487,9 @@ gw_worker_messages_answer(struct gw_arena *a, const char *body, size_t len, cons
     }
     calls = gw_worker_prov_get(msg, "tool_calls");
     for (size_t i = 0; calls != NULL && json_object_is_type(calls, json_type_array) &&
-                       i < json_object_array_length(calls);
+                       i < gw_worker_json_len(calls);
          i++) {
-        struct json_object *tc = json_object_array_get_idx(calls, i);
+        struct json_object *tc = gw_worker_json_at(calls, i);
         struct json_object *fn = gw_worker_prov_get(tc, "function"), *b = json_object_new_object();
         json_object_object_add(b, "type", json_object_new_string("tool_use"));
         json_object_object_add(b, "id", json_object_new_string(gw_worker_prov_str(tc, "id") ?: ""));
@@ -784,9 +783,9 @@ chunk(struct gw_messages_stream *s, struct json_object *o, struct gw_buf *out)
     }
     choices = gw_worker_prov_get(o, "choices");
     for (size_t i = 0; choices != NULL && json_object_is_type(choices, json_type_array) &&
-                       i < json_object_array_length(choices);
+                       i < gw_worker_json_len(choices);
          i++) {
-        struct json_object *c = json_object_array_get_idx(choices, i);
+        struct json_object *c = gw_worker_json_at(choices, i);
         struct json_object *delta = gw_worker_prov_get(c, "delta"), *v;
         const char *text = gw_worker_prov_str(delta, "content"),
                    *finish = gw_worker_prov_str(c, "finish_reason");
@@ -795,10 +794,9 @@ chunk(struct gw_messages_stream *s, struct json_object *o, struct gw_buf *out)
         if (text != NULL && text[0] != '\0' && (rc = text_delta(s, out, text)) != 0)
             return rc;
         v = gw_worker_prov_get(delta, "tool_calls");
-        for (size_t k = 0; v != NULL && json_object_is_type(v, json_type_array) &&
-                           k < json_object_array_length(v);
-             k++)
-            if ((rc = tool_delta(s, out, json_object_array_get_idx(v, k))) != 0)
+        for (size_t k = 0;
+             v != NULL && json_object_is_type(v, json_type_array) && k < gw_worker_json_len(v); k++)
+            if ((rc = tool_delta(s, out, gw_worker_json_at(v, k))) != 0)
                 return rc;
         if (finish != NULL) {
             s->stop_reason = stop_reason(finish);

@@ -99,8 +99,8 @@ void
 gw_worker_prov_turn_add(struct json_object *turns, const char *role, const char *list_key,
                         struct json_object *item)
 {
-    size_t n = json_object_array_length(turns);
-    struct json_object *last = n > 0 ? json_object_array_get_idx(turns, n - 1) : NULL;
+    size_t n = gw_worker_json_len(turns);
+    struct json_object *last = n > 0 ? gw_worker_json_at(turns, n - 1) : NULL;
     const char *last_role = gw_worker_prov_str(last, "role");
 
     if (last_role == NULL || strcmp(last_role, role) != 0) {
@@ -126,9 +126,9 @@ gw_worker_prov_content_add(struct gw_arena *a, struct json_object *turns, const 
         return;
     }
     for (size_t i = 0; content != NULL && json_object_is_type(content, json_type_array) &&
-                       i < json_object_array_length(content);
+                       i < gw_worker_json_len(content);
          i++) {
-        struct json_object *part = json_object_array_get_idx(content, i);
+        struct json_object *part = gw_worker_json_at(content, i);
         const char *type = gw_worker_prov_str(part, "type"), *s;
         item = NULL;
         if (type == NULL)
@@ -172,8 +172,8 @@ gw_worker_prov_content_text(struct gw_arena *a, struct json_object *content)
         return json_object_get_string(content);
     if (!json_object_is_type(content, json_type_array))
         return NULL;
-    for (size_t i = 0; i < json_object_array_length(content); i++) {
-        struct json_object *part = json_object_array_get_idx(content, i);
+    for (size_t i = 0; i < gw_worker_json_len(content); i++) {
+        struct json_object *part = gw_worker_json_at(content, i);
         const char *type = gw_worker_prov_str(part, "type"),
                    *text = gw_worker_prov_str(part, "text");
         if (text != NULL && (type == NULL || strcmp(type, "text") == 0))
