@@ -368,11 +368,31 @@ next_char(const char *s, size_t len, size_t i)
     return i;
 }
 
+/* len, less a UTF-8 sequence cut short at its end: the rest of that
+ * character is still to come, and half of it would read as an invalid
+ * byte (a word boundary, say) that the whole text does not have. */
+static size_t
+utf8_whole(const char *s, size_t len)
+{
+    size_t i = len, k = 0;
+
+    while (i > 0 && k < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
+        i--;
+        k++;
+    }
+    if (i == 0)
+        return len;
+    unsigned char c = (unsigned char)s[i - 1];
+    size_t need = c >= 0xF0 && c < 0xF8 ? 3 : c >= 0xE0 && c < 0xF0 ? 2 : c >= 0xC0 ? 1 : 0;
+    return need > k ? i - 1 : len;
+}
+
 /*
  * Run the direction's rules over b->data[from..len); the bytes before
  * from are context only.  Masks are applied in b.  Unless final, a rule
  * whose match could still go on past the end holds back from where it
- * would start: *hold is the smallest such offset (b->len when none).
+ * would start: *hold is the smallest such offset (b->len when none), and
+ * the rules after it read only up to there.
  * Returns -1, or the block rule that matched.
  */
 static int
@@ -388,11 +408,20 @@ scan_buf(struct gw_safety_req *st, enum gw_safety_dir dir, struct gw_buf *b, siz
             continue;
         const struct rule *r = &e->rules[i];
         size_t off = from;
-        while (off <= b->len) {
-            int rc = pcre2_match(r->code, (PCRE2_SPTR)(b->data ? b->data : ""), b->len, off,
+        /* An earlier rule may still match from *hold on, and over a whole
+         * answer it goes first: its mask could change what this rule
+         * finds there (a phone number's mask ends the digits of a card
+         * number before it; a phone number taken whole hides what looks
+         * like an IP address in it).  So this rule reads the held text as
+         * if the stream stopped where that hold begins. */
+        for (;;) {
+            size_t lim = final ? b->len : utf8_whole(b->data, *hold);
+            if (off > lim)
+                break;
+            int rc = pcre2_match(r->code, (PCRE2_SPTR)(b->data ? b->data : ""), lim, off,
                                  final ? 0 : PCRE2_PARTIAL_HARD, e->md, NULL);
             if (rc == PCRE2_ERROR_PARTIAL) {
-                if (ov[0] < *hold && ov[0] < b->len)
+                if (ov[0] < *hold)
                     *hold = ov[0];
                 break;
             }
@@ -776,6 +805,9 @@ window_step(struct gw_safety_req *st, struct window *wd, bool final, const char 
     rel = final ? b->len : hold;
     if (!final && b->len - rel > st->window && b->len - wd->base > st->window)
         rel = b->len - st->window; /* a match longer than the window is not waited for */
+    /* A character cut short at the end waits for its other bytes. */
+    if (!final && rel > utf8_whole(b->data, b->len))
+        rel = utf8_whole(b->data, b->len);
     if (rel < wd->base)
         rel = wd->base;
     /* A placeholder to restore leaves whole. */

@@ -338,6 +338,66 @@ stream_phrase_split_at_every_position_is_blocked(void **state)
 }
 
 static void
+stream_masks_overlapping_matches_as_the_whole_answer(void **state)
+{
+    /* Over a whole answer the phone rule goes first.  It takes the digits
+     * up to and with what looks like an IP address, and its mask ends the
+     * digits of a card number before it (16, which pass the Luhn check,
+     * not 19 that do not).  A stream cut anywhere must not let a later
+     * rule decide on text the phone rule still holds back. */
+    struct gw_worker_safety_def defs[3] = {pii(GW_DETECT_PHONE, GW_SAFETY_MASK),
+                                           pii(GW_DETECT_CREDIT_CARD, GW_SAFETY_MASK),
+                                           pii(GW_DETECT_IPV4, GW_SAFETY_MASK)};
+    static const char *const texts[] = {"call +1 415 555 10.0.0.1 a now",
+                                        "card 4111 1111 1111 14 415 555 0100; ok"};
+    struct gw_safety_engine *e = gw_worker_safety_engine_create(defs, 3, 256);
+    bool error;
+
+    (void)state;
+    for (size_t t = 0; t < 2; t++) {
+        const char *whole = scan(defs, 3, texts[t]);
+        assert_non_null(whole);
+        assert_null(strstr(whole, t == 0 ? "415" : "4111"));
+        for (size_t cut = 0; cut <= strlen(texts[t]); cut++) {
+            char *got = stream_two(e, texts[t], cut, &error);
+            assert_false(error);
+            if (strcmp(got, whole) != 0)
+                fail_msg("cut at %zu: \"%s\", whole: \"%s\"", cut, got, whole);
+        }
+    }
+    gw_worker_safety_engine_destroy(e);
+}
+
+static void
+stream_cut_inside_a_character_reads_as_the_whole_answer(void **state)
+{
+    /* "plan" runs on into a CJK letter: no whole word, no block.  Cut in
+     * the middle of that letter, its first byte alone must not read as
+     * the end of a word. */
+    static const char *const words[] = {"secret plan"};
+    const struct gw_worker_safety_def def = {.name = "kw",
+                                             .type = GW_SAFETY_KEYWORDS,
+                                             .action = GW_SAFETY_BLOCK,
+                                             .on = GW_SAFETY_ON_OUTPUT,
+                                             .whole_word = true,
+                                             .words = words,
+                                             .nwords = 1,
+                                             .stat = {-1, -1}};
+    const char *text = "the secret plan\xe9\x96\x8c is here";
+    struct gw_safety_engine *e = gw_worker_safety_engine_create(&def, 1, 256);
+    bool error;
+
+    (void)state;
+    for (size_t cut = 0; cut <= strlen(text); cut++) {
+        char *got = stream_two(e, text, cut, &error);
+        if (error)
+            fail_msg("blocked with the cut at %zu", cut);
+        assert_string_equal(got, text);
+    }
+    gw_worker_safety_engine_destroy(e);
+}
+
+static void
 stream_mask_split_at_every_position(void **state)
 {
     struct gw_worker_safety_def def = pii(GW_DETECT_EMAIL, GW_SAFETY_MASK);
@@ -543,6 +603,8 @@ main(void)
         cmocka_unit_test(keywords_case_and_whole_word),
         cmocka_unit_test(regex_rules),
         cmocka_unit_test(stream_phrase_split_at_every_position_is_blocked),
+        cmocka_unit_test(stream_masks_overlapping_matches_as_the_whole_answer),
+        cmocka_unit_test(stream_cut_inside_a_character_reads_as_the_whole_answer),
         cmocka_unit_test(stream_mask_split_at_every_position),
         cmocka_unit_test(stream_without_matches_passes_unchanged_with_bounded_delay),
         cmocka_unit_test(restore_puts_masked_input_back_in_the_answer),
