@@ -33,14 +33,17 @@ WORKER_SRC := $(wildcard worker/*.c worker/providers/*.c)
 ADMIN_SRC  := $(wildcard admin/*.c)
 MOCK_SRC   := $(wildcard tests/mock/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 LLHTTP_OBJ := $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o $(BUILD)/obj/llhttp/llhttp.o
 LIB_OBJ    := $(call obj,$(SHM_SRC) $(MASTER_SRC) $(WORKER_SRC)) $(LLHTTP_OBJ)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all asan deps run test units lint man-lint install uninstall clean help bench
+.PHONY: all asan deps run test units lint man-lint install uninstall clean help bench \
+	fuzz fuzz-check fuzz-targets
 
 all: $(BUILD)/aigwd $(BUILD)/aigwctl $(BUILD)/aigw-mock
 
@@ -49,6 +52,7 @@ help:
 	@echo "make run        install missing packages, build, start mock + aigwd (etc/aigw.dev.yaml)"
 	@echo "make test       install missing packages, build, run unit and integration tests"
 	@echo "make asan       build with AddressSanitizer + UBSan into build/asan and run the tests"
+	@echo "make fuzz       fuzz every parser of untrusted bytes, FUZZ_SECONDS each (tests/fuzz)"
 	@echo "make install    install binaries, man pages, example config (PREFIX, DESTDIR)"
 	@echo "make lint       clang-format check and mandoc -T lint"
 
@@ -81,6 +85,12 @@ $(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(BUILD)/libaigw.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# A fuzz target: libFuzzer's main, the sanitizers, the library built with
+# clang into its own tree (see fuzz-targets below).
+$(BUILD)/fuzz/%: $(call obj,tests/fuzz/%.c) $(BUILD)/libaigw.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- the two commands ------------------------------------------------------
@@ -93,8 +103,8 @@ run: deps
 	@tests/run-dev.sh $(BUILD)
 
 test: deps
-	@$(MAKE) --no-print-directory all units
-	@tests/run-tests.sh $(BUILD)
+	@$(MAKE) --no-print-directory all units fuzz-targets
+	@tests/run-tests.sh $(BUILD) $(FUZZ_BUILD)
 
 units: $(UNIT_BIN)
 
@@ -107,6 +117,27 @@ asan: deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		tests/run-tests.sh build/asan
 
+# The fuzz targets of tests/fuzz/: built with clang and libFuzzer into
+# their own tree.  `make test` runs each over its stored corpus (every
+# input that ever found a bug stays there); `make fuzz` searches for new
+# ones for FUZZ_SECONDS a target.
+FUZZ_BUILD   := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=undefined -fsanitize=fuzzer-no-link
+
+fuzz-targets:
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang OPT="$(FUZZ_OPT)" \
+		LDFLAGS="-fsanitize=address,undefined" $(patsubst $(BUILD)/%,$(FUZZ_BUILD)/%,$(FUZZ_BIN))
+
+fuzz-check: deps
+	@$(MAKE) --no-print-directory fuzz-targets
+	@tests/fuzz/run.sh check $(FUZZ_BUILD)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-targets
+	@tests/fuzz/run.sh fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 bench:
 	@tests/deps.sh build test bench
 	@$(MAKE) --no-print-directory all
@@ -116,7 +147,7 @@ bench:
 
 lint: man-lint
 	@clang-format --dry-run -Werror $(SHM_SRC) $(MASTER_SRC) master/main.c $(WORKER_SRC) \
-		$(ADMIN_SRC) $(MOCK_SRC) $(UNIT_SRC) shm/*.h master/*.h worker/*.h
+		$(ADMIN_SRC) $(MOCK_SRC) $(UNIT_SRC) $(FUZZ_SRC) shm/*.h master/*.h worker/*.h tests/fuzz/*.h
 
 man-lint:
 	@mandoc -T lint -W warning man/aigwd.8 man/aigwctl.8 man/aigw.yaml.5

@@ -6,7 +6,7 @@ set -eu
 
 pkgs_build="make gcc pkg-config libcurl4-openssl-dev libjson-c-dev liblmdb-dev libyaml-dev
 libssl-dev libsystemd-dev node-llhttp libxlsxwriter-dev libpcre2-dev zlib1g-dev libst-dev"
-pkgs_test="libcmocka-dev mandoc nodejs npm curl systemd util-linux unzip"
+pkgs_test="libcmocka-dev mandoc nodejs npm curl systemd util-linux unzip clang libclang-rt-14-dev"
 pkgs_bench="nginx wrk strace linux-perf"
 
 want=""

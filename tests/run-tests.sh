@@ -1,10 +1,12 @@
 #!/bin/sh
-# run-tests.sh BUILD_DIR - run every unit test, then the integration tests
-# against the binaries in BUILD_DIR, twice: with one connection per worker
-# and with workers.connections 16.  Ends with one line naming every part
+# run-tests.sh BUILD_DIR [FUZZ_BUILD] - run every unit test, the fuzz
+# targets of FUZZ_BUILD (if given) over their stored inputs, then the
+# integration tests against the binaries in BUILD_DIR, twice: with one
+# connection per worker and with workers.connections 16.  Ends with one line naming every part
 # that failed (or saying that all passed); exits non-zero if anything failed.
 set -u
 build=${1:-build}
+fuzzbuild=${2:-}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
 failed=0
@@ -22,6 +24,11 @@ for t in "$build"/tests/test_*; do
     [ -x "$t" ] || continue
     "$t" || fail "unit: $t"
 done
+
+if [ -n "$fuzzbuild" ]; then
+    echo "== fuzz targets over their stored inputs ($fuzzbuild)"
+    tests/fuzz/run.sh check "$fuzzbuild" || fail "fuzz: stored inputs"
+fi
 
 echo "== man pages"
 if mandoc -T lint -W warning man/aigwd.8 man/aigwctl.8 man/aigw.yaml.5; then

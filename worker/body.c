@@ -97,10 +97,10 @@ string_run_end(const char *p, const char *end, bool controls)
 static const char *
 skip_string(const char *p, const char *end)
 {
-    for (p++; (p = string_run_end(p, end, false)) < end; p++) {
+    /* At a backslash: step past it and the character it escapes. */
+    for (p++; (p = string_run_end(p, end, false)) < end; p += 2) {
         if (*p == '"')
             return p + 1;
-        p++; /* the escaped character */
     }
     return NULL;
 }
