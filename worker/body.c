@@ -7,9 +7,9 @@
  * also finds where the "model" value sits, and the new body is the old
  * one with that value replaced: the prompt is copied once, not rebuilt
  * from a tree.  A body the scan does not take (json-c's leniencies, an
- * escaped key, a "model" named twice) goes the general way, through the
- * tree.  A lighter walk reads a few integer members of an answer's usage
- * object without parsing it.
+ * escaped key) or that names a member the gateway reads twice goes the
+ * general way, through the tree.  A lighter walk reads a few integer
+ * members of an answer's usage object without parsing it.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -151,11 +151,12 @@ gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len,
         scan = &own;
     }
     /* Unusual shapes are left to the caller's general path: no "model"
-     * string; "model" named twice, which a reader that keeps the first
-     * would take as the client's name, not ours; stream_options to
-     * amend. */
+     * string; a member the gateway reads named twice (the tree keeps the
+     * last, which the gateway checked, where a provider that keeps the
+     * first would read the client's model, or messages the safety rules
+     * never saw); stream_options to amend. */
     const struct gw_body_member *mv = &scan->model;
-    if (mv->v == NULL || mv->v[0] != '"' || mv->repeated ||
+    if (mv->v == NULL || mv->v[0] != '"' || scan->repeated ||
         (add_usage && scan->stream_options.v != NULL))
         return GW_EINVAL;
     const char *vs = mv->v, *ve = mv->v + mv->len, *close = scan->close;
@@ -421,7 +422,7 @@ gw_worker_body_scan(const char *body, size_t len, struct gw_body_scan *out)
                 continue;
             /* The last of a key named twice wins, as in json-c. */
             struct gw_body_member *m = (struct gw_body_member *)((char *)out + wanted[i].off);
-            m->repeated = m->v != NULL;
+            out->repeated = out->repeated || m->v != NULL;
             m->v = v;
             m->len = (size_t)(p - v);
             m->escaped = escaped;

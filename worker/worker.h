@@ -916,12 +916,14 @@ void gw_worker_h1_close_idle(struct gw_transfer *t);
 struct gw_body_member {
     const char *v; /* the value's bytes in the body, quotes included */
     size_t len;
-    bool escaped;  /* a string holding a backslash escape */
-    bool repeated; /* the key was named before: this is its last value */
+    bool escaped; /* a string holding a backslash escape */
 };
 
 struct gw_body_scan {
     struct gw_body_member model, messages, input, stream, stream_options, user;
+    /* One of those members is named twice: this is its last value, as
+     * json-c reads it, but a reader that keeps the first would not. */
+    bool repeated;
     const char *body; /* what was scanned, and its length */
     size_t len;
     const char *close; /* the top-level object's closing brace */
@@ -955,8 +957,8 @@ int gw_worker_body_int_members(const char *obj, size_t len, const char *const *k
  * scanning them again; otherwise (NULL, or the body was replaced since)
  * they are scanned.  *out is in a.  Returns 0, or GW_EINVAL when the body
  * needs the general path: the scan does not take it (not strict JSON, an
- * escaped key), "model" is no string or is named twice, or there is a
- * stream_options object to amend.
+ * escaped key), "model" is no string, a member the gateway reads is named
+ * twice, or there is a stream_options object to amend.
  */
 int gw_worker_body_rewrite(struct gw_arena *a, const char *body, size_t len,
                            const struct gw_body_scan *scan, const char *model, bool add_usage,

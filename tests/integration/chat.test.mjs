@@ -117,18 +117,21 @@ test('long prompts reach the upstream unchanged, wherever their escapes fall', a
   }
 });
 
-test('the upstream never reads the client\'s model name out of an unusual body', async () => {
+test('the upstream never reads the client\'s model name or unchecked messages out of an unusual body', async () => {
   // Bodies json-c takes but that a copy around the model's value would
   // send on meaning something else: the model named twice (a reader that
   // keeps the first would see the client's "other"), named once more with
   // an escape (json-c's last is "other": the upstream must get other's
-  // target, not the client's word), and a trailing comma next to the
-  // stream_options the gateway adds.
+  // target, not the client's word), a trailing comma next to the
+  // stream_options the gateway adds, and the messages named twice (a
+  // reader that keeps the first would see messages the gateway never
+  // checked).
   const hi = '[{"role":"user","content":"hi"}]';
   const cases = [
     { body: `{"model":"other","messages":${hi},"model":"demo"}`, model: 'mock-small' },
     { body: `{"model":"demo","messages":${hi},"mod\\u0065l":"other"}`, model: 'mock-large' },
     { body: `{"model":"demo","messages":${hi},"stream":true,}`, model: 'mock-small', stream: true },
+    { body: `{"messages":[{"role":"user","content":"other"}],"model":"demo","messages":${hi}}`, model: 'mock-small' },
   ];
   for (const { body, model, stream } of cases) {
     const res = await gw.post('/v1/chat/completions', key, body, { 'x-mock-echo': '1' });
@@ -138,6 +141,7 @@ test('the upstream never reads the client\'s model name out of an unusual body',
     const sent = JSON.parse(raw); // strict JSON, whatever json-c let through
     assert.equal(sent.model, model, raw);
     assert.equal(raw.split('"model"').length, 2, `one "model" member: ${raw}`);
+    assert.equal(raw.split('"messages"').length, 2, `one "messages" member: ${raw}`);
     assert.doesNotMatch(raw, /other|\\u0065/, raw);
     if (stream) assert.equal(sent.stream_options.include_usage, true);
   }

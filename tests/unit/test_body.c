@@ -107,8 +107,11 @@ shapes_for_the_general_path_are_refused(void **state)
     assert_null(rewrite("{\"model\":\"a\",\"mod\\u0065l\":\"x\"}", "b", false, &rc));
     assert_int_equal(rc, GW_EINVAL);
     /* "model" twice: a reader that keeps the first would see the
-     * client's name beside ours */
+     * client's name beside ours; "messages" twice: it would see messages
+     * the gateway never checked */
     assert_null(rewrite("{\"model\":\"a\",\"model\":\"b\"}", "c", false, &rc));
+    assert_int_equal(rc, GW_EINVAL);
+    assert_null(rewrite("{\"messages\":[1],\"model\":\"a\",\"messages\":[2]}", "c", false, &rc));
     assert_int_equal(rc, GW_EINVAL);
     /* what json-c lets through and strict JSON does not: a trailing
      * comma (which stream_options would have doubled), a comment */
