@@ -43,14 +43,15 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
 .PHONY: all asan deps run test units lint man-lint install uninstall clean help bench \
-	fuzz fuzz-check fuzz-targets
+	fuzz fuzz-targets
 
 all: $(BUILD)/aigwd $(BUILD)/aigwctl $(BUILD)/aigw-mock
 
 help:
 	@echo "make            build $(BUILD)/aigwd, $(BUILD)/aigwctl, $(BUILD)/aigw-mock"
 	@echo "make run        install missing packages, build, start mock + aigwd (etc/aigw.dev.yaml)"
-	@echo "make test       install missing packages, build, run unit and integration tests"
+	@echo "make test       install missing packages, build, run unit tests, the fuzz targets'"
+	@echo "                stored inputs and the integration tests"
 	@echo "make asan       build with AddressSanitizer + UBSan into build/asan and run the tests"
 	@echo "make fuzz       fuzz every parser of untrusted bytes, FUZZ_SECONDS each (tests/fuzz)"
 	@echo "make install    install binaries, man pages, example config (PREFIX, DESTDIR)"
@@ -129,10 +130,6 @@ FUZZ_OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 fuzz-targets:
 	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang OPT="$(FUZZ_OPT)" \
 		LDFLAGS="-fsanitize=address,undefined" $(patsubst $(BUILD)/%,$(FUZZ_BUILD)/%,$(FUZZ_BIN))
-
-fuzz-check: deps
-	@$(MAKE) --no-print-directory fuzz-targets
-	@tests/fuzz/run.sh check $(FUZZ_BUILD)
 
 fuzz: deps
 	@$(MAKE) --no-print-directory fuzz-targets

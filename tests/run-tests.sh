@@ -2,8 +2,9 @@
 # run-tests.sh BUILD_DIR [FUZZ_BUILD] - run every unit test, the fuzz
 # targets of FUZZ_BUILD (if given) over their stored inputs, then the
 # integration tests against the binaries in BUILD_DIR, twice: with one
-# connection per worker and with workers.connections 16.  Ends with one line naming every part
-# that failed (or saying that all passed); exits non-zero if anything failed.
+# connection per worker and with workers.connections 16.  Ends with one
+# line naming every part that failed (or saying that all passed); exits
+# non-zero if anything failed.
 set -u
 build=${1:-build}
 fuzzbuild=${2:-}
