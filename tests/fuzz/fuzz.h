@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "shm/shm.h"
 
 /* A promise broken: say which, and let libFuzzer keep the input. */
@@ -50,6 +52,57 @@ static inline int
 fuzz_same(const struct gw_buf *a, const struct gw_buf *b)
 {
     return a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
+
+/* json-c's parse of data[0..len), nothing but whitespace after the
+ * value, or NULL. */
+static inline struct json_object *
+fuzz_json(const char *data, size_t len)
+{
+    struct json_tokener *tok = json_tokener_new_ex(64);
+    struct json_object *o = json_tokener_parse_ex(tok, data, (int)len);
+
+    if (o != NULL && json_tokener_get_error(tok) == json_tokener_success) {
+        for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {
+            if (data[i] != ' ' && data[i] != '\t' && data[i] != '\r' && data[i] != '\n') {
+                json_object_put(o);
+                o = NULL;
+                break;
+            }
+        }
+    } else {
+        json_object_put(o);
+        o = NULL;
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+/* data[0..len) is one JSON object. */
+static inline bool
+fuzz_is_object(const char *data, size_t len)
+{
+    struct json_object *o = fuzz_json(data, len);
+    bool ok = json_object_is_type(o, json_type_object);
+
+    json_object_put(o);
+    return ok;
+}
+
+/* out is OpenAI stream events: "data: " and a JSON object, or
+ * "data: [DONE]", each ended by a blank line. */
+static inline void
+fuzz_openai_events(const struct gw_buf *out)
+{
+    if (out->len == 0)
+        return;
+    for (const char *p = out->data, *end = out->data + out->len; p < end;) {
+        const char *e = memmem(p, (size_t)(end - p), "\n\n", 2);
+        FUZZ_CHECK(e != NULL && (size_t)(e - p) >= 6 && memcmp(p, "data: ", 6) == 0);
+        FUZZ_CHECK((e - p == 12 && memcmp(p + 6, "[DONE]", 6) == 0) ||
+                   fuzz_is_object(p + 6, (size_t)(e - p - 6)));
+        p = e + 2;
+    }
 }
 
 #endif

@@ -17,19 +17,6 @@
 #include "tests/fuzz/fuzz.h"
 #include "worker/worker.h"
 
-static bool
-is_object(const char *data, size_t len)
-{
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *o = json_tokener_parse_ex(tok, data, (int)len);
-    bool ok = o != NULL && json_tokener_get_error(tok) == json_tokener_success &&
-              json_tokener_get_parse_end(tok) == len && json_object_is_type(o, json_type_object);
-
-    json_object_put(o);
-    json_tokener_free(tok);
-    return ok;
-}
-
 /* The stream put together, in a (NULL: none), and whether it is whole. */
 static const char *
 assemble(struct gw_arena *a, const char *data, size_t len, uint8_t cut, size_t *out_len,
@@ -53,13 +40,7 @@ replay_assemble(struct gw_arena *a, const char *answer, size_t len, size_t *out_
     struct gw_buf ev = {0};
 
     FUZZ_CHECK(gw_worker_answer_replay(answer, len, true, &ev) == 0);
-    for (const char *p = ev.data, *end = ev.data + ev.len; p < end;) {
-        const char *e = memmem(p, (size_t)(end - p), "\n\n", 2);
-        FUZZ_CHECK(e != NULL && (size_t)(e - p) >= 6 && memcmp(p, "data: ", 6) == 0);
-        FUZZ_CHECK((e - p == 12 && memcmp(p + 6, "[DONE]", 6) == 0) ||
-                   is_object(p + 6, (size_t)(e - p - 6)));
-        p = e + 2;
-    }
+    fuzz_openai_events(&ev);
     const char *again = assemble(a, ev.data, ev.len, 0, out_len, complete);
     gw_buf_free(&ev);
     return again;
@@ -81,7 +62,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK((whole == NULL) == (bytes == NULL));
     if (whole != NULL) {
         FUZZ_CHECK(wl == bl && memcmp(whole, bytes, wl) == 0 && wc == bc);
-        FUZZ_CHECK(is_object(whole, wl));
+        FUZZ_CHECK(fuzz_is_object(whole, wl));
     }
     if (whole != NULL && wc) {
         /* Replayed and put together again: the role is always

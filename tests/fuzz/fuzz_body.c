@@ -20,31 +20,6 @@
 
 #define MODEL "fuzz-target-model"
 
-/* json-c's parse of the whole of data, or NULL. */
-static struct json_object *
-parse(const char *data, size_t len)
-{
-    struct json_tokener *tok = json_tokener_new_ex(64);
-    struct json_object *o = json_tokener_parse_ex(tok, data, (int)len);
-
-    if (o != NULL && json_tokener_get_error(tok) != json_tokener_success) {
-        json_object_put(o);
-        o = NULL;
-    }
-    /* What is left after the value must be whitespace only. */
-    if (o != NULL) {
-        for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {
-            if (data[i] != ' ' && data[i] != '\t' && data[i] != '\r' && data[i] != '\n') {
-                json_object_put(o);
-                o = NULL;
-                break;
-            }
-        }
-    }
-    json_tokener_free(tok);
-    return o;
-}
-
 /* A member found by the scan, unescaped string or literal, matches o's. */
 static void
 member_check(struct json_object *o, const char *key, const struct gw_body_member *m)
@@ -94,7 +69,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *body = (const char *)data + 1;
     size_t len = size - 1;
     struct gw_body_scan scan;
-    struct json_object *tree = parse(body, len);
+    struct json_object *tree = fuzz_json(body, len);
     bool scanned = gw_worker_body_scan(body, len, &scan) == 0;
 
     if (scanned) {
@@ -115,7 +90,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         if (gw_worker_body_rewrite(a, body, len, scanned ? &scan : NULL, MODEL, add_usage, &out,
                                    &out_len) == 0) {
-            struct json_object *sent = parse(out, out_len);
+            struct json_object *sent = fuzz_json(out, out_len);
             general_path(tree, add_usage);
             FUZZ_CHECK(sent != NULL);
             FUZZ_CHECK(json_object_equal(sent, tree));

@@ -21,31 +21,6 @@
 #include "worker/messages.h"
 #include "worker/worker.h"
 
-static struct json_object *
-parse(const char *data, size_t len)
-{
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *o = json_tokener_parse_ex(tok, data, (int)len);
-
-    if (o != NULL && (json_tokener_get_error(tok) != json_tokener_success ||
-                      json_tokener_get_parse_end(tok) != len)) {
-        json_object_put(o);
-        o = NULL;
-    }
-    json_tokener_free(tok);
-    return o;
-}
-
-static bool
-is_object(const char *data, size_t len)
-{
-    struct json_object *o = parse(data, len);
-    bool ok = o != NULL && json_object_is_type(o, json_type_object);
-
-    json_object_put(o);
-    return ok;
-}
-
 /* "event: NAME\ndata: {...}\n\n", over and over. */
 static void
 events_check(const struct gw_buf *out)
@@ -60,7 +35,7 @@ events_check(const struct gw_buf *out)
         FUZZ_CHECK((size_t)(e - p) > 7 && memcmp(p, "event: ", 7) == 0);
         const char *nl = memchr(p, '\n', (size_t)(e - p));
         FUZZ_CHECK(nl != NULL && (size_t)(e - nl) > 7 && memcmp(nl + 1, "data: ", 6) == 0);
-        FUZZ_CHECK(is_object(nl + 7, (size_t)(e - nl - 7)));
+        FUZZ_CHECK(fuzz_is_object(nl + 7, (size_t)(e - nl - 7)));
         p = e + 2;
     }
 }
@@ -100,7 +75,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     switch (data[0] % 4) {
     case 0: {
-        struct json_object *req = parse(in, len), *o = NULL, *v;
+        struct json_object *req = fuzz_json(in, len), *o = NULL, *v;
         char err[256] = "";
         if (req != NULL && json_object_is_type(req, json_type_object)) {
             if (gw_worker_messages_request(req, &o, err, sizeof(err)) == 0) {
@@ -118,14 +93,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     case 1:
         if (gw_worker_messages_answer(a, in, len, "claude-fuzz", &out, &out_len) == 0)
-            FUZZ_CHECK(is_object(out, out_len));
+            FUZZ_CHECK(fuzz_is_object(out, out_len));
         break;
     case 2: {
         int status = 0;
         if (gw_worker_messages_error(a, 400 + data[1] % 200, in, len, &status, &out, &out_len) ==
             0) {
             FUZZ_CHECK(status >= 400 && status <= 599);
-            FUZZ_CHECK(is_object(out, out_len));
+            FUZZ_CHECK(fuzz_is_object(out, out_len));
         }
         break;
     }

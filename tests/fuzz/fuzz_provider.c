@@ -66,39 +66,6 @@ fixture_fini(struct fixture *fx)
     gw_arena_destroy(fx->arena);
 }
 
-/* data[0..len) is one JSON object, as json-c reads it. */
-static bool
-is_object(const char *data, size_t len)
-{
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *o = json_tokener_parse_ex(tok, data, (int)len);
-    bool ok = o != NULL && json_tokener_get_error(tok) == json_tokener_success &&
-              json_tokener_get_parse_end(tok) == len && json_object_is_type(o, json_type_object);
-
-    json_object_put(o);
-    json_tokener_free(tok);
-    return ok;
-}
-
-/* Every event of an OpenAI stream the adapter made is well formed. */
-static void
-events_check(const struct gw_buf *out)
-{
-    if (out->len == 0)
-        return;
-    const char *p = out->data, *end = out->data + out->len;
-
-    while (p < end) {
-        const char *e = memmem(p, (size_t)(end - p), "\n\n", 2);
-        FUZZ_CHECK(e != NULL);
-        FUZZ_CHECK((size_t)(e - p) >= 6 && memcmp(p, "data: ", 6) == 0);
-        const char *d = p + 6;
-        size_t n = (size_t)(e - d);
-        FUZZ_CHECK((n == 6 && memcmp(d, "[DONE]", 6) == 0) || is_object(d, n));
-        p = e + 2;
-    }
-}
-
 static int
 translate_stream(const struct gw_provider_adapter *ad, enum gw_provider_type type, const char *data,
                  size_t len, uint8_t cut, struct gw_buf *out)
@@ -145,14 +112,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (mode == 0) {
         fixture_init(&fx, type, false);
         if (ad->response(&fx.call, in, len, &out, &out_len) == 0)
-            FUZZ_CHECK(is_object(out, out_len));
+            FUZZ_CHECK(fuzz_is_object(out, out_len));
         fixture_fini(&fx);
     } else if (mode == 1) {
         int status = 400 + data[1] % 200;
         fixture_init(&fx, type, false);
         if (ad->error(&fx.call, &status, in, len, &out, &out_len) == 0) {
             FUZZ_CHECK(status >= 400 && status <= 599);
-            FUZZ_CHECK(is_object(out, out_len));
+            FUZZ_CHECK(fuzz_is_object(out, out_len));
         }
         fixture_fini(&fx);
     } else if (mode == 3) {
@@ -168,7 +135,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (type == GW_PROVIDER_BEDROCK)
                 fx.call.api_key = "AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
             if (ad->request(&fx.call) == 0)
-                FUZZ_CHECK(fx.call.url != NULL && is_object(fx.call.body, fx.call.body_len));
+                FUZZ_CHECK(fx.call.url != NULL && fuzz_is_object(fx.call.body, fx.call.body_len));
         }
         gw_worker_headers_wipe(fx.call.headers);
         fixture_fini(&fx);
@@ -183,8 +150,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(a == b && a == c);
         if (a == 0)
             FUZZ_CHECK(fuzz_same(&whole, &bytes) && fuzz_same(&whole, &pieces));
-        events_check(&whole);
-        events_check(&bytes);
+        fuzz_openai_events(&whole);
+        fuzz_openai_events(&bytes);
         gw_buf_free(&whole);
         gw_buf_free(&bytes);
         gw_buf_free(&pieces);

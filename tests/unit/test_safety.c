@@ -31,6 +31,20 @@ pii(enum gw_safety_detector d, enum gw_safety_action action)
                                          .stat = {-1, -1}};
 }
 
+/* A keyword rule that blocks answers. */
+static struct gw_worker_safety_def
+keywords_block(const char *const *words, size_t n, bool whole_word)
+{
+    return (struct gw_worker_safety_def){.name = "kw",
+                                         .type = GW_SAFETY_KEYWORDS,
+                                         .action = GW_SAFETY_BLOCK,
+                                         .on = GW_SAFETY_ON_OUTPUT,
+                                         .whole_word = whole_word,
+                                         .words = words,
+                                         .nwords = n,
+                                         .stat = {-1, -1}};
+}
+
 /* The text as the rules of defs leave it on input; NULL when blocked. */
 static const char *
 scan(const struct gw_worker_safety_def *defs, size_t n, const char *text)
@@ -298,14 +312,7 @@ stream_phrase_split_at_every_position_is_blocked(void **state)
 {
     static const char *const words[] = {"secret plan"};
     const struct gw_worker_safety_def defs[] = {
-        {.name = "kw",
-         .type = GW_SAFETY_KEYWORDS,
-         .action = GW_SAFETY_BLOCK,
-         .on = GW_SAFETY_ON_OUTPUT,
-         .whole_word = true,
-         .words = words,
-         .nwords = 1,
-         .stat = {-1, -1}},
+        keywords_block(words, 1, true),
         {.name = "leak",
          .type = GW_SAFETY_REGEX,
          .action = GW_SAFETY_BLOCK,
@@ -375,14 +382,7 @@ stream_cut_inside_a_character_reads_as_the_whole_answer(void **state)
      * the middle of that letter, its first byte alone must not read as
      * the end of a word. */
     static const char *const words[] = {"secret plan"};
-    const struct gw_worker_safety_def def = {.name = "kw",
-                                             .type = GW_SAFETY_KEYWORDS,
-                                             .action = GW_SAFETY_BLOCK,
-                                             .on = GW_SAFETY_ON_OUTPUT,
-                                             .whole_word = true,
-                                             .words = words,
-                                             .nwords = 1,
-                                             .stat = {-1, -1}};
+    const struct gw_worker_safety_def def = keywords_block(words, 1, true);
     const char *text = "the secret plan\xe9\x96\x8c is here";
     struct gw_safety_engine *e = gw_worker_safety_engine_create(&def, 1, 256);
     bool error;
@@ -417,13 +417,7 @@ static void
 stream_without_matches_passes_unchanged_with_bounded_delay(void **state)
 {
     static const char *const words[] = {"forbidden phrase here"};
-    const struct gw_worker_safety_def def = {.name = "kw",
-                                             .type = GW_SAFETY_KEYWORDS,
-                                             .action = GW_SAFETY_BLOCK,
-                                             .on = GW_SAFETY_ON_OUTPUT,
-                                             .words = words,
-                                             .nwords = 1,
-                                             .stat = {-1, -1}};
+    const struct gw_worker_safety_def def = keywords_block(words, 1, false);
     const struct gw_worker_safety_def re = {.name = "re",
                                             .type = GW_SAFETY_REGEX,
                                             .action = GW_SAFETY_BLOCK,
