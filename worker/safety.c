@@ -823,8 +823,10 @@ window_step(struct gw_safety_req *st, struct window *wd, bool final, const char 
     }
     while (!final && rel > wd->base && rel < b->len && ((unsigned char)b->data[rel] & 0xC0) == 0x80)
         rel--;
-    *text = restore_text(st, b->data + wd->base, rel - wd->base, len);
-    if (*text == b->data + wd->base)
+    /* A choice that never held text has no buffer yet. */
+    const char *held = b->data != NULL ? b->data + wd->base : "";
+    *text = restore_text(st, held, rel - wd->base, len);
+    if (*text == held)
         *text = gw_arena_strndup(st->a, *text, *len);
     wd->base = rel;
     /* Keep a little context before the held text for lookbehinds. */
@@ -955,14 +957,18 @@ chunk_filter(struct gw_safety_req *st, struct json_object *o, const char *ev, si
         if (final)
             st->used &= ~(1u << index);
         if (len > 0 || has_text) {
-            if (delta == NULL) {
+            /* c is an object (it has text or a finish_reason); a delta
+             * that is none (a provider's own shape) is replaced. */
+            if (!json_object_is_type(delta, json_type_object)) {
                 delta = json_object_new_object();
                 json_object_object_add(c, "delta", delta);
             }
             json_object_object_add(delta, "content", json_object_new_string_len(t, (int)len));
         }
         /* An event that only carried text now held back is not sent. */
-        keep |= len > 0 || final || json_object_object_length(delta) > 1;
+        keep |=
+            len > 0 || final ||
+            (json_object_is_type(delta, json_type_object) && json_object_object_length(delta) > 1);
     }
     return keep ? put_event(st, o) : 0;
 }

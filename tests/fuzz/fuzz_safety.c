@@ -4,9 +4,11 @@
  * and to the same text streamed in chunks of any size.  The text is what a
  * model wrote, which a client can steer.
  *
- * Promise checked: a stream is masked and blocked exactly as the whole
+ * Promises checked: a stream is masked and blocked exactly as the whole
  * answer would be, wherever its chunks cut the text (the engine's window
- * is made larger than any input, so no match is longer than it).
+ * is made larger than any input, so no match is longer than it); and
+ * whatever a provider streams instead of well-formed chunks, the filter
+ * passes it, or blocks it, without failing.
  */
 #include <json-c/json.h>
 
@@ -100,6 +102,52 @@ stream_text(const struct gw_buf *out, struct gw_buf *text, bool *error)
     }
 }
 
+/* The relay's complete events go through the stream filter. */
+struct relay {
+    struct gw_safety_req *st;
+    struct gw_buf *out;
+    int rc;
+};
+
+static int
+relay_emit(void *ctx, const char *data, size_t len)
+{
+    struct relay *r = ctx;
+
+    if (r->rc == 0)
+        r->rc = gw_worker_safety_stream(r->st, data, len, emit, r->out);
+    return 0;
+}
+
+/*
+ * Whatever a provider streams, in its own shape, through the relay and
+ * the filter as the worker runs them: the filter must end it (0), or
+ * block it (GW_EPERM), and nothing else.
+ */
+static void
+provider_stream(const char *data, size_t len, uint8_t cut)
+{
+    struct gw_arena *a = gw_arena_create(4096);
+    struct gw_buf out = {0};
+    struct relay r = {.st = gw_worker_safety_req_create(engine, UINT64_MAX, a, NULL, "f"),
+                      .out = &out};
+    struct gw_sse sse;
+
+    gw_worker_sse_init(&sse, relay_emit, &r, false);
+    for (size_t off = 0; off < len;) {
+        size_t n = fuzz_piece(cut, len - off);
+        FUZZ_CHECK(gw_worker_sse_feed(&sse, data + off, n) == 0);
+        off += n;
+    }
+    FUZZ_CHECK(gw_worker_sse_finish(&sse) == 0);
+    if (r.rc == 0)
+        r.rc = gw_worker_safety_stream_end(r.st, emit, &out);
+    FUZZ_CHECK(r.rc == 0 || r.rc == GW_EPERM);
+    gw_worker_sse_fini(&sse);
+    gw_buf_free(&out);
+    gw_arena_destroy(a);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -113,6 +161,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     gw_log_level = -1;
     if (engine == NULL)
         engine_make();
+    /* A first byte of 0xF0 and up: the rest is a provider's stream. */
+    if (data[0] >= 0xF0) {
+        provider_stream((const char *)data + 1, size - 1, data[0] & 0x0F);
+        return 0;
+    }
     uint8_t cut = data[0];
     const char *text = (const char *)data + 1;
     size_t len = size - 1;

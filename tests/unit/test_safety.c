@@ -398,6 +398,38 @@ stream_cut_inside_a_character_reads_as_the_whole_answer(void **state)
 }
 
 static void
+stream_of_a_provider_shape_of_its_own_is_passed_on(void **state)
+{
+    /* Text held back, then a finish whose delta is no object, and a
+     * choice that finishes without ever holding text: the filter passes
+     * the events on instead of asking json-c to treat a string as an
+     * object (which aborts the worker). */
+    struct gw_worker_safety_def def = pii(GW_DETECT_EMAIL, GW_SAFETY_MASK);
+    const char *events[] = {
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mail ana@exa\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":\"x\",\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"choices\":[{\"index\":1,\"delta\":5,\"finish_reason\":\"stop\"}]}\n\n",
+        DONE,
+    };
+    struct sink s = {0};
+    struct gw_safety_engine *e;
+    bool error;
+
+    (void)state;
+    def.on = GW_SAFETY_ON_OUTPUT;
+    e = gw_worker_safety_engine_create(&def, 1, 256);
+    struct gw_safety_req *st = gw_worker_safety_req_create(e, UINT64_MAX, arena, NULL, "t");
+    for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+        assert_int_equal(gw_worker_safety_stream(st, events[i], strlen(events[i]), sink_emit, &s),
+                         0);
+    assert_int_equal(gw_worker_safety_stream_end(st, sink_emit, &s), 0);
+    assert_string_equal(stream_text(&s.out, &error), "mail ana@exa");
+    assert_false(error);
+    gw_buf_free(&s.out);
+    gw_worker_safety_engine_destroy(e);
+}
+
+static void
 stream_mask_split_at_every_position(void **state)
 {
     struct gw_worker_safety_def def = pii(GW_DETECT_EMAIL, GW_SAFETY_MASK);
@@ -599,6 +631,7 @@ main(void)
         cmocka_unit_test(stream_phrase_split_at_every_position_is_blocked),
         cmocka_unit_test(stream_masks_overlapping_matches_as_the_whole_answer),
         cmocka_unit_test(stream_cut_inside_a_character_reads_as_the_whole_answer),
+        cmocka_unit_test(stream_of_a_provider_shape_of_its_own_is_passed_on),
         cmocka_unit_test(stream_mask_split_at_every_position),
         cmocka_unit_test(stream_without_matches_passes_unchanged_with_bounded_delay),
         cmocka_unit_test(restore_puts_masked_input_back_in_the_answer),
