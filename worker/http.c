@@ -206,14 +206,14 @@ on_headers_complete(llhttp_t *p)
     /* The absolute form, which a server must take as well (RFC 9112,
      * 3.2.2): "http://host/v1/models" is "/v1/models".  Any other form
      * ("*", a bare name) names nothing here. */
-    if (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0) {
+    if (url[0] != '/') {
+        if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0) {
+            c->error = 400;
+            return -1;
+        }
         char *at = strstr(url, "://") + 3;
         at += strcspn(at, "/?");
         url = *at == '/' ? at : gw_arena_cat(r->arena, "/", at);
-    }
-    if (url[0] != '/') {
-        c->error = 400;
-        return -1;
     }
     char *q = strchr(url, '?');
     if (q != NULL) {

@@ -70,9 +70,7 @@ request_text(struct json_object *body, struct gw_buf *b)
 {
     struct json_object *messages = member(body, "messages");
 
-    for (size_t i = 0; messages != NULL && json_object_is_type(messages, json_type_array) &&
-                       i < gw_worker_json_len(messages);
-         i++) {
+    for (size_t i = 0; i < gw_worker_json_len(messages); i++) {
         struct json_object *m = gw_worker_json_at(messages, i), *calls;
         texts_add(b, member(m, "content"));
         if ((calls = member(m, "tool_calls")) != NULL &&

@@ -741,9 +741,7 @@ gw_worker_safety_response(struct gw_call *call, const char **body, size_t *len, 
     json_tokener_free(tok);
     /* Chat: choices[].message.content; completions: choices[].text. */
     choices = get(o, "choices");
-    for (size_t i = 0; choices != NULL && json_object_is_type(choices, json_type_array) &&
-                       i < gw_worker_json_len(choices) && blocked < 0;
-         i++) {
+    for (size_t i = 0; i < gw_worker_json_len(choices) && blocked < 0; i++) {
         struct json_object *choice = gw_worker_json_at(choices, i);
         blocked = output_string(st, get(get(choice, "message"), "content"), &changed);
         if (blocked < 0)
@@ -751,13 +749,9 @@ gw_worker_safety_response(struct gw_call *call, const char **body, size_t *len, 
     }
     /* The Responses API: output[].content[].text. */
     struct json_object *items = get(o, "output");
-    for (size_t i = 0; items != NULL && json_object_is_type(items, json_type_array) &&
-                       i < gw_worker_json_len(items) && blocked < 0;
-         i++) {
+    for (size_t i = 0; i < gw_worker_json_len(items) && blocked < 0; i++) {
         struct json_object *parts = get(gw_worker_json_at(items, i), "content");
-        for (size_t j = 0; parts != NULL && json_object_is_type(parts, json_type_array) &&
-                           j < gw_worker_json_len(parts) && blocked < 0;
-             j++)
+        for (size_t j = 0; j < gw_worker_json_len(parts) && blocked < 0; j++)
             blocked = output_string(st, get(gw_worker_json_at(parts, j), "text"), &changed);
     }
     if (blocked >= 0) {

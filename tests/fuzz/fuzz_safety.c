@@ -52,12 +52,6 @@ engine_make(void)
     FUZZ_CHECK(engine != NULL);
 }
 
-static int
-emit(void *ctx, const char *data, size_t len)
-{
-    return gw_buf_append(ctx, data, len);
-}
-
 /* A chunk event carrying text. */
 static void
 chunk(struct gw_buf *b, const char *text, size_t len)
@@ -115,7 +109,7 @@ relay_emit(void *ctx, const char *data, size_t len)
     struct relay *r = ctx;
 
     if (r->rc == 0)
-        r->rc = gw_worker_safety_stream(r->st, data, len, emit, r->out);
+        r->rc = gw_worker_safety_stream(r->st, data, len, fuzz_sink, r->out);
     return 0;
 }
 
@@ -141,7 +135,7 @@ provider_stream(const char *data, size_t len, uint8_t cut)
     }
     FUZZ_CHECK(gw_worker_sse_finish(&sse) == 0);
     if (r.rc == 0)
-        r.rc = gw_worker_safety_stream_end(r.st, emit, &out);
+        r.rc = gw_worker_safety_stream_end(r.st, fuzz_sink, &out);
     FUZZ_CHECK(r.rc == 0 || r.rc == GW_EPERM);
     gw_worker_sse_fini(&sse);
     gw_buf_free(&out);
@@ -183,13 +177,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t off = 0; off < len && rc == 0;) {
         size_t n = fuzz_piece(cut, len - off);
         chunk(&ev, text + off, n);
-        rc = gw_worker_safety_stream(st, ev.data, ev.len, emit, &out);
+        rc = gw_worker_safety_stream(st, ev.data, ev.len, fuzz_sink, &out);
         off += n;
     }
     if (rc == 0)
-        rc = gw_worker_safety_stream(st, finish, sizeof(finish) - 1, emit, &out);
+        rc = gw_worker_safety_stream(st, finish, sizeof(finish) - 1, fuzz_sink, &out);
     if (rc == 0)
-        rc = gw_worker_safety_stream_end(st, emit, &out);
+        rc = gw_worker_safety_stream_end(st, fuzz_sink, &out);
     FUZZ_CHECK(rc == 0 || rc == GW_EPERM);
 
     bool error;

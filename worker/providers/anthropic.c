@@ -71,7 +71,7 @@ content_add(struct gw_arena *a, struct json_object *messages, const char *role,
 static void
 tool_calls_add(struct json_object *messages, struct json_object *calls)
 {
-    for (size_t i = 0; calls != NULL && i < gw_worker_json_len(calls); i++) {
+    for (size_t i = 0; i < gw_worker_json_len(calls); i++) {
         struct json_object *tc = gw_worker_json_at(calls, i);
         struct json_object *fn = gw_worker_prov_get(tc, "function");
         const char *args = gw_worker_prov_str(fn, "arguments");
@@ -168,7 +168,7 @@ anthropic_request(struct gw_call *call)
     json_object_object_add(out, "max_tokens", json_object_new_int64(max_tokens));
 
     struct json_object *msgs = gw_worker_prov_get(req, "messages");
-    for (size_t i = 0; msgs != NULL && i < gw_worker_json_len(msgs); i++) {
+    for (size_t i = 0; i < gw_worker_json_len(msgs); i++) {
         struct json_object *m = gw_worker_json_at(msgs, i);
         const char *role = gw_worker_prov_str(m, "role");
         struct json_object *content = gw_worker_prov_get(m, "content");

@@ -162,7 +162,7 @@ converse_body(struct gw_call *call)
     struct json_object *messages = json_object_new_array(), *system = json_object_new_array(), *v;
     struct json_object *msgs = gw_worker_prov_get(req, "messages");
 
-    for (size_t i = 0; msgs != NULL && i < gw_worker_json_len(msgs); i++) {
+    for (size_t i = 0; i < gw_worker_json_len(msgs); i++) {
         struct json_object *m = gw_worker_json_at(msgs, i);
         const char *role = gw_worker_prov_str(m, "role");
         struct json_object *content = gw_worker_prov_get(m, "content");
@@ -177,7 +177,7 @@ converse_body(struct gw_call *call)
         } else if (strcmp(role, "assistant") == 0) {
             struct json_object *calls = gw_worker_prov_get(m, "tool_calls");
             content_add(a, messages, "assistant", content);
-            for (size_t j = 0; calls != NULL && j < gw_worker_json_len(calls); j++) {
+            for (size_t j = 0; j < gw_worker_json_len(calls); j++) {
                 struct json_object *tc = gw_worker_json_at(calls, j);
                 struct json_object *fn = gw_worker_prov_get(tc, "function");
                 const char *args = gw_worker_prov_str(fn, "arguments");

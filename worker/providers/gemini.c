@@ -90,7 +90,7 @@ call_name(struct json_object *msgs, const char *id)
 {
     for (size_t i = 0; id != NULL && i < gw_worker_json_len(msgs); i++) {
         struct json_object *calls = gw_worker_prov_get(gw_worker_json_at(msgs, i), "tool_calls");
-        for (size_t j = 0; calls != NULL && j < gw_worker_json_len(calls); j++) {
+        for (size_t j = 0; j < gw_worker_json_len(calls); j++) {
             struct json_object *tc = gw_worker_json_at(calls, j);
             const char *tid = gw_worker_prov_str(tc, "id");
             if (tid != NULL && strcmp(tid, id) == 0)
@@ -202,7 +202,7 @@ gemini_request(struct gw_call *call)
         return GW_ENOENT; /* no embeddings */
     out = json_object_new_object();
     contents = json_object_new_array();
-    for (size_t i = 0; msgs != NULL && i < gw_worker_json_len(msgs); i++) {
+    for (size_t i = 0; i < gw_worker_json_len(msgs); i++) {
         struct json_object *m = gw_worker_json_at(msgs, i);
         const char *role = gw_worker_prov_str(m, "role");
         struct json_object *content = gw_worker_prov_get(m, "content");
@@ -217,7 +217,7 @@ gemini_request(struct gw_call *call)
         } else if (strcmp(role, "assistant") == 0) {
             struct json_object *calls = gw_worker_prov_get(m, "tool_calls");
             content_add(a, contents, "model", content);
-            for (size_t j = 0; calls != NULL && j < gw_worker_json_len(calls); j++) {
+            for (size_t j = 0; j < gw_worker_json_len(calls); j++) {
                 struct json_object *fn =
                     gw_worker_prov_get(gw_worker_json_at(calls, j), "function");
                 const char *args = gw_worker_prov_str(fn, "arguments");
@@ -328,8 +328,7 @@ gemini_response(struct gw_call *call, const char *body, size_t len, const char *
 
     if (o == NULL)
         return GW_EPROTO;
-    if (cands != NULL && json_object_is_type(cands, json_type_array) &&
-        gw_worker_json_len(cands) > 0)
+    if (gw_worker_json_len(cands) > 0)
         cand = gw_worker_json_at(cands, 0);
     ans.id = gw_arena_printf(a, "chatcmpl-%s", gw_worker_prov_str(o, "responseId") ?: "gemini");
     ans.model = gw_worker_prov_str(o, "modelVersion") ?: call->target_model;
@@ -438,11 +437,10 @@ gemini_event(struct gw_xstream *xs, const char *event, const char *data, size_t 
         rc = gw_worker_prov_chunk_role(xs);
     }
     cands = gw_worker_prov_get(o, "candidates");
-    if (cands != NULL && json_object_is_type(cands, json_type_array) &&
-        gw_worker_json_len(cands) > 0)
+    if (gw_worker_json_len(cands) > 0)
         cand = gw_worker_json_at(cands, 0);
     parts = gw_worker_prov_get(gw_worker_prov_get(cand, "content"), "parts");
-    for (size_t i = 0; rc == 0 && parts != NULL && i < gw_worker_json_len(parts); i++) {
+    for (size_t i = 0; rc == 0 && i < gw_worker_json_len(parts); i++) {
         struct json_object *p = gw_worker_json_at(parts, i), *fc;
         const char *t = gw_worker_prov_str(p, "text");
         struct json_object *thought = gw_worker_prov_get(p, "thought");

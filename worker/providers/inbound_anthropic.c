@@ -56,9 +56,7 @@ blocks_text(struct json_object *content, const char *sep)
 
     if (content != NULL && json_object_is_type(content, json_type_string))
         return strdup(json_object_get_string(content));
-    for (size_t i = 0; content != NULL && json_object_is_type(content, json_type_array) &&
-                       i < gw_worker_json_len(content);
-         i++) {
+    for (size_t i = 0; i < gw_worker_json_len(content); i++) {
         struct json_object *blk = gw_worker_json_at(content, i);
         const char *text = gw_worker_prov_str(blk, "text");
         if (is_type(blk, "text") && text != NULL)
@@ -175,8 +173,7 @@ assistant_turn(struct json_object *out, struct json_object *content)
     struct json_object *m = message_new("assistant"), *calls = NULL;
     char *text = blocks_text(content, "");
 
-    for (size_t i = 0;
-         json_object_is_type(content, json_type_array) && i < gw_worker_json_len(content); i++) {
+    for (size_t i = 0; i < gw_worker_json_len(content); i++) {
         struct json_object *blk = gw_worker_json_at(content, i);
         if (!is_type(blk, "tool_use"))
             continue;
@@ -331,7 +328,7 @@ gw_worker_messages_request(struct json_object *in, struct json_object **out, cha
     }
 
     v = gw_worker_prov_get(in, "stop_sequences");
-    if (v != NULL && json_object_is_type(v, json_type_array) && gw_worker_json_len(v) > 0)
+    if (gw_worker_json_len(v) > 0)
         json_object_object_add(o, "stop", gw_worker_prov_copy(v));
     if ((rc = copy_number(in, o, "temperature", err, errlen)) != 0 ||
         (rc = copy_number(in, o, "top_p", err, errlen)) != 0)
@@ -486,9 +483,7 @@ gw_worker_messages_answer(struct gw_arena *a, const char *body, size_t len, cons
         json_object_array_add(content, b);
     }
     calls = gw_worker_prov_get(msg, "tool_calls");
-    for (size_t i = 0; calls != NULL && json_object_is_type(calls, json_type_array) &&
-                       i < gw_worker_json_len(calls);
-         i++) {
+    for (size_t i = 0; i < gw_worker_json_len(calls); i++) {
         struct json_object *tc = gw_worker_json_at(calls, i);
         struct json_object *fn = gw_worker_prov_get(tc, "function"), *b = json_object_new_object();
         json_object_object_add(b, "type", json_object_new_string("tool_use"));
@@ -782,9 +777,7 @@ chunk(struct gw_messages_stream *s, struct json_object *o, struct gw_buf *out)
         usage_read(u, &s->input_tokens, &s->output_tokens, &s->cached_tokens);
     }
     choices = gw_worker_prov_get(o, "choices");
-    for (size_t i = 0; choices != NULL && json_object_is_type(choices, json_type_array) &&
-                       i < gw_worker_json_len(choices);
-         i++) {
+    for (size_t i = 0; i < gw_worker_json_len(choices); i++) {
         struct json_object *c = gw_worker_json_at(choices, i);
         struct json_object *delta = gw_worker_prov_get(c, "delta"), *v;
         const char *text = gw_worker_prov_str(delta, "content"),
@@ -794,8 +787,7 @@ chunk(struct gw_messages_stream *s, struct json_object *o, struct gw_buf *out)
         if (text != NULL && text[0] != '\0' && (rc = text_delta(s, out, text)) != 0)
             return rc;
         v = gw_worker_prov_get(delta, "tool_calls");
-        for (size_t k = 0;
-             v != NULL && json_object_is_type(v, json_type_array) && k < gw_worker_json_len(v); k++)
+        for (size_t k = 0; k < gw_worker_json_len(v); k++)
             if ((rc = tool_delta(s, out, gw_worker_json_at(v, k))) != 0)
                 return rc;
         if (finish != NULL) {

@@ -125,9 +125,7 @@ gw_worker_prov_content_add(struct gw_arena *a, struct json_object *turns, const 
             gw_worker_prov_turn_add(turns, role, list_key, text(json_object_get_string(content)));
         return;
     }
-    for (size_t i = 0; content != NULL && json_object_is_type(content, json_type_array) &&
-                       i < gw_worker_json_len(content);
-         i++) {
+    for (size_t i = 0; i < gw_worker_json_len(content); i++) {
         struct json_object *part = gw_worker_json_at(content, i);
         const char *type = gw_worker_prov_str(part, "type"), *s;
         item = NULL;
