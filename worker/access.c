@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,14 +32,27 @@ static int64_t held_flush_ms; /* log.access_flush when it was */
 static _Atomic uint32_t no_segment;
 static _Atomic uint32_t *lines_cut = &no_segment;
 
+/* A cut line is ended by the next write, unless that write begins a new
+ * file: one opened since the cut (a rotation) is empty.  A pipe or the
+ * terminal is never taken for empty: an empty line costs a reader
+ * nothing, two records on one line cost it both. */
+static bool
+file_empty(int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0;
+}
+
 int
 gw_worker_lines_write(int fd, _Atomic uint32_t *cut, uint32_t bit, const char *data, size_t len)
 {
     bool after_cut = atomic_load_explicit(cut, memory_order_relaxed) & bit;
+    bool newline = after_cut && !file_empty(fd);
     struct iovec iov[2] = {{.iov_base = (void *)"\n", .iov_len = 1},
                            {.iov_base = (void *)data, .iov_len = len}};
-    struct iovec *v = after_cut ? iov : iov + 1;
-    int n = after_cut ? 2 : 1;
+    struct iovec *v = newline ? iov : iov + 1;
+    int n = newline ? 2 : 1;
     bool wrote = false;
 
     while (n > 0) {
