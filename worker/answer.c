@@ -33,6 +33,7 @@ struct sbuf {
 struct tool_call {
     const char *id, *type, *name;
     struct sbuf args;
+    bool seen; /* a delta named its index: a stream may skip some */
 };
 
 struct choice {
@@ -132,6 +133,7 @@ delta_tools(struct gw_answer *an, struct choice *ch, struct json_object *tools)
             continue;
         }
         struct tool_call *tc = &ch->tools[idx];
+        tc->seen = true;
         if (idx >= ch->ntools)
             ch->ntools = idx + 1;
         if (tc->id == NULL)
@@ -351,9 +353,11 @@ gw_worker_answer_text(struct gw_answer *an, bool have_usage, int64_t prompt, int
         }
         if (ch->ntools > 0) {
             gw_buf_printf(&b, ",\"tool_calls\":[");
-            for (int t = 0; t < ch->ntools; t++) {
+            for (int t = 0, out = 0; t < ch->ntools; t++) {
                 struct tool_call *tc = &ch->tools[t];
-                gw_buf_printf(&b, "%s{\"id\":", t ? "," : "");
+                if (!tc->seen)
+                    continue;
+                gw_buf_printf(&b, "%s{\"id\":", out++ ? "," : "");
                 json_opt(&b, tc->id);
                 gw_buf_printf(&b, ",\"type\":");
                 json_opt(&b, tc->type != NULL ? tc->type : "function");

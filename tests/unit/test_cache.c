@@ -268,6 +268,47 @@ a_stored_answer_replays_as_the_same_stream_content(void **state)
     gw_arena_destroy(a);
 }
 
+/* A stream may number its tool calls with gaps (index 2 after 0): the
+ * answer has the calls it named, no empty ones in between, and replays
+ * to itself. */
+static void
+tool_calls_numbered_with_gaps_are_kept_without_empty_ones(void **state)
+{
+    struct gw_arena *a = gw_arena_create(4096);
+    struct gw_answer *an = gw_worker_answer_create(a), *back = gw_worker_answer_create(a);
+    struct gw_buf ev = {0};
+    bool complete;
+    size_t len, len2;
+
+    (void)state;
+    feed(an,
+         "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":["
+         "{\"index\":2,\"id\":\"call_b\",\"function\":{\"name\":\"b\",\"arguments\":\"{}\"}},"
+         "{\"index\":0,\"id\":\"call_a\",\"function\":{\"name\":\"a\",\"arguments\":\"[]\"}}"
+         "]},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n",
+         11);
+    const char *text = gw_worker_answer_text(an, false, 0, 0, &len, &complete);
+    struct json_object *o = json_tokener_parse(text);
+    assert_non_null(o);
+    struct json_object *calls = json_object_object_get(
+        json_object_object_get(json_object_array_get_idx(json_object_object_get(o, "choices"), 0),
+                               "message"),
+        "tool_calls");
+    assert_int_equal(json_object_array_length(calls), 2);
+    const char *names[] = {"a", "b"};
+    for (size_t i = 0; i < 2; i++) {
+        struct json_object *fn =
+            json_object_object_get(json_object_array_get_idx(calls, i), "function");
+        assert_string_equal(json_object_get_string(json_object_object_get(fn, "name")), names[i]);
+    }
+    json_object_put(o);
+    assert_int_equal(gw_worker_answer_replay(text, len, false, &ev), 0);
+    gw_worker_answer_feed(back, ev.data, ev.len);
+    assert_string_equal(gw_worker_answer_text(back, false, 0, 0, &len2, &complete), text);
+    gw_buf_free(&ev);
+    gw_arena_destroy(a);
+}
+
 /* ------------------------------------------------------------- the store */
 
 static int gone_size, gone_expired;
@@ -368,6 +409,7 @@ main(void)
         cmocka_unit_test(a_stream_is_put_back_together_in_any_pieces),
         cmocka_unit_test(a_stream_without_done_or_with_an_error_is_not_complete),
         cmocka_unit_test(a_stored_answer_replays_as_the_same_stream_content),
+        cmocka_unit_test(tool_calls_numbered_with_gaps_are_kept_without_empty_ones),
         cmocka_unit_test(the_store_keeps_expires_bounds_and_purges),
     };
 
