@@ -40,6 +40,15 @@ void gw_admin_print_json(struct json_object *o, const char *field);
 const char *gw_admin_field(struct json_object *o, const char *name);
 /* The widest value of field in the objects of arr, at least min. */
 int gw_admin_column_width(struct json_object *arr, const char *field, int min);
+/*
+ * src as text for a terminal, into dst (size bytes, always ended): a
+ * control character (C0, DEL, and C1 as UTF-8 writes it) becomes '?', a
+ * line break or tab a space when one_line.  Text a client chose (a model
+ * name, a prompt) reaches an administrator's terminal through aigwctl;
+ * an escape sequence in it must not act there.  A character is copied
+ * whole or not at all; returns true when src did not fit.
+ */
+bool gw_admin_term_text(char *dst, size_t size, const char *src, bool one_line);
 /* "created" of o as an ISO 8601 UTC time. */
 void gw_admin_time_format(struct json_object *o, char *out, size_t len);
 

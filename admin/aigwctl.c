@@ -208,6 +208,33 @@ field_str(struct json_object *o, const char *name)
     return json_object_object_get_ex(o, name, &v) ? json_object_get_string(v) : "";
 }
 
+bool
+gw_admin_term_text(char *dst, size_t size, const char *src, bool one_line)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    size_t n = 0;
+
+    while (*s != '\0') {
+        /* A character's bytes go whole or not at all. */
+        size_t len = 1;
+        while ((s[len] & 0xc0) == 0x80 && len < 4)
+            len++;
+        if (n + len >= size)
+            break;
+        if (*s < 0x20 || *s == 0x7f || (*s == 0xc2 && len == 2 && s[1] < 0xa0)) {
+            /* C0, DEL, or C1 (U+0080 to U+009F, as UTF-8 writes it) */
+            dst[n++] = one_line && (*s == '\n' || *s == '\r' || *s == '\t') ? ' ' : '?';
+        } else {
+            memcpy(dst + n, s, len);
+            n += len;
+        }
+        s += len;
+    }
+    if (size > 0)
+        dst[n] = '\0';
+    return *s != '\0';
+}
+
 static void
 models_format(struct json_object *key, char *out, size_t len)
 {
@@ -407,14 +434,43 @@ stats_value(struct json_object *row, const char *name, char *out, size_t len)
         snprintf(out, len, "%s", json_object_get_string(v));
 }
 
-/* One CSV field, quoted as RFC 4180 says when it must be. */
+/* stats_value for a terminal: a model name is what a client sent, and
+ * may hold an escape sequence (gw_admin_term_text). */
+static void
+stats_cell(struct json_object *row, const char *name, char *out, size_t len)
+{
+    char v[256];
+
+    stats_value(row, name, v, sizeof(v));
+    gw_admin_term_text(out, len, v, true);
+}
+
+/* A spreadsheet takes a field that begins so for a formula, which a
+ * client's text (a model name) must not become: OWASP's "CSV injection". */
+static bool
+formula_like(const char *s)
+{
+    char *end;
+
+    if (strchr("=+-@\t\r", s[0]) == NULL || s[0] == '\0')
+        return false;
+    strtod(s, &end); /* a negative number is a number */
+    return *end != '\0' || end == s;
+}
+
+/* One CSV field, quoted as RFC 4180 says when it must be; text that a
+ * spreadsheet would take for a formula gets a leading "'", as OWASP
+ * advises, and is quoted. */
 static void
 csv_field(FILE *out, const char *s, bool last)
 {
-    if (strpbrk(s, ",\"\r\n") == NULL && s[0] != ' ' && (s[0] == '\0' || s[strlen(s) - 1] != ' ')) {
+    bool formula = formula_like(s);
+
+    if (!formula && strpbrk(s, ",\"\r\n") == NULL && s[0] != ' ' &&
+        (s[0] == '\0' || s[strlen(s) - 1] != ' ')) {
         fputs(s, out);
     } else {
-        fputc('"', out);
+        fputs(formula ? "\"'" : "\"", out);
         for (; *s; s++) {
             if (*s == '"')
                 fputc('"', out);
@@ -585,7 +641,7 @@ emit_table(FILE *out, const char *const *cols, size_t ncols, size_t nlabel, size
             width[c] = 5; /* "total" */
         for (size_t r = 0; r < nrows + 1; r++) {
             struct json_object *row = r < nrows ? json_object_array_get_idx(rows, r) : totals;
-            stats_value(row, cols[c], v, sizeof(v));
+            stats_cell(row, cols[c], v, sizeof(v));
             if ((int)strlen(v) > width[c])
                 width[c] = (int)strlen(v);
         }
@@ -602,7 +658,7 @@ emit_table(FILE *out, const char *const *cols, size_t ncols, size_t nlabel, size
             else if (row == totals && c < tfirst)
                 snprintf(v, sizeof(v), "%s", c == 0 ? "total" : "");
             else
-                stats_value(row, cols[c], v, sizeof(v));
+                stats_cell(row, cols[c], v, sizeof(v));
             if (v[0] == '\0')
                 snprintf(v, sizeof(v), "%s", "-");
             /* Labels to the left, numbers to the right. */

@@ -107,17 +107,30 @@ str_field(struct json_object *o, const char *k)
                : NULL;
 }
 
-/* Text cut to SUMMARY_TEXT bytes on one line, for the summary. */
+/* Text cut to SUMMARY_TEXT bytes on one line, for the summary: a
+ * client's prompt or a model's answer, which may hold escape sequences
+ * (gw_admin_term_text). */
 static void
 text_print(const char *prefix, const char *s)
 {
+    char text[SUMMARY_TEXT + 1];
+
     if (s == NULL)
         return;
-    printf("  %s ", prefix);
-    size_t i = 0;
-    for (; s[i] != '\0' && i < SUMMARY_TEXT; i++)
-        putchar(s[i] == '\n' || s[i] == '\r' || s[i] == '\t' ? ' ' : s[i]);
-    puts(s[i] != '\0' ? "..." : "");
+    bool cut = gw_admin_term_text(text, sizeof(text), s, true);
+    printf("  %s %s%s\n", prefix, text, cut ? "..." : "");
+}
+
+/* A field of the record's first line, fit for a terminal. */
+static const char *
+head_field(struct json_object *o, const char *k, char *out, size_t len)
+{
+    const char *s = str_field(o, k);
+
+    if (s == NULL)
+        return "-";
+    gw_admin_term_text(out, len, s, true);
+    return out;
 }
 
 static void
@@ -125,10 +138,11 @@ summary_print(struct json_object *o)
 {
     struct json_object *v, *req, *msgs, *resp, *choices, *usage;
     const char *last_user = NULL, *answer = NULL;
+    char when[64], id[96], key[64], model[256];
 
-    printf("%s  %s  %s  %s  status=%s", str_field(o, "time") ?: "-",
-           str_field(o, "request_id") ?: "-", str_field(o, "key_id") ?: "-",
-           str_field(o, "model") ?: "-",
+    printf("%s  %s  %s  %s  status=%s", head_field(o, "time", when, sizeof(when)),
+           head_field(o, "request_id", id, sizeof(id)), head_field(o, "key_id", key, sizeof(key)),
+           head_field(o, "model", model, sizeof(model)),
            json_object_object_get_ex(o, "status", &v) ? json_object_get_string(v) : "-");
     if (json_object_object_get_ex(o, "cache_hit", &v) && json_object_get_boolean(v))
         printf(" cache=hit");
@@ -157,7 +171,7 @@ summary_print(struct json_object *o)
     }
     if (json_object_object_get_ex(o, "response", &resp) &&
         json_object_object_get_ex(resp, "choices", &choices) &&
-        json_object_array_length(choices) > 0) {
+        json_object_is_type(choices, json_type_array) && json_object_array_length(choices) > 0) {
         struct json_object *msg;
         if (json_object_object_get_ex(json_object_array_get_idx(choices, 0), "message", &msg))
             answer = str_field(msg, "content");

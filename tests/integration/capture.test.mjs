@@ -242,6 +242,23 @@ test('aigwctl logs: filters by key, model and time; --json; the summary', async 
   assert.equal(r.stdout.trim().split('\n').length, 1);
 });
 
+// The summary shows a client's prompt: an escape sequence in it must not
+// reach the administrator's terminal, and a long one is cut between
+// characters, not inside one.
+test('aigwctl logs: the control characters of a prompt are shown as ?, a long one cut between characters', async () => {
+  const gw = ctx.gw;
+  const k = await gw.createKey();
+  const hostile = `\x1b[2J\x1b]0;owned\x07 \u009b1m ${'é'.repeat(60)}`;
+  const id = rid('logs-escape');
+  await chat({ messages: [{ role: 'user', content: hostile }] }, { 'x-request-id': id }, k.key);
+  await recordOf(id);
+  const r = await gw.ctl(['logs', '--key', k.id]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f\u0080-\u009f\ufffd]/, JSON.stringify(r.stdout));
+  const prompt = r.stdout.split('\n').find((l) => l.startsWith('  > '));
+  assert.match(prompt, /^ {2}> \?\[2J\?\]0;owned\? \?1m (é)+\.\.\.$/, prompt);
+});
+
 test('aigwctl logs --follow prints records as they are written', async () => {
   const gw = ctx.gw;
   const k3 = await gw.createKey();

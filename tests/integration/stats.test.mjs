@@ -508,3 +508,39 @@ test('usage -o FIFO writes into the FIFO and leaves it a FIFO', async () => {
     fs.rmSync(path.dirname(fifo), { recursive: true, force: true });
   }
 });
+
+// A model name is whatever a client sent (a 404 is usage too): in a
+// table it must not reach the administrator's terminal as an escape
+// sequence, and in a CSV file it must not become a spreadsheet formula.
+// --json has it as stored (control characters other than C1 replaced by
+// the master, which groups by it).
+test('client-chosen model names: no escape sequence in tables, no formula in CSV', async () => {
+  const own = await startGateway({ workers: 1, mock });
+  try {
+    const k = await own.createKey();
+    const esc = '\x1b[2J\x1b]0;owned\x07m\u009b1';
+    const formula = '=HYPERLINK("http://example.com/","x")';
+    for (const model of [esc, formula, '-2+3', 'demo']) await own.chat(k.key, { model });
+    await eventually(async () => (await own.ctlJson(['usage'])).requests === 4, { what: 'four records' });
+
+    const json = await own.ctlJson(['usage', '--by', 'model']);
+    assert.deepEqual(json.rows.map((r) => r.model).sort(), ['?[2J?]0;owned?m\u009b1', formula, '-2+3', 'demo'].sort());
+
+    for (const args of [['usage', '--by', 'model'], ['usage', '--detail']]) {
+      const r = await own.ctl(args);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f\u0080-\u009f]/, `${args.join(' ')}: ${JSON.stringify(r.stdout)}`);
+      assert.ok(r.stdout.includes('?[2J?]0;owned?m?1'), r.stdout);
+    }
+
+    const csv = await own.ctl(['usage', '--by', 'model', '--csv']);
+    assert.equal(csv.code, 0, csv.stderr);
+    const models = parseCsv(csv.stdout).slice(1).map((f) => f[0]);
+    assert.ok(models.includes(`'${formula}`), csv.stdout);
+    assert.ok(models.includes("'-2+3"), csv.stdout);
+    assert.ok(models.includes('demo'), csv.stdout);
+    assert.ok(models.every((m) => !/^[=+\-@\t\r]/.test(m)), csv.stdout);
+  } finally {
+    await own.stop();
+  }
+});
