@@ -60,6 +60,11 @@ log_vwrite(int level, const char *fmt, va_list ap)
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2; /* truncated: still one line */
+    /* What a message quotes (a provider's error, a client's text) may
+     * hold line breaks and escape sequences: one line, none acting. */
+    for (size_t i = (size_t)n; i < len; i++)
+        if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
+            line[i] = '?';
     line[len++] = '\n';
     (void)gw_write_all(STDERR_FILENO, line, len);
     errno = saved;

@@ -71,7 +71,9 @@ void gw_log_init(const char *who);
 /*
  * gw_log() checks the level before any formatting happens, so a disabled
  * debug line costs one comparison.  Each line is written to stderr with a
- * single write(2), so lines of concurrent processes never interleave.
+ * single write(2), so lines of concurrent processes never interleave.  A
+ * message is one line: control characters in it (but tabs), which what it
+ * quotes may hold, are written as '?'.
  */
 #define gw_log(level, ...)                                                                         \
     do {                                                                                           \

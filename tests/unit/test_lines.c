@@ -4,7 +4,8 @@
  * one cut line, the next write ends it, and a file opened since (a
  * rotation) starts with a record, not an empty line.  The disk is made
  * to stop with RLIMIT_FSIZE, which cuts a write at a byte of our choice
- * as a full disk does (EFBIG instead of ENOSPC).
+ * as a full disk does (EFBIG instead of ENOSPC).  And a log message is
+ * one line (gw_log).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -150,6 +151,27 @@ test_cut_line_on_a_pipe(void **state)
     assert_string_equal(got, "\n" LINE_C);
 }
 
+/* A log message quoting a provider's error or a client's text stays one
+ * line, and no escape sequence in it acts on a terminal that shows the
+ * log. */
+static void
+test_log_message_is_one_line(void **state)
+{
+    char path[256], *text;
+    int fd = open_append("error.log", path, sizeof(path)), saved = dup(STDERR_FILENO);
+
+    (void)state;
+    gw_log_init("worker[1]");
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    gw_log(GW_LOG_ERROR, "upstream said: %s", "bad\nday\r\n\x1b[2J\tend\x7f");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    close(fd);
+    text = slurp(path);
+    assert_non_null(strstr(text, " error worker[1]: upstream said: bad?day???[2J\tend?\n"));
+    assert_ptr_equal(strchr(text, '\n'), text + strlen(text) - 1);
+}
+
 int
 main(void)
 {
@@ -157,6 +179,7 @@ main(void)
         cmocka_unit_test(test_cut_line_is_ended),
         cmocka_unit_test(test_rotated_file_starts_with_a_record),
         cmocka_unit_test(test_cut_line_on_a_pipe),
+        cmocka_unit_test(test_log_message_is_one_line),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
