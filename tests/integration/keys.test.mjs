@@ -268,6 +268,18 @@ test('key create refuses an empty name', async () => {
   assert.match(r.stderr, /name/);
 });
 
+// A key's name is printed on administrators' terminals (key list): no
+// control character, C1 included, which a terminal may take for CSI.
+test('key create refuses a name with a control character, and takes other UTF-8', async () => {
+  for (const name of ['a\x1b[2Jb', 'tab\there', 'del\x7f', 'csi\u009b1m']) {
+    const r = await ctx.gw.ctl(['key', 'create', '--name', name]);
+    assert.equal(r.code, 1, JSON.stringify(name));
+    assert.match(r.stderr, /key name contains a control character/);
+  }
+  const k = await ctx.gw.ctlJson(['key', 'create', '--name', 'équipe ¡ü']);
+  assert.equal(k.name, 'équipe ¡ü');
+});
+
 test('the plain key is stored nowhere under state_dir', async () => {
   const { gw } = ctx;
   const keys = [await gw.createKey(), await gw.createKey({ models: ['demo'] })];
