@@ -1019,7 +1019,9 @@ handle_messages(struct gw_worker *w, struct gw_request *req, const struct gw_key
 /* ---------------------------------------------------------- accounting */
 
 /* Copy src (NULL: "") into dst of size bytes, cut short if need be, as
- * snprintf "%s" would, without formatting. */
+ * snprintf "%s" would, without formatting; a cut falls between UTF-8
+ * characters (a model name is a client's: half a character would make
+ * the usage exports invalid UTF-8). */
 static void
 text_copy(char *dst, size_t size, const char *src)
 {
@@ -1027,6 +1029,9 @@ text_copy(char *dst, size_t size, const char *src)
 
     while (src != NULL && n < size - 1 && src[n] != '\0')
         n++;
+    if (src != NULL && src[n] != '\0')
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--;
     if (n > 0)
         memcpy(dst, src, n);
     dst[n] = '\0';

@@ -520,11 +520,14 @@ test('client-chosen model names: no escape sequence in tables, no formula in CSV
     const k = await own.createKey();
     const esc = '\x1b[2J\x1b]0;owned\x07m\u009b1';
     const formula = '=HYPERLINK("http://example.com/","x")';
-    for (const model of [esc, formula, '-2+3', 'demo']) await own.chat(k.key, { model });
-    await eventually(async () => (await own.ctlJson(['usage'])).requests === 4, { what: 'four records' });
+    // 80 bytes, stored in 63: cut between characters, never inside one.
+    const long = 'é'.repeat(40);
+    for (const model of [esc, formula, '-2+3', 'demo', long]) await own.chat(k.key, { model });
+    await eventually(async () => (await own.ctlJson(['usage'])).requests === 5, { what: 'five records' });
 
     const json = await own.ctlJson(['usage', '--by', 'model']);
-    assert.deepEqual(json.rows.map((r) => r.model).sort(), ['?[2J?]0;owned?m\u009b1', formula, '-2+3', 'demo'].sort());
+    assert.deepEqual(json.rows.map((r) => r.model).sort(),
+      ['?[2J?]0;owned?m\u009b1', formula, '-2+3', 'demo', 'é'.repeat(31)].sort());
 
     for (const args of [['usage', '--by', 'model'], ['usage', '--detail']]) {
       const r = await own.ctl(args);
