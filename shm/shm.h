@@ -213,6 +213,12 @@ void gw_hex_encode(const unsigned char *in, size_t len, char *out);
 /* v in decimal into out, NUL-terminated; returns its length. */
 #define GW_U64_TEXT_MAX 21
 size_t gw_u64_text(uint64_t v, char out[GW_U64_TEXT_MAX]);
+/*
+ * len, less a UTF-8 sequence cut short at the end of s[0..len): where to
+ * cut text that must stay whole characters (a JSON string, a stored
+ * name), or where text that goes on later has its last whole character.
+ */
+size_t gw_utf8_whole(const char *s, size_t len);
 
 /*
  * Process titles as ps shows them.  gw_proctitle_init takes over the argv

@@ -102,6 +102,24 @@ gw_u64_text(uint64_t v, char out[GW_U64_TEXT_MAX])
     return n;
 }
 
+/* A character cut short at its end leaves 1 to 3 of its continuation
+ * bytes wanting; half of it would read as an invalid byte. */
+size_t
+gw_utf8_whole(const char *s, size_t len)
+{
+    size_t i = len, k = 0;
+
+    while (i > 0 && k < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
+        i--;
+        k++;
+    }
+    if (i == 0)
+        return len;
+    unsigned char c = (unsigned char)s[i - 1];
+    size_t need = c >= 0xF0 && c < 0xF8 ? 3 : c >= 0xE0 && c < 0xF0 ? 2 : c >= 0xC0 ? 1 : 0;
+    return need > k ? i - 1 : len;
+}
+
 void
 gw_hex_encode(const unsigned char *in, size_t len, char *out)
 {

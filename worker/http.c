@@ -740,16 +740,20 @@ gw_worker_http_error(struct gw_http_conn *c, struct gw_request *req, int status,
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* A message quoting a long name is cut between characters: half of
+     * one would make the answer invalid UTF-8, which JSON readers refuse. */
+    size_t len = n < 0                     ? 0
+                 : (size_t)n < sizeof(msg) ? (size_t)n
+                                           : gw_utf8_whole(msg, sizeof(msg) - 1);
 
     struct json_object *err = json_object_new_object(), *o = json_object_new_object();
-    json_object_object_add(err, "message", json_object_new_string(msg));
+    json_object_object_add(err, "message", json_object_new_string_len(msg, (int)len));
     json_object_object_add(err, "type", json_object_new_string(type));
     json_object_object_add(err, "param", param ? json_object_new_string(param) : NULL);
     json_object_object_add(err, "code", code ? json_object_new_string(code) : NULL);
     json_object_object_add(o, "error", err);
-    size_t len;
     const char *body = json_object_to_json_string_length(
         o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
     /* The body must outlive json_object_put: copy it into the request. */

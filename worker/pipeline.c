@@ -1030,8 +1030,7 @@ text_copy(char *dst, size_t size, const char *src)
     while (src != NULL && n < size - 1 && src[n] != '\0')
         n++;
     if (src != NULL && src[n] != '\0')
-        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
-            n--;
+        n = gw_utf8_whole(src, n);
     if (n > 0)
         memcpy(dst, src, n);
     dst[n] = '\0';

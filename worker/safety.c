@@ -368,25 +368,6 @@ next_char(const char *s, size_t len, size_t i)
     return i;
 }
 
-/* len, less a UTF-8 sequence cut short at its end: the rest of that
- * character is still to come, and half of it would read as an invalid
- * byte (a word boundary, say) that the whole text does not have. */
-static size_t
-utf8_whole(const char *s, size_t len)
-{
-    size_t i = len, k = 0;
-
-    while (i > 0 && k < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
-        i--;
-        k++;
-    }
-    if (i == 0)
-        return len;
-    unsigned char c = (unsigned char)s[i - 1];
-    size_t need = c >= 0xF0 && c < 0xF8 ? 3 : c >= 0xE0 && c < 0xF0 ? 2 : c >= 0xC0 ? 1 : 0;
-    return need > k ? i - 1 : len;
-}
-
 /*
  * Run the direction's rules over b->data[from..len); the bytes before
  * from are context only.  Masks are applied in b.  Unless final, a rule
@@ -415,7 +396,7 @@ scan_buf(struct gw_safety_req *st, enum gw_safety_dir dir, struct gw_buf *b, siz
          * like an IP address in it).  So this rule reads the held text as
          * if the stream stopped where that hold begins. */
         for (;;) {
-            size_t lim = final ? b->len : utf8_whole(b->data, *hold);
+            size_t lim = final ? b->len : gw_utf8_whole(b->data, *hold);
             if (off > lim)
                 break;
             int rc = pcre2_match(r->code, (PCRE2_SPTR)(b->data ? b->data : ""), lim, off,
@@ -800,8 +781,8 @@ window_step(struct gw_safety_req *st, struct window *wd, bool final, const char 
     if (!final && b->len - rel > st->window && b->len - wd->base > st->window)
         rel = b->len - st->window; /* a match longer than the window is not waited for */
     /* A character cut short at the end waits for its other bytes. */
-    if (!final && rel > utf8_whole(b->data, b->len))
-        rel = utf8_whole(b->data, b->len);
+    if (!final && rel > gw_utf8_whole(b->data, b->len))
+        rel = gw_utf8_whole(b->data, b->len);
     if (rel < wd->base)
         rel = wd->base;
     /* A placeholder to restore leaves whole. */

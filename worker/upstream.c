@@ -348,10 +348,15 @@ fail_status(struct upstream_io *io)
         /* A translated error says what the provider said. */
         struct json_object *o = json_tokener_parse(body), *e, *m;
         if (o != NULL && json_object_object_get_ex(o, "error", &e) &&
-            json_object_object_get_ex(e, "message", &m))
+            json_object_object_get_ex(e, "message", &m)) {
+            /* Its first 300 bytes, cut between characters. */
+            const char *said = json_object_get_string(m);
+            size_t n = strlen(said);
+            int keep = (int)(n > 300 ? gw_utf8_whole(said, 300) : n);
             snprintf(f->message, sizeof(f->message),
-                     "The upstream provider \"%s\" answered HTTP %d: %.300s", call->provider_name,
-                     (int)io->status, json_object_get_string(m));
+                     "The upstream provider \"%s\" answered HTTP %d: %.*s", call->provider_name,
+                     (int)io->status, keep, said);
+        }
         json_object_put(o);
     }
     f->body = gw_arena_strndup(call->req->arena, body, len);

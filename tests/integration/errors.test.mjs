@@ -127,6 +127,19 @@ test('an unknown model is refused with 404 model_not_found', async () => {
   await stillServes();
 });
 
+// The message quotes the name, and a long one is cut: between
+// characters, or the answer is invalid UTF-8, which JSON readers refuse.
+test('an unknown model with a long non-ASCII name: the error is cut between characters', async () => {
+  for (const model of ['x' + 'é'.repeat(600), '€'.repeat(400), 'xy' + '😀'.repeat(300)]) {
+    const res = await gw.chat(key, { model });
+    assertError(assert, res, 404, 'model_not_found');
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(res.body);
+    const { message } = JSON.parse(text).error;
+    assert.ok(message.length > 100 && !message.includes('\ufffd'), message);
+  }
+  await stillServes();
+});
+
 test('an unknown path is refused with 404 unknown_url', async () => {
   for (const [method, path] of [['GET', '/v1/nothing'], ['POST', '/v1/fine_tuning/jobs'], ['GET', '/'], ['GET', '/v1/chat/completions/extra']]) {
     const res = await gw.request({ method, path, headers: auth() });
