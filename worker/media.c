@@ -368,6 +368,15 @@ utf8_chars(const char *s)
     return n;
 }
 
+/* How much of s to keep, at most max bytes and whole characters. */
+static int
+text_cut(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max + 1);
+
+    return (int)(n > max ? gw_utf8_whole(s, max) : n);
+}
+
 int
 gw_worker_media_prepare(struct gw_worker *w, struct gw_request *req, struct gw_call *call)
 {
@@ -381,10 +390,13 @@ gw_worker_media_prepare(struct gw_worker *w, struct gw_request *req, struct gw_c
         int64_t n = json_object_object_get_ex(o, "n", &v) ? json_object_get_int64(v) : 1;
         const char *size = gw_worker_prov_str(o, "size");
         const char *quality = gw_worker_prov_str(o, "quality");
-        /* The tier as asked; the defaults are DALL-E's. */
+        /* The tier as asked; the defaults are DALL-E's.  What a client
+         * asks is cut between characters: the tier is stored and exported. */
+        size = size ? size : "1024x1024";
+        quality = quality ? quality : "standard";
         req->units = n > 0 ? n : 1;
-        req->tier = gw_arena_printf(req->arena, "%.11s/%.10s", size ? size : "1024x1024",
-                                    quality ? quality : "standard");
+        req->tier = gw_arena_printf(req->arena, "%.*s/%.*s", text_cut(size, 11), size,
+                                    text_cut(quality, 10), quality);
         break;
     }
     case GW_EP_SPEECH:

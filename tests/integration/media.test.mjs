@@ -177,6 +177,18 @@ test('images are counted with their resolution tier', async () => {
     [['1024x1024/standard', 1, 1], ['1024x1792/hd', 1, 2]]);
 });
 
+// The tier is what the client asked for, kept to 11 and 10 bytes: cut
+// between characters, since it is stored and exported.
+test('an image tier a client made long is cut between characters', async () => {
+  const res = await post('/v1/images/generations',
+    JSON.stringify({ model: 'painter', prompt: 'a cow', size: 'xxxxxxxxxxé', quality: 'qqqqqqqqq€' }),
+    { 'content-type': 'application/json' });
+  assert.equal(res.status, 200);
+  const tiers = (await usageRows('capability,tier')).map((r) => r.tier);
+  assert.ok(tiers.includes('xxxxxxxxxx/qqqqqqqqq'), JSON.stringify(tiers));
+  assert.ok(tiers.every((t) => !t.includes('\ufffd')), JSON.stringify(tiers));
+});
+
 test('a video is created, then fetched and downloaded through its id', async () => {
   let res = await post('/v1/videos', JSON.stringify({ model: 'sora', prompt: 'waves' }), { 'content-type': 'application/json' });
   assert.equal(res.status, 200);
