@@ -48,13 +48,15 @@ struct rule {
     char *mask;
     int32_t stat[2];
     pcre2_code *code;
-    size_t maxlen; /* 0: unbounded */
+    size_t maxlen;     /* 0: unbounded */
+    size_t lookbehind; /* characters a match may look at before its start */
 };
 
 struct gw_safety_engine {
     struct rule *rules;
     size_t n;
     size_t window;
+    size_t context; /* bytes kept before held text: the longest lookbehind */
     pcre2_match_data *md;
     unsigned users; /* requests using it (a worker serves several at once) */
     bool retired;   /* destroy when the last user is done */
@@ -69,10 +71,13 @@ struct masked {
     size_t len;
 };
 
-/* One choice's held text: buf[0..base) is context already released. */
+/* One choice's held text: buf[0..base) is context already released;
+ * next[i], where rule i goes on next (it has matched or passed every
+ * start before). */
 struct window {
     struct gw_buf buf;
     size_t base;
+    size_t *next; /* one for each rule of the engine */
 };
 
 struct gw_safety_req {
@@ -110,6 +115,7 @@ gw_worker_safety_engine_create(const struct gw_worker_safety_def *defs, size_t n
     if (e == NULL || (e->rules = calloc(n ? n : 1, sizeof(*e->rules))) == NULL)
         goto fail;
     e->window = window;
+    e->context = SAFETY_CONTEXT;
     for (size_t i = 0; i < n; i++) {
         const struct gw_worker_safety_def *d = &defs[i];
         struct rule *r = &e->rules[i];
@@ -127,6 +133,11 @@ gw_worker_safety_engine_create(const struct gw_worker_safety_def *defs, size_t n
             e->n = i;
             goto fail;
         }
+        uint32_t lb = 0;
+        (void)pcre2_pattern_info(r->code, PCRE2_INFO_MAXLOOKBEHIND, &lb);
+        r->lookbehind = lb;
+        if (4 * (size_t)lb > e->context) /* characters of up to 4 bytes */
+            e->context = 4 * (size_t)lb;
         e->n = i + 1;
         r->name = strdup(d->name);
         r->mask = d->mask != NULL ? strdup(d->mask) : NULL;
@@ -245,6 +256,9 @@ gw_worker_safety_req_create(struct gw_safety_engine *e, uint64_t rules, struct g
     st->shm = shm;
     st->request_id = request_id != NULL ? request_id : "-";
     st->counts = gw_arena_zalloc(a, (e->n ? e->n : 1) * sizeof(*st->counts));
+    size_t *next = gw_arena_zalloc(a, SAFETY_CHOICES * (e->n ? e->n : 1) * sizeof(*next));
+    for (size_t w = 0; w < SAFETY_CHOICES; w++)
+        st->windows[w].next = next + w * e->n;
     st->window = 0;
     for (size_t i = 0; i < e->n && i < 64; i++) {
         if (!(rules & (UINT64_C(1) << i)))
@@ -368,51 +382,90 @@ next_char(const char *s, size_t len, size_t i)
     return i;
 }
 
+/* The offset n characters before pos in s (0 at the most). */
+static size_t
+chars_back(const char *s, size_t pos, size_t n)
+{
+    while (pos > 0 && n > 0) {
+        pos--;
+        if (((unsigned char)s[pos] & 0xC0) != 0x80)
+            n--;
+    }
+    return pos;
+}
+
+/* b->data[s..e) became plen bytes: move the offsets at or past e with
+ * the text after it, and those inside it to its start. */
+static void
+offsets_move(size_t *v, size_t n, size_t s, size_t e, size_t plen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] >= e)
+            v[i] = v[i] - (e - s) + plen;
+        else if (v[i] > s)
+            v[i] = s;
+    }
+}
+
 /*
- * Run the direction's rules over b->data[from..len); the bytes before
- * from are context only.  Masks are applied in b.  Unless final, a rule
- * whose match could still go on past the end holds back from where it
- * would start: *hold is the smallest such offset (b->len when none), and
- * the rules after it read only up to there.
+ * Run the direction's rules over b->data[from..len), in order, as over a
+ * whole text, when that text may still go on (unless final).  Masks are
+ * applied in b; the bytes before from are context only.  next (NULL for
+ * a whole text: all from from) holds where each rule goes on, and is
+ * left where each rule must go on next time: it has matched or passed
+ * every start before, and is never asked again about one, since the
+ * text around it may have changed since (a later rule's mask).  *hold,
+ * the smallest of them: text before it is final.
+ *
+ * Over a whole text a rule sees what the rules before it masked, and not
+ * what the rules after it mask.  So, unless final, rule i reads only up
+ * to where an earlier rule stopped (a match of that rule could still
+ * begin there, and its mask change what rule i finds), and masks nothing
+ * within the lookbehind of where an earlier rule goes on: such a match
+ * waits, and with it the text from its start.
  * Returns -1, or the block rule that matched.
  */
 static int
 scan_buf(struct gw_safety_req *st, enum gw_safety_dir dir, struct gw_buf *b, size_t from,
-         bool final, size_t *hold)
+         size_t *next, bool final, size_t *hold)
 {
     struct gw_safety_engine *e = st->e;
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
+    size_t read = b->len;  /* where the rules before this one stopped */
+    size_t guard = b->len; /* and the start of their lookbehind there */
 
     *hold = b->len;
     for (size_t i = 0; i < e->n; i++) {
         if (!(st->dir_rules[dir] & (UINT64_C(1) << i)))
             continue;
         const struct rule *r = &e->rules[i];
-        size_t off = from;
-        /* An earlier rule may still match from *hold on, and over a whole
-         * answer it goes first: its mask could change what this rule
-         * finds there (a phone number's mask ends the digits of a card
-         * number before it; a phone number taken whole hides what looks
-         * like an IP address in it).  So this rule reads the held text as
-         * if the stream stopped where that hold begins. */
+        size_t off = next != NULL && next[i] > from ? next[i] : from;
+        size_t lim = final ? b->len : gw_utf8_whole(b->data, read);
+        size_t stop; /* where this rule goes on next */
         for (;;) {
-            size_t lim = final ? b->len : gw_utf8_whole(b->data, *hold);
-            if (off > lim)
+            if (off > lim) {
+                stop = off;
                 break;
+            }
             int rc = pcre2_match(r->code, (PCRE2_SPTR)(b->data ? b->data : ""), lim, off,
                                  final ? 0 : PCRE2_PARTIAL_HARD, e->md, NULL);
             if (rc == PCRE2_ERROR_PARTIAL) {
-                if (ov[0] < *hold)
-                    *hold = ov[0];
+                stop = ov[0];
                 break;
             }
-            if (rc < 0)
+            if (rc < 0) {
+                stop = lim; /* (moved with the masks) */
                 break;
+            }
             size_t s = ov[0], end = ov[1];
             if (end == s || (r->type == GW_SAFETY_PII &&
                              !gw_safety_detector_check(r->detector, b->data + s, end - s))) {
                 off = next_char(b->data, b->len, s);
                 continue;
+            }
+            if (!final && end > guard && r->action == GW_SAFETY_MASK) {
+                stop = s; /* its mask would change what an earlier rule looks back at */
+                break;
             }
             hit(st, (int)i, dir);
             if (r->action == GW_SAFETY_BLOCK)
@@ -425,18 +478,24 @@ scan_buf(struct gw_safety_req *st, enum gw_safety_dir dir, struct gw_buf *b, siz
             const char *p = placeholder(st, (int)i, dir, b->data + s, end - s, &plen);
             if (plen > end - s && gw_buf_reserve(b, plen - (end - s)) != 0)
                 return -1;
-            size_t oldlen = b->len;
             memmove(b->data + s + plen, b->data + end, b->len - end);
             memcpy(b->data + s, p, plen);
             b->len = b->len - (end - s) + plen;
-            if (*hold == oldlen)
-                *hold = b->len;
-            else if (*hold >= end)
-                *hold = *hold - (end - s) + plen;
-            else if (*hold > s)
-                *hold = s;
+            size_t mine[] = {read, guard, lim, *hold};
+            offsets_move(mine, 4, s, end, plen);
+            read = mine[0], guard = mine[1], lim = mine[2], *hold = mine[3];
+            if (next != NULL)
+                offsets_move(next, e->n, s, end, plen);
             off = s + plen;
         }
+        if (next != NULL)
+            next[i] = stop;
+        if (stop < *hold)
+            *hold = stop;
+        if (stop < read)
+            read = stop;
+        if (chars_back(b->data, stop, r->lookbehind) < guard)
+            guard = chars_back(b->data, stop, r->lookbehind);
     }
     return -1;
 }
@@ -500,7 +559,7 @@ gw_worker_safety_scan(struct gw_safety_req *st, enum gw_safety_dir dir, const ch
         goto restore;
     if (gw_buf_append(&b, text, len) != 0)
         return -1;
-    blocked = scan_buf(st, dir, &b, 0, true, &hold);
+    blocked = scan_buf(st, dir, &b, 0, NULL, true, &hold);
     if (blocked >= 0) {
         gw_buf_free(&b);
         return blocked;
@@ -773,7 +832,7 @@ window_step(struct gw_safety_req *st, struct window *wd, bool final, const char 
 {
     struct gw_buf *b = &wd->buf;
     size_t hold, rel;
-    int blocked = scan_buf(st, GW_SAFETY_OUTPUT, b, wd->base, final, &hold);
+    int blocked = scan_buf(st, GW_SAFETY_OUTPUT, b, wd->base, wd->next, final, &hold);
 
     if (blocked >= 0)
         return blocked;
@@ -804,11 +863,17 @@ window_step(struct gw_safety_req *st, struct window *wd, bool final, const char 
     if (*text == held)
         *text = gw_arena_strndup(st->a, *text, *len);
     wd->base = rel;
-    /* Keep a little context before the held text for lookbehinds. */
-    if (wd->base > SAFETY_CONTEXT) {
-        size_t drop = wd->base - SAFETY_CONTEXT;
+    /* A rule the window did not wait for goes on after what left. */
+    for (size_t i = 0; i < st->e->n; i++)
+        if (wd->next[i] < rel)
+            wd->next[i] = rel;
+    /* Keep the longest lookbehind's context before the held text. */
+    if (wd->base > st->e->context) {
+        size_t drop = wd->base - st->e->context;
         gw_buf_consume(b, drop);
         wd->base -= drop;
+        for (size_t i = 0; i < st->e->n; i++)
+            wd->next[i] -= drop;
     }
     return -1;
 }

@@ -376,6 +376,57 @@ stream_masks_overlapping_matches_as_the_whole_answer(void **state)
 }
 
 static void
+stream_later_masks_do_not_change_what_an_earlier_rule_looks_back_at(void **state)
+{
+    /* Over a whole answer a rule looks behind its match at the text as
+     * the rules before it left it, never at a later rule's mask.
+     * - "only415": the phone rule's lookbehind sees a letter, no phone
+     *   number; had the later rule's "###" replaced "only" first, it
+     *   would see '#' and mask the digits (the card rule holding them
+     *   makes the phone rule look at them again).
+     * - "SSN 123-45-6789": the number rule looks behind for "SSN "; had
+     *   the later rule masked "SSN" first, the number would go out.
+     * - And a rule goes on after its own mask, on to the next match. */
+    struct gw_worker_safety_def defs[] = {
+        pii(GW_DETECT_PHONE, GW_SAFETY_MASK),
+        pii(GW_DETECT_CREDIT_CARD, GW_SAFETY_MASK),
+        {.name = "ssn",
+         .type = GW_SAFETY_REGEX,
+         .action = GW_SAFETY_MASK,
+         .on = GW_SAFETY_ON_INPUT | GW_SAFETY_ON_OUTPUT,
+         .pattern = "(?<=SSN )[0-9]{3}-[0-9]{2}-[0-9]{4}",
+         .stat = {-1, -1}},
+        {.name = "internal",
+         .type = GW_SAFETY_REGEX,
+         .action = GW_SAFETY_MASK,
+         .on = GW_SAFETY_ON_INPUT | GW_SAFETY_ON_OUTPUT,
+         .pattern = "(?i)internal\\s+use\\s+only|\\bSSN\\b",
+         .mask = "###",
+         .stat = {-1, -1}},
+    };
+    static const char *const texts[] = {"INTERNAL use\tonly415 555 0100 ok",
+                                        "my SSN 123-45-6789, keep it",
+                                        "internal use only\finternal use only"};
+    static const char *const wholes[] = {"###415 555 0100 ok", "my ### [SSN_1], keep it",
+                                         "###\f###"};
+    struct gw_safety_engine *e = gw_worker_safety_engine_create(defs, 4, 256);
+    bool error;
+
+    (void)state;
+    for (size_t t = 0; t < 3; t++) {
+        const char *whole = scan(defs, 4, texts[t]);
+        assert_string_equal(whole, wholes[t]);
+        for (size_t cut = 0; cut <= strlen(texts[t]); cut++) {
+            char *got = stream_two(e, texts[t], cut, &error);
+            assert_false(error);
+            if (strcmp(got, whole) != 0)
+                fail_msg("cut at %zu: \"%s\", whole: \"%s\"", cut, got, whole);
+        }
+    }
+    gw_worker_safety_engine_destroy(e);
+}
+
+static void
 stream_cut_inside_a_character_reads_as_the_whole_answer(void **state)
 {
     /* "plan" runs on into a CJK letter: no whole word, no block.  Cut in
@@ -630,6 +681,7 @@ main(void)
         cmocka_unit_test(regex_rules),
         cmocka_unit_test(stream_phrase_split_at_every_position_is_blocked),
         cmocka_unit_test(stream_masks_overlapping_matches_as_the_whole_answer),
+        cmocka_unit_test(stream_later_masks_do_not_change_what_an_earlier_rule_looks_back_at),
         cmocka_unit_test(stream_cut_inside_a_character_reads_as_the_whole_answer),
         cmocka_unit_test(stream_of_a_provider_shape_of_its_own_is_passed_on),
         cmocka_unit_test(stream_mask_split_at_every_position),
