@@ -350,7 +350,7 @@ fail_status(struct upstream_io *io)
         if (o != NULL && json_object_object_get_ex(o, "error", &e) &&
             json_object_object_get_ex(e, "message", &m)) {
             /* Its first 300 bytes, cut between characters. */
-            const char *said = json_object_get_string(m);
+            const char *said = json_object_get_string(m) ?: ""; /* NULL for null */
             size_t n = strlen(said);
             int keep = (int)(n > 300 ? gw_utf8_whole(said, 300) : n);
             snprintf(f->message, sizeof(f->message),

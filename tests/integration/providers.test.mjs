@@ -208,6 +208,18 @@ test('an answer in a shape of its own is a 502, and no worker dies of it', async
   assert.deepEqual(ctx.gw.workerPids(), pids);
 });
 
+// The 502 quotes the provider's message, its first 300 bytes: cut
+// between characters, or the answer is not UTF-8 and a strict JSON
+// reader refuses it.
+test('a provider error message that is long and not ASCII is quoted whole characters only', async () => {
+  for (const model of ['claude', 'gemini', 'bedrock']) {
+    const res = await ctx.gw.chat(key, { model, messages }, { 'x-mock-status': '500', 'x-mock-error-text': '400' });
+    assert.equal(res.status, 502, `${model}: ${res.text}`);
+    const { message } = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(res.body)).error;
+    assert.match(message, /answered HTTP 500: xé{149}$/, message);
+  }
+});
+
 test('a client message in a shape of its own does not take a worker down', async () => {
   // tool_calls, content and tools that are no arrays, on their way to
   // each adapter that translates them.

@@ -237,7 +237,6 @@ gw_mock_anthropic_handle(struct gw_mock_conn *c, const char *path, size_t plen)
     const char *key = gw_mock_header(c, "x-api-key");
     struct gw_mock_turn t = {.model = "claude-mock"};
     struct json_object *req = NULL, *v;
-    char msg[64];
     int rc;
 
     (void)path, (void)plen;
@@ -249,8 +248,13 @@ gw_mock_anthropic_handle(struct gw_mock_conn *c, const char *path, size_t plen)
         return rc > 0 ? 0 : rc;
     gw_mock_sleep_ms(t.f.delay_ms);
     if (t.f.status != 0) {
-        snprintf(msg, sizeof(msg), "mock injected status %ld", t.f.status);
-        return error_send(c, (int)t.f.status, t.f.status == 529 ? "Overloaded" : msg);
+        struct gw_buf msg = {0};
+        rc = gw_mock_fault_message(&t.f, &msg) != 0
+                 ? GW_ENOMEM
+                 : error_send(c, (int)t.f.status,
+                              t.f.status == 529 && t.f.error_text == 0 ? "Overloaded" : msg.data);
+        gw_buf_free(&msg);
+        return rc;
     }
     if ((rc = gw_mock_body_json(c, &req)) != 0)
         return rc > 0 ? 0 : rc;

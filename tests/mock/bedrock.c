@@ -308,7 +308,7 @@ gw_mock_bedrock_handle(struct gw_mock_conn *c, const char *path, size_t plen)
 {
     struct gw_mock_turn t = {0};
     struct json_object *req = NULL, *v;
-    char model[256], msg[64];
+    char model[256];
     bool stream = plen > 16 && memcmp(path + plen - 16, "/converse-stream", 16) == 0;
     size_t mlen = plen - 7 - (stream ? 16 : 9);
     int rc;
@@ -323,8 +323,11 @@ gw_mock_bedrock_handle(struct gw_mock_conn *c, const char *path, size_t plen)
         return rc > 0 ? 0 : rc;
     gw_mock_sleep_ms(t.f.delay_ms);
     if (t.f.status != 0) {
-        snprintf(msg, sizeof(msg), "mock injected status %ld", t.f.status);
-        return error_send(c, (int)t.f.status, msg);
+        struct gw_buf msg = {0};
+        rc = gw_mock_fault_message(&t.f, &msg) != 0 ? GW_ENOMEM
+                                                    : error_send(c, (int)t.f.status, msg.data);
+        gw_buf_free(&msg);
+        return rc;
     }
     if ((rc = gw_mock_body_json(c, &req)) != 0)
         return rc > 0 ? 0 : rc;

@@ -4,7 +4,8 @@
  * events, a number of chunks, a connection dropped mid-answer, an echo of
  * the request, a stamp of when the mock read the request and wrote the
  * answer (x-mock-stamp: a chat completion that is not streamed gets
- * "x_mock_us":[READ,WRITE], CLOCK_MONOTONIC microseconds, for the bench).
+ * "x_mock_us":[READ,WRITE], CLOCK_MONOTONIC microseconds, for the bench),
+ * and an error message of a given length (x-mock-error-text).
  * Only the chat and embeddings endpoints read them all; speech reads the
  * chunk delay.
  */
@@ -30,6 +31,7 @@ static const struct fault_header {
     {"x-mock-no-usage", offsetof(struct gw_mock_fault, no_usage), 0, 1},
     {"x-mock-stamp", offsetof(struct gw_mock_fault, stamp), 0, 1},
     {"x-mock-bad-shape", offsetof(struct gw_mock_fault, bad_shape), 0, 1},
+    {"x-mock-error-text", offsetof(struct gw_mock_fault, error_text), 0, 10000},
 };
 
 /*
@@ -69,17 +71,32 @@ gw_mock_fault_parse(struct gw_mock_conn *c, struct gw_mock_fault *f)
  * the request, 1 when it was answered, or a negative code to close.
  */
 int
+gw_mock_fault_message(const struct gw_mock_fault *f, struct gw_buf *out)
+{
+    if (f->error_text == 0)
+        return gw_buf_printf(out, "mock injected status %ld", f->status);
+    if (gw_buf_append(out, "x", 1) != 0)
+        return GW_ENOMEM;
+    for (long i = 0; i < f->error_text; i++)
+        if (gw_buf_append(out, "\xc3\xa9", 2) != 0)
+            return GW_ENOMEM;
+    return 0;
+}
+
+int
 gw_mock_fault_apply(struct gw_mock_conn *c, const struct gw_mock_fault *f)
 {
-    char msg[64];
     char code[32];
+    struct gw_buf msg = {0};
+    int rc;
 
     gw_mock_sleep_ms(f->delay_ms);
     if (f->status == 0)
         return 0;
-    snprintf(msg, sizeof(msg), "mock injected status %ld", f->status);
     snprintf(code, sizeof(code), "mock_status_%ld", f->status);
-    if (gw_mock_respond_error(c, (int)f->status, "mock_error", code, msg) != 0)
-        return GW_ECLOSED;
-    return 1;
+    rc = gw_mock_fault_message(f, &msg) != 0
+             ? GW_ENOMEM
+             : gw_mock_respond_error(c, (int)f->status, "mock_error", code, msg.data);
+    gw_buf_free(&msg);
+    return rc != 0 ? GW_ECLOSED : 1;
 }

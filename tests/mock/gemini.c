@@ -176,7 +176,7 @@ gw_mock_gemini_handle(struct gw_mock_conn *c, const char *path, size_t plen)
     const char *colon = memchr(path, ':', plen);
     struct gw_mock_turn t = {0};
     struct json_object *req = NULL, *v;
-    char model[128], msg[64];
+    char model[128];
     int rc;
 
     snprintf(model, sizeof(model), "%.*s", (int)(colon - path - 15), path + 15);
@@ -194,8 +194,11 @@ gw_mock_gemini_handle(struct gw_mock_conn *c, const char *path, size_t plen)
         return rc > 0 ? 0 : rc;
     gw_mock_sleep_ms(t.f.delay_ms);
     if (t.f.status != 0) {
-        snprintf(msg, sizeof(msg), "mock injected status %ld", t.f.status);
-        return error_send(c, (int)t.f.status, msg);
+        struct gw_buf msg = {0};
+        rc = gw_mock_fault_message(&t.f, &msg) != 0 ? GW_ENOMEM
+                                                    : error_send(c, (int)t.f.status, msg.data);
+        gw_buf_free(&msg);
+        return rc;
     }
     if ((rc = gw_mock_body_json(c, &req)) != 0)
         return rc > 0 ? 0 : rc;

@@ -83,6 +83,10 @@ struct gw_mock_fault {
      * message's content) is a string: a provider, or a proxy before it,
      * that answers in a shape of its own. */
     long bad_shape;
+    /* x-mock-error-text: N for an x-mock-status error whose message is
+     * "x" and N times "é" (2 bytes each): long, and cut inside a
+     * character by any byte limit at an even offset. */
+    long error_text;
 };
 
 /* The key every /v1 request must present as a bearer token, or NULL. */
@@ -111,6 +115,9 @@ int gw_mock_stream_event(struct gw_mock_conn *c, const char *data, size_t len, b
 int gw_mock_flush(struct gw_mock_conn *c);
 
 int gw_mock_fault_parse(struct gw_mock_conn *c, struct gw_mock_fault *f);
+/* The message of an injected error (x-mock-status) into out: "mock
+ * injected status N", or x-mock-error-text's.  0 or GW_ENOMEM. */
+int gw_mock_fault_message(const struct gw_mock_fault *f, struct gw_buf *out);
 int gw_mock_fault_apply(struct gw_mock_conn *c, const struct gw_mock_fault *f);
 
 int gw_mock_chat_handle(struct gw_mock_conn *c);
