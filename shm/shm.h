@@ -219,6 +219,9 @@ size_t gw_u64_text(uint64_t v, char out[GW_U64_TEXT_MAX]);
  * name), or where text that goes on later has its last whole character.
  */
 size_t gw_utf8_whole(const char *s, size_t len);
+/* How many bytes of the string s to keep for at most max: all of it, or
+ * max less a character cut short there. */
+size_t gw_utf8_prefix(const char *s, size_t max);
 
 /*
  * Process titles as ps shows them.  gw_proctitle_init takes over the argv

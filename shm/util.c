@@ -120,6 +120,14 @@ gw_utf8_whole(const char *s, size_t len)
     return need > k ? i - 1 : len;
 }
 
+size_t
+gw_utf8_prefix(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max + 1);
+
+    return n > max ? gw_utf8_whole(s, max) : n;
+}
+
 void
 gw_hex_encode(const unsigned char *in, size_t len, char *out)
 {

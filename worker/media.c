@@ -368,15 +368,6 @@ utf8_chars(const char *s)
     return n;
 }
 
-/* How much of s to keep, at most max bytes and whole characters. */
-static int
-text_cut(const char *s, size_t max)
-{
-    size_t n = strnlen(s, max + 1);
-
-    return (int)(n > max ? gw_utf8_whole(s, max) : n);
-}
-
 int
 gw_worker_media_prepare(struct gw_worker *w, struct gw_request *req, struct gw_call *call)
 {
@@ -395,8 +386,8 @@ gw_worker_media_prepare(struct gw_worker *w, struct gw_request *req, struct gw_c
         size = size ? size : "1024x1024";
         quality = quality ? quality : "standard";
         req->units = n > 0 ? n : 1;
-        req->tier = gw_arena_printf(req->arena, "%.*s/%.*s", text_cut(size, 11), size,
-                                    text_cut(quality, 10), quality);
+        req->tier = gw_arena_printf(req->arena, "%.*s/%.*s", (int)gw_utf8_prefix(size, 11), size,
+                                    (int)gw_utf8_prefix(quality, 10), quality);
         break;
     }
     case GW_EP_SPEECH:

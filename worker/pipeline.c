@@ -1025,12 +1025,8 @@ handle_messages(struct gw_worker *w, struct gw_request *req, const struct gw_key
 static void
 text_copy(char *dst, size_t size, const char *src)
 {
-    size_t n = 0;
+    size_t n = src != NULL ? gw_utf8_prefix(src, size - 1) : 0;
 
-    while (src != NULL && n < size - 1 && src[n] != '\0')
-        n++;
-    if (src != NULL && src[n] != '\0')
-        n = gw_utf8_whole(src, n);
     if (n > 0)
         memcpy(dst, src, n);
     dst[n] = '\0';

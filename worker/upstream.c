@@ -351,8 +351,7 @@ fail_status(struct upstream_io *io)
             json_object_object_get_ex(e, "message", &m)) {
             /* Its first 300 bytes, cut between characters. */
             const char *said = json_object_get_string(m) ?: ""; /* NULL for null */
-            size_t n = strlen(said);
-            int keep = (int)(n > 300 ? gw_utf8_whole(said, 300) : n);
+            int keep = (int)gw_utf8_prefix(said, 300);
             snprintf(f->message, sizeof(f->message),
                      "The upstream provider \"%s\" answered HTTP %d: %.*s", call->provider_name,
                      (int)io->status, keep, said);
