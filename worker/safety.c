@@ -431,16 +431,15 @@ scan_buf(struct gw_safety_req *st, enum gw_safety_dir dir, struct gw_buf *b, siz
 {
     struct gw_safety_engine *e = st->e;
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
-    size_t read = b->len;  /* where the rules before this one stopped */
-    size_t guard = b->len; /* and the start of their lookbehind there */
+    size_t guard = b->len; /* where the earlier rules' lookbehind begins */
 
-    *hold = b->len;
+    *hold = b->len; /* also where the rules before this one stopped */
     for (size_t i = 0; i < e->n; i++) {
         if (!(st->dir_rules[dir] & (UINT64_C(1) << i)))
             continue;
         const struct rule *r = &e->rules[i];
         size_t off = next != NULL && next[i] > from ? next[i] : from;
-        size_t lim = final ? b->len : gw_utf8_whole(b->data, read);
+        size_t lim = final ? b->len : gw_utf8_whole(b->data, *hold);
         size_t stop; /* where this rule goes on next */
         for (;;) {
             if (off > lim) {
@@ -481,9 +480,9 @@ scan_buf(struct gw_safety_req *st, enum gw_safety_dir dir, struct gw_buf *b, siz
             memmove(b->data + s + plen, b->data + end, b->len - end);
             memcpy(b->data + s, p, plen);
             b->len = b->len - (end - s) + plen;
-            size_t mine[] = {read, guard, lim, *hold};
-            offsets_move(mine, 4, s, end, plen);
-            read = mine[0], guard = mine[1], lim = mine[2], *hold = mine[3];
+            size_t mine[] = {*hold, guard, lim};
+            offsets_move(mine, 3, s, end, plen);
+            *hold = mine[0], guard = mine[1], lim = mine[2];
             if (next != NULL)
                 offsets_move(next, e->n, s, end, plen);
             off = s + plen;
@@ -492,8 +491,6 @@ scan_buf(struct gw_safety_req *st, enum gw_safety_dir dir, struct gw_buf *b, siz
             next[i] = stop;
         if (stop < *hold)
             *hold = stop;
-        if (stop < read)
-            read = stop;
         if (chars_back(b->data, stop, r->lookbehind) < guard)
             guard = chars_back(b->data, stop, r->lookbehind);
     }
