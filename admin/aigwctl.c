@@ -221,8 +221,7 @@ gw_admin_term_text(char *dst, size_t size, const char *src, bool one_line)
             len++;
         if (n + len >= size)
             break;
-        if (*s < 0x20 || *s == 0x7f || (*s == 0xc2 && len == 2 && s[1] < 0xa0)) {
-            /* C0, DEL, or C1 (U+0080 to U+009F, as UTF-8 writes it) */
+        if (gw_utf8_control((const char *)s) != 0) {
             dst[n++] = one_line && (*s == '\n' || *s == '\r' || *s == '\t') ? ' ' : '?';
         } else {
             memcpy(dst + n, s, len);

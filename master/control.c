@@ -326,10 +326,9 @@ cmd_key_create(struct gw_master *m, struct json_object *req, struct gw_arena *a)
         return gw_master_reply_error("a key needs a name (--name NAME)");
     if (strlen(name) > KEY_NAME_MAX)
         return gw_master_reply_error("key name is longer than %d characters", KEY_NAME_MAX);
-    /* C0, DEL, and C1 as UTF-8 writes it (U+0080 to U+009F): a name is
-     * printed on administrators' terminals. */
-    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
-        if (*c < 0x20 || *c == 0x7f || (c[0] == 0xc2 && c[1] >= 0x80 && c[1] < 0xa0))
+    /* A name is printed on administrators' terminals. */
+    for (const char *c = name; *c; c++)
+        if (gw_utf8_control(c) != 0)
             return gw_master_reply_error("key name contains a control character");
     if (json_object_object_get_ex(req, "models", &models) &&
         json_object_is_type(models, json_type_array)) {

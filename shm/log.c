@@ -61,10 +61,16 @@ log_vwrite(int level, const char *fmt, va_list ap)
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2; /* truncated: still one line */
     /* What a message quotes (a provider's error, a client's text) may
-     * hold line breaks and escape sequences: one line, none acting. */
-    for (size_t i = (size_t)n; i < len; i++)
-        if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
-            line[i] = '?';
+     * hold line breaks and escape sequences: one line, none acting.  (The
+     * line holds no NUL: vsnprintf stops a string at it.) */
+    line[len] = '\0';
+    size_t out = (size_t)n;
+    for (size_t i = (size_t)n; i < len;) {
+        size_t c = line[i] == '\t' ? 0 : gw_utf8_control(line + i);
+        line[out++] = c != 0 ? '?' : line[i];
+        i += c != 0 ? c : 1;
+    }
+    len = out;
     line[len++] = '\n';
     (void)gw_write_all(STDERR_FILENO, line, len);
     errno = saved;

@@ -222,6 +222,11 @@ size_t gw_utf8_whole(const char *s, size_t len);
 /* How many bytes of the string s to keep for at most max: all of it, or
  * max less a character cut short there. */
 size_t gw_utf8_prefix(const char *s, size_t max);
+/* The bytes of the control character s begins with: 1 for C0 (but the
+ * NUL that ends s) and DEL, 2 for C1 as UTF-8 writes it (U+0080 to
+ * U+009F, CSI among them); 0 for any other.  Text from outside must not
+ * carry these onto a terminal or into a line-based file. */
+size_t gw_utf8_control(const char *s);
 
 /*
  * Process titles as ps shows them.  gw_proctitle_init takes over the argv

@@ -121,6 +121,16 @@ gw_utf8_whole(const char *s, size_t len)
 }
 
 size_t
+gw_utf8_control(const char *s)
+{
+    const unsigned char *c = (const unsigned char *)s;
+
+    if ((c[0] > 0 && c[0] < 0x20) || c[0] == 0x7f)
+        return 1;
+    return c[0] == 0xc2 && c[1] >= 0x80 && c[1] < 0xa0 ? 2 : 0;
+}
+
+size_t
 gw_utf8_prefix(const char *s, size_t max)
 {
     size_t n = strnlen(s, max + 1);

@@ -163,12 +163,15 @@ test_log_message_is_one_line(void **state)
     (void)state;
     gw_log_init("worker[1]");
     assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-    gw_log(GW_LOG_ERROR, "upstream said: %s", "bad\nday\r\n\x1b[2J\tend\x7f");
+    gw_log(GW_LOG_ERROR, "upstream said: %s",
+           "bad\nday\r\n\x1b[2J\tend\x7f \xc2\x9b"
+           "1m \xc3\xa9");
     assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
     close(saved);
     close(fd);
     text = slurp(path);
-    assert_non_null(strstr(text, " error worker[1]: upstream said: bad?day???[2J\tend?\n"));
+    assert_non_null(
+        strstr(text, " error worker[1]: upstream said: bad?day???[2J\tend? ?1m \xc3\xa9\n"));
     assert_ptr_equal(strchr(text, '\n'), text + strlen(text) - 1);
 }
 
